@@ -1,0 +1,92 @@
+//! Every limit and knob of the engine, each with its default.
+
+use std::time::Duration;
+
+/// The engine's settings. Every limit the engine enforces is one field here.
+///
+/// `Config::default()` is a safe public-server setup; change fields directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest line a client may send, in bytes, without its line ending. A longer line
+    /// gets one error line and is discarded; the connection stays.
+    pub max_line_bytes: usize,
+    /// Longest chat or private message text, in bytes after sanitising.
+    pub max_message_bytes: usize,
+    /// Unwritten bytes a connection may have queued; past this it is a slow reader and is
+    /// dropped, so nobody else waits for it.
+    pub max_queued_bytes: usize,
+    /// Lines per second a connection may send on average (flood control). `0` turns flood
+    /// control off, for trusted bots and benchmarks.
+    pub flood_lines_per_second: u32,
+    /// Lines a connection may send at once before flood control makes it wait.
+    pub flood_burst: u32,
+    /// Complete lines held unprocessed for a connection (waiting for flood control or a
+    /// store reply) before it is closed for flooding.
+    pub max_pending_lines: usize,
+    /// Time from connecting to a successful login before the connection is closed.
+    pub login_timeout: Duration,
+    /// Failed logins on one connection before it is closed.
+    pub max_login_failures_per_connection: u32,
+    /// Failed logins for one account within `login_failure_window` before its logins are
+    /// refused until the window passes.
+    pub max_login_failures_per_account: u32,
+    /// Failed logins from one IP address within `login_failure_window` before logins from
+    /// it are refused until the window passes.
+    pub max_login_failures_per_address: u32,
+    /// The window over which failed logins are counted.
+    pub login_failure_window: Duration,
+    /// Accounts and addresses whose failures are remembered at once (bounded memory);
+    /// the oldest are forgotten first.
+    pub max_tracked_login_failures: usize,
+    /// Shortest password accepted at registration, in bytes.
+    pub min_password_bytes: usize,
+    /// Longest password accepted, in bytes.
+    pub max_password_bytes: usize,
+    /// Connections at once, in total.
+    pub max_connections: usize,
+    /// Connections at once from one IP address.
+    pub max_connections_per_address: usize,
+    /// Messages of a channel's history replayed on join.
+    pub history_replay: usize,
+    /// Most messages `/history n` may ask for.
+    pub max_history: usize,
+    /// The seed's demo mode: a bare `/role` toggles the caller between user and mod.
+    pub demo_roles: bool,
+    /// The channel everybody starts in.
+    pub default_channel: String,
+    /// The first line a new connection sees.
+    pub banner: String,
+    /// The `origin` of every [`MessageId`](crate::MessageId) this engine makes. Give each
+    /// engine run a different value (for example start time in nanoseconds mixed with the
+    /// process id) so ids never repeat across restarts.
+    pub message_id_origin: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_line_bytes: 4096,
+            max_message_bytes: 2048,
+            max_queued_bytes: 1024 * 1024,
+            flood_lines_per_second: 10,
+            flood_burst: 20,
+            max_pending_lines: 200,
+            login_timeout: Duration::from_secs(60),
+            max_login_failures_per_connection: 5,
+            max_login_failures_per_account: 5,
+            max_login_failures_per_address: 20,
+            login_failure_window: Duration::from_secs(15 * 60),
+            max_tracked_login_failures: 10_000,
+            min_password_bytes: 8,
+            max_password_bytes: 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 100,
+            history_replay: 20,
+            max_history: 200,
+            demo_roles: false,
+            default_channel: "Global".to_string(),
+            banner: "Welcome to WUR2 chat!".to_string(),
+            message_id_origin: 0,
+        }
+    }
+}

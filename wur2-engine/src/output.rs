@@ -1,0 +1,94 @@
+//! What the engine asks its driver to do, drained with [`Engine::poll_output`](crate::Engine::poll_output).
+
+use bytes::Bytes;
+
+use crate::ids::{ConnectionId, RequestId};
+use crate::store::StoreRequest;
+
+/// One thing for the driver to do. Drain them with
+/// [`Engine::poll_output`](crate::Engine::poll_output) until it returns `None`, after every
+/// input, and act on them in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Write these bytes to the connection, after everything written to it before.
+    ///
+    /// A message to many recipients is encoded once: every recipient's `data` shares one
+    /// buffer, so cloning it is cheap. Report bytes as they are written with
+    /// [`Engine::handle_written`](crate::Engine::handle_written).
+    Transmit {
+        /// Where to write.
+        connection: ConnectionId,
+        /// What to write.
+        data: Bytes,
+    },
+    /// Close the connection. The engine has forgotten it already: later events for it are
+    /// ignored, and no more output for it will come.
+    Close {
+        /// Which connection.
+        connection: ConnectionId,
+        /// Why, for the log.
+        reason: CloseReason,
+        /// `true`: write what is still queued first (within a short bounded time), then
+        /// close. `false`: drop what is queued and close now (the peer is not reading).
+        flush: bool,
+    },
+    /// Stop reading from this connection until [`Output::ResumeReading`] (backpressure:
+    /// the engine holds enough unprocessed input from it).
+    PauseReading(ConnectionId),
+    /// Read from this connection again.
+    ResumeReading(ConnectionId),
+    /// Run this store request and answer with
+    /// [`Engine::handle_store_reply`](crate::Engine::handle_store_reply) and `id`.
+    Store {
+        /// The id to answer with.
+        id: RequestId,
+        /// What to do (boxed to keep the common `Transmit` small).
+        request: Box<StoreRequest>,
+    },
+}
+
+/// Why the engine closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent `/close`.
+    ClientQuit,
+    /// A moderator or admin kicked the user.
+    Kicked,
+    /// The client did not read: its unwritten bytes passed `max_queued_bytes`.
+    SlowReader,
+    /// The client sent lines faster than flood control lets them wait.
+    Flood,
+    /// The client did not log in within `login_timeout`.
+    LoginTimeout,
+    /// Too many failed logins on this connection.
+    TooManyLoginFailures,
+    /// The server already had `max_connections` connections.
+    ServerFull,
+    /// The peer address already had `max_connections_per_ip` connections.
+    TooManyFromAddress,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A short phrase for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientQuit => "client quit",
+            CloseReason::Kicked => "kicked",
+            CloseReason::SlowReader => "slow reader",
+            CloseReason::Flood => "flooding",
+            CloseReason::LoginTimeout => "login timeout",
+            CloseReason::TooManyLoginFailures => "too many failed logins",
+            CloseReason::ServerFull => "server full",
+            CloseReason::TooManyFromAddress => "too many connections from address",
+            CloseReason::Shutdown => "server shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

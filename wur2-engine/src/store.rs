@@ -1,0 +1,245 @@
+//! What the engine asks of storage, and what storage answers.
+//!
+//! The engine never hashes, never sees a hash and never touches a database: it emits a
+//! [`StoreRequest`] through [`Output::Store`](crate::Output::Store) and gets a
+//! [`StoreReply`] back through [`Engine::handle_store_reply`](crate::Engine::handle_store_reply).
+//! Which reply answers which request is listed on each request variant.
+
+use std::fmt;
+
+use crate::ids::MessageId;
+
+/// A password as typed by a user.
+///
+/// It is never printed (`Debug` shows `Password(***)`), and its bytes are overwritten
+/// with zeros when it is dropped, so it does not linger in freed memory longer than needed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password typed by a user.
+    pub fn new(text: impl Into<String>) -> Self {
+        Password(text.into())
+    }
+
+    /// The password's text, for hashing or verifying it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.fill(0);
+        // Keep the compiler from treating the zeroing as a dead store.
+        std::hint::black_box(&bytes);
+    }
+}
+
+/// What a user may do.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub enum Role {
+    /// Chats, joins channels, sends private messages and files.
+    #[default]
+    User,
+    /// A user who may also kick users.
+    Mod,
+    /// A moderator who may also kick moderators and set anyone's role.
+    Admin,
+}
+
+impl Role {
+    /// The lowercase name used on the wire and in the database: `user`, `mod`, `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Mod => "mod",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "user" => Ok(Role::User),
+            "mod" | "moderator" => Ok(Role::Mod),
+            "admin" => Ok(Role::Admin),
+            _ => Err(UnknownRole),
+        }
+    }
+}
+
+/// A role name other than `user`, `mod` or `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role (expected user, mod or admin)")]
+pub struct UnknownRole;
+
+/// A message to a channel, as the engine accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelMessage {
+    /// Unique id; storing the same id twice must keep one copy.
+    pub id: MessageId,
+    /// The channel's display name (as first created, e.g. `Global`).
+    pub channel: String,
+    /// The sender's username as registered.
+    pub sender: String,
+    /// The sanitised text.
+    pub text: String,
+}
+
+/// A private message, as the engine accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivateMessage {
+    /// Unique id; storing the same id twice must keep one copy.
+    pub id: MessageId,
+    /// The sender's username as registered.
+    pub sender: String,
+    /// The recipient's username as the sender typed it (matched without regard to case).
+    pub recipient: String,
+    /// The sanitised text.
+    pub text: String,
+    /// Whether the recipient was online and got it already; `false` keeps it pending until
+    /// a [`StoreRequest::FetchPending`] and [`StoreRequest::MarkDelivered`] of the recipient.
+    pub delivered: bool,
+}
+
+/// A stored channel message, replayed as history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The sender's username as registered.
+    pub sender: String,
+    /// The text as stored.
+    pub text: String,
+    /// When the store accepted it, in milliseconds since the Unix epoch.
+    pub sent_at_unix_ms: i64,
+}
+
+/// A private message that waited for its recipient to log in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// The id to pass back in [`StoreRequest::MarkDelivered`].
+    pub id: MessageId,
+    /// The sender's username as registered.
+    pub sender: String,
+    /// The text as stored.
+    pub text: String,
+    /// When the store accepted it, in milliseconds since the Unix epoch.
+    pub sent_at_unix_ms: i64,
+}
+
+/// Something the engine needs from storage.
+///
+/// Every request comes with a [`RequestId`](crate::RequestId) in
+/// [`Output::Store`](crate::Output::Store); the driver runs it (concurrently with others,
+/// off the engine's loop) and passes the reply back with that id. Requests of one kind
+/// from one engine must be applied in the order they were emitted where the text says so.
+#[derive(Debug)]
+pub enum StoreRequest {
+    /// Create an account with role `user`; hash the password.
+    /// Answer: [`StoreReply::Account`], or `Failed(UsernameTaken)`.
+    Register {
+        /// Already validated by the engine (1–32 of letters, digits, `_`, `-`, `.`).
+        username: String,
+        /// Already checked for length by the engine.
+        password: Password,
+    },
+    /// Verify a password. Answer: [`StoreReply::Account`] with the name as registered, or
+    /// `Failed(InvalidCredentials)` for a wrong password and an unknown user alike (which
+    /// should take the same time).
+    Login {
+        /// As the user typed it; matched without regard to case.
+        username: String,
+        /// As the user typed it.
+        password: Password,
+    },
+    /// Store a channel message. Appends are applied in the order emitted. Answer:
+    /// [`StoreReply::Done`] (the engine does not wait for it).
+    AppendChannelMessage(ChannelMessage),
+    /// Store a private message. Answer: [`StoreReply::Done`], or `Failed(UnknownUser)` when
+    /// the recipient has no account (the engine waits for this answer only when the
+    /// recipient is offline, i.e. `delivered` is `false`).
+    AppendPrivateMessage(PrivateMessage),
+    /// The last `limit` messages of a channel. Answer: [`StoreReply::History`], oldest first.
+    FetchHistory {
+        /// The channel's display name; matched without regard to case.
+        channel: String,
+        /// How many messages at most.
+        limit: usize,
+    },
+    /// The undelivered private messages of a user. Answer: [`StoreReply::Pending`], oldest
+    /// first. They stay pending until a `MarkDelivered`.
+    FetchPending {
+        /// The username as registered; matched without regard to case.
+        username: String,
+    },
+    /// These pending private messages were handed to a connection. Answer:
+    /// [`StoreReply::Done`] (the engine does not wait for it).
+    MarkDelivered {
+        /// Ids from [`PendingMessage::id`].
+        ids: Vec<MessageId>,
+    },
+    /// Change a user's role. Answer: [`StoreReply::Account`] with the new role, or
+    /// `Failed(UnknownUser)`.
+    SetRole {
+        /// Matched without regard to case.
+        username: String,
+        /// The new role.
+        role: Role,
+    },
+}
+
+/// The store's answer to one [`StoreRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreReply {
+    /// The request was carried out and has nothing to return.
+    Done,
+    /// An account after register, login or set-role.
+    Account {
+        /// The username as registered (its letter case as first typed).
+        username: String,
+        /// The account's role now.
+        role: Role,
+    },
+    /// A channel's recent history, oldest first.
+    History(Vec<StoredMessage>),
+    /// Undelivered private messages, oldest first.
+    Pending(Vec<PendingMessage>),
+    /// The request failed.
+    Failed(StoreError),
+}
+
+/// Why a store request failed, in terms the engine can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Registration: the name is taken, in any letter case.
+    #[error("username is taken")]
+    UsernameTaken,
+    /// Login: unknown user or wrong password (deliberately the same).
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The named user has no account.
+    #[error("no such user")]
+    UnknownUser,
+    /// The store is overloaded (for example the password hashing queue is full); try again.
+    #[error("busy, try again")]
+    Busy,
+    /// The database failed or cannot be reached. The text is for logs, never for users.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
