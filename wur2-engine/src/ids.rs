@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn message_id_round_trips_through_its_string_form() {
-        let id = MessageId { origin: 0xdead_beef, sequence: 42 };
+        let id = MessageId {
+            origin: 0xdead_beef,
+            sequence: 42,
+        };
         let text = id.to_string();
         assert_eq!(text.len(), 32);
         assert_eq!(text.parse::<MessageId>(), Ok(id));

@@ -12,7 +12,7 @@
 //! caller drains **until it returns `None`** after every input, and
 //! [`Engine::poll_timeout`], the instant at which to call [`Engine::handle_timeout`].
 //!
-//! ```no_run
+//! ```
 //! use std::time::{Duration, Instant};
 //! use wur2_engine::{Config, Engine, Output, StoreReply, StoreRequest, Role};
 //!
@@ -72,16 +72,27 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod command;
 mod config;
 mod engine;
+mod flood;
+mod framer;
 mod ids;
+mod login_guard;
+mod names;
 mod output;
+mod sanitize;
 mod store;
+mod wire;
 
+pub use command::{Command, ParseError, parse_command};
 pub use config::Config;
 pub use engine::Engine;
+pub use framer::{Frame, LineFramer};
 pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId};
+pub use names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 pub use output::{CloseReason, Output};
+pub use sanitize::sanitize_text;
 pub use store::{
     ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError, StoreReply,
     StoreRequest, StoredMessage, UnknownRole,

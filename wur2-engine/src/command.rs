@@ -1,0 +1,392 @@
+//! The commands a client may send, and the parser that turns one line into one of them.
+//!
+//! The parser is total: every line is either a [`Command`] or a [`ParseError`], never a
+//! panic. It only splits text; the engine decides whether a command is allowed and valid
+//! (names, lengths, roles). A line is trimmed of surrounding whitespace first; a line that
+//! does not start with `/` is chat text, and `//` at the start sends text beginning with `/`.
+
+use std::fmt::Write;
+
+use crate::store::{Password, Role};
+
+/// One line from a client, understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Plain text to the current channel.
+    Say(String),
+    /// `/msg <user> <text>`: a private message.
+    Msg {
+        /// The recipient's name as typed.
+        to: String,
+        /// The message.
+        text: String,
+    },
+    /// `/join <channel>`.
+    Join(String),
+    /// `/send <args>`: file streaming (arguments kept as typed).
+    Send(String),
+    /// `/list`: users online.
+    List,
+    /// `/channels`: active channels with member counts.
+    Channels,
+    /// `/profile`: your name, channel and role.
+    Profile,
+    /// `/kick <user> [reason]`.
+    Kick {
+        /// Whom to kick.
+        user: String,
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// `/role`: show your role (toggle it in demo mode).
+    ShowRole,
+    /// `/role <user> <user|mod|admin>`.
+    SetRole {
+        /// Whose role.
+        user: String,
+        /// The new role.
+        role: Role,
+    },
+    /// `/history [n]`.
+    History(Option<usize>),
+    /// `/ping [token]`: answered `PONG <token>` once everything before it is processed.
+    Ping(String),
+    /// `/close` (or `/quit`).
+    Close,
+    /// `/help`.
+    Help,
+    /// `/register <user> <password>`.
+    Register {
+        /// The wanted username.
+        username: String,
+        /// The password (the rest of the line).
+        password: Password,
+    },
+    /// `/login <user> <password>`.
+    Login {
+        /// The username.
+        username: String,
+        /// The password (the rest of the line).
+        password: Password,
+    },
+}
+
+/// A line that starts with `/` but is not a well-formed command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The line is empty or only whitespace (the engine ignores it).
+    #[error("empty line")]
+    Empty,
+    /// No command has this name.
+    #[error("unknown command /{0}")]
+    Unknown(String),
+    /// A known command with missing or malformed arguments; the text is its usage.
+    #[error("usage: {0}")]
+    Usage(&'static str),
+}
+
+/// Parses one line (without its line ending).
+pub fn parse_command(line: &str) -> Result<Command, ParseError> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let Some(body) = line.strip_prefix('/') else {
+        return Ok(Command::Say(line.to_string()));
+    };
+    if body.starts_with('/') {
+        return Ok(Command::Say(body.to_string()));
+    }
+    let (name, rest) = split_word(body);
+    let name = name.to_ascii_lowercase();
+    let command = match name.as_str() {
+        "msg" => {
+            let (to, text) = split_word(rest);
+            if to.is_empty() || text.is_empty() {
+                return Err(ParseError::Usage("/msg <user> <text>"));
+            }
+            Command::Msg {
+                to: to.to_string(),
+                text: text.to_string(),
+            }
+        }
+        "join" => Command::Join(one_word(rest, "/join <channel>")?),
+        "send" => {
+            if rest.is_empty() {
+                return Err(ParseError::Usage(SEND_USAGE));
+            }
+            Command::Send(rest.to_string())
+        }
+        "list" => no_args(rest, Command::List, "/list")?,
+        "channels" => no_args(rest, Command::Channels, "/channels")?,
+        "profile" => no_args(rest, Command::Profile, "/profile")?,
+        "kick" => {
+            let (user, reason) = split_word(rest);
+            if user.is_empty() {
+                return Err(ParseError::Usage("/kick <user> [reason]"));
+            }
+            let reason = (!reason.is_empty()).then(|| reason.to_string());
+            Command::Kick {
+                user: user.to_string(),
+                reason,
+            }
+        }
+        "role" => {
+            const USAGE: &str = "/role [<user> <user|mod|admin>]";
+            let (user, rest) = split_word(rest);
+            let (role, extra) = split_word(rest);
+            match (user.is_empty(), role.is_empty(), extra.is_empty()) {
+                (true, _, _) => Command::ShowRole,
+                (false, false, true) => Command::SetRole {
+                    user: user.to_string(),
+                    role: role.parse().map_err(|_| ParseError::Usage(USAGE))?,
+                },
+                _ => return Err(ParseError::Usage(USAGE)),
+            }
+        }
+        "history" => {
+            const USAGE: &str = "/history [count]";
+            if rest.is_empty() {
+                Command::History(None)
+            } else {
+                let count = one_word(rest, USAGE)?;
+                match count.parse::<usize>() {
+                    Ok(n) if n > 0 && count.bytes().all(|b| b.is_ascii_digit()) => {
+                        Command::History(Some(n))
+                    }
+                    _ => return Err(ParseError::Usage(USAGE)),
+                }
+            }
+        }
+        "ping" => Command::Ping(rest.to_string()),
+        "close" | "quit" => Command::Close,
+        "help" => Command::Help,
+        "register" | "login" => {
+            let (username, password) = split_word(rest);
+            if username.is_empty() || password.is_empty() {
+                return Err(ParseError::Usage(if name == "login" {
+                    "/login <user> <password>"
+                } else {
+                    "/register <user> <password>"
+                }));
+            }
+            let (username, password) = (username.to_string(), Password::new(password));
+            if name == "login" {
+                Command::Login { username, password }
+            } else {
+                Command::Register { username, password }
+            }
+        }
+        _ => return Err(ParseError::Unknown(name)),
+    };
+    Ok(command)
+}
+
+/// Usage of `/send`.
+pub(crate) const SEND_USAGE: &str = "/send <user> <path>";
+
+impl Command {
+    /// The canonical line for this command; parsing it gives the command back.
+    ///
+    /// For `Register` and `Login` the line contains the password: never log it.
+    pub fn to_line(&self) -> String {
+        let mut line = String::new();
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Command::Say(text) if text.starts_with('/') => write!(line, "/{text}"),
+            Command::Say(text) => write!(line, "{text}"),
+            Command::Msg { to, text } => write!(line, "/msg {to} {text}"),
+            Command::Join(channel) => write!(line, "/join {channel}"),
+            Command::Send(args) => write!(line, "/send {args}"),
+            Command::List => write!(line, "/list"),
+            Command::Channels => write!(line, "/channels"),
+            Command::Profile => write!(line, "/profile"),
+            Command::Kick { user, reason: None } => write!(line, "/kick {user}"),
+            Command::Kick {
+                user,
+                reason: Some(reason),
+            } => write!(line, "/kick {user} {reason}"),
+            Command::ShowRole => write!(line, "/role"),
+            Command::SetRole { user, role } => write!(line, "/role {user} {role}"),
+            Command::History(None) => write!(line, "/history"),
+            Command::History(Some(n)) => write!(line, "/history {n}"),
+            Command::Ping(token) if token.is_empty() => write!(line, "/ping"),
+            Command::Ping(token) => write!(line, "/ping {token}"),
+            Command::Close => write!(line, "/close"),
+            Command::Help => write!(line, "/help"),
+            Command::Register { username, password } => {
+                write!(line, "/register {username} {}", password.expose())
+            }
+            Command::Login { username, password } => {
+                write!(line, "/login {username} {}", password.expose())
+            }
+        };
+        line
+    }
+}
+
+/// The first word and the rest, with the whitespace between them removed.
+fn split_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    match text.find(char::is_whitespace) {
+        Some(end) => (&text[..end], text[end..].trim_start()),
+        None => (text, ""),
+    }
+}
+
+fn one_word(text: &str, usage: &'static str) -> Result<String, ParseError> {
+    match split_word(text) {
+        (word, "") if !word.is_empty() => Ok(word.to_string()),
+        _ => Err(ParseError::Usage(usage)),
+    }
+}
+
+fn no_args(rest: &str, command: Command, usage: &'static str) -> Result<Command, ParseError> {
+    if rest.is_empty() {
+        Ok(command)
+    } else {
+        Err(ParseError::Usage(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_text_is_chat_and_double_slash_escapes_a_slash() {
+        assert_eq!(
+            parse_command("  hi there "),
+            Ok(Command::Say("hi there".into()))
+        );
+        assert_eq!(parse_command("//shrug"), Ok(Command::Say("/shrug".into())));
+    }
+
+    #[test]
+    fn msg_keeps_the_spacing_inside_its_text() {
+        assert_eq!(
+            parse_command("/msg bob  hello   world"),
+            Ok(Command::Msg {
+                to: "bob".into(),
+                text: "hello   world".into()
+            })
+        );
+        assert_eq!(
+            parse_command("/msg bob"),
+            Err(ParseError::Usage("/msg <user> <text>"))
+        );
+    }
+
+    #[test]
+    fn login_takes_the_rest_of_the_line_as_password() {
+        let Ok(Command::Login { username, password }) = parse_command("/login al pass word") else {
+            panic!("not a login");
+        };
+        assert_eq!((username.as_str(), password.expose()), ("al", "pass word"));
+    }
+
+    #[test]
+    fn role_forms_parse() {
+        assert_eq!(parse_command("/role"), Ok(Command::ShowRole));
+        assert_eq!(
+            parse_command("/ROLE bob Mod"),
+            Ok(Command::SetRole {
+                user: "bob".into(),
+                role: Role::Mod
+            })
+        );
+        assert!(matches!(
+            parse_command("/role bob"),
+            Err(ParseError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_command("/role bob king"),
+            Err(ParseError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_commands_and_bad_counts_are_errors() {
+        assert_eq!(
+            parse_command("/dance"),
+            Err(ParseError::Unknown("dance".into()))
+        );
+        assert!(matches!(
+            parse_command("/history -1"),
+            Err(ParseError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_command("/history +3"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(parse_command("/history 3"), Ok(Command::History(Some(3))));
+        assert_eq!(parse_command("   "), Err(ParseError::Empty));
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_.#-]{1,12}"
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[^\\s/][^\\n]{0,30}"
+            .prop_map(|s| s.trim().to_string())
+            .prop_filter("empty", |s| !s.is_empty())
+    }
+
+    fn any_command() -> impl Strategy<Value = Command> {
+        let role = prop_oneof![Just(Role::User), Just(Role::Mod), Just(Role::Admin)];
+        prop_oneof![
+            text().prop_map(Command::Say),
+            text().prop_map(|t| Command::Say(format!("/{t}"))),
+            (word(), text()).prop_map(|(to, text)| Command::Msg { to, text }),
+            word().prop_map(Command::Join),
+            text().prop_map(Command::Send),
+            Just(Command::List),
+            Just(Command::Channels),
+            Just(Command::Profile),
+            (word(), proptest::option::of(text()))
+                .prop_map(|(user, reason)| Command::Kick { user, reason }),
+            Just(Command::ShowRole),
+            (word(), role).prop_map(|(user, role)| Command::SetRole { user, role }),
+            proptest::option::of(1usize..100_000).prop_map(Command::History),
+            proptest::option::of(text()).prop_map(|t| Command::Ping(t.unwrap_or_default())),
+            Just(Command::Close),
+            Just(Command::Help),
+            (word(), text()).prop_map(|(username, p)| Command::Register {
+                username,
+                password: Password::new(p)
+            }),
+            (word(), text()).prop_map(|(username, p)| Command::Login {
+                username,
+                password: Password::new(p)
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parser_is_total_and_what_parses_reparses_the_same(line in any::<String>()) {
+            if let Ok(command) = parse_command(&line) {
+                prop_assert_eq!(parse_command(&command.to_line()), Ok(command));
+            }
+        }
+
+        #[test]
+        fn parser_is_total_on_command_like_lines(
+            name in prop_oneof![Just("msg"), Just("join"), Just("kick"), Just("role"),
+                Just("history"), Just("login"), Just("register"), Just("ping"), Just("send")],
+            args in "[ a-zA-Z0-9\\t]{0,20}",
+        ) {
+            let line = format!("/{name} {args}");
+            if let Ok(command) = parse_command(&line) {
+                prop_assert_eq!(parse_command(&command.to_line()), Ok(command));
+            }
+        }
+
+        #[test]
+        fn formatting_then_parsing_gives_the_command_back(command in any_command()) {
+            prop_assert_eq!(parse_command(&command.to_line()), Ok(command));
+        }
+    }
+}

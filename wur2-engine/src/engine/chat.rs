@@ -1,0 +1,443 @@
+//! The commands of logged-in users: chat, private messages, channels, roles, kicks,
+//! history, and the store answers that complete them.
+
+use super::{Departure, Engine, Pending, Stage};
+use crate::command::{Command, ParseError, parse_command};
+use crate::ids::ConnectionId;
+use crate::names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
+use crate::output::CloseReason;
+use crate::sanitize::sanitize_text;
+use crate::store::{ChannelMessage, PrivateMessage, Role, StoreError, StoreReply, StoreRequest};
+use crate::wire;
+
+/// Who sent a command: the parts of the session the commands need.
+struct Sender {
+    account: String,
+    username: String,
+    role: Role,
+    channel: String,
+}
+
+impl Engine {
+    /// A line from a logged-in connection.
+    pub(super) fn on_chat_line(&mut self, connection: ConnectionId, line: &str) {
+        let command = match parse_command(line) {
+            Ok(command) => command,
+            Err(ParseError::Empty) => return,
+            Err(ParseError::Unknown(name)) => {
+                let name = sanitize_text(&name);
+                return self.error(
+                    connection,
+                    format_args!("unknown command /{name}; type /help for the list"),
+                );
+            }
+            Err(ParseError::Usage(usage)) => {
+                return self.error(connection, format_args!("usage: {usage}"));
+            }
+        };
+        if let Command::Say(text) = &command {
+            return self.say(connection, text);
+        }
+        let Some(sender) = self.sender(connection) else {
+            return;
+        };
+        match command {
+            Command::Say(_) => {}
+            Command::Msg { to, text } => self.direct_message(connection, &sender, &to, &text),
+            Command::Join(channel) => self.join(connection, &sender, &channel),
+            Command::Send(_) => {
+                self.error(
+                    connection,
+                    format_args!("file transfer is not available yet"),
+                );
+            }
+            Command::List => {
+                let names = self.accounts.values().map(|a| a.username.as_str());
+                let line = wire::users(names);
+                self.send(connection, line);
+            }
+            Command::Channels => {
+                let entries = self
+                    .channels
+                    .values()
+                    .map(|c| (c.name.as_str(), c.members.len()));
+                let line = wire::channels(entries);
+                self.send(connection, line);
+            }
+            Command::Profile => {
+                let channel = self.channel_name(&sender.channel);
+                self.send(
+                    connection,
+                    wire::profile(&sender.username, &channel, sender.role),
+                );
+            }
+            Command::Kick { user, reason } => self.kick(connection, &sender, &user, reason),
+            Command::ShowRole => self.show_role(connection, &sender),
+            Command::SetRole { user, role } => self.set_role(connection, &sender, &user, role),
+            Command::History(count) => {
+                let count = count
+                    .unwrap_or(self.config.history_replay)
+                    .min(self.config.max_history);
+                let channel = self.channel_name(&sender.channel);
+                self.replay_history(connection, channel, count, true);
+            }
+            Command::Ping(token) => self.send(connection, wire::pong(&sanitize_text(&token))),
+            Command::Close => {
+                self.send(connection, wire::goodbye());
+                self.close(connection, CloseReason::ClientQuit, Departure::Announced);
+            }
+            Command::Help => self.send(connection, wire::help(Some(sender.role))),
+            Command::Register { .. } | Command::Login { .. } => {
+                self.error(connection, format_args!("you are already logged in"));
+            }
+        }
+    }
+
+    /// Plain text: to every other member of the channel, encoded once, and to the store.
+    fn say(&mut self, connection: ConnectionId, text: &str) {
+        let Some(text) = self.checked_text(connection, text) else {
+            return;
+        };
+        let id = self.next_message_id();
+        let Some(member) = self.sessions.get(connection).and_then(|s| s.member()) else {
+            return;
+        };
+        let (Some(account), Some(channel)) = (
+            self.accounts.get(&member.account),
+            self.channels.get(&member.channel),
+        ) else {
+            return;
+        };
+        let data = wire::chat(&channel.name, &account.username, &text);
+        let message = ChannelMessage {
+            id,
+            channel: channel.name.clone(),
+            sender: account.username.clone(),
+            text,
+        };
+        self.outbox.deliver_all(
+            &mut self.sessions,
+            &channel.members,
+            Some(connection),
+            &data,
+        );
+        self.request(StoreRequest::AppendChannelMessage(message));
+    }
+
+    fn direct_message(&mut self, connection: ConnectionId, sender: &Sender, to: &str, text: &str) {
+        if !is_valid_username(to) {
+            return self.no_such_user(connection, to);
+        }
+        let Some(text) = self.checked_text(connection, text) else {
+            return;
+        };
+        let id = self.next_message_id();
+        let delivered = match self.accounts.get(&username_key(to)) {
+            Some(recipient) => {
+                let data = wire::direct(&sender.username, &text);
+                self.outbox
+                    .deliver_all(&mut self.sessions, &recipient.sessions, None, &data);
+                true
+            }
+            None => false,
+        };
+        let message = PrivateMessage {
+            id,
+            sender: sender.username.clone(),
+            recipient: to.to_string(),
+            text,
+            delivered,
+        };
+        let request = StoreRequest::AppendPrivateMessage(message);
+        if delivered {
+            self.request(request);
+        } else {
+            let recipient = to.to_string();
+            self.request_for(
+                request,
+                Pending::OfflineDirect {
+                    connection,
+                    recipient,
+                },
+            );
+        }
+    }
+
+    fn join(&mut self, connection: ConnectionId, sender: &Sender, channel: &str) {
+        if !is_valid_channel_name(channel) {
+            return self.error(
+                connection,
+                format_args!("channel names are 1 to 32 letters, digits, '_', '-', '.' or '#'"),
+            );
+        }
+        let old = self.channel_name(&sender.channel);
+        if channel_key(channel) == sender.channel {
+            return self.send(connection, wire::text(&format!("You are already in {old}")));
+        }
+        self.leave_channel(connection, Departure::Announced);
+        let new = self.enter_channel(connection, channel);
+        self.send(connection, wire::switched(&old, &new));
+        self.replay_history(connection, new, self.config.history_replay, false);
+    }
+
+    fn kick(
+        &mut self,
+        connection: ConnectionId,
+        sender: &Sender,
+        user: &str,
+        reason: Option<String>,
+    ) {
+        if sender.role < Role::Mod {
+            return self.error(
+                connection,
+                format_args!("only moderators and admins can kick"),
+            );
+        }
+        let key = username_key(user);
+        if key == sender.account {
+            return self.error(connection, format_args!("you cannot kick yourself"));
+        }
+        let Some(target) = self.accounts.get(&key).filter(|_| is_valid_username(user)) else {
+            let user = sanitize_text(user);
+            return self.error(connection, format_args!("{user} is not online"));
+        };
+        if sender.role == Role::Mod && target.role >= Role::Mod {
+            return self.error(
+                connection,
+                format_args!("moderators cannot kick moderators or admins"),
+            );
+        }
+        let target_name = target.username.clone();
+        let sessions = target.sessions.clone();
+        let reason = reason
+            .map(|r| sanitize_text(&r).into_owned())
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "no reason given".to_string());
+        let mut channels: Vec<String> = Vec::new();
+        for session in sessions {
+            if let Some(member) = self.sessions.get(session).and_then(|s| s.member())
+                && !channels.contains(&member.channel)
+            {
+                channels.push(member.channel.clone());
+            }
+            self.send(session, wire::kicked_you(&sender.username, &reason));
+            self.close(session, CloseReason::Kicked, Departure::Silent);
+        }
+        let notice = wire::kicked_notice(&target_name, &sender.username, &reason);
+        for key in &channels {
+            if let Some(channel) = self.channels.get(key) {
+                self.outbox
+                    .deliver_all(&mut self.sessions, &channel.members, None, &notice);
+            }
+        }
+        tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
+        self.send(connection, wire::kick_done(&target_name));
+    }
+
+    fn show_role(&mut self, connection: ConnectionId, sender: &Sender) {
+        let toggled = match sender.role {
+            Role::User => Role::Mod,
+            Role::Mod => Role::User,
+            Role::Admin => Role::Admin,
+        };
+        if !self.config.demo_roles || toggled == sender.role {
+            return self.send(connection, wire::your_role(sender.role));
+        }
+        let username = sender.username.clone();
+        self.request_for(
+            StoreRequest::SetRole {
+                username,
+                role: toggled,
+            },
+            Pending::SetRole { connection },
+        );
+    }
+
+    fn set_role(&mut self, connection: ConnectionId, sender: &Sender, user: &str, role: Role) {
+        if sender.role != Role::Admin {
+            return self.error(connection, format_args!("only admins can set roles"));
+        }
+        if !is_valid_username(user) {
+            return self.no_such_user(connection, user);
+        }
+        let username = user.to_string();
+        self.request_for(
+            StoreRequest::SetRole { username, role },
+            Pending::SetRole { connection },
+        );
+    }
+
+    /// The store changed a role: apply it to the live sessions at once.
+    pub(super) fn on_role_set(&mut self, connection: ConnectionId, reply: StoreReply) {
+        let StoreReply::Account { username, role } = reply else {
+            if reply == StoreReply::Failed(StoreError::UnknownUser) {
+                return self.error(connection, format_args!("no such user"));
+            }
+            return self.store_failed(connection, &reply);
+        };
+        let by = self.username_of(connection).unwrap_or_default();
+        let key = username_key(&username);
+        let mut told_requester = false;
+        if let Some(account) = self.accounts.get_mut(&key) {
+            account.role = role;
+            let notice = wire::role_changed(role, &by);
+            told_requester = account.sessions.contains(&connection);
+            self.outbox.deliver_all(
+                &mut self.sessions,
+                &self.accounts[&key].sessions,
+                None,
+                &notice,
+            );
+        }
+        tracing::info!(%by, user = %username, %role, "role set");
+        if !told_requester {
+            self.send(connection, wire::role_set(&username, role));
+        }
+    }
+
+    /// Asks the store for a channel's last `count` messages, and holds the connection's
+    /// input until they have been sent.
+    pub(super) fn replay_history(
+        &mut self,
+        connection: ConnectionId,
+        channel: String,
+        count: usize,
+        asked: bool,
+    ) {
+        if count == 0 {
+            return;
+        }
+        let request = StoreRequest::FetchHistory {
+            channel: channel.clone(),
+            limit: count,
+        };
+        self.request_for(
+            request,
+            Pending::History {
+                connection,
+                channel,
+                asked,
+            },
+        );
+    }
+
+    pub(super) fn on_history(
+        &mut self,
+        connection: ConnectionId,
+        channel: &str,
+        asked: bool,
+        reply: StoreReply,
+    ) {
+        let StoreReply::History(messages) = reply else {
+            return self.store_failed(connection, &reply);
+        };
+        if messages.is_empty() && asked {
+            self.send(
+                connection,
+                wire::text(&format!("No messages in {channel} yet.")),
+            );
+        }
+        for message in messages {
+            let text = sanitize_text(&message.text);
+            let sender = sanitize_text(&message.sender);
+            self.send(
+                connection,
+                wire::history(channel, &sender, &text, message.sent_at_unix_ms),
+            );
+        }
+    }
+
+    /// Private messages that waited for this user: shown, then marked delivered.
+    pub(super) fn on_offline_messages(&mut self, connection: ConnectionId, reply: StoreReply) {
+        let StoreReply::Pending(messages) = reply else {
+            return self.store_failed(connection, &reply);
+        };
+        if messages.is_empty() {
+            return;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            let text = sanitize_text(&message.text);
+            let sender = sanitize_text(&message.sender);
+            self.send(
+                connection,
+                wire::offline_direct(&sender, &text, message.sent_at_unix_ms),
+            );
+            ids.push(message.id);
+        }
+        self.request(StoreRequest::MarkDelivered { ids });
+    }
+
+    pub(super) fn on_offline_direct_stored(
+        &mut self,
+        connection: ConnectionId,
+        recipient: &str,
+        reply: StoreReply,
+    ) {
+        match reply {
+            StoreReply::Done => self.send(connection, wire::stored_for_later(recipient)),
+            StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, recipient),
+            other => self.store_failed(connection, &other),
+        }
+    }
+
+    /// An unexpected store answer: the user hears that it failed, the log hears why.
+    pub(super) fn store_failed(&mut self, connection: ConnectionId, reply: &StoreReply) {
+        match reply {
+            StoreReply::Failed(StoreError::Busy) => {
+                self.error(connection, format_args!("the server is busy; try again"));
+            }
+            other => {
+                tracing::warn!(%connection, reply = ?other, "store request failed");
+                self.error(
+                    connection,
+                    format_args!("storage is unavailable; try again later"),
+                );
+            }
+        }
+    }
+
+    /// Sanitised text within the message limit, or an error to the sender.
+    fn checked_text(&mut self, connection: ConnectionId, text: &str) -> Option<String> {
+        let text = sanitize_text(text);
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let max = self.config.max_message_bytes;
+        if text.len() > max {
+            self.error(
+                connection,
+                format_args!("message too long (max {max} bytes)"),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    }
+
+    fn no_such_user(&mut self, connection: ConnectionId, user: &str) {
+        let user = sanitize_text(user);
+        self.error(connection, format_args!("no such user: {user}"));
+    }
+
+    fn sender(&self, connection: ConnectionId) -> Option<Sender> {
+        let session = self.sessions.get(connection)?;
+        let Stage::Chatting(member) = &session.stage else {
+            return None;
+        };
+        let account = self.accounts.get(&member.account)?;
+        Some(Sender {
+            account: member.account.clone(),
+            username: account.username.clone(),
+            role: account.role,
+            channel: member.channel.clone(),
+        })
+    }
+
+    fn channel_name(&self, key: &str) -> String {
+        self.channels
+            .get(key)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    }
+}

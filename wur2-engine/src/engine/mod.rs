@@ -1,0 +1,636 @@
+//! The engine: all chat state, every input and every output.
+//!
+//! This module owns the connection lifecycle, the output queue, timers and backpressure;
+//! `login` holds the login flow and `chat` the commands of logged-in users. Nothing here
+//! reads a clock, touches I/O or iterates a randomly seeded map.
+
+mod chat;
+mod login;
+mod sessions;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::framer::{Frame, LineFramer};
+use crate::ids::{ConnectionId, MessageId, RequestId};
+use crate::login_guard::FailureLog;
+use crate::output::{CloseReason, Output};
+use crate::store::{Role, StoreReply, StoreRequest};
+use crate::wire;
+
+use sessions::{Member, Session, Sessions, Stage};
+
+/// The WUR2 chat engine: a synchronous state machine with no I/O of its own.
+///
+/// See the [crate documentation](crate) for the drive loop and the rules for callers.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    sessions: Sessions,
+    outbox: Outbox,
+    connections_per_address: BTreeMap<IpAddr, usize>,
+    /// Accounts with at least one logged-in session, by username key.
+    accounts: BTreeMap<String, Account>,
+    /// Channels with at least one member, by channel key.
+    channels: BTreeMap<String, Channel>,
+    /// Store requests whose answers the engine acts on.
+    pending: BTreeMap<RequestId, Pending>,
+    timers: BTreeSet<(Instant, ConnectionId, Timer)>,
+    next_request: u64,
+    next_message: u64,
+    account_failures: FailureLog<String>,
+    address_failures: FailureLog<IpAddr>,
+    shutting_down: bool,
+    /// Reused buffer for the line being processed; wiped after each line.
+    line: Vec<u8>,
+}
+
+/// A logged-in account and its sessions.
+#[derive(Debug)]
+struct Account {
+    username: String,
+    role: Role,
+    sessions: Vec<ConnectionId>,
+}
+
+/// A channel with members.
+#[derive(Debug)]
+struct Channel {
+    name: String,
+    members: Vec<ConnectionId>,
+}
+
+/// What to do with the answer to a store request.
+#[derive(Debug)]
+enum Pending {
+    Authenticate {
+        connection: ConnectionId,
+        existing: bool,
+        account: String,
+    },
+    History {
+        connection: ConnectionId,
+        channel: String,
+        asked: bool,
+    },
+    OfflineMessages {
+        connection: ConnectionId,
+    },
+    OfflineDirect {
+        connection: ConnectionId,
+        recipient: String,
+    },
+    SetRole {
+        connection: ConnectionId,
+    },
+}
+
+impl Pending {
+    fn connection(&self) -> ConnectionId {
+        match self {
+            Pending::Authenticate { connection, .. }
+            | Pending::History { connection, .. }
+            | Pending::OfflineMessages { connection }
+            | Pending::OfflineDirect { connection, .. }
+            | Pending::SetRole { connection } => *connection,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    LoginDeadline,
+    FloodRetry,
+}
+
+/// What the channel hears when a session leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    Announced,
+    Silent,
+}
+
+/// The output queue, and the per-recipient delivery rule: count the bytes, drop readers
+/// that fall too far behind.
+#[derive(Debug)]
+struct Outbox {
+    outputs: VecDeque<Output>,
+    max_queued_bytes: usize,
+    /// Connections that passed `max_queued_bytes`; closed once the current input is done.
+    slow_readers: Vec<ConnectionId>,
+}
+
+impl Outbox {
+    fn deliver(&mut self, sessions: &mut Sessions, connection: ConnectionId, data: &Bytes) {
+        let Some(session) = sessions.get_mut(connection) else {
+            return;
+        };
+        if session.dropping {
+            return;
+        }
+        session.queued_bytes += data.len();
+        if session.queued_bytes > self.max_queued_bytes {
+            session.dropping = true;
+            self.slow_readers.push(connection);
+            return;
+        }
+        self.outputs.push_back(Output::Transmit {
+            connection,
+            data: data.clone(),
+        });
+    }
+
+    fn deliver_all(
+        &mut self,
+        sessions: &mut Sessions,
+        recipients: &[ConnectionId],
+        except: Option<ConnectionId>,
+        data: &Bytes,
+    ) {
+        for &recipient in recipients {
+            if Some(recipient) != except {
+                self.deliver(sessions, recipient, data);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// An engine with no connections, enforcing the limits in `config`.
+    pub fn new(config: Config) -> Self {
+        Engine {
+            outbox: Outbox {
+                outputs: VecDeque::new(),
+                max_queued_bytes: config.max_queued_bytes,
+                slow_readers: Vec::new(),
+            },
+            account_failures: FailureLog::new(
+                config.max_tracked_login_failures,
+                config.login_failure_window,
+            ),
+            address_failures: FailureLog::new(
+                config.max_tracked_login_failures,
+                config.login_failure_window,
+            ),
+            config,
+            sessions: Sessions::default(),
+            connections_per_address: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            next_request: 0,
+            next_message: 0,
+            shutting_down: false,
+            line: Vec::new(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// The settings this engine enforces.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Open connections, logged in or not.
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Accounts with at least one logged-in session.
+    pub fn online_user_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Bytes handed out for `connection` and not yet reported written (0 if unknown).
+    pub fn queued_bytes(&self, connection: ConnectionId) -> usize {
+        self.sessions.get(connection).map_or(0, |s| s.queued_bytes)
+    }
+
+    /// Whether `connection` is open and logged in.
+    pub fn is_logged_in(&self, connection: ConnectionId) -> bool {
+        self.sessions
+            .get(connection)
+            .is_some_and(|s| s.member().is_some())
+    }
+
+    /// The members of a channel (matched without regard to case), in join order.
+    pub fn channel_members(&self, channel: &str) -> Vec<ConnectionId> {
+        self.channels
+            .get(&crate::names::channel_key(channel))
+            .map(|c| c.members.clone())
+            .unwrap_or_default()
+    }
+
+    // ----- inputs -----
+
+    /// A client connected from `peer`. Returns its id; when the server is full (or shutting
+    /// down) the connection is told why and closed at once.
+    pub fn handle_connect(&mut self, peer: SocketAddr, now: Instant) -> ConnectionId {
+        let session = Session {
+            peer,
+            stage: Stage::AskAccount,
+            framer: LineFramer::new(self.config.max_line_bytes),
+            queued_bytes: 0,
+            dropping: false,
+            flood: Default::default(),
+            throttled_until: None,
+            awaiting: 0,
+            reading_paused: false,
+            login_failures: 0,
+            login_deadline: None,
+        };
+        let connection = self.sessions.insert(session);
+        let from_address = self.connections_per_address.entry(peer.ip()).or_insert(0);
+        *from_address += 1;
+        let from_address = *from_address;
+
+        if self.shutting_down {
+            self.send(connection, wire::shutting_down());
+            self.close(connection, CloseReason::Shutdown, Departure::Silent);
+        } else if self.sessions.len() > self.config.max_connections {
+            self.send(
+                connection,
+                wire::error(format_args!("server is full, try again later")),
+            );
+            self.close(connection, CloseReason::ServerFull, Departure::Silent);
+        } else if from_address > self.config.max_connections_per_address {
+            self.send(
+                connection,
+                wire::error(format_args!("too many connections from your address")),
+            );
+            self.close(
+                connection,
+                CloseReason::TooManyFromAddress,
+                Departure::Silent,
+            );
+        } else {
+            self.send(connection, wire::text(&self.config.banner));
+            self.send(connection, wire::ask_account());
+            let deadline = now.checked_add(self.config.login_timeout).unwrap_or(now);
+            if let Some(session) = self.sessions.get_mut(connection) {
+                session.login_deadline = Some(deadline);
+            }
+            self.timers
+                .insert((deadline, connection, Timer::LoginDeadline));
+        }
+        self.finish_input();
+        connection
+    }
+
+    /// Bytes arrived from `connection`. Any split of a stream across calls gives the same
+    /// result.
+    pub fn handle_received(&mut self, connection: ConnectionId, data: &[u8], now: Instant) {
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return;
+        };
+        session.framer.push(data);
+        self.process_input(connection, now);
+        self.finish_input();
+    }
+
+    /// `bytes` of what was transmitted to `connection` have been written to it.
+    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
+        if let Some(session) = self.sessions.get_mut(connection) {
+            session.queued_bytes = session.queued_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The peer closed `connection` (or it failed). The engine forgets it and tells its
+    /// channel; no `Close` output follows.
+    pub fn handle_peer_closed(&mut self, connection: ConnectionId, _now: Instant) {
+        if self.forget(connection, Departure::Announced).is_some() {
+            tracing::debug!(%connection, "peer closed");
+        }
+        self.finish_input();
+    }
+
+    /// The answer to store request `id`. Answers for unknown or finished requests, and
+    /// answers that do not fit the request, are ignored (the latter logged).
+    pub fn handle_store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
+        let Some(pending) = self.pending.remove(&id) else {
+            if let StoreReply::Failed(error) = &reply {
+                tracing::warn!(request = %id, %error, "store request failed");
+            }
+            return;
+        };
+        let connection = pending.connection();
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return;
+        };
+        session.awaiting = session.awaiting.saturating_sub(1);
+        match pending {
+            Pending::Authenticate {
+                existing, account, ..
+            } => {
+                self.on_authenticated(connection, existing, &account, reply, now);
+            }
+            Pending::History { channel, asked, .. } => {
+                self.on_history(connection, &channel, asked, reply);
+            }
+            Pending::OfflineMessages { .. } => self.on_offline_messages(connection, reply),
+            Pending::OfflineDirect { recipient, .. } => {
+                self.on_offline_direct_stored(connection, &recipient, reply);
+            }
+            Pending::SetRole { .. } => self.on_role_set(connection, reply),
+        }
+        self.process_input(connection, now);
+        self.finish_input();
+    }
+
+    /// Time has come to `now`: login deadlines and flood control waits that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, connection, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(session) = self.sessions.get_mut(connection) else {
+                continue;
+            };
+            match timer {
+                Timer::LoginDeadline if session.login_deadline == Some(at) => {
+                    session.login_deadline = None;
+                    self.send(connection, wire::error(format_args!("login timed out")));
+                    self.close(connection, CloseReason::LoginTimeout, Departure::Silent);
+                }
+                Timer::FloodRetry if session.throttled_until == Some(at) => {
+                    session.throttled_until = None;
+                    self.process_input(connection, now);
+                }
+                _ => {}
+            }
+        }
+        self.finish_input();
+    }
+
+    /// The server is going down: every connection is told and closed after its queued
+    /// bytes; new connections are refused from now on.
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        self.shutting_down = true;
+        for connection in self.sessions.ids() {
+            self.send(connection, wire::shutting_down());
+            self.close(connection, CloseReason::Shutdown, Departure::Silent);
+        }
+        self.finish_input();
+    }
+
+    // ----- outputs -----
+
+    /// The next thing for the driver to do; call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.outputs.pop_front()
+    }
+
+    /// When to call [`Engine::handle_timeout`] next, if anything waits for time.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _, _)| at)
+    }
+
+    // ----- internals shared by login and chat -----
+
+    fn send(&mut self, connection: ConnectionId, data: Bytes) {
+        self.outbox.deliver(&mut self.sessions, connection, &data);
+    }
+
+    fn error(&mut self, connection: ConnectionId, message: std::fmt::Arguments<'_>) {
+        self.send(connection, wire::error(message));
+    }
+
+    fn request(&mut self, request: StoreRequest) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        self.outbox.outputs.push_back(Output::Store {
+            id,
+            request: Box::new(request),
+        });
+        id
+    }
+
+    /// A store request whose answer `connection`'s input waits for.
+    fn request_for(&mut self, request: StoreRequest, pending: Pending) {
+        let connection = pending.connection();
+        let id = self.request(request);
+        self.pending.insert(id, pending);
+        if let Some(session) = self.sessions.get_mut(connection) {
+            session.awaiting += 1;
+        }
+    }
+
+    fn next_message_id(&mut self) -> MessageId {
+        self.next_message += 1;
+        MessageId {
+            origin: self.config.message_id_origin,
+            sequence: self.next_message,
+        }
+    }
+
+    /// Processes the lines `connection` has sent, in order, until none are left or the
+    /// connection must wait; then pauses or resumes reading to match.
+    fn process_input(&mut self, connection: ConnectionId, now: Instant) {
+        loop {
+            let Some(session) = self.sessions.get_mut(connection) else {
+                return;
+            };
+            if session.dropping || session.is_blocked() || session.framer.pending_frames() == 0 {
+                break;
+            }
+            let (rate, burst) = (self.config.flood_lines_per_second, self.config.flood_burst);
+            if let Err(retry_at) = session.flood.take(now, rate, burst) {
+                session.throttled_until = Some(retry_at);
+                self.timers
+                    .insert((retry_at, connection, Timer::FloodRetry));
+                break;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if let Some(frame) = session.framer.next_frame(&mut line) {
+                self.on_frame(connection, frame, &line, now);
+            }
+            line.fill(0);
+            self.line = line;
+        }
+        self.apply_backpressure(connection);
+    }
+
+    fn apply_backpressure(&mut self, connection: ConnectionId) {
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return;
+        };
+        let held = session.framer.pending_frames();
+        if held > self.config.max_pending_lines {
+            tracing::info!(%connection, held, "closing a flooding connection");
+            self.error(
+                connection,
+                format_args!("too many lines at once; slow down"),
+            );
+            self.close(connection, CloseReason::Flood, Departure::Announced);
+        } else if held > 0 && !session.reading_paused {
+            session.reading_paused = true;
+            self.outbox
+                .outputs
+                .push_back(Output::PauseReading(connection));
+        } else if held == 0 && session.reading_paused {
+            session.reading_paused = false;
+            self.outbox
+                .outputs
+                .push_back(Output::ResumeReading(connection));
+        }
+    }
+
+    fn on_frame(&mut self, connection: ConnectionId, frame: Frame, line: &[u8], now: Instant) {
+        let text = match frame {
+            Frame::TooLong => {
+                let max = self.config.max_line_bytes;
+                return self.error(connection, format_args!("line too long (max {max} bytes)"));
+            }
+            Frame::Line => match std::str::from_utf8(line) {
+                Ok(text) => text,
+                Err(_) => {
+                    return self.error(connection, format_args!("invalid UTF-8; line ignored"));
+                }
+            },
+        };
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return;
+        };
+        match std::mem::replace(&mut session.stage, Stage::Authenticating) {
+            Stage::Chatting(member) => {
+                session.stage = Stage::Chatting(member);
+                self.on_chat_line(connection, text);
+            }
+            stage => self.on_login_line(connection, stage, text, now),
+        }
+    }
+
+    /// Closes `connection`: forgets it and asks the driver to close it.
+    fn close(&mut self, connection: ConnectionId, reason: CloseReason, departure: Departure) {
+        let Some(session) = self.forget(connection, departure) else {
+            return;
+        };
+        let flush = !session.dropping;
+        tracing::info!(%connection, peer = %session.peer, %reason, "closing connection");
+        self.outbox.outputs.push_back(Output::Close {
+            connection,
+            reason,
+            flush,
+        });
+    }
+
+    /// Removes every trace of `connection` from the chat state.
+    fn forget(&mut self, connection: ConnectionId, departure: Departure) -> Option<Session> {
+        self.leave_channel(connection, departure);
+        let session = self.sessions.remove(connection)?;
+        if let Some(at) = session.login_deadline {
+            self.timers.remove(&(at, connection, Timer::LoginDeadline));
+        }
+        if let Some(at) = session.throttled_until {
+            self.timers.remove(&(at, connection, Timer::FloodRetry));
+        }
+        let ip = session.peer.ip();
+        if let Some(count) = self.connections_per_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.connections_per_address.remove(&ip);
+            }
+        }
+        if let Some(member) = session.member()
+            && let Some(account) = self.accounts.get_mut(&member.account)
+        {
+            account.sessions.retain(|&s| s != connection);
+            if account.sessions.is_empty() {
+                self.accounts.remove(&member.account);
+            }
+        }
+        Some(session)
+    }
+
+    /// Takes `connection` out of its channel (which disappears when empty).
+    fn leave_channel(&mut self, connection: ConnectionId, departure: Departure) {
+        let Some(session) = self.sessions.get(connection) else {
+            return;
+        };
+        let Some(member) = session.member() else {
+            return;
+        };
+        let (channel_key, slot) = (member.channel.clone(), member.slot_in_channel);
+        let name = match departure {
+            Departure::Announced => self.username_of(connection).unwrap_or_default(),
+            Departure::Silent => String::new(),
+        };
+        let Some(channel) = self.channels.get_mut(&channel_key) else {
+            return;
+        };
+        if channel.members.get(slot) != Some(&connection) {
+            tracing::error!(%connection, "channel membership out of step");
+            return;
+        }
+        channel.members.swap_remove(slot);
+        if let Some(&moved) = channel.members.get(slot)
+            && let Some(Stage::Chatting(m)) = self.sessions.get_mut(moved).map(|s| &mut s.stage)
+        {
+            m.slot_in_channel = slot;
+        }
+        if channel.members.is_empty() {
+            self.channels.remove(&channel_key);
+            return;
+        }
+        if departure == Departure::Announced {
+            let notice = wire::left(&name, &channel.name);
+            let channel = &self.channels[&channel_key];
+            self.outbox
+                .deliver_all(&mut self.sessions, &channel.members, None, &notice);
+        }
+    }
+
+    /// Puts logged-in `connection` into channel `name` (created when missing) and tells
+    /// the other members. Returns the channel's display name.
+    fn enter_channel(&mut self, connection: ConnectionId, name: &str) -> String {
+        let key = crate::names::channel_key(name);
+        let channel = self.channels.entry(key.clone()).or_insert_with(|| Channel {
+            name: name.to_string(),
+            members: Vec::new(),
+        });
+        channel.members.push(connection);
+        let slot = channel.members.len() - 1;
+        let display = channel.name.clone();
+        if let Some(Stage::Chatting(member)) =
+            self.sessions.get_mut(connection).map(|s| &mut s.stage)
+        {
+            member.channel = key.clone();
+            member.slot_in_channel = slot;
+        }
+        let user = self.username_of(connection).unwrap_or_default();
+        let notice = wire::joined(&user, &display);
+        let channel = &self.channels[&key];
+        self.outbox.deliver_all(
+            &mut self.sessions,
+            &channel.members,
+            Some(connection),
+            &notice,
+        );
+        display
+    }
+
+    fn username_of(&self, connection: ConnectionId) -> Option<String> {
+        let member = self.sessions.get(connection)?.member()?;
+        Some(self.accounts.get(&member.account)?.username.clone())
+    }
+
+    /// Closes the slow readers found while handling the last input.
+    fn finish_input(&mut self) {
+        while let Some(connection) = self.outbox.slow_readers.pop() {
+            if let Some(session) = self.sessions.get(connection) {
+                tracing::warn!(%connection, queued = session.queued_bytes, "dropping slow reader");
+                self.close(connection, CloseReason::SlowReader, Departure::Announced);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
