@@ -632,5 +632,3 @@ impl Engine {
     }
 }
 
-#[cfg(test)]
-mod tests;

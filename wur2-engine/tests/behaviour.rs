@@ -1,0 +1,573 @@
+//! Every chat behaviour of the engine, driven with bytes, store answers and time alone.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{PASSWORD, World};
+use wur2_engine::{CloseReason, Config, Role, StoreError};
+
+fn world() -> World {
+    World::default_world()
+}
+
+// ----- login -----
+
+#[test]
+fn interactive_flow_registers_then_logs_in_with_the_seed_questions() {
+    let mut w = world();
+    let c = w.connect();
+    let lines = w.lines(c);
+    assert_eq!(lines, vec!["Welcome to WUR2 chat!", "Do you have an account? (y/n)"]);
+    w.send(c, "n\n");
+    assert_eq!(w.lines(c), vec!["Enter username:"]);
+    w.send(c, "Alice\n");
+    assert_eq!(w.lines(c), vec!["Enter password:"]);
+    w.send(c, &format!("{PASSWORD}\n"));
+    let lines = w.lines(c);
+    assert_eq!(lines[0], "Welcome Alice!");
+    assert!(lines.contains(&"You are in Global".to_string()));
+
+    let d = w.connect();
+    w.send(d, "y\r\nalice\r\n");
+    w.send(d, &format!("{PASSWORD}\r\n"));
+    assert!(w.lines(d).contains(&"Welcome back Alice!".to_string()), "name as registered");
+}
+
+#[test]
+fn wrong_password_and_unknown_user_get_the_same_words() {
+    let mut w = world();
+    w.user("bob");
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, "/login bob wrong-password\n");
+    let wrong = w.lines(c);
+    w.send(c, "/login nobody wrong-password\n");
+    let unknown = w.lines(c);
+    assert_eq!(wrong, unknown);
+    assert!(wrong[0].contains("invalid username or password"));
+}
+
+#[test]
+fn registration_rules_are_enforced_before_the_store_is_asked() {
+    let mut w = world();
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, "/register bad/name long-enough\n");
+    assert!(w.saw(c, "usernames are 1 to 32"));
+    w.send(c, "/register carol short\n");
+    assert!(w.saw(c, "passwords are 8 to 1024 bytes"));
+    w.send(c, &format!("/register carol {}\n", "p".repeat(1025)));
+    assert!(w.saw(c, "passwords are 8 to 1024 bytes"));
+    assert!(w.store.log.iter().all(|r| !r.contains("Register")));
+}
+
+#[test]
+fn usernames_are_unique_without_regard_to_case() {
+    let mut w = world();
+    w.user("Dave");
+    let c = w.connect();
+    w.send(c, &format!("/register dAVE {PASSWORD}\n"));
+    assert!(w.saw(c, "that username is taken"));
+}
+
+#[test]
+fn five_failed_logins_close_the_connection() {
+    let mut w = world();
+    let c = w.connect();
+    for _ in 0..4 {
+        w.send(c, "/login eve wrong-password\n");
+        assert!(!w.is_closed(c));
+    }
+    w.send(c, "/login eve wrong-password\n");
+    assert_eq!(w.closed[&c].0, CloseReason::TooManyLoginFailures);
+}
+
+#[test]
+fn an_account_is_locked_after_five_failures_until_the_window_passes() {
+    let mut w = world();
+    w.user("frank");
+    for _ in 0..5 {
+        let c = w.connect();
+        w.send(c, "/login frank wrong-password\n");
+    }
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/login frank {PASSWORD}\n"));
+    assert!(w.saw(c, "too many failed logins; try again later"));
+    w.advance(Duration::from_secs(15 * 60));
+    let c = w.connect();
+    w.send(c, &format!("/login frank {PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome back frank!"));
+}
+
+#[test]
+fn an_address_is_locked_after_twenty_failures() {
+    let mut w = world();
+    w.user("grace");
+    for i in 0..20 {
+        let c = w.connect_from("10.0.0.9");
+        w.send(c, &format!("/login nobody{i} wrong-password\n"));
+    }
+    let c = w.connect_from("10.0.0.9");
+    w.send(c, &format!("/login grace {PASSWORD}\n"));
+    assert!(w.saw(c, "too many failed logins"));
+    let other = w.connect_from("10.0.0.10");
+    w.send(other, &format!("/login grace {PASSWORD}\n"));
+    assert!(w.saw(other, "Welcome back grace!"));
+}
+
+#[test]
+fn a_connection_that_does_not_log_in_in_time_is_closed_with_a_reason() {
+    let mut w = world();
+    let c = w.connect();
+    w.advance(Duration::from_secs(59));
+    assert!(!w.is_closed(c));
+    w.advance(Duration::from_secs(1));
+    assert!(w.saw(c, "login timed out"));
+    assert_eq!(w.closed[&c].0, CloseReason::LoginTimeout);
+}
+
+#[test]
+fn a_logged_in_connection_is_not_timed_out() {
+    let mut w = world();
+    let c = w.user("henry");
+    w.advance(Duration::from_secs(3600));
+    assert!(!w.is_closed(c));
+}
+
+#[test]
+fn input_during_a_pending_login_waits_and_runs_in_order_afterwards() {
+    let mut w = world();
+    w.store_answers_at_once = false;
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register ivy {PASSWORD}\n/ping one\n/join rust\n/ping two\n"));
+    assert!(w.lines(c).is_empty(), "nothing may be processed before the store answers");
+    assert!(w.paused.contains(&c), "reading pauses while lines are held");
+    w.release_store();
+    w.release_store();
+    let lines = w.lines(c);
+    let position = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(position("Welcome ivy!") < position("PONG one"));
+    assert!(position("PONG one") < position("Switched from Global to rust"));
+    assert!(position("Switched") < position("PONG two"));
+    assert!(!w.paused.contains(&c), "reading resumes once nothing is held");
+}
+
+#[test]
+fn passwords_never_reach_any_client() {
+    let mut w = world();
+    let a = w.user("jack");
+    let b = w.connect();
+    w.send(b, "y\njack\n");
+    w.send(b, &format!("{PASSWORD}\n"));
+    w.send(a, "/list\n");
+    for bytes in w.transcript.values() {
+        assert!(!String::from_utf8_lossy(bytes).contains(PASSWORD));
+    }
+}
+
+#[test]
+fn store_failures_become_an_error_line_not_a_crash() {
+    let mut w = world();
+    w.store.failing = Some(StoreError::Unavailable("database down".into()));
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register kim {PASSWORD}\n"));
+    let lines = w.lines(c);
+    assert!(lines.iter().any(|l| l == "Error: storage is unavailable; try again later"));
+    assert!(lines.iter().all(|l| !l.contains("database down")));
+    w.store.failing = Some(StoreError::Busy);
+    w.send(c, &format!("/register kim {PASSWORD}\n"));
+    assert!(w.saw(c, "busy"));
+}
+
+// ----- chat -----
+
+#[test]
+fn chat_reaches_the_other_members_of_the_channel_only() {
+    let mut w = world();
+    let (a, b, c) = (w.user("ann"), w.user("ben"), w.user("cat"));
+    w.send(c, "/join rust\n");
+    w.lines(a);
+    w.lines(b);
+    w.lines(c);
+    w.send(a, "hello there\n");
+    assert_eq!(w.lines(b), vec!["[Global] ann: hello there"]);
+    assert!(w.lines(a).is_empty(), "no echo to the sender");
+    assert!(w.lines(c).is_empty(), "other channels hear nothing");
+    assert_eq!(w.store.channel_messages.len(), 1, "one append per message");
+}
+
+#[test]
+fn relayed_text_carries_no_terminal_control_sequences() {
+    let mut w = world();
+    let (a, b) = (w.user("dan"), w.user("eva"));
+    w.lines(a);
+    w.send(b, "\x1b[2J\x1b]0;owned\x07red\x1b[31m\u{202e}text\0\n");
+    assert_eq!(w.lines(a), vec!["[Global] eva: redtext"]);
+}
+
+#[test]
+fn a_message_over_the_limit_is_refused() {
+    let mut w = world();
+    let (a, b) = (w.user("fay"), w.user("gus"));
+    w.lines(a);
+    w.send(b, &format!("{}\n", "x".repeat(2049)));
+    assert!(w.saw(b, "message too long"));
+    assert!(w.lines(a).is_empty());
+}
+
+#[test]
+fn an_overlong_line_gets_one_error_and_the_connection_stays() {
+    let mut w = world();
+    let (a, b) = (w.user("hal"), w.user("ida"));
+    w.lines(a);
+    let long = "y".repeat(5000);
+    w.send(b, &long[..3000]);
+    w.send(b, &format!("{}\nstill here\n", &long[3000..]));
+    let lines = w.lines(b);
+    assert_eq!(lines.iter().filter(|l| l.contains("line too long")).count(), 1);
+    assert_eq!(w.lines(a), vec!["[Global] ida: still here"]);
+}
+
+#[test]
+fn invalid_utf8_gets_an_error_and_the_connection_stays() {
+    let mut w = world();
+    let (a, b) = (w.user("jon"), w.user("kat"));
+    w.lines(a);
+    w.send_bytes(b, b"bad \xff\xfe bytes\nfine\n");
+    assert!(w.saw(b, "invalid UTF-8"));
+    assert_eq!(w.lines(a), vec!["[Global] kat: fine"]);
+}
+
+#[test]
+fn empty_lines_are_ignored_and_unknown_commands_name_help() {
+    let mut w = world();
+    let a = w.user("leo");
+    w.send(a, "\n   \r\n");
+    assert!(w.lines(a).is_empty());
+    w.send(a, "/dance\n");
+    assert_eq!(w.lines(a), vec!["Error: unknown command /dance; type /help for the list"]);
+}
+
+#[test]
+fn ping_answers_pong_after_everything_before_it() {
+    let mut w = world();
+    let a = w.user("max");
+    w.send(a, "/list\n/ping t1\n");
+    let lines = w.lines(a);
+    assert_eq!(lines.last().map(String::as_str), Some("PONG t1"));
+    assert!(lines[0].starts_with("Connected users:"));
+}
+
+#[test]
+fn close_says_goodbye_and_closes_after_the_queue_is_written() {
+    let mut w = world();
+    let (a, b) = (w.user("ned"), w.user("oli"));
+    w.lines(a);
+    w.send(b, "/close\n");
+    assert_eq!(w.lines(b), vec!["Goodbye!"]);
+    assert_eq!(w.closed[&b], (CloseReason::ClientQuit, true));
+    assert_eq!(w.lines(a), vec!["* oli left Global"]);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn file_transfer_is_answered_as_not_available_yet() {
+    let mut w = world();
+    let a = w.user("pam");
+    w.send(a, "/send bob notes.txt\n");
+    assert!(w.saw(a, "not available yet"));
+}
+
+// ----- sessions, users, channels -----
+
+#[test]
+fn one_account_on_several_connections_is_listed_once_and_gets_dms_everywhere() {
+    let mut w = world();
+    let a1 = w.user("quin");
+    let a2 = w.login("quin");
+    let b = w.user("rex");
+    w.send(a2, "/join other\n");
+    w.lines(b);
+    w.send(b, "/list\n");
+    assert_eq!(w.lines(b), vec!["Connected users: quin, rex"]);
+    w.lines(a1);
+    w.lines(a2);
+    w.send(b, "/msg QUIN psst\n");
+    assert_eq!(w.lines(a1), vec!["[DM] rex: psst"]);
+    assert_eq!(w.lines(a2), vec!["[DM] rex: psst"]);
+    w.send(a1, "/profile\n");
+    assert_eq!(w.lines(a1), vec!["Username: quin | Channel: Global | Role: user"]);
+    w.send(a2, "/profile\n");
+    assert_eq!(w.lines(a2), vec!["Username: quin | Channel: other | Role: user"]);
+}
+
+#[test]
+fn a_dm_to_an_offline_user_arrives_once_at_their_next_login() {
+    let mut w = world();
+    let s = w.user("sam");
+    let t = w.user("tom");
+    w.peer_closes(t);
+    w.lines(s);
+    w.send(s, "/msg tom see you later\n");
+    assert_eq!(
+        w.lines(s),
+        vec!["tom is offline; the message will be delivered at their next login."]
+    );
+    let t = w.connect();
+    w.send(t, &format!("/login tom {PASSWORD}\n"));
+    let lines = w.lines(t);
+    assert!(
+        lines.iter().any(|l| l.starts_with("[offline DM ") && l.ends_with("] sam: see you later")),
+        "{lines:?}"
+    );
+    let t2 = w.connect();
+    w.send(t2, &format!("/login tom {PASSWORD}\n"));
+    assert!(!w.lines(t2).iter().any(|l| l.contains("see you later")), "delivered once");
+}
+
+#[test]
+fn a_dm_to_an_unknown_user_is_an_error() {
+    let mut w = world();
+    let a = w.user("uma");
+    w.send(a, "/msg ghost boo\n");
+    assert_eq!(w.lines(a), vec!["Error: no such user: ghost"]);
+}
+
+#[test]
+fn join_announces_switches_and_replays_history_oldest_first() {
+    let mut w = World::new(Config { flood_lines_per_second: 0, ..Config::default() });
+    let (a, b) = (w.user("vic"), w.user("wes"));
+    w.send(a, "/join Rust\n");
+    for i in 0..25 {
+        w.send(a, &format!("message {i}\n"));
+    }
+    w.lines(a);
+    w.lines(b);
+    w.send(b, "/join rUST\n");
+    let lines = w.lines(b);
+    assert_eq!(lines[0], "Switched from Global to Rust");
+    let history: Vec<_> = lines.iter().filter(|l| l.starts_with("[history ")).collect();
+    assert_eq!(history.len(), 20);
+    assert!(history[0].ends_with("[Rust] vic: message 5"));
+    assert!(history[19].ends_with("[Rust] vic: message 24"));
+    assert_eq!(w.lines(a), vec!["* wes joined Rust"]);
+    w.send(b, "/channels\n");
+    assert_eq!(w.lines(b), vec!["Channels: Rust (2)"]);
+    w.send(b, "/history 3\n");
+    let lines = w.lines(b);
+    assert_eq!(lines.len(), 3);
+    assert!(lines[2].ends_with("vic: message 24"));
+}
+
+#[test]
+fn leaving_a_channel_is_announced_and_empty_channels_disappear() {
+    let mut w = world();
+    let (a, b) = (w.user("xia"), w.user("yul"));
+    w.send(a, "/join side\n");
+    w.lines(b);
+    w.send(b, "/channels\n");
+    assert_eq!(w.lines(b), vec!["Channels: Global (1), side (1)"]);
+    w.send(a, "/join global\n");
+    assert_eq!(w.lines(b), vec!["* xia joined Global"]);
+    w.send(b, "/channels\n");
+    assert_eq!(w.lines(b), vec!["Channels: Global (2)"]);
+}
+
+#[test]
+fn bad_channel_names_are_refused() {
+    let mut w = world();
+    let a = w.user("zed");
+    w.send(a, "/join no/slash\n");
+    assert!(w.saw(a, "channel names are 1 to 32"));
+}
+
+// ----- roles and kicks -----
+
+#[test]
+fn a_moderator_kick_closes_every_session_of_the_target_and_the_channel_hears() {
+    let mut w = world();
+    w.store.add_user("mia", Role::Mod);
+    let m = w.login("mia");
+    let t1 = w.user("troll");
+    let t2 = w.login("troll");
+    let bystander = w.user("nia");
+    w.lines(m);
+    w.lines(bystander);
+    w.send(m, "/kick troll spamming\n");
+    for t in [t1, t2] {
+        assert!(w.lines(t).contains(&"You were kicked by mia: spamming".to_string()));
+        assert_eq!(w.closed[&t], (CloseReason::Kicked, true));
+    }
+    assert_eq!(w.lines(bystander), vec!["* troll was kicked by mia: spamming"]);
+    assert!(w.lines(m).contains(&"You kicked troll.".to_string()));
+    w.send(bystander, "/list\n");
+    assert_eq!(w.lines(bystander), vec!["Connected users: mia, nia"]);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn kick_rules_protect_moderators_admins_and_yourself() {
+    let mut w = world();
+    w.store.add_user("mod1", Role::Mod);
+    w.store.add_user("mod2", Role::Mod);
+    w.store.add_user("boss", Role::Admin);
+    let (m1, m2, boss, u) = (w.login("mod1"), w.login("mod2"), w.login("boss"), w.user("usr"));
+    w.send(u, "/kick mod1\n");
+    assert!(w.saw(u, "only moderators and admins can kick"));
+    w.send(m1, "/kick mod2\n");
+    assert!(w.saw(m1, "moderators cannot kick moderators or admins"));
+    w.send(m1, "/kick boss\n");
+    assert!(w.saw(m1, "moderators cannot kick moderators or admins"));
+    w.send(m1, "/kick MOD1\n");
+    assert!(w.saw(m1, "you cannot kick yourself"));
+    w.send(m1, "/kick nobody\n");
+    assert!(w.saw(m1, "nobody is not online"));
+    w.send(boss, "/kick mod2 bye\n");
+    assert!(w.is_closed(m2));
+}
+
+#[test]
+fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
+    let mut w = world();
+    w.store.add_user("root", Role::Admin);
+    let admin = w.login("root");
+    let u = w.user("pat");
+    w.send(u, "/help\n");
+    assert!(!w.lines(u).iter().any(|l| l.contains("/kick")));
+    w.send(admin, "/role pat mod\n");
+    assert!(w.saw(admin, "pat is now mod"));
+    assert!(w.saw(u, "Your role is now mod (set by root)"));
+    w.send(u, "/role\n");
+    assert_eq!(w.lines(u), vec!["Your role is mod"]);
+    w.send(u, "/help\n");
+    assert!(w.lines(u).iter().any(|l| l.contains("/kick")));
+    assert_eq!(w.store.users["pat"].role, Role::Mod, "stored");
+    w.send(u, "/role root user\n");
+    assert!(w.saw(u, "only admins can set roles"));
+    w.send(admin, "/role ghost mod\n");
+    assert!(w.saw(admin, "no such user"));
+}
+
+#[test]
+fn bare_role_toggles_only_in_demo_mode() {
+    let mut w = World::new(Config { demo_roles: true, ..Config::default() });
+    let u = w.user("demo");
+    w.send(u, "/role\n");
+    assert!(w.saw(u, "Your role is now mod"));
+    w.send(u, "/role\n");
+    assert!(w.saw(u, "Your role is now user"));
+    let mut w = world();
+    let u = w.user("plain");
+    w.send(u, "/role\n");
+    assert_eq!(w.lines(u), vec!["Your role is user"]);
+}
+
+// ----- limits -----
+
+#[test]
+fn flood_control_lets_a_burst_through_then_makes_lines_wait_not_vanish() {
+    let mut w = world();
+    let (a, b) = (w.user("flo"), w.user("gil"));
+    w.lines(a);
+    let burst: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    w.send(b, &burst);
+    // The `/register` line took one of the 20 tokens of the burst.
+    assert_eq!(w.lines(a).len(), 19, "the burst passes at once");
+    assert!(w.paused.contains(&b), "reading pauses while lines wait");
+    w.advance(Duration::from_millis(500));
+    assert_eq!(w.lines(a).len(), 5, "10 lines per second after the burst");
+    w.advance(Duration::from_millis(600));
+    let rest = w.lines(a);
+    assert_eq!(rest.len(), 6);
+    assert_eq!(rest.last().map(String::as_str), Some("[Global] gil: line 29"), "none vanish");
+    assert!(!w.paused.contains(&b));
+    assert!(!w.is_closed(b));
+}
+
+#[test]
+fn a_connection_holding_too_many_waiting_lines_is_closed_with_a_reason() {
+    let mut w = world();
+    let (a, b) = (w.user("hob"), w.user("ike"));
+    let flood: String = (0..5000).map(|i| format!("spam {i}\n")).collect();
+    w.send(b, &flood);
+    assert!(w.saw(b, "too many lines at once"));
+    assert_eq!(w.closed[&b].0, CloseReason::Flood);
+    w.send(a, "/ping ok\n");
+    assert!(w.saw(a, "PONG ok"), "the server keeps serving others");
+}
+
+#[test]
+fn flood_control_off_lets_everything_through() {
+    let mut w = World::new(Config { flood_lines_per_second: 0, ..Config::default() });
+    let (a, b) = (w.user("jim"), w.user("kim"));
+    w.lines(a);
+    let many: String = (0..150).map(|i| format!("m {i}\n")).collect();
+    w.send(b, &many);
+    assert_eq!(w.lines(a).len(), 150);
+}
+
+#[test]
+fn a_reader_that_falls_behind_is_dropped_and_nobody_else_waits() {
+    let config = Config { max_queued_bytes: 10_000, flood_lines_per_second: 0, ..Config::default() };
+    let mut w = World::new(config);
+    let (a, b, slow) = (w.user("lou"), w.user("mo"), w.user("nod"));
+    w.not_reading.insert(slow);
+    w.lines(b);
+    for i in 0..400 {
+        w.send(a, &format!("chatter number {i}\n"));
+    }
+    let chat = w.lines(b).iter().filter(|l| l.starts_with("[Global] lou: ")).count();
+    assert_eq!(chat, 400, "others get every message");
+    assert_eq!(w.closed[&slow], (CloseReason::SlowReader, false));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn connection_limits_in_total_and_per_address_hold() {
+    let config =
+        Config { max_connections: 3, max_connections_per_address: 2, ..Config::default() };
+    let mut w = World::new(config);
+    let _a = w.connect_from("10.1.1.1");
+    let _b = w.connect_from("10.1.1.1");
+    let c = w.connect_from("10.1.1.1");
+    assert!(w.saw(c, "too many connections from your address"));
+    assert_eq!(w.closed[&c].0, CloseReason::TooManyFromAddress);
+    let _d = w.connect_from("10.1.1.2");
+    let e = w.connect_from("10.1.1.3");
+    assert!(w.saw(e, "server is full"));
+    assert_eq!(w.closed[&e].0, CloseReason::ServerFull);
+    assert_eq!(w.engine.connection_count(), 3);
+}
+
+#[test]
+fn shutdown_tells_everyone_and_refuses_newcomers() {
+    let mut w = world();
+    let (a, b) = (w.user("ola"), w.connect());
+    w.engine.handle_shutdown(w.now);
+    w.drain();
+    for c in [a, b] {
+        assert!(w.saw(c, "Server is shutting down"));
+        assert_eq!(w.closed[&c], (CloseReason::Shutdown, true));
+    }
+    let late = w.connect();
+    assert_eq!(w.closed[&late].0, CloseReason::Shutdown);
+    assert_eq!(w.engine.connection_count(), 0);
+}
+
+#[test]
+fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
+    let mut w = world();
+    w.store_answers_at_once = false;
+    let c = w.connect();
+    w.send(c, &format!("/register ghosty {PASSWORD}\n"));
+    w.peer_closes(c);
+    w.release_store();
+    w.send_bytes(c, b"hello\n");
+    w.engine.handle_written(c, 100);
+    assert_eq!(w.engine.online_user_count(), 0);
+    assert!(w.violations.iter().all(|v| v.starts_with("test sent")), "{:?}", w.violations);
+}

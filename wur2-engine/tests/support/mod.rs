@@ -1,0 +1,310 @@
+//! A small world for driving the engine in tests: fake clients that record what they
+//! receive, an in-memory store that answers at once or when told, and a virtual clock.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wur2_engine::{
+    CloseReason, Config, ConnectionId, Engine, MessageId, Output, PendingMessage, RequestId,
+    Role, StoreError, StoreReply, StoreRequest, StoredMessage, username_key,
+};
+
+/// A password long enough for the default rules.
+pub const PASSWORD: &str = "correct-horse";
+
+/// One stored account.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+}
+
+/// An in-memory store that follows the store contract of `wur2_engine::StoreRequest`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub users: BTreeMap<String, StoredUser>,
+    /// (channel key, message) in append order.
+    pub channel_messages: Vec<(String, StoredMessage, MessageId)>,
+    /// (recipient key, message, delivered).
+    pub private_messages: Vec<(String, PendingMessage, bool)>,
+    pub seen_ids: BTreeSet<MessageId>,
+    /// Every request in arrival order (passwords included: tests check they stay here).
+    pub log: Vec<String>,
+    /// When set, every request but appends fails with this error.
+    pub failing: Option<StoreError>,
+    pub clock_ms: i64,
+}
+
+impl MemoryStore {
+    pub fn add_user(&mut self, name: &str, role: Role) {
+        let user = StoredUser { username: name.into(), password: PASSWORD.into(), role };
+        self.users.insert(username_key(name), user);
+    }
+
+    pub fn answer(&mut self, request: StoreRequest) -> StoreReply {
+        self.clock_ms += 1;
+        self.log.push(format!("{request:?}"));
+        let is_append = matches!(
+            request,
+            StoreRequest::AppendChannelMessage(_) | StoreRequest::MarkDelivered { .. }
+        );
+        if let (Some(error), false) = (&self.failing, is_append) {
+            return StoreReply::Failed(error.clone());
+        }
+        match request {
+            StoreRequest::Register { username, password } => {
+                let key = username_key(&username);
+                if self.users.contains_key(&key) {
+                    return StoreReply::Failed(StoreError::UsernameTaken);
+                }
+                let user = StoredUser {
+                    username: username.clone(),
+                    password: password.expose().to_string(),
+                    role: Role::User,
+                };
+                self.users.insert(key, user);
+                StoreReply::Account { username, role: Role::User }
+            }
+            StoreRequest::Login { username, password } => match self.users.get(&username_key(&username)) {
+                Some(user) if user.password == password.expose() => {
+                    StoreReply::Account { username: user.username.clone(), role: user.role }
+                }
+                _ => StoreReply::Failed(StoreError::InvalidCredentials),
+            },
+            StoreRequest::AppendChannelMessage(message) => {
+                if self.seen_ids.insert(message.id) {
+                    let stored = StoredMessage {
+                        sender: message.sender,
+                        text: message.text,
+                        sent_at_unix_ms: self.clock_ms,
+                    };
+                    self.channel_messages.push((username_key(&message.channel), stored, message.id));
+                }
+                StoreReply::Done
+            }
+            StoreRequest::AppendPrivateMessage(message) => {
+                let key = username_key(&message.recipient);
+                if !self.users.contains_key(&key) {
+                    return StoreReply::Failed(StoreError::UnknownUser);
+                }
+                if self.seen_ids.insert(message.id) {
+                    let pending = PendingMessage {
+                        id: message.id,
+                        sender: message.sender,
+                        text: message.text,
+                        sent_at_unix_ms: self.clock_ms,
+                    };
+                    self.private_messages.push((key, pending, message.delivered));
+                }
+                StoreReply::Done
+            }
+            StoreRequest::FetchHistory { channel, limit } => {
+                let key = username_key(&channel);
+                let mut messages: Vec<StoredMessage> = self
+                    .channel_messages
+                    .iter()
+                    .rev()
+                    .filter(|(k, _, _)| *k == key)
+                    .take(limit)
+                    .map(|(_, m, _)| m.clone())
+                    .collect();
+                messages.reverse();
+                StoreReply::History(messages)
+            }
+            StoreRequest::FetchPending { username } => {
+                let key = username_key(&username);
+                StoreReply::Pending(
+                    self.private_messages
+                        .iter()
+                        .filter(|(k, _, delivered)| *k == key && !delivered)
+                        .map(|(_, m, _)| m.clone())
+                        .collect(),
+                )
+            }
+            StoreRequest::MarkDelivered { ids } => {
+                for (_, message, delivered) in &mut self.private_messages {
+                    if ids.contains(&message.id) {
+                        *delivered = true;
+                    }
+                }
+                StoreReply::Done
+            }
+            StoreRequest::SetRole { username, role } => match self.users.get_mut(&username_key(&username)) {
+                Some(user) => {
+                    user.role = role;
+                    StoreReply::Account { username: user.username.clone(), role }
+                }
+                None => StoreReply::Failed(StoreError::UnknownUser),
+            },
+        }
+    }
+}
+
+/// The engine, its fake clients, its store and its clock.
+pub struct World {
+    pub engine: Engine,
+    pub now: Instant,
+    pub store: MemoryStore,
+    /// Bytes each connection has received and not yet taken by the test.
+    pub inbox: BTreeMap<ConnectionId, Vec<u8>>,
+    /// Everything each connection ever received.
+    pub transcript: BTreeMap<ConnectionId, Vec<u8>>,
+    pub closed: BTreeMap<ConnectionId, (CloseReason, bool)>,
+    pub paused: BTreeSet<ConnectionId>,
+    /// Connections that do not read: their bytes stay queued in the engine.
+    pub not_reading: BTreeSet<ConnectionId>,
+    /// When false, store requests wait in `held` until `release_store`.
+    pub store_answers_at_once: bool,
+    pub held: VecDeque<(RequestId, StoreRequest)>,
+    /// Violations of driver-visible rules seen while draining.
+    pub violations: Vec<String>,
+    next_port: u16,
+}
+
+impl World {
+    pub fn new(config: Config) -> Self {
+        World {
+            engine: Engine::new(config),
+            now: Instant::now(),
+            store: MemoryStore::default(),
+            inbox: BTreeMap::new(),
+            transcript: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            not_reading: BTreeSet::new(),
+            store_answers_at_once: true,
+            held: VecDeque::new(),
+            violations: Vec::new(),
+            next_port: 10_000,
+        }
+    }
+
+    pub fn default_world() -> Self {
+        World::new(Config::default())
+    }
+
+    pub fn connect(&mut self) -> ConnectionId {
+        self.connect_from("127.0.0.1")
+    }
+
+    pub fn connect_from(&mut self, ip: &str) -> ConnectionId {
+        self.next_port += 1;
+        let peer: SocketAddr = format!("{ip}:{}", self.next_port).parse().expect("test address");
+        let id = self.engine.handle_connect(peer, self.now);
+        self.drain();
+        id
+    }
+
+    pub fn send(&mut self, connection: ConnectionId, text: &str) {
+        self.send_bytes(connection, text.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, connection: ConnectionId, bytes: &[u8]) {
+        if self.closed.contains_key(&connection) {
+            self.violations.push(format!("test sent to closed {connection}"));
+        }
+        self.engine.handle_received(connection, bytes, self.now);
+        self.drain();
+    }
+
+    pub fn peer_closes(&mut self, connection: ConnectionId) {
+        self.engine.handle_peer_closed(connection, self.now);
+        self.closed.entry(connection).or_insert((CloseReason::ClientQuit, true));
+        self.drain();
+    }
+
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.engine.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// Answers held store requests, oldest first.
+    pub fn release_store(&mut self) {
+        while let Some((id, request)) = self.held.pop_front() {
+            let reply = self.store.answer(request);
+            self.engine.handle_store_reply(id, reply, self.now);
+            self.drain();
+        }
+    }
+
+    /// A connection that was not reading starts reading: it takes everything queued.
+    pub fn start_reading(&mut self, connection: ConnectionId) {
+        self.not_reading.remove(&connection);
+        let queued = self.engine.queued_bytes(connection);
+        self.engine.handle_written(connection, queued);
+        self.drain();
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Transmit { connection, data } => {
+                    if self.closed.contains_key(&connection) {
+                        self.violations.push(format!("output for closed {connection}"));
+                    }
+                    self.inbox.entry(connection).or_default().extend_from_slice(&data);
+                    self.transcript.entry(connection).or_default().extend_from_slice(&data);
+                    if !self.not_reading.contains(&connection) {
+                        self.engine.handle_written(connection, data.len());
+                    }
+                }
+                Output::Close { connection, reason, flush } => {
+                    if self.closed.insert(connection, (reason, flush)).is_some() {
+                        self.violations.push(format!("closed twice: {connection}"));
+                    }
+                }
+                Output::PauseReading(connection) => {
+                    self.paused.insert(connection);
+                }
+                Output::ResumeReading(connection) => {
+                    self.paused.remove(&connection);
+                }
+                Output::Store { id, request } => {
+                    if self.store_answers_at_once {
+                        let reply = self.store.answer(*request);
+                        self.engine.handle_store_reply(id, reply, self.now);
+                    } else {
+                        self.held.push_back((id, *request));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lines received since the last call, without their line endings.
+    pub fn lines(&mut self, connection: ConnectionId) -> Vec<String> {
+        let bytes = self.inbox.remove(&connection).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+    }
+
+    /// Whether any line received since the last call contains `needle` (and takes them).
+    pub fn saw(&mut self, connection: ConnectionId, needle: &str) -> bool {
+        self.lines(connection).iter().any(|l| l.contains(needle))
+    }
+
+    /// Registers `name` on a new connection and discards the welcome lines.
+    pub fn user(&mut self, name: &str) -> ConnectionId {
+        let connection = self.connect();
+        self.send(connection, &format!("/register {name} {PASSWORD}\n"));
+        let lines = self.lines(connection);
+        assert!(lines.iter().any(|l| l == &format!("Welcome {name}!")), "register {name}: {lines:?}");
+        connection
+    }
+
+    /// Logs an existing account in on a new connection and discards the welcome lines.
+    pub fn login(&mut self, name: &str) -> ConnectionId {
+        let connection = self.connect();
+        self.send(connection, &format!("/login {name} {PASSWORD}\n"));
+        let lines = self.lines(connection);
+        assert!(lines.iter().any(|l| l.starts_with("Welcome back")), "login {name}: {lines:?}");
+        connection
+    }
+
+    pub fn is_closed(&self, connection: ConnectionId) -> bool {
+        self.closed.contains_key(&connection)
+    }
+}
