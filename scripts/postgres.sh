@@ -1,0 +1,71 @@
+# Sourced by scripts/test.sh: starts the local PostgreSQL 15 cluster for the wur2-store tests
+# and exports WUR2_TEST_POSTGRES_URL (an account that may create databases; each test makes
+# its own) and WUR2_TEST_POSTGRES_RESTART (the command the restart test runs).
+#
+# When PostgreSQL cannot be started: with CI=true this fails the test command; otherwise it
+# prints a loud SKIPPED warning and the PostgreSQL tests skip themselves.
+# Override by exporting WUR2_TEST_POSTGRES_URL yourself before running scripts/test.sh.
+
+wur2_pg_skip() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "ERROR: PostgreSQL tests cannot run: $1 (CI=true, so this fails)" >&2
+        return 1
+    fi
+    echo "" >&2
+    echo "######################################################################" >&2
+    echo "## SKIPPED: PostgreSQL tests of wur2-store: $1" >&2
+    echo "######################################################################" >&2
+    echo "" >&2
+    unset WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_RESTART
+    return 0
+}
+
+wur2_pg_setup() {
+    if [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
+        echo "Using WUR2_TEST_POSTGRES_URL from the environment" >&2
+        return 0
+    fi
+    local version=15 cluster=main role=wur2_test password=wur2_test port
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -d "/usr/lib/postgresql/$version/bin" ]; then
+        wur2_pg_skip "PostgreSQL $version is not installed (no pg_ctlcluster)"
+        return
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+            wur2_pg_skip "starting PostgreSQL needs root (or password-less sudo)"
+            return
+        fi
+    fi
+    if ! $sudo pg_ctlcluster "$version" "$cluster" status >/dev/null 2>&1; then
+        if ! $sudo pg_ctlcluster "$version" "$cluster" start; then
+            wur2_pg_skip "pg_ctlcluster $version $cluster start failed"
+            return
+        fi
+    fi
+    port=$($sudo pg_conftool -s "$version" "$cluster" show port 2>/dev/null || echo 5432)
+    # A password-protected role with CREATEDB, reached over TCP on localhost (scram-sha-256
+    # is what a fresh Debian pg_hba.conf allows for 127.0.0.1).
+    local sql="DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
+            CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password';
+        ELSE
+            ALTER ROLE $role LOGIN CREATEDB PASSWORD '$password';
+        END IF;
+    END \$\$;"
+    if ! (cd / && printf '%s\n' "$sql" | $sudo su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" >/dev/null); then
+        wur2_pg_skip "could not create the $role role"
+        return
+    fi
+    if ! (cd / && $sudo su postgres -c "psql -p $port -tAc \"SELECT 1 FROM pg_database WHERE datname = '$role'\"" | grep -q 1); then
+        (cd / && $sudo su postgres -c "createdb -p $port -O $role $role") || {
+            wur2_pg_skip "could not create the $role database"
+            return
+        }
+    fi
+    export WUR2_TEST_POSTGRES_URL="postgres://$role:$password@127.0.0.1:$port/$role"
+    export WUR2_TEST_POSTGRES_RESTART="$sudo pg_ctlcluster $version $cluster restart"
+    echo "PostgreSQL $version running; WUR2_TEST_POSTGRES_URL=$WUR2_TEST_POSTGRES_URL" >&2
+}
+
+wur2_pg_setup

@@ -1,0 +1,82 @@
+//! The settings an operator can tune, each with its default.
+
+use std::time::Duration;
+
+/// How a [`Store`](crate::Store) connects, hashes and buffers.
+///
+/// Build it from [`StoreConfig::default`] and change the fields that matter:
+///
+/// ```
+/// # use wur2_store::StoreConfig;
+/// let config = StoreConfig { max_connections: 20, ..StoreConfig::default() };
+/// ```
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Most database connections the pool opens. Default 10.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection (or a new one) before failing with
+    /// `StoreError::Unavailable`. Default 5 s: a database that stops answering becomes a
+    /// clear error, never a request that waits forever.
+    pub acquire_timeout: Duration,
+    /// Longest a single request may take in the database (lookups, history, a batch of
+    /// appends) before it is abandoned as unavailable. Default 10 s.
+    pub request_timeout: Duration,
+    /// argon2id cost of new password hashes.
+    pub password: PasswordConfig,
+    /// Threads of the password hashing pool; `0` means one per available core. Default 0.
+    pub hash_threads: usize,
+    /// Hash or verify jobs that may wait for a free hashing thread; more fail at once with
+    /// `StoreError::Busy`. Default 256.
+    pub hash_queue: usize,
+    /// Appends that may wait to be written (while the database is slow or unreachable);
+    /// more are refused with `StoreError::Unavailable`. Default 100 000.
+    pub append_buffer: usize,
+    /// Most appends written in one transaction. Default 10 000.
+    pub max_batch: usize,
+    /// First wait before retrying a failed batch of appends; it doubles on each failure.
+    /// Default 50 ms.
+    pub retry_backoff_min: Duration,
+    /// Longest wait between retries of a failed batch of appends. Default 2 s.
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            password: PasswordConfig::default(),
+            hash_threads: 0,
+            hash_queue: 256,
+            append_buffer: 100_000,
+            max_batch: 10_000,
+            retry_backoff_min: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The argon2id cost parameters of new password hashes.
+///
+/// The default is the OWASP minimum (m = 19 MiB, t = 2, p = 1). A stored hash whose cost is
+/// lower than these in any parameter is replaced on the user's next successful login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordConfig {
+    /// Memory cost in KiB. Default 19 456 (19 MiB).
+    pub memory_kib: u32,
+    /// Passes over the memory. Default 2.
+    pub iterations: u32,
+    /// Lanes. Default 1.
+    pub parallelism: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}

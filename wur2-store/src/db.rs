@@ -1,0 +1,469 @@
+//! The SQL of both dialects, behind one [`Db`] type chosen by the URL.
+//!
+//! Every statement uses bound parameters. Names and channel names are matched through
+//! their ASCII-lowercased keys (`username_key`, `name_key`), which carry the unique indexes.
+//! Nothing here hashes, queues or retries: that is the job of the callers in `store.rs`
+//! and `writer.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage};
+
+use crate::config::StoreConfig;
+use crate::{OpenError, User};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Rows per multi-row `INSERT` on SQLite (7 bound values each, far below its limit of
+/// 32 766 variables); one transaction may hold several such statements.
+const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
+/// Values per `IN (...)` list on SQLite.
+const SQLITE_KEYS_PER_STATEMENT: usize = 500;
+
+/// A connection pool to one of the two supported databases.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code against whichever pool `db` holds: `sqlx::query` and `Row::try_get`
+/// are generic, only the pool type differs.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// One message waiting to be written.
+#[derive(Debug)]
+pub(crate) struct AppendRow {
+    pub(crate) message_id: String,
+    /// Display name and key, for a channel message.
+    pub(crate) channel: Option<(String, String)>,
+    /// Key of the recipient, for a private message.
+    pub(crate) recipient_key: Option<String>,
+    pub(crate) sender: String,
+    pub(crate) body: String,
+    pub(crate) created_at_ms: i64,
+    /// Private messages only.
+    pub(crate) delivered: Option<bool>,
+}
+
+/// An account as stored, hash included (never logged: no `Debug`).
+pub(crate) struct StoredUser {
+    pub(crate) username: String,
+    pub(crate) role: Role,
+    pub(crate) password_hash: String,
+}
+
+/// The case-folded key of a username or channel name.
+pub(crate) fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn role_from_db(text: &str) -> Result<Role, sqlx::Error> {
+    Role::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn message_id_from_db(text: &str) -> Result<MessageId, sqlx::Error> {
+    MessageId::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite:` or `postgres:`/`postgresql:`) and applies the migrations.
+    pub(crate) async fn open(url: &str, config: &StoreConfig) -> Result<Db, OpenError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(OpenError::Connect)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // In WAL mode NORMAL loses no committed data on a crash of the process.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(config.acquire_timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(OpenError::Connect)?;
+            SQLITE_MIGRATIONS.run(&pool).await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(OpenError::Connect)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(OpenError::Connect)?;
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(OpenError::UnsupportedUrl)
+        }
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub(crate) async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    pub(crate) async fn find_user(&self, key: &str) -> Result<Option<StoredUser>, sqlx::Error> {
+        let sql = "SELECT username, role, password_hash FROM users WHERE username_key = $1";
+        let row = on_pool!(self, pool => {
+            match sqlx::query(sql).bind(key).fetch_optional(pool).await? {
+                None => None,
+                Some(row) => Some((
+                    row.try_get::<String, _>("username")?,
+                    row.try_get::<String, _>("role")?,
+                    row.try_get::<String, _>("password_hash")?,
+                )),
+            }
+        });
+        match row {
+            None => Ok(None),
+            Some((username, role, password_hash)) => Ok(Some(StoredUser {
+                username,
+                role: role_from_db(&role)?,
+                password_hash,
+            })),
+        }
+    }
+
+    /// Creates a `user`; `false` when the key is taken.
+    pub(crate) async fn insert_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "INSERT INTO users (username, username_key, password_hash, role, created_at_ms) \
+                   VALUES ($1, $2, $3, 'user', $4) ON CONFLICT (username_key) DO NOTHING";
+        let done = on_pool!(self, pool => sqlx::query(sql)
+            .bind(username)
+            .bind(key(username))
+            .bind(password_hash)
+            .bind(now_ms)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    pub(crate) async fn update_hash(&self, key: &str, hash: &str) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE users SET password_hash = $1 WHERE username_key = $2";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(hash).bind(key).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The account after the change, or `None` for an unknown user.
+    pub(crate) async fn set_role(
+        &self,
+        key: &str,
+        role: Role,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let sql = "UPDATE users SET role = $1 WHERE username_key = $2 \
+                   RETURNING username, role, created_at_ms";
+        on_pool!(self, pool => {
+            match sqlx::query(sql).bind(role.as_str()).bind(key).fetch_optional(pool).await? {
+                None => Ok(None),
+                Some(row) => Ok(Some(User {
+                    username: row.try_get("username")?,
+                    role: role_from_db(row.try_get("role")?)?,
+                    created_at_unix_ms: row.try_get("created_at_ms")?,
+                })),
+            }
+        })
+    }
+
+    pub(crate) async fn list_users(&self) -> Result<Vec<User>, sqlx::Error> {
+        let sql = "SELECT username, role, created_at_ms FROM users ORDER BY username_key";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(User {
+                        username: row.try_get("username")?,
+                        role: role_from_db(row.try_get("role")?)?,
+                        created_at_unix_ms: row.try_get("created_at_ms")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The last `limit` messages of a channel, oldest first.
+    pub(crate) async fn history(
+        &self,
+        channel_key: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let sql = "SELECT sender, body, created_at_ms FROM ( \
+                     SELECT seq, sender, body, created_at_ms FROM messages \
+                     WHERE channel_key = $1 ORDER BY seq DESC LIMIT $2 \
+                   ) AS recent ORDER BY seq ASC";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(channel_key).bind(limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StoredMessage {
+                        sender: row.try_get("sender")?,
+                        text: row.try_get("body")?,
+                        sent_at_unix_ms: row.try_get("created_at_ms")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Undelivered private messages of a user, oldest first.
+    pub(crate) async fn pending(
+        &self,
+        recipient_key: &str,
+    ) -> Result<Vec<PendingMessage>, sqlx::Error> {
+        let sql = "SELECT message_id, sender, body, created_at_ms FROM messages \
+                   WHERE recipient_key = $1 AND delivered = FALSE ORDER BY seq ASC";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(recipient_key).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(PendingMessage {
+                        id: message_id_from_db(row.try_get("message_id")?)?,
+                        sender: row.try_get("sender")?,
+                        text: row.try_get("body")?,
+                        sent_at_unix_ms: row.try_get("created_at_ms")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) async fn mark_delivered(&self, ids: &[MessageId]) -> Result<(), sqlx::Error> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        match self {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in ids.chunks(SQLITE_KEYS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(
+                        "UPDATE messages SET delivered = TRUE \
+                         WHERE recipient_key IS NOT NULL AND message_id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE messages SET delivered = TRUE \
+                     WHERE recipient_key IS NOT NULL AND message_id = ANY($1)",
+                )
+                .bind(&ids)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `rows` in one transaction, in order, ignoring ids already stored. A pending
+    /// private message (`delivered == Some(false)`) whose recipient has no account is
+    /// skipped; the answer says, per row, whether it was kept.
+    pub(crate) async fn append(&self, rows: &[&AppendRow]) -> Result<Vec<bool>, sqlx::Error> {
+        // Pending private messages need an existing recipient (checked inside the
+        // transaction, so the answer holds for what was written).
+        let wanted: HashSet<&str> = rows
+            .iter()
+            .filter(|row| row.delivered == Some(false))
+            .filter_map(|row| row.recipient_key.as_deref())
+            .collect();
+        let mut channels: HashMap<&str, &str> = HashMap::new();
+        for row in rows {
+            if let Some((name, key)) = &row.channel {
+                channels.entry(key.as_str()).or_insert(name.as_str());
+            }
+        }
+        let now_ms = rows.first().map_or(0, |row| row.created_at_ms);
+        match self {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut known: HashSet<String> = HashSet::new();
+                let wanted: Vec<&str> = wanted.into_iter().collect();
+                for chunk in wanted.chunks(SQLITE_KEYS_PER_STATEMENT) {
+                    let mut query =
+                        QueryBuilder::new("SELECT username_key FROM users WHERE username_key IN (");
+                    let mut list = query.separated(", ");
+                    for key in chunk {
+                        list.push_bind(*key);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&mut *tx).await? {
+                        known.insert(row.try_get("username_key")?);
+                    }
+                }
+                let channels: Vec<(&str, &str)> = channels.into_iter().collect();
+                for chunk in channels.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    let mut query =
+                        QueryBuilder::new("INSERT INTO channels (name, name_key, created_at_ms) ");
+                    query.push_values(chunk, |mut values, (key, name)| {
+                        values.push_bind(*name).push_bind(*key).push_bind(now_ms);
+                    });
+                    query.push(" ON CONFLICT (name_key) DO NOTHING");
+                    query.build().execute(&mut *tx).await?;
+                }
+                let kept = keep(rows, |key| known.contains(key));
+                let to_write: Vec<&AppendRow> = rows
+                    .iter()
+                    .zip(&kept)
+                    .filter(|(_, kept)| **kept)
+                    .map(|(row, _)| *row)
+                    .collect();
+                for chunk in to_write.chunks(SQLITE_ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::new(
+                        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
+                         body, created_at_ms, delivered) ",
+                    );
+                    query.push_values(chunk, |mut values, row| {
+                        values
+                            .push_bind(&row.message_id)
+                            .push_bind(row.channel.as_ref().map(|(_, key)| key))
+                            .push_bind(&row.recipient_key)
+                            .push_bind(&row.sender)
+                            .push_bind(&row.body)
+                            .push_bind(row.created_at_ms)
+                            .push_bind(row.delivered);
+                    });
+                    query.push(" ON CONFLICT (message_id) DO NOTHING");
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(kept)
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let wanted: Vec<&str> = wanted.into_iter().collect();
+                let known: HashSet<String> = if wanted.is_empty() {
+                    HashSet::new()
+                } else {
+                    sqlx::query_scalar(
+                        "SELECT username_key FROM users WHERE username_key = ANY($1)",
+                    )
+                    .bind(&wanted)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect()
+                };
+                if !channels.is_empty() {
+                    let (keys, names): (Vec<&str>, Vec<&str>) = channels.into_iter().unzip();
+                    sqlx::query(
+                        "INSERT INTO channels (name, name_key, created_at_ms) \
+                         SELECT name, name_key, $3 FROM UNNEST($1::text[], $2::text[]) \
+                           AS c(name, name_key) \
+                         ON CONFLICT (name_key) DO NOTHING",
+                    )
+                    .bind(&names)
+                    .bind(&keys)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let kept = keep(rows, |key| known.contains(key));
+                let mut ids = Vec::with_capacity(rows.len());
+                let mut channel_keys = Vec::with_capacity(rows.len());
+                let mut recipient_keys = Vec::with_capacity(rows.len());
+                let mut senders = Vec::with_capacity(rows.len());
+                let mut bodies = Vec::with_capacity(rows.len());
+                let mut times = Vec::with_capacity(rows.len());
+                let mut delivered = Vec::with_capacity(rows.len());
+                for (row, _) in rows.iter().zip(&kept).filter(|(_, kept)| **kept) {
+                    ids.push(row.message_id.as_str());
+                    channel_keys.push(row.channel.as_ref().map(|(_, key)| key.as_str()));
+                    recipient_keys.push(row.recipient_key.as_deref());
+                    senders.push(row.sender.as_str());
+                    bodies.push(row.body.as_str());
+                    times.push(row.created_at_ms);
+                    delivered.push(row.delivered);
+                }
+                if !ids.is_empty() {
+                    // One statement for the whole batch: arrays instead of one bound value
+                    // per column and row, ordered by their position so `seq` keeps the order.
+                    sqlx::query(
+                        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
+                           body, created_at_ms, delivered) \
+                         SELECT m.message_id, m.channel_key, m.recipient_key, m.sender, m.body, \
+                           m.created_at_ms, m.delivered \
+                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                           $6::int8[], $7::bool[]) WITH ORDINALITY \
+                           AS m(message_id, channel_key, recipient_key, sender, body, \
+                             created_at_ms, delivered, position) \
+                         ORDER BY m.position \
+                         ON CONFLICT (message_id) DO NOTHING",
+                    )
+                    .bind(&ids)
+                    .bind(&channel_keys)
+                    .bind(&recipient_keys)
+                    .bind(&senders)
+                    .bind(&bodies)
+                    .bind(&times)
+                    .bind(&delivered)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(kept)
+            }
+        }
+    }
+}
+
+/// Which rows to write: all but pending private messages to an unknown recipient.
+fn keep(rows: &[&AppendRow], known: impl Fn(&str) -> bool) -> Vec<bool> {
+    rows.iter()
+        .map(|row| match (&row.recipient_key, row.delivered) {
+            (Some(key), Some(false)) => known(key),
+            _ => true,
+        })
+        .collect()
+}
+
+/// Whether retrying `error` unchanged can never succeed (bad data, not a lost connection).
+pub(crate) fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // SQLSTATE classes 22 (data exception) and 23 (integrity violation).
+                code.starts_with("22") || code.starts_with("23")
+            } else {
+                // SQLite primary result codes TOOBIG, CONSTRAINT and MISMATCH.
+                code.parse::<u32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+            }
+        }
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}

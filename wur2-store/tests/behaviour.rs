@@ -1,0 +1,636 @@
+//! The store's behaviour, written once and run against SQLite (a temp file) and PostgreSQL
+//! (a fresh database on the server named by `WUR2_TEST_POSTGRES_URL`; skipped, loudly, when
+//! it is not set — `scripts/test.sh` sets it up and fails in CI when it cannot).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Harness, TestDb, fast_config};
+use wur2_engine::{Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest};
+use wur2_store::{PasswordConfig, Store, StoreConfig};
+
+/// Each scenario becomes one `#[tokio::test]` per backend: `sqlite::name`, `postgres::name`.
+macro_rules! behaviour {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::scenarios::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::scenarios::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+behaviour!(
+    register_creates_a_user_account,
+    a_taken_name_is_refused_in_any_letter_case,
+    login_with_the_right_password_returns_the_account_as_registered,
+    a_wrong_password_and_an_unknown_user_get_the_same_answer,
+    roles_are_changed_and_kept,
+    history_is_the_last_messages_oldest_first,
+    channel_names_match_without_regard_to_case,
+    pending_private_messages_are_handed_out_until_marked_delivered,
+    a_pending_message_to_an_unknown_user_is_refused,
+    appends_are_stored_in_the_order_they_were_queued,
+    a_repeated_message_id_is_stored_once,
+    closing_writes_every_queued_append,
+    a_weaker_stored_hash_is_replaced_on_login,
+    the_store_works_under_async_std,
+);
+
+fn account(username: &str, role: Role) -> StoreReply {
+    StoreReply::Account {
+        username: username.to_owned(),
+        role,
+    }
+}
+
+fn pending_texts(reply: StoreReply) -> Vec<(String, String)> {
+    match reply {
+        StoreReply::Pending(messages) => messages.into_iter().map(|m| (m.sender, m.text)).collect(),
+        other => panic!("expected pending messages, got {other:?}"),
+    }
+}
+
+mod scenarios {
+    use super::*;
+
+    pub async fn register_creates_a_user_account(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        assert_eq!(
+            h.register("Alice", "correct horse").await,
+            account("Alice", Role::User)
+        );
+        let users = h.store.list_users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].username, "Alice");
+        assert_eq!(users[0].role, Role::User);
+        assert!(users[0].created_at_unix_ms > 1_700_000_000_000);
+        h.finish().await;
+    }
+
+    pub async fn a_taken_name_is_refused_in_any_letter_case(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        assert_eq!(
+            h.register("Alice", "pw1").await,
+            account("Alice", Role::User)
+        );
+        for name in ["Alice", "alice", "ALICE", "aLiCe"] {
+            assert_eq!(
+                h.register(name, "pw2").await,
+                StoreReply::Failed(StoreError::UsernameTaken),
+                "{name}"
+            );
+        }
+        assert_eq!(h.store.list_users().await.unwrap().len(), 1);
+        h.finish().await;
+    }
+
+    pub async fn login_with_the_right_password_returns_the_account_as_registered(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Alice", "correct horse").await;
+        assert_eq!(
+            h.login("Alice", "correct horse").await,
+            account("Alice", Role::User)
+        );
+        assert_eq!(
+            h.login("aLICE", "correct horse").await,
+            account("Alice", Role::User)
+        );
+        h.finish().await;
+    }
+
+    pub async fn a_wrong_password_and_an_unknown_user_get_the_same_answer(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Alice", "correct horse").await;
+        let refused = StoreReply::Failed(StoreError::InvalidCredentials);
+        assert_eq!(h.login("Alice", "Correct horse").await, refused);
+        assert_eq!(h.login("Alice", "").await, refused);
+        assert_eq!(h.login("Mallory", "correct horse").await, refused);
+        h.finish().await;
+    }
+
+    pub async fn roles_are_changed_and_kept(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Alice", "pw").await;
+        h.register("bob", "pw").await;
+        let set = |username: &str, role| StoreRequest::SetRole {
+            username: username.to_owned(),
+            role,
+        };
+        assert_eq!(
+            h.run(set("ALICE", Role::Admin)).await,
+            account("Alice", Role::Admin)
+        );
+        assert_eq!(h.login("alice", "pw").await, account("Alice", Role::Admin));
+        assert_eq!(
+            h.run(set("nobody", Role::Mod)).await,
+            StoreReply::Failed(StoreError::UnknownUser)
+        );
+        let bob = h.store.set_role("BOB", Role::Mod).await.unwrap();
+        assert_eq!((bob.username.as_str(), bob.role), ("bob", Role::Mod));
+        assert_eq!(
+            h.store.set_role("nobody", Role::Mod).await,
+            Err(StoreError::UnknownUser)
+        );
+        let roles: Vec<(String, Role)> = h
+            .store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.username, u.role))
+            .collect();
+        assert_eq!(
+            roles,
+            vec![
+                ("Alice".to_owned(), Role::Admin),
+                ("bob".to_owned(), Role::Mod)
+            ]
+        );
+        assert_eq!(
+            h.run(set("alice", Role::User)).await,
+            account("Alice", Role::User)
+        );
+        h.finish().await;
+    }
+
+    pub async fn history_is_the_last_messages_oldest_first(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        for n in 1..=5 {
+            assert_eq!(
+                h.run(h.channel_message("Global", "alice", &format!("m{n}")))
+                    .await,
+                StoreReply::Done
+            );
+        }
+        h.run(h.channel_message("rust", "bob", "elsewhere")).await;
+        // Read right after queueing: history must include what was queued before it.
+        assert_eq!(h.history_texts("Global", 3).await, ["m3", "m4", "m5"]);
+        assert_eq!(
+            h.history_texts("Global", 100).await,
+            ["m1", "m2", "m3", "m4", "m5"]
+        );
+        assert_eq!(h.history_texts("Global", 0).await, Vec::<String>::new());
+        assert_eq!(h.history_texts("nowhere", 10).await, Vec::<String>::new());
+        match h
+            .run(StoreRequest::FetchHistory {
+                channel: "global".into(),
+                limit: 1,
+            })
+            .await
+        {
+            StoreReply::History(messages) => {
+                assert_eq!(messages[0].sender, "alice");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                assert!((now - messages[0].sent_at_unix_ms).abs() < 60_000);
+            }
+            other => panic!("expected history, got {other:?}"),
+        }
+        h.finish().await;
+    }
+
+    pub async fn channel_names_match_without_regard_to_case(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.run(h.channel_message("Rust", "alice", "one")).await;
+        h.run(h.channel_message("RUST", "bob", "two")).await;
+        assert_eq!(h.history_texts("rust", 10).await, ["one", "two"]);
+        h.finish().await;
+    }
+
+    pub async fn pending_private_messages_are_handed_out_until_marked_delivered(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        assert_eq!(
+            h.run(h.private_message("alice", "bob", "first", false))
+                .await,
+            StoreReply::Done
+        );
+        assert_eq!(
+            h.run(h.private_message("carol", "BOB", "second", false))
+                .await,
+            StoreReply::Done
+        );
+        // Seen live already: never pending.
+        assert_eq!(
+            h.run(h.private_message("alice", "Bob", "live", true)).await,
+            StoreReply::Done
+        );
+        let fetch = || StoreRequest::FetchPending {
+            username: "bob".into(),
+        };
+        let expected = vec![
+            ("alice".to_owned(), "first".to_owned()),
+            ("carol".to_owned(), "second".to_owned()),
+        ];
+        // Fetching does not take them: a connection lost before delivery gets them again.
+        assert_eq!(pending_texts(h.run(fetch()).await), expected);
+        let StoreReply::Pending(pending) = h.run(fetch()).await else {
+            panic!("expected pending")
+        };
+        assert_eq!(pending.len(), 2);
+        let ids = pending.iter().map(|m: &PendingMessage| m.id).collect();
+        assert_eq!(
+            h.run(StoreRequest::MarkDelivered { ids }).await,
+            StoreReply::Done
+        );
+        assert_eq!(pending_texts(h.run(fetch()).await), vec![]);
+        assert_eq!(
+            h.run(h.private_message("alice", "bob", "third", false))
+                .await,
+            StoreReply::Done
+        );
+        assert_eq!(
+            pending_texts(h.run(fetch()).await),
+            vec![("alice".into(), "third".into())]
+        );
+        h.finish().await;
+    }
+
+    pub async fn a_pending_message_to_an_unknown_user_is_refused(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        assert_eq!(
+            h.run(h.private_message("alice", "nobody", "hello?", false))
+                .await,
+            StoreReply::Failed(StoreError::UnknownUser)
+        );
+        h.register("Nobody", "pw").await;
+        assert_eq!(
+            h.run(h.private_message("alice", "nobody", "now?", false))
+                .await,
+            StoreReply::Done
+        );
+        assert_eq!(
+            pending_texts(
+                h.run(StoreRequest::FetchPending {
+                    username: "NOBODY".into()
+                })
+                .await
+            ),
+            vec![("alice".into(), "now?".into())]
+        );
+        h.finish().await;
+    }
+
+    pub async fn appends_are_stored_in_the_order_they_were_queued(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        let count = 3_000;
+        // Queue them all before awaiting any reply (execute queues when called).
+        let replies: Vec<_> = (0..count)
+            .map(|n| {
+                h.store
+                    .execute(h.channel_message("Global", "alice", &n.to_string()))
+            })
+            .collect();
+        for reply in futures::future::join_all(replies).await {
+            assert_eq!(reply, StoreReply::Done);
+        }
+        let expected: Vec<String> = (0..count).map(|n| n.to_string()).collect();
+        assert_eq!(h.history_texts("Global", count).await, expected);
+        h.finish().await;
+    }
+
+    pub async fn a_repeated_message_id_is_stored_once(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        let message = h.channel_message("Global", "alice", "once");
+        let StoreRequest::AppendChannelMessage(message) = message else {
+            unreachable!()
+        };
+        let again = || StoreRequest::AppendChannelMessage(message.clone());
+        // Twice in one batch, then again after it was written.
+        h.run(again()).await;
+        h.run(again()).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["once"]);
+        h.run(again()).await;
+        h.run(h.channel_message("Global", "alice", "next")).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["once", "next"]);
+        assert_eq!(h.db.count_messages().await, 2);
+        h.finish().await;
+    }
+
+    pub async fn closing_writes_every_queued_append(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        for n in 0..500 {
+            h.run(h.channel_message("Global", "alice", &n.to_string()))
+                .await;
+        }
+        h.store.close().await;
+        assert_eq!(
+            h.run(h.channel_message("Global", "alice", "late")).await,
+            StoreReply::Failed(StoreError::Unavailable("the store is closed".into()))
+        );
+        let (again, writer) = h.reopen(fast_config()).await;
+        match again
+            .execute(StoreRequest::FetchHistory {
+                channel: "Global".into(),
+                limit: 1000,
+            })
+            .await
+        {
+            StoreReply::History(messages) => assert_eq!(messages.len(), 500),
+            other => panic!("expected history, got {other:?}"),
+        }
+        again.close().await;
+        writer.await.unwrap();
+        h.finish().await;
+    }
+
+    pub async fn a_weaker_stored_hash_is_replaced_on_login(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Alice", "pw").await;
+        let weak = h.db.stored_hash("alice").await;
+        assert!(weak.contains("m=64,t=1,p=1"), "{weak}");
+        let stronger = StoreConfig {
+            password: PasswordConfig {
+                memory_kib: 128,
+                iterations: 2,
+                parallelism: 1,
+            },
+            ..fast_config()
+        };
+        let (store, writer) = h.reopen(stronger).await;
+        let login = |password: &str| StoreRequest::Login {
+            username: "alice".into(),
+            password: Password::new(password),
+        };
+        // A wrong password changes nothing.
+        assert_eq!(
+            store.execute(login("nope")).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        assert_eq!(h.db.stored_hash("alice").await, weak);
+        assert_eq!(
+            store.execute(login("pw")).await,
+            account("Alice", Role::User)
+        );
+        let strong = h.db.stored_hash("alice").await;
+        assert!(strong.contains("m=128,t=2,p=1"), "{strong}");
+        assert_eq!(
+            store.execute(login("pw")).await,
+            account("Alice", Role::User)
+        );
+        assert_eq!(
+            h.db.stored_hash("alice").await,
+            strong,
+            "hashed again needlessly"
+        );
+        store.close().await;
+        writer.await.unwrap();
+        h.finish().await;
+    }
+
+    /// Everything above runs under Tokio; this runs a whole session under async-std, on a
+    /// plain thread with no Tokio runtime anywhere near it.
+    pub async fn the_store_works_under_async_std(backend: Backend) {
+        let Some(db) = TestDb::create(backend).await else {
+            return;
+        };
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            async_std::task::block_on(async {
+                let (store, writer) = Store::open(&url, fast_config()).await.unwrap();
+                let writer = async_std::task::spawn(writer.run());
+                let register = StoreRequest::Register {
+                    username: "Alice".into(),
+                    password: Password::new("pw"),
+                };
+                assert_eq!(store.execute(register).await, account("Alice", Role::User));
+                let login = StoreRequest::Login {
+                    username: "alice".into(),
+                    password: Password::new("pw"),
+                };
+                assert_eq!(store.execute(login).await, account("Alice", Role::User));
+                for n in 0..10 {
+                    let append = StoreRequest::AppendChannelMessage(wur2_engine::ChannelMessage {
+                        id: wur2_engine::MessageId {
+                            origin: 7,
+                            sequence: n,
+                        },
+                        channel: "Global".into(),
+                        sender: "Alice".into(),
+                        text: n.to_string(),
+                    });
+                    assert_eq!(store.execute(append).await, StoreReply::Done);
+                }
+                let history = StoreRequest::FetchHistory {
+                    channel: "global".into(),
+                    limit: 3,
+                };
+                let StoreReply::History(messages) = store.execute(history).await else {
+                    panic!("expected history")
+                };
+                let texts: Vec<_> = messages.into_iter().map(|m| m.text).collect();
+                assert_eq!(texts, ["7", "8", "9"]);
+                store.close().await;
+                writer.await;
+            });
+        })
+        .join()
+        .unwrap();
+        db.remove().await;
+    }
+}
+
+// ---- Behaviour that does not depend on the database (SQLite only) ----
+
+/// The OWASP default cost is what new hashes get unless configured otherwise.
+#[tokio::test]
+async fn the_default_cost_is_the_owasp_minimum() {
+    let config = StoreConfig::default();
+    assert_eq!(
+        config.password,
+        PasswordConfig {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1
+        }
+    );
+    let h = Harness::open_with(Backend::Sqlite, config).await.unwrap();
+    assert_eq!(
+        h.register("Alice", "correct horse").await,
+        account("Alice", Role::User)
+    );
+    let hash = h.db.stored_hash("alice").await;
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert_eq!(
+        h.login("alice", "correct horse").await,
+        account("Alice", Role::User)
+    );
+    assert_eq!(
+        h.login("alice", "wrong").await,
+        StoreReply::Failed(StoreError::InvalidCredentials)
+    );
+    h.finish().await;
+}
+
+/// Hashing runs on the store's threads: 50 logins at once leave a Tokio timer on the same
+/// (single-threaded) runtime on time.
+#[tokio::test]
+async fn fifty_concurrent_logins_do_not_delay_a_timer() {
+    // About 8 MiB per hash: 50 of them keep two cores busy for well over 100 ms, which a
+    // blocked runtime would show as a late timer.
+    let config = StoreConfig {
+        password: PasswordConfig {
+            memory_kib: 8_192,
+            iterations: 2,
+            parallelism: 1,
+        },
+        ..fast_config()
+    };
+    let h = Harness::open_with(Backend::Sqlite, config).await.unwrap();
+    h.register("Alice", "pw").await;
+    let ticker = tokio::spawn(async {
+        let mut worst = Duration::ZERO;
+        for _ in 0..60 {
+            let asked = Instant::now();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            worst = worst.max(asked.elapsed().saturating_sub(Duration::from_millis(5)));
+        }
+        worst
+    });
+    let started = Instant::now();
+    let logins: Vec<_> = (0..50)
+        .map(|n| {
+            let password = if n % 2 == 0 { "pw" } else { "wrong" };
+            h.store.execute(StoreRequest::Login {
+                username: "alice".into(),
+                password: Password::new(password),
+            })
+        })
+        .collect();
+    let replies = futures::future::join_all(logins).await;
+    let hashing = started.elapsed();
+    for (n, reply) in replies.into_iter().enumerate() {
+        let expected = if n % 2 == 0 {
+            account("Alice", Role::User)
+        } else {
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        };
+        assert_eq!(reply, expected);
+    }
+    let worst = ticker.await.unwrap();
+    eprintln!("50 logins took {hashing:?}; the timer was late by at most {worst:?}");
+    assert!(
+        hashing > Duration::from_millis(60),
+        "hashing too cheap to prove anything: {hashing:?}"
+    );
+    assert!(worst < Duration::from_millis(20), "timer late by {worst:?}");
+    h.finish().await;
+}
+
+/// A full hashing queue refuses at once instead of piling up work.
+#[tokio::test]
+async fn a_full_hashing_queue_answers_busy() {
+    let config = StoreConfig {
+        password: PasswordConfig {
+            memory_kib: 8_192,
+            iterations: 2,
+            parallelism: 1,
+        },
+        hash_threads: 1,
+        hash_queue: 2,
+        ..fast_config()
+    };
+    let h = Harness::open_with(Backend::Sqlite, config).await.unwrap();
+    h.register("Alice", "pw").await;
+    let logins: Vec<_> = (0..20)
+        .map(|_| {
+            h.store.execute(StoreRequest::Login {
+                username: "alice".into(),
+                password: Password::new("pw"),
+            })
+        })
+        .collect();
+    let replies = futures::future::join_all(logins).await;
+    let busy = replies
+        .iter()
+        .filter(|r| **r == StoreReply::Failed(StoreError::Busy))
+        .count();
+    let ok = replies
+        .iter()
+        .filter(|r| **r == account("Alice", Role::User))
+        .count();
+    assert_eq!(busy + ok, 20, "{replies:?}");
+    assert!(busy >= 10 && ok >= 1, "busy {busy}, ok {ok}");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_url_scheme_is_refused() {
+    let error = Store::open("mysql://localhost/wur2", fast_config())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unsupported database URL"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_not_a_hang() {
+    let config = StoreConfig {
+        acquire_timeout: Duration::from_secs(1),
+        ..fast_config()
+    };
+    let started = Instant::now();
+    let result = Store::open("postgres://nobody:pw@127.0.0.1:9/wur2", config).await;
+    assert!(result.is_err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn debug_output_shows_no_secret() {
+    let h = Harness::open(Backend::Sqlite).await.unwrap();
+    let request = StoreRequest::Register {
+        username: "Alice".into(),
+        password: Password::new("hunter2"),
+    };
+    assert!(!format!("{request:?}").contains("hunter2"));
+    assert!(!format!("{:?}", h.store).contains("argon2"));
+    h.finish().await;
+}
