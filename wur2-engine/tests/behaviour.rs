@@ -18,7 +18,10 @@ fn interactive_flow_registers_then_logs_in_with_the_seed_questions() {
     let mut w = world();
     let c = w.connect();
     let lines = w.lines(c);
-    assert_eq!(lines, vec!["Welcome to WUR2 chat!", "Do you have an account? (y/n)"]);
+    assert_eq!(
+        lines,
+        vec!["Welcome to WUR2 chat!", "Do you have an account? (y/n)"]
+    );
     w.send(c, "n\n");
     assert_eq!(w.lines(c), vec!["Enter username:"]);
     w.send(c, "Alice\n");
@@ -31,7 +34,10 @@ fn interactive_flow_registers_then_logs_in_with_the_seed_questions() {
     let d = w.connect();
     w.send(d, "y\r\nalice\r\n");
     w.send(d, &format!("{PASSWORD}\r\n"));
-    assert!(w.lines(d).contains(&"Welcome back Alice!".to_string()), "name as registered");
+    assert!(
+        w.lines(d).contains(&"Welcome back Alice!".to_string()),
+        "name as registered"
+    );
 }
 
 #[test]
@@ -142,8 +148,14 @@ fn input_during_a_pending_login_waits_and_runs_in_order_afterwards() {
     w.store_answers_at_once = false;
     let c = w.connect();
     w.lines(c);
-    w.send(c, &format!("/register ivy {PASSWORD}\n/ping one\n/join rust\n/ping two\n"));
-    assert!(w.lines(c).is_empty(), "nothing may be processed before the store answers");
+    w.send(
+        c,
+        &format!("/register ivy {PASSWORD}\n/ping one\n/join rust\n/ping two\n"),
+    );
+    assert!(
+        w.lines(c).is_empty(),
+        "nothing may be processed before the store answers"
+    );
     assert!(w.paused.contains(&c), "reading pauses while lines are held");
     w.release_store();
     w.release_store();
@@ -152,7 +164,10 @@ fn input_during_a_pending_login_waits_and_runs_in_order_afterwards() {
     assert!(position("Welcome ivy!") < position("PONG one"));
     assert!(position("PONG one") < position("Switched from Global to rust"));
     assert!(position("Switched") < position("PONG two"));
-    assert!(!w.paused.contains(&c), "reading resumes once nothing is held");
+    assert!(
+        !w.paused.contains(&c),
+        "reading resumes once nothing is held"
+    );
 }
 
 #[test]
@@ -176,7 +191,11 @@ fn store_failures_become_an_error_line_not_a_crash() {
     w.lines(c);
     w.send(c, &format!("/register kim {PASSWORD}\n"));
     let lines = w.lines(c);
-    assert!(lines.iter().any(|l| l == "Error: storage is unavailable; try again later"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "Error: storage is unavailable; try again later")
+    );
     assert!(lines.iter().all(|l| !l.contains("database down")));
     w.store.failing = Some(StoreError::Busy);
     w.send(c, &format!("/register kim {PASSWORD}\n"));
@@ -228,7 +247,10 @@ fn an_overlong_line_gets_one_error_and_the_connection_stays() {
     w.send(b, &long[..3000]);
     w.send(b, &format!("{}\nstill here\n", &long[3000..]));
     let lines = w.lines(b);
-    assert_eq!(lines.iter().filter(|l| l.contains("line too long")).count(), 1);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("line too long")).count(),
+        1
+    );
     assert_eq!(w.lines(a), vec!["[Global] ida: still here"]);
 }
 
@@ -249,7 +271,10 @@ fn empty_lines_are_ignored_and_unknown_commands_name_help() {
     w.send(a, "\n   \r\n");
     assert!(w.lines(a).is_empty());
     w.send(a, "/dance\n");
-    assert_eq!(w.lines(a), vec!["Error: unknown command /dance; type /help for the list"]);
+    assert_eq!(
+        w.lines(a),
+        vec!["Error: unknown command /dance; type /help for the list"]
+    );
 }
 
 #[test]
@@ -300,9 +325,15 @@ fn one_account_on_several_connections_is_listed_once_and_gets_dms_everywhere() {
     assert_eq!(w.lines(a1), vec!["[DM] rex: psst"]);
     assert_eq!(w.lines(a2), vec!["[DM] rex: psst"]);
     w.send(a1, "/profile\n");
-    assert_eq!(w.lines(a1), vec!["Username: quin | Channel: Global | Role: user"]);
+    assert_eq!(
+        w.lines(a1),
+        vec!["Username: quin | Channel: Global | Role: user"]
+    );
     w.send(a2, "/profile\n");
-    assert_eq!(w.lines(a2), vec!["Username: quin | Channel: other | Role: user"]);
+    assert_eq!(
+        w.lines(a2),
+        vec!["Username: quin | Channel: other | Role: user"]
+    );
 }
 
 #[test]
@@ -321,12 +352,17 @@ fn a_dm_to_an_offline_user_arrives_once_at_their_next_login() {
     w.send(t, &format!("/login tom {PASSWORD}\n"));
     let lines = w.lines(t);
     assert!(
-        lines.iter().any(|l| l.starts_with("[offline DM ") && l.ends_with("] sam: see you later")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("[offline DM ") && l.ends_with("] sam: see you later")),
         "{lines:?}"
     );
     let t2 = w.connect();
     w.send(t2, &format!("/login tom {PASSWORD}\n"));
-    assert!(!w.lines(t2).iter().any(|l| l.contains("see you later")), "delivered once");
+    assert!(
+        !w.lines(t2).iter().any(|l| l.contains("see you later")),
+        "delivered once"
+    );
 }
 
 #[test]
@@ -339,7 +375,10 @@ fn a_dm_to_an_unknown_user_is_an_error() {
 
 #[test]
 fn join_announces_switches_and_replays_history_oldest_first() {
-    let mut w = World::new(Config { flood_lines_per_second: 0, ..Config::default() });
+    let mut w = World::new(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
     let (a, b) = (w.user("vic"), w.user("wes"));
     w.send(a, "/join Rust\n");
     for i in 0..25 {
@@ -350,7 +389,10 @@ fn join_announces_switches_and_replays_history_oldest_first() {
     w.send(b, "/join rUST\n");
     let lines = w.lines(b);
     assert_eq!(lines[0], "Switched from Global to Rust");
-    let history: Vec<_> = lines.iter().filter(|l| l.starts_with("[history ")).collect();
+    let history: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("[history "))
+        .collect();
     assert_eq!(history.len(), 20);
     assert!(history[0].ends_with("[Rust] vic: message 5"));
     assert!(history[19].ends_with("[Rust] vic: message 24"));
@@ -399,10 +441,16 @@ fn a_moderator_kick_closes_every_session_of_the_target_and_the_channel_hears() {
     w.lines(bystander);
     w.send(m, "/kick troll spamming\n");
     for t in [t1, t2] {
-        assert!(w.lines(t).contains(&"You were kicked by mia: spamming".to_string()));
+        assert!(
+            w.lines(t)
+                .contains(&"You were kicked by mia: spamming".to_string())
+        );
         assert_eq!(w.closed[&t], (CloseReason::Kicked, true));
     }
-    assert_eq!(w.lines(bystander), vec!["* troll was kicked by mia: spamming"]);
+    assert_eq!(
+        w.lines(bystander),
+        vec!["* troll was kicked by mia: spamming"]
+    );
     assert!(w.lines(m).contains(&"You kicked troll.".to_string()));
     w.send(bystander, "/list\n");
     assert_eq!(w.lines(bystander), vec!["Connected users: mia, nia"]);
@@ -415,7 +463,12 @@ fn kick_rules_protect_moderators_admins_and_yourself() {
     w.store.add_user("mod1", Role::Mod);
     w.store.add_user("mod2", Role::Mod);
     w.store.add_user("boss", Role::Admin);
-    let (m1, m2, boss, u) = (w.login("mod1"), w.login("mod2"), w.login("boss"), w.user("usr"));
+    let (m1, m2, boss, u) = (
+        w.login("mod1"),
+        w.login("mod2"),
+        w.login("boss"),
+        w.user("usr"),
+    );
     w.send(u, "/kick mod1\n");
     assert!(w.saw(u, "only moderators and admins can kick"));
     w.send(m1, "/kick mod2\n");
@@ -454,7 +507,10 @@ fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
 
 #[test]
 fn bare_role_toggles_only_in_demo_mode() {
-    let mut w = World::new(Config { demo_roles: true, ..Config::default() });
+    let mut w = World::new(Config {
+        demo_roles: true,
+        ..Config::default()
+    });
     let u = w.user("demo");
     w.send(u, "/role\n");
     assert!(w.saw(u, "Your role is now mod"));
@@ -483,7 +539,11 @@ fn flood_control_lets_a_burst_through_then_makes_lines_wait_not_vanish() {
     w.advance(Duration::from_millis(600));
     let rest = w.lines(a);
     assert_eq!(rest.len(), 6);
-    assert_eq!(rest.last().map(String::as_str), Some("[Global] gil: line 29"), "none vanish");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("[Global] gil: line 29"),
+        "none vanish"
+    );
     assert!(!w.paused.contains(&b));
     assert!(!w.is_closed(b));
 }
@@ -502,7 +562,10 @@ fn a_connection_holding_too_many_waiting_lines_is_closed_with_a_reason() {
 
 #[test]
 fn flood_control_off_lets_everything_through() {
-    let mut w = World::new(Config { flood_lines_per_second: 0, ..Config::default() });
+    let mut w = World::new(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
     let (a, b) = (w.user("jim"), w.user("kim"));
     w.lines(a);
     let many: String = (0..150).map(|i| format!("m {i}\n")).collect();
@@ -512,7 +575,11 @@ fn flood_control_off_lets_everything_through() {
 
 #[test]
 fn a_reader_that_falls_behind_is_dropped_and_nobody_else_waits() {
-    let config = Config { max_queued_bytes: 10_000, flood_lines_per_second: 0, ..Config::default() };
+    let config = Config {
+        max_queued_bytes: 10_000,
+        flood_lines_per_second: 0,
+        ..Config::default()
+    };
     let mut w = World::new(config);
     let (a, b, slow) = (w.user("lou"), w.user("mo"), w.user("nod"));
     w.not_reading.insert(slow);
@@ -520,7 +587,11 @@ fn a_reader_that_falls_behind_is_dropped_and_nobody_else_waits() {
     for i in 0..400 {
         w.send(a, &format!("chatter number {i}\n"));
     }
-    let chat = w.lines(b).iter().filter(|l| l.starts_with("[Global] lou: ")).count();
+    let chat = w
+        .lines(b)
+        .iter()
+        .filter(|l| l.starts_with("[Global] lou: "))
+        .count();
     assert_eq!(chat, 400, "others get every message");
     assert_eq!(w.closed[&slow], (CloseReason::SlowReader, false));
     assert!(w.violations.is_empty(), "{:?}", w.violations);
@@ -528,8 +599,11 @@ fn a_reader_that_falls_behind_is_dropped_and_nobody_else_waits() {
 
 #[test]
 fn connection_limits_in_total_and_per_address_hold() {
-    let config =
-        Config { max_connections: 3, max_connections_per_address: 2, ..Config::default() };
+    let config = Config {
+        max_connections: 3,
+        max_connections_per_address: 2,
+        ..Config::default()
+    };
     let mut w = World::new(config);
     let _a = w.connect_from("10.1.1.1");
     let _b = w.connect_from("10.1.1.1");
@@ -569,5 +643,9 @@ fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
     w.send_bytes(c, b"hello\n");
     w.engine.handle_written(c, 100);
     assert_eq!(w.engine.online_user_count(), 0);
-    assert!(w.violations.iter().all(|v| v.starts_with("test sent")), "{:?}", w.violations);
+    assert!(
+        w.violations.iter().all(|v| v.starts_with("test sent")),
+        "{:?}",
+        w.violations
+    );
 }

@@ -631,4 +631,3 @@ impl Engine {
         }
     }
 }
-

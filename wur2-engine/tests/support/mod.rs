@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use wur2_engine::{
-    CloseReason, Config, ConnectionId, Engine, MessageId, Output, PendingMessage, RequestId,
-    Role, StoreError, StoreReply, StoreRequest, StoredMessage, username_key,
+    CloseReason, Config, ConnectionId, Engine, MessageId, Output, PendingMessage, RequestId, Role,
+    StoreError, StoreReply, StoreRequest, StoredMessage, username_key,
 };
 
 /// A password long enough for the default rules.
@@ -40,7 +40,11 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn add_user(&mut self, name: &str, role: Role) {
-        let user = StoredUser { username: name.into(), password: PASSWORD.into(), role };
+        let user = StoredUser {
+            username: name.into(),
+            password: PASSWORD.into(),
+            role,
+        };
         self.users.insert(username_key(name), user);
     }
 
@@ -66,14 +70,20 @@ impl MemoryStore {
                     role: Role::User,
                 };
                 self.users.insert(key, user);
-                StoreReply::Account { username, role: Role::User }
-            }
-            StoreRequest::Login { username, password } => match self.users.get(&username_key(&username)) {
-                Some(user) if user.password == password.expose() => {
-                    StoreReply::Account { username: user.username.clone(), role: user.role }
+                StoreReply::Account {
+                    username,
+                    role: Role::User,
                 }
-                _ => StoreReply::Failed(StoreError::InvalidCredentials),
-            },
+            }
+            StoreRequest::Login { username, password } => {
+                match self.users.get(&username_key(&username)) {
+                    Some(user) if user.password == password.expose() => StoreReply::Account {
+                        username: user.username.clone(),
+                        role: user.role,
+                    },
+                    _ => StoreReply::Failed(StoreError::InvalidCredentials),
+                }
+            }
             StoreRequest::AppendChannelMessage(message) => {
                 if self.seen_ids.insert(message.id) {
                     let stored = StoredMessage {
@@ -81,7 +91,11 @@ impl MemoryStore {
                         text: message.text,
                         sent_at_unix_ms: self.clock_ms,
                     };
-                    self.channel_messages.push((username_key(&message.channel), stored, message.id));
+                    self.channel_messages.push((
+                        username_key(&message.channel),
+                        stored,
+                        message.id,
+                    ));
                 }
                 StoreReply::Done
             }
@@ -97,7 +111,8 @@ impl MemoryStore {
                         text: message.text,
                         sent_at_unix_ms: self.clock_ms,
                     };
-                    self.private_messages.push((key, pending, message.delivered));
+                    self.private_messages
+                        .push((key, pending, message.delivered));
                 }
                 StoreReply::Done
             }
@@ -132,13 +147,18 @@ impl MemoryStore {
                 }
                 StoreReply::Done
             }
-            StoreRequest::SetRole { username, role } => match self.users.get_mut(&username_key(&username)) {
-                Some(user) => {
-                    user.role = role;
-                    StoreReply::Account { username: user.username.clone(), role }
+            StoreRequest::SetRole { username, role } => {
+                match self.users.get_mut(&username_key(&username)) {
+                    Some(user) => {
+                        user.role = role;
+                        StoreReply::Account {
+                            username: user.username.clone(),
+                            role,
+                        }
+                    }
+                    None => StoreReply::Failed(StoreError::UnknownUser),
                 }
-                None => StoreReply::Failed(StoreError::UnknownUser),
-            },
+            }
         }
     }
 }
@@ -192,7 +212,9 @@ impl World {
 
     pub fn connect_from(&mut self, ip: &str) -> ConnectionId {
         self.next_port += 1;
-        let peer: SocketAddr = format!("{ip}:{}", self.next_port).parse().expect("test address");
+        let peer: SocketAddr = format!("{ip}:{}", self.next_port)
+            .parse()
+            .expect("test address");
         let id = self.engine.handle_connect(peer, self.now);
         self.drain();
         id
@@ -204,7 +226,8 @@ impl World {
 
     pub fn send_bytes(&mut self, connection: ConnectionId, bytes: &[u8]) {
         if self.closed.contains_key(&connection) {
-            self.violations.push(format!("test sent to closed {connection}"));
+            self.violations
+                .push(format!("test sent to closed {connection}"));
         }
         self.engine.handle_received(connection, bytes, self.now);
         self.drain();
@@ -212,7 +235,9 @@ impl World {
 
     pub fn peer_closes(&mut self, connection: ConnectionId) {
         self.engine.handle_peer_closed(connection, self.now);
-        self.closed.entry(connection).or_insert((CloseReason::ClientQuit, true));
+        self.closed
+            .entry(connection)
+            .or_insert((CloseReason::ClientQuit, true));
         self.drain();
     }
 
@@ -244,15 +269,26 @@ impl World {
             match output {
                 Output::Transmit { connection, data } => {
                     if self.closed.contains_key(&connection) {
-                        self.violations.push(format!("output for closed {connection}"));
+                        self.violations
+                            .push(format!("output for closed {connection}"));
                     }
-                    self.inbox.entry(connection).or_default().extend_from_slice(&data);
-                    self.transcript.entry(connection).or_default().extend_from_slice(&data);
+                    self.inbox
+                        .entry(connection)
+                        .or_default()
+                        .extend_from_slice(&data);
+                    self.transcript
+                        .entry(connection)
+                        .or_default()
+                        .extend_from_slice(&data);
                     if !self.not_reading.contains(&connection) {
                         self.engine.handle_written(connection, data.len());
                     }
                 }
-                Output::Close { connection, reason, flush } => {
+                Output::Close {
+                    connection,
+                    reason,
+                    flush,
+                } => {
                     if self.closed.insert(connection, (reason, flush)).is_some() {
                         self.violations.push(format!("closed twice: {connection}"));
                     }
@@ -278,7 +314,10 @@ impl World {
     /// Lines received since the last call, without their line endings.
     pub fn lines(&mut self, connection: ConnectionId) -> Vec<String> {
         let bytes = self.inbox.remove(&connection).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Whether any line received since the last call contains `needle` (and takes them).
@@ -291,7 +330,10 @@ impl World {
         let connection = self.connect();
         self.send(connection, &format!("/register {name} {PASSWORD}\n"));
         let lines = self.lines(connection);
-        assert!(lines.iter().any(|l| l == &format!("Welcome {name}!")), "register {name}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l == &format!("Welcome {name}!")),
+            "register {name}: {lines:?}"
+        );
         connection
     }
 
@@ -300,7 +342,10 @@ impl World {
         let connection = self.connect();
         self.send(connection, &format!("/login {name} {PASSWORD}\n"));
         let lines = self.lines(connection);
-        assert!(lines.iter().any(|l| l.starts_with("Welcome back")), "login {name}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("Welcome back")),
+            "login {name}: {lines:?}"
+        );
         connection
     }
 
