@@ -634,3 +634,49 @@ async fn debug_output_shows_no_secret() {
     assert!(!format!("{:?}", h.store).contains("argon2"));
     h.finish().await;
 }
+
+/// The append buffer is bounded; `close` writes what waits even if no writer was spawned.
+#[tokio::test]
+async fn a_full_append_buffer_refuses_and_close_still_writes_the_queue() {
+    let db = TestDb::create(Backend::Sqlite).await.unwrap();
+    let config = StoreConfig {
+        append_buffer: 3,
+        ..fast_config()
+    };
+    let (store, writer) = Store::open(&db.url, config).await.unwrap();
+    drop(writer); // Never run: appends wait in the buffer.
+    let append = |n: u64| {
+        StoreRequest::AppendChannelMessage(wur2_engine::ChannelMessage {
+            id: wur2_engine::MessageId {
+                origin: 1,
+                sequence: n,
+            },
+            channel: "Global".into(),
+            sender: "alice".into(),
+            text: n.to_string(),
+        })
+    };
+    for n in 0..3 {
+        assert_eq!(store.execute(append(n)).await, StoreReply::Done);
+    }
+    assert_eq!(
+        store.execute(append(3)).await,
+        StoreReply::Failed(StoreError::Unavailable("the append buffer is full".into()))
+    );
+    store.close().await;
+    let (again, writer) = Store::open(&db.url, fast_config()).await.unwrap();
+    let writer = tokio::spawn(writer.run());
+    let history = StoreRequest::FetchHistory {
+        channel: "Global".into(),
+        limit: 10,
+    };
+    let StoreReply::History(messages) = again.execute(history).await else {
+        panic!("history")
+    };
+    assert_eq!(
+        messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    again.close().await;
+    writer.await.unwrap();
+}

@@ -59,6 +59,11 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+                    assert_ne!(
+                        std::env::var("CI").as_deref(),
+                        Ok("true"),
+                        "{POSTGRES_URL_VAR} must be set in CI (scripts/postgres.sh)"
+                    );
                     eprintln!(
                         "SKIPPED: PostgreSQL test ({POSTGRES_URL_VAR} is not set; \
                          scripts/test.sh sets it up)"

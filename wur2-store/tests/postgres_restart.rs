@@ -1,0 +1,114 @@
+//! PostgreSQL restarts while appends stream in: every append is stored exactly once.
+//!
+//! Its own test binary, so the restart cannot disturb the other tests (cargo runs test
+//! binaries one after another). Needs `WUR2_TEST_POSTGRES_URL` and
+//! `WUR2_TEST_POSTGRES_RESTART` (the restart command), both set by `scripts/postgres.sh`.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Harness, fast_config};
+use sqlx::Connection;
+use wur2_engine::{StoreReply, StoreRequest};
+use wur2_store::StoreConfig;
+
+const RESTART_VAR: &str = "WUR2_TEST_POSTGRES_RESTART";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_append_is_stored_once_across_a_postgres_restart() {
+    let Ok(restart) = std::env::var(RESTART_VAR) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{RESTART_VAR} must be set in CI"
+        );
+        eprintln!("SKIPPED: PostgreSQL restart test ({RESTART_VAR} is not set)");
+        return;
+    };
+    // Shows the writer's retries (`RUST_LOG=wur2_store=debug` for every batch).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "wur2_store=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let config = StoreConfig {
+        // Short, so the outage shows as failed batches (retried) and refused reads rather
+        // than as connections that wait it out.
+        acquire_timeout: Duration::from_millis(300),
+        retry_backoff_max: Duration::from_millis(200),
+        ..fast_config()
+    };
+    let Some(h) = Harness::open_with(Backend::Postgres, config).await else {
+        return;
+    };
+
+    let rounds = 40;
+    let per_round = 500;
+    let restarter = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        let mut words = restart.split_whitespace();
+        let program = words.next().unwrap();
+        let started = Instant::now();
+        let status = std::process::Command::new(program)
+            .args(words)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{restart}: {status}");
+        eprintln!("PostgreSQL restarted in {:?}", started.elapsed());
+    });
+
+    let mut refused_reads = 0;
+    let mut sent = 0;
+    for round in 0..rounds {
+        for _ in 0..per_round {
+            let reply = h
+                .run(h.channel_message("Global", "alice", &sent.to_string()))
+                .await;
+            assert_eq!(reply, StoreReply::Done, "append {sent}");
+            sent += 1;
+        }
+        // Reads fail fast with a clear error while the database is away.
+        let started = Instant::now();
+        let read = h
+            .run(StoreRequest::FetchHistory {
+                channel: "Global".into(),
+                limit: 1,
+            })
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a read hung for {:?}",
+            started.elapsed()
+        );
+        if let StoreReply::Failed(error) = read {
+            eprintln!("round {round}: history read refused: {error}");
+            refused_reads += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    restarter.await.unwrap();
+    eprintln!("{sent} appends sent; {refused_reads} history reads refused during the restart");
+    assert!(
+        refused_reads > 0,
+        "the restart was never noticed: it did not test anything"
+    );
+
+    // Closing writes whatever still waits, retrying until the database is back.
+    let url = h.db.url.clone();
+    h.store.close().await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let texts: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let expected: Vec<String> = (0..sent).map(|n| n.to_string()).collect();
+    assert_eq!(texts.len(), expected.len(), "appends lost or duplicated");
+    assert!(texts == expected, "appends stored out of order");
+    h.finish().await;
+}
