@@ -1,1 +1,136 @@
-//! placeholder
+//! # wur2-tokio
+//!
+//! The Tokio driver of the WUR2 chat engine: it owns the sockets, the clock and the tasks,
+//! and [`wur2_engine::Engine`] owns every chat decision. The `wur2` binary in this crate is
+//! the bundled server; this library lets a program embed the same server.
+//!
+//! ## Shape
+//!
+//! - One task owns the engine and loops: connection events, store replies, the engine's
+//!   next timeout and the shutdown signal go in; each batch of inputs is followed by a
+//!   full drain of the engine's outputs.
+//! - One task per client socket reads (a small stack buffer, never a buffer held while
+//!   idle) and writes everything the engine queued for it with vectored writes, reporting
+//!   written bytes back so the engine can drop slow readers.
+//! - Each store request runs in its own task; a slow database delays only those who wait
+//!   for its answer.
+//!
+//! ## Embedding
+//!
+//! ```no_run
+//! # async fn example(store: impl wur2_tokio::Storage) -> Result<(), wur2_tokio::Error> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = wur2_tokio::serve(listener, store, wur2_engine::Config::default())?;
+//! println!("listening on {}", server.local_addr());
+//! // ... later: tell everyone, write what is queued, flush the store, stop.
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod connection;
+mod driver;
+mod storage;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wur2_engine::{Config, Engine};
+
+pub use storage::Storage;
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener's socket failed (for example it has no local address).
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The engine's task panicked: a bug, reported instead of propagated.
+    #[error("the server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Driver settings that are not chat rules (those are in [`Config`]).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a graceful shutdown may take in total: telling every client, writing what
+    /// is queued, waiting for store requests in flight and flushing the store's appends.
+    pub shutdown_timeout: Duration,
+    /// How long a connection closed with "flush" may take to write what is queued to it;
+    /// a client that does not read is cut off after that.
+    pub close_flush_timeout: Duration,
+    /// Pause after a failed `accept` (for example out of file descriptors), so the loop
+    /// does not spin.
+    pub accept_backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            shutdown_timeout: Duration::from_secs(10),
+            close_flush_timeout: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Runs a chat server on `listener` with default [`Options`]; see [`serve_with`].
+pub fn serve<S: Storage>(
+    listener: TcpListener,
+    store: S,
+    config: Config,
+) -> Result<ServerHandle, Error> {
+    serve_with(listener, store, config, Options::default())
+}
+
+/// Runs a chat server on a listener the caller bound, with a store the caller opened and
+/// an engine configuration the caller built. Returns at once; the server runs in tasks on
+/// the current Tokio runtime until [`ServerHandle::shutdown`].
+///
+/// Must be called from within a Tokio runtime.
+pub fn serve_with<S: Storage>(
+    listener: TcpListener,
+    store: S,
+    config: Config,
+    options: Options,
+) -> Result<ServerHandle, Error> {
+    let local_addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let task = driver::spawn(listener, store, Engine::new(config), options, shutdown_rx);
+    Ok(ServerHandle {
+        local_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// A running server. Dropping it leaves the server running (detached); call
+/// [`ServerHandle::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server gracefully and waits for it: no new connections, every user is told
+    /// the server is going down, queued lines are written, store requests in flight are
+    /// answered and pending appends flushed, all within [`Options::shutdown_timeout`].
+    pub async fn shutdown(self) -> Result<(), Error> {
+        // The driver may have stopped already; then there is nobody to tell.
+        let _ = self.shutdown.send(());
+        self.task.await?;
+        Ok(())
+    }
+}

@@ -1,1 +1,344 @@
-fn main() {}
+//! `wur2`: the WUR2 chat server, and its operator commands.
+//!
+//! `wur2` serves chat over TCP (`nc host 6969`); `wur2 role <user> <role>` and `wur2 users`
+//! work on the same database. Every flag is also an environment variable, read from a
+//! `.env` file too. Errors are one line on stderr and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing::{info, warn};
+use wur2_engine::{Config, Role};
+use wur2_store::{AppendWriter, Store, StoreConfig};
+
+/// WUR2 chat server: accounts, channels, private messages and history over plain TCP.
+///
+/// Connect with `nc <host> 6969` or `telnet`. Run `wur2 role <user> admin` once to make the
+/// first admin.
+#[derive(Parser, Debug)]
+#[command(name = "wur2", version)]
+struct Cli {
+    /// Where accounts and history live: `sqlite://path/to/file.db` or
+    /// `postgres://user:password@host/database`. Default: the SQLite file `wur2.db` in the
+    /// working directory (created if missing).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Set a user's role (this is how the first admin is made).
+    Role {
+        /// The username (matched without regard to case).
+        user: String,
+        /// The new role: user, mod or admin.
+        role: Role,
+    },
+    /// List every account with its role.
+    Users,
+}
+
+/// Settings of the server itself; defaults are the engine's defaults.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "WUR2_LISTEN", default_value = "0.0.0.0:6969")]
+    listen: SocketAddr,
+    /// The only directory server-side files may be sent from; unset turns them off.
+    #[arg(long, env = "WUR2_FILES_DIR")]
+    files_dir: Option<PathBuf>,
+    /// Demo mode of the original server: a bare `/role` toggles the caller between user and mod.
+    #[arg(long, env = "WUR2_DEMO_ROLES")]
+    demo_roles: bool,
+    /// Connections at once, in total.
+    #[arg(long, env = "WUR2_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections at once from one IP address.
+    #[arg(long, env = "WUR2_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    max_connections_per_ip: usize,
+    /// Lines per second a connection may send on average; 0 turns flood control off
+    /// (trusted bots, benchmarks).
+    #[arg(long, env = "WUR2_FLOOD_LINES_PER_SECOND", default_value_t = 10)]
+    flood_lines_per_second: u32,
+    /// Lines a connection may send at once before flood control makes it wait.
+    #[arg(long, env = "WUR2_FLOOD_BURST", default_value_t = 20)]
+    flood_burst: u32,
+    /// Longest line a client may send, in bytes.
+    #[arg(long, env = "WUR2_MAX_LINE_BYTES", default_value_t = 4096)]
+    max_line_bytes: usize,
+    /// Longest chat or private message, in bytes.
+    #[arg(long, env = "WUR2_MAX_MESSAGE_BYTES", default_value_t = 2048)]
+    max_message_bytes: usize,
+    /// Bytes queued for a client that does not read before it is dropped.
+    #[arg(long, env = "WUR2_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
+    max_queued_bytes: usize,
+    /// Seconds a new connection has to log in.
+    #[arg(long, env = "WUR2_LOGIN_TIMEOUT_SECS", default_value_t = 60)]
+    login_timeout_secs: u64,
+    /// Messages of a channel's history replayed on `/join`.
+    #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = 20)]
+    history_replay: usize,
+    /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
+    #[arg(long, env = "WUR2_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    shutdown_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    fn engine_config(&self) -> Config {
+        Config {
+            max_line_bytes: self.max_line_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_queued_bytes: self.max_queued_bytes,
+            flood_lines_per_second: self.flood_lines_per_second,
+            flood_burst: self.flood_burst,
+            login_timeout: Duration::from_secs(self.login_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_ip,
+            history_replay: self.history_replay,
+            demo_roles: self.demo_roles,
+            message_id_origin: message_id_origin(),
+            ..Config::default()
+        }
+    }
+}
+
+/// A value unique to this run, so message ids never repeat across restarts.
+fn message_id_origin() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (nanos as u64) ^ (u64::from(std::process::id()) << 48)
+}
+
+fn main() -> ExitCode {
+    // A missing `.env` is normal; a broken one is worth saying.
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        eprintln!("wur2: error: .env: {error}");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wur2: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wur2: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (url, location) = database_url(cli.database_url.as_deref())?;
+    match cli.command {
+        None => serve(cli.serve, &url, &location).await,
+        Some(Command::Role { user, role }) => {
+            let (store, _writer) = open_store(&url, &location).await?;
+            let result = store.set_role(&user, role).await;
+            store.close().await;
+            let account = result.with_context(|| format!("cannot set the role of {user}"))?;
+            println!("{} is now {}", account.username, account.role);
+            Ok(())
+        }
+        Some(Command::Users) => {
+            let (store, _writer) = open_store(&url, &location).await?;
+            let result = store.list_users().await;
+            store.close().await;
+            for account in result.context("cannot list users")? {
+                println!("{}\t{}", account.username, account.role);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The database URL to use, and a description of where the data lives that never shows
+/// a password.
+fn database_url(given: Option<&str>) -> anyhow::Result<(String, String)> {
+    match given.map(str::trim).filter(|url| !url.is_empty()) {
+        Some(url) => Ok((url.to_string(), redact(url))),
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the working directory")?;
+            let file = cwd.join("wur2.db");
+            Ok((
+                format!("sqlite://{}", file.display()),
+                format!("SQLite file {}", file.display()),
+            ))
+        }
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+async fn open_store(url: &str, location: &str) -> anyhow::Result<(Store, AppendWriter)> {
+    Store::open(url, StoreConfig::default())
+        .await
+        .with_context(|| format!("cannot open the database ({location})"))
+}
+
+async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()> {
+    if let Some(dir) = &args.files_dir {
+        check_files_dir(dir)?;
+    }
+    let started = std::time::Instant::now();
+    let config = args.engine_config();
+    let (store, writer) = open_store(url, location).await?;
+    let writer = tokio::spawn(writer.run());
+    info!("data lives in {location}");
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            store.close().await;
+            bail!("cannot listen on {}: {error}", args.listen);
+        }
+    };
+    match &args.files_dir {
+        Some(dir) => info!("server-side files come from {}", dir.display()),
+        None => info!("server-side files are off (no --files-dir)"),
+    }
+    let options = wur2_tokio::Options {
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        ..wur2_tokio::Options::default()
+    };
+    let server = wur2_tokio::serve_with(listener, store.clone(), config, options)?;
+    info!(
+        "listening on {} (ready in {} ms)",
+        server.local_addr(),
+        started.elapsed().as_millis()
+    );
+    shutdown_signal().await;
+    info!("signal received; shutting down");
+    // The server closes the store last, once every pending append is written.
+    server.shutdown().await?;
+    drop(store);
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        warn!("the store's writer did not stop in time");
+    }
+    Ok(())
+}
+
+/// Checks that `--files-dir` names a directory this process can read.
+fn check_files_dir(dir: &Path) -> anyhow::Result<()> {
+    let metadata = std::fs::metadata(dir)
+        .with_context(|| format!("--files-dir {}: cannot read it", dir.display()))?;
+    if !metadata.is_dir() {
+        bail!("--files-dir {}: not a directory", dir.display());
+    }
+    std::fs::read_dir(dir)
+        .with_context(|| format!("--files-dir {}: cannot list it", dir.display()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            if let Err(error) = result {
+                warn!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_defaults_are_the_engine_defaults() {
+        let cli = Cli::try_parse_from(["wur2"]).expect("no flags parse");
+        let ours = cli.serve.engine_config();
+        let engine = Config::default();
+        assert_eq!(ours.max_connections, engine.max_connections);
+        assert_eq!(
+            ours.max_connections_per_address,
+            engine.max_connections_per_address
+        );
+        assert_eq!(ours.flood_lines_per_second, engine.flood_lines_per_second);
+        assert_eq!(ours.flood_burst, engine.flood_burst);
+        assert_eq!(ours.max_line_bytes, engine.max_line_bytes);
+        assert_eq!(ours.max_message_bytes, engine.max_message_bytes);
+        assert_eq!(ours.max_queued_bytes, engine.max_queued_bytes);
+        assert_eq!(ours.login_timeout, engine.login_timeout);
+        assert_eq!(ours.history_replay, engine.history_replay);
+        assert_eq!(ours.demo_roles, engine.demo_roles);
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact("postgres://wur2:secret@db/wur2"),
+            "postgres://wur2:***@db/wur2"
+        );
+        assert_eq!(redact("sqlite://wur2.db"), "sqlite://wur2.db");
+    }
+
+    #[test]
+    fn role_subcommand_parses_role_names() {
+        let cli = Cli::try_parse_from(["wur2", "role", "alice", "mod"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Role {
+                role: Role::Mod,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["wur2", "role", "alice", "king"]).is_err());
+    }
+}

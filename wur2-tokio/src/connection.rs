@@ -1,0 +1,303 @@
+//! One task per client socket: it reads bytes for the engine and writes what the engine
+//! queued for this client. It owns the socket and nothing of chat state; it never decides
+//! anything about the chat.
+//!
+//! Memory matters here more than anywhere (thousands of idle clients): while a connection
+//! is idle its task holds no read buffer and no write buffer. Reads go through a stack
+//! buffer in a synchronous helper and leave as exactly-sized [`Bytes`]; the write queue is
+//! released as soon as it is empty.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use wur2_engine::ConnectionId;
+
+/// Bytes read from the socket in one system call at most.
+const READ_CHUNK: usize = 16 * 1024;
+/// Reads in a row before the task lets its other work (writes, instructions) run.
+const READS_PER_WAKE: usize = 4;
+/// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
+/// Bytes of unread input discarded while lingering after a graceful close, at most.
+const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
+/// How long to linger after a graceful close for the client to close its side.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// What a connection task tells the driver.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The accept loop got a new client.
+    Accepted(TcpStream, std::net::SocketAddr),
+    /// Bytes arrived from the client.
+    Received(ConnectionId, Bytes),
+    /// The client closed its side (end of stream).
+    PeerClosed(ConnectionId),
+    /// Reading or writing failed (reset, broken pipe); the socket is gone.
+    Failed(ConnectionId, io::Error),
+}
+
+/// How the driver wants a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Write what is queued (within the flush timeout), then close.
+    Flush,
+    /// Drop what is queued and close now.
+    Abort,
+}
+
+/// The driver's side of one connection task: instructions go into `state`, then `wake`.
+#[derive(Default)]
+pub(crate) struct Link {
+    state: Mutex<LinkState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
+    outbox: Vec<Bytes>,
+    paused: bool,
+    closing: Option<Closing>,
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // A poisoned lock only means a task panicked mid-update of plain data; the data is
+        // still usable, and losing the connection over it would be worse.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands the task new frames, the reading state and maybe a close, in one lock and one
+    /// wake-up.
+    pub(crate) fn deliver(&self, frames: &mut Vec<Bytes>, paused: bool, closing: Option<Closing>) {
+        {
+            let mut state = self.lock();
+            if state.outbox.is_empty() {
+                std::mem::swap(&mut state.outbox, frames);
+            } else {
+                state.outbox.append(frames);
+            }
+            state.paused = paused;
+            if closing.is_some() {
+                state.closing = closing;
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Where a connection task reports to the driver.
+///
+/// Written-byte counts go through their own unbounded channel, which the driver reads
+/// before any new input: the engine's idea of what is still queued for a client must not
+/// lag behind a backlog of other clients' input, or fast readers would look slow.
+#[derive(Clone, Debug)]
+pub(crate) struct Reports {
+    /// Input and socket state, bounded: a full channel stops readers (backpressure).
+    pub events: mpsc::Sender<Event>,
+    /// Bytes that reached a socket.
+    pub written: mpsc::UnboundedSender<(ConnectionId, usize)>,
+    /// How long a graceful close may take to write what is queued.
+    pub flush_timeout: Duration,
+}
+
+/// Runs one connection until the driver closes it or the socket fails.
+pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, reports: Reports) {
+    let events = &reports.events;
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
+    let mut reading = true;
+    loop {
+        let (paused, closing) = {
+            let mut state = link.lock();
+            if !state.outbox.is_empty() {
+                if queue.is_empty() {
+                    queue = VecDeque::from(std::mem::take(&mut state.outbox));
+                } else {
+                    queue.extend(state.outbox.drain(..));
+                }
+            }
+            (state.paused, state.closing)
+        };
+        match closing {
+            Some(Closing::Abort) => return,
+            Some(Closing::Flush) => {
+                let _ = tokio::time::timeout(reports.flush_timeout, flush_and_close(stream, queue))
+                    .await;
+                return;
+            }
+            None => {}
+        }
+
+        if !queue.is_empty() {
+            match write_queued(&stream, &mut queue) {
+                Ok(0) => {}
+                Ok(n) => {
+                    if reports.written.send((id, n)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = events.send(Event::Failed(id, error)).await;
+                    return;
+                }
+            }
+            if queue.is_empty() {
+                // Idle connections hold no write buffer.
+                queue = VecDeque::new();
+            }
+        }
+
+        tokio::select! {
+            biased;
+            () = link.wake.notified() => {}
+            ready = stream.writable(), if !queue.is_empty() => {
+                if let Err(error) = ready {
+                    let _ = events.send(Event::Failed(id, error)).await;
+                    return;
+                }
+            }
+            ready = stream.readable(), if reading && !paused => {
+                if let Err(error) = ready {
+                    let _ = events.send(Event::Failed(id, error)).await;
+                    return;
+                }
+                for _ in 0..READS_PER_WAKE {
+                    let event = match read_now(&stream) {
+                        Ok(Some(data)) if data.is_empty() => {
+                            reading = false;
+                            Event::PeerClosed(id)
+                        }
+                        Ok(Some(data)) => Event::Received(id, data),
+                        Ok(None) => break,
+                        Err(error) => {
+                            let _ = events.send(Event::Failed(id, error)).await;
+                            return;
+                        }
+                    };
+                    let done = !reading;
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                    if done || link.lock().paused {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One non-blocking read into a stack buffer. `Ok(None)`: nothing to read now;
+/// `Ok(Some(empty))`: end of stream.
+fn read_now(stream: &TcpStream) -> io::Result<Option<Bytes>> {
+    let mut buf = [0u8; READ_CHUNK];
+    match stream.try_read(&mut buf) {
+        Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes as much of `queue` as the socket takes now, many buffers per system call.
+/// Returns the bytes written; written buffers leave the queue.
+fn write_queued(stream: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let mut total = 0;
+    while !queue.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(queue.iter()) {
+            *slot = IoSlice::new(buf);
+            count += 1;
+        }
+        let written = match stream.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        total += written;
+        consume(queue, written);
+    }
+    Ok(total)
+}
+
+/// Drops `n` written bytes from the front of `queue`.
+fn consume(queue: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = queue.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// Writes everything queued, closes our side, then discards what the client still sends
+/// for a moment, so that closing a socket with unread input does not reset the connection
+/// and destroy the last lines (a goodbye, the reason for a kick) before the client reads
+/// them.
+///
+/// The engine forgot the connection already, so written bytes are not reported.
+async fn flush_and_close(mut stream: TcpStream, mut queue: VecDeque<Bytes>) {
+    while !queue.is_empty() {
+        match write_queued(&stream, &mut queue) {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(_) => return,
+        }
+        if stream.writable().await.is_err() {
+            return;
+        }
+    }
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER_TIME, discard_until_closed(&stream)).await;
+}
+
+/// Reads and drops what the client still sends until it closes its side.
+async fn discard_until_closed(stream: &TcpStream) {
+    let mut discarded = 0;
+    while discarded < LINGER_DISCARD_LIMIT {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match read_now(stream) {
+            Ok(Some(data)) if data.is_empty() => return,
+            Ok(Some(data)) => discarded += data.len(),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_drops_whole_and_partial_buffers() {
+        let mut queue: VecDeque<Bytes> = [Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]
+            .into_iter()
+            .collect();
+        consume(&mut queue, 5);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(&queue[0][..], b"fg");
+        consume(&mut queue, 2);
+        assert!(queue.is_empty());
+    }
+}

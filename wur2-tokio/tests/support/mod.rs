@@ -1,0 +1,158 @@
+//! Databases and servers for the Tokio driver's tests: a fresh SQLite file per test, and a
+//! fresh PostgreSQL database per test when `WUR2_TEST_POSTGRES_URL` is set (the test command
+//! sets it; see `scripts/postgres.sh`).
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use wur2_engine::Config;
+use wur2_store::{PasswordConfig, Store, StoreConfig};
+use wur2_tokio::{Options, ServerHandle};
+
+/// Longest any one test may run.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One database a test runs against; its files (SQLite) go away with it.
+pub struct TestDb {
+    /// The URL to open it with.
+    pub url: String,
+    /// `sqlite` or `postgres`, for messages.
+    pub label: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh SQLite database, and a fresh PostgreSQL database when one is configured.
+pub async fn databases() -> Vec<TestDb> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let mut dbs = vec![TestDb {
+        url,
+        label: "sqlite",
+        _dir: Some(dir),
+    }];
+    if let Some(url) = postgres_database().await {
+        dbs.push(TestDb {
+            url,
+            label: "postgres",
+            _dir: None,
+        });
+    }
+    dbs
+}
+
+/// Creates an empty database on the configured PostgreSQL server; `None` when none is.
+async fn postgres_database() -> Option<String> {
+    let base = std::env::var("WUR2_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    let name = format!(
+        "wur2_tokio_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let _ = admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("the URL names a database");
+    Some(format!("{prefix}/{name}"))
+}
+
+/// Cheap password hashing: tests register many accounts and prove nothing about argon2 cost.
+pub fn store_config() -> StoreConfig {
+    StoreConfig {
+        password: PasswordConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..StoreConfig::default()
+    }
+}
+
+/// Engine settings for tests: flood control off unless a test turns it on, and room for
+/// many connections from 127.0.0.1.
+pub fn config() -> Config {
+    Config {
+        flood_lines_per_second: 0,
+        max_connections_per_address: 2_000,
+        max_connections: 5_000,
+        message_id_origin: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+        ..Config::default()
+    }
+}
+
+/// A server started through the embedder API on 127.0.0.1, port 0.
+pub struct TestServer {
+    handle: ServerHandle,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Opens the store at `url` and serves it with `config`.
+    pub async fn start(url: &str, config: Config) -> TestServer {
+        // `RUST_LOG=info cargo test` shows the server's log beside a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let (store, writer) = Store::open(url, store_config())
+            .await
+            .expect("open the store");
+        let writer = tokio::spawn(writer.run());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let options = Options {
+            shutdown_timeout: Duration::from_secs(10),
+            ..Options::default()
+        };
+        let handle = wur2_tokio::serve_with(listener, store, config, options).expect("serve");
+        TestServer { handle, writer }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// Graceful shutdown; the store is closed (every append written) when this returns.
+    pub async fn stop(self) {
+        self.handle.shutdown().await.expect("clean shutdown");
+        tokio::time::timeout(Duration::from_secs(10), self.writer)
+            .await
+            .expect("the store writer stops")
+            .expect("the store writer does not panic");
+    }
+}
+
+/// Runs `scenario` against a fresh server on every test database, within [`TEST_TIMEOUT`].
+pub async fn on_every_database<F, Fut>(config: Config, scenario: F)
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in databases().await {
+        let server = TestServer::start(&db.url, config.clone()).await;
+        let addr = server.addr();
+        tokio::time::timeout(TEST_TIMEOUT, scenario(addr))
+            .await
+            .unwrap_or_else(|_| panic!("scenario timed out on {}", db.label));
+        tokio::time::timeout(TEST_TIMEOUT, server.stop())
+            .await
+            .unwrap_or_else(|_| panic!("shutdown timed out on {}", db.label));
+    }
+}
