@@ -168,8 +168,10 @@ impl Store {
                     channel,
                     limit,
                 } => {
-                    if let Err(error) = flushed.await {
-                        return unavailable(error);
+                    match timed(shared.config.request_timeout, flushed).await {
+                        Some(Ok(())) => {}
+                        Some(Err(error)) => return unavailable(error),
+                        None => return StoreReply::Failed(too_slow()),
                     }
                     match timed(
                         shared.config.request_timeout,
@@ -183,8 +185,10 @@ impl Store {
                     }
                 }
                 Step::Pending { flushed, username } => {
-                    if let Err(error) = flushed.await {
-                        return unavailable(error);
+                    match timed(shared.config.request_timeout, flushed).await {
+                        Some(Ok(())) => {}
+                        Some(Err(error)) => return unavailable(error),
+                        None => return StoreReply::Failed(too_slow()),
                     }
                     match timed(
                         shared.config.request_timeout,
