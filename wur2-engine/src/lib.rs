@@ -43,6 +43,11 @@
 //!             // A real driver runs the request concurrently and answers later.
 //!             engine.handle_store_reply(id, reply, start);
 //!         }
+//!         Output::Broadcast { recipients, data } => {
+//!             for connection in recipients {
+//!                 engine.handle_written(connection, data.len());
+//!             }
+//!         }
 //!         Output::Close { .. } | Output::PauseReading(_) | Output::ResumeReading(_) => {}
 //!     }
 //! }

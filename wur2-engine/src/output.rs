@@ -21,6 +21,16 @@ pub enum Output {
         /// What to write.
         data: Bytes,
     },
+    /// Write `data` to every connection in `recipients`: the same as one
+    /// [`Output::Transmit`] per recipient, in this order, and one buffer shared by all (a
+    /// chat line to a channel of N members is one output, not N). Report written bytes per
+    /// connection as for `Transmit`.
+    Broadcast {
+        /// Where to write; each connection appears once.
+        recipients: Vec<ConnectionId>,
+        /// What to write to each.
+        data: Bytes,
+    },
     /// Close the connection. The engine has forgotten it already: later events for it are
     /// ignored, and no more output for it will come.
     Close {

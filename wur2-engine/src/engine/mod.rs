@@ -22,7 +22,7 @@ use crate::output::{CloseReason, Output};
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire;
 
-use sessions::{Member, Session, Sessions, Stage};
+use sessions::{Delivery, Member, Session, Sessions, Stage};
 
 /// The WUR2 chat engine: a synchronous state machine with no I/O of its own.
 ///
@@ -126,24 +126,18 @@ struct Outbox {
 
 impl Outbox {
     fn deliver(&mut self, sessions: &mut Sessions, connection: ConnectionId, data: &Bytes) {
-        let Some(session) = sessions.get_mut(connection) else {
-            return;
-        };
-        if session.dropping {
-            return;
+        match sessions.charge(connection, data.len(), self.max_queued_bytes) {
+            Delivery::Send => {
+                let data = data.clone();
+                self.outputs
+                    .push_back(Output::Transmit { connection, data });
+            }
+            Delivery::SlowReader => self.slow_readers.push(connection),
+            Delivery::Skip => {}
         }
-        session.queued_bytes += data.len();
-        if session.queued_bytes > self.max_queued_bytes {
-            session.dropping = true;
-            self.slow_readers.push(connection);
-            return;
-        }
-        self.outputs.push_back(Output::Transmit {
-            connection,
-            data: data.clone(),
-        });
     }
 
+    /// Delivers one shared buffer to many connections as one output.
     fn deliver_all(
         &mut self,
         sessions: &mut Sessions,
@@ -151,10 +145,27 @@ impl Outbox {
         except: Option<ConnectionId>,
         data: &Bytes,
     ) {
+        let mut to = Vec::with_capacity(recipients.len());
         for &recipient in recipients {
-            if Some(recipient) != except {
-                self.deliver(sessions, recipient, data);
+            if Some(recipient) == except {
+                continue;
             }
+            match sessions.charge(recipient, data.len(), self.max_queued_bytes) {
+                Delivery::Send => to.push(recipient),
+                Delivery::SlowReader => self.slow_readers.push(recipient),
+                Delivery::Skip => {}
+            }
+        }
+        let data = data.clone();
+        match to[..] {
+            [] => {}
+            [connection] => self
+                .outputs
+                .push_back(Output::Transmit { connection, data }),
+            _ => self.outputs.push_back(Output::Broadcast {
+                recipients: to,
+                data,
+            }),
         }
     }
 }
@@ -209,7 +220,7 @@ impl Engine {
 
     /// Bytes handed out for `connection` and not yet reported written (0 if unknown).
     pub fn queued_bytes(&self, connection: ConnectionId) -> usize {
-        self.sessions.get(connection).map_or(0, |s| s.queued_bytes)
+        self.sessions.queued_bytes(connection)
     }
 
     /// Whether `connection` is open and logged in.
@@ -236,8 +247,6 @@ impl Engine {
             peer,
             stage: Stage::AskAccount,
             framer: LineFramer::new(self.config.max_line_bytes),
-            queued_bytes: 0,
-            dropping: false,
             flood: Default::default(),
             throttled_until: None,
             awaiting: 0,
@@ -296,9 +305,7 @@ impl Engine {
 
     /// `bytes` of what was transmitted to `connection` have been written to it.
     pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
-        if let Some(session) = self.sessions.get_mut(connection) {
-            session.queued_bytes = session.queued_bytes.saturating_sub(bytes);
-        }
+        self.sessions.written(connection, bytes);
     }
 
     /// The peer closed `connection` (or it failed). The engine forgets it and tells its
@@ -434,10 +441,11 @@ impl Engine {
     /// connection must wait; then pauses or resumes reading to match.
     fn process_input(&mut self, connection: ConnectionId, now: Instant) {
         loop {
+            let dropping = self.sessions.is_dropping(connection);
             let Some(session) = self.sessions.get_mut(connection) else {
                 return;
             };
-            if session.dropping || session.is_blocked() || session.framer.pending_frames() == 0 {
+            if dropping || session.is_blocked() || session.framer.pending_frames() == 0 {
                 break;
             }
             let (rate, burst) = (self.config.flood_lines_per_second, self.config.flood_burst);
@@ -509,10 +517,10 @@ impl Engine {
 
     /// Closes `connection`: forgets it and asks the driver to close it.
     fn close(&mut self, connection: ConnectionId, reason: CloseReason, departure: Departure) {
+        let flush = !self.sessions.is_dropping(connection);
         let Some(session) = self.forget(connection, departure) else {
             return;
         };
-        let flush = !session.dropping;
         tracing::info!(%connection, peer = %session.peer, %reason, "closing connection");
         self.outbox.outputs.push_back(Output::Close {
             connection,
@@ -624,8 +632,9 @@ impl Engine {
     /// Closes the slow readers found while handling the last input.
     fn finish_input(&mut self) {
         while let Some(connection) = self.outbox.slow_readers.pop() {
-            if let Some(session) = self.sessions.get(connection) {
-                tracing::warn!(%connection, queued = session.queued_bytes, "dropping slow reader");
+            if self.sessions.get(connection).is_some() {
+                let queued = self.sessions.queued_bytes(connection);
+                tracing::warn!(%connection, queued, "dropping slow reader");
                 self.close(connection, CloseReason::SlowReader, Departure::Announced);
             }
         }

@@ -42,10 +42,6 @@ pub(crate) struct Session {
     pub(crate) peer: SocketAddr,
     pub(crate) stage: Stage,
     pub(crate) framer: LineFramer,
-    /// Bytes handed out in `Transmit` and not yet reported written.
-    pub(crate) queued_bytes: usize,
-    /// Marked as a slow reader: gets nothing more, closed at the end of this input.
-    pub(crate) dropping: bool,
     pub(crate) flood: FloodBucket,
     /// Set while flood control holds this connection's lines back.
     pub(crate) throttled_until: Option<Instant>,
@@ -71,10 +67,27 @@ impl Session {
     }
 }
 
+/// One entry of the table. The fields every delivery touches live here, next to each other
+/// for all connections; the rest of the session is boxed, out of the fan-out's way.
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
-    session: Option<Session>,
+    /// Marked as a slow reader: gets nothing more, closed at the end of this input.
+    dropping: bool,
+    /// Bytes handed out in `Transmit` and not yet reported written.
+    queued_bytes: usize,
+    session: Option<Box<Session>>,
+}
+
+/// What to do with one delivery to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Transmit it.
+    Send,
+    /// Unknown connection, or one already being dropped: nothing.
+    Skip,
+    /// This delivery took the connection past its limit: drop it as a slow reader.
+    SlowReader,
 }
 
 /// All live sessions, indexed by connection id.
@@ -95,33 +108,67 @@ impl Sessions {
             }
         };
         let slot = &mut self.slots[index];
-        slot.session = Some(session);
+        slot.session = Some(Box::new(session));
+        slot.dropping = false;
+        slot.queued_bytes = 0;
         self.live += 1;
         ConnectionId((u64::from(slot.generation) << 32) | index as u64)
     }
 
-    pub(crate) fn get(&self, id: ConnectionId) -> Option<&Session> {
+    fn slot(&self, id: ConnectionId) -> Option<&Slot> {
         let slot = self.slots.get(id.slot())?;
-        if u64::from(slot.generation) != id.0 >> 32 {
-            return None;
-        }
-        slot.session.as_ref()
+        (u64::from(slot.generation) == id.0 >> 32 && slot.session.is_some()).then_some(slot)
+    }
+
+    fn slot_mut(&mut self, id: ConnectionId) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut(id.slot())?;
+        (u64::from(slot.generation) == id.0 >> 32 && slot.session.is_some()).then_some(slot)
+    }
+
+    pub(crate) fn get(&self, id: ConnectionId) -> Option<&Session> {
+        self.slot(id)?.session.as_deref()
     }
 
     pub(crate) fn get_mut(&mut self, id: ConnectionId) -> Option<&mut Session> {
-        let slot = self.slots.get_mut(id.slot())?;
-        if u64::from(slot.generation) != id.0 >> 32 {
-            return None;
+        self.slot_mut(id)?.session.as_deref_mut()
+    }
+
+    /// Counts `len` more bytes queued for `id`, against the limit `max`.
+    pub(crate) fn charge(&mut self, id: ConnectionId, len: usize, max: usize) -> Delivery {
+        let Some(slot) = self.slot_mut(id) else {
+            return Delivery::Skip;
+        };
+        if slot.dropping {
+            return Delivery::Skip;
         }
-        slot.session.as_mut()
+        slot.queued_bytes += len;
+        if slot.queued_bytes > max {
+            slot.dropping = true;
+            return Delivery::SlowReader;
+        }
+        Delivery::Send
+    }
+
+    /// `len` bytes queued for `id` were written.
+    pub(crate) fn written(&mut self, id: ConnectionId, len: usize) {
+        if let Some(slot) = self.slot_mut(id) {
+            slot.queued_bytes = slot.queued_bytes.saturating_sub(len);
+        }
+    }
+
+    /// Bytes queued for `id` and not yet written (0 if unknown).
+    pub(crate) fn queued_bytes(&self, id: ConnectionId) -> usize {
+        self.slot(id).map_or(0, |slot| slot.queued_bytes)
+    }
+
+    /// Whether `id` is being dropped as a slow reader.
+    pub(crate) fn is_dropping(&self, id: ConnectionId) -> bool {
+        self.slot(id).is_some_and(|slot| slot.dropping)
     }
 
     pub(crate) fn remove(&mut self, id: ConnectionId) -> Option<Session> {
         let index = id.slot();
-        let slot = self.slots.get_mut(index)?;
-        if u64::from(slot.generation) != id.0 >> 32 {
-            return None;
-        }
+        let slot = self.slot_mut(id)?;
         let session = slot.session.take()?;
         // A slot whose generation would wrap is retired, so ids are never reused.
         if let Some(next) = slot.generation.checked_add(1) {
@@ -129,7 +176,7 @@ impl Sessions {
             self.free.push(index);
         }
         self.live -= 1;
-        Some(session)
+        Some(*session)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -267,21 +267,10 @@ impl World {
     pub fn drain(&mut self) {
         while let Some(output) = self.engine.poll_output() {
             match output {
-                Output::Transmit { connection, data } => {
-                    if self.closed.contains_key(&connection) {
-                        self.violations
-                            .push(format!("output for closed {connection}"));
-                    }
-                    self.inbox
-                        .entry(connection)
-                        .or_default()
-                        .extend_from_slice(&data);
-                    self.transcript
-                        .entry(connection)
-                        .or_default()
-                        .extend_from_slice(&data);
-                    if !self.not_reading.contains(&connection) {
-                        self.engine.handle_written(connection, data.len());
+                Output::Transmit { connection, data } => self.transmit(connection, &data),
+                Output::Broadcast { recipients, data } => {
+                    for connection in recipients {
+                        self.transmit(connection, &data);
                     }
                 }
                 Output::Close {
@@ -308,6 +297,24 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    fn transmit(&mut self, connection: ConnectionId, data: &[u8]) {
+        if self.closed.contains_key(&connection) {
+            self.violations
+                .push(format!("output for closed {connection}"));
+        }
+        self.inbox
+            .entry(connection)
+            .or_default()
+            .extend_from_slice(data);
+        self.transcript
+            .entry(connection)
+            .or_default()
+            .extend_from_slice(data);
+        if !self.not_reading.contains(&connection) {
+            self.engine.handle_written(connection, data.len());
         }
     }
 

@@ -1,0 +1,123 @@
+//! One line in, fan-out to a 1000-member channel, through the engine alone: time per
+//! message and allocations per recipient (counted by a wrapping global allocator).
+//!
+//! Run: `cargo bench -p wur2-engine --bench fanout`
+
+use std::alloc::System;
+use std::time::{Duration, Instant};
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use wur2_engine::{Config, ConnectionId, Engine, Output, Role, StoreReply, StoreRequest};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const MEMBERS: usize = 1000;
+const MESSAGES: usize = 20_000;
+
+/// Drains outputs the way a driver would: writes "succeed" at once, the store answers.
+fn drain(engine: &mut Engine, now: Instant) -> usize {
+    let mut transmits = 0;
+    while let Some(output) = engine.poll_output() {
+        match output {
+            Output::Transmit { connection, data } => {
+                transmits += 1;
+                engine.handle_written(connection, data.len());
+            }
+            Output::Broadcast { recipients, data } => {
+                // What a driver does: one shared buffer handed to each connection's queue
+                // (a reference-count bump), written, reported, released.
+                for connection in recipients {
+                    transmits += 1;
+                    let queued = data.clone();
+                    engine.handle_written(connection, queued.len());
+                }
+            }
+            Output::Store { id, request } => {
+                let reply = match *request {
+                    StoreRequest::Register { username, .. } => StoreReply::Account {
+                        username,
+                        role: Role::User,
+                    },
+                    StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
+                    StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
+                    _ => StoreReply::Done,
+                };
+                engine.handle_store_reply(id, reply, now);
+            }
+            _ => {}
+        }
+    }
+    transmits
+}
+
+fn main() {
+    let config = Config {
+        flood_lines_per_second: 0,
+        max_connections_per_address: MEMBERS + 1,
+        max_queued_bytes: usize::MAX,
+        ..Config::default()
+    };
+    let mut engine = Engine::new(config);
+    let now = Instant::now();
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let members: Vec<ConnectionId> = (0..MEMBERS)
+        .map(|i| {
+            let c = engine.handle_connect(peer, now);
+            engine.handle_received(
+                c,
+                format!("/register user{i} password{i}\n").as_bytes(),
+                now,
+            );
+            drain(&mut engine, now);
+            c
+        })
+        .collect();
+    let sender = members[0];
+    let line = format!("{}\n", "x".repeat(64));
+
+    // Warm up, then measure time and allocations separately from setup.
+    for _ in 0..1000 {
+        engine.handle_received(sender, line.as_bytes(), now);
+        drain(&mut engine, now);
+    }
+    let region = Region::new(GLOBAL);
+    let start = Instant::now();
+    let mut deliveries = 0;
+    for _ in 0..MESSAGES {
+        engine.handle_received(sender, line.as_bytes(), now);
+        deliveries += drain(&mut engine, now);
+    }
+    let elapsed = start.elapsed();
+    let stats = region.change();
+    assert_eq!(
+        deliveries,
+        MESSAGES * (MEMBERS - 1),
+        "every member but the sender"
+    );
+
+    let per_message = elapsed / MESSAGES as u32;
+    let allocations_per_message = stats.allocations as f64 / MESSAGES as f64;
+    println!("fan-out to a {MEMBERS}-member channel, {MESSAGES} messages of 64 bytes");
+    println!(
+        "  time per message:            {:>8.2} µs",
+        micros(per_message)
+    );
+    println!(
+        "  time per recipient:          {:>8.1} ns",
+        elapsed.as_nanos() as f64 / deliveries as f64
+    );
+    println!("  allocations per message:     {allocations_per_message:>8.2}");
+    println!(
+        "  allocations per recipient:   {:>8.4}",
+        allocations_per_message / (MEMBERS - 1) as f64
+    );
+    println!(
+        "  bytes allocated per message: {:>8.0}",
+        stats.bytes_allocated as f64 / MESSAGES as f64
+    );
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_nanos() as f64 / 1000.0
+}
