@@ -72,6 +72,43 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
+/// Appends/s of `NAIVE_APPENDS` single-row autocommit inserts from `$tasks` tasks sharing
+/// `$pool` (a macro: the SQLite and PostgreSQL pools are different types). Message ids use
+/// origins from `$origin` on, so runs do not collide.
+macro_rules! naive {
+    ($pool:expr, $tasks:expr, $origin:expr) => {
+        async {
+            let per_task = NAIVE_APPENDS / $tasks;
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..$tasks)
+                .map(|task| {
+                    let pool = $pool.clone();
+                    tokio::spawn(async move {
+                        for n in 0..per_task {
+                            let id = MessageId {
+                                origin: $origin + task,
+                                sequence: n,
+                            };
+                            sqlx::query(
+                                "INSERT INTO messages (message_id, channel_key, sender, body, \
+                                 created_at_ms) VALUES ($1, 'global', 'alice', $2, 0)",
+                            )
+                            .bind(id.to_string())
+                            .bind(format!("message {n:>32}"))
+                            .execute(&pool)
+                            .await
+                            .expect("insert");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("a task");
+            }
+            rate(per_task * $tasks, started.elapsed())
+        }
+    };
+}
 async fn appends(label: &str, url: &str) {
     let config = StoreConfig {
         append_buffer: GROUP_APPENDS as usize,
@@ -95,119 +132,31 @@ async fn appends(label: &str, url: &str) {
     writer.await.expect("the writer ends");
 
     // Naive: one INSERT, one transaction, one commit per message.
-    let sql = "INSERT INTO messages (message_id, channel_key, sender, body, created_at_ms) \
-               VALUES ($1, 'global', 'alice', $2, 0)";
-    let naive_one = if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.expect("SQLite");
-        let started = Instant::now();
-        for n in 0..NAIVE_APPENDS {
-            let id = MessageId {
-                origin: 2,
-                sequence: n,
-            }
-            .to_string();
-            sqlx::query(sql)
-                .bind(id)
-                .bind(format!("message {n:>32}"))
-                .execute(&pool)
-                .await
-                .expect("insert");
-        }
-        rate(NAIVE_APPENDS, started.elapsed())
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.expect("PostgreSQL");
-        let started = Instant::now();
-        for n in 0..NAIVE_APPENDS {
-            let id = MessageId {
-                origin: 2,
-                sequence: n,
-            }
-            .to_string();
-            sqlx::query(sql)
-                .bind(id)
-                .bind(format!("message {n:>32}"))
-                .execute(&pool)
-                .await
-                .expect("insert");
-        }
-        rate(NAIVE_APPENDS, started.elapsed())
-    };
-    let naive_ten = naive_parallel(url, sql).await;
-    println!(
-        "{label}: group commit {group:.0}/s; one insert per transaction {naive_one:.0}/s \
-         (1 connection), {naive_ten:.0}/s (10 connections); ratio {:.1}x and {:.1}x",
-        group / naive_one,
-        group / naive_ten
-    );
-}
-
-async fn naive_parallel(url: &str, sql: &'static str) -> f64 {
-    let per_task = NAIVE_APPENDS / 10;
-    let started = Instant::now();
-    if url.starts_with("sqlite:") {
+    let (naive_one, naive_ten) = if url.starts_with("sqlite:") {
+        let options = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .expect("a SQLite URL")
+            .busy_timeout(Duration::from_secs(30));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(10)
-            .connect_with(
-                url.parse::<sqlx::sqlite::SqliteConnectOptions>()
-                    .expect("URL")
-                    .busy_timeout(Duration::from_secs(30)),
-            )
+            .connect_with(options)
             .await
             .expect("SQLite");
-        let tasks: Vec<_> = (0..10)
-            .map(|task| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    for n in 0..per_task {
-                        let id = MessageId {
-                            origin: 3 + task,
-                            sequence: n,
-                        }
-                        .to_string();
-                        sqlx::query(sql)
-                            .bind(id)
-                            .bind("parallel")
-                            .execute(&pool)
-                            .await
-                            .expect("insert");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("a task");
-        }
+        (naive!(pool, 1, 2).await, naive!(pool, 10, 100).await)
     } else {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(10)
             .connect(url)
             .await
             .expect("PostgreSQL");
-        let tasks: Vec<_> = (0..10)
-            .map(|task| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    for n in 0..per_task {
-                        let id = MessageId {
-                            origin: 3 + task,
-                            sequence: n,
-                        }
-                        .to_string();
-                        sqlx::query(sql)
-                            .bind(id)
-                            .bind("parallel")
-                            .execute(&pool)
-                            .await
-                            .expect("insert");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("a task");
-        }
-    }
-    rate(per_task * 10, started.elapsed())
+        (naive!(pool, 1, 2).await, naive!(pool, 10, 100).await)
+    };
+    println!(
+        "{label}: group commit {group:.0}/s; one insert per transaction {naive_one:.0}/s \
+         (1 connection), {naive_ten:.0}/s (10 connections); ratio {:.1}x and {:.1}x",
+        group / naive_one,
+        group / naive_ten
+    );
 }
 
 /// Best of three rounds each, alternating, so other load on the machine hurts both alike.

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -92,8 +93,22 @@ impl Db {
                 // In WAL mode NORMAL loses no committed data on a crash of the process.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(config.acquire_timeout);
+            // Each connection to an in-memory database has a database of its own: keep one
+            // connection, for ever.
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = SqlitePoolOptions::new()
-                .max_connections(config.max_connections)
+                .max_connections(if in_memory { 1 } else { config.max_connections })
+                .min_connections(u32::from(in_memory))
+                .idle_timeout(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .max_lifetime(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(1800))
+                })
                 .acquire_timeout(config.acquire_timeout)
                 .connect_with(options)
                 .await

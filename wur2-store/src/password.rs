@@ -89,7 +89,13 @@ fn work(queued: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match next {
-            Ok(job) => job(),
+            Ok(job) => {
+                // A panicking job drops its reply (the asker sees `Unavailable`); the thread
+                // keeps serving the others.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a password hashing job panicked");
+                }
+            }
             Err(_) => return, // The pool was dropped.
         }
     }

@@ -168,40 +168,24 @@ impl Store {
                     channel,
                     limit,
                 } => {
-                    match timed(shared.config.request_timeout, flushed).await {
-                        Some(Ok(())) => {}
-                        Some(Err(error)) => return unavailable(error),
-                        None => return StoreReply::Failed(too_slow()),
-                    }
-                    match timed(
-                        shared.config.request_timeout,
-                        shared.db.history(&key(&channel), limit),
-                    )
+                    answer(async {
+                        shared.flushed(flushed).await?;
+                        let messages = shared
+                            .in_time(shared.db.history(&key(&channel), limit))
+                            .await?;
+                        Ok(StoreReply::History(messages))
+                    })
                     .await
-                    {
-                        Some(Ok(messages)) => StoreReply::History(messages),
-                        Some(Err(error)) => unavailable(error),
-                        None => StoreReply::Failed(too_slow()),
-                    }
                 }
                 Step::Pending { flushed, username } => {
-                    match timed(shared.config.request_timeout, flushed).await {
-                        Some(Ok(())) => {}
-                        Some(Err(error)) => return unavailable(error),
-                        None => return StoreReply::Failed(too_slow()),
-                    }
-                    match timed(
-                        shared.config.request_timeout,
-                        shared.db.pending(&key(&username)),
-                    )
+                    answer(async {
+                        shared.flushed(flushed).await?;
+                        let messages = shared.in_time(shared.db.pending(&key(&username))).await?;
+                        Ok(StoreReply::Pending(messages))
+                    })
                     .await
-                    {
-                        Some(Ok(messages)) => StoreReply::Pending(messages),
-                        Some(Err(error)) => unavailable(error),
-                        None => StoreReply::Failed(too_slow()),
-                    }
                 }
-                Step::Later(request) => later(&shared, request).await,
+                Step::Later(request) => answer(later(&shared, request)).await,
             }
         }
     }
@@ -254,30 +238,18 @@ impl Store {
     /// or `StoreError::UnknownUser`.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<User, StoreError> {
         let shared = self.shared();
-        match timed(
-            shared.config.request_timeout,
-            shared.db.set_role(&key(username), role),
-        )
-        .await
-        {
-            Some(Ok(Some(user))) => {
-                tracing::info!(username = %user.username, role = %role, "role changed");
-                Ok(user)
-            }
-            Some(Ok(None)) => Err(StoreError::UnknownUser),
-            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
-            None => Err(too_slow()),
-        }
+        let user = shared
+            .in_time(shared.db.set_role(&key(username), role))
+            .await?;
+        let user = user.ok_or(StoreError::UnknownUser)?;
+        tracing::info!(username = %user.username, role = %role, "role changed");
+        Ok(user)
     }
 
     /// Every account, ordered by name without regard to case (for the operator).
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let shared = self.shared();
-        match timed(shared.config.request_timeout, shared.db.list_users()).await {
-            Some(Ok(users)) => Ok(users),
-            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
-            None => Err(too_slow()),
-        }
+        shared.in_time(shared.db.list_users()).await
     }
 
     /// Stops taking appends, waits until every queued append is written, then closes the
@@ -310,139 +282,163 @@ fn queued_reply(result: Result<(), Refused>) -> StoreReply {
     }
 }
 
+/// Resolves once the appends queued before a read are written.
+type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// What is left to do after the synchronous part of [`Store::execute`].
 enum Step {
     Now(StoreReply),
     AfterWrite(oneshot::Receiver<StoreReply>),
     History {
-        flushed: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+        flushed: Flushed,
         channel: String,
         limit: usize,
     },
     Pending {
-        flushed: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+        flushed: Flushed,
         username: String,
     },
     Later(StoreRequest),
 }
 
+impl Shared {
+    /// `query`'s result, bounded by the request timeout, a failure as `Unavailable`.
+    async fn in_time<T>(
+        &self,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match timed(self.config.request_timeout, query).await {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+            None => Err(too_slow()),
+        }
+    }
+
+    /// Waits until the appends queued before a read are written (bounded likewise).
+    async fn flushed(&self, flushed: Flushed) -> Result<(), StoreError> {
+        match timed(self.config.request_timeout, flushed).await {
+            Some(result) => result.map_err(StoreError::Unavailable),
+            None => Err(too_slow()),
+        }
+    }
+
+    /// Runs `job` on the hashing pool and waits for its result without blocking.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Hasher) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let hasher = self.hasher.clone();
+        let stopped = || StoreError::Unavailable("the password hashing threads stopped".into());
+        match self.hash_pool.run(move || job(&hasher)) {
+            Ok(result) => result.await.map_err(|_| stopped()),
+            Err(HashRefused::Busy) => Err(StoreError::Busy),
+            Err(HashRefused::Stopped) => Err(stopped()),
+        }
+    }
+}
+
+/// The reply for `work`'s outcome.
+async fn answer(work: impl Future<Output = Result<StoreReply, StoreError>>) -> StoreReply {
+    work.await.unwrap_or_else(StoreReply::Failed)
+}
+
 /// The requests whose order does not matter.
-async fn later(shared: &Arc<Shared>, request: StoreRequest) -> StoreReply {
-    let limit = shared.config.request_timeout;
+async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, StoreError> {
     match request {
         StoreRequest::Register { username, password } => register(shared, username, password).await,
         StoreRequest::Login { username, password } => login(shared, username, password).await,
         StoreRequest::MarkDelivered { ids } => {
-            match timed(limit, shared.db.mark_delivered(&ids)).await {
-                Some(Ok(())) => StoreReply::Done,
-                Some(Err(error)) => unavailable(error),
-                None => StoreReply::Failed(too_slow()),
-            }
+            shared.in_time(shared.db.mark_delivered(&ids)).await?;
+            Ok(StoreReply::Done)
         }
         StoreRequest::SetRole { username, role } => {
-            match timed(limit, shared.db.set_role(&key(&username), role)).await {
-                Some(Ok(Some(user))) => StoreReply::Account {
-                    username: user.username,
-                    role: user.role,
-                },
-                Some(Ok(None)) => StoreReply::Failed(StoreError::UnknownUser),
-                Some(Err(error)) => unavailable(error),
-                None => StoreReply::Failed(too_slow()),
-            }
+            let user = shared
+                .in_time(shared.db.set_role(&key(&username), role))
+                .await?;
+            let user = user.ok_or(StoreError::UnknownUser)?;
+            Ok(StoreReply::Account {
+                username: user.username,
+                role: user.role,
+            })
         }
         // Handled synchronously in `execute`.
         StoreRequest::AppendChannelMessage(_)
         | StoreRequest::AppendPrivateMessage(_)
         | StoreRequest::FetchHistory { .. }
-        | StoreRequest::FetchPending { .. } => unavailable("internal: request routed twice"),
+        | StoreRequest::FetchPending { .. } => Err(StoreError::Unavailable(
+            "internal: request routed twice".into(),
+        )),
     }
 }
 
-fn hash_refused(refused: HashRefused) -> StoreReply {
-    match refused {
-        HashRefused::Busy => StoreReply::Failed(StoreError::Busy),
-        HashRefused::Stopped => unavailable("the password hashing threads stopped"),
-    }
-}
-
-async fn register(shared: &Arc<Shared>, username: String, password: Password) -> StoreReply {
-    let limit = shared.config.request_timeout;
+async fn register(
+    shared: &Shared,
+    username: String,
+    password: Password,
+) -> Result<StoreReply, StoreError> {
     // Save a hash when the name is obviously taken; the insert below decides races.
-    match timed(limit, shared.db.find_user(&key(&username))).await {
-        Some(Ok(Some(_))) => return StoreReply::Failed(StoreError::UsernameTaken),
-        Some(Ok(None)) => {}
-        Some(Err(error)) => return unavailable(error),
-        None => return StoreReply::Failed(too_slow()),
+    if shared
+        .in_time(shared.db.find_user(&key(&username)))
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::UsernameTaken);
     }
-    let hasher = shared.hasher.clone();
-    let hashed = match shared.hash_pool.run(move || hasher.hash(&password)) {
-        Ok(hashed) => hashed,
-        Err(refused) => return hash_refused(refused),
-    };
-    let hash = match hashed.await {
-        Ok(Ok(hash)) => hash,
-        Ok(Err(error)) => return unavailable(error),
-        Err(_) => return hash_refused(HashRefused::Stopped),
-    };
-    match timed(limit, shared.db.insert_user(&username, &hash, now_ms())).await {
-        Some(Ok(true)) => {
-            tracing::info!(%username, "account registered");
-            StoreReply::Account {
-                username,
-                role: Role::User,
-            }
-        }
-        Some(Ok(false)) => StoreReply::Failed(StoreError::UsernameTaken),
-        Some(Err(error)) => unavailable(error),
-        None => StoreReply::Failed(too_slow()),
+    let hash = shared.hashing(move |hasher| hasher.hash(&password)).await?;
+    let hash = hash.map_err(StoreError::Unavailable)?;
+    if !shared
+        .in_time(shared.db.insert_user(&username, &hash, now_ms()))
+        .await?
+    {
+        return Err(StoreError::UsernameTaken);
     }
+    tracing::info!(%username, "account registered");
+    Ok(StoreReply::Account {
+        username,
+        role: Role::User,
+    })
 }
 
-async fn login(shared: &Arc<Shared>, username: String, password: Password) -> StoreReply {
-    let limit = shared.config.request_timeout;
+async fn login(
+    shared: &Shared,
+    username: String,
+    password: Password,
+) -> Result<StoreReply, StoreError> {
     let user_key = key(&username);
-    let user = match timed(limit, shared.db.find_user(&user_key)).await {
-        Some(Ok(user)) => user,
-        Some(Err(error)) => return unavailable(error),
-        None => return StoreReply::Failed(too_slow()),
-    };
+    let user = shared.in_time(shared.db.find_user(&user_key)).await?;
     let stored = match &user {
         Some(user) => user.password_hash.clone(),
         None => shared.dummy_hash.clone(),
     };
-    let hasher = shared.hasher.clone();
     // Verify, and when the stored cost is below the current one hash again, in one job.
-    let checked = shared.hash_pool.run(move || {
-        let matches = hasher.verify(&password, &stored);
-        let rehashed = if matches && hasher.needs_rehash(&stored) {
-            hasher.hash(&password).ok()
-        } else {
-            None
-        };
-        (matches, rehashed)
-    });
-    let (matches, rehashed) = match checked {
-        Ok(checked) => match checked.await {
-            Ok(outcome) => outcome,
-            Err(_) => return hash_refused(HashRefused::Stopped),
-        },
-        Err(refused) => return hash_refused(refused),
-    };
+    let (matches, rehashed) = shared
+        .hashing(move |hasher| {
+            let matches = hasher.verify(&password, &stored);
+            let rehashed = if matches && hasher.needs_rehash(&stored) {
+                hasher.hash(&password).ok()
+            } else {
+                None
+            };
+            (matches, rehashed)
+        })
+        .await?;
     let Some(user) = user.filter(|_| matches) else {
         tracing::debug!("login refused");
-        return StoreReply::Failed(StoreError::InvalidCredentials);
+        return Err(StoreError::InvalidCredentials);
     };
     if let Some(hash) = rehashed {
-        match timed(limit, shared.db.update_hash(&user_key, &hash)).await {
-            Some(Ok(())) => {
+        match shared
+            .in_time(shared.db.update_hash(&user_key, &hash))
+            .await
+        {
+            Ok(()) => {
                 tracing::info!(username = %user.username, "password rehashed at the current cost")
             }
-            Some(Err(error)) => tracing::warn!("could not store a rehashed password: {error}"),
-            None => tracing::warn!("could not store a rehashed password: timeout"),
+            Err(error) => tracing::warn!("could not store a rehashed password: {error}"),
         }
     }
-    StoreReply::Account {
+    Ok(StoreReply::Account {
         username: user.username,
         role: user.role,
-    }
+    })
 }

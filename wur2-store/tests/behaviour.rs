@@ -680,3 +680,28 @@ async fn a_full_append_buffer_refuses_and_close_still_writes_the_queue() {
     again.close().await;
     writer.await.unwrap();
 }
+
+/// `sqlite::memory:` keeps one database for the store's lifetime (handy for embedders' tests).
+#[tokio::test]
+async fn an_in_memory_sqlite_store_keeps_its_data() {
+    let (store, writer) = Store::open("sqlite::memory:", fast_config()).await.unwrap();
+    let writer = tokio::spawn(writer.run());
+    let register = StoreRequest::Register {
+        username: "Alice".into(),
+        password: Password::new("pw"),
+    };
+    assert_eq!(store.execute(register).await, account("Alice", Role::User));
+    let logins: Vec<_> = (0..5)
+        .map(|_| {
+            store.execute(StoreRequest::Login {
+                username: "alice".into(),
+                password: Password::new("pw"),
+            })
+        })
+        .collect();
+    for reply in futures::future::join_all(logins).await {
+        assert_eq!(reply, account("Alice", Role::User));
+    }
+    store.close().await;
+    writer.await.unwrap();
+}
