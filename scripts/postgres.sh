@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh: starts the local PostgreSQL 15 cluster for the wur2-store tests
 # and exports WUR2_TEST_POSTGRES_URL (an account that may create databases; each test makes
-# its own) and WUR2_TEST_POSTGRES_RESTART (the command the restart test runs).
+# its own) and WUR2_TEST_POSTGRES_CTL (the command the restart test appends `restart`,
+# `stop` or `start` to).
 #
 # When PostgreSQL cannot be started: with CI=true this fails the test command; otherwise it
 # prints a loud SKIPPED warning and the PostgreSQL tests skip themselves.
@@ -16,7 +17,7 @@ wur2_pg_skip() {
     echo "## SKIPPED: PostgreSQL tests of wur2-store: $1" >&2
     echo "######################################################################" >&2
     echo "" >&2
-    unset WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_RESTART
+    unset WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_CTL
     return 0
 }
 
@@ -64,7 +65,7 @@ wur2_pg_setup() {
         }
     fi
     export WUR2_TEST_POSTGRES_URL="postgres://$role:$password@127.0.0.1:$port/$role"
-    export WUR2_TEST_POSTGRES_RESTART="$sudo pg_ctlcluster $version $cluster restart"
+    export WUR2_TEST_POSTGRES_CTL="$sudo pg_ctlcluster $version $cluster"
     echo "PostgreSQL $version running; WUR2_TEST_POSTGRES_URL=$WUR2_TEST_POSTGRES_URL" >&2
 }
 
