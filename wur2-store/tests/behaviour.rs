@@ -596,7 +596,7 @@ async fn a_full_hashing_queue_answers_busy() {
         .filter(|r| **r == account("Alice", Role::User))
         .count();
     assert_eq!(busy + ok, 20, "{replies:?}");
-    assert!(busy >= 10 && ok >= 1, "busy {busy}, ok {ok}");
+    assert!(busy > 0 && ok >= 3, "busy {busy}, ok {ok}");
     h.finish().await;
 }
 
