@@ -1,4 +1,4 @@
-# Sourced by scripts/test.sh: starts the local PostgreSQL 15 cluster for the wur2-store tests
+# Sourced by scripts/test.sh: starts the local PostgreSQL 15 cluster for the PostgreSQL tests
 # and exports WUR2_TEST_POSTGRES_URL (an account that may create databases; each test makes
 # its own) and WUR2_TEST_POSTGRES_CTL (the command the restart test appends `restart`,
 # `stop` or `start` to).
@@ -14,7 +14,7 @@ wur2_pg_skip() {
     fi
     echo "" >&2
     echo "######################################################################" >&2
-    echo "## SKIPPED: PostgreSQL tests of wur2-store: $1" >&2
+    echo "## SKIPPED: every PostgreSQL test: $1" >&2
     echo "######################################################################" >&2
     echo "" >&2
     unset WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_CTL
