@@ -280,17 +280,25 @@ impl<S: Storage> Driver<S> {
         }
     }
 
+    /// Queues `data` for `connection` in this round (a reference-count bump, not a copy).
+    fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
+        self.mark(connection, |entry| {
+            if entry.closing.is_none() {
+                entry.staged.push(data.clone());
+            }
+        });
+    }
+
     /// Drains the engine's outputs, then hands every touched connection its frames and
     /// instructions in one lock and one wake-up each. Returns whether any were touched.
     fn drain_outputs(&mut self) -> bool {
         while let Some(output) = self.engine.poll_output() {
             match output {
-                Output::Transmit { connection, data } => {
-                    self.mark(connection, |entry| {
-                        if entry.closing.is_none() {
-                            entry.staged.push(data);
-                        }
-                    });
+                Output::Transmit { connection, data } => self.stage(connection, &data),
+                Output::Broadcast { recipients, data } => {
+                    for connection in recipients {
+                        self.stage(connection, &data);
+                    }
                 }
                 Output::Close {
                     connection,

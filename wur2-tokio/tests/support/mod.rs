@@ -58,14 +58,26 @@ async fn postgres_database() -> Option<String> {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create a test database");
-    let _ = admin.close().await;
+    // Concurrent CREATE DATABASE can collide on the template database; retry a little.
+    let mut attempt = 0;
+    loop {
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to PostgreSQL");
+        let created = sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await;
+        let _ = admin.close().await;
+        match created {
+            Ok(_) => break,
+            Err(error) if attempt < 20 => {
+                attempt += 1;
+                eprintln!("CREATE DATABASE {name} failed ({error}); retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(error) => panic!("cannot create a test database: {error}"),
+        }
+    }
     let (prefix, _) = base.rsplit_once('/').expect("the URL names a database");
     Some(format!("{prefix}/{name}"))
 }

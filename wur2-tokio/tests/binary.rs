@@ -1,0 +1,274 @@
+//! The real `wur2` binary: chat through it, the operator subcommands on its database,
+//! SIGTERM, a restart on the same database, and one-line errors for bad configuration.
+
+mod scenarios;
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use scenarios::{Client, unique};
+use support::{TEST_TIMEOUT, databases};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
+
+/// A `wur2` process serving on 127.0.0.1 at a port it chose.
+struct Wur2 {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// A command for the binary that reads no `.env` of the repository and uses `url`.
+fn wur2(dir: &Path, url: &str) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    command
+}
+
+impl Wur2 {
+    /// Starts `wur2 --listen 127.0.0.1:0 <args>` and waits for its "listening on" line.
+    fn start(dir: &Path, url: &str, args: &[&str]) -> Wur2 {
+        let mut child = wur2(dir, url)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wur2");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    let _ = tx.send(addr);
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(addr)) => Wur2 { child, addr },
+            other => {
+                let _ = child.kill();
+                panic!("wur2 did not report its address: {other:?}");
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status, within `limit`.
+    fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for wur2") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("wur2 did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Wur2 {
+    fn drop(&mut self) {
+        // Only if a test failed before stopping it; kill exactly our own child.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs an operator subcommand to completion.
+fn operator(dir: &Path, url: &str, args: &[&str]) -> Output {
+    let child = wur2(dir, url)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wur2");
+    wait_output(child, Duration::from_secs(30))
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wur2 did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for db in databases().await {
+        let url = db.url.clone();
+        let server = Wur2::start(dir.path(), &url, &["--flood-lines-per-second", "0"]);
+        let addr = server.addr;
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            scenarios::every_command_with_three_clients(addr).await;
+            scenarios::every_login_path(addr).await;
+
+            // `wur2 role` on the live server's database, then /kick.
+            let grant = |user: String| {
+                let (dir, url) = (dir.path().to_path_buf(), url.clone());
+                async move {
+                    let out = tokio::task::spawn_blocking(move || {
+                        operator(&dir, &url, &["role", &user, "mod"])
+                    })
+                    .await
+                    .expect("operator task");
+                    let stdout = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        out.status.success(),
+                        "{stdout} {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    assert!(stdout.contains("is now mod"), "{stdout}");
+                }
+            };
+            scenarios::kick_closes_every_session_of_the_target(addr, grant).await;
+        })
+        .await
+        .unwrap_or_else(|_| panic!("scenarios timed out on {}", db.label));
+
+        let users = operator(dir.path(), &url, &["users"]);
+        assert!(users.status.success());
+        let listed = String::from_utf8_lossy(&users.stdout);
+        assert!(
+            listed.lines().any(|line| line.ends_with("\tmod")),
+            "{listed}"
+        );
+
+        let unknown = operator(dir.path(), &url, &["role", &unique("nobody"), "admin"]);
+        assert!(!unknown.status.success());
+        let said = String::from_utf8_lossy(&unknown.stderr);
+        assert!(
+            said.contains("wur2: error:") && said.contains("no such user"),
+            "{said}"
+        );
+
+        // Before SIGTERM: history to find after the restart, and a client who is told.
+        let kept = scenarios::restart_before(addr).await;
+        let mut watcher = Client::register(addr, &unique("wt")).await;
+        watcher.barrier().await;
+        let stopping =
+            tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)));
+        let last = watcher.expect_closed().await;
+        assert!(
+            last.iter().any(|line| line.contains("shutting down")),
+            "{last:#?}"
+        );
+        let status = stopping.await.expect("terminate task");
+        assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
+
+        let server = Wur2::start(dir.path(), &url, &[]);
+        tokio::time::timeout(TEST_TIMEOUT, scenarios::restart_after(server.addr, kept))
+            .await
+            .unwrap_or_else(|_| panic!("restart scenario timed out on {}", db.label));
+        let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)))
+            .await
+            .expect("terminate task");
+        assert!(status.success());
+    }
+}
+
+/// Runs the binary expecting a configuration error: non-zero exit, no panic, one error
+/// line naming the problem.
+fn assert_fails_clearly(dir: &Path, url: &str, args: &[&str], needle: &str) {
+    let child = wur2(dir, url)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wur2");
+    let out = wait_output(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("wur2: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    assert_fails_clearly(dir.path(), &url, &["--listen", &addr], "cannot listen on");
+}
+
+#[test]
+fn an_unreadable_files_dir_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let missing = dir.path().join("no-such-dir");
+    let missing = missing.to_str().expect("utf-8 path");
+    let args = ["--listen", "127.0.0.1:0", "--files-dir", missing];
+    assert_fails_clearly(dir.path(), &url, &args, "--files-dir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write a file");
+    let file = file.to_str().expect("utf-8 path");
+    let args = ["--listen", "127.0.0.1:0", "--files-dir", file];
+    assert_fails_clearly(dir.path(), &url, &args, "not a directory");
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // Nothing listens on port 1 of the loopback interface.
+    let url = "postgres://wur2:secret@127.0.0.1:1/wur2";
+    assert_fails_clearly(
+        dir.path(),
+        url,
+        &["--listen", "127.0.0.1:0"],
+        "cannot open the database",
+    );
+    let out = operator(dir.path(), url, &["users"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("secret"),
+        "the password leaked"
+    );
+}
+
+#[test]
+fn the_default_database_is_a_file_in_the_working_directory() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .arg("users")
+        .output()
+        .expect("run wur2 users");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("wur2.db").exists());
+}
