@@ -23,8 +23,25 @@ pub enum Command {
     },
     /// `/join <channel>`.
     Join(String),
-    /// `/send <args>`: file streaming (arguments kept as typed).
-    Send(String),
+    /// `/send <user> <name> <size>`: the client streams `size` raw bytes right after this
+    /// line, on the same connection.
+    SendUpload {
+        /// The recipient.
+        to: String,
+        /// The file's name as the sender gives it (one word).
+        name: String,
+        /// Exactly this many bytes follow the line.
+        size: u64,
+    },
+    /// `/send <user> <path>`: a file from the server's files directory.
+    SendServerFile {
+        /// The recipient.
+        to: String,
+        /// Relative to the files directory (the rest of the line).
+        path: String,
+    },
+    /// `/cancel <transfer id>`: stop a file transfer (sender or recipient).
+    Cancel(u64),
     /// `/list`: users online.
     List,
     /// `/channels`: active channels with member counts.
@@ -111,11 +128,14 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
             }
         }
         "join" => Command::Join(one_word(rest, "/join <channel>")?),
-        "send" => {
-            if rest.is_empty() {
-                return Err(ParseError::Usage(SEND_USAGE));
+        "send" => parse_send(rest)?,
+        "cancel" => {
+            const USAGE: &str = "/cancel <transfer id>";
+            let id = one_word(rest, USAGE)?;
+            if !is_decimal(&id) {
+                return Err(ParseError::Usage(USAGE));
             }
-            Command::Send(rest.to_string())
+            Command::Cancel(id.parse().map_err(|_| ParseError::Usage(USAGE))?)
         }
         "list" => no_args(rest, Command::List, "/list")?,
         "channels" => no_args(rest, Command::Channels, "/channels")?,
@@ -182,8 +202,37 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
     Ok(command)
 }
 
-/// Usage of `/send`.
-pub(crate) const SEND_USAGE: &str = "/send <user> <path>";
+/// Usage of `/send`, both forms.
+pub(crate) const SEND_USAGE: &str =
+    "/send <user> <name> <size> (then the bytes) or /send <user> <path>";
+
+/// `<user> <name> <size>` (the last word all digits) is an upload; `<user> <path>` a
+/// server-side file.
+fn parse_send(rest: &str) -> Result<Command, ParseError> {
+    let (to, rest) = split_word(rest);
+    if to.is_empty() || rest.is_empty() {
+        return Err(ParseError::Usage(SEND_USAGE));
+    }
+    let (name, size) = split_word(rest);
+    if !size.is_empty() && is_decimal(size) && !size.contains(char::is_whitespace) {
+        let size = size
+            .parse::<u64>()
+            .map_err(|_| ParseError::Usage(SEND_USAGE))?;
+        return Ok(Command::SendUpload {
+            to: to.to_string(),
+            name: name.to_string(),
+            size,
+        });
+    }
+    Ok(Command::SendServerFile {
+        to: to.to_string(),
+        path: rest.to_string(),
+    })
+}
+
+fn is_decimal(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
 
 impl Command {
     /// The canonical line for this command; parsing it gives the command back.
@@ -197,7 +246,9 @@ impl Command {
             Command::Say(text) => write!(line, "{text}"),
             Command::Msg { to, text } => write!(line, "/msg {to} {text}"),
             Command::Join(channel) => write!(line, "/join {channel}"),
-            Command::Send(args) => write!(line, "/send {args}"),
+            Command::SendUpload { to, name, size } => write!(line, "/send {to} {name} {size}"),
+            Command::SendServerFile { to, path } => write!(line, "/send {to} {path}"),
+            Command::Cancel(id) => write!(line, "/cancel {id}"),
             Command::List => write!(line, "/list"),
             Command::Channels => write!(line, "/channels"),
             Command::Profile => write!(line, "/profile"),
@@ -341,7 +392,14 @@ mod tests {
             text().prop_map(|t| Command::Say(format!("/{t}"))),
             (word(), text()).prop_map(|(to, text)| Command::Msg { to, text }),
             word().prop_map(Command::Join),
-            text().prop_map(Command::Send),
+            (word(), word(), any::<u64>()).prop_map(|(to, name, size)| Command::SendUpload {
+                to,
+                name,
+                size
+            }),
+            (word(), "[a-z./]{1,10}( [a-z]{1,4})?")
+                .prop_map(|(to, path)| Command::SendServerFile { to, path }),
+            any::<u64>().prop_map(Command::Cancel),
             Just(Command::List),
             Just(Command::Channels),
             Just(Command::Profile),

@@ -56,6 +56,18 @@ pub struct Config {
     pub default_channel: String,
     /// The first line a new connection sees.
     pub banner: String,
+    /// Largest file a user may send, in bytes.
+    pub max_file_bytes: u64,
+    /// File transfers one user may have running at once (as sender).
+    pub max_transfers_per_user: usize,
+    /// Bytes of one transfer the server holds at most: past this much unwritten data to
+    /// the recipient, the sender is paused instead of buffered.
+    pub transfer_window_bytes: usize,
+    /// Largest chunk of file data in one piece sent to the recipient.
+    pub transfer_chunk_bytes: usize,
+    /// Whether the driver serves server-side files (`/send <user> <path>` from the
+    /// operator's files directory). Off: that form answers that server-side files are off.
+    pub server_files: bool,
     /// The `origin` of every [`MessageId`](crate::MessageId) this engine makes. Give each
     /// engine run a different value (for example start time in nanoseconds mixed with the
     /// process id) so ids never repeat across restarts.
@@ -86,6 +98,11 @@ impl Default for Config {
             demo_roles: false,
             default_channel: "Global".to_string(),
             banner: "Welcome to WUR2 chat!".to_string(),
+            max_file_bytes: 100 * 1024 * 1024,
+            max_transfers_per_user: 3,
+            transfer_window_bytes: 256 * 1024,
+            transfer_chunk_bytes: 16 * 1024,
+            server_files: false,
             message_id_origin: 0,
         }
     }

@@ -1,13 +1,12 @@
 //! Bytes to lines: the line framer of one connection.
 //!
-//! It owns the unprocessed input of a connection, bounded: complete lines wait here until
-//! the engine is ready for them, and the partial line at the end is never longer than the
-//! line limit (a longer line is discarded up to its end and reported once as
-//! [`Frame::TooLong`], in its place among the other lines). It never interprets text.
+//! It owns the unprocessed input of a connection. Lines are split off lazily, when the
+//! engine is ready for the next one, so the bytes after a line may instead be taken raw
+//! (a file upload that follows its `/send` line). A line longer than the limit is discarded
+//! up to its end and reported once as [`Frame::TooLong`], in its place among the other
+//! lines. It never interprets text.
 //!
 //! Consumed bytes are overwritten with zeros, so a password line does not linger in it.
-
-use std::collections::VecDeque;
 
 /// One unit of input, in the order the client sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,26 +17,18 @@ pub enum Frame {
     TooLong,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    Line(usize),
-    TooLong,
-}
-
-/// Splits a byte stream into lines ending in `\n` (a `\r` before it is dropped).
+/// Splits a byte stream into lines ending in `\n` (a `\r` before it is dropped), or hands
+/// out raw bytes.
 ///
 /// Any split of the same bytes across [`LineFramer::push`] calls gives the same frames.
 #[derive(Debug)]
 pub struct LineFramer {
     max_line_bytes: usize,
-    /// Contents of complete lines (line endings removed), then the partial line.
+    /// Unconsumed input starts at `start`.
     buf: Vec<u8>,
-    /// Start of the first unconsumed complete line in `buf`.
     start: usize,
-    /// Length of the partial line at the end of `buf`.
-    partial: usize,
-    /// Complete lines waiting, in order.
-    entries: VecDeque<Entry>,
+    /// `\n` bytes in the unconsumed input: the complete lines waiting.
+    newlines: usize,
     /// Inside an over-long line: drop bytes up to the next `\n`.
     discarding: bool,
 }
@@ -49,123 +40,103 @@ impl LineFramer {
             max_line_bytes,
             buf: Vec::new(),
             start: 0,
-            partial: 0,
-            entries: VecDeque::new(),
+            newlines: 0,
             discarding: false,
         }
     }
 
     /// Takes bytes as they arrived from the peer.
     pub fn push(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
+        if self.discarding {
             match data.iter().position(|&b| b == b'\n') {
                 Some(newline) => {
-                    self.end_line(&data[..newline]);
+                    self.discarding = false;
                     data = &data[newline + 1..];
                 }
-                None => {
-                    self.extend_partial(data);
-                    data = &[];
-                }
+                None => return,
             }
         }
+        self.newlines += count_newlines(data);
+        self.buf.extend_from_slice(data);
     }
 
-    /// Complete lines (and over-long markers) waiting to be taken.
+    /// Complete lines waiting to be taken.
     pub fn pending_frames(&self) -> usize {
-        self.entries.len()
+        self.newlines
     }
 
-    /// Bytes held, complete and partial lines together.
+    /// Unconsumed bytes held, complete and partial lines together.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len() - self.start
     }
 
     /// Takes the next frame; for [`Frame::Line`] its bytes replace the contents of `line`.
+    /// `None` while no complete line is held.
     pub fn next_frame(&mut self, line: &mut Vec<u8>) -> Option<Frame> {
-        let entry = self.entries.pop_front()?;
         line.clear();
-        let frame = match entry {
-            Entry::TooLong => Frame::TooLong,
-            Entry::Line(len) => {
-                let range = self.start..self.start + len;
-                line.extend_from_slice(&self.buf[range.clone()]);
-                self.buf[range].fill(0);
-                self.start += len;
-                Frame::Line
+        let pending = &self.buf[self.start..];
+        let frame = match pending.iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                let content = &pending[..newline];
+                let content = content.strip_suffix(b"\r").unwrap_or(content);
+                let frame = if content.len() > self.max_line_bytes {
+                    Frame::TooLong
+                } else {
+                    line.extend_from_slice(content);
+                    Frame::Line
+                };
+                self.newlines -= 1;
+                self.consume(newline + 1);
+                frame
             }
+            // One byte of slack for a `\r` that may still be followed by `\n`.
+            None if pending.len() > self.max_line_bytes + 1 => {
+                self.discarding = true;
+                self.consume(pending.len());
+                Frame::TooLong
+            }
+            None => return None,
         };
-        if self.entries.is_empty() {
-            self.compact();
-        }
         Some(frame)
     }
 
-    fn end_line(&mut self, tail: &[u8]) {
-        if self.discarding {
-            self.discarding = false;
-            return;
-        }
-        let tail = match tail.strip_suffix(b"\r") {
-            Some(stripped) => stripped,
-            None => {
-                if tail.is_empty() && self.partial > 0 && self.buf.last() == Some(&b'\r') {
-                    // The `\r` arrived in an earlier push, at the end of the partial line.
-                    self.buf.pop();
-                    self.partial -= 1;
-                }
-                tail
-            }
-        };
-        let len = self.partial + tail.len();
-        if len > self.max_line_bytes {
-            self.drop_partial();
-            self.entries.push_back(Entry::TooLong);
-            return;
-        }
-        self.buf.extend_from_slice(tail);
-        self.partial = 0;
-        self.entries.push_back(Entry::Line(len));
+    /// The first `max` unconsumed bytes, without consuming them.
+    pub fn peek(&self, max: usize) -> &[u8] {
+        let end = self.buf.len().min(self.start.saturating_add(max));
+        &self.buf[self.start..end]
     }
 
-    fn extend_partial(&mut self, data: &[u8]) {
-        if self.discarding {
-            return;
-        }
-        // One byte of slack for a `\r` that may still be followed by `\n`.
-        if self.partial + data.len() > self.max_line_bytes + 1 {
-            self.drop_partial();
-            self.discarding = true;
-            self.entries.push_back(Entry::TooLong);
-            return;
-        }
-        self.buf.extend_from_slice(data);
-        self.partial += data.len();
+    /// Takes up to `max` raw bytes, appending them to `out`; returns how many.
+    pub fn take_raw(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+        let taken = self.peek(max);
+        let len = taken.len();
+        out.extend_from_slice(taken);
+        self.newlines -= count_newlines(taken);
+        self.consume(len);
+        len
     }
 
-    fn drop_partial(&mut self) {
-        let keep = self.buf.len() - self.partial;
-        self.buf[keep..].fill(0);
-        self.buf.truncate(keep);
-        self.partial = 0;
-    }
-
-    /// All complete lines are consumed: move the partial line to the front, wiping what it
-    /// leaves behind, and give memory back when nothing is held.
-    fn compact(&mut self) {
-        if self.start == 0 {
-            return;
-        }
-        if self.partial == 0 {
+    /// Wipes and drops `len` bytes from the front; gives memory back when nothing is held.
+    fn consume(&mut self, len: usize) {
+        let end = self.start + len;
+        self.buf[self.start..end].fill(0);
+        self.start = end;
+        if self.start == self.buf.len() {
             self.buf = Vec::new();
-        } else {
+            self.start = 0;
+        } else if self.start >= 4096 && self.start * 2 >= self.buf.len() {
             let old_len = self.buf.len();
             self.buf.copy_within(self.start.., 0);
-            self.buf[self.partial..old_len].fill(0);
-            self.buf.truncate(self.partial);
+            let kept = old_len - self.start;
+            self.buf[kept..].fill(0);
+            self.buf.truncate(kept);
+            self.start = 0;
         }
-        self.start = 0;
     }
+}
+
+fn count_newlines(data: &[u8]) -> usize {
+    data.iter().filter(|&&b| b == b'\n').count()
 }
 
 #[cfg(test)]
@@ -258,6 +229,7 @@ mod tests {
         while framer.next_frame(&mut line).is_some() {}
         assert_eq!(framer.buf.capacity(), 0);
         assert_eq!(framer.buffered_bytes(), 0);
+        assert_eq!(framer.pending_frames(), 0);
     }
 
     #[test]
@@ -268,7 +240,23 @@ mod tests {
         framer.next_frame(&mut line);
         assert_eq!(line, b"secret-password");
         assert!(!framer.buf.windows(6).any(|w| w == b"secret"));
-        assert_eq!(&framer.buf[..], b"rest");
+        assert_eq!(framer.peek(100), b"rest");
+    }
+
+    #[test]
+    fn raw_bytes_after_a_line_come_out_exactly_and_lines_resume_after_them() {
+        let mut framer = LineFramer::new(8);
+        framer.push(b"/send x\nab\r\n\xffcd");
+        framer.push(b"-after\n");
+        let mut line = Vec::new();
+        assert_eq!(framer.next_frame(&mut line), Some(Frame::Line));
+        assert_eq!(line, b"/send x");
+        let mut raw = Vec::new();
+        assert_eq!(framer.take_raw(7, &mut raw), 7);
+        assert_eq!(raw, b"ab\r\n\xffcd");
+        assert_eq!(framer.pending_frames(), 1);
+        assert_eq!(framer.next_frame(&mut line), Some(Frame::Line));
+        assert_eq!(line, b"-after");
     }
 
     proptest! {

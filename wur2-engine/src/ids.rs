@@ -40,6 +40,16 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// One file transfer, from its `/send` to its end; shown to users as a plain number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct TransferId(pub u64);
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// The unique id of a stored message, fixed when the engine accepts the message.
 ///
 /// `origin` comes from [`Config::message_id_origin`](crate::Config::message_id_origin)

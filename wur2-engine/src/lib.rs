@@ -48,7 +48,8 @@
 //!                 engine.handle_written(connection, data.len());
 //!             }
 //!         }
-//!         Output::Close { .. } | Output::PauseReading(_) | Output::ResumeReading(_) => {}
+//!         // Closing, backpressure and server-side files (see `Output`).
+//!         _ => {}
 //!     }
 //! }
 //! assert!(String::from_utf8_lossy(&written).contains("Welcome alice!"));
@@ -80,6 +81,7 @@
 mod command;
 mod config;
 mod engine;
+mod file;
 mod flood;
 mod framer;
 mod ids;
@@ -93,8 +95,12 @@ mod wire;
 pub use command::{Command, ParseError, parse_command};
 pub use config::Config;
 pub use engine::Engine;
+pub use file::{
+    FileError, MAX_FILE_NAME_BYTES, MAX_FILE_PATH_BYTES, PathProblem, check_relative_path,
+    is_valid_file_name,
+};
 pub use framer::{Frame, LineFramer};
-pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId};
+pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId, TransferId};
 pub use names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 pub use output::{CloseReason, Output};
 pub use sanitize::sanitize_text;

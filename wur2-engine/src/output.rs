@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::ids::{ConnectionId, RequestId};
+use crate::ids::{ConnectionId, RequestId, TransferId};
 use crate::store::StoreRequest;
 
 /// One thing for the driver to do. Drain them with
@@ -47,6 +47,32 @@ pub enum Output {
     PauseReading(ConnectionId),
     /// Read from this connection again.
     ResumeReading(ConnectionId),
+    /// Open `path`, relative to the files directory the operator configured, for reading,
+    /// and answer with [`Engine::handle_file_opened`](crate::Engine::handle_file_opened)
+    /// (its size, or why not). The engine has already refused absolute paths, `..` and
+    /// control characters; the driver must still refuse whatever resolves outside the
+    /// directory (symlinks) or is not a regular file.
+    OpenFile {
+        /// The transfer the file is for.
+        transfer: TransferId,
+        /// Relative to the files directory.
+        path: String,
+    },
+    /// Read up to `max` bytes of the open file and pass them to
+    /// [`Engine::handle_file_data`](crate::Engine::handle_file_data) (or report a failure
+    /// with [`Engine::handle_file_failed`](crate::Engine::handle_file_failed)). At most one
+    /// read per transfer is asked for at a time.
+    ReadFile {
+        /// Which open file.
+        transfer: TransferId,
+        /// Read at most this many bytes.
+        max: usize,
+    },
+    /// The transfer ended: close its file.
+    CloseFile {
+        /// Which open file.
+        transfer: TransferId,
+    },
     /// Run this store request and answer with
     /// [`Engine::handle_store_reply`](crate::Engine::handle_store_reply) and `id`.
     Store {

@@ -40,7 +40,8 @@ pub fn sanitize_text(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn needs_removal(c: char) -> bool {
+/// Whether `c` is removed from relayed text.
+pub(crate) fn needs_removal(c: char) -> bool {
     (c < ' ' && c != '\t')
         || ('\u{7f}'..='\u{9f}').contains(&c)
         || ('\u{202a}'..='\u{202e}').contains(&c)

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
+use crate::ids::TransferId;
 use crate::store::Role;
 
 /// Builds one `\n`-terminated line.
@@ -191,7 +192,9 @@ pub(crate) fn help(role: Option<Role>) -> Bytes {
          \x20 /channels              channels and member counts\n\
          \x20 /profile               your name, channel and role\n\
          \x20 /history [n]           the channel's last n messages\n\
-         \x20 /send <user> <path>    send a file\n\
+         \x20 /send <user> <name> <size>  send a file: the <size> bytes follow the line\n\
+         \x20 /send <user> <path>    send a file from the server's files directory\n\
+         \x20 /cancel <id>           stop a file transfer\n\
          \x20 /role                  your role\n",
     );
     if role >= Role::Mod {
@@ -206,6 +209,98 @@ pub(crate) fn help(role: Option<Role>) -> Bytes {
          \x20 /help                  this list\n",
     );
     Bytes::from(text)
+}
+
+pub(crate) fn file_offer(id: TransferId, sender: &str, name: &str, size: u64) -> Bytes {
+    line!("[file {id}] {sender} is sending {name} ({size} bytes)")
+}
+
+pub(crate) fn file_sending(id: TransferId, name: &str, size: u64, to: &str) -> Bytes {
+    line!("[file {id}] sending {name} ({size} bytes) to {to}")
+}
+
+pub(crate) fn file_received(id: TransferId, name: &str, size: u64, from: &str) -> Bytes {
+    line!("[file {id} done] {name} ({size} bytes) from {from}")
+}
+
+pub(crate) fn file_sent(id: TransferId, name: &str, to: &str) -> Bytes {
+    line!("[file {id} done] {name} sent to {to}")
+}
+
+pub(crate) fn file_cancelled(id: TransferId, reason: &str) -> Bytes {
+    line!("[file {id} cancelled] {reason}")
+}
+
+/// One piece of a file: `[file <id> data <n>]`, a line break, exactly `n` raw bytes and a
+/// line break when the bytes are safe to show on a terminal (text); otherwise
+/// `[file <id> base64 <n>]` and one line of standard base64 that decodes to the `n` bytes.
+pub(crate) fn file_chunk(id: TransferId, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + 40);
+    let safe = is_terminal_safe(data);
+    let kind = if safe { "data" } else { "base64" };
+    let _ = writeln!(Buffer(&mut out), "[file {id} {kind} {}]", data.len());
+    if safe {
+        out.extend_from_slice(data);
+    } else {
+        base64_into(data, &mut out);
+    }
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// Text a terminal shows as text: UTF-8 (a character cut at the very end is fine) with no
+/// control character but tab and line breaks, and no bidirectional overrides.
+fn is_terminal_safe(data: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(data) {
+        Ok(text) => text,
+        Err(error) if error.error_len().is_none() => {
+            // Only an unfinished character at the end: check what comes before it.
+            match std::str::from_utf8(&data[..error.valid_up_to()]) {
+                Ok(text) => text,
+                Err(_) => return false,
+            }
+        }
+        Err(_) => return false,
+    };
+    valid
+        .chars()
+        .all(|c| matches!(c, '\n' | '\r' | '\t') || !crate::sanitize::needs_removal(c))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+fn base64_into(data: &[u8], out: &mut Vec<u8>) {
+    for group in data.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(BASE64[(n >> 18) as usize & 63]);
+        out.push(BASE64[(n >> 12) as usize & 63]);
+        out.push(if group.len() > 1 {
+            BASE64[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if group.len() > 2 {
+            BASE64[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Buffer<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Buffer<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 fn join_into<'a>(text: &mut String, names: impl Iterator<Item = &'a str>) {
@@ -262,6 +357,40 @@ mod tests {
         assert_eq!(
             Timestamp(951_782_400_000).to_string(),
             "2000-02-29 00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        for (input, expected) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xff, 0xfe, 0x00], "//4A"),
+        ] {
+            let mut out = Vec::new();
+            base64_into(input, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn text_chunks_are_sent_raw_and_binary_chunks_as_base64() {
+        let id = TransferId(3);
+        assert_eq!(
+            &file_chunk(id, b"hi\nthere\n")[..],
+            b"[file 3 data 9]\nhi\nthere\n\n"
+        );
+        assert_eq!(
+            &file_chunk(id, b"\x1b[2J")[..],
+            b"[file 3 base64 4]\nG1sySg==\n"
+        );
+        assert_eq!(
+            &file_chunk(id, &[0xc3])[..],
+            b"[file 3 data 1]\n\xc3\n",
+            "cut character"
         );
     }
 

@@ -299,14 +299,6 @@ fn close_says_goodbye_and_closes_after_the_queue_is_written() {
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
-#[test]
-fn file_transfer_is_answered_as_not_available_yet() {
-    let mut w = world();
-    let a = w.user("pam");
-    w.send(a, "/send bob notes.txt\n");
-    assert!(w.saw(a, "not available yet"));
-}
-
 // ----- sessions, users, channels -----
 
 #[test]

@@ -198,7 +198,17 @@ impl Sim {
                 55..=69 => format!("/join {}", CHANNELS[self.rng.below(CHANNELS.len())]),
                 70..=74 => "/list".to_string(),
                 75..=79 => "/channels".to_string(),
-                80..=84 => "/history 5".to_string(),
+                80..=81 => "/history 5".to_string(),
+                82..=84 => {
+                    // An upload: the bytes follow the line (they may hold newlines and
+                    // text that looks like commands; none of it may run as one).
+                    let to = self.registered[self.rng.below(self.registered.len())].clone();
+                    let size = self.rng.below(300);
+                    let data: String = (0..size)
+                        .map(|i| if i % 17 == 0 { '\n' } else { '/' })
+                        .collect();
+                    format!("/send {to} f.bin {size}\n{data}")
+                }
                 85..=89 => {
                     let target = self.registered[self.rng.below(self.registered.len())].clone();
                     format!("/kick {target} sim")

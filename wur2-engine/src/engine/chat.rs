@@ -1,7 +1,7 @@
 //! The commands of logged-in users: chat, private messages, channels, roles, kicks,
 //! history, and the store answers that complete them.
 
-use super::{Departure, Engine, Pending, Stage};
+use super::{Departure, Engine, Pending, Sender, Stage};
 use crate::command::{Command, ParseError, parse_command};
 use crate::ids::ConnectionId;
 use crate::names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
@@ -9,14 +9,6 @@ use crate::output::CloseReason;
 use crate::sanitize::sanitize_text;
 use crate::store::{ChannelMessage, PrivateMessage, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire;
-
-/// Who sent a command: the parts of the session the commands need.
-struct Sender {
-    account: String,
-    username: String,
-    role: Role,
-    channel: String,
-}
 
 impl Engine {
     /// A line from a logged-in connection.
@@ -45,12 +37,13 @@ impl Engine {
             Command::Say(_) => {}
             Command::Msg { to, text } => self.direct_message(connection, &sender, &to, &text),
             Command::Join(channel) => self.join(connection, &sender, &channel),
-            Command::Send(_) => {
-                self.error(
-                    connection,
-                    format_args!("file transfer is not available yet"),
-                );
+            Command::SendUpload { to, name, size } => {
+                self.start_upload(connection, &sender, &to, &name, size);
             }
+            Command::SendServerFile { to, path } => {
+                self.start_server_file(connection, &sender, &to, &path);
+            }
+            Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
                 let names = self.accounts.values().map(|a| a.username.as_str());
                 let line = wire::users(names);

@@ -7,6 +7,7 @@
 mod chat;
 mod login;
 mod sessions;
+mod transfers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +16,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::file::FileError;
 use crate::framer::{Frame, LineFramer};
-use crate::ids::{ConnectionId, MessageId, RequestId};
+use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
 use crate::login_guard::FailureLog;
 use crate::output::{CloseReason, Output};
 use crate::store::{Role, StoreReply, StoreRequest};
@@ -45,6 +47,10 @@ pub struct Engine {
     account_failures: FailureLog<String>,
     address_failures: FailureLog<IpAddr>,
     shutting_down: bool,
+    transfers: BTreeMap<TransferId, transfers::Transfer>,
+    next_transfer: u64,
+    /// The latest `now` any input brought (for work that a time-less input unblocks).
+    clock: Option<Instant>,
     /// Reused buffer for the line being processed; wiped after each line.
     line: Vec<u8>,
 }
@@ -55,6 +61,14 @@ struct Account {
     username: String,
     role: Role,
     sessions: Vec<ConnectionId>,
+}
+
+/// Who sent a command: the parts of the session the commands need.
+struct Sender {
+    account: String,
+    username: String,
+    role: Role,
+    channel: String,
 }
 
 /// A channel with members.
@@ -197,6 +211,9 @@ impl Engine {
             next_request: 0,
             next_message: 0,
             shutting_down: false,
+            transfers: BTreeMap::new(),
+            next_transfer: 0,
+            clock: None,
             line: Vec::new(),
         }
     }
@@ -243,6 +260,7 @@ impl Engine {
     /// A client connected from `peer`. Returns its id; when the server is full (or shutting
     /// down) the connection is told why and closed at once.
     pub fn handle_connect(&mut self, peer: SocketAddr, now: Instant) -> ConnectionId {
+        self.clock = Some(now);
         let session = Session {
             peer,
             stage: Stage::AskAccount,
@@ -253,6 +271,7 @@ impl Engine {
             reading_paused: false,
             login_failures: 0,
             login_deadline: None,
+            upload: None,
         };
         let connection = self.sessions.insert(session);
         let from_address = self.connections_per_address.entry(peer.ip()).or_insert(0);
@@ -299,13 +318,45 @@ impl Engine {
             return;
         };
         session.framer.push(data);
+        self.clock = Some(now);
         self.process_input(connection, now);
         self.finish_input();
     }
 
     /// `bytes` of what was transmitted to `connection` have been written to it.
     pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
-        self.sessions.written(connection, bytes);
+        if self.sessions.written(connection, bytes) {
+            self.recipient_drained(connection);
+            self.finish_input();
+        }
+    }
+
+    /// The driver opened the server-side file of `transfer` (its size), or could not.
+    pub fn handle_file_opened(
+        &mut self,
+        transfer: TransferId,
+        result: Result<u64, FileError>,
+        now: Instant,
+    ) {
+        self.clock = Some(now);
+        self.on_file_opened(transfer, result);
+        self.finish_input();
+    }
+
+    /// Bytes read from the server-side file of `transfer`, after an [`Output::ReadFile`]:
+    /// at least one byte and at most the `max` asked for (fewer bytes than the file's
+    /// size before its end, or an empty read, ends the transfer as failed).
+    pub fn handle_file_data(&mut self, transfer: TransferId, data: &[u8], now: Instant) {
+        self.clock = Some(now);
+        self.on_file_data(transfer, data);
+        self.finish_input();
+    }
+
+    /// Reading the server-side file of `transfer` failed.
+    pub fn handle_file_failed(&mut self, transfer: TransferId, error: FileError, now: Instant) {
+        self.clock = Some(now);
+        self.on_file_failed(transfer, &error);
+        self.finish_input();
     }
 
     /// The peer closed `connection` (or it failed). The engine forgets it and tells its
@@ -320,6 +371,7 @@ impl Engine {
     /// The answer to store request `id`. Answers for unknown or finished requests, and
     /// answers that do not fit the request, are ignored (the latter logged).
     pub fn handle_store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
+        self.clock = Some(now);
         let Some(pending) = self.pending.remove(&id) else {
             if let StoreReply::Failed(error) = &reply {
                 tracing::warn!(request = %id, %error, "store request failed");
@@ -352,6 +404,7 @@ impl Engine {
 
     /// Time has come to `now`: login deadlines and flood control waits that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = Some(now);
         while let Some(&(at, connection, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -437,56 +490,82 @@ impl Engine {
         }
     }
 
-    /// Processes the lines `connection` has sent, in order, until none are left or the
-    /// connection must wait; then pauses or resumes reading to match.
+    /// Processes what `connection` has sent, in order (lines, or the raw bytes of an
+    /// upload), until nothing is left or the connection must wait; then pauses or resumes
+    /// reading to match.
     fn process_input(&mut self, connection: ConnectionId, now: Instant) {
         loop {
             let dropping = self.sessions.is_dropping(connection);
             let Some(session) = self.sessions.get_mut(connection) else {
                 return;
             };
-            if dropping || session.is_blocked() || session.framer.pending_frames() == 0 {
+            if dropping || session.is_blocked() {
+                break;
+            }
+            if session.upload.is_some() {
+                if self.pump_upload(connection) {
+                    continue;
+                }
+                break;
+            }
+            if session.framer.pending_frames() == 0 && session.framer.buffered_bytes() == 0 {
                 break;
             }
             let (rate, burst) = (self.config.flood_lines_per_second, self.config.flood_burst);
-            if let Err(retry_at) = session.flood.take(now, rate, burst) {
+            if session.framer.pending_frames() > 0
+                && let Err(retry_at) = session.flood.take(now, rate, burst)
+            {
                 session.throttled_until = Some(retry_at);
                 self.timers
                     .insert((retry_at, connection, Timer::FloodRetry));
                 break;
             }
             let mut line = std::mem::take(&mut self.line);
-            if let Some(frame) = session.framer.next_frame(&mut line) {
+            let frame = session.framer.next_frame(&mut line);
+            if let Some(frame) = frame {
                 self.on_frame(connection, frame, &line, now);
             }
             line.fill(0);
             self.line = line;
+            if frame.is_none() {
+                break;
+            }
         }
         self.apply_backpressure(connection);
     }
 
+    /// Reading pauses while the engine holds input it cannot process yet, and resumes when
+    /// it can; a connection holding more than the limits allow is closed for flooding.
     fn apply_backpressure(&mut self, connection: ConnectionId) {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
-        let held = session.framer.pending_frames();
-        if held > self.config.max_pending_lines {
-            tracing::info!(%connection, held, "closing a flooding connection");
+        let lines = if session.upload.is_some() {
+            0
+        } else {
+            session.framer.pending_frames()
+        };
+        let bytes = session.framer.buffered_bytes();
+        let max_lines = self.config.max_pending_lines;
+        let max_bytes = (max_lines + 2).saturating_mul(self.config.max_line_bytes + 2);
+        if lines > max_lines || bytes > max_bytes.max(self.config.transfer_window_bytes) {
+            tracing::info!(%connection, lines, bytes, "closing a flooding connection");
             self.error(
                 connection,
                 format_args!("too many lines at once; slow down"),
             );
             self.close(connection, CloseReason::Flood, Departure::Announced);
-        } else if held > 0 && !session.reading_paused {
-            session.reading_paused = true;
-            self.outbox
-                .outputs
-                .push_back(Output::PauseReading(connection));
-        } else if held == 0 && session.reading_paused {
-            session.reading_paused = false;
-            self.outbox
-                .outputs
-                .push_back(Output::ResumeReading(connection));
+            return;
+        }
+        let must_wait = bytes > 0 && session.is_blocked();
+        if must_wait != session.reading_paused {
+            session.reading_paused = must_wait;
+            let output = if must_wait {
+                Output::PauseReading(connection)
+            } else {
+                Output::ResumeReading(connection)
+            };
+            self.outbox.outputs.push_back(output);
         }
     }
 
@@ -531,6 +610,7 @@ impl Engine {
 
     /// Removes every trace of `connection` from the chat state.
     fn forget(&mut self, connection: ConnectionId, departure: Departure) -> Option<Session> {
+        self.end_transfers_of(connection);
         self.leave_channel(connection, departure);
         let session = self.sessions.remove(connection)?;
         if let Some(at) = session.login_deadline {

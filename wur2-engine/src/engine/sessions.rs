@@ -10,6 +10,8 @@ use crate::flood::FloodBucket;
 use crate::framer::LineFramer;
 use crate::ids::ConnectionId;
 
+use super::transfers::Upload;
+
 /// Where a connection is in the login flow, or who it is once logged in.
 #[derive(Debug)]
 pub(crate) enum Stage {
@@ -51,6 +53,8 @@ pub(crate) struct Session {
     pub(crate) login_failures: u32,
     /// Set until the login succeeds.
     pub(crate) login_deadline: Option<Instant>,
+    /// Raw bytes still owed after a `/send <user> <name> <size>` line.
+    pub(crate) upload: Option<Upload>,
 }
 
 impl Session {
@@ -63,7 +67,9 @@ impl Session {
 
     /// Whether input must wait (for the store or for flood control).
     pub(crate) fn is_blocked(&self) -> bool {
-        self.awaiting > 0 || self.throttled_until.is_some()
+        self.awaiting > 0
+            || self.throttled_until.is_some()
+            || self.upload.is_some_and(|upload| upload.stalled)
     }
 }
 
@@ -76,6 +82,8 @@ struct Slot {
     dropping: bool,
     /// Bytes handed out in `Transmit` and not yet reported written.
     queued_bytes: usize,
+    /// File transfers this connection receives (their senders wait for its writes).
+    receiving: u32,
     session: Option<Box<Session>>,
 }
 
@@ -111,6 +119,7 @@ impl Sessions {
         slot.session = Some(Box::new(session));
         slot.dropping = false;
         slot.queued_bytes = 0;
+        slot.receiving = 0;
         self.live += 1;
         ConnectionId((u64::from(slot.generation) << 32) | index as u64)
     }
@@ -149,10 +158,20 @@ impl Sessions {
         Delivery::Send
     }
 
-    /// `len` bytes queued for `id` were written.
-    pub(crate) fn written(&mut self, id: ConnectionId, len: usize) {
+    /// `len` bytes queued for `id` were written. Returns whether `id` receives a file
+    /// (whose sender may be waiting for exactly this).
+    pub(crate) fn written(&mut self, id: ConnectionId, len: usize) -> bool {
+        let Some(slot) = self.slot_mut(id) else {
+            return false;
+        };
+        slot.queued_bytes = slot.queued_bytes.saturating_sub(len);
+        slot.receiving > 0
+    }
+
+    /// One more (`1`) or one fewer (`-1`) file transfer received by `id`.
+    pub(crate) fn set_receiving(&mut self, id: ConnectionId, change: i32) {
         if let Some(slot) = self.slot_mut(id) {
-            slot.queued_bytes = slot.queued_bytes.saturating_sub(len);
+            slot.receiving = slot.receiving.saturating_add_signed(change);
         }
     }
 

@@ -1,14 +1,14 @@
 //! A small world for driving the engine in tests: fake clients that record what they
 //! receive, an in-memory store that answers at once or when told, and a virtual clock.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use wur2_engine::{
-    CloseReason, Config, ConnectionId, Engine, MessageId, Output, PendingMessage, RequestId, Role,
-    StoreError, StoreReply, StoreRequest, StoredMessage, username_key,
+    CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output, PendingMessage,
+    RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, username_key,
 };
 
 /// A password long enough for the default rules.
@@ -181,6 +181,10 @@ pub struct World {
     pub held: VecDeque<(RequestId, StoreRequest)>,
     /// Violations of driver-visible rules seen while draining.
     pub violations: Vec<String>,
+    /// The operator's files directory: path → contents.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Open server-side files: transfer → (path, offset).
+    pub open_files: BTreeMap<TransferId, (String, usize)>,
     next_port: u16,
 }
 
@@ -198,6 +202,8 @@ impl World {
             store_answers_at_once: true,
             held: VecDeque::new(),
             violations: Vec::new(),
+            files: BTreeMap::new(),
+            open_files: BTreeMap::new(),
             next_port: 10_000,
         }
     }
@@ -271,6 +277,35 @@ impl World {
                 Output::Broadcast { recipients, data } => {
                     for connection in recipients {
                         self.transmit(connection, &data);
+                    }
+                }
+                Output::OpenFile { transfer, path } => {
+                    let result = match self.files.get(&path) {
+                        Some(contents) => Ok(contents.len() as u64),
+                        None => Err(FileError::NotFound),
+                    };
+                    if result.is_ok() {
+                        self.open_files.insert(transfer, (path, 0));
+                    }
+                    self.engine.handle_file_opened(transfer, result, self.now);
+                }
+                Output::ReadFile { transfer, max } => {
+                    let Some((path, offset)) = self.open_files.get_mut(&transfer) else {
+                        self.violations
+                            .push(format!("read of a file never opened: {transfer}"));
+                        continue;
+                    };
+                    let contents = &self.files[path.as_str()];
+                    let start = (*offset).min(contents.len());
+                    let end = contents.len().min(start + max);
+                    let data = contents[start..end].to_vec();
+                    *offset = end;
+                    self.engine.handle_file_data(transfer, &data, self.now);
+                }
+                Output::CloseFile { transfer } => {
+                    if self.open_files.remove(&transfer).is_none() {
+                        self.violations
+                            .push(format!("close of a file not open: {transfer}"));
                     }
                 }
                 Output::Close {
@@ -359,4 +394,71 @@ impl World {
     pub fn is_closed(&self, connection: ConnectionId) -> bool {
         self.closed.contains_key(&connection)
     }
+}
+
+/// What a program rebuilds from a connection's byte stream: its text lines, and the bytes
+/// of every file (by transfer id) from the `[file <id> data|base64 <n>]` chunks.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub lines: Vec<String>,
+    pub files: BTreeMap<u64, Vec<u8>>,
+    /// Position of each chunk among the lines: (lines before it, transfer id).
+    pub chunk_positions: Vec<(usize, u64)>,
+}
+
+pub fn parse_received(mut bytes: &[u8]) -> Received {
+    let mut received = Received::default();
+    while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&bytes[..newline]).into_owned();
+        bytes = &bytes[newline + 1..];
+        let chunk = line
+            .strip_prefix("[file ")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .map(|rest| rest.split(' ').collect::<Vec<_>>());
+        if let Some([id, kind @ ("data" | "base64"), len]) = chunk.as_deref() {
+            let (id, len): (u64, usize) = (id.parse().unwrap(), len.parse().unwrap());
+            let data = if *kind == "data" {
+                let data = bytes[..len].to_vec();
+                assert_eq!(bytes[len], b'\n', "a data chunk ends with a line break");
+                bytes = &bytes[len + 1..];
+                data
+            } else {
+                let end = bytes.iter().position(|&b| b == b'\n').unwrap();
+                let data = decode_base64(&bytes[..end]);
+                bytes = &bytes[end + 1..];
+                data
+            };
+            assert_eq!(data.len(), len);
+            received.chunk_positions.push((received.lines.len(), id));
+            received
+                .files
+                .entry(id)
+                .or_default()
+                .extend_from_slice(&data);
+        } else {
+            received.lines.push(line);
+        }
+    }
+    received
+}
+
+fn decode_base64(text: &[u8]) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => 0,
+        }
+    };
+    let mut out = Vec::new();
+    for group in text.chunks(4) {
+        let n = group.iter().fold(0u32, |n, &c| (n << 6) | value(c));
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = 3 - group.iter().filter(|&&c| c == b'=').count();
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    out
 }

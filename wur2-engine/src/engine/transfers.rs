@@ -1,0 +1,540 @@
+//! File streaming between users: the transfer state machine, its limits and its
+//! backpressure.
+//!
+//! A transfer moves bytes from a source (the sender's own connection, right after its
+//! `/send` line, or a server-side file the driver reads for us) to one session of the
+//! recipient, in chunks. The engine never holds more than `transfer_window_bytes` unwritten
+//! for the recipient: past that the sender's connection stops being read (or no further
+//! file read is asked for) until the recipient catches up.
+
+use super::{Engine, Sender};
+use crate::file::{FileError, check_relative_path, is_valid_file_name};
+use crate::ids::{ConnectionId, TransferId};
+use crate::names::{is_valid_username, username_key};
+use crate::output::Output;
+use crate::sanitize::sanitize_text;
+use crate::store::{PrivateMessage, StoreRequest};
+use crate::wire;
+
+/// One running transfer.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    sender_account: String,
+    sender_name: String,
+    /// The connection that asked for the transfer.
+    requester: ConnectionId,
+    pub(super) recipient: ConnectionId,
+    recipient_name: String,
+    name: String,
+    size: u64,
+    remaining: u64,
+    pub(super) source: Source,
+}
+
+/// Where a transfer's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The sender's connection, raw bytes after the `/send` line.
+    Upload(ConnectionId),
+    /// A server-side file read by the driver.
+    File {
+        /// The driver answered the open (size known, both sides told).
+        opened: bool,
+        /// A `ReadFile` is out and unanswered.
+        reading: bool,
+    },
+}
+
+/// Raw bytes a connection still owes after its `/send` line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upload {
+    /// `None`: the transfer was refused or has ended; the bytes are read and dropped.
+    pub(crate) transfer: Option<TransferId>,
+    pub(crate) remaining: u64,
+    /// The recipient's window is full: wait for it.
+    pub(crate) stalled: bool,
+}
+
+impl Engine {
+    /// `/send <user> <name> <size>`: the next `size` bytes on this connection are the file,
+    /// whether or not the transfer can start (refused bytes are dropped, never read as
+    /// commands).
+    pub(super) fn start_upload(
+        &mut self,
+        connection: ConnectionId,
+        sender: &Sender,
+        to: &str,
+        name: &str,
+        size: u64,
+    ) {
+        if size > 0
+            && let Some(session) = self.sessions.get_mut(connection)
+        {
+            session.upload = Some(Upload {
+                transfer: None,
+                remaining: size,
+                stalled: false,
+            });
+        }
+        let refusal = if !is_valid_file_name(name) {
+            Some("file names are 1 to 255 bytes, without '/', '\\' or control characters".into())
+        } else if size > self.config.max_file_bytes {
+            Some(format!(
+                "file too large (max {} bytes)",
+                self.config.max_file_bytes
+            ))
+        } else {
+            self.check_new_transfer(sender, to).err()
+        };
+        if let Some(reason) = refusal {
+            let dropped = if size > 0 {
+                format!("; the {size} bytes that follow are discarded")
+            } else {
+                String::new()
+            };
+            return self.error(connection, format_args!("{reason}{dropped}"));
+        }
+        let id = self.new_transfer(connection, sender, to, name, Source::Upload(connection));
+        if let Some(upload) = self
+            .sessions
+            .get_mut(connection)
+            .and_then(|s| s.upload.as_mut())
+        {
+            upload.transfer = Some(id);
+        }
+        self.announce(id, size);
+    }
+
+    /// `/send <user> <path>`: a file from the operator's files directory.
+    pub(super) fn start_server_file(
+        &mut self,
+        connection: ConnectionId,
+        sender: &Sender,
+        to: &str,
+        path: &str,
+    ) {
+        if !self.config.server_files {
+            return self.error(
+                connection,
+                format_args!("server-side files are off on this server"),
+            );
+        }
+        if let Err(problem) = check_relative_path(path) {
+            return self.error(connection, format_args!("{problem}"));
+        }
+        if let Err(reason) = self.check_new_transfer(sender, to) {
+            return self.error(connection, format_args!("{reason}"));
+        }
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        let source = Source::File {
+            opened: false,
+            reading: false,
+        };
+        let transfer = self.new_transfer(connection, sender, to, &name, source);
+        self.outbox.outputs.push_back(Output::OpenFile {
+            transfer,
+            path: path.to_string(),
+        });
+    }
+
+    /// `/cancel <id>`, by the sender or the recipient.
+    pub(super) fn cancel_transfer(&mut self, connection: ConnectionId, sender: &Sender, id: u64) {
+        let id = TransferId(id);
+        let allowed = self.transfers.get(&id).is_some_and(|t| {
+            t.sender_account == sender.account || username_key(&t.recipient_name) == sender.account
+        });
+        if !allowed {
+            return self.error(connection, format_args!("no such transfer: {id}"));
+        }
+        self.end_transfer(id, Some(format!("cancelled by {}", sender.username)));
+    }
+
+    /// The driver opened (or could not open) a server-side file.
+    pub(super) fn on_file_opened(&mut self, id: TransferId, result: Result<u64, FileError>) {
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        if transfer.source
+            != (Source::File {
+                opened: false,
+                reading: false,
+            })
+        {
+            return;
+        }
+        let requester = transfer.requester;
+        let size = match result {
+            Ok(size) if size > self.config.max_file_bytes => {
+                let max = self.config.max_file_bytes;
+                self.outbox
+                    .outputs
+                    .push_back(Output::CloseFile { transfer: id });
+                self.drop_unannounced(id);
+                return self.error(requester, format_args!("file too large (max {max} bytes)"));
+            }
+            Ok(size) => size,
+            Err(error) => {
+                if let FileError::Io(detail) = &error {
+                    tracing::warn!(transfer = %id, %detail, "server-side file failed to open");
+                }
+                let message = match error {
+                    FileError::NotFound => "no such file in the files directory",
+                    FileError::NotAllowed => "that file may not be sent",
+                    FileError::Io(_) => "the file could not be read",
+                };
+                self.drop_unannounced(id);
+                return self.error(requester, format_args!("{message}"));
+            }
+        };
+        transfer.source = Source::File {
+            opened: true,
+            reading: false,
+        };
+        self.announce(id, size);
+        self.read_more(id);
+    }
+
+    /// Bytes the driver read from a server-side file.
+    pub(super) fn on_file_data(&mut self, id: TransferId, data: &[u8]) {
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let Source::File {
+            opened: true,
+            reading: true,
+        } = transfer.source
+        else {
+            return;
+        };
+        transfer.source = Source::File {
+            opened: true,
+            reading: false,
+        };
+        if data.is_empty() || data.len() as u64 > transfer.remaining {
+            return self.end_transfer(id, Some("the file changed while it was being sent".into()));
+        }
+        self.forward(id, data);
+        self.read_more(id);
+    }
+
+    /// Reading a server-side file failed.
+    pub(super) fn on_file_failed(&mut self, id: TransferId, error: &FileError) {
+        if self.transfers.contains_key(&id) {
+            tracing::warn!(transfer = %id, %error, "server-side file failed");
+            self.end_transfer(id, Some("the file could not be read".into()));
+        }
+    }
+
+    /// Moves raw bytes of `connection`'s upload into its transfer while the recipient's
+    /// window has room. Returns false when it must wait (for bytes or for room).
+    pub(super) fn pump_upload(&mut self, connection: ConnectionId) -> bool {
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return false;
+        };
+        let Some(upload) = session.upload else {
+            return false;
+        };
+        let buffered = session.framer.buffered_bytes() as u64;
+        if buffered == 0 {
+            return false;
+        }
+        let Some(id) = upload.transfer else {
+            // Refused or ended: drop what is owed.
+            let n = upload.remaining.min(buffered);
+            session.framer.take_raw(n as usize, &mut Vec::new());
+            session.upload = (n < upload.remaining).then_some(Upload {
+                remaining: upload.remaining - n,
+                ..upload
+            });
+            return true;
+        };
+        let room = self.window_room(id);
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return false;
+        };
+        if room == 0 {
+            if let Some(upload) = session.upload.as_mut() {
+                upload.stalled = true;
+            }
+            return false;
+        }
+        let limit = (room.min(self.config.transfer_chunk_bytes) as u64)
+            .min(upload.remaining)
+            .min(buffered) as usize;
+        let take = char_boundary(session.framer.peek(limit + 1), limit, upload.remaining);
+        let mut chunk = Vec::with_capacity(take);
+        session.framer.take_raw(take, &mut chunk);
+        if let Some(upload) = session.upload.as_mut() {
+            upload.remaining -= take as u64;
+        }
+        self.forward(id, &chunk);
+        true
+    }
+
+    /// The recipient `connection` wrote some of its queue: let waiting sources go on.
+    pub(super) fn recipient_drained(&mut self, connection: ConnectionId) {
+        let waiting: Vec<(TransferId, Source)> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.recipient == connection)
+            .map(|(id, t)| (*id, t.source))
+            .collect();
+        for (id, source) in waiting {
+            if self.window_room(id) == 0 {
+                continue;
+            }
+            match source {
+                Source::Upload(sender) => {
+                    let stalled = self
+                        .sessions
+                        .get_mut(sender)
+                        .and_then(|s| s.upload.as_mut())
+                        .filter(|u| u.stalled);
+                    if let Some(upload) = stalled {
+                        upload.stalled = false;
+                        let now = self.clock;
+                        if let Some(now) = now {
+                            self.process_input(sender, now);
+                        }
+                    }
+                }
+                Source::File {
+                    opened: true,
+                    reading: false,
+                } => self.read_more(id),
+                Source::File { .. } => {}
+            }
+        }
+    }
+
+    /// `connection` is going away: every transfer it takes part in ends.
+    pub(super) fn end_transfers_of(&mut self, connection: ConnectionId) {
+        let involved: Vec<(TransferId, &'static str)> = self
+            .transfers
+            .iter()
+            .filter_map(|(id, t)| {
+                if t.recipient == connection {
+                    Some((*id, "the recipient disconnected"))
+                } else if t.requester == connection || t.source == Source::Upload(connection) {
+                    Some((*id, "the sender disconnected"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in involved {
+            self.end_transfer_without(id, Some(reason.to_string()), Some(connection));
+        }
+    }
+
+    /// Ends a transfer: completed (`failure` is `None`) or cancelled, both sides told, the
+    /// outcome recorded in the history and the log.
+    pub(super) fn end_transfer(&mut self, id: TransferId, failure: Option<String>) {
+        self.end_transfer_without(id, failure, None);
+    }
+
+    /// [`Engine::end_transfer`], telling nothing to `departing` (a connection going away).
+    fn end_transfer_without(
+        &mut self,
+        id: TransferId,
+        failure: Option<String>,
+        departing: Option<ConnectionId>,
+    ) {
+        let Some(transfer) = self.transfers.remove(&id) else {
+            return;
+        };
+        self.sessions.set_receiving(transfer.recipient, -1);
+        match transfer.source {
+            Source::Upload(sender) => {
+                if let Some(session) = self.sessions.get_mut(sender)
+                    && let Some(upload) = session.upload.as_mut()
+                    && upload.transfer == Some(id)
+                {
+                    upload.transfer = None;
+                    upload.stalled = false;
+                    if upload.remaining == 0 {
+                        session.upload = None;
+                    }
+                }
+            }
+            Source::File { .. } => self
+                .outbox
+                .outputs
+                .push_back(Output::CloseFile { transfer: id }),
+        }
+        let (name, size) = (&transfer.name, transfer.size);
+        let outcome = match &failure {
+            None => {
+                let sent = wire::file_sent(id, name, &transfer.recipient_name);
+                self.send(transfer.requester, sent);
+                let received = wire::file_received(id, name, size, &transfer.sender_name);
+                self.send(transfer.recipient, received);
+                "completed".to_string()
+            }
+            Some(reason) => {
+                let notice = wire::file_cancelled(id, reason);
+                for side in [transfer.requester, transfer.recipient] {
+                    if Some(side) != departing {
+                        self.send(side, notice.clone());
+                    }
+                }
+                format!("cancelled ({reason})")
+            }
+        };
+        tracing::info!(
+            transfer = %id,
+            from = %transfer.sender_name,
+            to = %transfer.recipient_name,
+            file = %name,
+            size,
+            %outcome,
+            "file transfer ended"
+        );
+        let record = PrivateMessage {
+            id: self.next_message_id(),
+            sender: transfer.sender_name.clone(),
+            recipient: transfer.recipient_name.clone(),
+            text: format!("[file] {name} ({size} bytes): {outcome}"),
+            delivered: true,
+        };
+        self.request(StoreRequest::AppendPrivateMessage(record));
+    }
+
+    /// Whether `sender` may start a transfer to `to` now; the recipient's connection and
+    /// name if so.
+    fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), String> {
+        let key = username_key(to);
+        if !is_valid_username(to) || !self.accounts.contains_key(&key) {
+            return Err(format!("{} is not online", sanitize_text(to)));
+        }
+        if key == sender.account {
+            return Err("you cannot send a file to yourself".into());
+        }
+        let running = self
+            .transfers
+            .values()
+            .filter(|t| t.sender_account == sender.account)
+            .count();
+        let max = self.config.max_transfers_per_user;
+        if running >= max {
+            return Err(format!(
+                "you already have {max} transfers running; wait or /cancel one"
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_transfer(
+        &mut self,
+        requester: ConnectionId,
+        sender: &Sender,
+        to: &str,
+        name: &str,
+        source: Source,
+    ) -> TransferId {
+        self.next_transfer += 1;
+        let id = TransferId(self.next_transfer);
+        // `check_new_transfer` found the account online; its newest session receives.
+        let account = &self.accounts[&username_key(to)];
+        let recipient = *account.sessions.last().unwrap_or(&requester);
+        let transfer = Transfer {
+            sender_account: sender.account.clone(),
+            sender_name: sender.username.clone(),
+            requester,
+            recipient,
+            recipient_name: account.username.clone(),
+            name: name.to_string(),
+            size: 0,
+            remaining: 0,
+            source,
+        };
+        self.transfers.insert(id, transfer);
+        self.sessions.set_receiving(recipient, 1);
+        id
+    }
+
+    /// A server-side transfer that failed before anyone was told of it.
+    fn drop_unannounced(&mut self, id: TransferId) {
+        if let Some(transfer) = self.transfers.remove(&id) {
+            self.sessions.set_receiving(transfer.recipient, -1);
+        }
+    }
+
+    /// Both sides hear of the transfer; an empty file completes at once.
+    fn announce(&mut self, id: TransferId, size: u64) {
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        transfer.size = size;
+        transfer.remaining = size;
+        let offer = wire::file_offer(id, &transfer.sender_name, &transfer.name, size);
+        let sending = wire::file_sending(id, &transfer.name, size, &transfer.recipient_name);
+        let (requester, recipient) = (transfer.requester, transfer.recipient);
+        self.send(requester, sending);
+        self.send(recipient, offer);
+        if size == 0 {
+            self.end_transfer(id, None);
+        }
+    }
+
+    /// Sends one chunk to the recipient; the last one completes the transfer.
+    fn forward(&mut self, id: TransferId, data: &[u8]) {
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        transfer.remaining -= data.len() as u64;
+        let (recipient, done) = (transfer.recipient, transfer.remaining == 0);
+        self.send(recipient, wire::file_chunk(id, data));
+        if done {
+            self.end_transfer(id, None);
+        }
+    }
+
+    /// Asks the driver for the next piece of a server-side file, if there is room.
+    fn read_more(&mut self, id: TransferId) {
+        let room = self.window_room(id);
+        let chunk = self.config.transfer_chunk_bytes;
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        if room == 0 || transfer.remaining == 0 {
+            return;
+        }
+        let max = (room.min(chunk) as u64).min(transfer.remaining) as usize;
+        transfer.source = Source::File {
+            opened: true,
+            reading: true,
+        };
+        self.outbox
+            .outputs
+            .push_back(Output::ReadFile { transfer: id, max });
+    }
+
+    /// How many more bytes the recipient of `id` may have queued.
+    fn window_room(&self, id: TransferId) -> usize {
+        let Some(transfer) = self.transfers.get(&id) else {
+            return 0;
+        };
+        let queued = self.sessions.queued_bytes(transfer.recipient);
+        self.config.transfer_window_bytes.saturating_sub(queued)
+    }
+}
+
+/// How many of `limit` bytes to take so a chunk does not end inside a UTF-8 character when
+/// more of the file follows (text then reaches a terminal whole). `ahead` holds up to
+/// `limit + 1` upcoming bytes.
+fn char_boundary(ahead: &[u8], limit: usize, remaining: u64) -> usize {
+    if limit as u64 >= remaining || ahead.len() <= limit {
+        return limit;
+    }
+    let mut take = limit;
+    // Step back over at most 3 continuation bytes; binary data just takes `limit`.
+    while take > limit.saturating_sub(3) && take > 1 && ahead[take] & 0xC0 == 0x80 {
+        take -= 1;
+    }
+    if ahead[take] & 0xC0 == 0x80 {
+        limit
+    } else {
+        take
+    }
+}
