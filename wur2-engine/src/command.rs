@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use crate::store::{Password, Role};
+use crate::wire::Mode;
 
 /// One line from a client, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub enum Command {
     History(Option<usize>),
     /// `/ping [token]`: answered `PONG <token>` once everything before it is processed.
     Ping(String),
+    /// `/mode <text|json>`: how the server writes its lines to this connection.
+    Mode(Mode),
     /// `/close` (or `/quit`).
     Close,
     /// `/help`.
@@ -179,6 +182,14 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
             }
         }
         "ping" => Command::Ping(rest.to_string()),
+        "mode" => match one_word(rest, "/mode <text|json>")?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "text" => Command::Mode(Mode::Text),
+            "json" => Command::Mode(Mode::Json),
+            _ => return Err(ParseError::Usage("/mode <text|json>")),
+        },
         "close" | "quit" => Command::Close,
         "help" => Command::Help,
         "register" | "login" => {
@@ -263,6 +274,8 @@ impl Command {
             Command::History(Some(n)) => write!(line, "/history {n}"),
             Command::Ping(token) if token.is_empty() => write!(line, "/ping"),
             Command::Ping(token) => write!(line, "/ping {token}"),
+            Command::Mode(Mode::Text) => write!(line, "/mode text"),
+            Command::Mode(Mode::Json) => write!(line, "/mode json"),
             Command::Close => write!(line, "/close"),
             Command::Help => write!(line, "/help"),
             Command::Register { username, password } => {
@@ -410,6 +423,8 @@ mod tests {
             proptest::option::of(1usize..100_000).prop_map(Command::History),
             proptest::option::of(text()).prop_map(|t| Command::Ping(t.unwrap_or_default())),
             Just(Command::Close),
+            Just(Command::Mode(Mode::Json)),
+            Just(Command::Mode(Mode::Text)),
             Just(Command::Help),
             (word(), text()).prop_map(|(username, p)| Command::Register {
                 username,

@@ -1,6 +1,6 @@
 //! Every limit and knob of the engine, each with its default.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The engine's settings. Every limit the engine enforces is one field here.
 ///
@@ -68,6 +68,9 @@ pub struct Config {
     /// Whether the driver serves server-side files (`/send <user> <path>` from the
     /// operator's files directory). Off: that form answers that server-side files are off.
     pub server_files: bool,
+    /// Wall-clock time at one instant, so JSON lines can carry a timestamp (milliseconds
+    /// since the Unix epoch) without the engine reading a clock. `None`: no timestamps.
+    pub wall_clock: Option<WallClock>,
     /// The `origin` of every [`MessageId`](crate::MessageId) this engine makes. Give each
     /// engine run a different value (for example start time in nanoseconds mixed with the
     /// process id) so ids never repeat across restarts.
@@ -103,7 +106,17 @@ impl Default for Config {
             transfer_window_bytes: 256 * 1024,
             transfer_chunk_bytes: 16 * 1024,
             server_files: false,
+            wall_clock: None,
             message_id_origin: 0,
         }
     }
+}
+
+/// An instant and the wall-clock time at it, from the caller's clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// A monotonic instant.
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch at `at`.
+    pub unix_ms: i64,
 }

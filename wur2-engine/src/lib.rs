@@ -93,7 +93,7 @@ mod store;
 mod wire;
 
 pub use command::{Command, ParseError, parse_command};
-pub use config::Config;
+pub use config::{Config, WallClock};
 pub use engine::Engine;
 pub use file::{
     FileError, MAX_FILE_NAME_BYTES, MAX_FILE_PATH_BYTES, PathProblem, check_relative_path,
@@ -108,3 +108,4 @@ pub use store::{
     ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError, StoreReply,
     StoreRequest, StoredMessage, UnknownRole,
 };
+pub use wire::{ErrorCode, Mode};

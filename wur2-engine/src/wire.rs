@@ -1,63 +1,540 @@
-//! Every line the server sends, in one place: the text protocol of `docs/PROTOCOL.md`.
+//! Every line the server sends, in one place: the protocol of `docs/PROTOCOL.md`.
 //!
-//! Each function returns one complete line, `\n` included, ready to share between
-//! recipients. Names in lines are validated names; message text is sanitised before it
-//! gets here.
+//! A [`Line`] is what the server says, typed; it renders as a text line (for people and
+//! scripts) or as one JSON object (for programs that switched to JSON mode). A broadcast is
+//! rendered at most once per mode, however many recipients it has. Names in lines are
+//! validated names; message text is sanitised before it gets here.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 
 use bytes::Bytes;
+use serde_json::{Value, json};
 
-use crate::ids::TransferId;
+use crate::ids::{MessageId, TransferId};
 use crate::store::Role;
 
-/// Builds one `\n`-terminated line.
-fn line(args: std::fmt::Arguments<'_>) -> Bytes {
-    let mut text = String::with_capacity(64);
-    // Writing to a String cannot fail.
-    let _ = text.write_fmt(args);
-    text.push('\n');
-    Bytes::from(text)
+/// How a connection wants server lines: readable text (the default) or JSON objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One human-readable line per message.
+    #[default]
+    Text,
+    /// One JSON object per line (JSON lines).
+    Json,
 }
 
-macro_rules! line {
-    ($($arg:tt)*) => { line(format_args!($($arg)*)) };
+/// The stable code of every error a client can get; JSON mode sends it as `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A line over `max_line_bytes`.
+    LineTooLong,
+    /// A line that is not UTF-8.
+    InvalidUtf8,
+    /// Chat or private message text over `max_message_bytes`.
+    MessageTooLong,
+    /// Too many lines waiting; the connection closes.
+    Flooding,
+    /// No login within `login_timeout`; the connection closes.
+    LoginTimeout,
+    /// Too many failed logins on this connection; it closes.
+    TooManyLoginFailures,
+    /// Too many failed logins for this account or address; try later.
+    LockedOut,
+    /// The server is full.
+    ServerFull,
+    /// Too many connections from this address.
+    TooManyConnections,
+    /// A username that breaks the rules.
+    InvalidUsername,
+    /// A password that breaks the length rules.
+    InvalidPassword,
+    /// Registration with a name already taken.
+    UsernameTaken,
+    /// Wrong password or unknown user (the same for both).
+    InvalidCredentials,
+    /// The server is busy; try again.
+    Busy,
+    /// Storage failed; try again later.
+    StorageUnavailable,
+    /// No command has this name.
+    UnknownCommand,
+    /// A command with wrong arguments.
+    Usage,
+    /// A command that needs a login, before login.
+    NotLoggedIn,
+    /// `/login` or `/register` after login.
+    AlreadyLoggedIn,
+    /// No account has this name.
+    NoSuchUser,
+    /// The user is not online.
+    NotOnline,
+    /// A channel name that breaks the rules.
+    InvalidChannel,
+    /// Your role does not allow this.
+    Forbidden,
+    /// Kicking yourself.
+    CannotKickSelf,
+    /// A file over `max_file_bytes`.
+    FileTooLarge,
+    /// A file name that breaks the rules.
+    InvalidFileName,
+    /// Server-side files are off.
+    FilesOff,
+    /// A server-side path that breaks the rules.
+    InvalidPath,
+    /// No such server-side file.
+    NoSuchFile,
+    /// A server-side file that may not be sent.
+    FileNotAllowed,
+    /// A server-side file that could not be read.
+    FileUnreadable,
+    /// Too many transfers running.
+    TooManyTransfers,
+    /// No such transfer (or not yours).
+    NoSuchTransfer,
+    /// Sending a file to yourself.
+    CannotSendToSelf,
 }
 
-pub(crate) fn text(message: &str) -> Bytes {
-    line!("{message}")
+impl ErrorCode {
+    /// The code as sent in JSON mode, e.g. `line_too_long`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::MessageTooLong => "message_too_long",
+            ErrorCode::Flooding => "flooding",
+            ErrorCode::LoginTimeout => "login_timeout",
+            ErrorCode::TooManyLoginFailures => "too_many_login_failures",
+            ErrorCode::LockedOut => "locked_out",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::InvalidPassword => "invalid_password",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Busy => "busy",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::Usage => "usage",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::NotOnline => "not_online",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CannotKickSelf => "cannot_kick_self",
+            ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::InvalidFileName => "invalid_file_name",
+            ErrorCode::FilesOff => "files_off",
+            ErrorCode::InvalidPath => "invalid_path",
+            ErrorCode::NoSuchFile => "no_such_file",
+            ErrorCode::FileNotAllowed => "file_not_allowed",
+            ErrorCode::FileUnreadable => "file_unreadable",
+            ErrorCode::TooManyTransfers => "too_many_transfers",
+            ErrorCode::NoSuchTransfer => "no_such_transfer",
+            ErrorCode::CannotSendToSelf => "cannot_send_to_self",
+        }
+    }
 }
 
-pub(crate) fn error(message: std::fmt::Arguments<'_>) -> Bytes {
-    line!("Error: {message}")
+/// A question of the interactive login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prompt {
+    Account,
+    Username,
+    Password,
 }
 
-pub(crate) fn ask_account() -> Bytes {
-    Bytes::from_static(b"Do you have an account? (y/n)\n")
+/// Everything the server says.
+#[derive(Debug, Clone)]
+pub(crate) enum Line<'a> {
+    /// A plain notice (banner, hints) with no structure of its own.
+    Info(&'a str),
+    Prompt(Prompt),
+    Welcome {
+        user: &'a str,
+        role: Role,
+        new: bool,
+    },
+    InChannel {
+        channel: &'a str,
+    },
+    Chat {
+        channel: &'a str,
+        user: &'a str,
+        text: &'a str,
+        id: MessageId,
+    },
+    Direct {
+        from: &'a str,
+        text: &'a str,
+        id: MessageId,
+    },
+    OfflineDirect {
+        from: &'a str,
+        text: &'a str,
+        sent_at: i64,
+        id: MessageId,
+    },
+    History {
+        channel: &'a str,
+        from: &'a str,
+        text: &'a str,
+        sent_at: i64,
+    },
+    StoredForLater {
+        to: &'a str,
+    },
+    Joined {
+        user: &'a str,
+        channel: &'a str,
+    },
+    Left {
+        user: &'a str,
+        channel: &'a str,
+    },
+    Switched {
+        from: &'a str,
+        to: &'a str,
+    },
+    Kicked {
+        by: &'a str,
+        reason: &'a str,
+    },
+    KickNotice {
+        user: &'a str,
+        by: &'a str,
+        reason: &'a str,
+    },
+    KickDone {
+        user: &'a str,
+    },
+    YourRole {
+        role: Role,
+    },
+    RoleSet {
+        user: &'a str,
+        role: Role,
+    },
+    RoleChanged {
+        role: Role,
+        by: &'a str,
+    },
+    Users(Vec<&'a str>),
+    Channels(Vec<(&'a str, usize)>),
+    Profile {
+        user: &'a str,
+        channel: &'a str,
+        role: Role,
+    },
+    Pong(&'a str),
+    Goodbye,
+    ShuttingDown,
+    Help(Option<Role>),
+    ModeSet(Mode),
+    FileOffer {
+        id: TransferId,
+        from: &'a str,
+        name: &'a str,
+        size: u64,
+    },
+    FileSending {
+        id: TransferId,
+        to: &'a str,
+        name: &'a str,
+        size: u64,
+    },
+    FileChunk {
+        id: TransferId,
+        data: &'a [u8],
+    },
+    FileReceived {
+        id: TransferId,
+        name: &'a str,
+        size: u64,
+        from: &'a str,
+    },
+    FileSent {
+        id: TransferId,
+        name: &'a str,
+        to: &'a str,
+    },
+    FileCancelled {
+        id: TransferId,
+        reason: &'a str,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
-pub(crate) fn ask_username() -> Bytes {
-    Bytes::from_static(b"Enter username:\n")
+impl Line<'_> {
+    /// The line in `mode`; `unix_ms` stamps JSON objects when the wall clock is known.
+    pub(crate) fn render(&self, mode: Mode, unix_ms: Option<i64>) -> Bytes {
+        match mode {
+            Mode::Text => self.text(),
+            Mode::Json => self.json(unix_ms),
+        }
+    }
+
+    /// The human-readable form, `\n` included.
+    pub(crate) fn text(&self) -> Bytes {
+        if let Line::Chat {
+            channel,
+            user,
+            text,
+            ..
+        } = self
+        {
+            return chat_text(channel, user, text);
+        }
+        if let Line::FileChunk { id, data } = self {
+            return file_chunk_text(*id, data);
+        }
+        let mut out = String::with_capacity(64);
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Line::Info(text) => write!(out, "{text}"),
+            Line::Prompt(Prompt::Account) => write!(out, "Do you have an account? (y/n)"),
+            Line::Prompt(Prompt::Username) => write!(out, "Enter username:"),
+            Line::Prompt(Prompt::Password) => write!(out, "Enter password:"),
+            Line::Welcome {
+                user, new: true, ..
+            } => write!(out, "Welcome {user}!"),
+            Line::Welcome {
+                user, new: false, ..
+            } => write!(out, "Welcome back {user}!"),
+            Line::InChannel { channel } => write!(out, "You are in {channel}"),
+            Line::Chat { .. } | Line::FileChunk { .. } => Ok(()),
+            Line::Direct { from, text, .. } => write!(out, "[DM] {from}: {text}"),
+            Line::OfflineDirect {
+                from,
+                text,
+                sent_at,
+                ..
+            } => {
+                write!(out, "[offline DM {}] {from}: {text}", Timestamp(*sent_at))
+            }
+            Line::History {
+                channel,
+                from,
+                text,
+                sent_at,
+            } => {
+                write!(
+                    out,
+                    "[history {}] [{channel}] {from}: {text}",
+                    Timestamp(*sent_at)
+                )
+            }
+            Line::StoredForLater { to } => write!(
+                out,
+                "{to} is offline; the message will be delivered at their next login."
+            ),
+            Line::Joined { user, channel } => write!(out, "* {user} joined {channel}"),
+            Line::Left { user, channel } => write!(out, "* {user} left {channel}"),
+            Line::Switched { from, to } => write!(out, "Switched from {from} to {to}"),
+            Line::Kicked { by, reason } => write!(out, "You were kicked by {by}: {reason}"),
+            Line::KickNotice { user, by, reason } => {
+                write!(out, "* {user} was kicked by {by}: {reason}")
+            }
+            Line::KickDone { user } => write!(out, "You kicked {user}."),
+            Line::YourRole { role } => write!(out, "Your role is {role}"),
+            Line::RoleSet { user, role } => write!(out, "{user} is now {role}"),
+            Line::RoleChanged { role, by } => write!(out, "Your role is now {role} (set by {by})"),
+            Line::Users(names) => write!(out, "Connected users: {}", names.join(", ")),
+            Line::Channels(channels) => {
+                out.push_str("Channels: ");
+                for (i, (name, members)) in channels.iter().enumerate() {
+                    let separator = if i > 0 { ", " } else { "" };
+                    let _ = write!(out, "{separator}{name} ({members})");
+                }
+                Ok(())
+            }
+            Line::Profile {
+                user,
+                channel,
+                role,
+            } => {
+                write!(out, "Username: {user} | Channel: {channel} | Role: {role}")
+            }
+            Line::Pong("") => write!(out, "PONG"),
+            Line::Pong(token) => write!(out, "PONG {token}"),
+            Line::Goodbye => write!(out, "Goodbye!"),
+            Line::ShuttingDown => write!(out, "Server is shutting down. Goodbye!"),
+            Line::Help(role) => write!(out, "{}", help_text(*role)),
+            Line::ModeSet(Mode::Text) => write!(out, "Mode: text"),
+            Line::ModeSet(Mode::Json) => write!(out, "Mode: json"),
+            Line::FileOffer {
+                id,
+                from,
+                name,
+                size,
+            } => {
+                write!(out, "[file {id}] {from} is sending {name} ({size} bytes)")
+            }
+            Line::FileSending { id, to, name, size } => {
+                write!(out, "[file {id}] sending {name} ({size} bytes) to {to}")
+            }
+            Line::FileReceived {
+                id,
+                name,
+                size,
+                from,
+            } => {
+                write!(out, "[file {id} done] {name} ({size} bytes) from {from}")
+            }
+            Line::FileSent { id, name, to } => write!(out, "[file {id} done] {name} sent to {to}"),
+            Line::FileCancelled { id, reason } => write!(out, "[file {id} cancelled] {reason}"),
+            Line::Error { message, .. } => write!(out, "Error: {message}"),
+        };
+        out.push('\n');
+        Bytes::from(out)
+    }
+
+    /// The JSON-lines form: one object with a `type`, `\n` included.
+    pub(crate) fn json(&self, unix_ms: Option<i64>) -> Bytes {
+        let mut value = match self {
+            Line::Info(text) => json!({"type": "info", "text": text}),
+            Line::Prompt(prompt) => {
+                let prompt = match prompt {
+                    Prompt::Account => "account",
+                    Prompt::Username => "username",
+                    Prompt::Password => "password",
+                };
+                json!({"type": "prompt", "prompt": prompt})
+            }
+            Line::Welcome { user, role, new } => {
+                json!({"type": "welcome", "user": user, "role": role.as_str(), "new": new})
+            }
+            Line::InChannel { channel } => json!({"type": "channel", "channel": channel}),
+            Line::Chat {
+                channel,
+                user,
+                text,
+                id,
+            } => json!({
+                "type": "message", "channel": channel, "from": user, "text": text,
+                "id": id.to_string()
+            }),
+            Line::Direct { from, text, id } => {
+                json!({"type": "dm", "from": from, "text": text, "id": id.to_string()})
+            }
+            Line::OfflineDirect {
+                from,
+                text,
+                sent_at,
+                id,
+            } => json!({
+                "type": "dm", "from": from, "text": text, "id": id.to_string(),
+                "offline": true, "sent_at": sent_at
+            }),
+            Line::History {
+                channel,
+                from,
+                text,
+                sent_at,
+            } => json!({
+                "type": "history", "channel": channel, "from": from, "text": text,
+                "sent_at": sent_at
+            }),
+            Line::StoredForLater { to } => json!({"type": "dm_stored", "to": to}),
+            Line::Joined { user, channel } => {
+                json!({"type": "join", "user": user, "channel": channel})
+            }
+            Line::Left { user, channel } => {
+                json!({"type": "part", "user": user, "channel": channel})
+            }
+            Line::Switched { from, to } => json!({"type": "switched", "from": from, "to": to}),
+            Line::Kicked { by, reason } => {
+                json!({"type": "kicked", "by": by, "reason": reason})
+            }
+            Line::KickNotice { user, by, reason } => {
+                json!({"type": "kick", "user": user, "by": by, "reason": reason})
+            }
+            Line::KickDone { user } => json!({"type": "kick_done", "user": user}),
+            Line::YourRole { role } => json!({"type": "role", "role": role.as_str()}),
+            Line::RoleSet { user, role } => {
+                json!({"type": "role_set", "user": user, "role": role.as_str()})
+            }
+            Line::RoleChanged { role, by } => {
+                json!({"type": "role", "role": role.as_str(), "by": by})
+            }
+            Line::Users(names) => json!({"type": "list", "users": names}),
+            Line::Channels(channels) => {
+                let channels: Vec<Value> = channels
+                    .iter()
+                    .map(|(name, members)| json!({"name": name, "members": members}))
+                    .collect();
+                json!({"type": "channels", "channels": channels})
+            }
+            Line::Profile {
+                user,
+                channel,
+                role,
+            } => json!({
+                "type": "profile", "user": user, "channel": channel, "role": role.as_str()
+            }),
+            Line::Pong(token) => json!({"type": "pong", "token": token}),
+            Line::Goodbye => json!({"type": "goodbye"}),
+            Line::ShuttingDown => json!({"type": "shutdown"}),
+            Line::Help(role) => json!({"type": "help", "commands": help_commands(*role)}),
+            Line::ModeSet(mode) => {
+                let mode = if *mode == Mode::Json { "json" } else { "text" };
+                json!({"type": "mode", "mode": mode})
+            }
+            Line::FileOffer {
+                id,
+                from,
+                name,
+                size,
+            } => json!({
+                "type": "file_offer", "id": id.0, "from": from, "name": name, "size": size
+            }),
+            Line::FileSending { id, to, name, size } => json!({
+                "type": "file_sending", "id": id.0, "to": to, "name": name, "size": size
+            }),
+            Line::FileChunk { id, data } => {
+                let mut encoded = Vec::with_capacity(data.len() * 4 / 3 + 4);
+                base64_into(data, &mut encoded);
+                let encoded = String::from_utf8_lossy(&encoded);
+                json!({"type": "file_chunk", "id": id.0, "data": encoded})
+            }
+            Line::FileReceived {
+                id,
+                name,
+                size,
+                from,
+            } => json!({
+                "type": "file_done", "id": id.0, "name": name, "size": size, "from": from
+            }),
+            Line::FileSent { id, name, to } => {
+                json!({"type": "file_done", "id": id.0, "name": name, "to": to})
+            }
+            Line::FileCancelled { id, reason } => {
+                json!({"type": "file_cancelled", "id": id.0, "reason": reason})
+            }
+            Line::Error { code, message } => {
+                json!({"type": "error", "code": code.as_str(), "message": message})
+            }
+        };
+        if let (Some(ts), Value::Object(object)) = (unix_ms, &mut value) {
+            object.insert("ts".into(), ts.into());
+        }
+        let mut out = Vec::with_capacity(96);
+        // Serialising a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &value);
+        out.push(b'\n');
+        Bytes::from(out)
+    }
 }
 
-pub(crate) fn ask_password() -> Bytes {
-    Bytes::from_static(b"Enter password:\n")
-}
-
-pub(crate) fn welcome_new(user: &str) -> Bytes {
-    line!("Welcome {user}!")
-}
-
-pub(crate) fn welcome_back(user: &str) -> Bytes {
-    line!("Welcome back {user}!")
-}
-
-pub(crate) fn invalid_credentials() -> Bytes {
-    Bytes::from_static(b"Error: invalid username or password\n")
-}
-
-/// One chat message to a channel, encoded once for every member.
-pub(crate) fn chat(channel: &str, user: &str, text: &str) -> Bytes {
+/// One chat message to a channel, encoded once for every text-mode member.
+fn chat_text(channel: &str, user: &str, text: &str) -> Bytes {
     let mut buf = Vec::with_capacity(channel.len() + user.len() + text.len() + 6);
     buf.push(b'[');
     buf.extend_from_slice(channel.as_bytes());
@@ -69,176 +546,14 @@ pub(crate) fn chat(channel: &str, user: &str, text: &str) -> Bytes {
     Bytes::from(buf)
 }
 
-pub(crate) fn direct(sender: &str, text: &str) -> Bytes {
-    line!("[DM] {sender}: {text}")
-}
-
-pub(crate) fn offline_direct(sender: &str, text: &str, sent_at_unix_ms: i64) -> Bytes {
-    line!(
-        "[offline DM {}] {sender}: {text}",
-        Timestamp(sent_at_unix_ms)
-    )
-}
-
-pub(crate) fn history(channel: &str, sender: &str, text: &str, sent_at_unix_ms: i64) -> Bytes {
-    line!(
-        "[history {}] [{channel}] {sender}: {text}",
-        Timestamp(sent_at_unix_ms)
-    )
-}
-
-pub(crate) fn stored_for_later(recipient: &str) -> Bytes {
-    line!("{recipient} is offline; the message will be delivered at their next login.")
-}
-
-pub(crate) fn joined(user: &str, channel: &str) -> Bytes {
-    line!("* {user} joined {channel}")
-}
-
-pub(crate) fn left(user: &str, channel: &str) -> Bytes {
-    line!("* {user} left {channel}")
-}
-
-pub(crate) fn switched(from: &str, to: &str) -> Bytes {
-    line!("Switched from {from} to {to}")
-}
-
-pub(crate) fn now_in(channel: &str) -> Bytes {
-    line!("You are in {channel}")
-}
-
-pub(crate) fn kicked_you(by: &str, reason: &str) -> Bytes {
-    line!("You were kicked by {by}: {reason}")
-}
-
-pub(crate) fn kicked_notice(user: &str, by: &str, reason: &str) -> Bytes {
-    line!("* {user} was kicked by {by}: {reason}")
-}
-
-pub(crate) fn kick_done(user: &str) -> Bytes {
-    line!("You kicked {user}.")
-}
-
-pub(crate) fn your_role(role: Role) -> Bytes {
-    line!("Your role is {role}")
-}
-
-pub(crate) fn role_set(user: &str, role: Role) -> Bytes {
-    line!("{user} is now {role}")
-}
-
-pub(crate) fn role_changed(role: Role, by: &str) -> Bytes {
-    line!("Your role is now {role} (set by {by})")
-}
-
-pub(crate) fn users<'a>(names: impl Iterator<Item = &'a str>) -> Bytes {
-    let mut text = String::from("Connected users: ");
-    join_into(&mut text, names);
-    text.push('\n');
-    Bytes::from(text)
-}
-
-pub(crate) fn channels<'a>(entries: impl Iterator<Item = (&'a str, usize)>) -> Bytes {
-    let mut text = String::from("Channels: ");
-    let mut first = true;
-    for (name, members) in entries {
-        if !first {
-            text.push_str(", ");
-        }
-        first = false;
-        let _ = write!(text, "{name} ({members})");
-    }
-    text.push('\n');
-    Bytes::from(text)
-}
-
-pub(crate) fn profile(user: &str, channel: &str, role: Role) -> Bytes {
-    line!("Username: {user} | Channel: {channel} | Role: {role}")
-}
-
-pub(crate) fn pong(token: &str) -> Bytes {
-    if token.is_empty() {
-        Bytes::from_static(b"PONG\n")
-    } else {
-        line!("PONG {token}")
-    }
-}
-
-pub(crate) fn goodbye() -> Bytes {
-    Bytes::from_static(b"Goodbye!\n")
-}
-
-pub(crate) fn shutting_down() -> Bytes {
-    Bytes::from_static(b"Server is shutting down. Goodbye!\n")
-}
-
-/// The command list, for one role (or before login when `role` is `None`).
-pub(crate) fn help(role: Option<Role>) -> Bytes {
-    let mut text = String::from("Commands:\n");
-    let Some(role) = role else {
-        text.push_str(
-            "  /register <user> <password>  create an account\n\
-             \x20 /login <user> <password>     log in\n\
-             \x20 /ping [token]                answered PONG [token]\n\
-             \x20 /close                       leave\n",
-        );
-        return Bytes::from(text);
-    };
-    text.push_str(
-        "  <text>                 message your channel\n\
-         \x20 /msg <user> <text>     private message (kept for offline users)\n\
-         \x20 /join <channel>        switch channel\n\
-         \x20 /list                  users online\n\
-         \x20 /channels              channels and member counts\n\
-         \x20 /profile               your name, channel and role\n\
-         \x20 /history [n]           the channel's last n messages\n\
-         \x20 /send <user> <name> <size>  send a file: the <size> bytes follow the line\n\
-         \x20 /send <user> <path>    send a file from the server's files directory\n\
-         \x20 /cancel <id>           stop a file transfer\n\
-         \x20 /role                  your role\n",
-    );
-    if role >= Role::Mod {
-        text.push_str("  /kick <user> [reason]  close every session of a user\n");
-    }
-    if role == Role::Admin {
-        text.push_str("  /role <user> <role>    set a role: user, mod or admin\n");
-    }
-    text.push_str(
-        "  /ping [token]          answered PONG [token]\n\
-         \x20 /close                 leave\n\
-         \x20 /help                  this list\n",
-    );
-    Bytes::from(text)
-}
-
-pub(crate) fn file_offer(id: TransferId, sender: &str, name: &str, size: u64) -> Bytes {
-    line!("[file {id}] {sender} is sending {name} ({size} bytes)")
-}
-
-pub(crate) fn file_sending(id: TransferId, name: &str, size: u64, to: &str) -> Bytes {
-    line!("[file {id}] sending {name} ({size} bytes) to {to}")
-}
-
-pub(crate) fn file_received(id: TransferId, name: &str, size: u64, from: &str) -> Bytes {
-    line!("[file {id} done] {name} ({size} bytes) from {from}")
-}
-
-pub(crate) fn file_sent(id: TransferId, name: &str, to: &str) -> Bytes {
-    line!("[file {id} done] {name} sent to {to}")
-}
-
-pub(crate) fn file_cancelled(id: TransferId, reason: &str) -> Bytes {
-    line!("[file {id} cancelled] {reason}")
-}
-
 /// One piece of a file: `[file <id> data <n>]`, a line break, exactly `n` raw bytes and a
 /// line break when the bytes are safe to show on a terminal (text); otherwise
 /// `[file <id> base64 <n>]` and one line of standard base64 that decodes to the `n` bytes.
-pub(crate) fn file_chunk(id: TransferId, data: &[u8]) -> Bytes {
+fn file_chunk_text(id: TransferId, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() * 4 / 3 + 40);
     let safe = is_terminal_safe(data);
     let kind = if safe { "data" } else { "base64" };
-    let _ = writeln!(Buffer(&mut out), "[file {id} {kind} {}]", data.len());
+    let _ = writeln!(out, "[file {id} {kind} {}]", data.len());
     if safe {
         out.extend_from_slice(data);
     } else {
@@ -246,6 +561,68 @@ pub(crate) fn file_chunk(id: TransferId, data: &[u8]) -> Bytes {
     }
     out.push(b'\n');
     Bytes::from(out)
+}
+
+/// The commands one role may use (`None`: before login), as `(usage, what it does)`.
+fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
+    let Some(role) = role else {
+        return vec![
+            ("/register <user> <password>", "create an account"),
+            ("/login <user> <password>", "log in"),
+            ("/mode <text|json>", "how the server writes its lines"),
+            ("/ping [token]", "answered PONG [token]"),
+            ("/close", "leave"),
+        ];
+    };
+    let mut commands = vec![
+        ("<text>", "message your channel"),
+        (
+            "/msg <user> <text>",
+            "private message (kept for offline users)",
+        ),
+        ("/join <channel>", "switch channel"),
+        ("/list", "users online"),
+        ("/channels", "channels and member counts"),
+        ("/profile", "your name, channel and role"),
+        ("/history [n]", "the channel's last n messages"),
+        (
+            "/send <user> <name> <size>",
+            "send a file: the <size> bytes follow the line",
+        ),
+        (
+            "/send <user> <path>",
+            "send a file from the server's files directory",
+        ),
+        ("/cancel <id>", "stop a file transfer"),
+        ("/role", "your role"),
+    ];
+    if role >= Role::Mod {
+        commands.push(("/kick <user> [reason]", "close every session of a user"));
+    }
+    if role == Role::Admin {
+        commands.push(("/role <user> <role>", "set a role: user, mod or admin"));
+    }
+    commands.extend([
+        ("/mode <text|json>", "how the server writes its lines"),
+        ("/ping [token]", "answered PONG [token]"),
+        ("/close", "leave"),
+        ("/help", "this list"),
+    ]);
+    commands
+}
+
+fn help_text(role: Option<Role>) -> String {
+    let commands = help_commands(role);
+    let width = commands
+        .iter()
+        .map(|(usage, _)| usage.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from("Commands:");
+    for (usage, what) in commands {
+        let _ = write!(text, "\n  {usage:width$}  {what}");
+    }
+    text
 }
 
 /// Text a terminal shows as text: UTF-8 (a character cut at the very end is fine) with no
@@ -290,25 +667,6 @@ fn base64_into(data: &[u8], out: &mut Vec<u8>) {
         } else {
             b'='
         });
-    }
-}
-
-/// `fmt::Write` into a byte vector.
-struct Buffer<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Buffer<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-fn join_into<'a>(text: &mut String, names: impl Iterator<Item = &'a str>) {
-    for (i, name) in names.enumerate() {
-        if i > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(name);
     }
 }
 
@@ -380,22 +738,50 @@ mod tests {
     fn text_chunks_are_sent_raw_and_binary_chunks_as_base64() {
         let id = TransferId(3);
         assert_eq!(
-            &file_chunk(id, b"hi\nthere\n")[..],
+            &file_chunk_text(id, b"hi\nthere\n")[..],
             b"[file 3 data 9]\nhi\nthere\n\n"
         );
         assert_eq!(
-            &file_chunk(id, b"\x1b[2J")[..],
+            &file_chunk_text(id, b"\x1b[2J")[..],
             b"[file 3 base64 4]\nG1sySg==\n"
         );
         assert_eq!(
-            &file_chunk(id, &[0xc3])[..],
+            &file_chunk_text(id, &[0xc3])[..],
             b"[file 3 data 1]\n\xc3\n",
             "cut character"
         );
     }
 
     #[test]
+    fn json_lines_carry_a_type_the_fields_and_a_timestamp() {
+        let id = MessageId {
+            origin: 1,
+            sequence: 2,
+        };
+        let line = Line::Chat {
+            channel: "Global",
+            user: "al",
+            text: "hi \"there\"",
+            id,
+        };
+        let value: Value = serde_json::from_slice(&line.json(Some(1000))).unwrap();
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["text"], "hi \"there\"");
+        assert_eq!(value["id"], "00000000000000010000000000000002");
+        assert_eq!(value["ts"], 1000);
+        let error = Line::Error {
+            code: ErrorCode::NoSuchUser,
+            message: "no such user: x".into(),
+        };
+        let value: Value = serde_json::from_slice(&error.json(None)).unwrap();
+        assert_eq!(
+            (value["code"].as_str(), value.get("ts")),
+            (Some("no_such_user"), None)
+        );
+    }
+
+    #[test]
     fn chat_lines_have_the_seed_format() {
-        assert_eq!(&chat("Global", "al", "hi")[..], b"[Global] al: hi\n");
+        assert_eq!(&chat_text("Global", "al", "hi")[..], b"[Global] al: hi\n");
     }
 }

@@ -8,7 +8,7 @@ use crate::names::{channel_key, is_valid_channel_name, is_valid_username, userna
 use crate::output::CloseReason;
 use crate::sanitize::sanitize_text;
 use crate::store::{ChannelMessage, PrivateMessage, Role, StoreError, StoreReply, StoreRequest};
-use crate::wire;
+use crate::wire::{ErrorCode, Line};
 
 impl Engine {
     /// A line from a logged-in connection.
@@ -20,11 +20,12 @@ impl Engine {
                 let name = sanitize_text(&name);
                 return self.error(
                     connection,
+                    ErrorCode::UnknownCommand,
                     format_args!("unknown command /{name}; type /help for the list"),
                 );
             }
             Err(ParseError::Usage(usage)) => {
-                return self.error(connection, format_args!("usage: {usage}"));
+                return self.error(connection, ErrorCode::Usage, format_args!("usage: {usage}"));
             }
         };
         if let Command::Say(text) = &command {
@@ -45,23 +46,39 @@ impl Engine {
             }
             Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
-                let names = self.accounts.values().map(|a| a.username.as_str());
-                let line = wire::users(names);
-                self.send(connection, line);
+                let names = self
+                    .accounts
+                    .values()
+                    .map(|a| a.username.as_str())
+                    .collect();
+                let now = self.clock;
+                self.outbox
+                    .send(&mut self.sessions, connection, &Line::Users(names), now);
             }
             Command::Channels => {
                 let entries = self
                     .channels
                     .values()
-                    .map(|c| (c.name.as_str(), c.members.len()));
-                let line = wire::channels(entries);
-                self.send(connection, line);
+                    .map(|c| (c.name.as_str(), c.members.len()))
+                    .collect();
+                let now = self.clock;
+                self.outbox.send(
+                    &mut self.sessions,
+                    connection,
+                    &Line::Channels(entries),
+                    now,
+                );
             }
             Command::Profile => {
                 let channel = self.channel_name(&sender.channel);
+                let (user, role) = (sender.username.as_str(), sender.role);
                 self.send(
                     connection,
-                    wire::profile(&sender.username, &channel, sender.role),
+                    Line::Profile {
+                        user,
+                        channel: &channel,
+                        role,
+                    },
                 );
             }
             Command::Kick { user, reason } => self.kick(connection, &sender, &user, reason),
@@ -74,14 +91,19 @@ impl Engine {
                 let channel = self.channel_name(&sender.channel);
                 self.replay_history(connection, channel, count, true);
             }
-            Command::Ping(token) => self.send(connection, wire::pong(&sanitize_text(&token))),
+            Command::Ping(token) => self.send(connection, Line::Pong(&sanitize_text(&token))),
             Command::Close => {
-                self.send(connection, wire::goodbye());
+                self.send(connection, Line::Goodbye);
                 self.close(connection, CloseReason::ClientQuit, Departure::Announced);
             }
-            Command::Help => self.send(connection, wire::help(Some(sender.role))),
+            Command::Help => self.send(connection, Line::Help(Some(sender.role))),
+            Command::Mode(mode) => self.set_mode(connection, mode),
             Command::Register { .. } | Command::Login { .. } => {
-                self.error(connection, format_args!("you are already logged in"));
+                self.error(
+                    connection,
+                    ErrorCode::AlreadyLoggedIn,
+                    format_args!("you are already logged in"),
+                );
             }
         }
     }
@@ -101,19 +123,26 @@ impl Engine {
         ) else {
             return;
         };
-        let data = wire::chat(&channel.name, &account.username, &text);
+        let line = Line::Chat {
+            channel: &channel.name,
+            user: &account.username,
+            text: &text,
+            id,
+        };
+        let now = self.clock;
+        self.outbox.broadcast(
+            &mut self.sessions,
+            &channel.members,
+            Some(connection),
+            &line,
+            now,
+        );
         let message = ChannelMessage {
             id,
             channel: channel.name.clone(),
             sender: account.username.clone(),
             text,
         };
-        self.outbox.deliver_all(
-            &mut self.sessions,
-            &channel.members,
-            Some(connection),
-            &data,
-        );
         self.request(StoreRequest::AppendChannelMessage(message));
     }
 
@@ -127,9 +156,14 @@ impl Engine {
         let id = self.next_message_id();
         let delivered = match self.accounts.get(&username_key(to)) {
             Some(recipient) => {
-                let data = wire::direct(&sender.username, &text);
+                let line = Line::Direct {
+                    from: &sender.username,
+                    text: &text,
+                    id,
+                };
+                let now = self.clock;
                 self.outbox
-                    .deliver_all(&mut self.sessions, &recipient.sessions, None, &data);
+                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line, now);
                 true
             }
             None => false,
@@ -160,16 +194,23 @@ impl Engine {
         if !is_valid_channel_name(channel) {
             return self.error(
                 connection,
+                ErrorCode::InvalidChannel,
                 format_args!("channel names are 1 to 32 letters, digits, '_', '-', '.' or '#'"),
             );
         }
         let old = self.channel_name(&sender.channel);
         if channel_key(channel) == sender.channel {
-            return self.send(connection, wire::text(&format!("You are already in {old}")));
+            return self.send(connection, Line::Info(&format!("You are already in {old}")));
         }
         self.leave_channel(connection, Departure::Announced);
         let new = self.enter_channel(connection, channel);
-        self.send(connection, wire::switched(&old, &new));
+        self.send(
+            connection,
+            Line::Switched {
+                from: &old,
+                to: &new,
+            },
+        );
         self.replay_history(connection, new, self.config.history_replay, false);
     }
 
@@ -183,20 +224,30 @@ impl Engine {
         if sender.role < Role::Mod {
             return self.error(
                 connection,
+                ErrorCode::Forbidden,
                 format_args!("only moderators and admins can kick"),
             );
         }
         let key = username_key(user);
         if key == sender.account {
-            return self.error(connection, format_args!("you cannot kick yourself"));
+            return self.error(
+                connection,
+                ErrorCode::CannotKickSelf,
+                format_args!("you cannot kick yourself"),
+            );
         }
         let Some(target) = self.accounts.get(&key).filter(|_| is_valid_username(user)) else {
             let user = sanitize_text(user);
-            return self.error(connection, format_args!("{user} is not online"));
+            return self.error(
+                connection,
+                ErrorCode::NotOnline,
+                format_args!("{user} is not online"),
+            );
         };
         if sender.role == Role::Mod && target.role >= Role::Mod {
             return self.error(
                 connection,
+                ErrorCode::Forbidden,
                 format_args!("moderators cannot kick moderators or admins"),
             );
         }
@@ -213,18 +264,29 @@ impl Engine {
             {
                 channels.push(member.channel.clone());
             }
-            self.send(session, wire::kicked_you(&sender.username, &reason));
+            self.send(
+                session,
+                Line::Kicked {
+                    by: &sender.username,
+                    reason: &reason,
+                },
+            );
             self.close(session, CloseReason::Kicked, Departure::Silent);
         }
-        let notice = wire::kicked_notice(&target_name, &sender.username, &reason);
+        let line = Line::KickNotice {
+            user: &target_name,
+            by: &sender.username,
+            reason: &reason,
+        };
         for key in &channels {
             if let Some(channel) = self.channels.get(key) {
+                let now = self.clock;
                 self.outbox
-                    .deliver_all(&mut self.sessions, &channel.members, None, &notice);
+                    .broadcast(&mut self.sessions, &channel.members, None, &line, now);
             }
         }
         tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
-        self.send(connection, wire::kick_done(&target_name));
+        self.send(connection, Line::KickDone { user: &target_name });
     }
 
     fn show_role(&mut self, connection: ConnectionId, sender: &Sender) {
@@ -234,7 +296,7 @@ impl Engine {
             Role::Admin => Role::Admin,
         };
         if !self.config.demo_roles || toggled == sender.role {
-            return self.send(connection, wire::your_role(sender.role));
+            return self.send(connection, Line::YourRole { role: sender.role });
         }
         let username = sender.username.clone();
         self.request_for(
@@ -248,7 +310,11 @@ impl Engine {
 
     fn set_role(&mut self, connection: ConnectionId, sender: &Sender, user: &str, role: Role) {
         if sender.role != Role::Admin {
-            return self.error(connection, format_args!("only admins can set roles"));
+            return self.error(
+                connection,
+                ErrorCode::Forbidden,
+                format_args!("only admins can set roles"),
+            );
         }
         if !is_valid_username(user) {
             return self.no_such_user(connection, user);
@@ -264,7 +330,11 @@ impl Engine {
     pub(super) fn on_role_set(&mut self, connection: ConnectionId, reply: StoreReply) {
         let StoreReply::Account { username, role } = reply else {
             if reply == StoreReply::Failed(StoreError::UnknownUser) {
-                return self.error(connection, format_args!("no such user"));
+                return self.error(
+                    connection,
+                    ErrorCode::NoSuchUser,
+                    format_args!("no such user"),
+                );
             }
             return self.store_failed(connection, &reply);
         };
@@ -273,18 +343,22 @@ impl Engine {
         let mut told_requester = false;
         if let Some(account) = self.accounts.get_mut(&key) {
             account.role = role;
-            let notice = wire::role_changed(role, &by);
             told_requester = account.sessions.contains(&connection);
-            self.outbox.deliver_all(
-                &mut self.sessions,
-                &self.accounts[&key].sessions,
-                None,
-                &notice,
-            );
+            let line = Line::RoleChanged { role, by: &by };
+            let now = self.clock;
+            let sessions = &self.accounts[&key].sessions;
+            self.outbox
+                .broadcast(&mut self.sessions, sessions, None, &line, now);
         }
         tracing::info!(%by, user = %username, %role, "role set");
         if !told_requester {
-            self.send(connection, wire::role_set(&username, role));
+            self.send(
+                connection,
+                Line::RoleSet {
+                    user: &username,
+                    role,
+                },
+            );
         }
     }
 
@@ -327,7 +401,7 @@ impl Engine {
         if messages.is_empty() && asked {
             self.send(
                 connection,
-                wire::text(&format!("No messages in {channel} yet.")),
+                Line::Info(&format!("No messages in {channel} yet.")),
             );
         }
         for message in messages {
@@ -335,7 +409,12 @@ impl Engine {
             let sender = sanitize_text(&message.sender);
             self.send(
                 connection,
-                wire::history(channel, &sender, &text, message.sent_at_unix_ms),
+                Line::History {
+                    channel,
+                    from: &sender,
+                    text: &text,
+                    sent_at: message.sent_at_unix_ms,
+                },
             );
         }
     }
@@ -354,7 +433,12 @@ impl Engine {
             let sender = sanitize_text(&message.sender);
             self.send(
                 connection,
-                wire::offline_direct(&sender, &text, message.sent_at_unix_ms),
+                Line::OfflineDirect {
+                    from: &sender,
+                    text: &text,
+                    sent_at: message.sent_at_unix_ms,
+                    id: message.id,
+                },
             );
             ids.push(message.id);
         }
@@ -368,7 +452,7 @@ impl Engine {
         reply: StoreReply,
     ) {
         match reply {
-            StoreReply::Done => self.send(connection, wire::stored_for_later(recipient)),
+            StoreReply::Done => self.send(connection, Line::StoredForLater { to: recipient }),
             StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, recipient),
             other => self.store_failed(connection, &other),
         }
@@ -378,12 +462,17 @@ impl Engine {
     pub(super) fn store_failed(&mut self, connection: ConnectionId, reply: &StoreReply) {
         match reply {
             StoreReply::Failed(StoreError::Busy) => {
-                self.error(connection, format_args!("the server is busy; try again"));
+                self.error(
+                    connection,
+                    ErrorCode::Busy,
+                    format_args!("the server is busy; try again"),
+                );
             }
             other => {
                 tracing::warn!(%connection, reply = ?other, "store request failed");
                 self.error(
                     connection,
+                    ErrorCode::StorageUnavailable,
                     format_args!("storage is unavailable; try again later"),
                 );
             }
@@ -401,6 +490,7 @@ impl Engine {
         if text.len() > max {
             self.error(
                 connection,
+                ErrorCode::MessageTooLong,
                 format_args!("message too long (max {max} bytes)"),
             );
             return None;
@@ -410,7 +500,11 @@ impl Engine {
 
     fn no_such_user(&mut self, connection: ConnectionId, user: &str) {
         let user = sanitize_text(user);
-        self.error(connection, format_args!("no such user: {user}"));
+        self.error(
+            connection,
+            ErrorCode::NoSuchUser,
+            format_args!("no such user: {user}"),
+        );
     }
 
     fn sender(&self, connection: ConnectionId) -> Option<Sender> {

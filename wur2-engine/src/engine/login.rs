@@ -9,7 +9,7 @@ use crate::ids::ConnectionId;
 use crate::names::{is_valid_username, username_key};
 use crate::output::CloseReason;
 use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
-use crate::wire;
+use crate::wire::{ErrorCode, Line, Prompt};
 
 impl Engine {
     /// A line from a connection that is not logged in; `stage` was taken out of its
@@ -36,13 +36,13 @@ impl Engine {
                     "y" | "yes" => Stage::AskUsername { existing: true },
                     "n" | "no" => Stage::AskUsername { existing: false },
                     _ => {
-                        self.send(connection, wire::text("Please answer y or n."));
-                        self.send(connection, wire::ask_account());
+                        self.send(connection, Line::Info("Please answer y or n."));
+                        self.send(connection, Line::Prompt(Prompt::Account));
                         Stage::AskAccount
                     }
                 };
                 if matches!(next, Stage::AskUsername { .. }) {
-                    self.send(connection, wire::ask_username());
+                    self.send(connection, Line::Prompt(Prompt::Username));
                 }
                 self.set_stage(connection, next);
             }
@@ -51,10 +51,10 @@ impl Engine {
                     self.set_stage(connection, Stage::AskUsername { existing });
                 } else if !existing && !is_valid_username(trimmed) {
                     self.username_rules(connection);
-                    self.send(connection, wire::ask_username());
+                    self.send(connection, Line::Prompt(Prompt::Username));
                     self.set_stage(connection, Stage::AskUsername { existing });
                 } else {
-                    self.send(connection, wire::ask_password());
+                    self.send(connection, Line::Prompt(Prompt::Password));
                     let username = trimmed.to_string();
                     self.set_stage(connection, Stage::AskPassword { existing, username });
                 }
@@ -76,16 +76,20 @@ impl Engine {
                 self.authenticate(connection, true, username, password, now);
             }
             Ok(Command::Ping(token)) => {
-                self.send(connection, wire::pong(&crate::sanitize_text(&token)));
+                self.send(connection, Line::Pong(&crate::sanitize_text(&token)));
             }
-            Ok(Command::Help) => self.send(connection, wire::help(None)),
+            Ok(Command::Help) => self.send(connection, Line::Help(None)),
+            Ok(Command::Mode(mode)) => self.set_mode(connection, mode),
             Ok(Command::Close) => {
-                self.send(connection, wire::goodbye());
+                self.send(connection, Line::Goodbye);
                 self.close(connection, CloseReason::ClientQuit, Departure::Silent);
             }
-            Err(ParseError::Usage(usage)) => self.error(connection, format_args!("usage: {usage}")),
+            Err(ParseError::Usage(usage)) => {
+                self.error(connection, ErrorCode::Usage, format_args!("usage: {usage}"))
+            }
             Ok(_) | Err(ParseError::Unknown(_)) | Err(ParseError::Empty) => self.error(
                 connection,
+                ErrorCode::NotLoggedIn,
                 format_args!(
                     "log in first: /login <user> <password> or /register <user> <password>"
                 ),
@@ -121,6 +125,7 @@ impl Engine {
             {
                 self.error(
                     connection,
+                    ErrorCode::LockedOut,
                     format_args!("too many failed logins; try again later"),
                 );
                 return self.login_failed(connection, None, now);
@@ -148,6 +153,7 @@ impl Engine {
         if !(min..=max).contains(&password_len) {
             self.error(
                 connection,
+                ErrorCode::InvalidPassword,
                 format_args!("passwords are {min} to {max} bytes long"),
             );
             return self.ask_again(connection);
@@ -179,11 +185,19 @@ impl Engine {
                 self.login_failed(connection, Some(account), now);
             }
             StoreReply::Failed(StoreError::UsernameTaken) => {
-                self.error(connection, format_args!("that username is taken"));
+                self.error(
+                    connection,
+                    ErrorCode::UsernameTaken,
+                    format_args!("that username is taken"),
+                );
                 self.ask_again(connection);
             }
             StoreReply::Failed(StoreError::Busy) => {
-                self.error(connection, format_args!("the server is busy; try again"));
+                self.error(
+                    connection,
+                    ErrorCode::Busy,
+                    format_args!("the server is busy; try again"),
+                );
                 self.ask_again(connection);
             }
             other => {
@@ -204,11 +218,19 @@ impl Engine {
         if let Some(account) = account {
             self.account_failures.record(&account.to_string(), now);
             self.address_failures.record(&address, now);
-            self.send(connection, wire::invalid_credentials());
+            self.error(
+                connection,
+                ErrorCode::InvalidCredentials,
+                format_args!("invalid username or password"),
+            );
         }
         tracing::info!(%connection, %address, failures, "failed login");
         if failures >= self.config.max_login_failures_per_connection {
-            self.error(connection, format_args!("too many failed logins; goodbye"));
+            self.error(
+                connection,
+                ErrorCode::TooManyLoginFailures,
+                format_args!("too many failed logins; goodbye"),
+            );
             self.close(
                 connection,
                 CloseReason::TooManyLoginFailures,
@@ -247,14 +269,22 @@ impl Engine {
         account.role = role;
         account.sessions.push(connection);
         let welcome = if existing {
-            wire::welcome_back(&username)
+            Line::Welcome {
+                user: &username,
+                role,
+                new: false,
+            }
         } else {
-            wire::welcome_new(&username)
+            Line::Welcome {
+                user: &username,
+                role,
+                new: true,
+            }
         };
         self.send(connection, welcome);
         let default_channel = self.config.default_channel.clone();
         let channel = self.enter_channel(connection, &default_channel);
-        self.send(connection, wire::now_in(&channel));
+        self.send(connection, Line::InChannel { channel: &channel });
         self.replay_history(connection, channel, self.config.history_replay, false);
         if existing {
             self.request_for(
@@ -272,12 +302,13 @@ impl Engine {
 
     fn ask_again(&mut self, connection: ConnectionId) {
         self.set_stage(connection, Stage::AskAccount);
-        self.send(connection, wire::ask_account());
+        self.send(connection, Line::Prompt(Prompt::Account));
     }
 
     fn username_rules(&mut self, connection: ConnectionId) {
         self.error(
             connection,
+            ErrorCode::InvalidUsername,
             format_args!("usernames are 1 to 32 letters, digits, '_', '-' or '.'"),
         );
     }

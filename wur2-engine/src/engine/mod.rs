@@ -15,14 +15,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, WallClock};
 use crate::file::FileError;
 use crate::framer::{Frame, LineFramer};
 use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
 use crate::login_guard::FailureLog;
 use crate::output::{CloseReason, Output};
 use crate::store::{Role, StoreReply, StoreRequest};
-use crate::wire;
+use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
 use sessions::{Delivery, Member, Session, Sessions, Stage};
 
@@ -128,59 +128,92 @@ enum Departure {
     Silent,
 }
 
-/// The output queue, and the per-recipient delivery rule: count the bytes, drop readers
-/// that fall too far behind.
+/// The output queue, and the per-recipient delivery rule: render once per mode, count the
+/// bytes, drop readers that fall too far behind.
 #[derive(Debug)]
 struct Outbox {
     outputs: VecDeque<Output>,
     max_queued_bytes: usize,
     /// Connections that passed `max_queued_bytes`; closed once the current input is done.
     slow_readers: Vec<ConnectionId>,
+    /// Stamps JSON lines with wall-clock time, when the caller told us the time.
+    wall_clock: Option<WallClock>,
 }
 
 impl Outbox {
-    fn deliver(&mut self, sessions: &mut Sessions, connection: ConnectionId, data: &Bytes) {
+    /// One line to one connection, in its mode.
+    fn send(
+        &mut self,
+        sessions: &mut Sessions,
+        connection: ConnectionId,
+        line: &Line<'_>,
+        now: Option<Instant>,
+    ) {
+        let Some(mode) = sessions.mode(connection) else {
+            return;
+        };
+        let data = line.render(mode, self.unix_ms(now));
         match sessions.charge(connection, data.len(), self.max_queued_bytes) {
-            Delivery::Send => {
-                let data = data.clone();
-                self.outputs
-                    .push_back(Output::Transmit { connection, data });
-            }
+            Delivery::Send => self
+                .outputs
+                .push_back(Output::Transmit { connection, data }),
             Delivery::SlowReader => self.slow_readers.push(connection),
             Delivery::Skip => {}
         }
     }
 
-    /// Delivers one shared buffer to many connections as one output.
-    fn deliver_all(
+    /// One line to many connections: rendered at most once per mode, one output per mode.
+    fn broadcast(
         &mut self,
         sessions: &mut Sessions,
         recipients: &[ConnectionId],
         except: Option<ConnectionId>,
-        data: &Bytes,
+        line: &Line<'_>,
+        now: Option<Instant>,
     ) {
-        let mut to = Vec::with_capacity(recipients.len());
+        let unix_ms = self.unix_ms(now);
+        let mut text: Option<Bytes> = None;
+        let mut json: Option<Bytes> = None;
+        let mut text_to = Vec::with_capacity(recipients.len());
+        let mut json_to = Vec::new();
         for &recipient in recipients {
             if Some(recipient) == except {
                 continue;
             }
-            match sessions.charge(recipient, data.len(), self.max_queued_bytes) {
-                Delivery::Send => to.push(recipient),
+            let (delivery, mode) =
+                sessions.charge_in_mode(recipient, self.max_queued_bytes, |mode| match mode {
+                    Mode::Text => text.get_or_insert_with(|| line.text()).len(),
+                    Mode::Json => json.get_or_insert_with(|| line.json(unix_ms)).len(),
+                });
+            match delivery {
+                Delivery::Send if mode == Mode::Text => text_to.push(recipient),
+                Delivery::Send => json_to.push(recipient),
                 Delivery::SlowReader => self.slow_readers.push(recipient),
                 Delivery::Skip => {}
             }
         }
-        let data = data.clone();
-        match to[..] {
-            [] => {}
-            [connection] => self
-                .outputs
-                .push_back(Output::Transmit { connection, data }),
-            _ => self.outputs.push_back(Output::Broadcast {
-                recipients: to,
-                data,
-            }),
+        for (to, data) in [(text_to, text), (json_to, json)] {
+            let Some(data) = data else { continue };
+            match to[..] {
+                [] => {}
+                [connection] => self
+                    .outputs
+                    .push_back(Output::Transmit { connection, data }),
+                _ => self.outputs.push_back(Output::Broadcast {
+                    recipients: to,
+                    data,
+                }),
+            }
         }
+    }
+
+    fn unix_ms(&self, now: Option<Instant>) -> Option<i64> {
+        let clock = self.wall_clock?;
+        let now = now?;
+        let since = now.saturating_duration_since(clock.at).as_millis();
+        let before = clock.at.saturating_duration_since(now).as_millis();
+        let ms = i64::try_from(since).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
+        Some(clock.unix_ms.saturating_add(ms))
     }
 }
 
@@ -192,6 +225,7 @@ impl Engine {
                 outputs: VecDeque::new(),
                 max_queued_bytes: config.max_queued_bytes,
                 slow_readers: Vec::new(),
+                wall_clock: config.wall_clock,
             },
             account_failures: FailureLog::new(
                 config.max_tracked_login_failures,
@@ -279,18 +313,20 @@ impl Engine {
         let from_address = *from_address;
 
         if self.shutting_down {
-            self.send(connection, wire::shutting_down());
+            self.send(connection, Line::ShuttingDown);
             self.close(connection, CloseReason::Shutdown, Departure::Silent);
         } else if self.sessions.len() > self.config.max_connections {
-            self.send(
+            self.error(
                 connection,
-                wire::error(format_args!("server is full, try again later")),
+                ErrorCode::ServerFull,
+                format_args!("server is full, try again later"),
             );
             self.close(connection, CloseReason::ServerFull, Departure::Silent);
         } else if from_address > self.config.max_connections_per_address {
-            self.send(
+            self.error(
                 connection,
-                wire::error(format_args!("too many connections from your address")),
+                ErrorCode::TooManyConnections,
+                format_args!("too many connections from your address"),
             );
             self.close(
                 connection,
@@ -298,8 +334,9 @@ impl Engine {
                 Departure::Silent,
             );
         } else {
-            self.send(connection, wire::text(&self.config.banner));
-            self.send(connection, wire::ask_account());
+            let banner = self.config.banner.clone();
+            self.send(connection, Line::Info(&banner));
+            self.send(connection, Line::Prompt(Prompt::Account));
             let deadline = now.checked_add(self.config.login_timeout).unwrap_or(now);
             if let Some(session) = self.sessions.get_mut(connection) {
                 session.login_deadline = Some(deadline);
@@ -416,7 +453,11 @@ impl Engine {
             match timer {
                 Timer::LoginDeadline if session.login_deadline == Some(at) => {
                     session.login_deadline = None;
-                    self.send(connection, wire::error(format_args!("login timed out")));
+                    self.error(
+                        connection,
+                        ErrorCode::LoginTimeout,
+                        format_args!("login timed out"),
+                    );
                     self.close(connection, CloseReason::LoginTimeout, Departure::Silent);
                 }
                 Timer::FloodRetry if session.throttled_until == Some(at) => {
@@ -434,7 +475,7 @@ impl Engine {
     pub fn handle_shutdown(&mut self, _now: Instant) {
         self.shutting_down = true;
         for connection in self.sessions.ids() {
-            self.send(connection, wire::shutting_down());
+            self.send(connection, Line::ShuttingDown);
             self.close(connection, CloseReason::Shutdown, Departure::Silent);
         }
         self.finish_input();
@@ -454,12 +495,28 @@ impl Engine {
 
     // ----- internals shared by login and chat -----
 
-    fn send(&mut self, connection: ConnectionId, data: Bytes) {
-        self.outbox.deliver(&mut self.sessions, connection, &data);
+    fn send(&mut self, connection: ConnectionId, line: Line<'_>) {
+        self.outbox
+            .send(&mut self.sessions, connection, &line, self.clock);
     }
 
-    fn error(&mut self, connection: ConnectionId, message: std::fmt::Arguments<'_>) {
-        self.send(connection, wire::error(message));
+    fn error(
+        &mut self,
+        connection: ConnectionId,
+        code: ErrorCode,
+        message: std::fmt::Arguments<'_>,
+    ) {
+        let line = Line::Error {
+            code,
+            message: message.to_string(),
+        };
+        self.send(connection, line);
+    }
+
+    /// `/mode`: later lines to `connection` come in `mode`, starting with the answer.
+    fn set_mode(&mut self, connection: ConnectionId, mode: Mode) {
+        self.sessions.set_mode(connection, mode);
+        self.send(connection, Line::ModeSet(mode));
     }
 
     fn request(&mut self, request: StoreRequest) -> RequestId {
@@ -552,6 +609,7 @@ impl Engine {
             tracing::info!(%connection, lines, bytes, "closing a flooding connection");
             self.error(
                 connection,
+                ErrorCode::Flooding,
                 format_args!("too many lines at once; slow down"),
             );
             self.close(connection, CloseReason::Flood, Departure::Announced);
@@ -573,12 +631,20 @@ impl Engine {
         let text = match frame {
             Frame::TooLong => {
                 let max = self.config.max_line_bytes;
-                return self.error(connection, format_args!("line too long (max {max} bytes)"));
+                return self.error(
+                    connection,
+                    ErrorCode::LineTooLong,
+                    format_args!("line too long (max {max} bytes)"),
+                );
             }
             Frame::Line => match std::str::from_utf8(line) {
                 Ok(text) => text,
                 Err(_) => {
-                    return self.error(connection, format_args!("invalid UTF-8; line ignored"));
+                    return self.error(
+                        connection,
+                        ErrorCode::InvalidUtf8,
+                        format_args!("invalid UTF-8; line ignored"),
+                    );
                 }
             },
         };
@@ -668,10 +734,14 @@ impl Engine {
             return;
         }
         if departure == Departure::Announced {
-            let notice = wire::left(&name, &channel.name);
             let channel = &self.channels[&channel_key];
+            let line = Line::Left {
+                user: &name,
+                channel: &channel.name,
+            };
+            let now = self.clock;
             self.outbox
-                .deliver_all(&mut self.sessions, &channel.members, None, &notice);
+                .broadcast(&mut self.sessions, &channel.members, None, &line, now);
         }
     }
 
@@ -693,13 +763,18 @@ impl Engine {
             member.slot_in_channel = slot;
         }
         let user = self.username_of(connection).unwrap_or_default();
-        let notice = wire::joined(&user, &display);
         let channel = &self.channels[&key];
-        self.outbox.deliver_all(
+        let line = Line::Joined {
+            user: &user,
+            channel: &display,
+        };
+        let now = self.clock;
+        self.outbox.broadcast(
             &mut self.sessions,
             &channel.members,
             Some(connection),
-            &notice,
+            &line,
+            now,
         );
         display
     }

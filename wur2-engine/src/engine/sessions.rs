@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::flood::FloodBucket;
 use crate::framer::LineFramer;
 use crate::ids::ConnectionId;
+use crate::wire::Mode;
 
 use super::transfers::Upload;
 
@@ -84,6 +85,8 @@ struct Slot {
     queued_bytes: usize,
     /// File transfers this connection receives (their senders wait for its writes).
     receiving: u32,
+    /// How this connection wants server lines.
+    mode: Mode,
     session: Option<Box<Session>>,
 }
 
@@ -120,6 +123,7 @@ impl Sessions {
         slot.dropping = false;
         slot.queued_bytes = 0;
         slot.receiving = 0;
+        slot.mode = Mode::Text;
         self.live += 1;
         ConnectionId((u64::from(slot.generation) << 32) | index as u64)
     }
@@ -144,18 +148,30 @@ impl Sessions {
 
     /// Counts `len` more bytes queued for `id`, against the limit `max`.
     pub(crate) fn charge(&mut self, id: ConnectionId, len: usize, max: usize) -> Delivery {
+        self.charge_in_mode(id, max, |_| len).0
+    }
+
+    /// Like [`Sessions::charge`], for a line whose length depends on the connection's mode
+    /// (`len_in` renders it on first use); returns the mode too. One table lookup.
+    pub(crate) fn charge_in_mode(
+        &mut self,
+        id: ConnectionId,
+        max: usize,
+        mut len_in: impl FnMut(Mode) -> usize,
+    ) -> (Delivery, Mode) {
         let Some(slot) = self.slot_mut(id) else {
-            return Delivery::Skip;
+            return (Delivery::Skip, Mode::Text);
         };
+        let mode = slot.mode;
         if slot.dropping {
-            return Delivery::Skip;
+            return (Delivery::Skip, mode);
         }
-        slot.queued_bytes += len;
+        slot.queued_bytes += len_in(mode);
         if slot.queued_bytes > max {
             slot.dropping = true;
-            return Delivery::SlowReader;
+            return (Delivery::SlowReader, mode);
         }
-        Delivery::Send
+        (Delivery::Send, mode)
     }
 
     /// `len` bytes queued for `id` were written. Returns whether `id` receives a file
@@ -172,6 +188,17 @@ impl Sessions {
     pub(crate) fn set_receiving(&mut self, id: ConnectionId, change: i32) {
         if let Some(slot) = self.slot_mut(id) {
             slot.receiving = slot.receiving.saturating_add_signed(change);
+        }
+    }
+
+    /// How `id` wants server lines (`None` if unknown).
+    pub(crate) fn mode(&self, id: ConnectionId) -> Option<Mode> {
+        self.slot(id).map(|slot| slot.mode)
+    }
+
+    pub(crate) fn set_mode(&mut self, id: ConnectionId, mode: Mode) {
+        if let Some(slot) = self.slot_mut(id) {
+            slot.mode = mode;
         }
     }
 

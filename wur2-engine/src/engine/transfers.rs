@@ -14,7 +14,7 @@ use crate::names::{is_valid_username, username_key};
 use crate::output::Output;
 use crate::sanitize::sanitize_text;
 use crate::store::{PrivateMessage, StoreRequest};
-use crate::wire;
+use crate::wire::{ErrorCode, Line};
 
 /// One running transfer.
 #[derive(Debug)]
@@ -77,22 +77,24 @@ impl Engine {
             });
         }
         let refusal = if !is_valid_file_name(name) {
-            Some("file names are 1 to 255 bytes, without '/', '\\' or control characters".into())
+            let rule = "file names are 1 to 255 bytes, without '/', '\\' or control characters";
+            Some((ErrorCode::InvalidFileName, rule.to_string()))
         } else if size > self.config.max_file_bytes {
-            Some(format!(
-                "file too large (max {} bytes)",
-                self.config.max_file_bytes
+            let max = self.config.max_file_bytes;
+            Some((
+                ErrorCode::FileTooLarge,
+                format!("file too large (max {max} bytes)"),
             ))
         } else {
             self.check_new_transfer(sender, to).err()
         };
-        if let Some(reason) = refusal {
+        if let Some((code, reason)) = refusal {
             let dropped = if size > 0 {
                 format!("; the {size} bytes that follow are discarded")
             } else {
                 String::new()
             };
-            return self.error(connection, format_args!("{reason}{dropped}"));
+            return self.error(connection, code, format_args!("{reason}{dropped}"));
         }
         let id = self.new_transfer(connection, sender, to, name, Source::Upload(connection));
         if let Some(upload) = self
@@ -116,14 +118,19 @@ impl Engine {
         if !self.config.server_files {
             return self.error(
                 connection,
+                ErrorCode::FilesOff,
                 format_args!("server-side files are off on this server"),
             );
         }
         if let Err(problem) = check_relative_path(path) {
-            return self.error(connection, format_args!("{problem}"));
+            return self.error(
+                connection,
+                ErrorCode::InvalidPath,
+                format_args!("{problem}"),
+            );
         }
-        if let Err(reason) = self.check_new_transfer(sender, to) {
-            return self.error(connection, format_args!("{reason}"));
+        if let Err((code, reason)) = self.check_new_transfer(sender, to) {
+            return self.error(connection, code, format_args!("{reason}"));
         }
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         let source = Source::File {
@@ -144,7 +151,11 @@ impl Engine {
             t.sender_account == sender.account || username_key(&t.recipient_name) == sender.account
         });
         if !allowed {
-            return self.error(connection, format_args!("no such transfer: {id}"));
+            return self.error(
+                connection,
+                ErrorCode::NoSuchTransfer,
+                format_args!("no such transfer: {id}"),
+            );
         }
         self.end_transfer(id, Some(format!("cancelled by {}", sender.username)));
     }
@@ -170,20 +181,28 @@ impl Engine {
                     .outputs
                     .push_back(Output::CloseFile { transfer: id });
                 self.drop_unannounced(id);
-                return self.error(requester, format_args!("file too large (max {max} bytes)"));
+                return self.error(
+                    requester,
+                    ErrorCode::FileTooLarge,
+                    format_args!("file too large (max {max} bytes)"),
+                );
             }
             Ok(size) => size,
             Err(error) => {
                 if let FileError::Io(detail) = &error {
                     tracing::warn!(transfer = %id, %detail, "server-side file failed to open");
                 }
-                let message = match error {
-                    FileError::NotFound => "no such file in the files directory",
-                    FileError::NotAllowed => "that file may not be sent",
-                    FileError::Io(_) => "the file could not be read",
+                let (code, message) = match error {
+                    FileError::NotFound => {
+                        (ErrorCode::NoSuchFile, "no such file in the files directory")
+                    }
+                    FileError::NotAllowed => {
+                        (ErrorCode::FileNotAllowed, "that file may not be sent")
+                    }
+                    FileError::Io(_) => (ErrorCode::FileUnreadable, "the file could not be read"),
                 };
                 self.drop_unannounced(id);
-                return self.error(requester, format_args!("{message}"));
+                return self.error(requester, code, format_args!("{message}"));
             }
         };
         transfer.source = Source::File {
@@ -365,17 +384,24 @@ impl Engine {
         let (name, size) = (&transfer.name, transfer.size);
         let outcome = match &failure {
             None => {
-                let sent = wire::file_sent(id, name, &transfer.recipient_name);
-                self.send(transfer.requester, sent);
-                let received = wire::file_received(id, name, size, &transfer.sender_name);
-                self.send(transfer.recipient, received);
+                let to = &transfer.recipient_name;
+                self.send(transfer.requester, Line::FileSent { id, name, to });
+                let from = &transfer.sender_name;
+                self.send(
+                    transfer.recipient,
+                    Line::FileReceived {
+                        id,
+                        name,
+                        size,
+                        from,
+                    },
+                );
                 "completed".to_string()
             }
             Some(reason) => {
-                let notice = wire::file_cancelled(id, reason);
                 for side in [transfer.requester, transfer.recipient] {
                     if Some(side) != departing {
-                        self.send(side, notice.clone());
+                        self.send(side, Line::FileCancelled { id, reason });
                     }
                 }
                 format!("cancelled ({reason})")
@@ -402,13 +428,17 @@ impl Engine {
 
     /// Whether `sender` may start a transfer to `to` now; the recipient's connection and
     /// name if so.
-    fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), String> {
+    fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), (ErrorCode, String)> {
         let key = username_key(to);
         if !is_valid_username(to) || !self.accounts.contains_key(&key) {
-            return Err(format!("{} is not online", sanitize_text(to)));
+            return Err((
+                ErrorCode::NotOnline,
+                format!("{} is not online", sanitize_text(to)),
+            ));
         }
         if key == sender.account {
-            return Err("you cannot send a file to yourself".into());
+            let reason = "you cannot send a file to yourself".to_string();
+            return Err((ErrorCode::CannotSendToSelf, reason));
         }
         let running = self
             .transfers
@@ -417,9 +447,8 @@ impl Engine {
             .count();
         let max = self.config.max_transfers_per_user;
         if running >= max {
-            return Err(format!(
-                "you already have {max} transfers running; wait or /cancel one"
-            ));
+            let reason = format!("you already have {max} transfers running; wait or /cancel one");
+            return Err((ErrorCode::TooManyTransfers, reason));
         }
         Ok(())
     }
@@ -467,11 +496,30 @@ impl Engine {
         };
         transfer.size = size;
         transfer.remaining = size;
-        let offer = wire::file_offer(id, &transfer.sender_name, &transfer.name, size);
-        let sending = wire::file_sending(id, &transfer.name, size, &transfer.recipient_name);
+        let (name, from, to) = (
+            transfer.name.clone(),
+            transfer.sender_name.clone(),
+            transfer.recipient_name.clone(),
+        );
         let (requester, recipient) = (transfer.requester, transfer.recipient);
-        self.send(requester, sending);
-        self.send(recipient, offer);
+        self.send(
+            requester,
+            Line::FileSending {
+                id,
+                to: &to,
+                name: &name,
+                size,
+            },
+        );
+        self.send(
+            recipient,
+            Line::FileOffer {
+                id,
+                from: &from,
+                name: &name,
+                size,
+            },
+        );
         if size == 0 {
             self.end_transfer(id, None);
         }
@@ -484,7 +532,7 @@ impl Engine {
         };
         transfer.remaining -= data.len() as u64;
         let (recipient, done) = (transfer.recipient, transfer.remaining == 0);
-        self.send(recipient, wire::file_chunk(id, data));
+        self.send(recipient, Line::FileChunk { id, data });
         if done {
             self.end_transfer(id, None);
         }
