@@ -17,6 +17,7 @@ use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreRepl
 
 use crate::Options;
 use crate::connection::{self, Closing, Event, Link, Reports};
+use crate::files::{FileEvent, Files};
 use crate::storage::Storage;
 
 /// Events taken from the connection channel per loop turn at most.
@@ -46,6 +47,7 @@ struct Driver<S> {
     engine: Engine,
     store: Arc<S>,
     options: Options,
+    files: Files,
     connections: HashMap<ConnectionId, Entry>,
     dirty: Vec<ConnectionId>,
     /// Given to each new connection task; dropped at shutdown so the event channel closes
@@ -59,6 +61,7 @@ struct Driver<S> {
 /// The receiving ends the engine's loop reads.
 struct Channels {
     events: mpsc::Receiver<Event>,
+    files: mpsc::UnboundedReceiver<FileEvent>,
     written: mpsc::UnboundedReceiver<(ConnectionId, usize)>,
     replies: mpsc::UnboundedReceiver<(RequestId, StoreReply)>,
 }
@@ -74,6 +77,7 @@ pub(crate) fn spawn<S: Storage>(
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
     let (written_tx, written) = mpsc::unbounded_channel();
     let (replies_tx, replies) = mpsc::unbounded_channel();
+    let (files_tx, files) = mpsc::unbounded_channel();
     let accept = tokio::spawn(accept_loop(
         listener,
         events_tx.clone(),
@@ -82,6 +86,7 @@ pub(crate) fn spawn<S: Storage>(
     let driver = Driver {
         engine,
         store: Arc::new(store),
+        files: Files::new(options.files_dir.clone(), files_tx),
         options: options.clone(),
         connections: HashMap::new(),
         dirty: Vec::new(),
@@ -95,6 +100,7 @@ pub(crate) fn spawn<S: Storage>(
     };
     let channels = Channels {
         events,
+        files,
         written,
         replies,
     };
@@ -158,6 +164,9 @@ impl<S: Storage> Driver<S> {
                     Some((id, reply)) = channels.replies.recv() => {
                         self.handle_reply(id, reply, Instant::now());
                     }
+                    Some(event) = channels.files.recv() => {
+                        self.handle_file_event(event, Instant::now());
+                    }
                     () = sleep_until_opt(timeout), if timeout.is_some() => {}
                     () = sleep_until_opt(stop_by.map(|t| t.into_std())), if stop_by.is_some() => {
                         warn!(
@@ -180,6 +189,9 @@ impl<S: Storage> Driver<S> {
             }
             while let Ok((id, reply)) = channels.replies.try_recv() {
                 self.handle_reply(id, reply, now);
+            }
+            while let Ok(event) = channels.files.try_recv() {
+                self.handle_file_event(event, now);
             }
             if self.engine.poll_timeout().is_some_and(|at| at <= now) {
                 self.engine.handle_timeout(now);
@@ -269,6 +281,30 @@ impl<S: Storage> Driver<S> {
         self.engine.handle_store_reply(id, reply, now);
     }
 
+    fn handle_file_event(&mut self, event: FileEvent, now: Instant) {
+        match event {
+            FileEvent::Opened(transfer, Ok((file, size))) => {
+                if self.files.returned(transfer, Some(file)) {
+                    self.engine.handle_file_opened(transfer, Ok(size), now);
+                }
+            }
+            FileEvent::Opened(transfer, Err(error)) => {
+                if self.files.returned(transfer, None) {
+                    self.files.close(transfer);
+                    self.engine.handle_file_opened(transfer, Err(error), now);
+                }
+            }
+            FileEvent::Read(transfer, file, result) => {
+                if self.files.returned(transfer, file) {
+                    match result {
+                        Ok(data) => self.engine.handle_file_data(transfer, &data, now),
+                        Err(error) => self.engine.handle_file_failed(transfer, error, now),
+                    }
+                }
+            }
+        }
+    }
+
     /// Updates a connection's record and lists it for delivery at the end of the round.
     fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) {
         if let Some(entry) = self.connections.get_mut(&id) {
@@ -327,6 +363,9 @@ impl<S: Storage> Driver<S> {
                 Output::ResumeReading(connection) => {
                     self.mark(connection, |entry| entry.paused = false);
                 }
+                Output::OpenFile { transfer, path } => self.files.open(transfer, path),
+                Output::ReadFile { transfer, max } => self.files.read(transfer, max),
+                Output::CloseFile { transfer } => self.files.close(transfer),
                 Output::Store { id, request } => {
                     self.in_flight += 1;
                     let reply = self.store.execute(*request);

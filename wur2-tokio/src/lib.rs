@@ -32,9 +32,11 @@
 
 mod connection;
 mod driver;
+mod files;
 mod storage;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -50,6 +52,14 @@ pub enum Error {
     /// The listener's socket failed (for example it has no local address).
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The files directory cannot be resolved.
+    #[error("files directory {}: {source}", path.display())]
+    FilesDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        source: std::io::Error,
+    },
     /// The engine's task panicked: a bug, reported instead of propagated.
     #[error("the server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -67,6 +77,9 @@ pub struct Options {
     /// Pause after a failed `accept` (for example out of file descriptors), so the loop
     /// does not spin.
     pub accept_backoff: Duration,
+    /// The only directory `/send <user> <path>` may read from; `None` turns server-side
+    /// files off. [`serve_with`] sets [`Config::server_files`] to match.
+    pub files_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -75,6 +88,7 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(10),
             close_flush_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
+            files_dir: None,
         }
     }
 }
@@ -96,10 +110,18 @@ pub fn serve<S: Storage>(
 pub fn serve_with<S: Storage>(
     listener: TcpListener,
     store: S,
-    config: Config,
-    options: Options,
+    mut config: Config,
+    mut options: Options,
 ) -> Result<ServerHandle, Error> {
     let local_addr = listener.local_addr()?;
+    // Symlinks inside are judged against the directory's real path.
+    if let Some(dir) = options.files_dir.take() {
+        let canonical = dir
+            .canonicalize()
+            .map_err(|source| Error::FilesDir { path: dir, source })?;
+        options.files_dir = Some(canonical);
+    }
+    config.server_files = options.files_dir.is_some();
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = driver::spawn(listener, store, Engine::new(config), options, shutdown_rx);
     Ok(ServerHandle {

@@ -89,6 +89,9 @@ struct ServeArgs {
     /// Messages of a channel's history replayed on `/join`.
     #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = 20)]
     history_replay: usize,
+    /// Largest file a user may send, in bytes.
+    #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_file_bytes: u64,
     /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
     #[arg(long, env = "WUR2_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     shutdown_timeout_secs: u64,
@@ -107,6 +110,8 @@ impl ServeArgs {
             max_connections_per_address: self.max_connections_per_ip,
             history_replay: self.history_replay,
             demo_roles: self.demo_roles,
+            max_file_bytes: self.max_file_bytes,
+            server_files: self.files_dir.is_some(),
             message_id_origin: message_id_origin(),
             ..Config::default()
         }
@@ -235,11 +240,12 @@ async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()>
         }
     };
     match &args.files_dir {
-        Some(dir) => info!("server-side files come from {}", dir.display()),
+        Some(dir) => info!("server-side files are sent from {}", dir.display()),
         None => info!("server-side files are off (no --files-dir)"),
     }
     let options = wur2_tokio::Options {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        files_dir: args.files_dir.clone(),
         ..wur2_tokio::Options::default()
     };
     let server = wur2_tokio::serve_with(listener, store.clone(), config, options)?;
@@ -320,6 +326,7 @@ mod tests {
         assert_eq!(ours.login_timeout, engine.login_timeout);
         assert_eq!(ours.history_replay, engine.history_replay);
         assert_eq!(ours.demo_roles, engine.demo_roles);
+        assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use scenarios::{Client, unique};
@@ -20,6 +20,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
 struct Wur2 {
     child: Child,
     addr: SocketAddr,
+    /// Its log so far, printed if the test fails.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// A command for the binary that reads no `.env` of the repository and uses `url`.
@@ -45,17 +47,22 @@ impl Wur2 {
             .expect("start wur2");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
                     let _ = tx.send(addr);
                 }
-                // Keep draining so the server never blocks on a full pipe.
+                if let Ok(mut log) = kept.lock() {
+                    log.push(line);
+                }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(addr)) => Wur2 { child, addr },
+            Ok(Some(addr)) => Wur2 { child, addr, log },
             other => {
                 let _ = child.kill();
                 panic!("wur2 did not report its address: {other:?}");
@@ -90,6 +97,11 @@ impl Drop for Wur2 {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            eprintln!("wur2's log:\n{}", log.join("\n"));
         }
     }
 }

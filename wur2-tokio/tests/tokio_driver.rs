@@ -9,6 +9,7 @@ use std::time::Duration;
 use scenarios::{Client, STEP, unique};
 use support::{TEST_TIMEOUT, TestServer, config, databases, on_every_database};
 use wur2_engine::{Config, Role};
+use wur2_tokio::Options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_works_with_three_clients() {
@@ -194,4 +195,38 @@ async fn idle_connections_time_out_before_login() {
         );
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_files_stream_byte_exact_and_stay_inside_their_directory() {
+    let root = tempfile::tempdir().expect("temporary directory");
+    let files = root.path().join("files");
+    std::fs::create_dir(&files).expect("files directory");
+    let mut content = Vec::new();
+    for n in 0..20_000 {
+        content.extend_from_slice(format!("line {n} of a text file\twith a tab\n").as_bytes());
+    }
+    std::fs::write(files.join("notes.txt"), &content).expect("a file");
+    std::fs::write(root.path().join("secret.txt"), b"not for you").expect("a secret");
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), files.join("escape.txt"))
+        .expect("a symlink");
+    for db in databases().await {
+        let options = Options {
+            files_dir: Some(files.clone()),
+            ..Options::default()
+        };
+        let server = TestServer::start_with(&db.url, config(), options).await;
+        tokio::time::timeout(
+            TEST_TIMEOUT,
+            scenarios::server_file_arrives_byte_exact(
+                server.addr(),
+                "notes.txt",
+                &content,
+                "escape.txt",
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("timed out on {}", db.label));
+        server.stop().await;
+    }
 }

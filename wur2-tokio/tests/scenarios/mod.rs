@@ -93,11 +93,19 @@ impl Client {
 
     /// The next line, without its line ending; `None` at end of stream or on a reset.
     pub async fn next_line(&mut self) -> Option<String> {
+        match self.try_line().await {
+            Ok(line) => line,
+            Err(()) => panic!("{}: no line within {STEP:?}", self.name),
+        }
+    }
+
+    /// Like [`Client::next_line`], but a timeout is an `Err` for the caller to explain.
+    async fn try_line(&mut self) -> Result<Option<String>, ()> {
         let mut line = Vec::new();
         let read = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut line))
             .await
-            .unwrap_or_else(|_| panic!("{}: no line within {STEP:?}", self.name));
-        match read {
+            .map_err(|_| ())?;
+        Ok(match read {
             Ok(0) | Err(_) => None,
             Ok(_) => {
                 while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -105,7 +113,7 @@ impl Client {
                 }
                 Some(String::from_utf8_lossy(&line).into_owned())
             }
-        }
+        })
     }
 
     /// The next line; panics at end of stream.
@@ -120,10 +128,14 @@ impl Client {
     pub async fn expect(&mut self, needle: &str) -> String {
         let mut seen = Vec::new();
         loop {
-            match self.next_line().await {
-                Some(line) if line.contains(needle) => return line,
-                Some(line) => seen.push(line),
-                None => panic!("{}: closed before {needle:?}; saw {seen:#?}", self.name),
+            match self.try_line().await {
+                Ok(Some(line)) if line.contains(needle) => return line,
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) => panic!("{}: closed before {needle:?}; saw {seen:#?}", self.name),
+                Err(()) => panic!(
+                    "{}: no {needle:?} within {STEP:?}; saw {seen:#?}",
+                    self.name
+                ),
             }
         }
     }
@@ -136,10 +148,11 @@ impl Client {
         let pong = format!("PONG {token}");
         let mut seen = Vec::new();
         loop {
-            match self.next_line().await {
-                Some(line) if line == pong => return seen,
-                Some(line) => seen.push(line),
-                None => panic!("{}: closed before {pong:?}; saw {seen:#?}", self.name),
+            match self.try_line().await {
+                Ok(Some(line)) if line == pong => return seen,
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) => panic!("{}: closed before {pong:?}; saw {seen:#?}", self.name),
+                Err(()) => panic!("{}: no {pong:?} within {STEP:?}; saw {seen:#?}", self.name),
             }
         }
     }
@@ -552,4 +565,65 @@ pub async fn many_connections_dropped_at_once(addr: SocketAddr, count: usize) {
     bob.barrier().await;
     alice.send("after the storm").await;
     bob.expect("after the storm").await;
+}
+
+/// A server-side file from the operator's files directory reaches the recipient byte-exact
+/// (`path` holds `content`, text); paths that leave the directory are refused.
+pub async fn server_file_arrives_byte_exact(
+    addr: SocketAddr,
+    path: &str,
+    content: &[u8],
+    escaping_symlink: &str,
+) {
+    let mut alice = Client::register(addr, &unique("fs")).await;
+    let mut bob = Client::register(addr, &unique("fr")).await;
+    bob.barrier().await;
+    let b = bob.name.clone();
+
+    alice.send(&format!("/send {b} {path}")).await;
+    alice.expect(&format!("] sending {path}")).await;
+    let announce = bob.expect(" is sending ").await;
+    let id = announce
+        .strip_prefix("[file ")
+        .and_then(|rest| rest.split(']').next())
+        .expect("a transfer id")
+        .to_string();
+    let mut received = Vec::new();
+    loop {
+        let line = bob.line().await;
+        if line.starts_with(&format!("[file {id} done]")) {
+            break;
+        }
+        if let Some(n) = line.strip_prefix(&format!("[file {id} data ")) {
+            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
+            let mut chunk = vec![0u8; n + 1];
+            tokio::time::timeout(STEP, bob.reader.read_exact(&mut chunk))
+                .await
+                .expect("chunk in time")
+                .expect("chunk read");
+            assert_eq!(chunk.pop(), Some(b'\n'), "a chunk ends with a line break");
+            received.extend_from_slice(&chunk);
+        } else {
+            assert!(
+                !line.starts_with(&format!("[file {id} cancelled]")),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(received.len(), content.len());
+    assert!(received == content, "the file arrived changed");
+    alice.expect(&format!("[file {id} done]")).await;
+
+    for refused in [
+        "../etc/passwd",
+        "/etc/passwd",
+        escaping_symlink,
+        "no-such-file",
+    ] {
+        alice.send(&format!("/send {b} {refused}")).await;
+        alice.expect("Error: ").await;
+    }
+    alice.barrier().await;
+    let quiet = bob.barrier().await;
+    assert_none(&quiet, "is sending", "the recipient of refused files");
 }

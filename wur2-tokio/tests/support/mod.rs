@@ -118,6 +118,15 @@ pub struct TestServer {
 impl TestServer {
     /// Opens the store at `url` and serves it with `config`.
     pub async fn start(url: &str, config: Config) -> TestServer {
+        let options = Options {
+            shutdown_timeout: Duration::from_secs(10),
+            ..Options::default()
+        };
+        TestServer::start_with(url, config, options).await
+    }
+
+    /// Like [`TestServer::start`], with driver options.
+    pub async fn start_with(url: &str, config: Config, options: Options) -> TestServer {
         // `RUST_LOG=info cargo test` shows the server's log beside a failing test.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -128,10 +137,6 @@ impl TestServer {
             .expect("open the store");
         let writer = tokio::spawn(writer.run());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let options = Options {
-            shutdown_timeout: Duration::from_secs(10),
-            ..Options::default()
-        };
         let handle = wur2_tokio::serve_with(listener, store, config, options).expect("serve");
         TestServer { handle, writer }
     }
