@@ -37,12 +37,12 @@ mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use wur2_engine::{Config, Engine};
+use wur2_engine::{Config, Engine, WallClock};
 
 pub use storage::Storage;
 
@@ -103,7 +103,8 @@ pub fn serve<S: Storage>(
 }
 
 /// Runs a chat server on a listener the caller bound, with a store the caller opened and
-/// an engine configuration the caller built. Returns at once; the server runs in tasks on
+/// an engine configuration the caller built (its `wall_clock` is set from the system clock
+/// when `None`, and `server_files` from [`Options::files_dir`]). Returns at once; the server runs in tasks on
 /// the current Tokio runtime until [`ServerHandle::shutdown`].
 ///
 /// Must be called from within a Tokio runtime.
@@ -122,6 +123,9 @@ pub fn serve_with<S: Storage>(
         options.files_dir = Some(canonical);
     }
     config.server_files = options.files_dir.is_some();
+    if config.wall_clock.is_none() {
+        config.wall_clock = Some(wall_clock_now());
+    }
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = driver::spawn(listener, store, Engine::new(config), options, shutdown_rx);
     Ok(ServerHandle {
@@ -129,6 +133,18 @@ pub fn serve_with<S: Storage>(
         shutdown,
         task,
     })
+}
+
+/// The wall-clock time now, for the engine's timestamps (it reads no clock itself).
+fn wall_clock_now() -> WallClock {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    WallClock {
+        at: Instant::now(),
+        unix_ms,
+    }
 }
 
 /// A running server. Dropping it leaves the server running (detached); call
