@@ -122,6 +122,8 @@ pub struct PrivateMessage {
 /// A stored channel message, replayed as history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
+    /// The id the engine gave the message when it accepted it.
+    pub id: MessageId,
     /// The sender's username as registered.
     pub sender: String,
     /// The text as stored.

@@ -184,6 +184,7 @@ pub(crate) enum Line<'a> {
         from: &'a str,
         text: &'a str,
         sent_at: i64,
+        id: MessageId,
     },
     StoredForLater {
         to: &'a str,
@@ -324,6 +325,7 @@ impl Line<'_> {
                 from,
                 text,
                 sent_at,
+                ..
             } => {
                 write!(
                     out,
@@ -438,9 +440,10 @@ impl Line<'_> {
                 from,
                 text,
                 sent_at,
+                id,
             } => json!({
                 "type": "history", "channel": channel, "from": from, "text": text,
-                "sent_at": sent_at
+                "sent_at": sent_at, "id": id.to_string()
             }),
             Line::StoredForLater { to } => json!({"type": "dm_stored", "to": to}),
             Line::Joined { user, channel } => {

@@ -227,8 +227,8 @@ impl Db {
         channel_key: &str,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let sql = "SELECT sender, body, created_at_ms FROM ( \
-                     SELECT seq, sender, body, created_at_ms FROM messages \
+        let sql = "SELECT message_id, sender, body, created_at_ms FROM ( \
+                     SELECT seq, message_id, sender, body, created_at_ms FROM messages \
                      WHERE channel_key = $1 ORDER BY seq DESC LIMIT $2 \
                    ) AS recent ORDER BY seq ASC";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -237,6 +237,7 @@ impl Db {
             rows.iter()
                 .map(|row| {
                     Ok(StoredMessage {
+                        id: message_id_from_db(row.try_get("message_id")?)?,
                         sender: row.try_get("sender")?,
                         text: row.try_get("body")?,
                         sent_at_unix_ms: row.try_get("created_at_ms")?,

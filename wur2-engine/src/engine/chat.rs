@@ -414,6 +414,7 @@ impl Engine {
                     from: &sender,
                     text: &text,
                     sent_at: message.sent_at_unix_ms,
+                    id: message.id,
                 },
             );
         }

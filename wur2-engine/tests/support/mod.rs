@@ -87,6 +87,7 @@ impl MemoryStore {
             StoreRequest::AppendChannelMessage(message) => {
                 if self.seen_ids.insert(message.id) {
                     let stored = StoredMessage {
+                        id: message.id,
                         sender: message.sender,
                         text: message.text,
                         sent_at_unix_ms: self.clock_ms,
