@@ -20,8 +20,8 @@ use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage};
 use crate::config::StoreConfig;
 use crate::{OpenError, User};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Rows per multi-row `INSERT` on SQLite (7 bound values each, far below its limit of
 /// 32 766 variables); one transaction may hold several such statements.

@@ -2,7 +2,7 @@
 //! `wur2-engine` with SQLite (the embedded default) or PostgreSQL through sqlx, and hashes
 //! passwords with argon2id on its own threads.
 //!
-//! It owns the database schema (migrations in the workspace's `migrations/`), the password
+//! It owns the database schema (migrations in this crate's `migrations/`), the password
 //! hashing threads and the group commit of message appends. It never runs on a particular
 //! async runtime's threads or timers: it works the same under Tokio and async-std, and no
 //! async task ever blocks on argon2.
