@@ -1,0 +1,116 @@
+//! # wur2-client
+//!
+//! `wur2 chat`: a full-screen terminal client for people, on top of the server's JSON lines
+//! mode (docs/PROTOCOL.md). The `wur2` binary calls [`run`] with its `chat` arguments.
+//!
+//! ## Shape
+//!
+//! - [`protocol`]: every server line parsed into a typed [`protocol::ServerEvent`].
+//! - [`state`]: what is shown and what typing does — views, unread counts, input history,
+//!   Tab completion, status, transfers — with no terminal and no socket, so it is unit-tested.
+//! - [`files`]: received files rebuilt byte-exactly in the download directory; local files
+//!   checked before upload.
+//! - `net`: connect, `/mode json`, one-line login; a reader and a writer task per
+//!   connection (uploads' raw bytes follow their `/send` line on the same writer).
+//! - `app` and `ui`: the loop that ties keys, server lines and ticks to the state, and the
+//!   ratatui drawing.
+//!
+//! The password is asked before the screen opens, without echo, and kept only to log in
+//! again when the connection drops (reconnects back off from 0.5 s to 30 s).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod app;
+pub mod files;
+mod net;
+pub mod protocol;
+pub mod state;
+mod ui;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::net::{Credentials, Password};
+
+/// `wur2 chat`: connect to a WUR2 server and chat in a full-screen terminal.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChatArgs {
+    /// The server's address.
+    #[arg(long, env = "WUR2_SERVER", default_value = "127.0.0.1:6969")]
+    pub server: String,
+    /// Your username (asked when missing).
+    #[arg(long, env = "WUR2_USER")]
+    pub user: Option<String>,
+    /// Create the account instead of logging in (the password is asked twice).
+    #[arg(long)]
+    pub register: bool,
+    /// Where files people send you are saved (created when the first one arrives).
+    #[arg(long, default_value = "downloads")]
+    pub download_dir: PathBuf,
+}
+
+/// Asks for what is missing, logs in, then runs the full-screen client until the user
+/// leaves. Errors before the screen opens (unreachable server, wrong password) come back
+/// as one clear error.
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let ChatArgs {
+        server,
+        user,
+        register,
+        download_dir,
+    } = args;
+    let credentials = tokio::task::spawn_blocking(move || ask_credentials(user, register))
+        .await
+        .context("the login prompt failed")??;
+    eprintln!("Connecting to {server} as {}...", credentials.user);
+    let session = net::connect(&server, &credentials, register)
+        .await
+        .with_context(|| match register {
+            true => format!("cannot register on {server}"),
+            false => format!("cannot log in on {server}"),
+        })?;
+    app::run(
+        server,
+        credentials,
+        session,
+        files::Downloads::new(download_dir),
+    )
+    .await
+}
+
+/// The username (from the flag or asked) and the password, read without echo.
+fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Credentials> {
+    let user = match user.map(|user| user.trim().to_string()) {
+        Some(user) if !user.is_empty() => user,
+        _ => {
+            print!("Username: ");
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the username")?;
+            line.trim().to_string()
+        }
+    };
+    if user.is_empty() || user.contains(char::is_whitespace) {
+        bail!("a username is one word");
+    }
+    let password = Password::new(
+        rpassword::prompt_password(format!("Password for {user}: "))
+            .context("cannot read the password")?,
+    );
+    if register {
+        let again = Password::new(
+            rpassword::prompt_password("Repeat the password: ")
+                .context("cannot read the password")?,
+        );
+        if !password.matches(&again) {
+            bail!("the passwords differ");
+        }
+    }
+    Ok(Credentials { user, password })
+}

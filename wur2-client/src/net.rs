@@ -1,0 +1,324 @@
+//! The link to the server: connect, switch to JSON lines, log in or register in one line,
+//! then one task reads server lines and one writes ours (and uploads' raw bytes, which must
+//! follow their `/send` line with nothing in between). It never draws and never decides
+//! what a line means beyond the login answer.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::protocol::{ServerEvent, ServerLine};
+
+/// How long the server has to answer a login.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Bytes of an upload read and written at once.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// A password, kept only to log in again after a reconnect; never printed, wiped on drop.
+pub struct Password(String);
+
+impl Password {
+    /// Wraps what the user typed.
+    pub fn new(password: String) -> Password {
+        Password(password)
+    }
+
+    /// True when both are the same password (a registration asks twice).
+    pub fn matches(&self, other: &Password) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.fill(0);
+    }
+}
+
+/// Who to log in as.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The username.
+    pub user: String,
+    /// The password.
+    pub password: Password,
+}
+
+/// Why connecting or logging in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The server could not be reached or the link broke: worth trying again.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not answer the login in time: worth trying again.
+    #[error("the server did not answer the login in time")]
+    Timeout,
+    /// The server refused (wrong password, name taken, locked out): trying again with the
+    /// same credentials will not help.
+    #[error("{message}")]
+    Refused {
+        /// The stable error code.
+        code: String,
+        /// The server's words.
+        message: String,
+    },
+}
+
+impl LoginError {
+    /// True when trying again later may work.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            LoginError::Io(_) | LoginError::Timeout => true,
+            LoginError::Refused { code, .. } => {
+                matches!(
+                    code.as_str(),
+                    "busy" | "storage_unavailable" | "server_full"
+                )
+            }
+        }
+    }
+}
+
+/// A logged-in connection, not yet split into its tasks.
+#[derive(Debug)]
+pub struct Session {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// The username as registered.
+    pub user: String,
+    /// Our role.
+    pub role: String,
+}
+
+/// Connects to `server`, switches to JSON lines and logs in (or, with `register`, creates
+/// the account first: only the first time, reconnects log in).
+pub async fn connect(
+    server: &str,
+    credentials: &Credentials,
+    register: bool,
+) -> Result<Session, LoginError> {
+    let stream = TcpStream::connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (read, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let verb = if register { "register" } else { "login" };
+    let mut hello = format!(
+        "/mode json\n/{verb} {} {}\n",
+        credentials.user, credentials.password.0
+    )
+    .into_bytes();
+    let written = writer.write_all(&hello).await;
+    hello.fill(0);
+    written?;
+    let answer = tokio::time::timeout(LOGIN_TIMEOUT, async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 {
+                return Err(LoginError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during login",
+                )));
+            }
+            // The banner comes before the mode switch, in text: not ours to read.
+            let Ok(parsed) = ServerLine::parse(&line) else {
+                continue;
+            };
+            match parsed.event {
+                ServerEvent::Welcome { user, role, .. } => return Ok((user, role)),
+                ServerEvent::Error { code, message } => {
+                    return Err(LoginError::Refused { code, message });
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    let (user, role) = answer.map_err(|_| LoginError::Timeout)??;
+    Ok(Session {
+        reader,
+        writer,
+        user,
+        role,
+    })
+}
+
+/// What the writer task is asked to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// One line (the line break is added).
+    Line(String),
+    /// An upload: its `/send <to> <name> <size>` line, then exactly `size` bytes of `path`.
+    Upload {
+        /// This client's number for it.
+        local: u64,
+        /// The recipient.
+        to: String,
+        /// The file's one-word name.
+        name: String,
+        /// Its size, as announced.
+        size: u64,
+        /// Where to read it.
+        path: PathBuf,
+    },
+}
+
+/// What the connection tasks report, tagged with the connection's generation so reports
+/// of an older connection are recognised after a reconnect.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A server line (text lines that are not JSON are dropped).
+    Line(ServerLine),
+    /// The connection ended.
+    Closed(String),
+    /// Bytes of an upload written so far.
+    UploadProgress {
+        /// The upload's local number.
+        local: u64,
+        /// Bytes written.
+        written: u64,
+    },
+    /// An upload's bytes could not all be sent as they are on disk.
+    UploadFailed {
+        /// The upload's local number.
+        local: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starts the reader and writer tasks of `session`; every report goes to `events` with
+/// `generation`. Returns the sender for our lines.
+pub fn spawn(
+    session: Session,
+    generation: u64,
+    events: mpsc::UnboundedSender<(u64, NetEvent)>,
+) -> mpsc::UnboundedSender<Outgoing> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let Session { reader, writer, .. } = session;
+    tokio::spawn(read_lines(reader, generation, events.clone()));
+    tokio::spawn(write_lines(writer, rx, generation, events));
+    tx
+}
+
+async fn read_lines(
+    mut reader: BufReader<OwnedReadHalf>,
+    generation: u64,
+    events: mpsc::UnboundedSender<(u64, NetEvent)>,
+) {
+    let mut line = String::new();
+    let reason = loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) => break "the server closed the connection".to_string(),
+            Ok(_) => {
+                if let Ok(parsed) = ServerLine::parse(&line)
+                    && events.send((generation, NetEvent::Line(parsed))).is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => break error.to_string(),
+        }
+    };
+    let _ = events.send((generation, NetEvent::Closed(reason)));
+}
+
+async fn write_lines(
+    mut writer: OwnedWriteHalf,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    generation: u64,
+    events: mpsc::UnboundedSender<(u64, NetEvent)>,
+) {
+    while let Some(next) = outgoing.recv().await {
+        let result = match next {
+            Outgoing::Line(mut line) => {
+                line.push('\n');
+                writer.write_all(line.as_bytes()).await
+            }
+            Outgoing::Upload {
+                local,
+                to,
+                name,
+                size,
+                path,
+            } => {
+                let report = |event| {
+                    let _ = events.send((generation, event));
+                };
+                upload(&mut writer, local, &to, &name, size, &path, report).await
+            }
+        };
+        if result.is_err() {
+            // The reader sees the broken link and reports it.
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes the `/send` line and exactly `size` bytes. A file that shrank or cannot be read
+/// any more is padded with zeros (the server counts bytes; anything short would swallow
+/// our next lines) and reported as failed.
+async fn upload(
+    writer: &mut OwnedWriteHalf,
+    local: u64,
+    to: &str,
+    name: &str,
+    size: u64,
+    path: &PathBuf,
+    report: impl Fn(NetEvent),
+) -> std::io::Result<()> {
+    writer
+        .write_all(format!("/send {to} {name} {size}\n").as_bytes())
+        .await?;
+    let mut file = tokio::fs::File::open(path).await;
+    let mut problem = file.as_ref().err().map(ToString::to_string);
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let mut written = 0u64;
+    while written < size {
+        let want = usize::try_from(size - written)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let got = match (&mut file, &problem) {
+            (Ok(file), None) => match file.read(&mut buf[..want]).await {
+                Ok(0) => {
+                    problem = Some("the file got shorter while it was sent".into());
+                    0
+                }
+                Ok(n) => n,
+                Err(error) => {
+                    problem = Some(error.to_string());
+                    0
+                }
+            },
+            _ => 0,
+        };
+        let chunk = if got == 0 {
+            buf[..want].fill(0);
+            want
+        } else {
+            got
+        };
+        writer.write_all(&buf[..chunk]).await?;
+        written += chunk as u64;
+        report(NetEvent::UploadProgress { local, written });
+    }
+    if let Some(reason) = problem {
+        report(NetEvent::UploadFailed { local, reason });
+    }
+    Ok(())
+}
