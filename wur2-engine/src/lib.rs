@@ -1,10 +1,15 @@
 //! # wur2-engine
 //!
 //! The chat engine of WUR2 as a synchronous, I/O-free state machine ("sans-IO"). It holds
-//! every piece of chat state (sessions, accounts online, channels, roles, rate limits) and
-//! implements every chat behaviour, but owns no socket, file, database, clock, thread or
-//! random source: the caller (a *driver*) pushes bytes, store replies and time in, and
-//! pulls bytes to write, connections to close and store requests out.
+//! every piece of chat state (sessions, accounts online, channels, roles, file transfers,
+//! rate limits) and implements every chat behaviour, but owns no socket, file, database,
+//! clock, thread or random source: the caller (a *driver*) pushes bytes, store replies and
+//! time in, and pulls bytes to write, connections to close and store requests out. It runs
+//! the same under Tokio, async-std, plain threads, a game loop or a test with a virtual
+//! clock.
+//!
+//! This page is the engine's contract, in one place. The wire protocol the engine speaks
+//! to clients is specified in the repository's `docs/PROTOCOL.md`.
 //!
 //! ## The drive loop
 //!
@@ -60,20 +65,145 @@
 //! }
 //! ```
 //!
-//! ## Rules for callers
+//! Complete programs, each run by the workspace's test script:
 //!
-//! - Drain `poll_output` after every `handle_*` call; act on outputs in order.
-//! - Never call `Instant::now()` on the engine's behalf in tests: pass the time you mean.
-//! - After [`Output::Close`] the engine has forgotten the connection; events for it are
-//!   ignored. Report a peer's close with [`Engine::handle_peer_closed`].
-//! - Answer every [`Output::Store`] exactly once (a late answer for a forgotten
-//!   connection is fine and ignored).
-//! - No input can make the engine panic; a bad line from a client is an error line to that
-//!   client.
+//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads with an
+//!   in-memory store, in under 200 lines. The engine needs no async runtime.
+//! - `examples/bot.rs`: a bot that logs in, joins a channel and answers messages
+//!   in-process, with no socket.
+//! - `wur2-tokio`'s `examples/embed_tokio.rs`: the Tokio driver embedded in an existing
+//!   Tokio application next to other services.
 //!
-//! Same inputs in the same order give the same outputs: the engine reads no clock and no
-//! randomness, and never lets the iteration order of a randomly seeded map decide what it
-//! emits.
+//! The crates around the engine: [`wur2-store`](https://docs.rs/wur2-store) answers every
+//! [`StoreRequest`] with SQLite or PostgreSQL, and [`wur2-tokio`](https://docs.rs/wur2-tokio)
+//! is a complete driver (and the `wur2` server).
+//!
+//! ## What goes in
+//!
+//! | input | when the caller calls it |
+//! |---|---|
+//! | [`Engine::handle_connect`] | a client connected; returns the [`ConnectionId`] to use for it from now on |
+//! | [`Engine::handle_received`] | bytes arrived from a connection (any split of the stream gives the same result) |
+//! | [`Engine::handle_written`] | bytes of a [`Output::Transmit`] or [`Output::Broadcast`] reached the connection's socket |
+//! | [`Engine::handle_peer_closed`] | the peer closed the connection, or reading or writing failed |
+//! | [`Engine::handle_store_reply`] | a [`StoreRequest`] finished; pass its [`RequestId`] and [`StoreReply`] |
+//! | [`Engine::handle_file_opened`], [`Engine::handle_file_data`], [`Engine::handle_file_failed`] | a server-side file was opened or read, or could not be |
+//! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
+//! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, new connections are refused |
+//!
+//! Every input that depends on time takes `now`, a monotonic [`Instant`](std::time::Instant)
+//! from the caller's clock. The engine never reads a clock; wall-clock timestamps in JSON
+//! mode come from [`Config::wall_clock`], and message ids from
+//! [`Config::message_id_origin`], both chosen by the caller.
+//!
+//! ## What comes out
+//!
+//! [`Engine::poll_output`] yields one [`Output`] at a time, in the order the driver must act
+//! on them:
+//!
+//! | output | what the driver does |
+//! |---|---|
+//! | [`Output::Transmit`] | write the bytes to the connection, after everything before; report them with `handle_written` |
+//! | [`Output::Broadcast`] | the same for each recipient; the bytes are one shared [`bytes::Bytes`] buffer, so fan-out to N members costs N reference-count bumps |
+//! | [`Output::Close`] | close the connection, after writing what is queued when `flush` is `true`; the engine has already forgotten it, so later events for it are ignored and no `handle_peer_closed` is needed |
+//! | [`Output::PauseReading`], [`Output::ResumeReading`] | stop and restart reading from a connection (backpressure) |
+//! | [`Output::Store`] | run the request off the engine's thread and answer with `handle_store_reply` and the same id; what answers which request is listed on each [`StoreRequest`] variant |
+//! | [`Output::OpenFile`], [`Output::ReadFile`], [`Output::CloseFile`] | open, read and close a server-side file inside the operator's files directory (only when [`Config::server_files`] is on) |
+//!
+//! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`]
+//! (login deadlines, flood-control waits); `None` means no timer is set. Check it after
+//! every input: an input may set an earlier timer.
+//!
+//! ## The drain-until-empty rule
+//!
+//! After **every** `handle_*` call, call [`Engine::poll_output`] until it returns `None`,
+//! and act on the outputs in the order they came. Outputs are queued inside the engine
+//! until drained; draining late delays users, and never draining grows that queue without
+//! bound. Several inputs may be batched before one drain (the Tokio driver does this), as
+//! long as the drain follows before the driver waits for anything else. Handling an output
+//! may itself produce inputs (a store that answers at once, a write that completes at
+//! once): feed them in and keep draining; the loop ends when `poll_output` returns `None`.
+//!
+//! ## What a caller must never do
+//!
+//! - Never reorder writes to one connection, or drop a `Transmit`/`Broadcast` for a
+//!   connection that is still open: clients parse a stream.
+//! - Never keep reading from a connection after [`Output::PauseReading`] until
+//!   [`Output::ResumeReading`]: the engine holds that connection's unprocessed lines, and a
+//!   client that pushes past the limits is closed for flooding.
+//! - Never skip [`Engine::handle_written`]: the engine counts unwritten bytes per connection
+//!   and closes a connection whose count passes [`Config::max_queued_bytes`] as a slow
+//!   reader. Report bytes only once they left (or were handed to) the socket.
+//! - Never leave a [`Output::Store`] unanswered (the user waiting for it waits for ever;
+//!   answer with [`StoreError::Unavailable`] when the store gave up), and never answer one
+//!   twice or with another request's id (a second answer is ignored; a reply of the wrong
+//!   kind counts as a store failure and is logged). Run appends in the order they were
+//!   emitted.
+//! - Never let `now` go backwards: use a monotonic clock (an earlier `now` is treated as
+//!   "no time has passed", never a panic, but timers then fire late).
+//! - Never log, print or persist a [`Password`] except to hash or verify it; its `Debug`
+//!   hides it and it is wiped on drop.
+//! - Never serve a server-side file without checking, after resolving symlinks, that it is a
+//!   regular file inside the configured directory: the engine has refused `..`, absolute
+//!   paths and control characters ([`check_relative_path`]), but cannot see the file system.
+//!
+//! ## Which inputs can fail, and how
+//!
+//! No `handle_*` method returns an error and none panics, whatever the bytes, the replies
+//! or the order:
+//!
+//! - **Client input** (bad UTF-8, over-long lines, unknown commands, wrong arguments,
+//!   floods, slow logins) is the client's fault: it gets an error line carrying an
+//!   [`ErrorCode`], and the connection stays open unless a limit says it must close
+//!   (then an [`Output::Close`] with its [`CloseReason`] follows).
+//! - **A connection over a limit** ([`Config::max_connections`],
+//!   [`Config::max_connections_per_address`], or after [`Engine::handle_shutdown`]):
+//!   `handle_connect` still returns an id, and the outputs tell that client why and close it.
+//! - **Store failures** arrive as [`StoreReply::Failed`] with a [`StoreError`]: the user who
+//!   waited gets an error line (`busy`, `storage_unavailable`, `username_taken`, …), the
+//!   failure is logged with `tracing`, and the engine carries on.
+//! - **File failures** ([`Engine::handle_file_opened`] with `Err`,
+//!   [`Engine::handle_file_failed`], or a short read) cancel that transfer and tell both
+//!   users; nothing else is affected.
+//! - **Late or unknown ids** (a reply for a connection that has closed, data for a
+//!   connection or transfer that has ended) are ignored. Ids are never reused by one
+//!   engine, so a late event can never hit the wrong client.
+//!
+//! ## Determinism
+//!
+//! Given the same [`Config`] and the same inputs in the same order (with the same `now`
+//! values), the engine produces the same outputs, byte for byte, and hands out the same
+//! ids. It reads no clock and no randomness, and never lets the iteration order of a
+//! randomly seeded map decide what it emits. Tests can therefore run hundreds of simulated
+//! clients against a fake store and a virtual clock, and replay any failure from its seed.
+//!
+//! ## Stability
+//!
+//! - **Wire format.** The text lines documented in `docs/PROTOCOL.md` are stable: scripts
+//!   may parse them. In JSON-lines mode (`/mode json`) every `type` and field listed there
+//!   is stable; new types and new fields may be added, so clients must ignore what they do
+//!   not know. [`ErrorCode`] strings are stable; the human text after `Error: ` is not.
+//! - **`ErrorCode`** is `#[non_exhaustive]`: new codes may come in any release, so match it
+//!   with a wildcard arm.
+//! - **`Output`** and **`StoreRequest`** are deliberately *exhaustive*: a driver or store
+//!   that silently ignored a new kind of output or request would lose messages or hang
+//!   users, so a new variant is a breaking change that the compiler points out. Until 1.0
+//!   such a change comes with a minor version bump (0.1 → 0.2) and a `CHANGELOG.md` entry;
+//!   patch releases never add variants. A driver that matches every variant (rather than
+//!   using `_`) is guaranteed to act on every output.
+//! - **The Rust API** follows semver with the 0.x convention: breaking changes bump the
+//!   minor version. The minimum supported Rust version is 1.88; raising it is a minor
+//!   change too.
+//!
+//! ## Cargo features
+//!
+//! None. The engine's dependencies are `bytes` (shared output buffers), `thiserror`,
+//! `tracing` (logs of closes and store failures; silent unless the program installs a
+//! subscriber) and `serde_json` (which renders JSON-lines mode, so it is not optional).
+//! There is no `serde` feature yet: drivers and stores run in the same process as the
+//! engine, and the types that would need it to cross a process boundary
+//! ([`StoreRequest`] carries a [`Password`]) deserve a deliberate format rather than a
+//! derived one.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
