@@ -107,13 +107,26 @@ pub fn entry_line(entry: &Entry) -> Line<'static> {
             if entry.style == Style::Own {
                 look = look.add_modifier(Modifier::UNDERLINED);
             }
-            spans.push(Span::styled(from.clone(), look));
+            spans.push(Span::styled(printable(from), look));
             spans.push(Span::raw(": "));
         }
         None => spans.push(Span::styled("* ", text_look)),
     }
-    spans.push(Span::styled(entry.text.clone(), text_look));
+    spans.push(Span::styled(printable(&entry.text), text_look));
     Line::from(spans)
+}
+
+/// `text` with tabs as spaces and other control characters as `?`: the server already
+/// strips them from what people send, and a client should not bet that no terminal escape
+/// ever gets through.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 /// `HH:MM` in local time, or the date too when it is not today.
@@ -343,6 +356,11 @@ mod tests {
         let shown = screen(&state);
         assert!(shown.contains("line 99"), "{shown}");
         assert!(!shown.contains("line 50 "), "{shown}");
+    }
+
+    #[test]
+    fn terminal_escapes_never_reach_the_screen() {
+        assert_eq!(printable("a\u{1b}[2Jb\u{7}c\td"), "a?[2Jb?c d");
     }
 
     #[test]
