@@ -31,6 +31,9 @@ const UPLOAD_REFUSALS: &[&str] = &[
     "usage",
 ];
 
+/// Network reports handled before the screen is drawn again.
+const BATCH: usize = 256;
+
 /// How long `/quit` waits for the goodbye to be written.
 const QUIT_GRACE: Duration = Duration::from_secs(1);
 
@@ -77,6 +80,8 @@ struct Client {
     reconnect_tx: mpsc::UnboundedSender<Reconnect>,
     reconnect_rx: mpsc::UnboundedReceiver<Reconnect>,
     quit: bool,
+    /// `/close` was sent on leaving; wait briefly for the server's goodbye.
+    closing: bool,
 }
 
 impl Client {
@@ -108,6 +113,7 @@ impl Client {
             reconnect_tx,
             reconnect_rx,
             quit: false,
+            closing: false,
         }
     }
 
@@ -132,8 +138,13 @@ impl Client {
                     None => return Ok(()),
                 },
                 Some((generation, event)) = self.net_rx.recv() => {
-                    if generation == self.generation {
-                        self.network(event);
+                    self.network(generation, event);
+                    // Draw once per burst (a file arrives in many chunks), not once per line.
+                    for _ in 0..BATCH {
+                        let Ok((generation, event)) = self.net_rx.try_recv() else {
+                            break;
+                        };
+                        self.network(generation, event);
                     }
                 }
                 Some(news) = self.reconnect_rx.recv() => self.reconnect_news(news),
@@ -151,6 +162,9 @@ impl Client {
                     }
                 }
             }
+        }
+        if self.closing {
+            self.wait_for_goodbye().await;
         }
         Ok(())
     }
@@ -185,28 +199,23 @@ impl Client {
                 Action::Quit => {
                     self.quit = true;
                     if let Some(outgoing) = self.outgoing.take() {
-                        let _ = outgoing.send(Outgoing::Line("/close".into()));
-                        drop(outgoing);
-                        self.wait_for_goodbye();
+                        self.closing = outgoing.send(Outgoing::Line("/close".into())).is_ok();
                     }
                 }
             }
         }
     }
 
-    /// Gives the writer a moment to send `/close` before the runtime stops.
-    fn wait_for_goodbye(&mut self) {
-        let deadline = std::time::Instant::now() + QUIT_GRACE;
-        while std::time::Instant::now() < deadline {
-            match self.net_rx.try_recv() {
-                Ok((_, NetEvent::Closed(_))) => return,
-                Ok(_) => {}
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    std::thread::sleep(Duration::from_millis(20));
+    /// Gives the writer a moment to send `/close` and the server to answer it.
+    async fn wait_for_goodbye(&mut self) {
+        let closed = async {
+            while let Some((_, event)) = self.net_rx.recv().await {
+                if matches!(event, NetEvent::Closed(_)) {
+                    return;
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
-        }
+        };
+        let _ = tokio::time::timeout(QUIT_GRACE, closed).await;
     }
 
     fn send(&mut self, outgoing: Outgoing) {
@@ -224,7 +233,11 @@ impl Client {
         );
     }
 
-    fn network(&mut self, event: NetEvent) {
+    /// A report of connection `generation`; those of older connections are dropped.
+    fn network(&mut self, generation: u64, event: NetEvent) {
+        if generation != self.generation {
+            return;
+        }
         let now = now_ms();
         match event {
             NetEvent::Line(line) => {

@@ -322,3 +322,163 @@ async fn upload(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn alice() -> Credentials {
+        Credentials {
+            user: "alice".into(),
+            password: Password::new("correct horse".into()),
+        }
+    }
+
+    /// A fake server that checks our first two lines and answers with `reply`.
+    async fn fake_server(reply: &'static str) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read);
+            let mut lines = Vec::new();
+            for _ in 0..2 {
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                lines.push(line);
+            }
+            write.write_all(reply.as_bytes()).await.unwrap();
+            lines
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn login_switches_to_json_first_and_reads_the_welcome() {
+        let (addr, server) = fake_server(concat!(
+            "Welcome to WUR2 chat!\nDo you have an account? (y/n)\n",
+            "{\"type\":\"mode\",\"mode\":\"json\"}\n",
+            "{\"type\":\"welcome\",\"user\":\"Alice\",\"role\":\"mod\",\"new\":false}\n",
+        ))
+        .await;
+        let session = connect(&addr, &alice(), false).await.unwrap();
+        assert_eq!(
+            (session.user.as_str(), session.role.as_str()),
+            ("Alice", "mod")
+        );
+        let lines = server.await.unwrap();
+        assert_eq!(lines, vec!["/mode json\n", "/login alice correct horse\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_says_why_and_is_not_retried() {
+        let (addr, server) = fake_server(concat!(
+            "{\"type\":\"mode\",\"mode\":\"json\"}\n",
+            "{\"type\":\"error\",\"code\":\"username_taken\",\"message\":\"that username is taken\"}\n",
+        ))
+        .await;
+        let error = connect(&addr, &alice(), true).await.unwrap_err();
+        assert_eq!(error.to_string(), "that username is taken");
+        assert!(!error.is_temporary());
+        assert_eq!(server.await.unwrap()[1], "/register alice correct horse\n");
+    }
+
+    #[tokio::test]
+    async fn a_busy_server_or_a_lost_link_is_worth_another_try() {
+        let (addr, _server) = fake_server(
+            "{\"type\":\"error\",\"code\":\"busy\",\"message\":\"the server is busy; try again\"}\n",
+        )
+        .await;
+        assert!(
+            connect(&addr, &alice(), false)
+                .await
+                .unwrap_err()
+                .is_temporary()
+        );
+        let (addr, _server) = fake_server("").await;
+        assert!(
+            connect(&addr, &alice(), false)
+                .await
+                .unwrap_err()
+                .is_temporary()
+        );
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        assert!(!format!("{:?}", alice()).contains("horse"));
+    }
+
+    /// Runs an upload of `path` announced as `size` bytes, then a line; returns what the
+    /// server received and what the tasks reported.
+    async fn upload_through(path: PathBuf, size: u64) -> (Vec<u8>, Vec<NetEvent>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (read, writer) = client.into_split();
+        let session = Session {
+            reader: BufReader::new(read),
+            writer,
+            user: "alice".into(),
+            role: "user".into(),
+        };
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let outgoing = spawn(session, 3, events_tx);
+        outgoing
+            .send(Outgoing::Upload {
+                local: 1,
+                to: "bob".into(),
+                name: "a.bin".into(),
+                size,
+                path,
+            })
+            .unwrap();
+        outgoing.send(Outgoing::Line("after".into())).unwrap();
+        drop(outgoing);
+        let mut received = Vec::new();
+        server.read_to_end(&mut received).await.unwrap();
+        let mut events = Vec::new();
+        while let Ok((generation, event)) = events_rx.try_recv() {
+            assert_eq!(generation, 3);
+            events.push(event);
+        }
+        (received, events)
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_its_line_then_exactly_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let (received, events) = upload_through(path, bytes.len() as u64).await;
+        let mut expected = b"/send bob a.bin 200000\n".to_vec();
+        expected.extend_from_slice(&bytes);
+        expected.extend_from_slice(b"after\n");
+        assert!(received == expected, "the bytes on the wire differ");
+        assert!(matches!(
+            events.last(),
+            Some(NetEvent::UploadProgress {
+                local: 1,
+                written: 200_000
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_is_padded_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        std::fs::write(&path, b"abc").unwrap();
+        let (received, events) = upload_through(path, 5).await;
+        assert_eq!(received, b"/send bob a.bin 5\nabc\0\0after\n");
+        assert!(
+            events
+                .iter()
+                .any(|event| matches!(event, NetEvent::UploadFailed { local: 1, .. }))
+        );
+    }
+}
