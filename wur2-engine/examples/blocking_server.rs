@@ -105,7 +105,7 @@ fn run_engine(inbox: &mpsc::Receiver<Event>, events: &Sender<Event>) {
                 Output::ResumeReading(connection) => pause(&conns, connection, false),
                 // In memory it answers at once; a real store's reply comes back as an event.
                 Output::Store { id, request } => {
-                    let reply = store.answer(*request, now_unix_ms());
+                    let reply = store.answer(*request);
                     engine.handle_store_reply(id, reply, Instant::now());
                 }
                 // `Config::server_files` is off: the engine never asks for files.

@@ -31,8 +31,9 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// Carries out `request` at wall-clock time `unix_ms` and answers it.
-    pub fn answer(&mut self, request: StoreRequest, unix_ms: i64) -> StoreReply {
+    /// Carries out `request` and answers it; messages are stamped with the time now.
+    pub fn answer(&mut self, request: StoreRequest) -> StoreReply {
+        let unix_ms = now_unix_ms();
         match request {
             StoreRequest::Register { username, password } => {
                 let key = username_key(&username);
@@ -120,7 +121,8 @@ impl MemoryStore {
     }
 }
 
-/// Wall-clock time now, in milliseconds since the Unix epoch (the engine reads no clock).
+/// Wall-clock time now, in milliseconds since the Unix epoch (the engine reads no clock:
+/// it gets this from its caller).
 pub fn now_unix_ms() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH);
     i64::try_from(since.unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
