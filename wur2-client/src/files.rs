@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use wur2_engine::is_valid_file_name;
 
 /// Longest file name we create, in bytes (file systems stop at 255).
 const MAX_NAME_BYTES: usize = 200;
@@ -260,7 +261,7 @@ fn free_path(dir: &Path, name: &str, taken: &[&Path]) -> PathBuf {
 pub struct LocalFile {
     /// Where it is.
     pub path: PathBuf,
-    /// The name sent to the server (1–255 bytes, no `/`, `\`, spaces or control characters).
+    /// The name sent to the server: one word the server accepts (`is_valid_file_name`).
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
@@ -278,22 +279,16 @@ pub fn local_file(path: &Path) -> Result<LocalFile, String> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut name: String = name
+    // The upload line is split on spaces: the name is one word.
+    let spaced: String = name
         .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() || c == '/' || c == '\\' {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if c.is_whitespace() { '_' } else { c })
         .collect();
-    while name.len() > 255 {
-        name.pop();
-    }
-    if name.is_empty() {
-        name.push_str("file");
-    }
+    let name = if is_valid_file_name(&spaced) {
+        spaced
+    } else {
+        safe_file_name(&name)
+    };
     Ok(LocalFile {
         path: path.to_path_buf(),
         name,

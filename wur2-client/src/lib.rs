@@ -33,7 +33,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-use crate::net::{Credentials, Password};
+use wur2_engine::{Password, is_valid_username};
+
+use crate::net::Credentials;
 
 /// `wur2 chat`: connect to a WUR2 server and chat in a full-screen terminal.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,8 +98,8 @@ fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Crede
             line.trim().to_string()
         }
     };
-    if user.is_empty() || user.contains(char::is_whitespace) {
-        bail!("a username is one word");
+    if !is_valid_username(&user) {
+        bail!("usernames are 1 to 32 letters, digits, '_', '-' or '.'");
     }
     let password = Password::new(
         rpassword::prompt_password(format!("Password for {user}: "))
@@ -108,7 +110,7 @@ fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Crede
             rpassword::prompt_password("Repeat the password: ")
                 .context("cannot read the password")?,
         );
-        if !password.matches(&again) {
+        if password.expose() != again.expose() {
             bail!("the passwords differ");
         }
     }

@@ -3,7 +3,6 @@
 //! follow their `/send` line with nothing in between). It never draws and never decides
 //! what a line means beyond the login answer.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
+use wur2_engine::Password;
 
 use crate::protocol::{ServerEvent, ServerLine};
 
@@ -20,40 +20,13 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes of an upload read and written at once.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
-/// A password, kept only to log in again after a reconnect; never printed, wiped on drop.
-pub struct Password(String);
-
-impl Password {
-    /// Wraps what the user typed.
-    pub fn new(password: String) -> Password {
-        Password(password)
-    }
-
-    /// True when both are the same password (a registration asks twice).
-    pub fn matches(&self, other: &Password) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-impl Drop for Password {
-    fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        bytes.fill(0);
-    }
-}
-
 /// Who to log in as.
 #[derive(Debug)]
 pub struct Credentials {
     /// The username.
     pub user: String,
-    /// The password.
+    /// The password, kept only to log in again after a reconnect (never printed, wiped on
+    /// drop).
     pub password: Password,
 }
 
@@ -117,7 +90,8 @@ pub async fn connect(
     let verb = if register { "register" } else { "login" };
     let mut hello = format!(
         "/mode json\n/{verb} {} {}\n",
-        credentials.user, credentials.password.0
+        credentials.user,
+        credentials.password.expose()
     )
     .into_bytes();
     let written = writer.write_all(&hello).await;
@@ -331,7 +305,7 @@ mod tests {
     fn alice() -> Credentials {
         Credentials {
             user: "alice".into(),
-            password: Password::new("correct horse".into()),
+            password: Password::new("correct horse"),
         }
     }
 

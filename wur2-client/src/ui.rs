@@ -8,6 +8,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style as Look};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use wur2_engine::sanitize_text;
 
 use crate::state::{
     ChatState, Connection, Direction, Entry, Style, TransferStatus, ViewId, name_colour,
@@ -116,17 +117,11 @@ pub fn entry_line(entry: &Entry) -> Line<'static> {
     Line::from(spans)
 }
 
-/// `text` with tabs as spaces and other control characters as `?`: the server already
-/// strips them from what people send, and a client should not bet that no terminal escape
-/// ever gets through.
+/// `text` as it may reach the terminal: the engine's own sanitiser (no control characters,
+/// escape sequences or bidi overrides), tabs as spaces. The server already strips what
+/// people send; a client does not bet that nothing ever gets through.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\t' => ' ',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect()
+    sanitize_text(text).replace('\t', " ")
 }
 
 /// `HH:MM` in local time, or the date too when it is not today.
@@ -360,7 +355,7 @@ mod tests {
 
     #[test]
     fn terminal_escapes_never_reach_the_screen() {
-        assert_eq!(printable("a\u{1b}[2Jb\u{7}c\td"), "a?[2Jb?c d");
+        assert_eq!(printable("a\u{1b}[2Jb\u{7}c\td"), "abc d");
     }
 
     #[test]
