@@ -10,6 +10,7 @@ use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyM
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
+use wur2_engine::ErrorCode;
 
 use crate::files::{Downloads, Finished, local_file};
 use crate::net::{self, Credentials, LoginError, NetEvent, Outgoing, Session};
@@ -20,15 +21,14 @@ use crate::ui;
 /// Seconds between silent `/channels` and `/list` refreshes.
 const REFRESH_EVERY_TICKS: u32 = 15;
 
-/// Error codes that refuse an upload (its bytes are discarded by the server).
-const UPLOAD_REFUSALS: &[&str] = &[
-    "not_online",
-    "no_such_user",
-    "file_too_large",
-    "invalid_file_name",
-    "too_many_transfers",
-    "cannot_send_to_self",
-    "usage",
+/// Errors that refuse an upload (the server then reads and drops its bytes).
+const UPLOAD_REFUSALS: [ErrorCode; 6] = [
+    ErrorCode::NotOnline,
+    ErrorCode::NoSuchUser,
+    ErrorCode::FileTooLarge,
+    ErrorCode::InvalidFileName,
+    ErrorCode::TooManyTransfers,
+    ErrorCode::CannotSendToSelf,
 ];
 
 /// Network reports handled before the screen is drawn again.
@@ -344,7 +344,11 @@ impl Client {
                 self.state
                     .transfer_finished(*id, Err(format!("cancelled: {reason}")), now);
             }
-            ServerEvent::Error { code, message } if UPLOAD_REFUSALS.contains(&code.as_str()) => {
+            ServerEvent::Error { code, message }
+                if UPLOAD_REFUSALS
+                    .iter()
+                    .any(|refusal| refusal.as_str() == code) =>
+            {
                 self.state.upload_refused(message);
             }
             _ => {}

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use wur2_engine::Password;
+use wur2_engine::{ErrorCode, Password};
 
 use crate::protocol::{ServerEvent, ServerLine};
 
@@ -55,12 +55,14 @@ impl LoginError {
     pub fn is_temporary(&self) -> bool {
         match self {
             LoginError::Io(_) | LoginError::Timeout => true,
-            LoginError::Refused { code, .. } => {
-                matches!(
-                    code.as_str(),
-                    "busy" | "storage_unavailable" | "server_full"
-                )
-            }
+            LoginError::Refused { code, .. } => [
+                ErrorCode::Busy,
+                ErrorCode::StorageUnavailable,
+                ErrorCode::ServerFull,
+                ErrorCode::TooManyConnections,
+            ]
+            .iter()
+            .any(|temporary| temporary.as_str() == code),
         }
     }
 }
