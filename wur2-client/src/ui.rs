@@ -54,10 +54,13 @@ pub fn draw(frame: &mut Frame, state: &ChatState) {
 
 fn draw_messages(frame: &mut Frame, state: &ChatState, area: Rect) {
     let view = state.active_view();
-    let title = match &view.id {
+    let mut title = match &view.id {
         ViewId::Channel => format!(" {} ", state.channel),
         ViewId::Dm(user) => format!(" private: {user} "),
     };
+    if view.scroll > 0 {
+        title.push_str(&format!("(scrolled back {}, PageDown) ", view.scroll));
+    }
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -351,6 +354,11 @@ mod tests {
         let shown = screen(&state);
         assert!(shown.contains("line 99"), "{shown}");
         assert!(!shown.contains("line 50 "), "{shown}");
+        state.handle_key(crate::state::Key::PageUp, 0);
+        let shown = screen(&state);
+        assert!(shown.contains("line 89"), "{shown}");
+        assert!(!shown.contains("line 99"), "{shown}");
+        assert!(shown.contains("scrolled back 10"), "{shown}");
     }
 
     #[test]
