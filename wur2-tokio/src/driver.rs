@@ -341,10 +341,10 @@ impl<S: Storage> Driver<S> {
                     reason,
                     flush,
                 } => {
-                    if let Some(entry) = self.connections.get(&connection) {
-                        if entry.closing.is_none() {
-                            info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
-                        }
+                    if let Some(entry) = self.connections.get(&connection)
+                        && entry.closing.is_none()
+                    {
+                        info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
                     }
                     let closing = if flush {
                         Closing::Flush
