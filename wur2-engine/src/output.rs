@@ -8,6 +8,10 @@ use crate::store::StoreRequest;
 /// One thing for the driver to do. Drain them with
 /// [`Engine::poll_output`](crate::Engine::poll_output) until it returns `None`, after every
 /// input, and act on them in order.
+///
+/// Deliberately not `#[non_exhaustive]`: match every variant, so that a new kind of output
+/// is a compile error in your driver rather than something it silently ignores. Adding a
+/// variant is a breaking change (see "Stability" in the [crate documentation](crate)).
 #[derive(Debug)]
 pub enum Output {
     /// Write these bytes to the connection, after everything written to it before.
