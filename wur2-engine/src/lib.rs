@@ -67,8 +67,9 @@
 //!
 //! Complete programs, each run by the workspace's test script:
 //!
-//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads with an
-//!   in-memory store, in under 200 lines. The engine needs no async runtime.
+//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads, in under
+//!   200 lines (plus the in-memory store the examples share). The engine needs no async
+//!   runtime.
 //! - `examples/bot.rs`: a bot that logs in, joins a channel and answers messages
 //!   in-process, with no socket.
 //! - `wur2-tokio`'s `examples/embed_tokio.rs`: the Tokio driver embedded in an existing
@@ -107,7 +108,7 @@
 //! | [`Output::Broadcast`] | the same for each recipient; the bytes are one shared [`bytes::Bytes`] buffer, so fan-out to N members costs N reference-count bumps |
 //! | [`Output::Close`] | close the connection, after writing what is queued when `flush` is `true`; the engine has already forgotten it, so later events for it are ignored and no `handle_peer_closed` is needed |
 //! | [`Output::PauseReading`], [`Output::ResumeReading`] | stop and restart reading from a connection (backpressure) |
-//! | [`Output::Store`] | run the request off the engine's thread and answer with `handle_store_reply` and the same id; what answers which request is listed on each [`StoreRequest`] variant |
+//! | [`Output::Store`] | run the request (anything slow off the engine's thread, so nobody else waits) and answer with `handle_store_reply` and the same id; what answers which request is listed on each [`StoreRequest`] variant |
 //! | [`Output::OpenFile`], [`Output::ReadFile`], [`Output::CloseFile`] | open, read and close a server-side file inside the operator's files directory (only when [`Config::server_files`] is on) |
 //!
 //! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`]
