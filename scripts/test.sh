@@ -9,6 +9,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 # PostgreSQL for the wur2-store suite (exports WUR2_TEST_POSTGRES_URL; fails in CI when it
 # cannot start, warns and lets those tests skip elsewhere).
 source scripts/postgres.sh
+# tmux for the `wur2 chat` end-to-end test (wur2-tokio/tests/chat_tmux.rs).
+command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; } || echo "warning: cannot install tmux" >&2
 cargo test --workspace
 # The embedding examples run to completion and check themselves (wur2-engine/README.md).
 cargo run -q -p wur2-engine --example bot >/dev/null
@@ -16,11 +18,11 @@ cargo run -q -p wur2-engine --example blocking_server -- --self-test
 cargo run -q -p wur2-tokio --example embed_tokio -- --self-test
 # The library crates package and build from their .crate files (unpublished dependencies
 # come from cargo's temporary local registry).
-cargo package -q -p wur2-engine -p wur2-store -p wur2-tokio --allow-dirty
+cargo package -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-tokio --allow-dirty
 # MSRV: build with the toolchain of the workspace's rust-version when rustup has it.
 msrv="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml).0"
 if rustup run "$msrv" rustc --version >/dev/null 2>&1; then
-  cargo "+$msrv" check -q -p wur2-engine -p wur2-store -p wur2-tokio --all-targets --target-dir target/msrv
+  cargo "+$msrv" check -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-tokio --all-targets --target-dir target/msrv
 else
   echo "MSRV check skipped: toolchain $msrv not installed (rustup toolchain install $msrv)" >&2
 fi

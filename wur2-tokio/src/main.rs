@@ -47,6 +47,8 @@ enum Command {
     },
     /// List every account with its role.
     Users,
+    /// Chat from this terminal: a full-screen client of a WUR2 server.
+    Chat(wur2_client::ChatArgs),
 }
 
 /// Settings of the server itself; defaults are the engine's defaults.
@@ -167,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (url, location) = database_url(cli.database_url.as_deref())?;
     match cli.command {
         None => serve(cli.serve, &url, &location).await,
+        Some(Command::Chat(args)) => wur2_client::run(args).await,
         Some(Command::Role { user, role }) => {
             let (store, _writer) = open_store(&url, &location).await?;
             let result = store.set_role(&user, role).await;
