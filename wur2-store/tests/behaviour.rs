@@ -562,7 +562,10 @@ async fn fifty_concurrent_logins_do_not_delay_a_timer() {
     // Hashing on the runtime's one thread would hold the timer back for the whole batch
     // (`hashing`, several hundred ms); scheduling noise on a loaded 2-core machine stays
     // far below a quarter of it.
-    assert!(worst < hashing / 4, "timer late by {worst:?} while hashing took {hashing:?}");
+    assert!(
+        worst < hashing / 4,
+        "timer late by {worst:?} while hashing took {hashing:?}"
+    );
     h.finish().await;
 }
 
