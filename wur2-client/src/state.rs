@@ -1082,10 +1082,14 @@ mod tests {
         ServerLine::parse(json).unwrap()
     }
 
-    fn type_line(state: &mut ChatState, text: &str) -> Vec<Action> {
+    fn type_keys(state: &mut ChatState, text: &str) {
         for c in text.chars() {
             state.handle_key(Key::Char(c), 0);
         }
+    }
+
+    fn type_line(state: &mut ChatState, text: &str) -> Vec<Action> {
+        type_keys(state, text);
         state.handle_key(Key::Enter, 1000)
     }
 
@@ -1191,9 +1195,7 @@ mod tests {
         let mut state = ChatState::new("alice", "user");
         type_line(&mut state, "one");
         type_line(&mut state, "two");
-        for c in "dra".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "dra");
         state.handle_key(Key::Up, 0);
         assert_eq!(state.input.text(), "two");
         state.handle_key(Key::Up, 0);
@@ -1209,9 +1211,7 @@ mod tests {
     #[test]
     fn editing_keys_work_on_characters_not_bytes() {
         let mut state = ChatState::new("alice", "user");
-        for c in "héllo".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "héllo");
         state.handle_key(Key::Home, 0);
         state.handle_key(Key::Right, 0);
         state.handle_key(Key::Delete, 0);
@@ -1227,15 +1227,11 @@ mod tests {
     #[test]
     fn tab_completes_commands_then_cycles_through_matches() {
         let mut state = ChatState::new("alice", "user");
-        for c in "/jo".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "/jo");
         state.handle_key(Key::Tab, 0);
         assert_eq!(state.input.text(), "/join ");
         state.handle_key(Key::ClearLine, 0);
-        for c in "/p".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "/p");
         state.handle_key(Key::Tab, 0);
         assert_eq!(state.input.text(), "/ping ");
         state.handle_key(Key::Tab, 0);
@@ -1255,21 +1251,15 @@ mod tests {
             event(r#"{"type":"channels","channels":[{"name":"rust","members":2}]}"#),
             0,
         );
-        for c in "/msg bo".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "/msg bo");
         state.handle_key(Key::Tab, 0);
         assert_eq!(state.input.text(), "/msg bob ");
         state.handle_key(Key::ClearLine, 0);
-        for c in "/join r".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "/join r");
         state.handle_key(Key::Tab, 0);
         assert_eq!(state.input.text(), "/join rust ");
         state.handle_key(Key::ClearLine, 0);
-        for c in "hello".chars() {
-            state.handle_key(Key::Char(c), 0);
-        }
+        type_keys(&mut state, "hello");
         state.handle_key(Key::Tab, 0);
         assert_eq!(state.input.text(), "hello", "plain text is not completed");
     }
