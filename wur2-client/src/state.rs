@@ -246,6 +246,14 @@ pub enum TransferKey {
 }
 
 impl Transfer {
+    /// The server's id (what `/cancel` takes), once known.
+    pub fn server_id(&self) -> Option<u64> {
+        match self.key {
+            TransferKey::Upload(_, id) => id,
+            TransferKey::Download(id) => Some(id),
+        }
+    }
+
     /// Progress from 0.0 to 1.0.
     pub fn ratio(&self) -> f64 {
         if self.size == 0 {
@@ -558,6 +566,7 @@ impl ChatState {
         let rest = rest.trim();
         match command {
             "/quit" | "/close" | "/exit" => vec![Action::Quit],
+            "/mode" => self.client_error("this client always speaks JSON mode", now_ms),
             "/msg" => match rest.split_once(' ') {
                 Some((user, text)) if !text.trim().is_empty() => {
                     let user = user.to_string();
@@ -819,7 +828,10 @@ impl ChatState {
             }
             ServerEvent::Help { commands } => {
                 self.notice(Style::Notice, "Commands:".into(), time);
-                for (usage, what) in commands {
+                // The client's own /send replaces the server's forms, and it needs JSON mode.
+                let replaced =
+                    |usage: &str| usage.starts_with("/send ") || usage.starts_with("/mode");
+                for (usage, what) in commands.iter().filter(|(usage, _)| !replaced(usage)) {
                     self.notice(Style::Notice, format!("  {usage:<28} {what}"), time);
                 }
                 for (usage, what) in CLIENT_HELP {
@@ -1265,6 +1277,22 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_the_clients_send_instead_of_the_servers() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(
+            event(
+                r#"{"type":"help","commands":[["/list","users online"],["/send <user> <name> <size>","upload"],["/mode <text|json>","mode"]]}"#,
+            ),
+            0,
+        );
+        let shown = texts(state.active_view()).join("\n");
+        assert!(shown.contains("/list"), "{shown}");
+        assert!(shown.contains("/send <user> <local file>"), "{shown}");
+        assert!(!shown.contains("<name> <size>"), "{shown}");
+        assert!(!shown.contains("/mode"), "{shown}");
+    }
+
+    #[test]
     fn channel_list_keeps_member_counts_and_refreshes_on_joins() {
         let mut state = ChatState::new("alice", "user");
         let asked = state.refresh_lines();
@@ -1398,6 +1426,10 @@ mod tests {
         );
         assert!(type_line(&mut state, "/send bob").is_empty());
         assert_eq!(type_line(&mut state, "/quit"), vec![Action::Quit]);
+        assert!(
+            type_line(&mut state, "/mode text").is_empty(),
+            "the client must stay in JSON mode"
+        );
         assert_eq!(
             type_line(&mut state, "/profile"),
             vec![Action::Send("/profile".into())]

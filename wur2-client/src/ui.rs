@@ -230,8 +230,12 @@ fn draw_side(frame: &mut Frame, state: &ChatState, area: Rect) {
             TransferStatus::Done => (Look::default().fg(Color::Green), "done".to_string()),
             TransferStatus::Failed(_) => (Look::default().fg(Color::Red), "FAIL".to_string()),
         };
+        let id = transfer
+            .server_id()
+            .map(|id| format!("#{id} "))
+            .unwrap_or_default();
         file_lines.push(Line::styled(
-            format!("{arrow} {} {}", transfer.name, transfer.peer),
+            format!("{arrow} {id}{} {}", transfer.name, transfer.peer),
             look,
         ));
         file_lines.push(Line::styled(
@@ -342,6 +346,9 @@ mod tests {
         assert!(shown.contains("@carol [1]"), "{shown}");
         assert!(shown.contains("online | alice (mod) | Global"), "{shown}");
         assert!(shown.contains("↑ a.bin bob"), "{shown}");
+        state.upload_accepted(7, "bob", "a.bin");
+        let shown = screen(&state);
+        assert!(shown.contains("↑ #7 a.bin bob"), "{shown}");
         assert!(shown.contains("50%"), "{shown}");
     }
 
