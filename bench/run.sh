@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (issue 9): WUR2, ngircd, InspIRCd and the bare relay, same load
+# generator, same machine, one run. Usage:
+#
+#   bench/run.sh            # configurations A B L C P, three repetitions interleaved
+#   bench/run.sh A B        # only these configurations
+#
+# Environment: REPS (default 3), SERVERS (default "wur2 ngircd inspircd relay"),
+# WINDOW (messages in flight per sender, default 64), WUR2_BIN (a wur2 binary to test;
+# default: build the working tree; WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
+# PROFILE=1 (after the runs, one extra config-B run of wur2 under `perf record`).
+#
+# Every server runs fresh on 127.0.0.1, pinned to core 0; the load generator runs on
+# core 1. Each load run has a hard timeout; each server is stopped by its pid. Setup time
+# (connecting, logging in, joining) is reported apart and never counted in throughput.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${REPS:-3}
+SERVERS=${SERVERS:-"wur2 ngircd inspircd relay"}
+WINDOW=${WINDOW:-64}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-$ROOT/target/bench}
+CONFIGS=("$@")
+[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(A B L C P)
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wur2-bench.XXXXXX")
+RESULTS="$OUT/results.txt"
+TABLE="$OUT/table.md"
+: >"$RESULTS"
+RUNNING_PID=""
+PG_DB=""
+
+log() { echo "[$(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
+
+cleanup() {
+    if [ -n "$RUNNING_PID" ]; then stop_server "$RUNNING_PID"; fi
+    if [ -n "$PG_DB" ] && [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
+        psql -q "$WUR2_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- tools -------------------------------------------------------------------------------
+
+install_peers() {
+    if command -v ngircd >/dev/null && command -v inspircd >/dev/null; then return; fi
+    log "installing ngircd and inspircd"
+    # policy-rc.d exit 101 keeps apt from starting their services.
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y ngircd inspircd >"$WORK/apt.log" 2>&1 ||
+        { cat "$WORK/apt.log" >&2; exit 1; }
+    if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+    # Should a service have started anyway, stop it and keep it from starting again.
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now ngircd inspircd >/dev/null 2>&1 || true
+    fi
+    local pidfile
+    for pidfile in /run/ngircd/ngircd.pid /run/inspircd/inspircd.pid; do
+        if [ -s "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+    done
+}
+
+build() {
+    log "building wur2-bench"
+    (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-bench)
+    cp "$ROOT/target/release/wur2-loadgen" "$ROOT/target/release/wur2-relay" "$WORK/"
+    if [ -z "${WUR2_BIN:-}" ]; then
+        log "building wur2"
+        (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-tokio --bin wur2)
+        WUR2_BIN="$ROOT/target/release/wur2"
+    fi
+    # A private copy: other builds may replace target/release/wur2 while we run.
+    cp "$WUR2_BIN" "$WORK/wur2"
+}
+
+# --- servers -----------------------------------------------------------------------------
+
+write_configs() {
+    cat >"$WORK/ngircd.conf" <<EOF
+[Global]
+	Name = bench.ngircd
+	Info = wur2 bench
+	AdminInfo1 = bench
+	AdminInfo2 = bench
+	AdminEMail = bench@localhost
+	Listen = 127.0.0.1
+	Ports = 16667
+	PidFile = $WORK/ngircd.pid
+	MotdPhrase = bench
+[Limits]
+	MaxConnections = 0
+	MaxConnectionsIP = 0
+	MaxJoins = 0
+	MaxNickLength = 16
+	MaxPenaltyTime = 0
+	PingTimeout = 600
+	PongTimeout = 600
+	IdleTimeout = 0
+[Options]
+	DNS = no
+	Ident = no
+	PAM = no
+EOF
+    echo bench >"$WORK/motd.txt"
+    cat >"$WORK/inspircd.conf" <<EOF
+<server name="bench.inspircd" description="wur2 bench" network="bench">
+<admin name="bench" nick="bench" email="bench@localhost">
+<bind address="127.0.0.1" port="16668" type="clients">
+<connect name="bench" allow="127.0.0.1" timeout="300" pingfreq="600"
+         hardsendq="64M" softsendq="64M" recvq="64M"
+         threshold="100000000" commandrate="100000000" fakelag="no"
+         localmax="100000" globalmax="100000" limit="100000"
+         resolvehostnames="no" useident="no" maxconnwarn="no">
+<pid file="$WORK/inspircd.pid">
+<performance softlimit="20000" somaxconn="4096" netbuffersize="65536" clonesonconnect="no" quietbursts="yes">
+<options prefixquit="Quit: " syntaxhints="no" announcets="yes">
+<security hideserver="" userstats="Pu" maxtargets="20">
+<channels users="20" opers="60">
+<dns server="127.0.0.1" timeout="1">
+<files motd="$WORK/motd.txt">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$WORK/inspircd.log">
+EOF
+}
+
+# Waits until something listens on 127.0.0.1:$1 (at most 30 s).
+wait_port() {
+    local port=$1 pid=$2 i
+    for i in $(seq 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_server() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 150); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; RUNNING_PID=""; return 0; }
+        sleep 0.1
+    done
+    log "pid $pid did not stop in 15 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    RUNNING_PID=""
+}
+
+# start_server NAME DB_URL: starts it fresh, sets PORT, PROTO, CONC and RUNNING_PID.
+start_server() {
+    local name=$1 db=${2:-}
+    case $name in
+    wur2*)
+        PORT=16669 PROTO=wur2 CONC=64
+        taskset -c "$SERVER_CPU" "$WORK/wur2" --listen "127.0.0.1:$PORT" --database-url "$db" \
+            --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
+            >>"$WORK/$name.log" 2>&1 &
+        ;;
+    ngircd)
+        # ngircd listens with a backlog of 10.
+        PORT=16667 PROTO=irc CONC=8
+        taskset -c "$SERVER_CPU" ngircd -n -f "$WORK/ngircd.conf" >>"$WORK/ngircd.log" 2>&1 &
+        ;;
+    inspircd)
+        # InspIRCd completes registrations on a once-a-second timer: many at once.
+        PORT=16668 PROTO=irc CONC=1000
+        taskset -c "$SERVER_CPU" inspircd --nofork --runasroot --config="$WORK/inspircd.conf" \
+            >>"$WORK/inspircd.out" 2>&1 &
+        ;;
+    relay)
+        PORT=16670 PROTO=line CONC=64
+        taskset -c "$SERVER_CPU" "$WORK/wur2-relay" --listen "127.0.0.1:$PORT" >>"$WORK/relay.log" 2>&1 &
+        ;;
+    *) echo "unknown server $name" >&2; exit 1 ;;
+    esac
+    RUNNING_PID=$!
+    if ! wait_port "$PORT" "$RUNNING_PID"; then
+        log "$name did not start; its log:"
+        tail -20 "$WORK"/"$name"* >&2 || true
+        exit 1
+    fi
+}
+
+# --- configurations ------------------------------------------------------------------------
+
+# load_args CONFIG: the load generator's shape for a configuration.
+load_args() {
+    case $1 in
+    A) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --window $WINDOW --timeout-secs 120" ;;
+    B | P) echo "--clients 1000 --senders 10 --messages 200 --payload 64 --window $WINDOW --timeout-secs 300" ;;
+    L) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --rate 100 --timeout-secs 120" ;;
+    C) echo "--clients 5000 --senders 0 --messages 0 --payload 64 --warmup 200 --settle-ms 2000 --timeout-secs 600" ;;
+    esac
+}
+
+servers_for() {
+    case $1 in
+    P) echo "wur2-sqlite wur2-postgres" ;;
+    *) echo "$SERVERS" ;;
+    esac
+}
+
+# db_for CONFIG SERVER: the database a WUR2 run uses; one per configuration, kept across
+# repetitions so accounts are registered once (argon2 makes registering thousands slow).
+db_for() {
+    case $2 in
+    wur2-postgres) echo "$PG_URL" ;;
+    *) echo "sqlite://$WORK/$1.db" ;;
+    esac
+}
+
+# history_check RUN_TAG DB_URL EXPECTED: every message of the run stored exactly once.
+history_check() {
+    local tag=$1 url=$2 expected=$3 counts
+    local sql="SELECT count(*) || ' ' || count(DISTINCT body) FROM messages WHERE channel_key = 'bench' AND body LIKE '~B$tag.%'"
+    case $url in
+    sqlite://*) counts=$(sqlite3 "${url#sqlite://}" "$sql") ;;
+    postgres://*) counts=$(psql -tA "$url" -c "$sql") ;;
+    esac
+    if [ "$counts" = "$expected $expected" ]; then echo "history=ok"; else echo "history=BAD($counts/$expected)"; fi
+}
+
+declare -A REGISTERED
+
+run_one() {
+    local config=$1 server=$2 rep=$3 db="" auth=register line rc=0
+    case $server in wur2*)
+        db=$(db_for "$config" "$server")
+        if [ -n "${REGISTERED[$config/$server]:-}" ]; then auth=login; fi
+        ;;
+    esac
+    start_server "$server" "$db"
+    local pid=$RUNNING_PID
+    log "$config $server rep $rep (pid $pid, $auth)"
+    # shellcheck disable=SC2046
+    line=$(timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol "$PROTO" \
+        --addr "127.0.0.1:$PORT" --connect-concurrency "$CONC" --auth "$auth" \
+        --server-pid "$pid" $(load_args "$config") 2>>"$WORK/loadgen.log") || rc=$?
+    stop_server "$pid"
+    if [ -z "$line" ]; then
+        log "$config $server rep $rep: no result (exit $rc); loadgen log:"
+        tail -3 "$WORK/loadgen.log" >&2
+        line="RESULT failed=1"
+    else
+        REGISTERED[$config/$server]=1
+    fi
+    local extra=""
+    if [ "$config" = P ] && [ -n "$line" ]; then
+        local tag
+        tag=$(sed -n 's/.* run=\([0-9]*\).*/\1/p' <<<"$line")
+        extra=$(history_check "$tag" "$db" 2000)
+    fi
+    echo "config=$config server=$server rep=$rep load=$(cut -d' ' -f1 /proc/loadavg) ${line#RESULT } $extra" | tee -a "$RESULTS" >&2
+}
+
+# --- main --------------------------------------------------------------------------------
+
+install_peers
+build
+write_configs
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt 12000 ]; then log "warning: ulimit -n is $(ulimit -n); config C needs ~10 000"; fi
+
+PG_URL=""
+if [[ " ${CONFIGS[*]} " == *" P "* ]]; then
+    # shellcheck source=/dev/null
+    source "$ROOT/scripts/postgres.sh"
+    if [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
+        PG_DB="wur2_bench_$(date +%s)"
+        psql -q "$WUR2_TEST_POSTGRES_URL" -c "CREATE DATABASE $PG_DB" >/dev/null
+        PG_URL="${WUR2_TEST_POSTGRES_URL%/*}/$PG_DB"
+    else
+        log "no PostgreSQL: P runs on SQLite only"
+    fi
+fi
+
+{
+    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    echo "# wur2 ${WUR2_REV:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}, window $WINDOW, reps $REPS"
+} | tee -a "$RESULTS" >&2
+
+for rep in $(seq "$REPS"); do
+    for config in "${CONFIGS[@]}"; do
+        for server in $(servers_for "$config"); do
+            if [ "$server" = wur2-postgres ] && [ -z "$PG_URL" ]; then continue; fi
+            run_one "$config" "$server" "$rep"
+        done
+    done
+done
+
+if [ "${PROFILE:-}" = 1 ]; then
+    log "profiling wur2 in config B"
+    start_server wur2 "sqlite://$WORK/B.db"
+    pid=$RUNNING_PID
+    auth=register
+    if [ -n "${REGISTERED[B/wur2]:-}" ]; then auth=login; fi
+    # Log in first (argon2 would dominate the profile), then record only the messages.
+    rm -f "$WORK/ready"
+    # shellcheck disable=SC2046
+    timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol wur2 --addr "127.0.0.1:$PORT" \
+        --connect-concurrency 64 --auth "$auth" --server-pid "$pid" $(load_args B) \
+        --settle-ms 2000 --ready-file "$WORK/ready" >"$OUT/profile-load.txt" 2>>"$WORK/loadgen.log" &
+    loadgen=$!
+    while kill -0 "$loadgen" 2>/dev/null && [ ! -e "$WORK/ready" ]; do sleep 0.2; done
+    timeout 120 perf record -e cpu-clock -g -p "$pid" -o "$OUT/perf.data" >/dev/null 2>&1 &
+    perfpid=$!
+    wait "$loadgen" || true
+    kill -INT "$perfpid" 2>/dev/null || true
+    wait "$perfpid" 2>/dev/null || true
+    stop_server "$pid"
+    perf report -i "$OUT/perf.data" --no-children --stdio --percent-limit 1 2>/dev/null >"$OUT/perf-report.txt" || true
+    log "profile: $OUT/perf-report.txt"
+fi
+
+# --- the median table ----------------------------------------------------------------------
+
+python3 - "$RESULTS" "$TABLE" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        continue
+    kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
+    rows.setdefault((kv["config"], kv["server"]), []).append(kv)
+
+def med(runs, key):
+    vals = [float(r[key]) for r in runs if key in r]
+    return statistics.median(vals) if vals else None
+
+def fmt_us(v):
+    return "–" if v is None else (f"{v/1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
+
+out = []
+out.append("| config | server | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | setup s | server memory |")
+out.append("|---|---|---|---|---|---|---|---|---|")
+order = {"A": 0, "B": 1, "L": 2, "C": 3, "P": 4}
+for (config, server), runs in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+    failed = sum(1 for r in runs if "failed" in r)
+    lost = sum(int(r.get("lost", 0)) + int(r.get("dup", 0)) for r in runs)
+    if config == "C":
+        bpc = med(runs, "bytes_per_conn")
+        mem = "–" if bpc is None else f"{bpc:.0f} B/conn (RSS {med(runs, 'rss_ready_kib')/1024:.1f} MiB)"
+        dps = "–"
+    else:
+        rss, hwm = med(runs, "rss_after_kib"), med(runs, "hwm_after_kib")
+        mem = "–" if rss is None else f"RSS {rss/1024:.1f} MiB, HWM {hwm/1024:.1f} MiB"
+        d = med(runs, "deliveries_per_s")
+        dps = "–" if d is None else f"{d/1e6:.2f} M"
+    hist = [r.get("history") for r in runs if "history" in r]
+    if hist:
+        mem += "; history " + ("ok" if all(h == "ok" for h in hist) else ",".join(hist))
+    setup = med(runs, "setup_s")
+    out.append(
+        f"| {config} | {server} | {dps} | {fmt_us(med(runs, 'p50_us'))} | {fmt_us(med(runs, 'p99_us'))} "
+        f"| {fmt_us(med(runs, 'p999_us'))} | {lost}{' (' + str(failed) + ' failed)' if failed else ''} "
+        f"| {'–' if setup is None else f'{setup:.1f}'} | {mem} |"
+    )
+
+def ratio(config, a, b, key):
+    x, y = med(rows.get((config, a), []), key), med(rows.get((config, b), []), key)
+    return None if not x or not y else x / y
+
+out.append("")
+out.append("Ratios against the goals of issue 9 (medians):")
+best = max(
+    (s for s in ("ngircd", "inspircd") if (("B", s) in rows)),
+    key=lambda s: med(rows[("B", s)], "deliveries_per_s") or 0,
+    default=None,
+)
+if best:
+    r = ratio("B", "wur2", best, "deliveries_per_s")
+    out.append(f"- B: wur2 / {best} deliveries/s = {r:.2f}× (goal ≥ 2×)" if r else "- B: n/a")
+r = ratio("B", "wur2", "relay", "deliveries_per_s")
+out.append(f"- B: wur2 / relay deliveries/s = {r:.2f}× (goal ≥ 0.7×)" if r else "- B vs relay: n/a")
+r = ratio("L", "wur2", "relay", "p99_us")
+out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
+c = med(rows.get(("C", "wur2"), []), "bytes_per_conn")
+out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
+text = "\n".join(out)
+print(text)
+open(sys.argv[2], "w").write(text + "\n")
+EOF
+log "results: $RESULTS; table: $TABLE"

@@ -1,0 +1,161 @@
+//! `wur2-loadgen`: the load generator of the side-by-side benchmark (see
+//! `wur2_bench::load`). Prints a human summary on stderr and one `RESULT key=value …` line
+//! on stdout; exits non-zero when setup fails or any delivery is lost.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
+
+/// Connect N clients to one channel, have S of them send M messages of P bytes, count every
+/// delivery to every other member: deliveries/s, latency percentiles, lost, server memory.
+#[derive(Parser, Debug)]
+#[command(name = "wur2-loadgen", version)]
+struct Cli {
+    /// The server (loopback only: this is a load test).
+    #[arg(long, default_value = "127.0.0.1:6969")]
+    addr: SocketAddr,
+    /// What the server speaks.
+    #[arg(long, value_enum, default_value = "wur2")]
+    protocol: Protocol,
+    /// Clients, all in one channel.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Senders among them (0: idle clients, for memory).
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Messages per second per sender (open loop); unset sends windowed.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Windowed sending: messages of one sender in flight at most.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Clients connecting and logging in at once.
+    #[arg(long, default_value_t = 32)]
+    connect_concurrency: usize,
+    /// The channel (without `#`).
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// Usernames are this plus the client's index.
+    #[arg(long, default_value = "u")]
+    user_prefix: String,
+    /// Password of every WUR2 account.
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// WUR2 accounts: register (fresh database) or log in (made by an earlier run).
+    #[arg(long, value_enum, default_value = "register")]
+    auth: Auth,
+    /// Clients logged in before the "before" memory snapshot.
+    #[arg(long, default_value_t = 8)]
+    warmup: usize,
+    /// Milliseconds to wait after setup before the memory snapshot.
+    #[arg(long, default_value_t = 300)]
+    settle_ms: u64,
+    /// The server's pid, for VmRSS/VmHWM snapshots.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Hard limit on the whole run, setup included, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// A file to create once every client is ready (for starting a profiler).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// Worker threads (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.addr.ip().is_loopback() {
+        eprintln!(
+            "wur2-loadgen: error: {} is not a loopback address",
+            cli.addr
+        );
+        return ExitCode::FAILURE;
+    }
+    let config = LoadConfig {
+        addr: cli.addr,
+        protocol: cli.protocol,
+        clients: cli.clients,
+        senders: cli.senders,
+        messages: cli.messages,
+        payload: cli.payload,
+        rate: cli.rate,
+        window: cli.window,
+        connect_concurrency: cli.connect_concurrency,
+        channel: cli.channel,
+        user_prefix: cli.user_prefix,
+        password: cli.password,
+        auth: cli.auth,
+        warmup: cli.warmup,
+        settle: Duration::from_millis(cli.settle_ms),
+        server_pid: cli.server_pid,
+        timeout: Duration::from_secs(cli.timeout_secs),
+        ready_file: cli.ready_file,
+    };
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("wur2-loadgen: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The deadline inside `run` bounds everything; this one is a backstop a little later.
+    let backstop = Duration::from_secs(cli.timeout_secs + 10);
+    let outcome =
+        runtime.block_on(async { tokio::time::timeout(backstop, load::run(config)).await });
+    // Connections still open are dropped with the runtime; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
+        Ok(Ok(report)) => {
+            eprintln!(
+                "wur2-loadgen: {} clients ready in {:.1} s; {} of {} deliveries ({} lost, {} duplicate) in {:.3} s: {:.0}/s; latency p50 {} µs, p99 {} µs, p99.9 {} µs{}",
+                report.clients,
+                report.setup_secs,
+                report.received,
+                report.expected,
+                report.lost,
+                report.duplicates,
+                report.measure_secs,
+                report.deliveries_per_sec,
+                report.p50_us,
+                report.p99_us,
+                report.p999_us,
+                if report.timed_out { " (TIMED OUT)" } else { "" },
+            );
+            println!("{}", report.to_line());
+            if report.lost > 0 || report.duplicates > 0 || report.timed_out {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ok(Err(error)) => {
+            eprintln!("wur2-loadgen: error: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("wur2-loadgen: error: the run did not stop by its deadline");
+            ExitCode::FAILURE
+        }
+    }
+}

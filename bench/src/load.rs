@@ -1,0 +1,833 @@
+//! The load generator: N clients in one channel, S of them sending M messages each, every
+//! delivery to every other member counted, timed and checked for loss and duplicates.
+//!
+//! A run has three phases. Setup: clients connect (at most `connect_concurrency` at once),
+//! log in and join, each ending with the protocol's barrier (WUR2 `/ping`, IRC `PING`, the
+//! relay's greeting), so every member is in the channel before anything is measured; setup
+//! time is reported apart and never counted in throughput. Measure: the senders send,
+//! either windowed (at most `window` of a sender's messages not yet seen by an observer
+//! client) or open-loop at a fixed rate; every client reads all the time and counts its
+//! deliveries. Stop: when every client has received everything it should, or at the hard
+//! deadline, whichever is first; what did not arrive is `lost`.
+//!
+//! Every client reads from the moment it connects until the end, so a server never queues
+//! for a client that stopped reading (join announcements during setup included).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc, watch};
+
+use crate::memory::{self, Memory};
+use crate::payload::{Codec, Stamp};
+
+/// What the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// WUR2 text mode: `/register` or `/login`, `/join`, `/ping` barrier.
+    Wur2,
+    /// IRC: NICK/USER, JOIN, PRIVMSG; server PINGs are answered.
+    Irc,
+    /// Plain lines, as the bare relay speaks them; its greeting is the barrier.
+    Line,
+}
+
+/// How WUR2 clients get their accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// `/register` (a taken name then logs in): a fresh database.
+    Register,
+    /// `/login`: accounts made by an earlier run on the same database.
+    Login,
+}
+
+/// One run's shape.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// Clients, all in one channel.
+    pub clients: usize,
+    /// How many of them send (the first `senders`); 0 makes an idle run.
+    pub senders: usize,
+    /// Messages per sender.
+    pub messages: usize,
+    /// Payload bytes per message.
+    pub payload: usize,
+    /// Messages per second per sender (open loop); `None` sends windowed.
+    pub rate: Option<f64>,
+    /// Windowed sending: messages of one sender the observer has not seen yet, at most.
+    pub window: usize,
+    /// Clients connecting and logging in at once.
+    pub connect_concurrency: usize,
+    /// The channel, without `#` (added for IRC).
+    pub channel: String,
+    /// Usernames and nicks are this plus the client's index.
+    pub user_prefix: String,
+    /// Password of every WUR2 account.
+    pub password: String,
+    /// How WUR2 clients get their accounts.
+    pub auth: Auth,
+    /// Clients logged in before the "before" memory snapshot, so one-time costs of the
+    /// first logins (buffers, password hashing memory) are not charged per connection.
+    pub warmup: usize,
+    /// Wait after setup before the setup memory snapshot (lets announcements drain).
+    pub settle: Duration,
+    /// The server's process id, for memory snapshots.
+    pub server_pid: Option<u32>,
+    /// The whole run, setup included, ends by this deadline.
+    pub timeout: Duration,
+    /// A file created once every client is ready (before `settle`), so a script can start
+    /// a profiler on the server for the measured part only.
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 6969)),
+            protocol: Protocol::Wur2,
+            clients: 10,
+            senders: 2,
+            messages: 100,
+            payload: 64,
+            rate: None,
+            window: 8,
+            connect_concurrency: 32,
+            channel: "bench".to_owned(),
+            user_prefix: "u".to_owned(),
+            password: "bench-password".to_owned(),
+            auth: Auth::Register,
+            warmup: 1,
+            settle: Duration::from_millis(300),
+            server_pid: None,
+            timeout: Duration::from_secs(120),
+            ready_file: None,
+        }
+    }
+}
+
+/// What went wrong before anything could be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A client could not connect or log in.
+    #[error("client {client}: {reason}")]
+    Setup {
+        /// The client's index.
+        client: usize,
+        /// What happened.
+        reason: String,
+    },
+    /// Setup did not finish before the deadline.
+    #[error("setup timed out with {ready} of {clients} clients ready")]
+    SetupTimeout {
+        /// Clients ready.
+        ready: usize,
+        /// Clients wanted.
+        clients: usize,
+    },
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The tag in every payload of this run (`~B<tag>.`), to find its messages in history.
+    pub run_tag: u32,
+    /// Clients that completed setup.
+    pub clients: usize,
+    /// Seconds from the first connect to the last client ready.
+    pub setup_secs: f64,
+    /// Deliveries that should happen: every message to every other member.
+    pub expected: u64,
+    /// Distinct deliveries that happened.
+    pub received: u64,
+    /// Deliveries seen more than once.
+    pub duplicates: u64,
+    /// `expected − received`.
+    pub lost: u64,
+    /// Seconds from the first send to the last delivery.
+    pub measure_secs: f64,
+    /// Distinct deliveries per second of `measure_secs`.
+    pub deliveries_per_sec: f64,
+    /// Latency percentiles, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest latency.
+    pub max_us: u64,
+    /// Server memory before the non-warm-up clients connected.
+    pub memory_before: Option<Memory>,
+    /// Server memory once every client is ready (after `settle`).
+    pub memory_ready: Option<Memory>,
+    /// Server memory after the measurement, before the clients leave.
+    pub memory_after: Option<Memory>,
+    /// Connections counted in the per-connection memory (clients minus warm-up).
+    pub memory_connections: usize,
+    /// Whether the run hit its deadline.
+    pub timed_out: bool,
+}
+
+impl Report {
+    /// Server memory per connection, in bytes: the resident growth from "before" to
+    /// "ready" over the connections made in between.
+    pub fn bytes_per_connection(&self) -> Option<f64> {
+        let (before, ready) = (self.memory_before?, self.memory_ready?);
+        if self.memory_connections == 0 {
+            return None;
+        }
+        Some(
+            (ready.rss_kib as f64 - before.rss_kib as f64) * 1024.0
+                / self.memory_connections as f64,
+        )
+    }
+
+    /// One line of `key=value` pairs for scripts.
+    pub fn to_line(&self) -> String {
+        let mem = |m: Option<Memory>| m.map_or((0, 0), |m| (m.rss_kib, m.hwm_kib));
+        let (rss0, hwm0) = mem(self.memory_before);
+        let (rss1, hwm1) = mem(self.memory_ready);
+        let (rss2, hwm2) = mem(self.memory_after);
+        format!(
+            "RESULT run={} clients={} setup_s={:.2} expected={} received={} dup={} lost={} measure_s={:.3} \
+             deliveries_per_s={:.0} p50_us={} p99_us={} p999_us={} max_us={} \
+             rss_before_kib={rss0} hwm_before_kib={hwm0} rss_ready_kib={rss1} hwm_ready_kib={hwm1} \
+             rss_after_kib={rss2} hwm_after_kib={hwm2} bytes_per_conn={:.0} timed_out={}",
+            self.run_tag,
+            self.clients,
+            self.setup_secs,
+            self.expected,
+            self.received,
+            self.duplicates,
+            self.lost,
+            self.measure_secs,
+            self.deliveries_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.bytes_per_connection().unwrap_or(0.0),
+            self.timed_out,
+        )
+    }
+}
+
+/// State every client task shares.
+struct Shared {
+    config: LoadConfig,
+    codec: Codec,
+    epoch: Instant,
+    /// Highest sequence number + 1 the observer has seen, per sender.
+    observed: Vec<AtomicU64>,
+    observed_changed: Notify,
+    /// Receivers that got everything they expect.
+    complete: AtomicUsize,
+    all_complete: Notify,
+    /// Microseconds since `epoch` of the latest delivery anywhere.
+    last_delivery_us: AtomicU64,
+    setup_slots: Semaphore,
+}
+
+/// A client after setup: where the sender writes.
+struct Ready {
+    index: usize,
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+}
+
+/// What a client saw.
+struct Seen {
+    distinct: u64,
+    duplicates: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Runs one load test against `config.addr`.
+pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
+    validate(&config)?;
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    let run_tag = (std::process::id() ^ nanos_now()) % 1_000_000_000;
+    let shared = Arc::new(Shared {
+        codec: Codec::new(run_tag, config.payload),
+        epoch: Instant::now(),
+        observed: (0..config.senders).map(|_| AtomicU64::new(0)).collect(),
+        observed_changed: Notify::new(),
+        complete: AtomicUsize::new(0),
+        all_complete: Notify::new(),
+        last_delivery_us: AtomicU64::new(0),
+        setup_slots: Semaphore::new(config.connect_concurrency.max(1)),
+        config,
+    });
+    let config = &shared.config;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<Ready, LoadError>>();
+    let mut clients = tokio::task::JoinSet::new();
+    let mut writers: Vec<Option<Arc<Mutex<OwnedWriteHalf>>>> = vec![None; config.clients];
+
+    let setup_started = Instant::now();
+    let mut report = Report {
+        run_tag,
+        ..Report::default()
+    };
+    let warmup = config.warmup.min(config.clients);
+    let mut spawned = 0;
+    let mut ready = 0;
+    for batch_end in [warmup, config.clients] {
+        while spawned < batch_end {
+            clients.spawn(client(
+                spawned,
+                Arc::clone(&shared),
+                ready_tx.clone(),
+                stop_rx.clone(),
+            ));
+            spawned += 1;
+        }
+        while ready < batch_end {
+            let outcome = tokio::time::timeout_at(deadline, ready_rx.recv()).await;
+            match outcome {
+                Ok(Some(Ok(client))) => {
+                    writers[client.index] = Some(client.writer);
+                    ready += 1;
+                }
+                Ok(Some(Err(error))) => {
+                    let _ = stop_tx.send(true);
+                    return Err(error);
+                }
+                Ok(None) | Err(_) => {
+                    let _ = stop_tx.send(true);
+                    return Err(LoadError::SetupTimeout {
+                        ready,
+                        clients: config.clients,
+                    });
+                }
+            }
+        }
+        if batch_end == warmup {
+            report.memory_before = config.server_pid.and_then(memory::read);
+        }
+    }
+    report.clients = ready;
+    report.memory_connections = config.clients - warmup;
+    report.setup_secs = setup_started.elapsed().as_secs_f64();
+    if let Some(path) = &config.ready_file
+        && let Err(error) = std::fs::write(path, b"ready\n")
+    {
+        eprintln!("wur2-loadgen: cannot write {}: {error}", path.display());
+    }
+    tokio::time::sleep(config.settle).await;
+    report.memory_ready = config.server_pid.and_then(memory::read);
+
+    // Measure.
+    let receivers = receivers(config);
+    report.expected = expected_total(config);
+    let measure_started_us = micros_since(shared.epoch);
+    let mut senders = tokio::task::JoinSet::new();
+    for (index, writer) in writers.iter().take(config.senders).enumerate() {
+        if let Some(writer) = writer {
+            senders.spawn(send(index, Arc::clone(writer), Arc::clone(&shared)));
+        }
+    }
+    if receivers > 0 {
+        let all_in = async {
+            loop {
+                let notified = shared.all_complete.notified();
+                if shared.complete.load(Ordering::Acquire) >= receivers {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        report.timed_out = tokio::time::timeout_at(deadline, all_in).await.is_err();
+    }
+    report.memory_after = config.server_pid.and_then(memory::read);
+    let _ = stop_tx.send(true);
+    senders.abort_all();
+    let last_us = shared.last_delivery_us.load(Ordering::Acquire);
+    report.measure_secs = last_us.saturating_sub(measure_started_us) as f64 / 1e6;
+
+    let mut latencies = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        if let Ok(seen) = joined {
+            report.received += seen.distinct;
+            report.duplicates += seen.duplicates;
+            latencies.extend_from_slice(&seen.latencies_us);
+        }
+    }
+    report.lost = report.expected.saturating_sub(report.received);
+    if report.measure_secs > 0.0 {
+        report.deliveries_per_sec = report.received as f64 / report.measure_secs;
+    }
+    latencies.sort_unstable();
+    report.p50_us = percentile(&latencies, 0.5);
+    report.p99_us = percentile(&latencies, 0.99);
+    report.p999_us = percentile(&latencies, 0.999);
+    report.max_us = latencies.last().copied().map_or(0, u64::from);
+    Ok(report)
+}
+
+fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    if config.clients == 0 {
+        return Err(LoadError::Config("no clients".into()));
+    }
+    if config.senders > 0 && config.senders >= config.clients {
+        return Err(LoadError::Config(
+            "senders must be fewer than clients (the last client observes)".into(),
+        ));
+    }
+    if config.rate.is_none() && config.window == 0 {
+        return Err(LoadError::Config("window must be at least 1".into()));
+    }
+    if let Some(rate) = config.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        return Err(LoadError::Config("rate must be positive".into()));
+    }
+    Ok(())
+}
+
+/// Deliveries client `index` should see.
+fn expected_for(config: &LoadConfig, index: usize) -> u64 {
+    let others = if index < config.senders {
+        config.senders - 1
+    } else {
+        config.senders
+    };
+    (others * config.messages) as u64
+}
+
+fn expected_total(config: &LoadConfig) -> u64 {
+    (0..config.clients).map(|i| expected_for(config, i)).sum()
+}
+
+fn receivers(config: &LoadConfig) -> usize {
+    (0..config.clients)
+        .filter(|&i| expected_for(config, i) > 0)
+        .count()
+}
+
+fn percentile(sorted: &[u32], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    u64::from(sorted[rank - 1])
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn nanos_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// A buffered line reader over the read half of a client socket.
+struct Lines {
+    reader: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Lines {
+    fn new(reader: OwnedReadHalf) -> Lines {
+        Lines {
+            reader,
+            buf: Vec::with_capacity(16 * 1024),
+            start: 0,
+        }
+    }
+
+    /// The next complete line (without its ending), reading as needed; `None` at EOF.
+    async fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(at) = memchr::memchr(b'\n', &self.buf[self.start..]) {
+                let line = trim_cr(&self.buf[self.start..self.start + at]).to_vec();
+                self.start += at + 1;
+                return Ok(Some(line));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more; false at EOF.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < 8 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        Ok(self.reader.read_buf(&mut self.buf).await? > 0)
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn setup_error(client: usize, reason: impl std::fmt::Display) -> LoadError {
+    LoadError::Setup {
+        client,
+        reason: reason.to_string(),
+    }
+}
+
+/// One client for the whole run: connect, log in, join, then read and count until told to
+/// stop.
+async fn client(
+    index: usize,
+    shared: Arc<Shared>,
+    ready: mpsc::UnboundedSender<Result<Ready, LoadError>>,
+    mut stop: watch::Receiver<bool>,
+) -> Seen {
+    let mut seen = Seen {
+        distinct: 0,
+        duplicates: 0,
+        latencies_us: Vec::new(),
+    };
+    let permit = shared.setup_slots.acquire().await;
+    let set_up = tokio::select! {
+        result = set_up(index, &shared) => result,
+        _ = stop.wait_for(|stopped| *stopped) => return seen,
+    };
+    drop(permit);
+    let (mut lines, writer) = match set_up {
+        Ok(connected) => connected,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return seen;
+        }
+    };
+    let writer = Arc::new(Mutex::new(writer));
+    let _ = ready.send(Ok(Ready {
+        index,
+        writer: Arc::clone(&writer),
+    }));
+    drop(ready);
+
+    let config = &shared.config;
+    let expected = expected_for(config, index);
+    let observer = config.senders > 0 && index == config.clients - 1;
+    let messages = config.messages;
+    // One bit per (sender, seq): distinct deliveries and duplicates.
+    let mut got = vec![0u64; (config.senders * messages).div_ceil(64)];
+    seen.latencies_us
+        .reserve(usize::try_from(expected).unwrap_or(0));
+    let chat_prefix = match config.protocol {
+        Protocol::Wur2 => format!("[{}] ", config.channel).into_bytes(),
+        Protocol::Irc | Protocol::Line => Vec::new(),
+    };
+    let mut complete = expected == 0;
+    loop {
+        // Scan every complete line in the buffer.
+        let now_us = micros_since(shared.epoch);
+        let mut counted = false;
+        let mut pongs = Vec::new();
+        while let Some(at) = memchr::memchr(b'\n', &lines.buf[lines.start..]) {
+            let line = trim_cr(&lines.buf[lines.start..lines.start + at]);
+            lines.start += at + 1;
+            if config.protocol == Protocol::Irc && line.starts_with(b"PING ") {
+                pongs.extend_from_slice(b"PONG ");
+                pongs.extend_from_slice(&line[5..]);
+                pongs.extend_from_slice(b"\r\n");
+                continue;
+            }
+            if !line.starts_with(&chat_prefix) {
+                continue;
+            }
+            let Some(Stamp {
+                sender,
+                seq,
+                sent_us,
+            }) = shared.codec.find(line)
+            else {
+                continue;
+            };
+            let (sender, seq) = (sender as usize, seq as usize);
+            if sender >= config.senders || seq >= messages || sender == index {
+                continue;
+            }
+            let bit = sender * messages + seq;
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            if got[word] & mask != 0 {
+                seen.duplicates += 1;
+                continue;
+            }
+            got[word] |= mask;
+            seen.distinct += 1;
+            counted = true;
+            let latency = now_us.saturating_sub(sent_us);
+            seen.latencies_us
+                .push(u32::try_from(latency).unwrap_or(u32::MAX));
+            if observer {
+                shared.observed[sender].fetch_max(seq as u64 + 1, Ordering::AcqRel);
+            }
+        }
+        if counted {
+            shared.last_delivery_us.fetch_max(now_us, Ordering::AcqRel);
+            if observer {
+                shared.observed_changed.notify_waiters();
+            }
+            if !complete && seen.distinct >= expected {
+                complete = true;
+                shared.complete.fetch_add(1, Ordering::AcqRel);
+                shared.all_complete.notify_waiters();
+            }
+        }
+        if !pongs.is_empty() && writer.lock().await.write_all(&pongs).await.is_err() {
+            break;
+        }
+        let more = tokio::select! {
+            more = lines.fill() => more,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        if !matches!(more, Ok(true)) {
+            break;
+        }
+    }
+    seen
+}
+
+/// Connects and logs client `index` in, up to and including the protocol's barrier.
+async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, OwnedWriteHalf), LoadError> {
+    let config = &shared.config;
+    let stream = TcpStream::connect(config.addr)
+        .await
+        .map_err(|e| setup_error(index, format!("connect: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = Lines::new(reader);
+    let user = format!("{}{index}", config.user_prefix);
+    let fail = |what: &str| setup_error(index, what);
+    let io = |e: std::io::Error| setup_error(index, format!("i/o: {e}"));
+    macro_rules! next {
+        () => {
+            lines
+                .next_line()
+                .await
+                .map_err(io)?
+                .ok_or_else(|| fail("the server closed the connection during setup"))?
+        };
+    }
+    match config.protocol {
+        Protocol::Line => loop {
+            if next!() == crate::relay::GREETING.trim_ascii_end() {
+                break;
+            }
+        },
+        Protocol::Wur2 => {
+            let register = format!("/register {user} {}\n", config.password);
+            let login = format!("/login {user} {}\n", config.password);
+            let first = match config.auth {
+                Auth::Register => &register,
+                Auth::Login => &login,
+            };
+            writer.write_all(first.as_bytes()).await.map_err(io)?;
+            let welcome = format!("Welcome {user}!");
+            let welcome_back = format!("Welcome back {user}!");
+            let mut busy_retries = 0;
+            loop {
+                let line = next!();
+                if line == welcome.as_bytes() || line == welcome_back.as_bytes() {
+                    break;
+                }
+                if line.starts_with(b"Error: that username is taken") {
+                    writer.write_all(login.as_bytes()).await.map_err(io)?;
+                } else if line.starts_with(b"Error: the server is busy") && busy_retries < 50 {
+                    busy_retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    writer.write_all(first.as_bytes()).await.map_err(io)?;
+                } else if line.starts_with(b"Error: ") {
+                    return Err(fail(&String::from_utf8_lossy(&line)));
+                }
+            }
+            let join = format!("/join {}\n/ping ready\n", config.channel);
+            writer.write_all(join.as_bytes()).await.map_err(io)?;
+            loop {
+                let line = next!();
+                if line == b"PONG ready" {
+                    break;
+                }
+                if line.starts_with(b"Error: ") {
+                    return Err(fail(&String::from_utf8_lossy(&line)));
+                }
+            }
+        }
+        Protocol::Irc => {
+            let hello = format!("NICK {user}\r\nUSER {user} 0 * :{user}\r\n");
+            writer.write_all(hello.as_bytes()).await.map_err(io)?;
+            loop {
+                let line = next!();
+                if line.starts_with(b"PING ") {
+                    let mut pong = b"PONG ".to_vec();
+                    pong.extend_from_slice(&line[5..]);
+                    pong.extend_from_slice(b"\r\n");
+                    writer.write_all(&pong).await.map_err(io)?;
+                    continue;
+                }
+                match irc_numeric(&line) {
+                    Some(b"001") => break,
+                    Some(b"433" | b"432") => return Err(fail("nickname refused")),
+                    _ if line.starts_with(b"ERROR") => {
+                        return Err(fail(&String::from_utf8_lossy(&line)));
+                    }
+                    _ => {}
+                }
+            }
+            let join = format!("JOIN #{}\r\nPING :ready\r\n", config.channel);
+            writer.write_all(join.as_bytes()).await.map_err(io)?;
+            loop {
+                let line = next!();
+                if line.starts_with(b"PING ") {
+                    let mut pong = b"PONG ".to_vec();
+                    pong.extend_from_slice(&line[5..]);
+                    pong.extend_from_slice(b"\r\n");
+                    writer.write_all(&pong).await.map_err(io)?;
+                    continue;
+                }
+                if line.ends_with(b"ready") && line.windows(6).any(|w| w == b" PONG ") {
+                    break;
+                }
+                if line.starts_with(b"ERROR") {
+                    return Err(fail(&String::from_utf8_lossy(&line)));
+                }
+            }
+        }
+    }
+    Ok((lines, writer))
+}
+
+/// The numeric of an IRC reply line (`:server 001 nick …`).
+fn irc_numeric(line: &[u8]) -> Option<&[u8]> {
+    let mut words = line.split(|&b| b == b' ');
+    let first = words.next()?;
+    let word = if first.starts_with(b":") {
+        words.next()?
+    } else {
+        first
+    };
+    (word.len() == 3 && word.iter().all(u8::is_ascii_digit)).then_some(word)
+}
+
+/// Sender `index`: its messages, windowed or paced.
+async fn send(index: usize, writer: Arc<Mutex<OwnedWriteHalf>>, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let (prefix, suffix): (Vec<u8>, &[u8]) = match config.protocol {
+        Protocol::Wur2 | Protocol::Line => (Vec::new(), b"\n"),
+        Protocol::Irc => (
+            format!("PRIVMSG #{} :", config.channel).into_bytes(),
+            b"\r\n",
+        ),
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    let line = |out: &mut Vec<u8>, seq: usize, sent_us: u64| {
+        out.extend_from_slice(&prefix);
+        shared.codec.encode(
+            Stamp {
+                sender: u32::try_from(index).unwrap_or(u32::MAX),
+                seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                sent_us,
+            },
+            out,
+        );
+        out.extend_from_slice(suffix);
+    };
+    let mut seq = 0;
+    match config.rate {
+        Some(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate);
+            // Senders start spread over one period, as independent users would.
+            let offset = period.mul_f64(index as f64 / config.senders.max(1) as f64);
+            let start = tokio::time::Instant::now() + offset;
+            while seq < config.messages {
+                let due = start + period.mul_f64(seq as f64);
+                tokio::time::sleep_until(due).await;
+                out.clear();
+                line(&mut out, seq, micros_since(shared.epoch));
+                if writer.lock().await.write_all(&out).await.is_err() {
+                    return;
+                }
+                seq += 1;
+            }
+        }
+        None => {
+            let window = config.window as u64;
+            while seq < config.messages {
+                let notified = shared.observed_changed.notified();
+                let observed = shared.observed[index].load(Ordering::Acquire);
+                let room = (observed + window).saturating_sub(seq as u64);
+                if room == 0 {
+                    // Re-checked on a timer too, in case the observer is slow to be woken.
+                    let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                    continue;
+                }
+                out.clear();
+                let sent_us = micros_since(shared.epoch);
+                let end = (seq + room as usize).min(config.messages);
+                for s in seq..end {
+                    line(&mut out, s, sent_us);
+                }
+                if writer.lock().await.write_all(&out).await.is_err() {
+                    return;
+                }
+                seq = end;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_reaches_every_other_member() {
+        let config = LoadConfig {
+            clients: 100,
+            senders: 10,
+            messages: 1000,
+            ..LoadConfig::default()
+        };
+        assert_eq!(expected_total(&config), 10 * 1000 * 99);
+        assert_eq!(receivers(&config), 100);
+        let idle = LoadConfig {
+            senders: 0,
+            ..config
+        };
+        assert_eq!(expected_total(&idle), 0);
+        assert_eq!(receivers(&idle), 0);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let sorted: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&sorted, 0.5), 500);
+        assert_eq!(percentile(&sorted, 0.99), 990);
+        assert_eq!(percentile(&sorted, 0.999), 999);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn irc_numerics_are_found_after_the_prefix() {
+        assert_eq!(
+            irc_numeric(b":irc.local 001 u1 :Welcome"),
+            Some(&b"001"[..])
+        );
+        assert_eq!(irc_numeric(b"PING :x"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! The benchmark's pieces work together: the load generator against the bare relay and
+//! against an in-process WUR2 server, a few clients and messages, nothing lost. Fast on
+//! purpose: the real benchmark is `bench/run.sh`, never part of the test command.
+
+use std::time::Duration;
+
+use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
+
+fn small(addr: std::net::SocketAddr, protocol: Protocol) -> LoadConfig {
+    LoadConfig {
+        addr,
+        protocol,
+        clients: 5,
+        senders: 2,
+        messages: 50,
+        payload: 64,
+        window: 4,
+        settle: Duration::ZERO,
+        server_pid: Some(std::process::id()),
+        timeout: Duration::from_secs(20),
+        ..LoadConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn load_generator_and_relay_lose_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let relay = tokio::spawn(wur2_bench::relay::serve(listener));
+
+    let report = load::run(small(addr, Protocol::Line))
+        .await
+        .expect("setup works");
+    assert_eq!(report.clients, 5);
+    assert_eq!(report.expected, 2 * 50 * 4);
+    assert_eq!(report.received, report.expected);
+    assert_eq!((report.lost, report.duplicates), (0, 0));
+    assert!(!report.timed_out);
+    assert!(report.deliveries_per_sec > 0.0 && report.p50_us <= report.p999_us);
+    assert!(report.memory_after.is_some_and(|m| m.rss_kib > 0));
+
+    // Paced sending too.
+    let paced = load::run(LoadConfig {
+        rate: Some(200.0),
+        messages: 10,
+        ..small(addr, Protocol::Line)
+    })
+    .await
+    .expect("setup works");
+    assert_eq!((paced.received, paced.lost), (2 * 10 * 4, 0));
+    relay.abort();
+}
+
+#[tokio::test]
+async fn load_generator_and_wur2_lose_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    // The cheapest argon2 cost: this test is about messages, not hashing.
+    let store_config = wur2_store::StoreConfig {
+        password: wur2_store::PasswordConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..wur2_store::StoreConfig::default()
+    };
+    let (store, writer) = wur2_store::Store::open(&url, store_config)
+        .await
+        .expect("store opens");
+    let writer = tokio::spawn(writer.run());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let config = wur2_engine::Config {
+        flood_lines_per_second: 0,
+        ..wur2_engine::Config::default()
+    };
+    let server = wur2_tokio::serve(listener, store.clone(), config).expect("server starts");
+
+    let first = load::run(small(addr, Protocol::Wur2))
+        .await
+        .expect("registration works");
+    assert_eq!(first.received, first.expected);
+    assert_eq!((first.lost, first.duplicates), (0, 0));
+    // The second run logs the same accounts in, as bench/run.sh does on repetitions.
+    let again = load::run(LoadConfig {
+        auth: Auth::Login,
+        ..small(addr, Protocol::Wur2)
+    })
+    .await
+    .expect("login works");
+    assert_eq!((again.received, again.lost), (again.expected, 0));
+
+    server.shutdown().await.expect("clean shutdown");
+    drop(store);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
