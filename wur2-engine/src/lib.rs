@@ -220,6 +220,7 @@ mod login_guard;
 mod names;
 mod output;
 mod sanitize;
+mod stats;
 mod store;
 mod wire;
 
@@ -235,6 +236,7 @@ pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId, TransferId};
 pub use names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 pub use output::{CloseReason, Output};
 pub use sanitize::sanitize_text;
+pub use stats::Stats;
 pub use store::{
     ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError, StoreReply,
     StoreRequest, StoredMessage, UnknownRole,

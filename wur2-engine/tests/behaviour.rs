@@ -641,3 +641,38 @@ fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
         w.violations
     );
 }
+
+#[test]
+fn stats_count_what_the_engine_did_and_what_it_holds() {
+    let config = Config {
+        max_queued_bytes: 2_000,
+        ..Config::default()
+    };
+    let mut w = World::new(config);
+    let (a, b, slow) = (w.user("sta"), w.user("stb"), w.user("stc"));
+    w.not_reading.insert(slow);
+    w.send(a, "hello\n/msg stb hi\n");
+    let before = w.engine.stats();
+    assert_eq!((before.connections, before.users_online), (3, 3));
+    assert_eq!((before.channel_messages, before.direct_messages), (1, 1));
+    assert!(
+        before.bytes_queued > 0,
+        "the slow reader's bytes are still queued"
+    );
+    let c = w.connect();
+    w.send(c, "/login sta wrong-password\n");
+    for i in 0..100 {
+        w.send(b, &format!("filler message {i}\n"));
+        w.advance(Duration::from_millis(200));
+    }
+    let after = w.engine.stats();
+    assert_eq!(after.login_failures, 1);
+    assert_eq!(after.logins, 3);
+    assert_eq!(after.slow_readers_dropped, 1);
+    assert_eq!(after.connections, 3);
+    assert_eq!(
+        after.bytes_queued, 0,
+        "a dropped reader's queue is forgotten"
+    );
+    assert!(after.deliveries > before.deliveries + 100);
+}

@@ -143,6 +143,7 @@ impl Engine {
             sender: account.username.clone(),
             text,
         };
+        self.stats.channel_messages += 1;
         self.request(StoreRequest::AppendChannelMessage(message));
     }
 
@@ -168,6 +169,7 @@ impl Engine {
             }
             None => false,
         };
+        self.stats.direct_messages += 1;
         let message = PrivateMessage {
             id,
             sender: sender.username.clone(),

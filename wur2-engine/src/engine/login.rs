@@ -214,6 +214,7 @@ impl Engine {
             return;
         };
         session.login_failures += 1;
+        self.stats.login_failures += 1;
         let (failures, address) = (session.login_failures, session.peer.ip());
         if let Some(account) = account {
             self.account_failures.record(&account.to_string(), now);
@@ -261,6 +262,7 @@ impl Engine {
             slot_in_channel: 0,
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
+        self.stats.logins += 1;
         let account = self.accounts.entry(key).or_insert_with(|| super::Account {
             username: username.clone(),
             role,

@@ -21,6 +21,7 @@ use crate::framer::{Frame, LineFramer};
 use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
 use crate::login_guard::FailureLog;
 use crate::output::{CloseReason, Output};
+use crate::stats::Stats;
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
@@ -53,6 +54,8 @@ pub struct Engine {
     clock: Option<Instant>,
     /// Reused buffer for the line being processed; wiped after each line.
     line: Vec<u8>,
+    /// Counters for [`Engine::stats`] (gauges and delivery counts are filled in there).
+    stats: Stats,
 }
 
 /// A logged-in account and its sessions.
@@ -138,6 +141,9 @@ struct Outbox {
     slow_readers: Vec<ConnectionId>,
     /// Stamps JSON lines with wall-clock time, when the caller told us the time.
     wall_clock: Option<WallClock>,
+    /// Lines and bytes handed out (for [`Stats`]).
+    deliveries: u64,
+    bytes_out: u64,
 }
 
 impl Outbox {
@@ -154,9 +160,12 @@ impl Outbox {
         };
         let data = line.render(mode, self.unix_ms(now));
         match sessions.charge(connection, data.len(), self.max_queued_bytes) {
-            Delivery::Send => self
-                .outputs
-                .push_back(Output::Transmit { connection, data }),
+            Delivery::Send => {
+                self.deliveries += 1;
+                self.bytes_out += data.len() as u64;
+                self.outputs
+                    .push_back(Output::Transmit { connection, data });
+            }
             Delivery::SlowReader => self.slow_readers.push(connection),
             Delivery::Skip => {}
         }
@@ -194,6 +203,8 @@ impl Outbox {
         }
         for (to, data) in [(text_to, text), (json_to, json)] {
             let Some(data) = data else { continue };
+            self.deliveries += to.len() as u64;
+            self.bytes_out += (to.len() * data.len()) as u64;
             match to[..] {
                 [] => {}
                 [connection] => self
@@ -226,6 +237,8 @@ impl Engine {
                 max_queued_bytes: config.max_queued_bytes,
                 slow_readers: Vec::new(),
                 wall_clock: config.wall_clock,
+                deliveries: 0,
+                bytes_out: 0,
             },
             account_failures: FailureLog::new(
                 config.max_tracked_login_failures,
@@ -249,6 +262,7 @@ impl Engine {
             next_transfer: 0,
             clock: None,
             line: Vec::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -267,6 +281,19 @@ impl Engine {
     /// Accounts with at least one logged-in session.
     pub fn online_user_count(&self) -> usize {
         self.accounts.len()
+    }
+
+    /// What the engine has done and holds now, for metrics.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.sessions.len() as u64,
+            users_online: self.accounts.len() as u64,
+            bytes_queued: self.sessions.queued_total() as u64,
+            transfers_active: self.transfers.len() as u64,
+            deliveries: self.outbox.deliveries,
+            bytes_out: self.outbox.bytes_out,
+            ..self.stats
+        }
     }
 
     /// Bytes handed out for `connection` and not yet reported written (0 if unknown).
@@ -308,6 +335,7 @@ impl Engine {
             upload: None,
         };
         let connection = self.sessions.insert(session);
+        self.stats.connections_opened += 1;
         let from_address = self.connections_per_address.entry(peer.ip()).or_insert(0);
         *from_address += 1;
         let from_address = *from_address;
@@ -520,6 +548,7 @@ impl Engine {
     }
 
     fn request(&mut self, request: StoreRequest) -> RequestId {
+        self.stats.store_requests += 1;
         self.next_request += 1;
         let id = RequestId(self.next_request);
         self.outbox.outputs.push_back(Output::Store {
@@ -573,12 +602,14 @@ impl Engine {
                 && let Err(retry_at) = session.flood.take(now, rate, burst)
             {
                 session.throttled_until = Some(retry_at);
+                self.stats.flood_pauses += 1;
                 self.timers
                     .insert((retry_at, connection, Timer::FloodRetry));
                 break;
             }
             let mut line = std::mem::take(&mut self.line);
             let frame = session.framer.next_frame(&mut line);
+            self.stats.lines_received += u64::from(frame.is_some());
             if let Some(frame) = frame {
                 self.on_frame(connection, frame, &line, now);
             }
@@ -607,6 +638,7 @@ impl Engine {
         let max_bytes = (max_lines + 2).saturating_mul(self.config.max_line_bytes + 2);
         if lines > max_lines || bytes > max_bytes.max(self.config.transfer_window_bytes) {
             tracing::info!(%connection, lines, bytes, "closing a flooding connection");
+            self.stats.flood_disconnects += 1;
             self.error(
                 connection,
                 ErrorCode::Flooding,
@@ -790,6 +822,7 @@ impl Engine {
             if self.sessions.get(connection).is_some() {
                 let queued = self.sessions.queued_bytes(connection);
                 tracing::warn!(%connection, queued, "dropping slow reader");
+                self.stats.slow_readers_dropped += 1;
                 self.close(connection, CloseReason::SlowReader, Departure::Announced);
             }
         }

@@ -107,6 +107,8 @@ pub(crate) struct Sessions {
     slots: Vec<Slot>,
     free: Vec<usize>,
     live: usize,
+    /// Sum of `queued_bytes` over live connections.
+    queued_total: usize,
 }
 
 impl Sessions {
@@ -134,8 +136,7 @@ impl Sessions {
     }
 
     fn slot_mut(&mut self, id: ConnectionId) -> Option<&mut Slot> {
-        let slot = self.slots.get_mut(id.slot())?;
-        (u64::from(slot.generation) == id.0 >> 32 && slot.session.is_some()).then_some(slot)
+        live_slot(&mut self.slots, id)
     }
 
     pub(crate) fn get(&self, id: ConnectionId) -> Option<&Session> {
@@ -159,14 +160,16 @@ impl Sessions {
         max: usize,
         mut len_in: impl FnMut(Mode) -> usize,
     ) -> (Delivery, Mode) {
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(slot) = live_slot(&mut self.slots, id) else {
             return (Delivery::Skip, Mode::Text);
         };
         let mode = slot.mode;
         if slot.dropping {
             return (Delivery::Skip, mode);
         }
-        slot.queued_bytes += len_in(mode);
+        let len = len_in(mode);
+        slot.queued_bytes += len;
+        self.queued_total += len;
         if slot.queued_bytes > max {
             slot.dropping = true;
             return (Delivery::SlowReader, mode);
@@ -177,11 +180,14 @@ impl Sessions {
     /// `len` bytes queued for `id` were written. Returns whether `id` receives a file
     /// (whose sender may be waiting for exactly this).
     pub(crate) fn written(&mut self, id: ConnectionId, len: usize) -> bool {
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(slot) = live_slot(&mut self.slots, id) else {
             return false;
         };
-        slot.queued_bytes = slot.queued_bytes.saturating_sub(len);
-        slot.receiving > 0
+        let written = len.min(slot.queued_bytes);
+        slot.queued_bytes -= written;
+        let receiving = slot.receiving > 0;
+        self.queued_total -= written;
+        receiving
     }
 
     /// One more (`1`) or one fewer (`-1`) file transfer received by `id`.
@@ -214,19 +220,26 @@ impl Sessions {
 
     pub(crate) fn remove(&mut self, id: ConnectionId) -> Option<Session> {
         let index = id.slot();
-        let slot = self.slot_mut(id)?;
+        let slot = live_slot(&mut self.slots, id)?;
         let session = slot.session.take()?;
+        let queued = std::mem::take(&mut slot.queued_bytes);
         // A slot whose generation would wrap is retired, so ids are never reused.
         if let Some(next) = slot.generation.checked_add(1) {
             slot.generation = next;
             self.free.push(index);
         }
         self.live -= 1;
+        self.queued_total -= queued;
         Some(*session)
     }
 
     pub(crate) fn len(&self) -> usize {
         self.live
+    }
+
+    /// Bytes queued over all live connections.
+    pub(crate) fn queued_total(&self) -> usize {
+        self.queued_total
     }
 
     /// Live connection ids in slot order (deterministic).
@@ -238,4 +251,11 @@ impl Sessions {
             .map(|(index, slot)| ConnectionId((u64::from(slot.generation) << 32) | index as u64))
             .collect()
     }
+}
+
+/// The slot of live connection `id`, borrowing only the slot table (so the table's other
+/// counters stay usable next to it).
+fn live_slot(slots: &mut [Slot], id: ConnectionId) -> Option<&mut Slot> {
+    let slot = slots.get_mut(id.slot())?;
+    (u64::from(slot.generation) == id.0 >> 32 && slot.session.is_some()).then_some(slot)
 }

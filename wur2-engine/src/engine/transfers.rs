@@ -382,6 +382,10 @@ impl Engine {
                 .push_back(Output::CloseFile { transfer: id }),
         }
         let (name, size) = (&transfer.name, transfer.size);
+        match failure {
+            None => self.stats.transfers_completed += 1,
+            Some(_) => self.stats.transfers_cancelled += 1,
+        }
         let outcome = match &failure {
             None => {
                 let to = &transfer.recipient_name;
