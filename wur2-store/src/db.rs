@@ -221,6 +221,51 @@ impl Db {
         })
     }
 
+    /// Deletes up to `batch` channel messages and delivered private messages written before
+    /// `cutoff_ms`; returns how many went. Undelivered private messages stay: their
+    /// recipient has not read them yet.
+    pub(crate) async fn prune_before(
+        &self,
+        cutoff_ms: i64,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = "DELETE FROM messages WHERE seq IN ( \
+                     SELECT seq FROM messages WHERE created_at_ms < $1 \
+                     AND (channel_key IS NOT NULL OR delivered = TRUE) LIMIT $2)";
+        on_pool!(self, pool => Ok(sqlx::query(sql)
+            .bind(cutoff_ms)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Deletes the account with `key` and every message it sent or was sent, in one
+    /// transaction: the messages deleted, or `None` (nothing deleted) for an unknown user.
+    pub(crate) async fn purge_user(&self, key: &str) -> Result<Option<(String, u64)>, sqlx::Error> {
+        // `sender` holds the name as registered; names match without regard to ASCII case.
+        let messages = "DELETE FROM messages WHERE recipient_key = $1 OR LOWER(sender) = $1";
+        let user = "DELETE FROM users WHERE username_key = $1 RETURNING username";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(user).bind(key).fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let username: String = row.try_get("username")?;
+            let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok(Some((username, deleted)))
+        })
+    }
+
+    /// A trivial query: whether the database answers at all.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// The last `limit` messages of a channel, oldest first.
     pub(crate) async fn history(
         &self,

@@ -35,7 +35,7 @@ mod store;
 mod writer;
 
 pub use config::{PasswordConfig, StoreConfig};
-pub use store::Store;
+pub use store::{PRUNE_BATCH, Purged, Store};
 pub use writer::AppendWriter;
 
 use wur2_engine::Role;

@@ -6,6 +6,7 @@
 //! ([`Refused::Busy`]) instead of piling up, and results come back through a oneshot channel
 //! that any runtime can await. Passwords and hashes never reach a log line or `Debug` output.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -33,6 +34,8 @@ pub(crate) enum Refused {
 pub(crate) struct HashPool {
     jobs: SyncSender<Job>,
     threads: usize,
+    /// Jobs queued and not yet taken by a thread (for metrics).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl HashPool {
@@ -54,12 +57,21 @@ impl HashPool {
                 .name(format!("wur2-argon2-{index}"))
                 .spawn(move || work(&queued))?;
         }
-        Ok(HashPool { jobs, threads })
+        Ok(HashPool {
+            jobs,
+            threads,
+            waiting: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// How many hashing threads run.
     pub(crate) fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Jobs waiting for a free hashing thread now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Queues `job`; its result arrives on the returned receiver.
@@ -69,15 +81,21 @@ impl HashPool {
         F: FnOnce() -> T + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
+        let waiting = Arc::clone(&self.waiting);
         let job: Job = Box::new(move || {
+            waiting.fetch_sub(1, Ordering::Relaxed);
             // The asker may have given up; nobody else wants the result.
             let _ = reply.send(job());
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(result),
-            Err(TrySendError::Full(_)) => Err(Refused::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(Refused::Stopped),
-        }
+        // Counted before it is queued, so a thread taking it at once never counts below 0.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let refused = match self.jobs.try_send(job) {
+            Ok(()) => return Ok(result),
+            Err(TrySendError::Full(_)) => Refused::Busy,
+            Err(TrySendError::Disconnected(_)) => Refused::Stopped,
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Err(refused)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use wur2_engine::{
@@ -14,6 +14,18 @@ use crate::db::{AppendRow, Db, key};
 use crate::password::{HashPool, Hasher, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
+
+/// Rows deleted per statement by [`Store::prune_history`].
+pub const PRUNE_BATCH: i64 = 10_000;
+
+/// What [`Store::purge_user`] removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purged {
+    /// The username as it was registered.
+    pub username: String,
+    /// Messages deleted: sent by the user, or sent to them privately.
+    pub messages: u64,
+}
 
 /// What every handle and the writer share.
 pub(crate) struct Shared {
@@ -250,6 +262,61 @@ impl Store {
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let shared = self.shared();
         shared.in_time(shared.db.list_users()).await
+    }
+
+    /// Deletes channel messages, and private messages already delivered, written before
+    /// `cutoff`, in batches of [`PRUNE_BATCH`] rows so no single statement holds the
+    /// database long. Returns how many messages were deleted. Undelivered private messages
+    /// are kept until their recipient logs in.
+    pub async fn prune_history(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
+        let shared = self.shared();
+        let cutoff_ms = cutoff.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
+        let mut total = 0;
+        loop {
+            let deleted = shared
+                .in_time(shared.db.prune_before(cutoff_ms, PRUNE_BATCH))
+                .await?;
+            total += deleted;
+            if deleted < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Removes an account and every message it sent or received (channel and private),
+    /// in one transaction; `StoreError::UnknownUser` when there is no such account.
+    ///
+    /// Sessions of the user on a running server stay open until they log out: kick the
+    /// user first. Appends still queued in this store are written before the purge.
+    pub async fn purge_user(&self, username: &str) -> Result<Purged, StoreError> {
+        let shared = self.shared();
+        shared.flushed(Box::pin(shared.queue.flush())).await?;
+        let purged = shared.in_time(shared.db.purge_user(&key(username))).await?;
+        let (username, messages) = purged.ok_or(StoreError::UnknownUser)?;
+        tracing::info!(%username, messages, "account purged");
+        Ok(Purged { username, messages })
+    }
+
+    /// Whether the database answers a trivial query within `timeout` (for health checks).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let shared = self.shared();
+        match timed(timeout, shared.db.ping()).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+            None => Err(too_slow()),
+        }
+    }
+
+    /// Message appends queued and not yet written: grows while the database is slow.
+    pub fn append_queue_len(&self) -> usize {
+        self.shared().queue.len()
+    }
+
+    /// Password hash or verify jobs waiting for a free hashing thread.
+    pub fn hash_queue_len(&self) -> usize {
+        self.shared().hash_pool.waiting()
     }
 
     /// Stops taking appends, waits until every queued append is written, then closes the

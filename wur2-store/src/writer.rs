@@ -100,6 +100,12 @@ impl AppendQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Appends queued and not yet written (waiting, or in the batch being written).
+    pub(crate) fn len(&self) -> usize {
+        let state = self.lock();
+        state.waiting.len() + state.in_flight
+    }
+
     /// Queues `append` behind everything queued before.
     pub(crate) fn push(&self, append: Append) -> Result<(), Refused> {
         let mut state = self.lock();

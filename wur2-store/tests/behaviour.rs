@@ -49,6 +49,9 @@ behaviour!(
     closing_writes_every_queued_append,
     a_weaker_stored_hash_is_replaced_on_login,
     the_store_works_under_async_std,
+    pruning_deletes_old_history_and_keeps_undelivered_private_messages,
+    purge_user_removes_the_account_and_every_message_to_or_from_it,
+    ping_answers_while_open_and_fails_once_closed,
 );
 
 fn account(username: &str, role: Role) -> StoreReply {
@@ -67,6 +70,92 @@ fn pending_texts(reply: StoreReply) -> Vec<(String, String)> {
 
 mod scenarios {
     use super::*;
+
+    pub async fn pruning_deletes_old_history_and_keeps_undelivered_private_messages(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        h.run(h.channel_message("Global", "alice", "old")).await;
+        h.run(h.private_message("alice", "bob", "old read", true))
+            .await;
+        h.run(h.private_message("alice", "bob", "old unread", false))
+            .await;
+        h.history_texts("Global", 10).await; // flushes the appends
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cutoff = std::time::SystemTime::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        h.run(h.channel_message("Global", "alice", "new")).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["old", "new"]);
+
+        assert_eq!(h.store.prune_history(cutoff).await.unwrap(), 2);
+        assert_eq!(h.history_texts("Global", 10).await, ["new"]);
+        let pending = h
+            .run(StoreRequest::FetchPending {
+                username: "bob".into(),
+            })
+            .await;
+        assert_eq!(
+            pending_texts(pending),
+            [("alice".to_owned(), "old unread".to_owned())]
+        );
+        assert_eq!(h.db.count_messages().await, 2);
+        // Nothing older is left: a second pass deletes nothing.
+        assert_eq!(h.store.prune_history(cutoff).await.unwrap(), 0);
+        h.finish().await;
+    }
+
+    pub async fn purge_user_removes_the_account_and_every_message_to_or_from_it(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Alice", "pw").await;
+        h.register("Bob", "pw").await;
+        h.run(h.channel_message("Global", "Alice", "from alice"))
+            .await;
+        h.run(h.channel_message("Global", "Bob", "from bob")).await;
+        h.run(h.private_message("Bob", "alice", "to alice", false))
+            .await;
+        h.run(h.private_message("Alice", "bob", "to bob", true))
+            .await;
+
+        let purged = h.store.purge_user("ALICE").await.unwrap();
+        assert_eq!(purged.username, "Alice");
+        assert_eq!(purged.messages, 3);
+        assert_eq!(h.history_texts("Global", 10).await, ["from bob"]);
+        let users = h.store.list_users().await.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].username, "Bob");
+        assert_eq!(
+            h.login("Alice", "pw").await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        assert_eq!(
+            h.store.purge_user("alice").await,
+            Err(StoreError::UnknownUser)
+        );
+        // The name is free again.
+        assert_eq!(
+            h.register("alice", "pw2").await,
+            account("alice", Role::User)
+        );
+        h.finish().await;
+    }
+
+    pub async fn ping_answers_while_open_and_fails_once_closed(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.store.ping(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(h.store.append_queue_len(), 0);
+        assert_eq!(h.store.hash_queue_len(), 0);
+        h.store.close().await;
+        assert!(h.store.ping(Duration::from_secs(2)).await.is_err());
+        h.writer.await.unwrap();
+        h.db.remove().await;
+    }
 
     pub async fn register_creates_a_user_account(backend: Backend) {
         let Some(h) = Harness::open(backend).await else {
