@@ -9,15 +9,16 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wur2_engine::ConnectionId;
+use wur2_host::{Closing, Link, consume};
 
 /// Bytes read from the socket in one system call at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -43,66 +44,12 @@ pub(crate) enum Event {
     Failed(ConnectionId, io::Error),
 }
 
-/// How the driver wants a connection closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Closing {
-    /// Write what is queued (within the flush timeout), then close.
-    Flush,
-    /// Drop what is queued and close now.
-    Abort,
-}
-
-/// The driver's side of one connection task: instructions go into `state`, then `wake`.
-///
-/// The wake-up is a waker slot under the same lock rather than a `Notify`: it keeps the
-/// link and the waiting task small.
-#[derive(Default)]
-pub(crate) struct Link {
-    state: Mutex<LinkState>,
-}
-
-#[derive(Default)]
-struct LinkState {
-    outbox: Vec<Bytes>,
-    paused: bool,
-    closing: Option<Closing>,
-    /// Something changed since the task last looked.
-    news: bool,
-    /// The task, when it waits.
-    waker: Option<Waker>,
-}
-
-impl Link {
-    fn lock(&self) -> MutexGuard<'_, LinkState> {
-        // A poisoned lock only means a task panicked mid-update of plain data; the data is
-        // still usable, and losing the connection over it would be worse.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Hands the task new frames, the reading state and maybe a close, in one lock and one
-    /// wake-up.
-    pub(crate) fn deliver(&self, frames: &mut Vec<Bytes>, paused: bool, closing: Option<Closing>) {
-        // `frames` leaves empty and without capacity either way: an idle connection keeps
-        // no buffer on the driver's side.
-        let frames = std::mem::take(frames);
-        let waker = {
-            let mut state = self.lock();
-            if state.outbox.is_empty() {
-                state.outbox = frames;
-            } else {
-                state.outbox.extend(frames);
-            }
-            state.paused = paused;
-            if closing.is_some() {
-                state.closing = closing;
-            }
-            state.news = true;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+impl Event {
+    /// The bytes this event hands the engine, if it is received input.
+    pub(crate) fn received_len(&self) -> Option<usize> {
+        match self {
+            Event::Received(_, data) => Some(data.len()),
+            _ => None,
         }
     }
 }
@@ -128,20 +75,7 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut reading = true;
     loop {
-        let (paused, closing) = {
-            let mut state = link.lock();
-            if !state.outbox.is_empty() {
-                // Taken whole, so the outbox keeps no capacity while idle.
-                let frames = std::mem::take(&mut state.outbox);
-                if queue.is_empty() {
-                    queue = VecDeque::from(frames);
-                } else {
-                    queue.extend(frames);
-                }
-            }
-            state.news = false;
-            (state.paused, state.closing)
-        };
+        let (paused, closing) = link.take(&mut queue);
         match closing {
             Some(Closing::Abort) => return,
             Some(Closing::Flush) => {
@@ -177,18 +111,8 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
         // One hand-written poll instead of a select of three futures: the task waits with
         // a few references in its state, not three futures' worth of it.
         let woken = std::future::poll_fn(|cx| {
-            {
-                let mut state = link.lock();
-                if state.news {
-                    return Poll::Ready(Ok(Woken::Instructions));
-                }
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
-                }
+            if link.poll_news(cx.waker()) {
+                return Poll::Ready(Ok(Woken::Instructions));
             }
             if !queue.is_empty()
                 && let Poll::Ready(ready) = stream.poll_write_ready(cx)
@@ -221,7 +145,7 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
                     if send(events, event).await.is_err() || fatal {
                         return;
                     }
-                    if !reading || link.lock().paused {
+                    if !reading || link.paused() {
                         break;
                     }
                 }
@@ -292,22 +216,6 @@ fn write_queued(stream: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<u
     Ok(total)
 }
 
-/// Drops `n` written bytes from the front of `queue`.
-fn consume(queue: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = queue.front_mut() else {
-            return;
-        };
-        if front.len() <= n {
-            n -= front.len();
-            queue.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
-    }
-}
-
 /// Writes everything queued, closes our side, then discards what the client still sends
 /// for a moment, so that closing a socket with unread input does not reset the connection
 /// and destroy the last lines (a goodbye, the reason for a kick) before the client reads
@@ -375,17 +283,5 @@ mod tests {
         // a logged-in idle connection costs is 2 KiB.
         let size = std::mem::size_of_val(&task);
         assert!(size <= 450, "a connection task's future is {size} bytes");
-    }
-
-    #[test]
-    fn consume_drops_whole_and_partial_buffers() {
-        let mut queue: VecDeque<Bytes> = [Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]
-            .into_iter()
-            .collect();
-        consume(&mut queue, 5);
-        assert_eq!(queue.len(), 1);
-        assert_eq!(&queue[0][..], b"fg");
-        consume(&mut queue, 2);
-        assert!(queue.is_empty());
     }
 }

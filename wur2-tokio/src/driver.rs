@@ -1,46 +1,26 @@
 //! The one task that owns the [`Engine`]: it feeds it connection events, store replies and
 //! time, and carries out what the engine asks. It holds no chat state of its own, only
-//! the table from connection ids to connection tasks, and it never waits on a socket or on
-//! the store.
+//! the table from connection ids to connection tasks ([`Connections`], shared with every
+//! driver), and it never waits on a socket or on the store.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply};
+use wur2_host::{Closing, Connections, FileEvent, FileJob, Files, Storage, input_budget};
 
 use crate::Options;
-use crate::connection::{self, Closing, Event, Link, Reports};
-use crate::files::{FileEvent, Files};
-use crate::storage::Storage;
+use crate::connection::{self, Event, Reports};
 
 /// Events taken from the connection channel per loop turn at most.
 const EVENT_BATCH: usize = 512;
-/// Received bytes handed to the engine per loop turn at most (one event may pass it).
-/// Between turns the connection tasks write and report, which keeps the engine's count of
-/// bytes queued per client close to the truth, so fast readers are not taken for slow.
-const INPUT_BUDGET: usize = 64 * 1024;
 /// Events waiting for the driver at most; a reader that finds the channel full waits, and
 /// so stops reading its socket (backpressure instead of unbounded memory).
 const EVENT_CHANNEL: usize = 4096;
-
-/// The driver's record of one live connection.
-struct Entry {
-    link: Arc<Link>,
-    peer: SocketAddr,
-    /// Frames from the current drain round, handed over in one go at its end.
-    staged: Vec<Bytes>,
-    paused: bool,
-    closing: Option<Closing>,
-    /// Whether `id` is already in the round's list of connections to deliver to.
-    dirty: bool,
-}
 
 /// Everything the engine's loop owns.
 struct Driver<S> {
@@ -48,8 +28,8 @@ struct Driver<S> {
     store: Arc<S>,
     options: Options,
     files: Files,
-    connections: HashMap<ConnectionId, Entry>,
-    dirty: Vec<ConnectionId>,
+    files_tx: mpsc::UnboundedSender<FileEvent>,
+    connections: Connections,
     /// Given to each new connection task; dropped at shutdown so the event channel closes
     /// once the last task is gone.
     reports: Option<Reports>,
@@ -86,10 +66,10 @@ pub(crate) fn spawn<S: Storage>(
     let driver = Driver {
         engine,
         store: Arc::new(store),
-        files: Files::new(options.files_dir.clone(), files_tx),
+        files: Files::new(options.files_dir.clone()),
+        files_tx,
         options: options.clone(),
-        connections: HashMap::new(),
-        dirty: Vec::new(),
+        connections: Connections::new(),
         reports: Some(Reports {
             events: events_tx,
             written: written_tx,
@@ -165,7 +145,7 @@ impl<S: Storage> Driver<S> {
                         self.handle_reply(id, reply, Instant::now());
                     }
                     Some(event) = channels.files.recv() => {
-                        self.handle_file_event(event, Instant::now());
+                        self.files.handle(event, &mut self.engine, Instant::now());
                     }
                     () = sleep_until_opt(timeout), if timeout.is_some() => {}
                     () = sleep_until_opt(stop_by.map(|t| t.into_std())), if stop_by.is_some() => {
@@ -183,7 +163,7 @@ impl<S: Storage> Driver<S> {
             while let Ok((id, bytes)) = channels.written.try_recv() {
                 self.engine.handle_written(id, bytes);
             }
-            let take = input_budget(&batch);
+            let take = input_budget(&batch, Event::received_len);
             for event in batch.drain(..take) {
                 self.handle_event(event, now);
             }
@@ -191,7 +171,7 @@ impl<S: Storage> Driver<S> {
                 self.handle_reply(id, reply, now);
             }
             while let Ok(event) = channels.files.try_recv() {
-                self.handle_file_event(event, now);
+                self.files.handle(event, &mut self.engine, now);
             }
             if self.engine.poll_timeout().is_some_and(|at| at <= now) {
                 self.engine.handle_timeout(now);
@@ -235,36 +215,19 @@ impl<S: Storage> Driver<S> {
                     return;
                 };
                 let id = self.engine.handle_connect(peer, now);
-                info!(connection = %id, %peer, "connected");
-                let link = Arc::new(Link::default());
-                tokio::spawn(connection::run(id, stream, Arc::clone(&link), reports));
-                self.connections.insert(
-                    id,
-                    Entry {
-                        link,
-                        peer,
-                        staged: Vec::new(),
-                        paused: false,
-                        closing: None,
-                        dirty: false,
-                    },
-                );
+                let link = self.connections.insert(id, peer);
+                tokio::spawn(connection::run(id, stream, link, reports));
             }
             Event::Received(id, data) => self.engine.handle_received(id, &data, now),
             Event::PeerClosed(id) => {
-                if let Some(entry) = self.connections.get(&id) {
-                    info!(connection = %id, peer = %entry.peer, reason = "peer closed", "disconnected");
-                }
                 self.engine.handle_peer_closed(id, now);
                 // Write what is already queued (a half-closed client still reads).
-                self.mark(id, |entry| entry.closing = Some(Closing::Flush));
+                self.connections
+                    .closed_by_peer(id, &"peer closed", Closing::Flush);
             }
             Event::Failed(id, error) => {
-                if let Some(entry) = self.connections.get(&id) {
-                    info!(connection = %id, peer = %entry.peer, reason = %error, "disconnected");
-                }
                 self.engine.handle_peer_closed(id, now);
-                self.mark(id, |entry| entry.closing = Some(Closing::Abort));
+                self.connections.closed_by_peer(id, &error, Closing::Abort);
             }
         }
     }
@@ -281,92 +244,30 @@ impl<S: Storage> Driver<S> {
         self.engine.handle_store_reply(id, reply, now);
     }
 
-    fn handle_file_event(&mut self, event: FileEvent, now: Instant) {
-        match event {
-            FileEvent::Opened(transfer, Ok((file, size))) => {
-                if self.files.returned(transfer, Some(file)) {
-                    self.engine.handle_file_opened(transfer, Ok(size), now);
-                }
-            }
-            FileEvent::Opened(transfer, Err(error)) => {
-                if self.files.returned(transfer, None) {
-                    self.files.close(transfer);
-                    self.engine.handle_file_opened(transfer, Err(error), now);
-                }
-            }
-            FileEvent::Read(transfer, file, result) => {
-                if self.files.returned(transfer, file) {
-                    match result {
-                        Ok(data) => self.engine.handle_file_data(transfer, &data, now),
-                        Err(error) => self.engine.handle_file_failed(transfer, error, now),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Updates a connection's record and lists it for delivery at the end of the round.
-    fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) {
-        if let Some(entry) = self.connections.get_mut(&id) {
-            update(entry);
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(id);
-            }
-        }
-    }
-
-    /// Queues `data` for `connection` in this round (a reference-count bump, not a copy).
-    fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
-        self.mark(connection, |entry| {
-            if entry.closing.is_none() {
-                entry.staged.push(data.clone());
-            }
+    /// Runs a file job on Tokio's blocking pool; its event comes back to the loop.
+    fn run_file_job(&self, job: FileJob) {
+        let events = self.files_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = events.send(job());
         });
     }
 
     /// Drains the engine's outputs, then hands every touched connection its frames and
-    /// instructions in one lock and one wake-up each. Returns whether any were touched.
+    /// instructions. Returns whether any were touched.
     fn drain_outputs(&mut self) -> bool {
         while let Some(output) = self.engine.poll_output() {
-            match output {
-                Output::Transmit { connection, data } => self.stage(connection, &data),
-                Output::Broadcast { recipients, data } => {
-                    for connection in recipients {
-                        self.stage(connection, &data);
-                    }
+            match self.connections.route(output) {
+                None => {}
+                Some(Output::OpenFile { transfer, path }) => {
+                    let job = self.files.open(transfer, path);
+                    self.run_file_job(job);
                 }
-                Output::Close {
-                    connection,
-                    reason,
-                    flush,
-                } => {
-                    if let Some(entry) = self.connections.get(&connection)
-                        && entry.closing.is_none()
-                    {
-                        info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
-                    }
-                    let closing = if flush {
-                        Closing::Flush
-                    } else {
-                        Closing::Abort
-                    };
-                    self.mark(connection, |entry| {
-                        if entry.closing != Some(Closing::Abort) {
-                            entry.closing = Some(closing);
-                        }
-                    });
+                Some(Output::ReadFile { transfer, max }) => {
+                    let job = self.files.read(transfer, max);
+                    self.run_file_job(job);
                 }
-                Output::PauseReading(connection) => {
-                    self.mark(connection, |entry| entry.paused = true)
-                }
-                Output::ResumeReading(connection) => {
-                    self.mark(connection, |entry| entry.paused = false);
-                }
-                Output::OpenFile { transfer, path } => self.files.open(transfer, path),
-                Output::ReadFile { transfer, max } => self.files.read(transfer, max),
-                Output::CloseFile { transfer } => self.files.close(transfer),
-                Output::Store { id, request } => {
+                Some(Output::CloseFile { transfer }) => self.files.close(transfer),
+                Some(Output::Store { id, request }) => {
                     self.in_flight += 1;
                     let reply = self.store.execute(*request);
                     let replies = self.replies_tx.clone();
@@ -374,40 +275,11 @@ impl<S: Storage> Driver<S> {
                         let _ = replies.send((id, reply.await));
                     });
                 }
+                Some(other) => debug!(?other, "output already routed"),
             }
         }
-        let touched = !self.dirty.is_empty();
-        for id in std::mem::take(&mut self.dirty) {
-            let Some(entry) = self.connections.get_mut(&id) else {
-                continue;
-            };
-            entry.dirty = false;
-            if entry.closing == Some(Closing::Abort) {
-                entry.staged.clear();
-            }
-            entry
-                .link
-                .deliver(&mut entry.staged, entry.paused, entry.closing);
-            if entry.closing.is_some() {
-                self.connections.remove(&id);
-            }
-        }
-        touched
+        self.connections.deliver()
     }
-}
-
-/// How many events from the front of `batch` fit in [`INPUT_BUDGET`] (at least one).
-fn input_budget(batch: &[Event]) -> usize {
-    let mut bytes = 0;
-    for (index, event) in batch.iter().enumerate() {
-        if let Event::Received(_, data) = event {
-            if bytes > 0 && bytes + data.len() > INPUT_BUDGET {
-                return index;
-            }
-            bytes += data.len();
-        }
-    }
-    batch.len()
 }
 
 /// Sleeps until `at`, or forever when there is no deadline (the branch is disabled then).

@@ -32,19 +32,16 @@
 
 mod connection;
 mod driver;
-mod files;
-mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use wur2_engine::{Config, Engine, WallClock};
+use wur2_engine::{Config, Engine};
 
-pub use storage::Storage;
+pub use wur2_host::{Options, Storage};
 
 /// Why the server could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -63,34 +60,6 @@ pub enum Error {
     /// The engine's task panicked: a bug, reported instead of propagated.
     #[error("the server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-}
-
-/// Driver settings that are not chat rules (those are in [`Config`]).
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// How long a graceful shutdown may take in total: telling every client, writing what
-    /// is queued, waiting for store requests in flight and flushing the store's appends.
-    pub shutdown_timeout: Duration,
-    /// How long a connection closed with "flush" may take to write what is queued to it;
-    /// a client that does not read is cut off after that.
-    pub close_flush_timeout: Duration,
-    /// Pause after a failed `accept` (for example out of file descriptors), so the loop
-    /// does not spin.
-    pub accept_backoff: Duration,
-    /// The only directory `/send <user> <path>` may read from; `None` turns server-side
-    /// files off. [`serve_with`] sets [`Config::server_files`] to match.
-    pub files_dir: Option<PathBuf>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            shutdown_timeout: Duration::from_secs(10),
-            close_flush_timeout: Duration::from_secs(5),
-            accept_backoff: Duration::from_millis(100),
-            files_dir: None,
-        }
-    }
 }
 
 /// Runs a chat server on `listener` with default [`Options`]; see [`serve_with`].
@@ -115,17 +84,9 @@ pub fn serve_with<S: Storage>(
     mut options: Options,
 ) -> Result<ServerHandle, Error> {
     let local_addr = listener.local_addr()?;
-    // Symlinks inside are judged against the directory's real path.
-    if let Some(dir) = options.files_dir.take() {
-        let canonical = dir
-            .canonicalize()
-            .map_err(|source| Error::FilesDir { path: dir, source })?;
-        options.files_dir = Some(canonical);
-    }
-    config.server_files = options.files_dir.is_some();
-    if config.wall_clock.is_none() {
-        config.wall_clock = Some(wall_clock_now());
-    }
+    wur2_host::prepare(&mut config, &mut options).map_err(|error| match error {
+        wur2_host::PrepareError::FilesDir { path, source } => Error::FilesDir { path, source },
+    })?;
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = driver::spawn(listener, store, Engine::new(config), options, shutdown_rx);
     Ok(ServerHandle {
@@ -133,18 +94,6 @@ pub fn serve_with<S: Storage>(
         shutdown,
         task,
     })
-}
-
-/// The wall-clock time now, for the engine's timestamps (it reads no clock itself).
-fn wall_clock_now() -> WallClock {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    WallClock {
-        at: Instant::now(),
-        unix_ms,
-    }
 }
 
 /// A running server. Dropping it leaves the server running (detached); call

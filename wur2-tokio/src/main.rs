@@ -5,15 +5,15 @@
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tracing::{info, warn};
-use wur2_engine::{Config, Role};
+use wur2_engine::Role;
+use wur2_host::ServeArgs;
 use wur2_store::{AppendWriter, Store, StoreConfig};
 
 /// WUR2 chat server: accounts, channels, private messages and history over plain TCP.
@@ -49,84 +49,6 @@ enum Command {
     Users,
     /// Chat from this terminal: a full-screen client of a WUR2 server.
     Chat(wur2_client::ChatArgs),
-}
-
-/// Settings of the server itself; defaults are the engine's defaults.
-#[derive(Args, Debug)]
-struct ServeArgs {
-    /// Address and port to listen on.
-    #[arg(long, env = "WUR2_LISTEN", default_value = "0.0.0.0:6969")]
-    listen: SocketAddr,
-    /// The only directory server-side files may be sent from; unset turns them off.
-    #[arg(long, env = "WUR2_FILES_DIR")]
-    files_dir: Option<PathBuf>,
-    /// Demo mode of the original server: a bare `/role` toggles the caller between user and mod.
-    #[arg(long, env = "WUR2_DEMO_ROLES")]
-    demo_roles: bool,
-    /// Connections at once, in total.
-    #[arg(long, env = "WUR2_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Connections at once from one IP address.
-    #[arg(long, env = "WUR2_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
-    max_connections_per_ip: usize,
-    /// Lines per second a connection may send on average; 0 turns flood control off
-    /// (trusted bots, benchmarks).
-    #[arg(long, env = "WUR2_FLOOD_LINES_PER_SECOND", default_value_t = 10)]
-    flood_lines_per_second: u32,
-    /// Lines a connection may send at once before flood control makes it wait.
-    #[arg(long, env = "WUR2_FLOOD_BURST", default_value_t = 20)]
-    flood_burst: u32,
-    /// Longest line a client may send, in bytes.
-    #[arg(long, env = "WUR2_MAX_LINE_BYTES", default_value_t = 4096)]
-    max_line_bytes: usize,
-    /// Longest chat or private message, in bytes.
-    #[arg(long, env = "WUR2_MAX_MESSAGE_BYTES", default_value_t = 2048)]
-    max_message_bytes: usize,
-    /// Bytes queued for a client that does not read before it is dropped.
-    #[arg(long, env = "WUR2_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
-    max_queued_bytes: usize,
-    /// Seconds a new connection has to log in.
-    #[arg(long, env = "WUR2_LOGIN_TIMEOUT_SECS", default_value_t = 60)]
-    login_timeout_secs: u64,
-    /// Messages of a channel's history replayed on `/join`.
-    #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = 20)]
-    history_replay: usize,
-    /// Largest file a user may send, in bytes.
-    #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = 100 * 1024 * 1024)]
-    max_file_bytes: u64,
-    /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
-    #[arg(long, env = "WUR2_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
-    shutdown_timeout_secs: u64,
-}
-
-impl ServeArgs {
-    fn engine_config(&self) -> Config {
-        Config {
-            max_line_bytes: self.max_line_bytes,
-            max_message_bytes: self.max_message_bytes,
-            max_queued_bytes: self.max_queued_bytes,
-            flood_lines_per_second: self.flood_lines_per_second,
-            flood_burst: self.flood_burst,
-            login_timeout: Duration::from_secs(self.login_timeout_secs),
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_ip,
-            history_replay: self.history_replay,
-            demo_roles: self.demo_roles,
-            max_file_bytes: self.max_file_bytes,
-            server_files: self.files_dir.is_some(),
-            message_id_origin: message_id_origin(),
-            ..Config::default()
-        }
-    }
-}
-
-/// A value unique to this run, so message ids never repeat across restarts.
-fn message_id_origin() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    (nanos as u64) ^ (u64::from(std::process::id()) << 48)
 }
 
 fn main() -> ExitCode {
@@ -246,12 +168,7 @@ async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()>
         Some(dir) => info!("server-side files are sent from {}", dir.display()),
         None => info!("server-side files are off (no --files-dir)"),
     }
-    let options = wur2_tokio::Options {
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-        files_dir: args.files_dir.clone(),
-        ..wur2_tokio::Options::default()
-    };
-    let server = wur2_tokio::serve_with(listener, store.clone(), config, options)?;
+    let server = wur2_tokio::serve_with(listener, store.clone(), config, args.options())?;
     info!(
         "listening on {} (ready in {} ms)",
         server.local_addr(),
@@ -310,27 +227,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flag_defaults_are_the_engine_defaults() {
-        let cli = Cli::try_parse_from(["wur2"]).expect("no flags parse");
-        let ours = cli.serve.engine_config();
-        let engine = Config::default();
-        assert_eq!(ours.max_connections, engine.max_connections);
-        assert_eq!(
-            ours.max_connections_per_address,
-            engine.max_connections_per_address
-        );
-        assert_eq!(ours.flood_lines_per_second, engine.flood_lines_per_second);
-        assert_eq!(ours.flood_burst, engine.flood_burst);
-        assert_eq!(ours.max_line_bytes, engine.max_line_bytes);
-        assert_eq!(ours.max_message_bytes, engine.max_message_bytes);
-        assert_eq!(ours.max_queued_bytes, engine.max_queued_bytes);
-        assert_eq!(ours.login_timeout, engine.login_timeout);
-        assert_eq!(ours.history_replay, engine.history_replay);
-        assert_eq!(ours.demo_roles, engine.demo_roles);
-        assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
-    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -1,85 +1,111 @@
-//! Server-side files for `/send <user> <path>`: opening and reading them off the engine's
-//! loop, and only inside the directory the operator configured.
+//! Server-side files for `/send <user> <path>`: which transfer has which file, and opening
+//! and reading them only inside the directory the operator configured.
 //!
 //! The engine has already refused absolute paths, `..` and control characters; this module
 //! refuses whatever still resolves outside the directory (a symlink) or is not a regular
-//! file. File I/O is blocking, so every open and read runs on Tokio's blocking pool and
-//! its result comes back to the engine's loop as a [`FileEvent`].
+//! file. File I/O is blocking: [`Files`] hands the driver a [`FileJob`] to run on its
+//! runtime's blocking pool, and the driver gives the job's [`FileEvent`] back to
+//! [`Files::handle`] on the engine's loop.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use wur2_engine::{FileError, TransferId};
+use wur2_engine::{Engine, FileError, TransferId};
 
 /// The result of an open or a read, for the engine's loop.
 #[derive(Debug)]
-pub(crate) enum FileEvent {
+pub enum FileEvent {
     /// The file is open (with its size), or why not.
     Opened(TransferId, Result<(File, u64), FileError>),
     /// A read finished: the file back (if there was one), and the bytes read or why not.
     Read(TransferId, Option<File>, Result<Bytes, FileError>),
 }
 
+/// Blocking file work: run it off the engine's loop, then pass its event to
+/// [`Files::handle`].
+pub type FileJob = Box<dyn FnOnce() -> FileEvent + Send + 'static>;
+
 /// The open server-side files, keyed by transfer.
-pub(crate) struct Files {
+#[derive(Debug)]
+pub struct Files {
     /// The files directory, canonical; `None`: server-side files are off.
     dir: Option<Arc<PathBuf>>,
     /// Each live transfer: its file, or `None` while an open or a read is under way.
     open: HashMap<TransferId, Option<File>>,
-    events: mpsc::UnboundedSender<FileEvent>,
 }
 
 impl Files {
-    pub(crate) fn new(dir: Option<PathBuf>, events: mpsc::UnboundedSender<FileEvent>) -> Files {
+    /// Files served from `dir` (canonical, see [`prepare`](crate::prepare)); `None` turns
+    /// them off.
+    pub fn new(dir: Option<PathBuf>) -> Files {
         Files {
             dir: dir.map(Arc::new),
             open: HashMap::new(),
-            events,
         }
     }
 
-    /// Starts opening `path` for `transfer`.
-    pub(crate) fn open(&mut self, transfer: TransferId, path: String) {
-        let events = self.events.clone();
-        let Some(dir) = self.dir.clone() else {
-            let _ = events.send(FileEvent::Opened(transfer, Err(FileError::NotAllowed)));
-            return;
-        };
+    /// The work that opens `path` for `transfer` ([`Output::OpenFile`](wur2_engine::Output::OpenFile)).
+    pub fn open(&mut self, transfer: TransferId, path: String) -> FileJob {
         self.open.insert(transfer, None);
-        tokio::task::spawn_blocking(move || {
-            let _ = events.send(FileEvent::Opened(transfer, open_inside(&dir, &path)));
-        });
+        let Some(dir) = self.dir.clone() else {
+            return Box::new(move || FileEvent::Opened(transfer, Err(FileError::NotAllowed)));
+        };
+        Box::new(move || FileEvent::Opened(transfer, open_inside(&dir, &path)))
     }
 
-    /// Starts reading up to `max` bytes of `transfer`'s file.
-    pub(crate) fn read(&mut self, transfer: TransferId, max: usize) {
-        let events = self.events.clone();
-        let Some(file) = self.open.get_mut(&transfer).and_then(Option::take) else {
+    /// The work that reads up to `max` bytes of `transfer`'s file
+    /// ([`Output::ReadFile`](wur2_engine::Output::ReadFile)).
+    pub fn read(&mut self, transfer: TransferId, max: usize) -> FileJob {
+        let Some(mut file) = self.open.get_mut(&transfer).and_then(Option::take) else {
             // Not open, or a read is already under way: the engine asked out of turn.
             let error = FileError::Io("read of a file that is not open".to_string());
-            let _ = events.send(FileEvent::Read(transfer, None, Err(error)));
-            return;
+            return Box::new(move || FileEvent::Read(transfer, None, Err(error)));
         };
-        tokio::task::spawn_blocking(move || {
-            let mut file = file;
+        Box::new(move || {
             let result = read_up_to(&mut file, max);
-            let _ = events.send(FileEvent::Read(transfer, Some(file), result));
-        });
+            FileEvent::Read(transfer, Some(file), result)
+        })
     }
 
     /// The transfer ended: its file is closed now, or as soon as its open or read returns.
-    pub(crate) fn close(&mut self, transfer: TransferId) {
+    pub fn close(&mut self, transfer: TransferId) {
         self.open.remove(&transfer);
+    }
+
+    /// Gives a finished job's result to the engine, unless the transfer was closed
+    /// meanwhile.
+    pub fn handle(&mut self, event: FileEvent, engine: &mut Engine, now: Instant) {
+        match event {
+            FileEvent::Opened(transfer, Ok((file, size))) => {
+                if self.returned(transfer, Some(file)) {
+                    engine.handle_file_opened(transfer, Ok(size), now);
+                }
+            }
+            FileEvent::Opened(transfer, Err(error)) => {
+                if self.returned(transfer, None) {
+                    self.close(transfer);
+                    engine.handle_file_opened(transfer, Err(error), now);
+                }
+            }
+            FileEvent::Read(transfer, file, result) => {
+                if self.returned(transfer, file) {
+                    match result {
+                        Ok(data) => engine.handle_file_data(transfer, &data, now),
+                        Err(error) => engine.handle_file_failed(transfer, error, now),
+                    }
+                }
+            }
+        }
     }
 
     /// Takes back a file from the blocking pool. Returns `false` when the transfer was
     /// closed meanwhile: then the result must not reach the engine.
-    pub(crate) fn returned(&mut self, transfer: TransferId, file: Option<File>) -> bool {
+    fn returned(&mut self, transfer: TransferId, file: Option<File>) -> bool {
         match self.open.get_mut(&transfer) {
             Some(slot) => {
                 *slot = file;
@@ -92,23 +118,12 @@ impl Files {
 
 /// Opens `relative` inside `dir` (canonical), refusing anything that resolves outside it
 /// or is not a regular file.
-fn open_inside(dir: &Path, relative: &str) -> Result<(File, u64), FileError> {
-    let full = dir
-        .join(relative)
-        .canonicalize()
-        .map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => FileError::NotFound,
-            io::ErrorKind::PermissionDenied => FileError::NotAllowed,
-            _ => FileError::Io(error.to_string()),
-        })?;
+pub fn open_inside(dir: &Path, relative: &str) -> Result<(File, u64), FileError> {
+    let full = dir.join(relative).canonicalize().map_err(open_error)?;
     if !full.starts_with(dir) {
         return Err(FileError::NotAllowed);
     }
-    let file = File::open(&full).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => FileError::NotFound,
-        io::ErrorKind::PermissionDenied => FileError::NotAllowed,
-        _ => FileError::Io(error.to_string()),
-    })?;
+    let file = File::open(&full).map_err(open_error)?;
     let metadata = file
         .metadata()
         .map_err(|error| FileError::Io(error.to_string()))?;
@@ -118,8 +133,16 @@ fn open_inside(dir: &Path, relative: &str) -> Result<(File, u64), FileError> {
     Ok((file, metadata.len()))
 }
 
+fn open_error(error: io::Error) -> FileError {
+    match error.kind() {
+        io::ErrorKind::NotFound => FileError::NotFound,
+        io::ErrorKind::PermissionDenied => FileError::NotAllowed,
+        _ => FileError::Io(error.to_string()),
+    }
+}
+
 /// Reads until `max` bytes or the end of the file.
-fn read_up_to(file: &mut File, max: usize) -> Result<Bytes, FileError> {
+pub fn read_up_to(file: &mut File, max: usize) -> Result<Bytes, FileError> {
     let mut buf = vec![0u8; max];
     let mut filled = 0;
     while filled < max {

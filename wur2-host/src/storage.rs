@@ -2,7 +2,7 @@
 //! make every accepted append durable before the server stops. [`wur2_store::Store`] is the
 //! store the `wur2` binary uses.
 //!
-//! The driver never blocks on storage: each request runs in its own task and its reply
+//! The driver never blocks on storage: each request runs in its own task of the driver's runtime and its reply
 //! goes back into the engine when it arrives, so a slow database delays only the users
 //! waiting for it.
 

@@ -1,0 +1,332 @@
+//! The one task that owns the [`Engine`]: it feeds it connection events, store replies and
+//! time, and carries out what the engine asks. It holds no chat state of its own, only
+//! the table from connection ids to connection tasks ([`Connections`], shared with every
+//! driver), and it never waits on a socket or on the store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_std::channel::{self, Receiver, Sender};
+use async_std::net::TcpListener;
+use async_std::task::{self, JoinHandle};
+use futures::FutureExt;
+use futures::channel::oneshot;
+use tracing::{debug, info, warn};
+use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply};
+use wur2_host::{Closing, Connections, FileEvent, FileJob, Files, Storage, input_budget};
+
+use crate::Options;
+use crate::connection::{self, Event, Reports};
+
+/// Events taken from the connection channel per loop turn at most.
+const EVENT_BATCH: usize = 512;
+/// Events waiting for the driver at most; a reader that finds the channel full waits, and
+/// so stops reading its socket (backpressure instead of unbounded memory).
+const EVENT_CHANNEL: usize = 4096;
+
+/// Everything the engine's loop owns.
+struct Driver<S> {
+    engine: Engine,
+    store: Arc<S>,
+    options: Options,
+    files: Files,
+    files_tx: Sender<FileEvent>,
+    connections: Connections,
+    /// Given to each new connection task; dropped at shutdown so the event channel closes
+    /// once the last task is gone.
+    reports: Option<Reports>,
+    replies_tx: Sender<(RequestId, StoreReply)>,
+    /// Store requests started and not answered yet.
+    in_flight: usize,
+}
+
+/// The receiving ends the engine's loop reads.
+struct Channels {
+    events: Receiver<Event>,
+    files: Receiver<FileEvent>,
+    written: Receiver<(ConnectionId, usize)>,
+    /// Kept so `written` never closes while the loop runs (connection tasks come and go).
+    _written_tx: Sender<(ConnectionId, usize)>,
+    replies: Receiver<(RequestId, StoreReply)>,
+}
+
+/// What woke the engine's loop.
+enum Wake {
+    Shutdown(bool),
+    Written(Option<(ConnectionId, usize)>),
+    Event(Option<Event>),
+    Reply(Option<(RequestId, StoreReply)>),
+    File(Option<FileEvent>),
+    Timeout,
+    StopBy,
+}
+
+/// Starts the accept loop and the engine's loop; returns the engine loop's task.
+pub(crate) fn spawn<S: Storage>(
+    listener: TcpListener,
+    store: S,
+    engine: Engine,
+    options: Options,
+    shutdown: oneshot::Receiver<()>,
+) -> JoinHandle<()> {
+    let (events_tx, events) = channel::bounded(EVENT_CHANNEL);
+    let (written_tx, written) = channel::unbounded();
+    let (replies_tx, replies) = channel::unbounded();
+    let (files_tx, files) = channel::unbounded();
+    let accept = task::spawn(accept_loop(
+        listener,
+        events_tx.clone(),
+        options.accept_backoff,
+    ));
+    let driver = Driver {
+        engine,
+        store: Arc::new(store),
+        files: Files::new(options.files_dir.clone()),
+        files_tx,
+        options: options.clone(),
+        connections: Connections::new(),
+        reports: Some(Reports {
+            events: events_tx,
+            written: written_tx.clone(),
+            flush_timeout: options.close_flush_timeout,
+        }),
+        replies_tx,
+        in_flight: 0,
+    };
+    let channels = Channels {
+        events,
+        files,
+        written,
+        _written_tx: written_tx,
+        replies,
+    };
+    task::spawn(driver.run(channels, shutdown, accept))
+}
+
+/// Accepts clients and hands them to the driver. Accept errors (out of file descriptors,
+/// a connection reset before it was accepted) back off instead of spinning.
+async fn accept_loop(listener: TcpListener, events: Sender<Event>, backoff: Duration) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    debug!(%peer, %error, "could not set TCP_NODELAY");
+                }
+                if events.send(Event::Accepted(stream, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "accept failed; backing off");
+                task::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+impl<S: Storage> Driver<S> {
+    async fn run(
+        mut self,
+        channels: Channels,
+        mut shutdown: oneshot::Receiver<()>,
+        accept: JoinHandle<()>,
+    ) {
+        let mut accept = Some(accept);
+        let mut batch = Vec::with_capacity(EVENT_BATCH);
+        let mut shutdown_armed = true;
+        let mut stop_by: Option<Instant> = None;
+        let mut events_open = true;
+        loop {
+            if batch.is_empty() {
+                let timeout = self.engine.poll_timeout();
+                let wake = futures::select_biased! {
+                    signal = armed(shutdown_armed, &mut shutdown).fuse() => Wake::Shutdown(signal.is_ok()),
+                    written = channels.written.recv().fuse() => Wake::Written(written.ok()),
+                    event = armed(events_open, channels.events.recv()).fuse() => Wake::Event(event.ok()),
+                    reply = channels.replies.recv().fuse() => Wake::Reply(reply.ok()),
+                    file = channels.files.recv().fuse() => Wake::File(file.ok()),
+                    () = sleep_until(timeout).fuse() => Wake::Timeout,
+                    () = sleep_until(stop_by).fuse() => Wake::StopBy,
+                };
+                match wake {
+                    Wake::Shutdown(signal) => {
+                        shutdown_armed = false;
+                        // A dropped handle detaches the server instead of stopping it.
+                        if signal {
+                            if let Some(accept) = accept.take() {
+                                accept.cancel().await;
+                            }
+                            stop_by = Some(Instant::now() + self.options.shutdown_timeout);
+                            self.begin_shutdown();
+                        }
+                    }
+                    Wake::Written(Some((id, bytes))) => self.engine.handle_written(id, bytes),
+                    Wake::Event(Some(event)) => {
+                        batch.push(event);
+                        while batch.len() < EVENT_BATCH {
+                            match channels.events.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Wake::Event(None) => events_open = false,
+                    Wake::Reply(Some((id, reply))) => self.handle_reply(id, reply, Instant::now()),
+                    Wake::File(Some(event)) => {
+                        self.files.handle(event, &mut self.engine, Instant::now());
+                    }
+                    Wake::Written(None) | Wake::Reply(None) | Wake::File(None) => {}
+                    Wake::Timeout => {}
+                    Wake::StopBy => {
+                        warn!(
+                            connections = self.connections.len(),
+                            store_requests = self.in_flight,
+                            "shutdown timed out; stopping anyway"
+                        );
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            // What reached the sockets first, so nobody looks slower than they are.
+            while let Ok((id, bytes)) = channels.written.try_recv() {
+                self.engine.handle_written(id, bytes);
+            }
+            let take = input_budget(&batch, Event::received_len);
+            for event in batch.drain(..take) {
+                self.handle_event(event, now);
+            }
+            while let Ok((id, reply)) = channels.replies.try_recv() {
+                self.handle_reply(id, reply, now);
+            }
+            while let Ok(event) = channels.files.try_recv() {
+                self.files.handle(event, &mut self.engine, now);
+            }
+            if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+                self.engine.handle_timeout(now);
+            }
+            let wrote = self.drain_outputs();
+            if stop_by.is_some() && !events_open && self.in_flight == 0 {
+                break;
+            }
+            if wrote {
+                // Let the connection tasks write (and report) before more input arrives.
+                task::yield_now().await;
+            }
+        }
+        if let Some(accept) = accept.take() {
+            accept.cancel().await;
+        }
+        let remaining = stop_by
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(self.options.shutdown_timeout);
+        if async_std::future::timeout(remaining.max(Duration::from_secs(1)), self.store.close())
+            .await
+            .is_err()
+        {
+            warn!("store did not write pending appends in time");
+        }
+        info!("server stopped");
+    }
+
+    fn begin_shutdown(&mut self) {
+        info!(connections = self.connections.len(), "shutting down");
+        // New connections must not start tasks now; when the last task ends, the event
+        // channel closes and the loop knows every client has been written to.
+        self.reports = None;
+        self.engine.handle_shutdown(Instant::now());
+        self.drain_outputs();
+    }
+
+    fn handle_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Accepted(stream, peer) => {
+                let Some(reports) = self.reports.clone() else {
+                    // Shutting down: the socket is dropped unanswered.
+                    return;
+                };
+                let id = self.engine.handle_connect(peer, now);
+                let link = self.connections.insert(id, peer);
+                task::spawn(connection::run(id, stream, link, reports));
+            }
+            Event::Received(id, data) => self.engine.handle_received(id, &data, now),
+            Event::PeerClosed(id) => {
+                self.engine.handle_peer_closed(id, now);
+                // Write what is already queued (a half-closed client still reads).
+                self.connections
+                    .closed_by_peer(id, &"peer closed", Closing::Flush);
+            }
+            Event::Failed(id, error) => {
+                self.engine.handle_peer_closed(id, now);
+                self.connections.closed_by_peer(id, &error, Closing::Abort);
+            }
+        }
+    }
+
+    fn handle_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match &reply {
+            StoreReply::Failed(StoreError::Unavailable(error)) => {
+                warn!(request = %id, %error, "store error");
+            }
+            StoreReply::Failed(StoreError::Busy) => warn!(request = %id, "store busy"),
+            _ => {}
+        }
+        self.engine.handle_store_reply(id, reply, now);
+    }
+
+    /// Runs a file job on async-std's blocking pool; its event comes back to the loop.
+    fn run_file_job(&self, job: FileJob) {
+        let events = self.files_tx.clone();
+        task::spawn_blocking(move || {
+            let _ = events.try_send(job());
+        });
+    }
+
+    /// Drains the engine's outputs, then hands every touched connection its frames and
+    /// instructions. Returns whether any were touched.
+    fn drain_outputs(&mut self) -> bool {
+        while let Some(output) = self.engine.poll_output() {
+            match self.connections.route(output) {
+                None => {}
+                Some(Output::OpenFile { transfer, path }) => {
+                    let job = self.files.open(transfer, path);
+                    self.run_file_job(job);
+                }
+                Some(Output::ReadFile { transfer, max }) => {
+                    let job = self.files.read(transfer, max);
+                    self.run_file_job(job);
+                }
+                Some(Output::CloseFile { transfer }) => self.files.close(transfer),
+                Some(Output::Store { id, request }) => {
+                    self.in_flight += 1;
+                    let reply = self.store.execute(*request);
+                    let replies = self.replies_tx.clone();
+                    task::spawn(async move {
+                        let _ = replies.send((id, reply.await)).await;
+                    });
+                }
+                Some(other) => debug!(?other, "output already routed"),
+            }
+        }
+        self.connections.deliver()
+    }
+}
+
+/// `future` when `armed`, otherwise never (a disabled branch of the loop's select).
+async fn armed<F: Future>(armed: bool, future: F) -> F::Output {
+    if armed {
+        future.await
+    } else {
+        std::future::pending().await
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => task::sleep(at.saturating_duration_since(Instant::now())).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,324 @@
+//! The driver's side of its connections, without the sockets: which connection gets which
+//! frames and instructions from one drain of the engine's outputs, handed over in one lock
+//! and one wake-up per connection ([`Connections`]), and the slot a connection task reads
+//! them from ([`Link`]).
+//!
+//! It holds no chat state (the engine has it) and never touches a socket (the driver's
+//! connection tasks do); it only routes.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::{Buf, Bytes};
+use tracing::info;
+use wur2_engine::{ConnectionId, Output};
+
+/// Received bytes handed to the engine per loop turn at most (one event may pass it).
+/// Between turns the connection tasks write and report, which keeps the engine's count of
+/// bytes queued per client close to the truth, so fast readers are not taken for slow.
+pub const INPUT_BUDGET: usize = 64 * 1024;
+
+/// How the driver wants a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// Write what is queued (within the flush timeout), then close.
+    Flush,
+    /// Drop what is queued and close now.
+    Abort,
+}
+
+/// The slot between the engine's loop and one connection task: instructions go in under a
+/// lock, then the task is woken.
+///
+/// The wake-up is a waker slot under the same lock rather than a runtime's notify
+/// primitive: it keeps the link and the waiting task small, and works on any runtime.
+#[derive(Default, Debug)]
+pub struct Link {
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default, Debug)]
+struct LinkState {
+    outbox: Vec<Bytes>,
+    paused: bool,
+    closing: Option<Closing>,
+    /// Something changed since the task last looked.
+    news: bool,
+    /// The task, when it waits.
+    waker: Option<Waker>,
+}
+
+impl Link {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // A poisoned lock only means a task panicked mid-update of plain data; the data is
+        // still usable, and losing the connection over it would be worse.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands the task new frames, the reading state and maybe a close, in one lock and one
+    /// wake-up.
+    fn deliver(&self, frames: &mut Vec<Bytes>, paused: bool, closing: Option<Closing>) {
+        // `frames` leaves empty and without capacity either way: an idle connection keeps
+        // no buffer on the driver's side.
+        let frames = std::mem::take(frames);
+        let waker = {
+            let mut state = self.lock();
+            if state.outbox.is_empty() {
+                state.outbox = frames;
+            } else {
+                state.outbox.extend(frames);
+            }
+            state.paused = paused;
+            if closing.is_some() {
+                state.closing = closing;
+            }
+            state.news = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The task's side: moves the delivered frames to the end of `queue` and returns
+    /// whether reading is paused and whether to close.
+    pub fn take(&self, queue: &mut VecDeque<Bytes>) -> (bool, Option<Closing>) {
+        let mut state = self.lock();
+        if !state.outbox.is_empty() {
+            // Taken whole, so the outbox keeps no capacity while idle.
+            let frames = std::mem::take(&mut state.outbox);
+            if queue.is_empty() {
+                *queue = VecDeque::from(frames);
+            } else {
+                queue.extend(frames);
+            }
+        }
+        state.news = false;
+        (state.paused, state.closing)
+    }
+
+    /// The task's side, inside its poll: `true` when something was delivered since the
+    /// last [`Link::take`]; otherwise `waker` is woken at the next delivery.
+    pub fn poll_news(&self, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if state.news {
+            return true;
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    /// Whether the engine asked to stop reading this connection.
+    pub fn paused(&self) -> bool {
+        self.lock().paused
+    }
+}
+
+/// The driver's record of one live connection.
+struct Entry {
+    link: Arc<Link>,
+    peer: SocketAddr,
+    /// Frames from the current drain round, handed over in one go at its end.
+    staged: Vec<Bytes>,
+    paused: bool,
+    closing: Option<Closing>,
+    /// Whether the connection is already in the round's list of connections to deliver to.
+    dirty: bool,
+}
+
+/// The live connections and what the current drain round has for each.
+#[derive(Default)]
+pub struct Connections {
+    entries: HashMap<ConnectionId, Entry>,
+    dirty: Vec<ConnectionId>,
+}
+
+impl Connections {
+    /// No connections.
+    pub fn new() -> Connections {
+        Connections::default()
+    }
+
+    /// Connections that have not been closed yet.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Records a new connection; its task reads instructions from the returned link.
+    pub fn insert(&mut self, id: ConnectionId, peer: SocketAddr) -> Arc<Link> {
+        info!(connection = %id, %peer, "connected");
+        let link = Arc::new(Link::default());
+        self.entries.insert(
+            id,
+            Entry {
+                link: Arc::clone(&link),
+                peer,
+                staged: Vec::new(),
+                paused: false,
+                closing: None,
+                dirty: false,
+            },
+        );
+        link
+    }
+
+    /// The peer went away (`reason`): write what is queued ([`Closing::Flush`], a
+    /// half-closed client still reads) or drop it ([`Closing::Abort`], the socket failed).
+    pub fn closed_by_peer(&mut self, id: ConnectionId, reason: &dyn Display, closing: Closing) {
+        if let Some(entry) = self.entries.get(&id) {
+            info!(connection = %id, peer = %entry.peer, %reason, "disconnected");
+        }
+        self.mark(id, |entry| entry.closing = Some(closing));
+    }
+
+    /// Stages one output of the engine for its connection. Outputs that are not about a
+    /// connection (store requests, files) come back for the driver to carry out.
+    pub fn route(&mut self, output: Output) -> Option<Output> {
+        match output {
+            Output::Transmit { connection, data } => self.stage(connection, &data),
+            Output::Broadcast { recipients, data } => {
+                for connection in recipients {
+                    self.stage(connection, &data);
+                }
+            }
+            Output::Close {
+                connection,
+                reason,
+                flush,
+            } => {
+                if let Some(entry) = self.entries.get(&connection)
+                    && entry.closing.is_none()
+                {
+                    info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
+                }
+                let closing = if flush {
+                    Closing::Flush
+                } else {
+                    Closing::Abort
+                };
+                self.mark(connection, |entry| {
+                    if entry.closing != Some(Closing::Abort) {
+                        entry.closing = Some(closing);
+                    }
+                });
+            }
+            Output::PauseReading(connection) => self.mark(connection, |entry| entry.paused = true),
+            Output::ResumeReading(connection) => {
+                self.mark(connection, |entry| entry.paused = false);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Ends a drain round: hands every touched connection its frames and instructions in
+    /// one lock and one wake-up each, and forgets closed ones. Returns whether any were
+    /// touched.
+    pub fn deliver(&mut self) -> bool {
+        let touched = !self.dirty.is_empty();
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.dirty = false;
+            if entry.closing == Some(Closing::Abort) {
+                entry.staged.clear();
+            }
+            entry
+                .link
+                .deliver(&mut entry.staged, entry.paused, entry.closing);
+            if entry.closing.is_some() {
+                self.entries.remove(&id);
+            }
+        }
+        touched
+    }
+
+    /// Updates a connection's record and lists it for delivery at the end of the round.
+    fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            update(entry);
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Queues `data` for `connection` in this round (a reference-count bump, not a copy).
+    fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
+        self.mark(connection, |entry| {
+            if entry.closing.is_none() {
+                entry.staged.push(data.clone());
+            }
+        });
+    }
+}
+
+/// How many events from the front of a batch fit in [`INPUT_BUDGET`] (at least one);
+/// `received` gives the bytes an event carries (`None`: not received bytes).
+pub fn input_budget<E>(batch: &[E], received: impl Fn(&E) -> Option<usize>) -> usize {
+    let mut bytes = 0;
+    for (index, event) in batch.iter().enumerate() {
+        if let Some(len) = received(event) {
+            if bytes > 0 && bytes + len > INPUT_BUDGET {
+                return index;
+            }
+            bytes += len;
+        }
+    }
+    batch.len()
+}
+
+/// Drops `n` written bytes from the front of `queue`.
+pub fn consume(queue: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = queue.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_drops_whole_and_partial_buffers() {
+        let mut queue: VecDeque<Bytes> = [Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]
+            .into_iter()
+            .collect();
+        consume(&mut queue, 5);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(&queue[0][..], b"fg");
+        consume(&mut queue, 2);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn the_input_budget_takes_at_least_one_event() {
+        let sizes = [INPUT_BUDGET * 2, 10, 10];
+        assert_eq!(input_budget(&sizes, |n| Some(*n)), 1);
+        let sizes = [10, 10, INPUT_BUDGET];
+        assert_eq!(input_budget(&sizes, |n| Some(*n)), 2);
+    }
+}
