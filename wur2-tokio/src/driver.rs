@@ -15,6 +15,7 @@ use wur2_host::{Closing, Connections, FileEvent, FileJob, Files, Storage, input_
 
 use crate::Options;
 use crate::connection::{self, Event, Reports};
+use crate::status::StatusCell;
 
 /// Events taken from the connection channel per loop turn at most.
 const EVENT_BATCH: usize = 512;
@@ -36,6 +37,8 @@ struct Driver<S> {
     replies_tx: mpsc::UnboundedSender<(RequestId, StoreReply)>,
     /// Store requests started and not answered yet.
     in_flight: usize,
+    /// Where metrics and health checks read the engine's counters.
+    status: Arc<StatusCell>,
 }
 
 /// The receiving ends the engine's loop reads.
@@ -46,18 +49,22 @@ struct Channels {
     replies: mpsc::UnboundedReceiver<(RequestId, StoreReply)>,
 }
 
-/// Starts the accept loop and the engine's loop; returns the engine loop's task.
+/// Starts the accept loop and the engine's loop; returns the engine loop's task, and a
+/// handle through which other listeners (TLS) hand over accepted clients without keeping
+/// the event channel open at shutdown.
 pub(crate) fn spawn<S: Storage>(
     listener: TcpListener,
     store: S,
     engine: Engine,
     options: Options,
     shutdown: oneshot::Receiver<()>,
-) -> JoinHandle<()> {
+    status: Arc<StatusCell>,
+) -> (JoinHandle<()>, mpsc::WeakSender<Event>) {
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
     let (written_tx, written) = mpsc::unbounded_channel();
     let (replies_tx, replies) = mpsc::unbounded_channel();
     let (files_tx, files) = mpsc::unbounded_channel();
+    let intake = events_tx.downgrade();
     let accept = tokio::spawn(accept_loop(
         listener,
         events_tx.clone(),
@@ -77,6 +84,7 @@ pub(crate) fn spawn<S: Storage>(
         }),
         replies_tx,
         in_flight: 0,
+        status,
     };
     let channels = Channels {
         events,
@@ -84,7 +92,7 @@ pub(crate) fn spawn<S: Storage>(
         written,
         replies,
     };
-    tokio::spawn(driver.run(channels, shutdown, accept))
+    (tokio::spawn(driver.run(channels, shutdown, accept)), intake)
 }
 
 /// Accepts clients and hands them to the driver. Accept errors (out of file descriptors,
@@ -177,6 +185,7 @@ impl<S: Storage> Driver<S> {
                 self.engine.handle_timeout(now);
             }
             let wrote = self.drain_outputs();
+            self.status.publish(self.engine.stats(), self.in_flight);
             if stop_by.is_some() && !events_open && self.in_flight == 0 {
                 break;
             }
@@ -186,6 +195,7 @@ impl<S: Storage> Driver<S> {
             }
         }
         accept.abort();
+        self.status.set_accepting(false);
         let remaining = stop_by
             .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
             .unwrap_or(self.options.shutdown_timeout);
@@ -200,6 +210,7 @@ impl<S: Storage> Driver<S> {
 
     fn begin_shutdown(&mut self) {
         info!(connections = self.connections.len(), "shutting down");
+        self.status.set_accepting(false);
         // New connections must not start tasks now; when the last task ends, the event
         // channel closes and the loop knows every client has been written to.
         self.reports = None;

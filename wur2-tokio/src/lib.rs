@@ -32,15 +32,21 @@
 
 mod connection;
 mod driver;
+pub mod metrics;
+pub mod retention;
+mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use wur2_engine::{Config, Engine};
 
+pub use status::ServerStatus;
 pub use wur2_host::{Options, Storage};
 
 /// Why the server could not start or did not stop cleanly.
@@ -88,11 +94,23 @@ pub fn serve_with<S: Storage>(
         wur2_host::PrepareError::FilesDir { path, source } => Error::FilesDir { path, source },
     })?;
     let (shutdown, shutdown_rx) = oneshot::channel();
-    let task = driver::spawn(listener, store, Engine::new(config), options, shutdown_rx);
+    let cell = Arc::new(status::StatusCell::default());
+    cell.set_accepting(true);
+    let (task, intake) = driver::spawn(
+        listener,
+        store,
+        Engine::new(config),
+        options,
+        shutdown_rx,
+        Arc::clone(&cell),
+    );
     Ok(ServerHandle {
         local_addr,
         shutdown,
         task,
+        status: ServerStatus::new(cell),
+        intake,
+        tls_listeners: Vec::new(),
     })
 }
 
@@ -103,6 +121,11 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    status: ServerStatus,
+    /// Where TLS listeners hand over their clients; weak, so it never keeps the driver's
+    /// event channel open during shutdown.
+    intake: mpsc::WeakSender<connection::Event>,
+    tls_listeners: Vec<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -111,10 +134,36 @@ impl ServerHandle {
         self.local_addr
     }
 
+    /// A view of the server for metrics and health checks, readable from any task.
+    pub fn status(&self) -> ServerStatus {
+        self.status.clone()
+    }
+
+    /// Also serves the same chat over TLS on `listener` (bound by the caller, for example
+    /// on port 6697 beside the plain one): clients finish the handshake with `acceptor`'s
+    /// certificate, then talk to the same engine as plain clients, under the same limits
+    /// (per-address limits see their real address). Returns the TLS listener's address.
+    pub fn serve_tls(
+        &mut self,
+        listener: TcpListener,
+        acceptor: tls::TlsAcceptor,
+    ) -> Result<SocketAddr, Error> {
+        let local_addr = listener.local_addr()?;
+        self.tls_listeners.push(tokio::spawn(tls::accept_loop(
+            listener,
+            acceptor,
+            self.intake.clone(),
+        )));
+        Ok(local_addr)
+    }
+
     /// Stops the server gracefully and waits for it: no new connections, every user is told
     /// the server is going down, queued lines are written, store requests in flight are
     /// answered and pending appends flushed, all within [`Options::shutdown_timeout`].
     pub async fn shutdown(self) -> Result<(), Error> {
+        for listener in &self.tls_listeners {
+            listener.abort();
+        }
         // The driver may have stopped already; then there is nobody to tell.
         let _ = self.shutdown.send(());
         self.task.await?;

@@ -1,0 +1,68 @@
+//! What a running server shows the outside (metrics, health checks) without touching its
+//! engine: the driver copies the engine's [`Stats`] here once per loop turn, and says
+//! whether it still accepts connections. Readers never wait on the driver, and the driver
+//! never waits on a reader for longer than one uncontended lock.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wur2_engine::Stats;
+
+/// The cell the driver writes and [`ServerStatus`] reads.
+#[derive(Debug, Default)]
+pub(crate) struct StatusCell {
+    stats: Mutex<Stats>,
+    accepting: AtomicBool,
+    store_in_flight: AtomicUsize,
+}
+
+impl StatusCell {
+    /// Copies the engine's latest counters and the store requests not answered yet.
+    pub(crate) fn publish(&self, stats: Stats, store_in_flight: usize) {
+        // A poisoned lock holds plain numbers that are still valid.
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+        self.store_in_flight
+            .store(store_in_flight, Ordering::Relaxed);
+    }
+
+    /// Whether new clients are taken: true from start until shutdown begins.
+    pub(crate) fn set_accepting(&self, accepting: bool) {
+        self.accepting.store(accepting, Ordering::Relaxed);
+    }
+}
+
+/// A read-only view of a running server, cheap to clone and to read from any task or
+/// thread: for metrics exporters and health checks.
+#[derive(Clone, Debug)]
+pub struct ServerStatus {
+    cell: Arc<StatusCell>,
+}
+
+impl ServerStatus {
+    pub(crate) fn new(cell: Arc<StatusCell>) -> ServerStatus {
+        ServerStatus { cell }
+    }
+
+    /// The engine's counters and gauges as of the driver's last loop turn.
+    pub fn stats(&self) -> Stats {
+        *self
+            .cell
+            .stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the server takes new connections (false once shutdown has begun or the
+    /// driver has stopped).
+    pub fn accepting(&self) -> bool {
+        self.cell.accepting.load(Ordering::Relaxed)
+    }
+
+    /// Store requests the engine is waiting for: a growing number means a slow database.
+    pub fn store_requests_in_flight(&self) -> usize {
+        self.cell.store_in_flight.load(Ordering::Relaxed)
+    }
+}

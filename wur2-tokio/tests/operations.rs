@@ -1,0 +1,347 @@
+//! What an operator relies on: Prometheus metrics and `/healthz` on their own listener,
+//! and chat over TLS beside plain TCP with a certificate reloaded in place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use wur2_store::Store;
+use wur2_tokio::metrics::{self, Metrics};
+use wur2_tokio::tls::TlsAcceptor;
+use wur2_tokio::{Options, ServerHandle};
+
+const STEP: Duration = Duration::from_secs(15);
+const PASSWORD: &str = "correct-horse-battery";
+
+/// Cheap password hashing: these tests prove nothing about argon2 cost.
+fn store_config() -> wur2_store::StoreConfig {
+    wur2_store::StoreConfig {
+        password: wur2_store::PasswordConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..wur2_store::StoreConfig::default()
+    }
+}
+
+/// Flood control off: the tests send a few lines back to back.
+fn config() -> wur2_engine::Config {
+    wur2_engine::Config {
+        flood_lines_per_second: 0,
+        ..wur2_engine::Config::default()
+    }
+}
+
+/// A line client over any byte stream (plain TCP or TLS).
+struct Client<S> {
+    stream: BufReader<S>,
+    name: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    async fn register(stream: S, name: &str) -> Client<S> {
+        let mut client = Client {
+            stream: BufReader::new(stream),
+            name: name.to_owned(),
+        };
+        client.send(&format!("/register {name} {PASSWORD}")).await;
+        client.expect(&format!("Welcome {name}!")).await;
+        client
+    }
+
+    async fn send(&mut self, line: &str) {
+        let bytes = format!("{line}\n");
+        tokio::time::timeout(STEP, async {
+            self.stream.get_mut().write_all(bytes.as_bytes()).await?;
+            self.stream.get_mut().flush().await
+        })
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    }
+
+    /// Reads lines until one contains `text`.
+    async fn expect(&mut self, text: &str) -> String {
+        tokio::time::timeout(STEP, async {
+            loop {
+                let mut line = String::new();
+                let n = self.stream.read_line(&mut line).await.expect("read");
+                assert!(n > 0, "{}: closed before {text:?}", self.name);
+                if line.contains(text) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{}: no line with {text:?}", self.name))
+    }
+}
+
+/// A server on a fresh SQLite file, its store metered, and its writer.
+struct Server {
+    handle: ServerHandle,
+    store: Store,
+    metrics: Metrics,
+    writer: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let (store, writer) = Store::open(&url, store_config())
+        .await
+        .expect("open the store");
+    let writer = tokio::spawn(writer.run());
+    let metrics = Metrics::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let handle = wur2_tokio::serve_with(
+        listener,
+        metrics.meter(store.clone()),
+        config(),
+        Options::default(),
+    )
+    .expect("serve");
+    Server {
+        handle,
+        store,
+        metrics,
+        writer,
+        _dir: dir,
+    }
+}
+
+/// One HTTP GET: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    tokio::time::timeout(STEP, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+            .await
+            .expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+        let code = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("a status code");
+        (code, body.to_owned())
+    })
+    .await
+    .expect("the metrics listener answers")
+}
+
+/// Parses an exposition strictly enough to catch format mistakes: every sample belongs to
+/// a family declared by `# TYPE` before it, and every value is a number.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = series.split('{').next().expect("a name");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.get(*base).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        let kind = types
+            .get(family)
+            .unwrap_or_else(|| panic!("{name} has no TYPE line"));
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_follow_the_chat_and_healthz_follows_the_listener_and_the_store() {
+    let server = start().await;
+    let addr = server.handle.local_addr();
+    let status = server.handle.status();
+    let exporter = metrics::serve(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        server.metrics.clone(),
+        status.clone(),
+        server.store.clone(),
+    )
+    .expect("serve metrics");
+    let metrics_addr = exporter.local_addr();
+
+    let (code, body) = get(metrics_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let before = parse_exposition(&body);
+    assert_eq!(before["wur2_connections"], 0.0);
+    assert_eq!(before["wur2_logins_total"], 0.0);
+    assert_eq!(before["wur2_accepting"], 1.0);
+    assert_eq!(before["wur2_store_append_queue"], 0.0);
+    assert_eq!(before["wur2_store_hash_queue"], 0.0);
+
+    let mut alice =
+        Client::register(TcpStream::connect(addr).await.expect("connect"), "alice").await;
+    let mut bob = Client::register(TcpStream::connect(addr).await.expect("connect"), "bob").await;
+    alice.send("hello metrics").await;
+    bob.expect("hello metrics").await;
+    bob.send("/login alice wrong-password").await;
+    bob.expect("").await;
+
+    let (code, body) = get(metrics_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let after = parse_exposition(&body);
+    assert_eq!(after["wur2_connections"], 2.0);
+    assert_eq!(after["wur2_users_online"], 2.0);
+    assert_eq!(after["wur2_logins_total"], 2.0);
+    assert_eq!(after["wur2_channel_messages_total"], 1.0);
+    assert!(after["wur2_deliveries_total"] >= 1.0);
+    assert!(after["wur2_lines_received_total"] >= 3.0);
+    assert!(after["wur2_store_requests_total"] >= 3.0);
+    assert_eq!(
+        after["wur2_store_request_duration_seconds_count{request=\"register\"}"],
+        2.0
+    );
+    assert_eq!(
+        after["wur2_store_request_duration_seconds_bucket{request=\"register\",le=\"+Inf\"}"],
+        2.0
+    );
+    assert!(after["wur2_store_request_duration_seconds_sum{request=\"register\"}"] > 0.0);
+
+    assert_eq!(
+        get(metrics_addr, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(get(metrics_addr, "/nothing").await.0, 404);
+
+    // The store goes away: unhealthy, while the listener still accepts.
+    server.store.close().await;
+    let (code, body) = get(metrics_addr, "/healthz").await;
+    assert_eq!(code, 503);
+    assert!(body.starts_with("store:"), "{body}");
+
+    server.handle.shutdown().await.expect("shutdown");
+    let (code, body) = get(metrics_addr, "/healthz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("not accepting"), "{body}");
+    assert_eq!(
+        parse_exposition(&get(metrics_addr, "/metrics").await.1)["wur2_accepting"],
+        0.0
+    );
+    exporter.stop();
+    drop(server.store);
+    let _ = tokio::time::timeout(STEP, server.writer).await;
+}
+
+/// A self-signed certificate for `localhost`, written as PEM files in `dir`.
+fn write_certificate(
+    dir: &std::path::Path,
+    tag: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let cert_path = dir.join(format!("{tag}.crt"));
+    let key_path = dir.join(format!("{tag}.key"));
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("write key");
+    (cert_path, key_path, certified.cert.der().to_vec())
+}
+
+/// A TLS client that trusts only `der`.
+async fn tls_connect(
+    addr: SocketAddr,
+    der: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+        .expect("a root");
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    tokio::time::timeout(STEP, connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+}
+
+#[tokio::test]
+async fn a_tls_client_chats_with_a_plain_client_and_survives_a_certificate_reload() {
+    let mut server = start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key, first_der) = write_certificate(dir.path(), "server");
+    let acceptor = TlsAcceptor::from_pem_files(&cert, &key).expect("load the certificate");
+    let tls_addr = server
+        .handle
+        .serve_tls(
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            acceptor.clone(),
+        )
+        .expect("serve TLS");
+
+    let tls = tls_connect(tls_addr, &first_der)
+        .await
+        .expect("TLS connect");
+    let mut alice = Client::register(tls, "alice").await;
+    let plain = TcpStream::connect(server.handle.local_addr())
+        .await
+        .expect("connect");
+    let mut bob = Client::register(plain, "bob").await;
+    alice.send("hello from TLS").await;
+    bob.expect("hello from TLS").await;
+    bob.send("hello from plain").await;
+    alice.expect("hello from plain").await;
+
+    // A renewal: new files in place, reloaded; the open TLS session goes on.
+    let (_, _, second_der) = write_certificate(dir.path(), "server");
+    acceptor.reload().expect("reload");
+    let tls = tls_connect(tls_addr, &second_der)
+        .await
+        .expect("TLS connect after reload");
+    let mut carol = Client::register(tls, "carol").await;
+    alice.send("still here").await;
+    bob.expect("still here").await;
+    carol.expect("still here").await;
+    assert!(
+        tls_connect(tls_addr, &first_der).await.is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A bad renewal keeps the certificate in use.
+    std::fs::write(&key, "not a key").expect("write");
+    assert!(acceptor.reload().is_err());
+    let tls = tls_connect(tls_addr, &second_der)
+        .await
+        .expect("TLS connect after a bad reload");
+    Client::register(tls, "dave").await;
+
+    server.handle.shutdown().await.expect("shutdown");
+    alice.expect("").await;
+    drop(server.store);
+    let _ = tokio::time::timeout(STEP, server.writer).await;
+}
