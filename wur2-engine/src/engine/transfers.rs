@@ -16,6 +16,10 @@ use crate::sanitize::sanitize_text;
 use crate::store::{PrivateMessage, StoreRequest};
 use crate::wire::{ErrorCode, Line};
 
+/// What a file name may be, as told to a sender whose name breaks the rules.
+const FILE_NAME_RULE: &str =
+    "file names are 1 to 255 bytes, without '/', '\\' or control characters";
+
 /// One running transfer.
 #[derive(Debug)]
 pub(super) struct Transfer {
@@ -77,8 +81,7 @@ impl Engine {
             });
         }
         let refusal = if !is_valid_file_name(name) {
-            let rule = "file names are 1 to 255 bytes, without '/', '\\' or control characters";
-            Some((ErrorCode::InvalidFileName, rule.to_string()))
+            Some((ErrorCode::InvalidFileName, FILE_NAME_RULE.to_string()))
         } else if size > self.config.max_file_bytes {
             let max = self.config.max_file_bytes;
             Some((
@@ -129,10 +132,19 @@ impl Engine {
                 format_args!("{problem}"),
             );
         }
+        // The recipient is shown the name: it follows an upload's rules, so no
+        // bidirectional override (say) disguises what the file is.
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        if !is_valid_file_name(&name) {
+            return self.error(
+                connection,
+                ErrorCode::InvalidFileName,
+                format_args!("{FILE_NAME_RULE}"),
+            );
+        }
         if let Err((code, reason)) = self.check_new_transfer(sender, to) {
             return self.error(connection, code, format_args!("{reason}"));
         }
-        let name = path.rsplit('/').next().unwrap_or(path).to_string();
         let source = Source::File {
             opened: false,
             reading: false,

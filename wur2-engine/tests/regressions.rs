@@ -1,0 +1,30 @@
+//! Cases the fuzz targets (`fuzz/`, see `docs/FUZZING.md`) found, each reproduced as a test.
+
+mod support;
+
+use support::World;
+use wur2_engine::Config;
+
+/// fuzz target `engine`: a server-side file's name reached the recipient with a
+/// bidirectional override in it (U+202E shows `\u{202e}txt.exe` as `exe.txt`). Upload names
+/// were held to the file-name rules; names taken from a server-side path were not.
+#[test]
+fn a_server_file_whose_name_breaks_the_file_name_rules_is_refused() {
+    let mut w = World::new(Config {
+        server_files: true,
+        ..Config::default()
+    });
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    let disguised = "docs/\u{202e}txt.exe";
+    w.files.insert(disguised.into(), b"MZ".to_vec());
+    w.send(a, &format!("/send bob {disguised}\n"));
+    assert!(w.saw(a, "Error: file names are 1 to 255 bytes"));
+    assert!(w.open_files.is_empty(), "the file is never opened");
+    let transcript = String::from_utf8_lossy(&w.transcript[&b]).into_owned();
+    assert!(!transcript.contains('\u{202e}'), "{transcript:?}");
+    // An ordinary name in the same directory still goes.
+    w.files.insert("docs/notes.txt".into(), b"hello".to_vec());
+    w.send(a, "/send bob docs/notes.txt\n");
+    assert!(w.saw(a, "] notes.txt sent to bob"));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
