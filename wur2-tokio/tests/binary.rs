@@ -1,9 +1,6 @@
 //! The real `wur2` binary: chat through it, the operator subcommands on its database,
 //! SIGTERM, a restart on the same database, and one-line errors for bad configuration.
 
-mod scenarios;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,8 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use scenarios::{Client, unique};
-use support::{TEST_TIMEOUT, databases};
+use wur2_testkit::scenarios::{self, Client, unique};
+use wur2_testkit::{TEST_TIMEOUT, databases};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
 

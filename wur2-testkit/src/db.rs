@@ -1,18 +1,12 @@
-//! Databases and servers for the Tokio driver's tests: a fresh SQLite file per test, and a
-//! fresh PostgreSQL database per test when `WUR2_TEST_POSTGRES_URL` is set (the test command
-//! sets it; see `scripts/postgres.sh`).
+//! Databases for the suite: a fresh SQLite file per test, and a fresh PostgreSQL database
+//! per test when `WUR2_TEST_POSTGRES_URL` is set (see `scripts/postgres.sh`); cheap
+//! password hashing and test engine settings.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
-
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use sqlx::Connection;
-use tokio::net::TcpListener;
 use wur2_engine::Config;
-use wur2_store::{PasswordConfig, Store, StoreConfig};
-use wur2_tokio::{Options, ServerHandle};
+use wur2_store::{PasswordConfig, StoreConfig};
 
 /// Longest any one test may run.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -51,7 +45,7 @@ async fn postgres_database() -> Option<String> {
         .ok()
         .filter(|url| !url.is_empty())?;
     let name = format!(
-        "wur2_tokio_{}_{}",
+        "wur2_e2e_{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -106,70 +100,5 @@ pub fn config() -> Config {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
         ..Config::default()
-    }
-}
-
-/// A server started through the embedder API on 127.0.0.1, port 0.
-pub struct TestServer {
-    handle: ServerHandle,
-    writer: tokio::task::JoinHandle<()>,
-}
-
-impl TestServer {
-    /// Opens the store at `url` and serves it with `config`.
-    pub async fn start(url: &str, config: Config) -> TestServer {
-        let options = Options {
-            shutdown_timeout: Duration::from_secs(10),
-            ..Options::default()
-        };
-        TestServer::start_with(url, config, options).await
-    }
-
-    /// Like [`TestServer::start`], with driver options.
-    pub async fn start_with(url: &str, config: Config, options: Options) -> TestServer {
-        // `RUST_LOG=info cargo test` shows the server's log beside a failing test.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
-        let (store, writer) = Store::open(url, store_config())
-            .await
-            .expect("open the store");
-        let writer = tokio::spawn(writer.run());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let handle = wur2_tokio::serve_with(listener, store, config, options).expect("serve");
-        TestServer { handle, writer }
-    }
-
-    /// Where clients connect.
-    pub fn addr(&self) -> SocketAddr {
-        self.handle.local_addr()
-    }
-
-    /// Graceful shutdown; the store is closed (every append written) when this returns.
-    pub async fn stop(self) {
-        self.handle.shutdown().await.expect("clean shutdown");
-        tokio::time::timeout(Duration::from_secs(10), self.writer)
-            .await
-            .expect("the store writer stops")
-            .expect("the store writer does not panic");
-    }
-}
-
-/// Runs `scenario` against a fresh server on every test database, within [`TEST_TIMEOUT`].
-pub async fn on_every_database<F, Fut>(config: Config, scenario: F)
-where
-    F: Fn(SocketAddr) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for db in databases().await {
-        let server = TestServer::start(&db.url, config.clone()).await;
-        let addr = server.addr();
-        tokio::time::timeout(TEST_TIMEOUT, scenario(addr))
-            .await
-            .unwrap_or_else(|_| panic!("scenario timed out on {}", db.label));
-        tokio::time::timeout(TEST_TIMEOUT, server.stop())
-            .await
-            .unwrap_or_else(|_| panic!("shutdown timed out on {}", db.label));
     }
 }

@@ -1,11 +1,9 @@
 //! End-to-end chat scenarios over real TCP, written against a server *address* only, so the
-//! same suite runs against any driver (Tokio here, async-std later) and against the binary.
+//! same suite runs against any driver (Tokio, async-std) and against the binary.
 //!
 //! Every wait is bounded ([`STEP`]); `/ping <token>` → `PONG <token>` is the barrier that
 //! says "everything sent before this was handled", so no scenario sleeps to wait for the
 //! server. Names are unique per call, so scenarios may share one server and one database.
-
-#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -582,34 +580,8 @@ pub async fn server_file_arrives_byte_exact(
 
     alice.send(&format!("/send {b} {path}")).await;
     alice.expect(&format!("] sending {path}")).await;
-    let announce = bob.expect(" is sending ").await;
-    let id = announce
-        .strip_prefix("[file ")
-        .and_then(|rest| rest.split(']').next())
-        .expect("a transfer id")
-        .to_string();
-    let mut received = Vec::new();
-    loop {
-        let line = bob.line().await;
-        if line.starts_with(&format!("[file {id} done]")) {
-            break;
-        }
-        if let Some(n) = line.strip_prefix(&format!("[file {id} data ")) {
-            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
-            let mut chunk = vec![0u8; n + 1];
-            tokio::time::timeout(STEP, bob.reader.read_exact(&mut chunk))
-                .await
-                .expect("chunk in time")
-                .expect("chunk read");
-            assert_eq!(chunk.pop(), Some(b'\n'), "a chunk ends with a line break");
-            received.extend_from_slice(&chunk);
-        } else {
-            assert!(
-                !line.starts_with(&format!("[file {id} cancelled]")),
-                "{line}"
-            );
-        }
-    }
+    let id = transfer_id(&bob.expect(" is sending ").await);
+    let received = receive_file(&mut bob, &id).await;
     assert_eq!(received.len(), content.len());
     assert!(received == content, "the file arrived changed");
     alice.expect(&format!("[file {id} done]")).await;
@@ -626,4 +598,114 @@ pub async fn server_file_arrives_byte_exact(
     alice.barrier().await;
     let quiet = bob.barrier().await;
     assert_none(&quiet, "is sending", "the recipient of refused files");
+}
+
+/// A user uploads a file with bytes of every value to another; it arrives byte-exact
+/// (text chunks and base64 chunks alike). An upload that is refused has its bytes read and
+/// dropped, never run as commands.
+pub async fn upload_arrives_byte_exact(addr: SocketAddr) {
+    let mut alice = Client::register(addr, &unique("ua")).await;
+    let mut bob = Client::register(addr, &unique("ub")).await;
+    bob.barrier().await;
+    let b = bob.name.clone();
+
+    let mut content = Vec::new();
+    for n in 0..3_000 {
+        content.extend_from_slice(format!("text line {n}\n").as_bytes());
+    }
+    for n in 0..200_000u32 {
+        content.push((n % 251) as u8);
+    }
+    let mut upload = format!("/send {b} blob.bin {}\n", content.len()).into_bytes();
+    upload.extend_from_slice(&content);
+    // The recipient reads while the sender writes: the server holds only so much of a
+    // transfer and stops reading the sender until the recipient catches up.
+    let receiving = async {
+        let id = transfer_id(&bob.expect(" is sending blob.bin").await);
+        let received = receive_file(&mut bob, &id).await;
+        (id, received)
+    };
+    let ((), (id, received)) = tokio::join!(alice.send_raw(&upload), receiving);
+    assert_eq!(received.len(), content.len());
+    assert!(received == content, "the upload arrived changed");
+    alice.expect(&format!("[file {id} done]")).await;
+
+    let discarded = b"/close\n/close\n";
+    let mut refused = format!("/send {} x.bin {}\n", unique("gone"), discarded.len()).into_bytes();
+    refused.extend_from_slice(discarded);
+    alice.send_raw(&refused).await;
+    alice.expect("discarded").await;
+    // Still connected: the `/close` lines were file bytes, not commands.
+    alice.barrier().await;
+}
+
+/// The id in a `[file <id>] ...` line.
+fn transfer_id(announce: &str) -> String {
+    announce
+        .strip_prefix("[file ")
+        .and_then(|rest| rest.split(']').next())
+        .expect("a transfer id")
+        .to_string()
+}
+
+/// Reads transfer `id`'s chunks (raw `data` and `base64` alike) until its `done` line;
+/// returns the file. Other lines may arrive between chunks.
+async fn receive_file(client: &mut Client, id: &str) -> Vec<u8> {
+    let mut received = Vec::new();
+    let data = format!("[file {id} data ");
+    let base64 = format!("[file {id} base64 ");
+    loop {
+        let line = client.line().await;
+        if line.starts_with(&format!("[file {id} done]")) {
+            return received;
+        }
+        if let Some(n) = line.strip_prefix(&data) {
+            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
+            let mut chunk = vec![0u8; n + 1];
+            tokio::time::timeout(STEP, client.reader.read_exact(&mut chunk))
+                .await
+                .expect("chunk in time")
+                .expect("chunk read");
+            assert_eq!(chunk.pop(), Some(b'\n'), "a chunk ends with a line break");
+            received.extend_from_slice(&chunk);
+        } else if let Some(n) = line.strip_prefix(&base64) {
+            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
+            let chunk = decode_base64(&client.line().await);
+            assert_eq!(chunk.len(), n, "a base64 chunk decodes to its size");
+            received.extend_from_slice(&chunk);
+        } else {
+            assert!(
+                !line.starts_with(&format!("[file {id} cancelled]")),
+                "{line}"
+            );
+        }
+    }
+}
+
+/// Standard base64 with padding, as the server sends it (panics on anything else).
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c:?}"),
+        }
+    };
+    let bytes = text.as_bytes();
+    assert_eq!(bytes.len() % 4, 0, "base64 comes in groups of four");
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for group in bytes.chunks(4) {
+        let padding = group.iter().rev().take_while(|c| **c == b'=').count();
+        let mut word = 0u32;
+        for (i, c) in group.iter().enumerate() {
+            let v = if i >= 4 - padding { 0 } else { value(*c) };
+            word = (word << 6) | v;
+        }
+        let decoded = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
+        out.extend_from_slice(&decoded[..3 - padding]);
+    }
+    out
 }

@@ -1,0 +1,64 @@
+//! The end-to-end suite (`wur2-testkit`) against the async-std driver, through its embedder
+//! API, on SQLite and (when configured) PostgreSQL. The very same tests as the Tokio
+//! driver's `tests/tokio_driver.rs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_std::task::JoinHandle;
+use wur2_async_std::{Options, ServerHandle};
+use wur2_engine::Config;
+use wur2_store::Store;
+use wur2_testkit::store_config;
+
+/// Servers on async-std's global executor. No Tokio runtime is current where the store is
+/// opened and served, so sqlx runs on async-std here.
+struct AsyncStd;
+
+/// One server and its store's writer.
+struct AsyncStdServer {
+    handle: ServerHandle,
+    writer: JoinHandle<()>,
+}
+
+impl wur2_testkit::Driver for AsyncStd {
+    type Server = AsyncStdServer;
+
+    fn start(&self, url: &str, config: Config, files_dir: Option<PathBuf>) -> AsyncStdServer {
+        async_std::task::block_on(async {
+            let (store, writer) = Store::open(url, store_config())
+                .await
+                .expect("open the store");
+            let writer = async_std::task::spawn(writer.run());
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let options = Options {
+                shutdown_timeout: Duration::from_secs(10),
+                files_dir,
+                ..Options::default()
+            };
+            let handle =
+                wur2_async_std::serve_with(listener, store, config, options).expect("serve");
+            AsyncStdServer { handle, writer }
+        })
+    }
+}
+
+impl wur2_testkit::Server for AsyncStdServer {
+    fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    fn stop(self) {
+        async_std::task::block_on(async {
+            self.handle.shutdown().await.expect("clean shutdown");
+            async_std::future::timeout(Duration::from_secs(10), self.writer)
+                .await
+                .expect("the store writer stops");
+        });
+    }
+}
+
+wur2_testkit::suite!(AsyncStd);

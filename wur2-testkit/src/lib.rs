@@ -1,0 +1,122 @@
+//! # wur2-testkit
+//!
+//! The end-to-end suite of WUR2, written once, run against every driver. A driver's tests
+//! implement [`Driver`] (start a server on a database, stop it gracefully) and write
+//! `wur2_testkit::suite!(TheirDriver);`: every test of [`suite`] becomes a `#[test]` of
+//! that crate, on SQLite and, when `WUR2_TEST_POSTGRES_URL` is set, on PostgreSQL.
+//!
+//! The harness is blocking, so any async runtime can sit behind a [`Driver`]; the
+//! scenarios' clients run on a Tokio runtime of the kit's own ([`block_on`]), on the test's
+//! thread, apart from the server's runtime.
+
+#![forbid(unsafe_code)]
+
+mod db;
+pub mod scenarios;
+pub mod suite;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
+use wur2_engine::Config;
+
+/// A way to run the WUR2 server under test.
+pub trait Driver {
+    /// A running server.
+    type Server: Server;
+
+    /// Opens the store at `url` (with [`store_config`]), and serves it with `config` on
+    /// 127.0.0.1, port 0; server-side files come from `files_dir` when given. The shutdown
+    /// timeout is 10 s.
+    fn start(&self, url: &str, config: Config, files_dir: Option<PathBuf>) -> Self::Server;
+}
+
+/// A server a [`Driver`] started.
+pub trait Server: Send + 'static {
+    /// Where clients connect.
+    fn addr(&self) -> SocketAddr;
+
+    /// Graceful shutdown; the store is closed (every append written) when this returns.
+    fn stop(self);
+}
+
+thread_local! {
+    /// The clients' runtime, one per test thread: a client made in one [`block_on`] is
+    /// used in the next, so its sockets must stay registered with the same runtime.
+    static CLIENTS: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the test clients");
+}
+
+/// Runs `future` to completion on this thread's single-threaded Tokio runtime for the
+/// clients (not the server's runtime).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    CLIENTS.with(|runtime| runtime.block_on(future))
+}
+
+/// Shows the server's log beside a failing test when `RUST_LOG` is set.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+}
+
+/// Runs `scenario` against a fresh server of `driver` on every test database, within
+/// [`TEST_TIMEOUT`].
+pub fn on_every_database<D, F, Fut>(driver: &D, config: Config, scenario: F)
+where
+    D: Driver,
+    F: Fn(SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config.clone(), None);
+        let addr = server.addr();
+        within(&db, scenario(addr));
+        server.stop();
+    }
+}
+
+/// Runs the clients' `future` within [`TEST_TIMEOUT`], naming the database if it hangs.
+pub fn within<T>(db: &TestDb, future: impl Future<Output = T>) -> T {
+    block_on(async { tokio::time::timeout(TEST_TIMEOUT, future).await })
+        .unwrap_or_else(|_| panic!("scenario timed out on {}", db.label))
+}
+
+/// Makes every test of [`suite`] a `#[test]` against `$driver` (an expression whose type
+/// implements [`Driver`]).
+#[macro_export]
+macro_rules! suite {
+    ($driver:expr) => {
+        $crate::suite!(@tests $driver;
+            every_command_works_with_three_clients,
+            every_login_path_works,
+            history_is_replayed_on_join,
+            offline_message_arrives_at_next_login,
+            kick_closes_every_session_of_the_target,
+            accounts_and_history_survive_a_restart,
+            bad_input_is_answered_not_fatal,
+            flooder_is_closed_others_unaffected,
+            slow_reader_is_dropped_others_unaffected,
+            server_survives_500_connections_dropped_at_once,
+            a_full_server_refuses_with_a_reason,
+            shutdown_tells_everyone_and_keeps_every_message,
+            idle_connections_time_out_before_login,
+            server_side_files_stream_byte_exact_and_stay_inside_their_directory,
+            uploads_arrive_byte_exact,
+        );
+    };
+    (@tests $driver:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::init_logging();
+                $crate::suite::$name(&$driver);
+            }
+        )*
+    };
+}

@@ -1,0 +1,233 @@
+//! Every end-to-end test, as a function of the [`Driver`] under test; [`suite!`](crate::suite!)
+//! turns each into a `#[test]`. Each runs on every test database.
+
+use std::time::Duration;
+
+use wur2_engine::{Config, Role};
+
+use crate::scenarios::{self, Client, STEP, unique};
+use crate::{Driver, Server, block_on, config, databases, on_every_database, within};
+
+/// Three users log in three ways, then use every command.
+pub fn every_command_works_with_three_clients(driver: &impl Driver) {
+    on_every_database(
+        driver,
+        config(),
+        scenarios::every_command_with_three_clients,
+    );
+}
+
+/// Interactive and one-line login and registration, and their refusals.
+pub fn every_login_path_works(driver: &impl Driver) {
+    on_every_database(driver, config(), scenarios::every_login_path);
+}
+
+/// A channel's history is replayed on `/join`.
+pub fn history_is_replayed_on_join(driver: &impl Driver) {
+    on_every_database(driver, config(), scenarios::history_is_replayed_on_join);
+}
+
+/// A private message to an offline user arrives at their next login.
+pub fn offline_message_arrives_at_next_login(driver: &impl Driver) {
+    on_every_database(
+        driver,
+        config(),
+        scenarios::offline_message_arrives_at_next_login,
+    );
+}
+
+/// A moderator's `/kick` closes every session of its target.
+pub fn kick_closes_every_session_of_the_target(driver: &impl Driver) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let url = db.url.clone();
+        let grant = |user: String| async move {
+            // The operator's side: a second store on the same database, as `wur2 role` does.
+            let (store, _writer) = wur2_store::Store::open(&url, crate::store_config())
+                .await
+                .expect("open");
+            store
+                .set_role(&user, Role::Mod)
+                .await
+                .expect("set the role");
+            store.close().await;
+        };
+        within(
+            &db,
+            scenarios::kick_closes_every_session_of_the_target(server.addr(), grant),
+        );
+        server.stop();
+    }
+}
+
+/// Accounts and history are still there after a graceful restart.
+pub fn accounts_and_history_survive_a_restart(driver: &impl Driver) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let names = within(&db, scenarios::restart_before(server.addr()));
+        server.stop();
+        let server = driver.start(&db.url, config(), None);
+        within(&db, scenarios::restart_after(server.addr(), names));
+        server.stop();
+    }
+}
+
+/// Overlong lines, invalid UTF-8 and terminal escapes are answered, not fatal.
+pub fn bad_input_is_answered_not_fatal(driver: &impl Driver) {
+    let config = config();
+    let max = config.max_line_bytes;
+    on_every_database(driver, config, |addr| {
+        scenarios::bad_input_is_answered_not_fatal(addr, max)
+    });
+}
+
+/// A flooder is closed with a reason; the others keep chatting.
+pub fn flooder_is_closed_others_unaffected(driver: &impl Driver) {
+    let config = Config {
+        flood_lines_per_second: 10,
+        flood_burst: 20,
+        ..config()
+    };
+    on_every_database(
+        driver,
+        config,
+        scenarios::flooder_is_closed_others_unaffected,
+    );
+}
+
+/// A client that never reads is dropped; nobody else waits for it.
+pub fn slow_reader_is_dropped_others_unaffected(driver: &impl Driver) {
+    let config = Config {
+        max_queued_bytes: 256 * 1024,
+        ..config()
+    };
+    on_every_database(driver, config, |addr| {
+        scenarios::slow_reader_is_dropped_others_unaffected(addr, 10_000)
+    });
+}
+
+/// 500 connections opened and dropped at once leave a working server.
+pub fn server_survives_500_connections_dropped_at_once(driver: &impl Driver) {
+    on_every_database(driver, config(), |addr| {
+        scenarios::many_connections_dropped_at_once(addr, 500)
+    });
+}
+
+/// Past `max_connections`, a new client is told why and closed.
+pub fn a_full_server_refuses_with_a_reason(driver: &impl Driver) {
+    let config = Config {
+        max_connections: 2,
+        ..config()
+    };
+    on_every_database(driver, config, |addr| async move {
+        let mut first = Client::register(addr, &unique("f1")).await;
+        let _second = Client::connect(addr).await;
+        let mut third = Client::connect(addr).await;
+        let said = third.expect_closed().await;
+        assert!(
+            said.iter().any(|line| line.starts_with("Error: ")),
+            "{said:#?}"
+        );
+        first.barrier().await;
+    });
+}
+
+/// A graceful shutdown tells every user and loses no message.
+pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let addr = server.addr();
+        let room = unique("sd");
+        let (mut alice, mut bob) = within(&db, async {
+            let mut alice = Client::register(addr, &unique("sa")).await;
+            let mut bob = Client::register(addr, &unique("sb")).await;
+            for client in [&mut alice, &mut bob] {
+                client.send(&format!("/join {room}")).await;
+                client.barrier().await;
+            }
+            for n in 0..200 {
+                alice.send(&format!("last words {n}")).await;
+            }
+            alice.barrier().await;
+            (alice, bob)
+        });
+        let stopping = std::thread::spawn(move || server.stop());
+        within(&db, async {
+            for client in [&mut alice, &mut bob] {
+                let last = client.expect_closed().await;
+                assert!(
+                    last.iter().any(|l| l.contains("shutting down")),
+                    "{last:#?}"
+                );
+            }
+        });
+        stopping.join().expect("shutdown does not panic");
+
+        // Every message of the channel was written before the server stopped.
+        let config = Config {
+            history_replay: 200,
+            ..config()
+        };
+        let server = driver.start(&db.url, config, None);
+        let addr = server.addr();
+        within(&db, async {
+            let mut carol = Client::register(addr, &unique("sc")).await;
+            carol.send(&format!("/join {room}")).await;
+            for n in 0..200 {
+                carol.expect(&format!("last words {n}")).await;
+            }
+        });
+        server.stop();
+    }
+}
+
+/// A connection that does not log in is closed with a reason.
+pub fn idle_connections_time_out_before_login(driver: &impl Driver) {
+    let config = Config {
+        login_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    on_every_database(driver, config, |addr| async move {
+        let mut idle = Client::connect(addr).await;
+        let said = tokio::time::timeout(STEP, idle.expect_closed())
+            .await
+            .expect("closed in time");
+        assert!(
+            said.iter().any(|line| line.starts_with("Error: ")),
+            "{said:#?}"
+        );
+    });
+}
+
+/// Server-side files arrive byte-exact; nothing outside the directory is served.
+pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(driver: &impl Driver) {
+    let root = tempfile::tempdir().expect("temporary directory");
+    let files = root.path().join("files");
+    std::fs::create_dir(&files).expect("files directory");
+    let mut content = Vec::new();
+    for n in 0..20_000 {
+        content.extend_from_slice(format!("line {n} of a text file\twith a tab\n").as_bytes());
+    }
+    std::fs::write(files.join("notes.txt"), &content).expect("a file");
+    std::fs::write(root.path().join("secret.txt"), b"not for you").expect("a secret");
+    std::os::unix::fs::symlink(root.path().join("secret.txt"), files.join("escape.txt"))
+        .expect("a symlink");
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), Some(files.clone()));
+        within(
+            &db,
+            scenarios::server_file_arrives_byte_exact(
+                server.addr(),
+                "notes.txt",
+                &content,
+                "escape.txt",
+            ),
+        );
+        server.stop();
+    }
+}
+
+/// A user's upload to another user arrives byte-exact; a refused one is discarded.
+pub fn uploads_arrive_byte_exact(driver: &impl Driver) {
+    on_every_database(driver, config(), scenarios::upload_arrives_byte_exact);
+}
