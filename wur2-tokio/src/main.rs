@@ -4,6 +4,8 @@
 //! work on the same database. Every flag is also an environment variable, read from a
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
+mod operator;
+
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,6 +36,9 @@ struct Cli {
 
     #[command(flatten)]
     serve: ServeArgs,
+
+    #[command(flatten)]
+    operator: operator::OperatorArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +52,12 @@ enum Command {
     },
     /// List every account with its role.
     Users,
+    /// Delete an account and every message it sent or received (a user leaving for good).
+    /// Kick the user first if they are online.
+    PurgeUser {
+        /// The username (matched without regard to case).
+        user: String,
+    },
     /// Chat from this terminal: a full-screen client of a WUR2 server.
     Chat(wur2_client::ChatArgs),
 }
@@ -90,7 +101,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (url, location) = database_url(cli.database_url.as_deref())?;
     match cli.command {
-        None => serve(cli.serve, &url, &location).await,
+        None => serve(cli.serve, cli.operator, &url, &location).await,
         Some(Command::Chat(args)) => wur2_client::run(args).await,
         Some(Command::Role { user, role }) => {
             let (store, _writer) = open_store(&url, &location).await?;
@@ -98,6 +109,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let account = result.with_context(|| format!("cannot set the role of {user}"))?;
             println!("{} is now {}", account.username, account.role);
+            Ok(())
+        }
+        Some(Command::PurgeUser { user }) => {
+            let (store, _writer) = open_store(&url, &location).await?;
+            let result = store.purge_user(&user).await;
+            store.close().await;
+            let purged = result.with_context(|| format!("cannot purge {user}"))?;
+            println!(
+                "{} purged: the account and its {} message(s) are deleted",
+                purged.username, purged.messages
+            );
             Ok(())
         }
         Some(Command::Users) => {
@@ -148,7 +170,12 @@ async fn open_store(url: &str, location: &str) -> anyhow::Result<(Store, AppendW
         .with_context(|| format!("cannot open the database ({location})"))
 }
 
-async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    operator: operator::OperatorArgs,
+    url: &str,
+    location: &str,
+) -> anyhow::Result<()> {
     if let Some(dir) = &args.files_dir {
         check_files_dir(dir)?;
     }
@@ -164,11 +191,25 @@ async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()>
             bail!("cannot listen on {}: {error}", args.listen);
         }
     };
+    let prepared = match operator.prepare().await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
+        }
+    };
     match &args.files_dir {
         Some(dir) => info!("server-side files are sent from {}", dir.display()),
         None => info!("server-side files are off (no --files-dir)"),
     }
-    let server = wur2_tokio::serve_with(listener, store.clone(), config, args.options())?;
+    let metrics = wur2_tokio::metrics::Metrics::new();
+    let mut server = wur2_tokio::serve_with(
+        listener,
+        metrics.meter(store.clone()),
+        config,
+        args.options(),
+    )?;
+    let running = prepared.start(&mut server, metrics, &store)?;
     info!(
         "listening on {} (ready in {} ms)",
         server.local_addr(),
@@ -178,6 +219,7 @@ async fn serve(args: ServeArgs, url: &str, location: &str) -> anyhow::Result<()>
     info!("signal received; shutting down");
     // The server closes the store last, once every pending append is written.
     server.shutdown().await?;
+    running.stop();
     drop(store);
     if tokio::time::timeout(Duration::from_secs(5), writer)
         .await
