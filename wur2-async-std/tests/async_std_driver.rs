@@ -27,6 +27,12 @@ impl wur2_testkit::Driver for AsyncStd {
 
     fn start(&self, url: &str, config: Config, files_dir: Option<PathBuf>) -> AsyncStdServer {
         async_std::task::block_on(async {
+            // sqlx chooses Tokio only when a Tokio runtime is current; here none is, so
+            // it runs on async-std (README: "Tokio in the dependency tree").
+            assert!(
+                tokio::runtime::Handle::try_current().is_err(),
+                "no Tokio runtime where the async-std server runs"
+            );
             let (store, writer) = Store::open(url, store_config())
                 .await
                 .expect("open the store");
