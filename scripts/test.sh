@@ -16,13 +16,15 @@ cargo test --workspace
 cargo run -q -p wur2-engine --example bot >/dev/null
 cargo run -q -p wur2-engine --example blocking_server -- --self-test
 cargo run -q -p wur2-tokio --example embed_tokio -- --self-test
+# The async-std driver serves, two clients chat, it shuts down (wur2-async-std/README.md).
+cargo run -q -p wur2-async-std --example serve -- --self-test
 # The library crates package and build from their .crate files (unpublished dependencies
 # come from cargo's temporary local registry).
-cargo package -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-tokio --allow-dirty
+cargo package -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-host -p wur2-tokio -p wur2-async-std --allow-dirty
 # MSRV: build with the toolchain of the workspace's rust-version when rustup has it.
 msrv="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml).0"
 if rustup run "$msrv" rustc --version >/dev/null 2>&1; then
-  cargo "+$msrv" check -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-tokio --all-targets --target-dir target/msrv
+  cargo "+$msrv" check -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-host -p wur2-tokio -p wur2-async-std --all-targets --target-dir target/msrv
 else
   echo "MSRV check skipped: toolchain $msrv not installed (rustup toolchain install $msrv)" >&2
 fi
