@@ -5,7 +5,8 @@
 #   bench/run.sh            # configurations A B L C P, three repetitions interleaved
 #   bench/run.sh A B        # only these configurations
 #
-# Environment: REPS (default 3), SERVERS (default "wur2 ngircd inspircd relay"),
+# Environment: REPS (default 3), SERVERS (default "wur2 wur2-async-std ngircd inspircd relay";
+# wur2-async-std is the same server on the async-std driver, its example `serve`),
 # WINDOW (messages in flight per sender, default 64), WUR2_BIN (a wur2 binary to test;
 # default: build the working tree; WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
 # PROFILE=1 (after the runs, one extra config-B run of wur2 under `perf record`).
@@ -17,7 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REPS=${REPS:-3}
-SERVERS=${SERVERS:-"wur2 ngircd inspircd relay"}
+SERVERS=${SERVERS:-"wur2 wur2-async-std ngircd inspircd relay"}
 WINDOW=${WINDOW:-64}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -78,6 +79,11 @@ build() {
     fi
     # A private copy: other builds may replace target/release/wur2 while we run.
     cp "$WUR2_BIN" "$WORK/wur2"
+    if [[ " $SERVERS " == *" wur2-async-std "* ]]; then
+        log "building the async-std server (wur2-async-std example serve)"
+        (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-async-std --example serve)
+        cp "$ROOT/target/release/examples/serve" "$WORK/wur2-async-std"
+    fi
 }
 
 # --- servers -----------------------------------------------------------------------------
@@ -157,6 +163,13 @@ stop_server() {
 start_server() {
     local name=$1 db=${2:-}
     case $name in
+    wur2-async-std)
+        # The same flags as wur2 (both take wur2-host's ServeArgs).
+        PORT=16671 PROTO=wur2 CONC=64
+        taskset -c "$SERVER_CPU" "$WORK/wur2-async-std" --listen "127.0.0.1:$PORT" --database-url "$db" \
+            --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
+            >>"$WORK/$name.log" 2>&1 &
+        ;;
     wur2*)
         PORT=16669 PROTO=wur2 CONC=64
         taskset -c "$SERVER_CPU" "$WORK/wur2" --listen "127.0.0.1:$PORT" --database-url "$db" \
@@ -212,6 +225,7 @@ servers_for() {
 db_for() {
     case $2 in
     wur2-postgres) echo "$PG_URL" ;;
+    wur2-async-std) echo "sqlite://$WORK/$1-async-std.db" ;;
     *) echo "sqlite://$WORK/$1.db" ;;
     esac
 }
@@ -383,6 +397,9 @@ r = ratio("L", "wur2", "relay", "p99_us")
 out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
 c = med(rows.get(("C", "wur2"), []), "bytes_per_conn")
 out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
+r = ratio("B", "wur2-async-std", "wur2", "deliveries_per_s")
+if r:
+    out.append(f"- B: async-std driver / Tokio driver deliveries/s = {r:.2f}×")
 text = "\n".join(out)
 print(text)
 open(sys.argv[2], "w").write(text + "\n")
