@@ -12,6 +12,7 @@ use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 use wur2_engine::ErrorCode;
 
+use crate::endpoint::Endpoint;
 use crate::files::{Downloads, Finished, local_file};
 use crate::net::{self, Credentials, LoginError, NetEvent, Outgoing, Session};
 use crate::protocol::{ServerEvent, ServerLine};
@@ -55,7 +56,7 @@ fn now_ms() -> i64 {
 
 /// Runs the full-screen client on a logged-in `session` until the user leaves.
 pub async fn run(
-    server: String,
+    server: Endpoint,
     credentials: Credentials,
     session: Session,
     downloads: Downloads,
@@ -70,7 +71,7 @@ pub async fn run(
 struct Client {
     state: ChatState,
     downloads: Downloads,
-    server: String,
+    server: Endpoint,
     credentials: Arc<Credentials>,
     outgoing: Option<mpsc::UnboundedSender<Outgoing>>,
     /// Which connection's reports count; older ones are ignored.
@@ -86,7 +87,7 @@ struct Client {
 
 impl Client {
     fn new(
-        server: String,
+        server: Endpoint,
         credentials: Credentials,
         session: Session,
         downloads: Downloads,

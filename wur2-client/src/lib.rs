@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod endpoint;
 pub mod files;
 mod net;
 pub mod protocol;
@@ -52,6 +53,14 @@ pub struct ChatArgs {
     /// Where files people send you are saved (created when the first one arrives).
     #[arg(long, default_value = "downloads")]
     pub download_dir: PathBuf,
+    /// Connect with TLS (the server's --tls-listen port, usually 6697) and verify its
+    /// certificate against the bundled Mozilla roots.
+    #[arg(long, env = "WUR2_TLS")]
+    pub tls: bool,
+    /// Trust only the CA certificates in this PEM file (a private or self-signed server);
+    /// implies --tls.
+    #[arg(long, env = "WUR2_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Asks for what is missing, logs in, then runs the full-screen client until the user
@@ -63,7 +72,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         user,
         register,
         download_dir,
+        tls,
+        ca,
     } = args;
+    let server = if tls || ca.is_some() {
+        endpoint::Endpoint::tls(server, ca.as_deref())?
+    } else {
+        endpoint::Endpoint::plain(server)
+    };
     let credentials = tokio::task::spawn_blocking(move || ask_credentials(user, register))
         .await
         .context("the login prompt failed")??;

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use wur2_engine::{ErrorCode, Password};
 
+use crate::endpoint::{Endpoint, ReadHalf, WriteHalf};
 use crate::protocol::{ServerEvent, ServerLine};
 
 /// How long the server has to answer a login.
@@ -68,26 +67,32 @@ impl LoginError {
 }
 
 /// A logged-in connection, not yet split into its tasks.
-#[derive(Debug)]
 pub struct Session {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf>,
+    writer: WriteHalf,
     /// The username as registered.
     pub user: String,
     /// Our role.
     pub role: String,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Connects to `server`, switches to JSON lines and logs in (or, with `register`, creates
 /// the account first: only the first time, reconnects log in).
 pub async fn connect(
-    server: &str,
+    server: &Endpoint,
     credentials: &Credentials,
     register: bool,
 ) -> Result<Session, LoginError> {
-    let stream = TcpStream::connect(server).await?;
-    stream.set_nodelay(true)?;
-    let (read, mut writer) = stream.into_split();
+    let (read, mut writer) = server.open().await?;
     let mut reader = BufReader::new(read);
     let verb = if register { "register" } else { "login" };
     let mut hello = format!(
@@ -96,7 +101,11 @@ pub async fn connect(
         credentials.password.expose()
     )
     .into_bytes();
-    let written = writer.write_all(&hello).await;
+    let written = match writer.write_all(&hello).await {
+        // TLS buffers records: they leave only on flush.
+        Ok(()) => writer.flush().await,
+        Err(error) => Err(error),
+    };
     hello.fill(0);
     written?;
     let answer = tokio::time::timeout(LOGIN_TIMEOUT, async {
@@ -191,7 +200,7 @@ pub fn spawn(
 }
 
 async fn read_lines(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf>,
     generation: u64,
     events: mpsc::UnboundedSender<(u64, NetEvent)>,
 ) {
@@ -214,7 +223,7 @@ async fn read_lines(
 }
 
 async fn write_lines(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     generation: u64,
     events: mpsc::UnboundedSender<(u64, NetEvent)>,
@@ -223,7 +232,10 @@ async fn write_lines(
         let result = match next {
             Outgoing::Line(mut line) => {
                 line.push('\n');
-                writer.write_all(line.as_bytes()).await
+                match writer.write_all(line.as_bytes()).await {
+                    Ok(()) => writer.flush().await,
+                    Err(error) => Err(error),
+                }
             }
             Outgoing::Upload {
                 local,
@@ -235,7 +247,10 @@ async fn write_lines(
                 let report = |event| {
                     let _ = events.send((generation, event));
                 };
-                upload(&mut writer, local, &to, &name, size, &path, report).await
+                match upload(&mut writer, local, &to, &name, size, &path, report).await {
+                    Ok(()) => writer.flush().await,
+                    Err(error) => Err(error),
+                }
             }
         };
         if result.is_err() {
@@ -250,7 +265,7 @@ async fn write_lines(
 /// any more is padded with zeros (the server counts bytes; anything short would swallow
 /// our next lines) and reported as failed.
 async fn upload(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteHalf,
     local: u64,
     to: &str,
     name: &str,
@@ -302,7 +317,7 @@ async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn alice() -> Credentials {
         Credentials {
@@ -339,7 +354,9 @@ mod tests {
             "{\"type\":\"welcome\",\"user\":\"Alice\",\"role\":\"mod\",\"new\":false}\n",
         ))
         .await;
-        let session = connect(&addr, &alice(), false).await.unwrap();
+        let session = connect(&Endpoint::plain(addr.clone()), &alice(), false)
+            .await
+            .unwrap();
         assert_eq!(
             (session.user.as_str(), session.role.as_str()),
             ("Alice", "mod")
@@ -355,7 +372,9 @@ mod tests {
             "{\"type\":\"error\",\"code\":\"username_taken\",\"message\":\"that username is taken\"}\n",
         ))
         .await;
-        let error = connect(&addr, &alice(), true).await.unwrap_err();
+        let error = connect(&Endpoint::plain(addr.clone()), &alice(), true)
+            .await
+            .unwrap_err();
         assert_eq!(error.to_string(), "that username is taken");
         assert!(!error.is_temporary());
         assert_eq!(server.await.unwrap()[1], "/register alice correct horse\n");
@@ -368,14 +387,14 @@ mod tests {
         )
         .await;
         assert!(
-            connect(&addr, &alice(), false)
+            connect(&Endpoint::plain(addr.clone()), &alice(), false)
                 .await
                 .unwrap_err()
                 .is_temporary()
         );
         let (addr, _server) = fake_server("").await;
         assert!(
-            connect(&addr, &alice(), false)
+            connect(&Endpoint::plain(addr.clone()), &alice(), false)
                 .await
                 .unwrap_err()
                 .is_temporary()
@@ -396,8 +415,8 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         let (read, writer) = client.into_split();
         let session = Session {
-            reader: BufReader::new(read),
-            writer,
+            reader: BufReader::new(Box::new(read)),
+            writer: Box::new(writer),
             user: "alice".into(),
             role: "user".into(),
         };
@@ -456,5 +475,64 @@ mod tests {
                 .iter()
                 .any(|event| matches!(event, NetEvent::UploadFailed { local: 1, .. }))
         );
+    }
+
+    /// A fake TLS server for `localhost` that answers the login with a welcome; returns
+    /// its address and the CA (its own self-signed certificate) as a PEM file.
+    async fn fake_tls_server(dir: &std::path::Path) -> (String, PathBuf) {
+        use tokio_rustls::rustls;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    continue;
+                };
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                for _ in 0..2 {
+                    line.clear();
+                    stream.read_line(&mut line).await.unwrap();
+                }
+                let welcome =
+                    "{\"type\":\"welcome\",\"user\":\"alice\",\"role\":\"user\",\"new\":false}\n";
+                stream
+                    .get_mut()
+                    .write_all(welcome.as_bytes())
+                    .await
+                    .unwrap();
+                stream.get_mut().flush().await.unwrap();
+            }
+        });
+        (format!("localhost:{port}"), ca)
+    }
+
+    #[tokio::test]
+    async fn tls_logs_in_when_the_certificate_is_trusted_and_refuses_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = fake_tls_server(dir.path()).await;
+        let trusted = Endpoint::tls(addr.clone(), Some(&ca)).unwrap();
+        assert_eq!(trusted.to_string(), format!("{addr} (TLS)"));
+        let session = connect(&trusted, &alice(), false).await.unwrap();
+        assert_eq!(session.user, "alice");
+        // The bundled roots do not know a self-signed certificate.
+        let untrusted = Endpoint::tls(addr, None).unwrap();
+        let error = connect(&untrusted, &alice(), false).await.unwrap_err();
+        assert!(error.to_string().contains("certificate"), "{error}");
+        assert!(Endpoint::tls("localhost:1", Some(&dir.path().join("missing.pem"))).is_err());
     }
 }
