@@ -1,7 +1,7 @@
-//! The one task that owns the [`Engine`]: it feeds it connection events, store replies and
-//! time, and carries out what the engine asks. It holds no chat state of its own, only
-//! the table from connection ids to connection tasks ([`Connections`], shared with every
-//! driver), and it never waits on a socket or on the store.
+//! The one task that owns the [`Engine`] (inside an [`EngineHost`], shared with every
+//! driver): it feeds it connection events, store replies and time, and carries out what
+//! the engine asks on async-std. It holds no chat state of its own, and it never waits on
+//! a socket or on the store.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use async_std::task::{self, JoinHandle};
 use futures::FutureExt;
 use futures::channel::oneshot;
 use tracing::{debug, info, warn};
-use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply};
-use wur2_host::{Closing, Connections, FileEvent, FileJob, Files, Storage, input_budget};
+use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
+use wur2_host::{Closing, EngineHost, FileEvent, Storage, Work, input_budget};
 
 use crate::Options;
 use crate::connection::{self, Event, Reports};
@@ -27,18 +27,14 @@ const EVENT_CHANNEL: usize = 4096;
 
 /// Everything the engine's loop owns.
 struct Driver<S> {
-    engine: Engine,
+    host: EngineHost,
     store: Arc<S>,
     options: Options,
-    files: Files,
     files_tx: Sender<FileEvent>,
-    connections: Connections,
     /// Given to each new connection task; dropped at shutdown so the event channel closes
     /// once the last task is gone.
     reports: Option<Reports>,
     replies_tx: Sender<(RequestId, StoreReply)>,
-    /// Store requests started and not answered yet.
-    in_flight: usize,
 }
 
 /// The receiving ends the engine's loop reads.
@@ -80,19 +76,16 @@ pub(crate) fn spawn<S: Storage>(
         options.accept_backoff,
     ));
     let driver = Driver {
-        engine,
+        host: EngineHost::new(engine, options.files_dir.clone()),
         store: Arc::new(store),
-        files: Files::new(options.files_dir.clone()),
         files_tx,
         options: options.clone(),
-        connections: Connections::new(),
         reports: Some(Reports {
             events: events_tx,
             written: written_tx.clone(),
             flush_timeout: options.close_flush_timeout,
         }),
         replies_tx,
-        in_flight: 0,
     };
     let channels = Channels {
         events,
@@ -139,7 +132,7 @@ impl<S: Storage> Driver<S> {
         let mut events_open = true;
         loop {
             if batch.is_empty() {
-                let timeout = self.engine.poll_timeout();
+                let timeout = self.host.engine.poll_timeout();
                 let wake = futures::select_biased! {
                     signal = armed(shutdown_armed, &mut shutdown).fuse() => Wake::Shutdown(signal.is_ok()),
                     written = channels.written.recv().fuse() => Wake::Written(written.ok()),
@@ -161,7 +154,7 @@ impl<S: Storage> Driver<S> {
                             self.begin_shutdown();
                         }
                     }
-                    Wake::Written(Some((id, bytes))) => self.engine.handle_written(id, bytes),
+                    Wake::Written(Some((id, bytes))) => self.host.engine.handle_written(id, bytes),
                     Wake::Event(Some(event)) => {
                         batch.push(event);
                         while batch.len() < EVENT_BATCH {
@@ -172,16 +165,16 @@ impl<S: Storage> Driver<S> {
                         }
                     }
                     Wake::Event(None) => events_open = false,
-                    Wake::Reply(Some((id, reply))) => self.handle_reply(id, reply, Instant::now()),
-                    Wake::File(Some(event)) => {
-                        self.files.handle(event, &mut self.engine, Instant::now());
+                    Wake::Reply(Some((id, reply))) => {
+                        self.host.store_reply(id, reply, Instant::now());
                     }
+                    Wake::File(Some(event)) => self.host.file_event(event, Instant::now()),
                     Wake::Written(None) | Wake::Reply(None) | Wake::File(None) => {}
                     Wake::Timeout => {}
                     Wake::StopBy => {
                         warn!(
-                            connections = self.connections.len(),
-                            store_requests = self.in_flight,
+                            connections = self.host.connections(),
+                            store_requests = self.host.in_flight(),
                             "shutdown timed out; stopping anyway"
                         );
                         break;
@@ -191,23 +184,23 @@ impl<S: Storage> Driver<S> {
             let now = Instant::now();
             // What reached the sockets first, so nobody looks slower than they are.
             while let Ok((id, bytes)) = channels.written.try_recv() {
-                self.engine.handle_written(id, bytes);
+                self.host.engine.handle_written(id, bytes);
             }
             let take = input_budget(&batch, Event::received_len);
             for event in batch.drain(..take) {
                 self.handle_event(event, now);
             }
             while let Ok((id, reply)) = channels.replies.try_recv() {
-                self.handle_reply(id, reply, now);
+                self.host.store_reply(id, reply, now);
             }
             while let Ok(event) = channels.files.try_recv() {
-                self.files.handle(event, &mut self.engine, now);
+                self.host.file_event(event, now);
             }
-            if self.engine.poll_timeout().is_some_and(|at| at <= now) {
-                self.engine.handle_timeout(now);
+            if self.host.engine.poll_timeout().is_some_and(|at| at <= now) {
+                self.host.engine.handle_timeout(now);
             }
             let wrote = self.drain_outputs();
-            if stop_by.is_some() && !events_open && self.in_flight == 0 {
+            if stop_by.is_some() && !events_open && self.host.in_flight() == 0 {
                 break;
             }
             if wrote {
@@ -231,11 +224,10 @@ impl<S: Storage> Driver<S> {
     }
 
     fn begin_shutdown(&mut self) {
-        info!(connections = self.connections.len(), "shutting down");
         // New connections must not start tasks now; when the last task ends, the event
         // channel closes and the loop knows every client has been written to.
         self.reports = None;
-        self.engine.handle_shutdown(Instant::now());
+        self.host.begin_shutdown(Instant::now());
         self.drain_outputs();
     }
 
@@ -246,71 +238,37 @@ impl<S: Storage> Driver<S> {
                     // Shutting down: the socket is dropped unanswered.
                     return;
                 };
-                let id = self.engine.handle_connect(peer, now);
-                let link = self.connections.insert(id, peer);
+                let (id, link) = self.host.connect(peer, now);
                 task::spawn(connection::run(id, stream, link, reports));
             }
-            Event::Received(id, data) => self.engine.handle_received(id, &data, now),
+            Event::Received(id, data) => self.host.engine.handle_received(id, &data, now),
             Event::PeerClosed(id) => {
-                self.engine.handle_peer_closed(id, now);
-                // Write what is already queued (a half-closed client still reads).
-                self.connections
-                    .closed_by_peer(id, &"peer closed", Closing::Flush);
+                self.host
+                    .peer_closed(id, &"peer closed", Closing::Flush, now);
             }
-            Event::Failed(id, error) => {
-                self.engine.handle_peer_closed(id, now);
-                self.connections.closed_by_peer(id, &error, Closing::Abort);
-            }
+            Event::Failed(id, error) => self.host.peer_closed(id, &error, Closing::Abort, now),
         }
     }
 
-    fn handle_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        match &reply {
-            StoreReply::Failed(StoreError::Unavailable(error)) => {
-                warn!(request = %id, %error, "store error");
-            }
-            StoreReply::Failed(StoreError::Busy) => warn!(request = %id, "store busy"),
-            _ => {}
-        }
-        self.engine.handle_store_reply(id, reply, now);
-    }
-
-    /// Runs a file job on async-std's blocking pool; its event comes back to the loop.
-    fn run_file_job(&self, job: FileJob) {
-        let events = self.files_tx.clone();
-        task::spawn_blocking(move || {
-            let _ = events.try_send(job());
-        });
-    }
-
-    /// Drains the engine's outputs, then hands every touched connection its frames and
-    /// instructions. Returns whether any were touched.
+    /// Drains the engine's outputs; file work goes to async-std's blocking pool, store
+    /// requests start now and are awaited in their own tasks.
     fn drain_outputs(&mut self) -> bool {
-        while let Some(output) = self.engine.poll_output() {
-            match self.connections.route(output) {
-                None => {}
-                Some(Output::OpenFile { transfer, path }) => {
-                    let job = self.files.open(transfer, path);
-                    self.run_file_job(job);
-                }
-                Some(Output::ReadFile { transfer, max }) => {
-                    let job = self.files.read(transfer, max);
-                    self.run_file_job(job);
-                }
-                Some(Output::CloseFile { transfer }) => self.files.close(transfer),
-                Some(Output::Store { id, request }) => {
-                    self.in_flight += 1;
-                    let reply = self.store.execute(*request);
-                    let replies = self.replies_tx.clone();
-                    task::spawn(async move {
-                        let _ = replies.send((id, reply.await)).await;
-                    });
-                }
-                Some(other) => debug!(?other, "output already routed"),
+        let (store, replies, files) = (&self.store, &self.replies_tx, &self.files_tx);
+        self.host.drain_outputs(|work| match work {
+            Work::File(job) => {
+                let files = files.clone();
+                task::spawn_blocking(move || {
+                    let _ = files.try_send(job());
+                });
             }
-        }
-        self.connections.deliver()
+            Work::Store(id, request) => {
+                let reply = store.execute(request);
+                let replies = replies.clone();
+                task::spawn(async move {
+                    let _ = replies.send((id, reply.await)).await;
+                });
+            }
+        })
     }
 }
 

@@ -13,12 +13,14 @@
 
 mod clock;
 mod connections;
+mod engine_host;
 mod files;
 mod options;
 mod storage;
 
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{Closing, Connections, INPUT_BUDGET, Link, consume, input_budget};
+pub use engine_host::{EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
 pub use options::{Options, ServeArgs, prepare};
 pub use storage::Storage;

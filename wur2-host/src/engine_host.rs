@@ -1,0 +1,134 @@
+//! [`EngineHost`]: the engine with what every driver keeps beside it — its connections'
+//! hand-over slots, its server-side files, the count of store requests in flight — and the
+//! steps every driver takes on them, whatever its runtime. A driver feeds it what its
+//! sockets, store and files report, and carries out the [`Work`] a drain hands back
+//! (spawning on its own runtime).
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest};
+
+use crate::connections::{Closing, Connections, Link};
+use crate::files::{FileEvent, FileJob, Files};
+
+/// What a drain asks the driver to start on its runtime, in the engine's order.
+pub enum Work {
+    /// Blocking file I/O: run it off the loop, give its event to
+    /// [`EngineHost::file_event`].
+    File(FileJob),
+    /// A store request: call [`Storage::execute`](crate::Storage::execute) now (order
+    /// matters), await the reply anywhere, give it to [`EngineHost::store_reply`].
+    Store(RequestId, StoreRequest),
+}
+
+/// The engine and the driver's runtime-independent state beside it.
+pub struct EngineHost {
+    /// The chat engine; drivers call it directly for written bytes and timeouts.
+    pub engine: Engine,
+    connections: Connections,
+    files: Files,
+    in_flight: usize,
+}
+
+impl EngineHost {
+    /// Hosts `engine`, with server-side files from `files_dir` (canonical; see
+    /// [`prepare`](crate::prepare)).
+    pub fn new(engine: Engine, files_dir: Option<PathBuf>) -> EngineHost {
+        EngineHost {
+            engine,
+            connections: Connections::new(),
+            files: Files::new(files_dir),
+            in_flight: 0,
+        }
+    }
+
+    /// Connections not closed yet.
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Store requests started and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// A client connected: its id, and the link its connection task reads.
+    pub fn connect(&mut self, peer: SocketAddr, now: Instant) -> (ConnectionId, Arc<Link>) {
+        let id = self.engine.handle_connect(peer, now);
+        (id, self.connections.insert(id, peer))
+    }
+
+    /// The client went away (`reason`); `closing` says whether what is queued is still
+    /// written ([`Closing::Flush`]: a half-closed client still reads) or dropped.
+    pub fn peer_closed(
+        &mut self,
+        id: ConnectionId,
+        reason: &dyn Display,
+        closing: Closing,
+        now: Instant,
+    ) {
+        self.engine.handle_peer_closed(id, now);
+        self.connections.closed_by_peer(id, reason, closing);
+    }
+
+    /// A store reply arrived.
+    pub fn store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match &reply {
+            StoreReply::Failed(StoreError::Unavailable(error)) => {
+                warn!(request = %id, %error, "store error");
+            }
+            StoreReply::Failed(StoreError::Busy) => warn!(request = %id, "store busy"),
+            _ => {}
+        }
+        self.engine.handle_store_reply(id, reply, now);
+    }
+
+    /// A file job finished.
+    pub fn file_event(&mut self, event: FileEvent, now: Instant) {
+        self.files.handle(event, &mut self.engine, now);
+    }
+
+    /// Starts a graceful shutdown: the engine tells everyone and closes every connection.
+    /// Drain afterwards.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        info!(connections = self.connections.len(), "shutting down");
+        self.engine.handle_shutdown(now);
+    }
+
+    /// Drains the engine's outputs: frames and instructions are staged per connection and
+    /// handed over at the end (one lock and one wake-up each); everything else goes to
+    /// `carry`, in the engine's order. Returns whether any connection was touched.
+    pub fn drain_outputs(&mut self, mut carry: impl FnMut(Work)) -> bool {
+        while let Some(output) = self.engine.poll_output() {
+            match self.connections.route(output) {
+                None => {}
+                Some(Output::OpenFile { transfer, path }) => {
+                    carry(Work::File(self.files.open(transfer, path)));
+                }
+                Some(Output::ReadFile { transfer, max }) => {
+                    carry(Work::File(self.files.read(transfer, max)));
+                }
+                Some(Output::CloseFile { transfer }) => self.files.close(transfer),
+                Some(Output::Store { id, request }) => {
+                    self.in_flight += 1;
+                    carry(Work::Store(id, *request));
+                }
+                // `route` keeps every connection output.
+                Some(
+                    Output::Transmit { .. }
+                    | Output::Broadcast { .. }
+                    | Output::Close { .. }
+                    | Output::PauseReading(_)
+                    | Output::ResumeReading(_),
+                ) => {}
+            }
+        }
+        self.connections.deliver()
+    }
+}
