@@ -28,3 +28,25 @@ fn a_server_file_whose_name_breaks_the_file_name_rules_is_refused() {
     assert!(w.saw(a, "] notes.txt sent to bob"));
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
+
+/// found while writing the fuzz target `engine`'s limits: with `transfer_chunk_bytes` 0 an
+/// upload moved empty pieces for ever (each one a `[file 1 data 0]` line to the
+/// recipient) and never finished; a server-side file asked for reads of 0 bytes. A chunk
+/// is now at least one byte.
+#[test]
+fn a_chunk_size_of_zero_still_moves_files() {
+    let mut w = World::new(Config {
+        transfer_chunk_bytes: 0,
+        server_files: true,
+        ..Config::default()
+    });
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.send(a, "/send bob note.txt 5\nhello");
+    assert!(w.saw(a, "[file 1 done] note.txt sent to bob"));
+    w.files.insert("f.txt".into(), b"abc".to_vec());
+    w.send(a, "/send bob f.txt\n");
+    assert!(w.saw(a, "[file 2 done] f.txt sent to bob"));
+    let transcript = String::from_utf8_lossy(&w.transcript[&b]).into_owned();
+    assert!(!transcript.contains(" data 0]"), "{transcript:?}");
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}

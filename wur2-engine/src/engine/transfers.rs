@@ -279,7 +279,7 @@ impl Engine {
             });
             return true;
         };
-        let room = self.window_room(id);
+        let (room, most) = (self.window_room(id), self.chunk_bytes());
         let Some(session) = self.sessions.get_mut(connection) else {
             return false;
         };
@@ -289,9 +289,7 @@ impl Engine {
             }
             return false;
         }
-        let limit = (room.min(self.config.transfer_chunk_bytes) as u64)
-            .min(upload.remaining)
-            .min(buffered) as usize;
+        let limit = (room.min(most) as u64).min(upload.remaining).min(buffered) as usize;
         let take = char_boundary(session.framer.peek(limit + 1), limit, upload.remaining);
         let mut chunk = Vec::with_capacity(take);
         session.framer.take_raw(take, &mut chunk);
@@ -557,7 +555,7 @@ impl Engine {
     /// Asks the driver for the next piece of a server-side file, if there is room.
     fn read_more(&mut self, id: TransferId) {
         let room = self.window_room(id);
-        let chunk = self.config.transfer_chunk_bytes;
+        let chunk = self.chunk_bytes();
         let Some(transfer) = self.transfers.get_mut(&id) else {
             return;
         };
@@ -572,6 +570,12 @@ impl Engine {
         self.outbox
             .outputs
             .push_back(Output::ReadFile { transfer: id, max });
+    }
+
+    /// The largest piece of a file to move at once: `transfer_chunk_bytes`, at least one
+    /// byte (a chunk of 0 would send empty pieces for ever and never finish).
+    fn chunk_bytes(&self) -> usize {
+        self.config.transfer_chunk_bytes.max(1)
     }
 
     /// How many more bytes the recipient of `id` may have queued.
