@@ -3,7 +3,10 @@
 //! in the same run.
 //!
 //! `cargo bench -p wur2-tokio --bench idle_memory` (release profile). Environment:
-//! `WUR2_BENCH_CLIENTS` (default 5000), `WUR2_BENCH_STARTS` (default 5).
+//! `WUR2_BENCH_CLIENTS` (default 5000), `WUR2_BENCH_STARTS` (default 5),
+//! `WUR2_BENCH_FIXED_ONLY` (skip the pass with glibc's default mmap threshold),
+//! `WUR2_BENCH_SERVER_ENV` / `WUR2_BENCH_SERVER_ARGS` (extra `NAME=value` environment and
+//! flags for the server, to compare settings).
 //! Everything runs on 127.0.0.1; the server is stopped by its own pid.
 
 use std::io::{BufRead, BufReader};
@@ -35,6 +38,18 @@ fn start(dir: &Path, fixed_mmap_threshold: bool) -> (Server, Duration) {
         // glibc raises its mmap threshold after the first freed argon2 block (19 MiB) and
         // then keeps every later block in its arenas; a fixed threshold returns them.
         command.env("MALLOC_MMAP_THRESHOLD_", "131072");
+    }
+    // Extra `NAME=value` pairs for the server, to compare allocator settings.
+    for pair in std::env::var("WUR2_BENCH_SERVER_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        if let Some((name, value)) = pair.split_once('=') {
+            command.env(name, value);
+        }
+    }
+    if let Ok(args) = std::env::var("WUR2_BENCH_SERVER_ARGS") {
+        command.args(args.split_whitespace());
     }
     let mut child = command
         .current_dir(dir)
@@ -215,7 +230,12 @@ fn main() {
         median(existing)
     );
 
-    for fixed in [false, true] {
+    let passes: &[bool] = if std::env::var_os("WUR2_BENCH_FIXED_ONLY").is_some() {
+        &[true]
+    } else {
+        &[false, true]
+    };
+    for &fixed in passes {
         println!(
             "\n## allocator: glibc {}",
             if fixed {

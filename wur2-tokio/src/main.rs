@@ -39,6 +39,12 @@ struct Cli {
 
     #[command(flatten)]
     operator: operator::OperatorArgs,
+
+    /// Threads running chat I/O: 0 means one per core; 1 runs everything on one thread
+    /// (the least memory per connection, and no cross-thread hand-offs when the server is
+    /// pinned to one core).
+    #[arg(long, env = "WUR2_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,10 +85,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.worker_threads {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("wur2: error: cannot start the runtime: {error}");
