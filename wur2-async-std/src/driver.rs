@@ -14,7 +14,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use tracing::{debug, info, warn};
 use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
-use wur2_host::{Closing, EngineHost, FileEvent, Storage, Work, input_budget};
+use wur2_host::{EngineHost, FileEvent, Storage, Work, input_budget};
 
 use crate::Options;
 use crate::connection::{self, Event, Reports};
@@ -232,22 +232,13 @@ impl<S: Storage> Driver<S> {
     }
 
     fn handle_event(&mut self, event: Event, now: Instant) {
-        match event {
-            Event::Accepted(stream, peer) => {
-                let Some(reports) = self.reports.clone() else {
-                    // Shutting down: the socket is dropped unanswered.
-                    return;
-                };
-                let (id, link) = self.host.connect(peer, now);
+        let reports = &self.reports;
+        self.host.handle_event(event, now, |id, stream, link| {
+            // No reports once shutdown began; the host takes no new clients then either.
+            if let Some(reports) = reports.clone() {
                 task::spawn(connection::run(id, stream, link, reports));
             }
-            Event::Received(id, data) => self.host.engine.handle_received(id, &data, now),
-            Event::PeerClosed(id) => {
-                self.host
-                    .peer_closed(id, &"peer closed", Closing::Flush, now);
-            }
-            Event::Failed(id, error) => self.host.peer_closed(id, &error, Closing::Abort, now),
-        }
+        });
     }
 
     /// Drains the engine's outputs; file work goes to async-std's blocking pool, store

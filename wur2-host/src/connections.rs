@@ -8,9 +8,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tracing::info;
@@ -20,6 +22,40 @@ use wur2_engine::{ConnectionId, Output};
 /// Between turns the connection tasks write and report, which keeps the engine's count of
 /// bytes queued per client close to the truth, so fast readers are not taken for slow.
 pub const INPUT_BUDGET: usize = 64 * 1024;
+
+/// Bytes a connection task reads from its socket in one system call at most.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
+pub const MAX_IOVECS: usize = 64;
+/// Bytes of unread input discarded while lingering after a graceful close, at most.
+pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
+/// How long to linger after a graceful close for the client to close its side.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// What the accept loop and the connection tasks tell the engine's loop; `S` is the
+/// runtime's socket type.
+#[derive(Debug)]
+pub enum ConnectionEvent<S> {
+    /// The accept loop got a new client.
+    Accepted(S, SocketAddr),
+    /// Bytes arrived from the client.
+    Received(ConnectionId, Bytes),
+    /// The client closed its side (end of stream).
+    PeerClosed(ConnectionId),
+    /// Reading or writing failed (reset, broken pipe); the socket is gone.
+    Failed(ConnectionId, io::Error),
+}
+
+impl<S> ConnectionEvent<S> {
+    /// The bytes this event hands the engine, if it is received input (for
+    /// [`input_budget`]).
+    pub fn received_len(&self) -> Option<usize> {
+        match self {
+            ConnectionEvent::Received(_, data) => Some(data.len()),
+            _ => None,
+        }
+    }
+}
 
 /// How the driver wants a connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

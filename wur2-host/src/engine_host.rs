@@ -5,7 +5,6 @@
 //! (spawning on its own runtime).
 
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +12,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest};
 
-use crate::connections::{Closing, Connections, Link};
+use crate::connections::{Closing, ConnectionEvent, Connections, Link};
 use crate::files::{FileEvent, FileJob, Files};
 
 /// What a drain asks the driver to start on its runtime, in the engine's order.
@@ -33,6 +32,8 @@ pub struct EngineHost {
     connections: Connections,
     files: Files,
     in_flight: usize,
+    /// Whether new clients are taken (not once shutdown began).
+    accepting: bool,
 }
 
 impl EngineHost {
@@ -44,6 +45,7 @@ impl EngineHost {
             connections: Connections::new(),
             files: Files::new(files_dir),
             in_flight: 0,
+            accepting: true,
         }
     }
 
@@ -57,15 +59,36 @@ impl EngineHost {
         self.in_flight
     }
 
-    /// A client connected: its id, and the link its connection task reads.
-    pub fn connect(&mut self, peer: SocketAddr, now: Instant) -> (ConnectionId, Arc<Link>) {
-        let id = self.engine.handle_connect(peer, now);
-        (id, self.connections.insert(id, peer))
+    /// Gives the engine what a socket reported. A new client gets an id and a link, and
+    /// `start` starts its connection task on the driver's runtime; once shutdown began, a
+    /// new client's socket is dropped unanswered instead.
+    pub fn handle_event<S>(
+        &mut self,
+        event: ConnectionEvent<S>,
+        now: Instant,
+        start: impl FnOnce(ConnectionId, S, Arc<Link>),
+    ) {
+        match event {
+            ConnectionEvent::Accepted(socket, peer) => {
+                if self.accepting {
+                    let id = self.engine.handle_connect(peer, now);
+                    start(id, socket, self.connections.insert(id, peer));
+                }
+            }
+            ConnectionEvent::Received(id, data) => self.engine.handle_received(id, &data, now),
+            // Write what is already queued: a half-closed client still reads.
+            ConnectionEvent::PeerClosed(id) => {
+                self.peer_closed(id, &"peer closed", Closing::Flush, now);
+            }
+            ConnectionEvent::Failed(id, error) => {
+                self.peer_closed(id, &error, Closing::Abort, now);
+            }
+        }
     }
 
     /// The client went away (`reason`); `closing` says whether what is queued is still
-    /// written ([`Closing::Flush`]: a half-closed client still reads) or dropped.
-    pub fn peer_closed(
+    /// written ([`Closing::Flush`]) or dropped.
+    fn peer_closed(
         &mut self,
         id: ConnectionId,
         reason: &dyn Display,
@@ -97,6 +120,7 @@ impl EngineHost {
     /// Starts a graceful shutdown: the engine tells everyone and closes every connection.
     /// Drain afterwards.
     pub fn begin_shutdown(&mut self, now: Instant) {
+        self.accepting = false;
         info!(connections = self.connections.len(), "shutting down");
         self.engine.handle_shutdown(now);
     }

@@ -19,7 +19,10 @@ mod options;
 mod storage;
 
 pub use clock::{message_id_origin, wall_clock_now};
-pub use connections::{Closing, Connections, INPUT_BUDGET, Link, consume, input_budget};
+pub use connections::{
+    Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT, LINGER_TIME, Link,
+    MAX_IOVECS, READ_CHUNK, consume, input_budget,
+};
 pub use engine_host::{EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
 pub use options::{Options, ServeArgs, prepare};

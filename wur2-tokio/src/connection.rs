@@ -18,41 +18,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wur2_engine::ConnectionId;
-use wur2_host::{Closing, Link, consume};
+use wur2_host::{
+    Closing, LINGER_DISCARD_LIMIT, LINGER_TIME, Link, MAX_IOVECS, READ_CHUNK, consume,
+};
 
-/// Bytes read from the socket in one system call at most.
-const READ_CHUNK: usize = 16 * 1024;
 /// Reads in a row before the task lets its other work (writes, instructions) run.
 const READS_PER_WAKE: usize = 4;
-/// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
-const MAX_IOVECS: usize = 64;
-/// Bytes of unread input discarded while lingering after a graceful close, at most.
-const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
-/// How long to linger after a graceful close for the client to close its side.
-const LINGER_TIME: Duration = Duration::from_secs(2);
 
-/// What a connection task tells the driver.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// The accept loop got a new client.
-    Accepted(TcpStream, std::net::SocketAddr),
-    /// Bytes arrived from the client.
-    Received(ConnectionId, Bytes),
-    /// The client closed its side (end of stream).
-    PeerClosed(ConnectionId),
-    /// Reading or writing failed (reset, broken pipe); the socket is gone.
-    Failed(ConnectionId, io::Error),
-}
-
-impl Event {
-    /// The bytes this event hands the engine, if it is received input.
-    pub(crate) fn received_len(&self) -> Option<usize> {
-        match self {
-            Event::Received(_, data) => Some(data.len()),
-            _ => None,
-        }
-    }
-}
+/// What a connection task tells the driver (the runtime-independent event, on this
+/// runtime's socket).
+pub(crate) type Event = wur2_host::ConnectionEvent<TcpStream>;
 
 /// Where a connection task reports to the driver.
 ///
