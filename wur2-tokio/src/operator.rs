@@ -104,10 +104,19 @@ impl Prepared {
         store: &Store,
     ) -> anyhow::Result<Running> {
         let mut tasks = Vec::new();
-        if let Some((listener, acceptor)) = self.tls {
-            let addr = server.serve_tls(listener, acceptor.clone())?;
-            info!("listening for TLS on {addr}");
-            tasks.push(tokio::spawn(reload_on_sighup(acceptor)));
+        // SIGHUP is always handled: `systemctl reload` must never stop the server.
+        let acceptor = match self.tls {
+            Some((listener, acceptor)) => {
+                let addr = server.serve_tls(listener, acceptor.clone())?;
+                info!("listening for TLS on {addr}");
+                Some(acceptor)
+            }
+            None => None,
+        };
+        // Registered here, before the server says it is ready, so no early SIGHUP is lost.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => tasks.push(tokio::spawn(reload_on_sighup(hangups, acceptor))),
+            Err(error) => warn!(%error, "cannot listen for SIGHUP; nothing can be reloaded"),
         }
         let metrics = match self.metrics {
             Some(listener) => {
@@ -146,17 +155,16 @@ impl Running {
 }
 
 /// Reads the certificate and key again on every SIGHUP; a bad pair keeps the old one.
-async fn reload_on_sighup(acceptor: TlsAcceptor) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            warn!(%error, "cannot listen for SIGHUP; the TLS certificate cannot be reloaded");
-            return;
-        }
-    };
+/// Without TLS there is nothing to reload, and the signal is only logged.
+async fn reload_on_sighup(mut hangups: tokio::signal::unix::Signal, acceptor: Option<TlsAcceptor>) {
     while hangups.recv().await.is_some() {
-        if let Err(error) = acceptor.reload() {
-            warn!("SIGHUP: TLS certificate not reloaded, the old one stays: {error}");
+        match &acceptor {
+            Some(acceptor) => {
+                if let Err(error) = acceptor.reload() {
+                    warn!("SIGHUP: TLS certificate not reloaded, the old one stays: {error}");
+                }
+            }
+            None => info!("SIGHUP: nothing to reload (no --tls-listen)"),
         }
     }
 }

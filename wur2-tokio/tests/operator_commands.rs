@@ -61,3 +61,56 @@ fn a_missing_certificate_stops_the_start_with_its_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sighup_without_tls_leaves_the_server_running() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wur2"))
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("wur2.db").display()),
+        )
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wur2");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.clone()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    };
+    for line in lines.by_ref() {
+        if line.expect("a log line").contains("listening on") {
+            break;
+        }
+    }
+    signal("HUP");
+    for line in lines.by_ref() {
+        if line
+            .expect("a log line")
+            .contains("SIGHUP: nothing to reload")
+        {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "SIGHUP stopped it"
+    );
+    signal("TERM");
+    // Drain the log so the server never blocks on a full pipe while stopping. Its exit
+    // status is not checked: a SIGTERM that wins the race with the server's own handler
+    // ends it by the default action, which is what SIGTERM means anyway.
+    for _ in lines {}
+    child.wait().expect("wait");
+}
