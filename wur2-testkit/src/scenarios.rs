@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -670,7 +671,9 @@ async fn receive_file(client: &mut Client, id: &str) -> Vec<u8> {
             received.extend_from_slice(&chunk);
         } else if let Some(n) = line.strip_prefix(&base64) {
             let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
-            let chunk = decode_base64(&client.line().await);
+            let chunk = base64::engine::general_purpose::STANDARD
+                .decode(client.line().await)
+                .expect("a base64 chunk is standard base64");
             assert_eq!(chunk.len(), n, "a base64 chunk decodes to its size");
             received.extend_from_slice(&chunk);
         } else {
@@ -680,32 +683,4 @@ async fn receive_file(client: &mut Client, id: &str) -> Vec<u8> {
             );
         }
     }
-}
-
-/// Standard base64 with padding, as the server sends it (panics on anything else).
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c:?}"),
-        }
-    };
-    let bytes = text.as_bytes();
-    assert_eq!(bytes.len() % 4, 0, "base64 comes in groups of four");
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for group in bytes.chunks(4) {
-        let padding = group.iter().rev().take_while(|c| **c == b'=').count();
-        let mut word = 0u32;
-        for (i, c) in group.iter().enumerate() {
-            let v = if i >= 4 - padding { 0 } else { value(*c) };
-            word = (word << 6) | v;
-        }
-        let decoded = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
-        out.extend_from_slice(&decoded[..3 - padding]);
-    }
-    out
 }
