@@ -153,6 +153,7 @@ impl ServerHandle {
             listener,
             acceptor,
             self.intake.clone(),
+            self.status.cell(),
         )));
         Ok(local_addr)
     }

@@ -355,7 +355,17 @@ impl<P: StoreProbe> Exporter<P> {
                 len as u64,
             );
         }
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 16] = [
+            (
+                "wur2_tls_handshakes_total",
+                "TLS handshakes completed (0 without --tls-listen).",
+                self.status.tls_handshakes(),
+            ),
+            (
+                "wur2_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                self.status.tls_handshake_failures(),
+            ),
             (
                 "wur2_connections_opened_total",
                 "Connections accepted.",

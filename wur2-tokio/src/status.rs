@@ -3,7 +3,7 @@
 //! whether it still accepts connections. Readers never wait on the driver, and the driver
 //! never waits on a reader for longer than one uncontended lock.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wur2_engine::Stats;
@@ -14,6 +14,8 @@ pub(crate) struct StatusCell {
     stats: Mutex<Stats>,
     accepting: AtomicBool,
     store_in_flight: AtomicUsize,
+    tls_handshakes: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 impl StatusCell {
@@ -26,6 +28,16 @@ impl StatusCell {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
         self.store_in_flight
             .store(store_in_flight, Ordering::Relaxed);
+    }
+
+    /// Counts one TLS handshake that completed (`true`) or failed or timed out (`false`).
+    pub(crate) fn count_tls_handshake(&self, completed: bool) {
+        let counter = if completed {
+            &self.tls_handshakes
+        } else {
+            &self.tls_handshake_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether new clients are taken: true from start until shutdown begins.
@@ -46,6 +58,11 @@ impl ServerStatus {
         ServerStatus { cell }
     }
 
+    /// The cell behind this view, for the server's own tasks to write.
+    pub(crate) fn cell(&self) -> Arc<StatusCell> {
+        Arc::clone(&self.cell)
+    }
+
     /// The engine's counters and gauges as of the driver's last loop turn.
     pub fn stats(&self) -> Stats {
         *self
@@ -59,6 +76,17 @@ impl ServerStatus {
     /// driver has stopped).
     pub fn accepting(&self) -> bool {
         self.cell.accepting.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes completed since start.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.cell.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed (bad client, untrusted certificate on the client's side,
+    /// plain text on the TLS port) or timed out since start.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.cell.tls_handshake_failures.load(Ordering::Relaxed)
     }
 
     /// Store requests the engine is waiting for: a growing number means a slow database.

@@ -29,6 +29,7 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tracing::{debug, info, warn};
 
 use crate::connection::Event;
+use crate::status::StatusCell;
 
 /// Handshakes in progress at once at most; more clients wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 1024;
@@ -173,6 +174,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     intake: mpsc::WeakSender<Event>,
+    status: Arc<StatusCell>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -183,11 +185,13 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 let acceptor = acceptor.inner.clone();
                 let intake = intake.clone();
+                let status = Arc::clone(&status);
                 tokio::spawn(async move {
                     let bridged =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, peer, &acceptor))
                             .await;
                     drop(permit);
+                    status.count_tls_handshake(matches!(bridged, Ok(Ok(_))));
                     match bridged {
                         Ok(Ok((tls, inner))) => bridge(tls, inner, peer, intake).await,
                         Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),

@@ -332,6 +332,19 @@ async fn a_tls_client_chats_with_a_plain_client_and_survives_a_certificate_reloa
         "the old certificate is no longer served"
     );
 
+    // Alice's and Carol's handshakes completed; the client refused the old certificate
+    // (the server learns it from the client's alert, a moment later).
+    let status = server.handle.status();
+    assert_eq!(status.tls_handshakes(), 2);
+    tokio::time::timeout(STEP, async {
+        while status.tls_handshake_failures() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the failed handshake is counted");
+    assert_eq!(status.tls_handshake_failures(), 1);
+
     // A bad renewal keeps the certificate in use.
     std::fs::write(&key, "not a key").expect("write");
     assert!(acceptor.reload().is_err());
