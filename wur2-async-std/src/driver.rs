@@ -14,7 +14,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use tracing::{debug, info, warn};
 use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
-use wur2_host::{EngineHost, FileEvent, Storage, Work, input_budget};
+use wur2_host::{Arrived, EngineHost, FileEvent, Storage, Work};
 
 use crate::Options;
 use crate::connection::{self, Event, Reports};
@@ -181,25 +181,24 @@ impl<S: Storage> Driver<S> {
                     }
                 }
             }
-            let now = Instant::now();
-            // What reached the sockets first, so nobody looks slower than they are.
-            while let Ok((id, bytes)) = channels.written.try_recv() {
-                self.host.engine.handle_written(id, bytes);
-            }
-            let take = input_budget(&batch, Event::received_len);
-            for event in batch.drain(..take) {
-                self.handle_event(event, now);
-            }
-            while let Ok((id, reply)) = channels.replies.try_recv() {
-                self.host.store_reply(id, reply, now);
-            }
-            while let Ok(event) = channels.files.try_recv() {
-                self.host.file_event(event, now);
-            }
-            if self.host.engine.poll_timeout().is_some_and(|at| at <= now) {
-                self.host.engine.handle_timeout(now);
-            }
-            let wrote = self.drain_outputs();
+            let arrived = Arrived {
+                written: std::iter::from_fn(|| channels.written.try_recv().ok()),
+                replies: std::iter::from_fn(|| channels.replies.try_recv().ok()),
+                files: std::iter::from_fn(|| channels.files.try_recv().ok()),
+            };
+            let reports = &self.reports;
+            let wrote = self.host.turn(
+                Instant::now(),
+                arrived,
+                &mut batch,
+                |id, stream, link| {
+                    // No reports once shutdown began; the host takes no new clients then.
+                    if let Some(reports) = reports.clone() {
+                        task::spawn(connection::run(id, stream, link, reports));
+                    }
+                },
+                carrier(&self.store, &self.replies_tx, &self.files_tx),
+            );
             if stop_by.is_some() && !events_open && self.host.in_flight() == 0 {
                 break;
             }
@@ -231,35 +230,10 @@ impl<S: Storage> Driver<S> {
         self.drain_outputs();
     }
 
-    fn handle_event(&mut self, event: Event, now: Instant) {
-        let reports = &self.reports;
-        self.host.handle_event(event, now, |id, stream, link| {
-            // No reports once shutdown began; the host takes no new clients then either.
-            if let Some(reports) = reports.clone() {
-                task::spawn(connection::run(id, stream, link, reports));
-            }
-        });
-    }
-
-    /// Drains the engine's outputs; file work goes to async-std's blocking pool, store
-    /// requests start now and are awaited in their own tasks.
+    /// Drains the engine's outputs (at shutdown, outside a turn).
     fn drain_outputs(&mut self) -> bool {
-        let (store, replies, files) = (&self.store, &self.replies_tx, &self.files_tx);
-        self.host.drain_outputs(|work| match work {
-            Work::File(job) => {
-                let files = files.clone();
-                task::spawn_blocking(move || {
-                    let _ = files.try_send(job());
-                });
-            }
-            Work::Store(id, request) => {
-                let reply = store.execute(request);
-                let replies = replies.clone();
-                task::spawn(async move {
-                    let _ = replies.send((id, reply.await)).await;
-                });
-            }
-        })
+        let carry = carrier(&self.store, &self.replies_tx, &self.files_tx);
+        self.host.drain_outputs(carry)
     }
 }
 
@@ -277,5 +251,29 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => task::sleep(at.saturating_duration_since(Instant::now())).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Carries out a drain's [`Work`] on async-std: file jobs on its blocking pool, store requests
+/// started now (in the engine's order) and awaited in their own tasks.
+fn carrier<'a, S: Storage>(
+    store: &'a Arc<S>,
+    replies: &'a Sender<(RequestId, StoreReply)>,
+    files: &'a Sender<FileEvent>,
+) -> impl FnMut(Work) + 'a {
+    move |work| match work {
+        Work::File(job) => {
+            let files = files.clone();
+            task::spawn_blocking(move || {
+                let _ = files.try_send(job());
+            });
+        }
+        Work::Store(id, request) => {
+            let reply = store.execute(request);
+            let replies = replies.clone();
+            task::spawn(async move {
+                let _ = replies.send((id, reply.await)).await;
+            });
+        }
     }
 }

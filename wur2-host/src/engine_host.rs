@@ -12,7 +12,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest};
 
-use crate::connections::{Closing, ConnectionEvent, Connections, Link};
+use crate::connections::{Closing, ConnectionEvent, Connections, Link, input_budget};
 use crate::files::{FileEvent, FileJob, Files};
 
 /// What a drain asks the driver to start on its runtime, in the engine's order.
@@ -23,6 +23,16 @@ pub enum Work {
     /// A store request: call [`Storage::execute`](crate::Storage::execute) now (order
     /// matters), await the reply anywhere, give it to [`EngineHost::store_reply`].
     Store(RequestId, StoreRequest),
+}
+
+/// What arrived on a driver's channels since its last turn, drained without waiting.
+pub struct Arrived<W, R, F> {
+    /// Bytes that reached each socket.
+    pub written: W,
+    /// Store replies.
+    pub replies: R,
+    /// Finished file jobs.
+    pub files: F,
 }
 
 /// The engine and the driver's runtime-independent state beside it.
@@ -66,7 +76,7 @@ impl EngineHost {
         &mut self,
         event: ConnectionEvent<S>,
         now: Instant,
-        start: impl FnOnce(ConnectionId, S, Arc<Link>),
+        start: &mut impl FnMut(ConnectionId, S, Arc<Link>),
     ) {
         match event {
             ConnectionEvent::Accepted(socket, peer) => {
@@ -123,6 +133,42 @@ impl EngineHost {
         self.accepting = false;
         info!(connections = self.connections.len(), "shutting down");
         self.engine.handle_shutdown(now);
+    }
+
+    /// One turn of a driver's loop, after it woke: written bytes first (so nobody looks
+    /// slower than they are), then the front of `events` within [`INPUT_BUDGET`](crate::INPUT_BUDGET)
+    /// (the rest waits for the next turn), store replies, file results, the engine's timer,
+    /// and a full drain ([`EngineHost::drain_outputs`]). Returns whether any connection
+    /// was touched (then let the connection tasks run before the next turn).
+    pub fn turn<S>(
+        &mut self,
+        now: Instant,
+        arrived: Arrived<
+            impl Iterator<Item = (ConnectionId, usize)>,
+            impl Iterator<Item = (RequestId, StoreReply)>,
+            impl Iterator<Item = FileEvent>,
+        >,
+        events: &mut Vec<ConnectionEvent<S>>,
+        mut start: impl FnMut(ConnectionId, S, Arc<Link>),
+        carry: impl FnMut(Work),
+    ) -> bool {
+        for (id, bytes) in arrived.written {
+            self.engine.handle_written(id, bytes);
+        }
+        let take = input_budget(events, ConnectionEvent::received_len);
+        for event in events.drain(..take) {
+            self.handle_event(event, now, &mut start);
+        }
+        for (id, reply) in arrived.replies {
+            self.store_reply(id, reply, now);
+        }
+        for event in arrived.files {
+            self.file_event(event, now);
+        }
+        if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+            self.engine.handle_timeout(now);
+        }
+        self.drain_outputs(carry)
     }
 
     /// Drains the engine's outputs: frames and instructions are staged per connection and

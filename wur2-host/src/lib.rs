@@ -23,7 +23,7 @@ pub use connections::{
     Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT, LINGER_TIME, Link,
     MAX_IOVECS, READ_CHUNK, consume, input_budget,
 };
-pub use engine_host::{EngineHost, Work};
+pub use engine_host::{Arrived, EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
 pub use options::{Options, ServeArgs, prepare};
 pub use storage::Storage;

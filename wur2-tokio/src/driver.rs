@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
-use wur2_host::{EngineHost, FileEvent, Storage, Work, input_budget};
+use wur2_host::{Arrived, EngineHost, FileEvent, Storage, Work};
 
 use crate::Options;
 use crate::connection::{self, Event, Reports};
@@ -159,25 +159,24 @@ impl<S: Storage> Driver<S> {
                     }
                 }
             }
-            let now = Instant::now();
-            // What reached the sockets first, so nobody looks slower than they are.
-            while let Ok((id, bytes)) = channels.written.try_recv() {
-                self.host.engine.handle_written(id, bytes);
-            }
-            let take = input_budget(&batch, Event::received_len);
-            for event in batch.drain(..take) {
-                self.handle_event(event, now);
-            }
-            while let Ok((id, reply)) = channels.replies.try_recv() {
-                self.host.store_reply(id, reply, now);
-            }
-            while let Ok(event) = channels.files.try_recv() {
-                self.host.file_event(event, now);
-            }
-            if self.host.engine.poll_timeout().is_some_and(|at| at <= now) {
-                self.host.engine.handle_timeout(now);
-            }
-            let wrote = self.drain_outputs();
+            let arrived = Arrived {
+                written: std::iter::from_fn(|| channels.written.try_recv().ok()),
+                replies: std::iter::from_fn(|| channels.replies.try_recv().ok()),
+                files: std::iter::from_fn(|| channels.files.try_recv().ok()),
+            };
+            let reports = &self.reports;
+            let wrote = self.host.turn(
+                Instant::now(),
+                arrived,
+                &mut batch,
+                |id, stream, link| {
+                    // No reports once shutdown began; the host takes no new clients then.
+                    if let Some(reports) = reports.clone() {
+                        tokio::spawn(connection::run(id, stream, link, reports));
+                    }
+                },
+                carrier(&self.store, &self.replies_tx, &self.files_tx),
+            );
             self.status
                 .publish(self.host.engine.stats(), self.host.in_flight());
             if stop_by.is_some() && !events_open && self.host.in_flight() == 0 {
@@ -211,35 +210,10 @@ impl<S: Storage> Driver<S> {
         self.drain_outputs();
     }
 
-    fn handle_event(&mut self, event: Event, now: Instant) {
-        let reports = &self.reports;
-        self.host.handle_event(event, now, |id, stream, link| {
-            // No reports once shutdown began; the host takes no new clients then either.
-            if let Some(reports) = reports.clone() {
-                tokio::spawn(connection::run(id, stream, link, reports));
-            }
-        });
-    }
-
-    /// Drains the engine's outputs; file work goes to Tokio's blocking pool, store requests
-    /// start now and are awaited in their own tasks.
+    /// Drains the engine's outputs (at shutdown, outside a turn).
     fn drain_outputs(&mut self) -> bool {
-        let (store, replies, files) = (&self.store, &self.replies_tx, &self.files_tx);
-        self.host.drain_outputs(|work| match work {
-            Work::File(job) => {
-                let files = files.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = files.send(job());
-                });
-            }
-            Work::Store(id, request) => {
-                let reply = store.execute(request);
-                let replies = replies.clone();
-                tokio::spawn(async move {
-                    let _ = replies.send((id, reply.await));
-                });
-            }
-        })
+        let carry = carrier(&self.store, &self.replies_tx, &self.files_tx);
+        self.host.drain_outputs(carry)
     }
 }
 
@@ -248,5 +222,29 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Carries out a drain's [`Work`] on Tokio: file jobs on its blocking pool, store requests
+/// started now (in the engine's order) and awaited in their own tasks.
+fn carrier<'a, S: Storage>(
+    store: &'a Arc<S>,
+    replies: &'a mpsc::UnboundedSender<(RequestId, StoreReply)>,
+    files: &'a mpsc::UnboundedSender<FileEvent>,
+) -> impl FnMut(Work) + 'a {
+    move |work| match work {
+        Work::File(job) => {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = files.send(job());
+            });
+        }
+        Work::Store(id, request) => {
+            let reply = store.execute(request);
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let _ = replies.send((id, reply.await));
+            });
+        }
     }
 }
