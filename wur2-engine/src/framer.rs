@@ -65,6 +65,22 @@ impl LineFramer {
         self.newlines
     }
 
+    /// Complete lines waiting, counting up to and including the first for which `stop`
+    /// holds (what follows it may not be lines at all, e.g. an upload's raw bytes).
+    pub fn lines_until(&self, mut stop: impl FnMut(&[u8]) -> bool) -> usize {
+        let mut count = 0;
+        let mut rest = &self.buf[self.start..];
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            count += 1;
+            let line = &rest[..newline];
+            if stop(line.strip_suffix(b"\r").unwrap_or(line)) {
+                break;
+            }
+            rest = &rest[newline + 1..];
+        }
+        count
+    }
+
     /// Unconsumed bytes held, complete and partial lines together.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len() - self.start

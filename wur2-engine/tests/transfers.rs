@@ -348,3 +348,29 @@ proptest! {
         prop_assert!(w.lines(a).contains(&"PONG after".to_string()));
     }
 }
+
+#[test]
+fn an_upload_sent_while_the_login_is_checked_is_not_taken_for_a_flood() {
+    let mut w = world();
+    let b = w.user("bob");
+    w.store_answers_at_once = false;
+    let a = w.connect();
+    // Binary data full of line breaks, sent right behind the login line in one piece.
+    let data: Vec<u8> = (0..20_000)
+        .map(|i| if i % 3 == 0 { b'\n' } else { b'x' })
+        .collect();
+    let login = format!("/register alice {}\n", support::PASSWORD);
+    let mut stream = format!("{login}/send bob f.bin {}\n", data.len()).into_bytes();
+    stream.extend_from_slice(&data);
+    stream.extend_from_slice(b"/ping after\n");
+    w.send_bytes(a, &stream);
+    assert!(
+        !w.is_closed(a),
+        "waiting lines before the upload are few; the rest is file data"
+    );
+    w.store_answers_at_once = true;
+    w.release_store();
+    w.release_store();
+    assert_eq!(received(&w, b).files[&1], data);
+    assert!(w.lines(a).contains(&"PONG after".to_string()));
+}

@@ -66,6 +66,19 @@ struct Account {
     sessions: Vec<ConnectionId>,
 }
 
+/// Whether a waiting line is `/send <user> <name> <size>`, whose size in raw bytes follows.
+fn is_upload_line(line: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let head = text.trim_start().get(..6).unwrap_or_default();
+    head.eq_ignore_ascii_case("/send ")
+        && matches!(
+            crate::command::parse_command(text),
+            Ok(crate::Command::SendUpload { .. })
+        )
+}
+
 /// Who sent a command: the parts of the session the commands need.
 struct Sender {
     account: String,
@@ -628,13 +641,16 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
-        let lines = if session.upload.is_some() {
-            0
-        } else {
-            session.framer.pending_frames()
+        let max_lines = self.config.max_pending_lines;
+        let lines = match session.upload {
+            Some(_) => 0,
+            // Bytes after a pending upload line are file data, not lines: count up to it.
+            None if session.framer.pending_frames() > max_lines => {
+                session.framer.lines_until(is_upload_line)
+            }
+            None => session.framer.pending_frames(),
         };
         let bytes = session.framer.buffered_bytes();
-        let max_lines = self.config.max_pending_lines;
         let max_bytes = (max_lines + 2).saturating_mul(self.config.max_line_bytes + 2);
         if lines > max_lines || bytes > max_bytes.max(self.config.transfer_window_bytes) {
             tracing::info!(%connection, lines, bytes, "closing a flooding connection");
