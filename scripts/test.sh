@@ -28,3 +28,4 @@ if rustup run "$msrv" rustc --version >/dev/null 2>&1; then
 else
   echo "MSRV check skipped: toolchain $msrv not installed (rustup toolchain install $msrv)" >&2
 fi
+scripts/fuzz-smoke.sh  # every cargo-fuzz target for 30 s from its seeds (fuzz/README.md)
