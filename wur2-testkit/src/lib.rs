@@ -2,7 +2,7 @@
 //!
 //! The end-to-end suite of WUR2, written once, run against every driver. A driver's tests
 //! implement [`Driver`] (start a server on a database, stop it gracefully) and write
-//! `wur2_testkit::suite!(TheirDriver);`: every test of [`suite`] becomes a `#[test]` of
+//! `wur2_testkit::suite!(TheirDriver);`: every test of [`suite`](mod@suite) becomes a `#[test]` of
 //! that crate, on SQLite and, when `WUR2_TEST_POSTGRES_URL` is set, on PostgreSQL.
 //!
 //! The harness is blocking, so any async runtime can sit behind a [`Driver`]; the
@@ -87,7 +87,7 @@ pub fn within<T>(db: &TestDb, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("scenario timed out on {}", db.label))
 }
 
-/// Makes every test of [`suite`] a `#[test]` against `$driver` (an expression whose type
+/// Makes every test of [`suite`](mod@suite) a `#[test]` against `$driver` (an expression whose type
 /// implements [`Driver`]).
 #[macro_export]
 macro_rules! suite {
