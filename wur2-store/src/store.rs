@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use wur2_engine::{
-    ChannelMessage, Password, PrivateMessage, Role, StoreError, StoreReply, StoreRequest,
+    ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError, StoreReply, StoreRequest,
 };
 
 use crate::config::StoreConfig;
@@ -36,6 +36,41 @@ pub(crate) struct Shared {
     hash_pool: HashPool,
     /// Verified against for unknown users, so that answer takes as long as a wrong password.
     dummy_hash: String,
+    /// Completion of the latest pending-message read or mark-delivered: each of those waits
+    /// for the one before it, so a fetch never overtakes an earlier mark (no DM twice).
+    delivery_order: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Shared {
+    /// Takes the next place in the delivery order: the previous operation's completion to
+    /// wait for, and this one's to signal.
+    fn next_in_delivery_order(&self) -> DeliveryTurn {
+        let (done, finished) = oneshot::channel();
+        let mut latest = self
+            .delivery_order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        DeliveryTurn {
+            previous: latest.replace(finished),
+            done,
+        }
+    }
+}
+
+/// One place in [`Shared::delivery_order`].
+struct DeliveryTurn {
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+impl DeliveryTurn {
+    /// Waits until the operation before this one has finished (or was dropped).
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // A dropped predecessor (its request was abandoned) lets this one go on.
+            let _ = previous.await;
+        }
+    }
 }
 
 /// Closes the queue when the last [`Store`] handle is dropped, so the writer can finish.
@@ -127,6 +162,7 @@ impl Store {
             hasher,
             hash_pool,
             dummy_hash,
+            delivery_order: std::sync::Mutex::new(None),
         });
         let writer = AppendWriter {
             shared: Arc::clone(&shared),
@@ -166,6 +202,11 @@ impl Store {
             StoreRequest::FetchPending { username } => Step::Pending {
                 flushed: Box::pin(shared.queue.flush()),
                 username,
+                turn: shared.next_in_delivery_order(),
+            },
+            StoreRequest::MarkDelivered { ids } => Step::MarkDelivered {
+                ids,
+                turn: shared.next_in_delivery_order(),
             },
             other => Step::Later(other),
         };
@@ -189,13 +230,30 @@ impl Store {
                     })
                     .await
                 }
-                Step::Pending { flushed, username } => {
-                    answer(async {
+                Step::Pending {
+                    flushed,
+                    username,
+                    mut turn,
+                } => {
+                    turn.wait().await;
+                    let reply = answer(async {
                         shared.flushed(flushed).await?;
                         let messages = shared.in_time(shared.db.pending(&key(&username))).await?;
                         Ok(StoreReply::Pending(messages))
                     })
-                    .await
+                    .await;
+                    let _ = turn.done.send(());
+                    reply
+                }
+                Step::MarkDelivered { ids, mut turn } => {
+                    turn.wait().await;
+                    let reply = answer(async {
+                        shared.in_time(shared.db.mark_delivered(&ids)).await?;
+                        Ok(StoreReply::Done)
+                    })
+                    .await;
+                    let _ = turn.done.send(());
+                    reply
                 }
                 Step::Later(request) => answer(later(&shared, request)).await,
             }
@@ -364,6 +422,11 @@ enum Step {
     Pending {
         flushed: Flushed,
         username: String,
+        turn: DeliveryTurn,
+    },
+    MarkDelivered {
+        ids: Vec<MessageId>,
+        turn: DeliveryTurn,
     },
     Later(StoreRequest),
 }
@@ -414,10 +477,6 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
     match request {
         StoreRequest::Register { username, password } => register(shared, username, password).await,
         StoreRequest::Login { username, password } => login(shared, username, password).await,
-        StoreRequest::MarkDelivered { ids } => {
-            shared.in_time(shared.db.mark_delivered(&ids)).await?;
-            Ok(StoreReply::Done)
-        }
         StoreRequest::SetRole { username, role } => {
             let user = shared
                 .in_time(shared.db.set_role(&key(&username), role))
@@ -432,7 +491,8 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         StoreRequest::AppendChannelMessage(_)
         | StoreRequest::AppendPrivateMessage(_)
         | StoreRequest::FetchHistory { .. }
-        | StoreRequest::FetchPending { .. } => Err(StoreError::Unavailable(
+        | StoreRequest::FetchPending { .. }
+        | StoreRequest::MarkDelivered { .. } => Err(StoreError::Unavailable(
             "internal: request routed twice".into(),
         )),
     }

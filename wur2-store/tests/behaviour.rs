@@ -44,6 +44,7 @@ behaviour!(
     channel_names_match_without_regard_to_case,
     pending_private_messages_are_handed_out_until_marked_delivered,
     a_pending_message_to_an_unknown_user_is_refused,
+    a_fetch_issued_after_a_mark_delivered_never_sees_those_messages,
     appends_are_stored_in_the_order_they_were_queued,
     a_repeated_message_id_is_stored_once,
     closing_writes_every_queued_append,
@@ -365,6 +366,35 @@ mod scenarios {
             pending_texts(h.run(fetch()).await),
             vec![("alice".into(), "third".into())]
         );
+        h.finish().await;
+    }
+
+    /// The engine marks a login's pending messages delivered, and a second login right
+    /// after fetches again: the fetch must not overtake the mark (no DM shown twice), even
+    /// when both run at once.
+    pub async fn a_fetch_issued_after_a_mark_delivered_never_sees_those_messages(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("alice", "pw").await;
+        h.register("bob", "pw").await;
+        for n in 0..20 {
+            let message = h.private_message("alice", "bob", &format!("m{n}"), false);
+            assert_eq!(h.run(message).await, StoreReply::Done);
+        }
+        let fetch = || StoreRequest::FetchPending {
+            username: "bob".into(),
+        };
+        let StoreReply::Pending(pending) = h.run(fetch()).await else {
+            panic!("expected pending")
+        };
+        let ids = pending.iter().map(|m: &PendingMessage| m.id).collect();
+        // Issued in this order, polled the other way round.
+        let mark = h.store.execute(StoreRequest::MarkDelivered { ids });
+        let refetch = h.store.execute(fetch());
+        let (refetched, marked) = futures::join!(refetch, mark);
+        assert_eq!(marked, StoreReply::Done);
+        assert_eq!(pending_texts(refetched), vec![]);
         h.finish().await;
     }
 
