@@ -252,8 +252,19 @@ fn tmux_or_skip(dir: &Path) -> Option<Tmux> {
     tmux
 }
 
+/// tmux servers started at the same moment by parallel tests sometimes exit at once
+/// ("server exited unexpectedly"): the tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn a_wrong_password_is_one_clear_error_before_the_screen_opens() {
+    let _turn = take_turn();
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(mut tmux) = tmux_or_skip(dir.path()) else {
         return;
@@ -279,6 +290,7 @@ fn a_wrong_password_is_one_clear_error_before_the_screen_opens() {
 
 #[test]
 fn two_people_chat_send_a_file_and_survive_a_server_restart() {
+    let _turn = take_turn();
     let dir = tempfile::tempdir().expect("temporary directory");
     let Some(mut tmux) = tmux_or_skip(dir.path()) else {
         return;
