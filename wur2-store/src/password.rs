@@ -6,14 +6,15 @@
 //! ([`Refused::Busy`]) instead of piling up, and results come back through a oneshot channel
 //! that any runtime can await. Passwords and hashes never reach a log line or `Debug` output.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use futures::channel::oneshot;
 use wur2_engine::Password;
 
@@ -141,32 +142,45 @@ impl Hasher {
         Ok(Hasher { params })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
-    }
-
     /// A new PHC string for `password` with a fresh random salt. Blocks for the whole hash.
     pub(crate) fn hash(&self, password: &Password) -> Result<String, String> {
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2()
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| format!("argon2 failed: {e}"))
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let failed = |e: argon2::password_hash::Error| format!("argon2 failed: {e}");
+        let output = digest(&argon2, &self.params, password, salt.as_salt()).map_err(failed)?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(failed)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(hash.to_string())
     }
 
-    /// Whether `password` matches the PHC string `stored`. Blocks for the whole hash. A
-    /// malformed stored hash never matches.
+    /// Whether `password` matches the PHC string `stored` (compared in constant time).
+    /// Blocks for the whole hash. A malformed stored hash never matches.
     pub(crate) fn verify(&self, password: &Password, stored: &str) -> bool {
-        match PasswordHash::new(stored) {
-            Ok(hash) => self
-                .argon2()
-                .verify_password(password.expose().as_bytes(), &hash)
-                .is_ok(),
-            Err(_) => {
-                tracing::warn!("a stored password hash is not a valid PHC string");
-                false
-            }
-        }
+        let matches = || -> Result<bool, argon2::password_hash::Error> {
+            let hash = PasswordHash::new(stored)?;
+            let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+                return Ok(false);
+            };
+            let algorithm = Algorithm::try_from(hash.algorithm)?;
+            let version = hash
+                .version
+                .map(Version::try_from)
+                .transpose()?
+                .unwrap_or_default();
+            let params = Params::try_from(&hash)?;
+            let argon2 = Argon2::new(algorithm, version, params.clone());
+            // `Output`'s equality is constant-time.
+            Ok(digest(&argon2, &params, password, salt)? == expected)
+        };
+        matches().unwrap_or_else(|_| {
+            tracing::warn!("a stored password hash is not a valid argon2 PHC string");
+            false
+        })
     }
 
     /// Whether `stored` was made with a weaker algorithm or cost than the current one.
@@ -188,6 +202,42 @@ impl Hasher {
             Err(_) => true,
         }
     }
+}
+
+thread_local! {
+    /// This hashing thread's argon2 working memory (19 MiB at the default cost), reused
+    /// from hash to hash. A fresh allocation per hash is kept by glibc's allocator once
+    /// freed (it raises its mmap threshold), so every login grew the server by megabytes.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// argon2 of `password` with `salt`, in this thread's reused memory, which is wiped after.
+fn digest(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &Password,
+    salt: Salt<'_>,
+) -> Result<Output, argon2::password_hash::Error> {
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes)?;
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    MEMORY.with(|memory| {
+        let mut blocks = memory.borrow_mut();
+        blocks.resize(params.block_count(), Block::default());
+        let output = Output::init_with(len, |out| {
+            argon2
+                .hash_password_into_with_memory(
+                    password.expose().as_bytes(),
+                    salt,
+                    out,
+                    &mut blocks[..],
+                )
+                .map_err(Into::into)
+        });
+        // Nothing derived from a password stays in memory between hashes.
+        blocks.fill(Block::default());
+        output
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +263,46 @@ mod tests {
         assert!(hasher.verify(&Password::new("hunter2"), &hash));
         assert!(!hasher.verify(&Password::new("hunter3"), &hash));
         assert!(!hasher.verify(&Password::new("hunter2"), "not a hash"));
+    }
+
+    #[test]
+    fn hashes_match_the_argon2_crates_own_hashing_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let hasher = weak();
+        let ours = hasher.hash(&Password::new("pw-1")).expect("hashing works");
+        let parsed = PasswordHash::new(&ours).expect("a PHC string");
+        let standard = Argon2::new(Algorithm::Argon2id, Version::V0x13, hasher.params.clone());
+        assert!(standard.verify_password(b"pw-1", &parsed).is_ok());
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = standard
+            .hash_password(b"pw-2", &salt)
+            .expect("hashing works")
+            .to_string();
+        assert!(hasher.verify(&Password::new("pw-2"), &theirs));
+        assert!(!hasher.verify(&Password::new("pw-1"), &theirs));
+    }
+
+    #[test]
+    fn a_hashing_thread_reuses_one_wiped_working_memory() {
+        let hasher = weak();
+        hasher.hash(&Password::new("first")).expect("hashing works");
+        let (capacity, wiped) = MEMORY.with(|m| {
+            let blocks = m.borrow();
+            (
+                blocks.capacity(),
+                blocks.iter().all(|b| b.as_ref().iter().all(|&w| w == 0)),
+            )
+        });
+        assert_eq!(capacity, hasher.params.block_count());
+        assert!(wiped, "nothing derived from a password stays in memory");
+        hasher
+            .hash(&Password::new("second"))
+            .expect("hashing works");
+        assert_eq!(
+            MEMORY.with(|m| m.borrow().capacity()),
+            capacity,
+            "no new allocation"
+        );
     }
 
     #[test]
