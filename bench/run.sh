@@ -9,7 +9,8 @@
 # wur2-async-std is the same server on the async-std driver, its example `serve`),
 # WINDOW (messages in flight per sender, default 64), WUR2_BIN (a wur2 binary to test;
 # default: build the working tree; WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
-# PROFILE=1 (after the runs, one extra config-B run of wur2 under `perf record`).
+# PROFILE=1 (after the runs, one extra config-B run of wur2 with 10× the messages under
+# `perf record`; report in $OUT/perf-report.txt).
 #
 # Every server runs fresh on 127.0.0.1, pinned to core 0; the load generator runs on
 # core 1. Each load run has a hard timeout; each server is stopped by its pid. Setup time
@@ -171,7 +172,9 @@ start_server() {
             >>"$WORK/$name.log" 2>&1 &
         ;;
     wur2*)
-        PORT=16669 PROTO=wur2 CONC=64
+        # Setup only: more logins at once than this starve the store's pools (PostgreSQL
+        # answers "storage is unavailable") without hashing any faster.
+        PORT=16669 PROTO=wur2 CONC=16
         taskset -c "$SERVER_CPU" "$WORK/wur2" --listen "127.0.0.1:$PORT" --database-url "$db" \
             --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
             >>"$WORK/$name.log" 2>&1 &
@@ -238,7 +241,7 @@ history_check() {
     sqlite://*) counts=$(sqlite3 "${url#sqlite://}" "$sql") ;;
     postgres://*) counts=$(psql -tA "$url" -c "$sql") ;;
     esac
-    if [ "$counts" = "$expected $expected" ]; then echo "history=ok"; else echo "history=BAD($counts/$expected)"; fi
+    if [ "$counts" = "$expected $expected" ]; then echo "history=ok"; else echo "history=BAD:${counts// /,distinct=}/$expected"; fi
 }
 
 declare -A REGISTERED
@@ -266,7 +269,7 @@ run_one() {
         REGISTERED[$config/$server]=1
     fi
     local extra=""
-    if [ "$config" = P ] && [ -n "$line" ]; then
+    if [ "$config" = P ] && [ "$line" != "RESULT failed=1" ]; then
         local tag
         tag=$(sed -n 's/.* run=\([0-9]*\).*/\1/p' <<<"$line")
         extra=$(history_check "$tag" "$db" 2000)
@@ -319,8 +322,8 @@ if [ "${PROFILE:-}" = 1 ]; then
     rm -f "$WORK/ready"
     # shellcheck disable=SC2046
     timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol wur2 --addr "127.0.0.1:$PORT" \
-        --connect-concurrency 64 --auth "$auth" --server-pid "$pid" $(load_args B) \
-        --settle-ms 2000 --ready-file "$WORK/ready" >"$OUT/profile-load.txt" 2>>"$WORK/loadgen.log" &
+        --connect-concurrency 16 --auth "$auth" --server-pid "$pid" $(load_args B) \
+        --messages 2000 --settle-ms 2000 --ready-file "$WORK/ready" >"$OUT/profile-load.txt" 2>>"$WORK/loadgen.log" &
     loadgen=$!
     while kill -0 "$loadgen" 2>/dev/null && [ ! -e "$WORK/ready" ]; do sleep 0.2; done
     timeout 120 perf record -e cpu-clock -g -p "$pid" -o "$OUT/perf.data" >/dev/null 2>&1 &
@@ -352,12 +355,14 @@ def fmt_us(v):
     return "–" if v is None else (f"{v/1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
 
 out = []
-out.append("| config | server | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | setup s | server memory |")
-out.append("|---|---|---|---|---|---|---|---|---|")
+out.append("| config | server | runs | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | setup s | server memory | load avg |")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|")
 order = {"A": 0, "B": 1, "L": 2, "C": 3, "P": 4}
 for (config, server), runs in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
     failed = sum(1 for r in runs if "failed" in r)
     lost = sum(int(r.get("lost", 0)) + int(r.get("dup", 0)) for r in runs)
+    ok = len(runs) - failed
+    lat = lambda key: "–" if config == "C" else fmt_us(med(runs, key))
     if config == "C":
         bpc = med(runs, "bytes_per_conn")
         mem = "–" if bpc is None else f"{bpc:.0f} B/conn (RSS {med(runs, 'rss_ready_kib')/1024:.1f} MiB)"
@@ -369,12 +374,12 @@ for (config, server), runs in sorted(rows.items(), key=lambda kv: (order.get(kv[
         dps = "–" if d is None else f"{d/1e6:.2f} M"
     hist = [r.get("history") for r in runs if "history" in r]
     if hist:
-        mem += "; history " + ("ok" if all(h == "ok" for h in hist) else ",".join(hist))
+        mem += "; history " + ("exactly once" if all(h == "ok" for h in hist) else ",".join(hist))
     setup = med(runs, "setup_s")
     out.append(
-        f"| {config} | {server} | {dps} | {fmt_us(med(runs, 'p50_us'))} | {fmt_us(med(runs, 'p99_us'))} "
-        f"| {fmt_us(med(runs, 'p999_us'))} | {lost}{' (' + str(failed) + ' failed)' if failed else ''} "
-        f"| {'–' if setup is None else f'{setup:.1f}'} | {mem} |"
+        f"| {config} | {server} | {ok}{' (+' + str(failed) + ' failed)' if failed else ''} | {dps} "
+        f"| {lat('p50_us')} | {lat('p99_us')} | {lat('p999_us')} | {lost} "
+        f"| {'–' if setup is None else f'{setup:.1f}'} | {mem} | {med(runs, 'load'):.1f} |"
     )
 
 def ratio(config, a, b, key):

@@ -648,9 +648,14 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, OwnedWriteHalf)
                 }
                 if line.starts_with(b"Error: that username is taken") {
                     writer.write_all(login.as_bytes()).await.map_err(io)?;
-                } else if line.starts_with(b"Error: the server is busy") && busy_retries < 50 {
+                } else if (line.starts_with(b"Error: the server is busy")
+                    || line.starts_with(b"Error: storage is unavailable"))
+                    && busy_retries < 50
+                {
+                    // A burst of logins can outrun the hashing pool or the database pool;
+                    // setup is not measured, so wait and try again.
                     busy_retries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     writer.write_all(first.as_bytes()).await.map_err(io)?;
                 } else if line.starts_with(b"Error: ") {
                     return Err(fail(&String::from_utf8_lossy(&line)));

@@ -11,8 +11,9 @@ use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
 
 /// Connect N clients to one channel, have S of them send M messages of P bytes, count every
 /// delivery to every other member: deliveries/s, latency percentiles, lost, server memory.
+/// A flag given twice takes its last value (scripts append overrides).
 #[derive(Parser, Debug)]
-#[command(name = "wur2-loadgen", version)]
+#[command(name = "wur2-loadgen", version, args_override_self = true)]
 struct Cli {
     /// The server (loopback only: this is a load test).
     #[arg(long, default_value = "127.0.0.1:6969")]
