@@ -107,7 +107,10 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
                 reading = false;
                 Event::PeerClosed(id)
             }
-            Ok(Woken::Read(data)) => Event::Received(id, data),
+            Ok(Woken::Read(data)) => {
+                link.read(data.len());
+                Event::Received(id, data)
+            }
             Err(error) => Event::Failed(id, error),
         };
         let fatal = matches!(event, Event::Failed(..));

@@ -76,10 +76,17 @@ pub struct Link {
     state: Mutex<LinkState>,
 }
 
+/// Bytes a connection task may have read and not yet seen handed to the engine. Past this
+/// it stops reading until the engine's loop catches up, so a paused client's bytes wait in
+/// the kernel, not in the driver's queues.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 #[derive(Default, Debug)]
 struct LinkState {
     outbox: Vec<Bytes>,
     paused: bool,
+    /// Bytes read by the task and not yet handed to the engine.
+    unprocessed: usize,
     closing: Option<Closing>,
     /// Something changed since the task last looked.
     news: bool,
@@ -135,7 +142,7 @@ impl Link {
             }
         }
         state.news = false;
-        (state.paused, state.closing)
+        (state.must_not_read(), state.closing)
     }
 
     /// The task's side, inside its poll: `true` when something was delivered since the
@@ -151,9 +158,39 @@ impl Link {
         false
     }
 
-    /// Whether the engine asked to stop reading this connection.
+    /// Whether the task must stop reading: the engine asked it to, or [`READ_AHEAD`]
+    /// bytes already wait for the engine.
     pub fn paused(&self) -> bool {
-        self.lock().paused
+        self.lock().must_not_read()
+    }
+
+    /// The task's side: it read `len` bytes and sends them to the driver.
+    pub fn read(&self, len: usize) {
+        self.lock().unprocessed += len;
+    }
+
+    /// The driver's side: `len` bytes of this connection reached the engine; a task held
+    /// back by [`READ_AHEAD`] is woken to read again.
+    fn processed(&self, len: usize) {
+        let waker = {
+            let mut state = self.lock();
+            let was_full = state.unprocessed >= READ_AHEAD;
+            state.unprocessed = state.unprocessed.saturating_sub(len);
+            if !was_full || state.unprocessed >= READ_AHEAD {
+                return;
+            }
+            state.news = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl LinkState {
+    fn must_not_read(&self) -> bool {
+        self.paused || self.unprocessed >= READ_AHEAD
     }
 }
 
@@ -208,6 +245,13 @@ impl Connections {
             },
         );
         link
+    }
+
+    /// `len` received bytes of `id` were handed to the engine (see [`READ_AHEAD`]).
+    pub fn processed(&self, id: ConnectionId, len: usize) {
+        if let Some(entry) = self.entries.get(&id) {
+            entry.link.processed(len);
+        }
     }
 
     /// The peer went away (`reason`): write what is queued ([`Closing::Flush`], a

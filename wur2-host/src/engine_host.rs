@@ -85,7 +85,10 @@ impl EngineHost {
                     start(id, socket, self.connections.insert(id, peer));
                 }
             }
-            ConnectionEvent::Received(id, data) => self.engine.handle_received(id, &data, now),
+            ConnectionEvent::Received(id, data) => {
+                self.engine.handle_received(id, &data, now);
+                self.connections.processed(id, data.len());
+            }
             // Write what is already queued: a half-closed client still reads.
             ConnectionEvent::PeerClosed(id) => {
                 self.peer_closed(id, &"peer closed", Closing::Flush, now);

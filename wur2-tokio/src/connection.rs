@@ -112,7 +112,10 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
                             reading = false;
                             Event::PeerClosed(id)
                         }
-                        Ok(Some(data)) => Event::Received(id, data),
+                        Ok(Some(data)) => {
+                            link.read(data.len());
+                            Event::Received(id, data)
+                        }
                         Ok(None) => break,
                         Err(error) => Event::Failed(id, error),
                     };

@@ -1,0 +1,78 @@
+//! A blocking line client of the real server, for measurements from outside.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The password every measured account uses.
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// One logged-in connection.
+pub struct Peer {
+    /// For writing (and cloning into a writer thread).
+    pub stream: TcpStream,
+    /// For reading lines and raw bytes.
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Peer {
+    /// Registers `name` and waits until the server has processed it.
+    pub fn register(addr: SocketAddr, name: &str) -> Peer {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut peer = Peer { stream, reader };
+        peer.send(&format!("/register {name} {PASSWORD}\n/ping ready\n"));
+        peer.wait_for("PONG ready");
+        peer
+    }
+
+    /// Writes `text` as it is.
+    pub fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).expect("write");
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.reader.read_line(&mut line).expect("read a line");
+            assert!(n > 0, "connection closed while waiting for {needle:?}");
+            if line.contains(needle) {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
+    /// Reads transfer `id`'s raw-text chunks (`[file <id> data <n>]`, n bytes, a line
+    /// break) until `[file <id> done]`, skipping other lines; returns the file's bytes.
+    pub fn receive_text_file(&mut self, id: u64) -> Vec<u8> {
+        let chunk = format!("[file {id} data ");
+        let done = format!("[file {id} done]");
+        let mut file = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.reader.read_line(&mut line).expect("read a line");
+            assert!(n > 0, "connection closed during the transfer");
+            if let Some(len) = line
+                .trim_end()
+                .strip_prefix(&chunk)
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                let len: usize = len.parse().expect("a chunk length");
+                let start = file.len();
+                file.resize(start + len + 1, 0);
+                self.reader
+                    .read_exact(&mut file[start..])
+                    .expect("chunk bytes");
+                assert_eq!(file.pop(), Some(b'\n'), "a chunk ends with a line break");
+            } else if line.starts_with(&done) {
+                return file;
+            }
+        }
+    }
+}
