@@ -19,8 +19,12 @@ cargo run -q -p wur2-tokio --example embed_tokio -- --self-test
 # The async-std driver serves, two clients chat, it shuts down (wur2-async-std/README.md).
 cargo run -q -p wur2-async-std --example serve -- --self-test
 # The library crates package and build from their .crate files (unpublished dependencies
-# come from cargo's temporary local registry).
-cargo package -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-host -p wur2-tokio -p wur2-async-std --allow-dirty
+# come from cargo's temporary local registry). Cargo takes registry crates to be immutable,
+# so a wur2-* 0.1.0 it extracted or built on an earlier run would be reused as is, stale:
+# both are removed first, and the check builds in a target directory of its own.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wur2-*-0.1.0 \
+  target/package-check/debug/.fingerprint/wur2-* target/package-check/debug/deps/*wur2_*
+CARGO_TARGET_DIR=target/package-check cargo package -q -p wur2-engine -p wur2-store -p wur2-client -p wur2-host -p wur2-tokio -p wur2-async-std --allow-dirty
 # MSRV: build with the toolchain of the workspace's rust-version when rustup has it.
 msrv="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml).0"
 if rustup run "$msrv" rustc --version >/dev/null 2>&1; then
