@@ -165,8 +165,9 @@ start_server() {
     local name=$1 db=${2:-}
     case $name in
     wur2-async-std)
-        # The same flags as wur2 (both take wur2-host's ServeArgs).
-        PORT=16671 PROTO=wur2 CONC=64
+        # The same flags and login concurrency as wur2 (both take wur2-host's ServeArgs and
+        # share wur2-store's pools).
+        PORT=16671 PROTO=wur2 CONC=16
         taskset -c "$SERVER_CPU" "$WORK/wur2-async-std" --listen "127.0.0.1:$PORT" --database-url "$db" \
             --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
             >>"$WORK/$name.log" 2>&1 &
