@@ -1,7 +1,8 @@
 //! The line framer fed one input in arbitrary chunks, with lines and raw bytes (an upload's
 //! contents) taken between pushes: the same frames as splitting the whole input at once
-//! when only lines are taken, the same as a plain reference model whatever is taken, no
-//! line over the limit, and bounded memory once the lines are taken.
+//! when only lines are taken, the same as a plain reference model whatever is taken (lines,
+//! raw bytes, the count of lines up to an upload's `/send`), no line over the limit, and
+//! bounded memory once the lines are taken.
 
 use std::collections::VecDeque;
 
@@ -75,6 +76,8 @@ enum Seen {
 struct Reference {
     max: usize,
     bytes: VecDeque<u8>,
+    /// `\n` bytes in `bytes`, kept up to date rather than counted at every step.
+    newlines: usize,
     discarding: bool,
 }
 
@@ -89,6 +92,7 @@ impl Reference {
                 None => return,
             }
         }
+        self.newlines += data.iter().filter(|&&b| b == b'\n').count();
         self.bytes.extend(data);
     }
 
@@ -96,6 +100,7 @@ impl Reference {
         match self.bytes.iter().position(|&b| b == b'\n') {
             Some(newline) => {
                 let mut line: Vec<u8> = self.bytes.drain(..=newline).collect();
+                self.newlines -= 1;
                 line.pop();
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -117,12 +122,28 @@ impl Reference {
 
     fn take_raw(&mut self, max: usize) -> Seen {
         let n = max.min(self.bytes.len());
-        Seen::Raw(self.bytes.drain(..n).collect())
+        let taken: Vec<u8> = self.bytes.drain(..n).collect();
+        self.newlines -= taken.iter().filter(|&&b| b == b'\n').count();
+        Seen::Raw(taken)
     }
 
-    fn newlines(&self) -> usize {
-        self.bytes.iter().filter(|&&b| b == b'\n').count()
+    /// Complete lines up to and including the first that starts an upload.
+    fn lines_until_upload(&mut self) -> usize {
+        let mut lines = self.bytes.make_contiguous().split(|&b| b == b'\n');
+        lines.next_back();
+        let mut count = 0;
+        for line in lines {
+            count += 1;
+            if starts_upload(line.strip_suffix(b"\r").unwrap_or(line)) {
+                break;
+            }
+        }
+        count
     }
+}
+
+fn starts_upload(line: &[u8]) -> bool {
+    line.starts_with(b"/send ")
 }
 
 /// The framer and the reference side by side.
@@ -139,6 +160,7 @@ impl Pair {
             reference: Reference {
                 max,
                 bytes: VecDeque::new(),
+                newlines: 0,
                 discarding: false,
             },
             seen: Vec::new(),
@@ -149,6 +171,7 @@ impl Pair {
         self.framer.push(data);
         self.reference.push(data);
         self.compare_counts();
+        self.compare_lines_until();
     }
 
     /// Takes one frame from both; whether there was one.
@@ -206,6 +229,7 @@ impl Pair {
             assert_eq!(n, bytes.len(), "take_raw miscounts");
         }
         self.compare_counts();
+        self.compare_lines_until();
         self.seen.push(got);
     }
 
@@ -217,8 +241,17 @@ impl Pair {
         );
         assert_eq!(
             self.framer.pending_frames(),
-            self.reference.newlines(),
+            self.reference.newlines,
             "complete lines differ from the reference"
+        );
+    }
+
+    /// After pushes and raw takes only: both sides scan every held line.
+    fn compare_lines_until(&mut self) {
+        assert_eq!(
+            self.framer.lines_until(starts_upload),
+            self.reference.lines_until_upload(),
+            "lines up to an upload differ from the reference"
         );
     }
 }
