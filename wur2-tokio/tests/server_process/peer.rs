@@ -35,14 +35,19 @@ impl Peer {
     }
 
     /// Reads lines until one contains `needle`; returns it.
+    /// Other lines may hold raw file bytes (not UTF-8): they are skipped.
     pub fn wait_for(&mut self, needle: &str) -> String {
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let n = self.reader.read_line(&mut line).expect("read a line");
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .expect("read a line");
             assert!(n > 0, "connection closed while waiting for {needle:?}");
-            if line.contains(needle) {
-                return line.trim_end().to_string();
+            let text = String::from_utf8_lossy(&line);
+            if text.contains(needle) {
+                return text.trim_end().to_string();
             }
         }
     }

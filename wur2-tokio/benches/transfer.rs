@@ -1,0 +1,119 @@
+//! One 100 MiB file transfer through the real server over loopback, next to piping the
+//! same bytes through one loopback TCP connection (the limit), in the same run.
+//!
+//! Run: `cargo bench -p wur2-tokio --bench transfer` (release build of `wur2`).
+
+#[path = "../tests/server_process/peer.rs"]
+mod peer;
+#[path = "../tests/server_process/mod.rs"]
+mod server_process;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use peer::Peer;
+use server_process::ServerProcess;
+
+const SIZE: usize = 100 * 1024 * 1024;
+const ROUNDS: usize = 3;
+
+fn main() {
+    let text: Vec<u8> = (0..SIZE)
+        .map(|i| {
+            if i % 80 == 79 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    let binary: Vec<u8> = (0..SIZE)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = ServerProcess::start(dir.path(), &["--flood-lines-per-second", "0"], &[]);
+    let (mut limit, mut text_runs, mut binary_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS as u64 {
+        limit.push(loopback(&text));
+        text_runs.push(through_wur2(&server, &text, round * 2 + 1, true));
+        binary_runs.push(through_wur2(&server, &binary, round * 2 + 2, false));
+    }
+    let rss = server.status_kib("VmHWM:");
+    server.stop();
+    let limit = median(limit);
+    let rate = |d: Duration| SIZE as f64 / d.as_secs_f64() / (1024.0 * 1024.0);
+    println!("100 MiB over loopback, median of {ROUNDS} interleaved rounds");
+    println!(
+        "  one TCP connection (the limit):  {:>6.0} MiB/s",
+        rate(limit)
+    );
+    for (name, runs) in [
+        ("wur2, text file (raw chunks)", text_runs),
+        ("wur2, binary file (base64)", binary_runs),
+    ] {
+        let d = median(runs);
+        let ratio = limit.as_secs_f64() / d.as_secs_f64();
+        println!(
+            "  {name:<31} {:>6.0} MiB/s  ({ratio:.2}x the limit)",
+            rate(d)
+        );
+    }
+    println!("  server peak memory (VmHWM): {} MiB", rss / 1024);
+}
+
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+/// Writes `data` into one loopback connection and reads it all on the other end.
+fn loopback(data: &[u8]) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            for piece in data.chunks(64 * 1024) {
+                stream.write_all(piece).expect("write");
+            }
+        });
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        while total < data.len() {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0, "closed early");
+            total += n;
+        }
+    });
+    started.elapsed()
+}
+
+/// Sends `data` from one user to another through the server; the time until the
+/// recipient has every byte.
+fn through_wur2(server: &ServerProcess, data: &[u8], id: u64, text: bool) -> Duration {
+    let mut alice = Peer::register(server.addr, &format!("sender{id}"));
+    let mut bob = Peer::register(server.addr, &format!("recipient{id}"));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let mut stream = alice.stream.try_clone().expect("clone");
+        let header = format!("/send recipient{id} f.bin {}\n", data.len());
+        scope.spawn(move || {
+            stream.write_all(header.as_bytes()).expect("write");
+            for piece in data.chunks(64 * 1024) {
+                stream.write_all(piece).expect("upload");
+            }
+        });
+        if text {
+            let got = bob.receive_text_file(id);
+            assert_eq!(got.len(), data.len());
+        } else {
+            bob.wait_for(&format!("[file {id} done]"));
+        }
+    });
+    let elapsed = started.elapsed();
+    alice.wait_for(&format!("[file {id} done]"));
+    elapsed
+}
