@@ -9,35 +9,29 @@
 //! flags for the server, to compare settings).
 //! Everything runs on 127.0.0.1; the server is stopped by its own pid.
 
-use std::io::{BufRead, BufReader};
+#[path = "../tests/server_process/mod.rs"]
+mod server_process;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use server_process::ServerProcess;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
 const PASSWORD: &str = "correct-horse-battery";
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
 
 /// Starts the binary on a database in `dir` and returns it with the time until it said
 /// it was listening.
-fn start(dir: &Path, fixed_mmap_threshold: bool) -> (Server, Duration) {
-    let started = Instant::now();
-    let mut command = Command::new(BINARY);
+fn start(dir: &Path, fixed_mmap_threshold: bool) -> (ServerProcess, Duration) {
+    let mut env: Vec<(String, String)> = Vec::new();
     if fixed_mmap_threshold {
-        // glibc raises its mmap threshold after the first freed argon2 block (19 MiB) and
-        // then keeps every later block in its arenas; a fixed threshold returns them.
-        command.env("MALLOC_MMAP_THRESHOLD_", "131072");
+        // With glibc's threshold fixed, freed blocks go back to the system at once.
+        env.push(("MALLOC_MMAP_THRESHOLD_".into(), "131072".into()));
     }
     // Extra `NAME=value` pairs for the server, to compare allocator settings.
     for pair in std::env::var("WUR2_BENCH_SERVER_ENV")
@@ -45,79 +39,22 @@ fn start(dir: &Path, fixed_mmap_threshold: bool) -> (Server, Duration) {
         .split_whitespace()
     {
         if let Some((name, value)) = pair.split_once('=') {
-            command.env(name, value);
+            env.push((name.into(), value.into()));
         }
     }
-    if let Ok(args) = std::env::var("WUR2_BENCH_SERVER_ARGS") {
-        command.args(args.split_whitespace());
-    }
-    let mut child = command
-        .current_dir(dir)
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.join("bench.db").display()),
-        )
-        .env("RUST_LOG", "warn,wur2=info")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--max-connections-per-ip",
-            "20000",
-        ])
-        .args(["--max-connections", "20000", "--login-timeout-secs", "600"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wur2");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
-            {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("wur2 listens");
-    (Server { child, addr }, started.elapsed())
-}
-
-impl Server {
-    fn status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(field)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .expect("a kB field")
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.wait();
-    }
+    let extra = std::env::var("WUR2_BENCH_SERVER_ARGS").unwrap_or_default();
+    let mut args = vec![
+        "--max-connections-per-ip",
+        "20000",
+        "--max-connections",
+        "20000",
+    ];
+    args.extend(["--login-timeout-secs", "600"]);
+    args.extend(extra.split_whitespace());
+    let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let server = ServerProcess::start(dir, &args, &env);
+    let startup = server.startup;
+    (server, startup)
 }
 
 /// Logged-in clients that keep reading (and discarding) until told to stop; each answers
@@ -253,7 +190,7 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
     let dir = tempfile::tempdir().expect("temporary directory");
     let (server, _) = start(dir.path(), fixed);
     std::thread::sleep(Duration::from_millis(500));
-    let idle_kib = server.status("VmRSS:");
+    let idle_kib = server.status_kib("VmRSS:");
     println!("idle server: VmRSS {idle_kib} KiB");
 
     runtime.block_on(async {
@@ -262,7 +199,7 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
         let (warm_phase, warm_ready) = clients(server.addr, 16, "warm").await;
         wait_for(&warm_ready, 16, "warm-up logins").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let warm_kib = server.status("VmRSS:");
+        let warm_kib = server.status_kib("VmRSS:");
         println!("after 16 warm-up logins: VmRSS {warm_kib} KiB");
 
         let began = Instant::now();
@@ -272,8 +209,8 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
         phase.send_replace(1);
         wait_for(&ready, 2 * clients_wanted, "barriers").await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let loaded_kib = server.status("VmRSS:");
-        let hwm_kib = server.status("VmHWM:");
+        let loaded_kib = server.status_kib("VmRSS:");
+        let hwm_kib = server.status_kib("VmHWM:");
         let per_connection = (loaded_kib.saturating_sub(warm_kib)) as f64 * 1024.0 / clients_wanted as f64;
         println!(
             "{clients_wanted} idle logged-in connections (logged in over {login_time:.1?}): \
