@@ -93,10 +93,15 @@ impl TestDb {
     pub async fn remove(self) {
         if let Some((admin_url, name)) = &self.postgres {
             let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            // A connection of the store's pool that is still starting up has no role yet,
+            // and PostgreSQL then refuses to terminate it (42501): try again shortly.
+            let mut attempts = 0;
+            while let Err(error) = sqlx::query(&drop).execute(&mut admin).await {
+                attempts += 1;
+                assert!(attempts < 50, "cannot drop test database {name}: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             admin.close().await.unwrap();
         }
     }
