@@ -132,6 +132,15 @@ impl LineFramer {
         len
     }
 
+    /// Drops up to `max` raw bytes without copying them (an upload that was refused);
+    /// returns how many.
+    pub fn skip(&mut self, max: usize) -> usize {
+        let len = self.peek(max).len();
+        self.newlines -= count_newlines(self.peek(max));
+        self.consume(len);
+        len
+    }
+
     /// Wipes and drops `len` bytes from the front; gives memory back when nothing is held.
     fn consume(&mut self, len: usize) {
         let end = self.start + len;

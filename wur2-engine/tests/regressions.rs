@@ -50,3 +50,16 @@ fn a_chunk_size_of_zero_still_moves_files() {
     assert!(!transcript.contains(" data 0]"), "{transcript:?}");
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
+
+/// A transfer window of 0 bytes held every upload back for ever; the engine now takes at
+/// least one byte of window, as it does for the chunk size.
+#[test]
+fn a_transfer_window_of_zero_still_moves_files() {
+    let mut w = World::new(Config {
+        transfer_window_bytes: 0,
+        ..Config::default()
+    });
+    let (a, _b) = (w.user("alice"), w.user("bob"));
+    w.send(a, "/send bob note.txt 5\nhello");
+    assert!(w.saw(a, "[file 1 done] note.txt sent to bob"));
+}

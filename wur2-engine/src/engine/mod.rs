@@ -243,7 +243,11 @@ impl Outbox {
 
 impl Engine {
     /// An engine with no connections, enforcing the limits in `config`.
-    pub fn new(config: Config) -> Self {
+    pub fn new(mut config: Config) -> Self {
+        // A transfer moves at least one byte at a time and may hold at least one: with
+        // either at 0 it could never finish.
+        config.transfer_chunk_bytes = config.transfer_chunk_bytes.max(1);
+        config.transfer_window_bytes = config.transfer_window_bytes.max(1);
         Engine {
             outbox: Outbox {
                 outputs: VecDeque::new(),

@@ -272,14 +272,14 @@ impl Engine {
         let Some(id) = upload.transfer else {
             // Refused or ended: drop what is owed.
             let n = upload.remaining.min(buffered);
-            session.framer.take_raw(n as usize, &mut Vec::new());
+            session.framer.skip(n as usize);
             session.upload = (n < upload.remaining).then_some(Upload {
                 remaining: upload.remaining - n,
                 ..upload
             });
             return true;
         };
-        let (room, most) = (self.window_room(id), self.chunk_bytes());
+        let (room, most) = (self.window_room(id), self.config.transfer_chunk_bytes);
         let Some(session) = self.sessions.get_mut(connection) else {
             return false;
         };
@@ -555,7 +555,7 @@ impl Engine {
     /// Asks the driver for the next piece of a server-side file, if there is room.
     fn read_more(&mut self, id: TransferId) {
         let room = self.window_room(id);
-        let chunk = self.chunk_bytes();
+        let chunk = self.config.transfer_chunk_bytes;
         let Some(transfer) = self.transfers.get_mut(&id) else {
             return;
         };
@@ -570,12 +570,6 @@ impl Engine {
         self.outbox
             .outputs
             .push_back(Output::ReadFile { transfer: id, max });
-    }
-
-    /// The largest piece of a file to move at once: `transfer_chunk_bytes`, at least one
-    /// byte (a chunk of 0 would send empty pieces for ever and never finish).
-    fn chunk_bytes(&self) -> usize {
-        self.config.transfer_chunk_bytes.max(1)
     }
 
     /// How many more bytes the recipient of `id` may have queued.
