@@ -8,6 +8,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -502,9 +504,7 @@ impl Line<'_> {
                 "type": "file_sending", "id": id.0, "to": to, "name": name, "size": size
             }),
             Line::FileChunk { id, data } => {
-                let mut encoded = Vec::with_capacity(data.len() * 4 / 3 + 4);
-                base64_into(data, &mut encoded);
-                let encoded = String::from_utf8_lossy(&encoded);
+                let encoded = BASE64_STANDARD.encode(data);
                 json!({"type": "file_chunk", "id": id.0, "data": encoded})
             }
             Line::FileReceived {
@@ -560,7 +560,15 @@ fn file_chunk_text(id: TransferId, data: &[u8]) -> Bytes {
     if safe {
         out.extend_from_slice(data);
     } else {
-        base64_into(data, &mut out);
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(data.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = BASE64_STANDARD
+            .encode_slice(data, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
     }
     out.push(b'\n');
     Bytes::from(out)
@@ -631,6 +639,13 @@ fn help_text(role: Option<Role>) -> String {
 /// Text a terminal shows as text: UTF-8 (a character cut at the very end is fine) with no
 /// control character but tab and line breaks, and no bidirectional overrides.
 fn is_terminal_safe(data: &[u8]) -> bool {
+    // The common case, printable ASCII and line breaks, in one pass without decoding.
+    if data
+        .iter()
+        .all(|&b| (b' '..0x7f).contains(&b) || matches!(b, b'\n' | b'\r' | b'\t'))
+    {
+        return true;
+    }
     let valid = match std::str::from_utf8(data) {
         Ok(text) => text,
         Err(error) if error.error_len().is_none() => {
@@ -645,32 +660,6 @@ fn is_terminal_safe(data: &[u8]) -> bool {
     valid
         .chars()
         .all(|c| matches!(c, '\n' | '\r' | '\t') || !crate::sanitize::needs_removal(c))
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-fn base64_into(data: &[u8], out: &mut Vec<u8>) {
-    for group in data.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(BASE64[(n >> 18) as usize & 63]);
-        out.push(BASE64[(n >> 12) as usize & 63]);
-        out.push(if group.len() > 1 {
-            BASE64[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if group.len() > 2 {
-            BASE64[n as usize & 63]
-        } else {
-            b'='
-        });
-    }
 }
 
 /// Milliseconds since the Unix epoch, shown as `YYYY-MM-DD HH:MM UTC`.
@@ -722,18 +711,23 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        for (input, expected) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foobar", "Zm9vYmFy"),
-            (&[0xff, 0xfe, 0x00], "//4A"),
+    fn only_printable_text_and_line_breaks_count_as_terminal_safe() {
+        for safe in [
+            &b"plain ascii\tand\r\n"[..],
+            "h\u{e9}llo \u{1f600}\n".as_bytes(),
+            b"",
         ] {
-            let mut out = Vec::new();
-            base64_into(input, &mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), expected);
+            assert!(is_terminal_safe(safe), "{safe:?}");
+        }
+        for unsafe_ in [
+            &b"\x1b[2J"[..],
+            b"del\x7f",
+            b"nul\0",
+            "c1 \u{9b}".as_bytes(),
+            "bidi \u{202e}".as_bytes(),
+            b"\xff\xfe",
+        ] {
+            assert!(!is_terminal_safe(unsafe_), "{unsafe_:?}");
         }
     }
 

@@ -168,10 +168,25 @@ impl Outbox {
         line: &Line<'_>,
         now: Option<Instant>,
     ) {
-        let Some(mode) = sessions.mode(connection) else {
-            return;
-        };
-        let data = line.render(mode, self.unix_ms(now));
+        if let Some(data) = self.render(sessions, connection, line, now) {
+            self.transmit(sessions, connection, data);
+        }
+    }
+
+    /// `line` as `connection` reads it (`None`: no such connection).
+    fn render(
+        &self,
+        sessions: &Sessions,
+        connection: ConnectionId,
+        line: &Line<'_>,
+        now: Option<Instant>,
+    ) -> Option<Bytes> {
+        let mode = sessions.mode(connection)?;
+        Some(line.render(mode, self.unix_ms(now)))
+    }
+
+    /// Queues bytes rendered for `connection` (by [`Outbox::render`]).
+    fn transmit(&mut self, sessions: &mut Sessions, connection: ConnectionId, data: Bytes) {
         match sessions.charge(connection, data.len(), self.max_queued_bytes) {
             Delivery::Send => {
                 self.deliveries += 1;
@@ -396,11 +411,13 @@ impl Engine {
     /// Bytes arrived from `connection`. Any split of a stream across calls gives the same
     /// result.
     pub fn handle_received(&mut self, connection: ConnectionId, data: &[u8], now: Instant) {
+        self.clock = Some(now);
+        // Upload bytes go straight to the recipient when nothing waits before them.
+        let rest = self.upload_from_input(connection, data);
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
-        session.framer.push(data);
-        self.clock = Some(now);
+        session.framer.push(rest);
         self.process_input(connection, now);
         self.finish_input();
     }

@@ -7,6 +7,8 @@
 //! for the recipient: past that the sender's connection stops being read (or no further
 //! file read is asked for) until the recipient catches up.
 
+use bytes::Bytes;
+
 use super::{Engine, Sender};
 use crate::file::{FileError, check_relative_path, is_valid_file_name};
 use crate::ids::{ConnectionId, TransferId};
@@ -47,6 +49,33 @@ pub(super) enum Source {
         /// A `ReadFile` is out and unanswered.
         reading: bool,
     },
+}
+
+/// What an upload does next with the bytes in front of it ([`Engine::plan_upload`]).
+enum UploadStep {
+    /// Nothing to take.
+    Wait,
+    /// The recipient's window is full: wait for it to drain.
+    Stall,
+    /// Drop this many bytes of a refused or ended upload.
+    Discard(usize),
+    /// Send `len` bytes to the recipient as `chunk` (rendered in its mode; `None`: it is
+    /// gone).
+    Forward {
+        id: TransferId,
+        len: usize,
+        chunk: Option<Bytes>,
+    },
+}
+
+impl UploadStep {
+    /// Bytes of the input the step uses up.
+    fn consumed(&self) -> usize {
+        match self {
+            UploadStep::Wait | UploadStep::Stall => 0,
+            UploadStep::Discard(len) | UploadStep::Forward { len, .. } => *len,
+        }
+    }
 }
 
 /// Raw bytes a connection still owes after its `/send` line.
@@ -256,48 +285,114 @@ impl Engine {
         }
     }
 
-    /// Moves raw bytes of `connection`'s upload into its transfer while the recipient's
-    /// window has room. Returns false when it must wait (for bytes or for room).
+    /// Moves raw bytes of `connection`'s upload that wait in its framer into its transfer
+    /// while the recipient's window has room. Returns false when it must wait (for bytes
+    /// or for room).
     pub(super) fn pump_upload(&mut self, connection: ConnectionId) -> bool {
-        let Some(session) = self.sessions.get_mut(connection) else {
+        let Some(session) = self.sessions.get(connection) else {
             return false;
         };
         let Some(upload) = session.upload else {
             return false;
         };
-        let buffered = session.framer.buffered_bytes() as u64;
-        if buffered == 0 {
-            return false;
+        let ahead = session.framer.peek(self.config.transfer_chunk_bytes + 1);
+        let step = self.plan_upload(upload, ahead);
+        if let Some(session) = self.sessions.get_mut(connection) {
+            session.framer.skip(step.consumed());
+        }
+        self.take_upload_step(connection, step)
+    }
+
+    /// Takes the upload bytes at the front of `data`, just received on `connection`, straight
+    /// to the recipient (no copy into the framer) while the upload can go on; returns the
+    /// rest, for the framer.
+    pub(super) fn upload_from_input<'a>(
+        &mut self,
+        connection: ConnectionId,
+        mut data: &'a [u8],
+    ) -> &'a [u8] {
+        while !data.is_empty() {
+            let dropping = self.sessions.is_dropping(connection);
+            let Some(session) = self.sessions.get(connection) else {
+                break;
+            };
+            let Some(upload) = session.upload else {
+                break;
+            };
+            if dropping || session.is_blocked() || session.framer.buffered_bytes() > 0 {
+                break;
+            }
+            let step = self.plan_upload(upload, data);
+            data = &data[step.consumed()..];
+            if !self.take_upload_step(connection, step) {
+                break;
+            }
+        }
+        data
+    }
+
+    /// What `upload` does next with `ahead`, the bytes it has in front of it (rendering
+    /// the chunk needs only a look at them, so they can stay where they are).
+    fn plan_upload(&self, upload: Upload, ahead: &[u8]) -> UploadStep {
+        if ahead.is_empty() {
+            return UploadStep::Wait;
         }
         let Some(id) = upload.transfer else {
             // Refused or ended: drop what is owed.
-            let n = upload.remaining.min(buffered);
-            session.framer.skip(n as usize);
-            session.upload = (n < upload.remaining).then_some(Upload {
-                remaining: upload.remaining - n,
-                ..upload
-            });
-            return true;
+            let len = upload.remaining.min(ahead.len() as u64) as usize;
+            return UploadStep::Discard(len);
         };
-        let (room, most) = (self.window_room(id), self.config.transfer_chunk_bytes);
-        let Some(session) = self.sessions.get_mut(connection) else {
+        let room = self.window_room(id).min(self.config.transfer_chunk_bytes);
+        let Some(transfer) = self.transfers.get(&id).filter(|_| room > 0) else {
+            return UploadStep::Stall;
+        };
+        let limit = (room as u64).min(upload.remaining).min(ahead.len() as u64) as usize;
+        let len = char_boundary(
+            &ahead[..ahead.len().min(limit + 1)],
+            limit,
+            upload.remaining,
+        );
+        let line = Line::FileChunk {
+            id,
+            data: &ahead[..len],
+        };
+        let chunk = self
+            .outbox
+            .render(&self.sessions, transfer.recipient, &line, self.clock);
+        UploadStep::Forward { id, len, chunk }
+    }
+
+    /// Carries out a planned step whose bytes have left the input; returns whether the
+    /// upload went on (false: it waits).
+    fn take_upload_step(&mut self, connection: ConnectionId, step: UploadStep) -> bool {
+        let Some(upload) = self
+            .sessions
+            .get_mut(connection)
+            .and_then(|s| s.upload.as_mut())
+        else {
             return false;
         };
-        if room == 0 {
-            if let Some(upload) = session.upload.as_mut() {
+        match step {
+            UploadStep::Wait => false,
+            UploadStep::Stall => {
                 upload.stalled = true;
+                false
             }
-            return false;
+            UploadStep::Discard(len) => {
+                upload.remaining -= len as u64;
+                if upload.remaining == 0
+                    && let Some(session) = self.sessions.get_mut(connection)
+                {
+                    session.upload = None;
+                }
+                true
+            }
+            UploadStep::Forward { id, len, chunk } => {
+                upload.remaining -= len as u64;
+                self.forward_rendered(id, len, chunk);
+                true
+            }
         }
-        let limit = (room.min(most) as u64).min(upload.remaining).min(buffered) as usize;
-        let take = char_boundary(session.framer.peek(limit + 1), limit, upload.remaining);
-        let mut chunk = Vec::with_capacity(take);
-        session.framer.take_raw(take, &mut chunk);
-        if let Some(upload) = session.upload.as_mut() {
-            upload.remaining -= take as u64;
-        }
-        self.forward(id, &chunk);
-        true
     }
 
     /// The recipient `connection` wrote some of its queue: let waiting sources go on.
@@ -541,12 +636,27 @@ impl Engine {
 
     /// Sends one chunk to the recipient; the last one completes the transfer.
     fn forward(&mut self, id: TransferId, data: &[u8]) {
+        let Some(transfer) = self.transfers.get(&id) else {
+            return;
+        };
+        let line = Line::FileChunk { id, data };
+        let chunk = self
+            .outbox
+            .render(&self.sessions, transfer.recipient, &line, self.clock);
+        self.forward_rendered(id, data.len(), chunk);
+    }
+
+    /// Sends a chunk of `len` file bytes, rendered for the recipient (`None`: the
+    /// recipient is gone); the last one completes the transfer.
+    fn forward_rendered(&mut self, id: TransferId, len: usize, chunk: Option<Bytes>) {
         let Some(transfer) = self.transfers.get_mut(&id) else {
             return;
         };
-        transfer.remaining -= data.len() as u64;
+        transfer.remaining -= len as u64;
         let (recipient, done) = (transfer.recipient, transfer.remaining == 0);
-        self.send(recipient, Line::FileChunk { id, data });
+        if let Some(chunk) = chunk {
+            self.outbox.transmit(&mut self.sessions, recipient, chunk);
+        }
         if done {
             self.end_transfer(id, None);
         }

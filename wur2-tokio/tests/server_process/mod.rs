@@ -61,6 +61,20 @@ impl ServerProcess {
         }
     }
 
+    /// CPU time the server's live threads have used so far (nanoseconds, the first field
+    /// of each `/proc/<pid>/task/<tid>/schedstat`); for differences over a short span.
+    pub fn cpu_time(&self) -> Duration {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .expect("read /proc/<pid>/task");
+        let nanos = tasks
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                stat.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum();
+        Duration::from_nanos(nanos)
+    }
+
     /// A `kB` field of `/proc/<pid>/status`, such as `VmRSS:` or `VmHWM:`, in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

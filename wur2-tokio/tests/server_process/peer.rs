@@ -22,7 +22,8 @@ impl Peer {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
-        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        // Large enough that reading a file's chunks costs the measuring side little.
+        let reader = BufReader::with_capacity(256 * 1024, stream.try_clone().expect("clone"));
         let mut peer = Peer { stream, reader };
         peer.send(&format!("/register {name} {PASSWORD}\n/ping ready\n"));
         peer.wait_for("PONG ready");
