@@ -2,17 +2,25 @@
 //! HTTP on a listener of their own (`GET /metrics`, `GET /healthz`).
 //!
 //! It owns the timing of store requests ([`Metered`] wraps the store) and a tiny HTTP/1.1
-//! responder. It reads the engine only through [`ServerStatus`] and never blocks the
-//! driver. The exposition is written by hand: a few dozen lines, no global registry, so
-//! several servers in one process each report their own numbers.
+//! responder. `prometheus-client` provides the registry, the metric types and the text
+//! encoding. The engine's numbers are never copied into metric atomics: a collector reads
+//! the snapshot the driver publishes in [`ServerStatus`] when a scraper asks, so the driver
+//! pays nothing per metric and never waits for the exporter. Each [`serve`] builds its own
+//! registry (no global one), so several servers in one process each report their own
+//! numbers.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -47,33 +55,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP requests answered at once at most.
 const MAX_REQUESTS: usize = 64;
 
-/// One latency histogram (non-cumulative bucket counts; made cumulative when written).
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    /// Above the last bucket.
-    over: AtomicU64,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+/// Store latency histograms, one per request kind, labelled `request="<kind>"`.
+type Latencies = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
-impl Histogram {
-    fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        match BUCKETS.iter().position(|bound| seconds <= *bound) {
-            Some(index) => self.buckets[index].fetch_add(1, Ordering::Relaxed),
-            None => self.over.fetch_add(1, Ordering::Relaxed),
-        };
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Store latency per request kind, shared by [`Metered`] and the exporter.
-#[derive(Debug, Default)]
-struct StoreTimings {
-    kinds: [Histogram; KINDS.len()],
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 fn kind_index(request: &StoreRequest) -> usize {
@@ -91,22 +77,38 @@ fn kind_index(request: &StoreRequest) -> usize {
 
 /// The metrics of one server: create it, wrap the store with [`Metrics::meter`] before
 /// serving, then export with [`serve`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    timings: Arc<StoreTimings>,
+    latencies: Latencies,
+    /// The histograms of `latencies`, indexed by [`kind_index`]: recording a reply takes
+    /// no lock on the family.
+    by_kind: Arc<[Histogram; KINDS.len()]>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
     /// Empty metrics.
     pub fn new() -> Metrics {
-        Metrics::default()
+        let latencies = Latencies::new_with_constructor(latency_histogram);
+        // Every kind exists from the start, so each series is exported (at zero) before its
+        // first request: `rate()` then sees that request instead of a series appearing.
+        let by_kind = KINDS.map(|kind| latencies.get_or_create_owned(&[("request", kind)]));
+        Metrics {
+            latencies,
+            by_kind: Arc::new(by_kind),
+        }
     }
 
     /// Wraps `store` so every request's latency is recorded here.
     pub fn meter<S: Storage>(&self, store: S) -> Metered<S> {
         Metered {
             inner: store,
-            timings: Arc::clone(&self.timings),
+            by_kind: Arc::clone(&self.by_kind),
         }
     }
 }
@@ -116,7 +118,7 @@ impl Metrics {
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
-    timings: Arc<StoreTimings>,
+    by_kind: Arc<[Histogram; KINDS.len()]>,
 }
 
 impl<S: Storage> Storage for Metered<S> {
@@ -125,10 +127,10 @@ impl<S: Storage> Storage for Metered<S> {
         let started = Instant::now();
         // `execute` is called here, in the engine's order, as the trait requires.
         let reply = self.inner.execute(request);
-        let timings = Arc::clone(&self.timings);
+        let by_kind = Arc::clone(&self.by_kind);
         async move {
             let reply = reply.await;
-            timings.kinds[kind].observe(started.elapsed());
+            by_kind[kind].observe(started.elapsed().as_secs_f64());
             reply
         }
     }
@@ -205,8 +207,9 @@ pub fn serve<P: StoreProbe>(
     store: P,
 ) -> std::io::Result<MetricsServer> {
     let local_addr = listener.local_addr()?;
+    let store = Arc::new(store);
     let exporter = Arc::new(Exporter {
-        metrics,
+        registry: registry(metrics, status.clone(), Arc::clone(&store)),
         status,
         store,
     });
@@ -236,10 +239,187 @@ pub fn serve<P: StoreProbe>(
     Ok(MetricsServer { local_addr, task })
 }
 
-struct Exporter<P> {
-    metrics: Metrics,
+/// Every metric of one server: its store latencies, and a collector for the rest.
+fn registry<P: StoreProbe>(metrics: Metrics, status: ServerStatus, store: Arc<P>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ServerCollector { status, store }));
+    registry.register_with_unit(
+        "wur2_store_request_duration",
+        "Time from the engine's store request to its reply, by request",
+        Unit::Seconds,
+        metrics.latencies,
+    );
+    registry
+}
+
+/// Reads the server's numbers when a scraper asks: the engine's [`wur2_engine::Stats`] as
+/// the driver last published them, the TLS counters, and the store's queues.
+struct ServerCollector<P> {
     status: ServerStatus,
-    store: P,
+    store: Arc<P>,
+}
+
+impl<P> std::fmt::Debug for ServerCollector<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCollector")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: StoreProbe> Collector for ServerCollector<P> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let stats = self.status.stats();
+        let mut gauges: Vec<(&str, &str, u64)> = vec![
+            (
+                "wur2_connections",
+                "Open client connections, logged in or not.",
+                stats.connections,
+            ),
+            (
+                "wur2_users_online",
+                "Accounts with at least one logged-in session.",
+                stats.users_online,
+            ),
+            (
+                "wur2_queued_bytes",
+                "Bytes handed to connections and not yet written to their sockets.",
+                stats.bytes_queued,
+            ),
+            (
+                "wur2_transfers_active",
+                "File transfers running.",
+                stats.transfers_active,
+            ),
+            (
+                "wur2_accepting",
+                "1 while the chat listener accepts connections, 0 once shutdown began.",
+                u64::from(self.status.accepting()),
+            ),
+            (
+                "wur2_store_requests_in_flight",
+                "Store requests the engine waits for.",
+                self.status.store_requests_in_flight() as u64,
+            ),
+        ];
+        if let Some(len) = self.store.append_queue_len() {
+            gauges.push((
+                "wur2_store_append_queue",
+                "Message appends queued and not yet written to the database.",
+                len as u64,
+            ));
+        }
+        if let Some(len) = self.store.hash_queue_len() {
+            gauges.push((
+                "wur2_store_hash_queue",
+                "Password hashing jobs waiting for a free argon2 thread.",
+                len as u64,
+            ));
+        }
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        // Names without `_total`: the encoder appends it to every counter.
+        let counters: [(&str, &str, u64); 16] = [
+            (
+                "wur2_tls_handshakes",
+                "TLS handshakes completed (0 without --tls-listen).",
+                self.status.tls_handshakes(),
+            ),
+            (
+                "wur2_tls_handshake_failures",
+                "TLS handshakes that failed or timed out.",
+                self.status.tls_handshake_failures(),
+            ),
+            (
+                "wur2_connections_opened",
+                "Connections accepted.",
+                stats.connections_opened,
+            ),
+            (
+                "wur2_lines_received",
+                "Lines received from clients.",
+                stats.lines_received,
+            ),
+            (
+                "wur2_channel_messages",
+                "Chat messages accepted for a channel (messages in).",
+                stats.channel_messages,
+            ),
+            (
+                "wur2_direct_messages",
+                "Private messages accepted.",
+                stats.direct_messages,
+            ),
+            (
+                "wur2_deliveries",
+                "Lines handed to connections; a broadcast to N counts N (messages out).",
+                stats.deliveries,
+            ),
+            (
+                "wur2_sent_bytes",
+                "Bytes handed to connections.",
+                stats.bytes_out,
+            ),
+            (
+                "wur2_logins",
+                "Successful logins and registrations.",
+                stats.logins,
+            ),
+            (
+                "wur2_login_failures",
+                "Failed logins: wrong password, unknown user, locked out.",
+                stats.login_failures,
+            ),
+            (
+                "wur2_flood_pauses",
+                "Times flood control made a connection wait.",
+                stats.flood_pauses,
+            ),
+            (
+                "wur2_flood_disconnects",
+                "Connections closed for flooding.",
+                stats.flood_disconnects,
+            ),
+            (
+                "wur2_slow_readers_dropped",
+                "Connections dropped because they did not read what was sent to them.",
+                stats.slow_readers_dropped,
+            ),
+            (
+                "wur2_store_requests",
+                "Store requests the engine made.",
+                stats.store_requests,
+            ),
+            (
+                "wur2_transfers_completed",
+                "File transfers that completed.",
+                stats.transfers_completed,
+            ),
+            (
+                "wur2_transfers_cancelled",
+                "File transfers cancelled or failed.",
+                stats.transfers_cancelled,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+struct Exporter<P> {
+    registry: Registry,
+    status: ServerStatus,
+    store: Arc<P>,
 }
 
 impl<P: StoreProbe> Exporter<P> {
@@ -252,11 +432,17 @@ impl<P: StoreProbe> Exporter<P> {
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let path = path.split('?').next().unwrap_or("");
         let (status, content_type, body) = match (method, path) {
-            ("GET", "/metrics") => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.render(),
-            ),
+            ("GET", "/metrics") => match self.render() {
+                Ok(body) => ("200 OK", prometheus_text::CONTENT_TYPE, body),
+                Err(std::fmt::Error) => {
+                    warn!("metrics could not be encoded");
+                    (
+                        "500 Internal Server Error",
+                        "text/plain; charset=utf-8",
+                        "metrics could not be encoded\n".to_owned(),
+                    )
+                }
+            },
             ("GET", "/healthz") => match self.health().await {
                 Ok(()) => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),
                 Err(reason) => (
@@ -296,188 +482,12 @@ impl<P: StoreProbe> Exporter<P> {
         }
     }
 
-    /// The whole exposition, in the text format.
-    fn render(&self) -> String {
-        let stats = self.status.stats();
-        let mut out = String::with_capacity(8 * 1024);
-        let gauges: [(&str, &str, u64); 5] = [
-            (
-                "wur2_connections",
-                "Open client connections, logged in or not.",
-                stats.connections,
-            ),
-            (
-                "wur2_users_online",
-                "Accounts with at least one logged-in session.",
-                stats.users_online,
-            ),
-            (
-                "wur2_queued_bytes",
-                "Bytes handed to connections and not yet written to their sockets.",
-                stats.bytes_queued,
-            ),
-            (
-                "wur2_transfers_active",
-                "File transfers running.",
-                stats.transfers_active,
-            ),
-            (
-                "wur2_accepting",
-                "1 while the chat listener accepts connections, 0 once shutdown began.",
-                u64::from(self.status.accepting()),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            metric(&mut out, name, help, "gauge", value);
-        }
-        metric(
-            &mut out,
-            "wur2_store_requests_in_flight",
-            "Store requests the engine waits for.",
-            "gauge",
-            self.status.store_requests_in_flight() as u64,
-        );
-        if let Some(len) = self.store.append_queue_len() {
-            metric(
-                &mut out,
-                "wur2_store_append_queue",
-                "Message appends queued and not yet written to the database.",
-                "gauge",
-                len as u64,
-            );
-        }
-        if let Some(len) = self.store.hash_queue_len() {
-            metric(
-                &mut out,
-                "wur2_store_hash_queue",
-                "Password hashing jobs waiting for a free argon2 thread.",
-                "gauge",
-                len as u64,
-            );
-        }
-        let counters: [(&str, &str, u64); 16] = [
-            (
-                "wur2_tls_handshakes_total",
-                "TLS handshakes completed (0 without --tls-listen).",
-                self.status.tls_handshakes(),
-            ),
-            (
-                "wur2_tls_handshake_failures_total",
-                "TLS handshakes that failed or timed out.",
-                self.status.tls_handshake_failures(),
-            ),
-            (
-                "wur2_connections_opened_total",
-                "Connections accepted.",
-                stats.connections_opened,
-            ),
-            (
-                "wur2_lines_received_total",
-                "Lines received from clients.",
-                stats.lines_received,
-            ),
-            (
-                "wur2_channel_messages_total",
-                "Chat messages accepted for a channel (messages in).",
-                stats.channel_messages,
-            ),
-            (
-                "wur2_direct_messages_total",
-                "Private messages accepted.",
-                stats.direct_messages,
-            ),
-            (
-                "wur2_deliveries_total",
-                "Lines handed to connections; a broadcast to N counts N (messages out).",
-                stats.deliveries,
-            ),
-            (
-                "wur2_sent_bytes_total",
-                "Bytes handed to connections.",
-                stats.bytes_out,
-            ),
-            (
-                "wur2_logins_total",
-                "Successful logins and registrations.",
-                stats.logins,
-            ),
-            (
-                "wur2_login_failures_total",
-                "Failed logins: wrong password, unknown user, locked out.",
-                stats.login_failures,
-            ),
-            (
-                "wur2_flood_pauses_total",
-                "Times flood control made a connection wait.",
-                stats.flood_pauses,
-            ),
-            (
-                "wur2_flood_disconnects_total",
-                "Connections closed for flooding.",
-                stats.flood_disconnects,
-            ),
-            (
-                "wur2_slow_readers_dropped_total",
-                "Connections dropped because they did not read what was sent to them.",
-                stats.slow_readers_dropped,
-            ),
-            (
-                "wur2_store_requests_total",
-                "Store requests the engine made.",
-                stats.store_requests,
-            ),
-            (
-                "wur2_transfers_completed_total",
-                "File transfers that completed.",
-                stats.transfers_completed,
-            ),
-            (
-                "wur2_transfers_cancelled_total",
-                "File transfers cancelled or failed.",
-                stats.transfers_cancelled,
-            ),
-        ];
-        for (name, help, value) in counters {
-            metric(&mut out, name, help, "counter", value);
-        }
-        self.render_latency(&mut out);
-        out
+    /// The whole exposition, in the Prometheus text format.
+    fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::with_capacity(8 * 1024);
+        prometheus_text::encode(&mut body, &self.registry)?;
+        Ok(body)
     }
-
-    fn render_latency(&self, out: &mut String) {
-        let name = "wur2_store_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from the engine's store request to its reply, by request."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (kind, histogram) in KINDS.iter().zip(&self.metrics.timings.kinds) {
-            let mut cumulative = 0;
-            for (bound, count) in BUCKETS.iter().zip(&histogram.buckets) {
-                cumulative += count.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{request=\"{kind}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            // Read once, so `+Inf` and `_count` agree even while requests finish.
-            let total = cumulative + histogram.over.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{request=\"{kind}\",le=\"+Inf\"}} {total}"
-            );
-            let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{request=\"{kind}\"}} {sum}");
-            let _ = writeln!(out, "{name}_count{{request=\"{kind}\"}} {total}");
-        }
-    }
-}
-
-/// One single-valued metric with its `HELP` and `TYPE` lines.
-fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Reads up to the end of the request head; returns its first line.
@@ -496,4 +506,116 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     }
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(String::from_utf8_lossy(line).trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::StatusCell;
+
+    /// A store with queues of known lengths.
+    struct Queues;
+
+    impl StoreProbe for Queues {
+        async fn ping(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn append_queue_len(&self) -> Option<usize> {
+            Some(30)
+        }
+
+        fn hash_queue_len(&self) -> Option<usize> {
+            Some(31)
+        }
+    }
+
+    #[test]
+    fn every_published_number_is_served_under_its_own_name_and_type() {
+        // Each number is different, so a metric reading the wrong field shows.
+        let mut stats = wur2_engine::Stats::default();
+        stats.connections = 10;
+        stats.users_online = 11;
+        stats.bytes_queued = 12;
+        stats.transfers_active = 13;
+        stats.connections_opened = 14;
+        stats.lines_received = 15;
+        stats.channel_messages = 16;
+        stats.direct_messages = 17;
+        stats.deliveries = 18;
+        stats.bytes_out = 19;
+        stats.logins = 20;
+        stats.login_failures = 21;
+        stats.flood_pauses = 22;
+        stats.flood_disconnects = 23;
+        stats.slow_readers_dropped = 24;
+        stats.store_requests = 25;
+        stats.transfers_completed = 26;
+        stats.transfers_cancelled = 27;
+        let cell = Arc::new(StatusCell::default());
+        cell.publish(stats, 28);
+        cell.set_accepting(true);
+        for _ in 0..3 {
+            cell.count_tls_handshake(true);
+        }
+        for _ in 0..4 {
+            cell.count_tls_handshake(false);
+        }
+        let registry = registry(Metrics::new(), ServerStatus::new(cell), Arc::new(Queues));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).expect("a String takes any text");
+
+        let expected: [(&str, &str, u64); 25] = [
+            ("wur2_connections", "gauge", 10),
+            ("wur2_users_online", "gauge", 11),
+            ("wur2_queued_bytes", "gauge", 12),
+            ("wur2_transfers_active", "gauge", 13),
+            ("wur2_accepting", "gauge", 1),
+            ("wur2_store_requests_in_flight", "gauge", 28),
+            ("wur2_store_append_queue", "gauge", 30),
+            ("wur2_store_hash_queue", "gauge", 31),
+            ("wur2_tls_handshakes_total", "counter", 3),
+            ("wur2_tls_handshake_failures_total", "counter", 4),
+            ("wur2_connections_opened_total", "counter", 14),
+            ("wur2_lines_received_total", "counter", 15),
+            ("wur2_channel_messages_total", "counter", 16),
+            ("wur2_direct_messages_total", "counter", 17),
+            ("wur2_deliveries_total", "counter", 18),
+            ("wur2_sent_bytes_total", "counter", 19),
+            ("wur2_logins_total", "counter", 20),
+            ("wur2_login_failures_total", "counter", 21),
+            ("wur2_flood_pauses_total", "counter", 22),
+            ("wur2_flood_disconnects_total", "counter", 23),
+            ("wur2_slow_readers_dropped_total", "counter", 24),
+            ("wur2_store_requests_total", "counter", 25),
+            ("wur2_transfers_completed_total", "counter", 26),
+            ("wur2_transfers_cancelled_total", "counter", 27),
+            ("wur2_store_request_duration_seconds", "histogram", 0),
+        ];
+        for (name, kind, value) in expected {
+            assert!(
+                text.contains(&format!("\n# TYPE {name} {kind}\n")),
+                "no {kind} {name} in\n{text}"
+            );
+            if kind != "histogram" {
+                assert!(
+                    text.contains(&format!("# TYPE {name} {kind}\n{name} {value}\n")),
+                    "{name} is not {value} in\n{text}"
+                );
+            }
+        }
+        assert_eq!(
+            text.matches("# TYPE ").count(),
+            expected.len(),
+            "a metric not listed here: {text}"
+        );
+        for kind in KINDS {
+            assert!(
+                text.contains(&format!(
+                    "wur2_store_request_duration_seconds_count{{request=\"{kind}\"}} 0\n"
+                )),
+                "no latency series for {kind} in\n{text}"
+            );
+        }
+    }
 }

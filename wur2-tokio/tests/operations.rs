@@ -118,6 +118,12 @@ async fn start() -> Server {
 
 /// One HTTP GET: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (code, _, body) = get_with_type(addr, path).await;
+    (code, body)
+}
+
+/// One HTTP GET: the status code, the `Content-Type` and the body.
+async fn get_with_type(addr: SocketAddr, path: &str) -> (u16, String, String) {
     tokio::time::timeout(STEP, async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
@@ -132,30 +138,60 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .expect("a status code");
-        (code, body.to_owned())
+        let content_type = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Type: "))
+            .unwrap_or_default();
+        (code, content_type.to_owned(), body.to_owned())
     })
     .await
     .expect("the metrics listener answers")
 }
 
-/// Parses an exposition strictly enough to catch format mistakes: every sample belongs to
-/// a family declared by `# TYPE` before it, and every value is a number.
-fn parse_exposition(text: &str) -> HashMap<String, f64> {
+/// A scrape, parsed: each family's `TYPE`, and each sample's value by series.
+struct Exposition {
+    types: HashMap<String, String>,
+    samples: HashMap<String, f64>,
+}
+
+impl Exposition {
+    /// A sample's value; fails the test when the series is not served.
+    fn value(&self, series: &str) -> f64 {
+        *self
+            .samples
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} is not served"))
+    }
+}
+
+/// Parses an exposition strictly enough to catch format mistakes: every family has a
+/// `# HELP` line right before its `# TYPE` line, every sample belongs to a family declared
+/// before it, counters end in `_total`, and every value is a number.
+fn parse_exposition(text: &str) -> Exposition {
     let mut types: HashMap<String, String> = HashMap::new();
     let mut samples = HashMap::new();
+    let mut helped: Option<String> = None;
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.trim().is_empty(), "{line}");
+            helped = Some(name.to_owned());
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert_eq!(helped.take().as_deref(), Some(name), "HELP before {line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{line}");
+            }
             assert!(
                 types.insert(name.to_owned(), kind.to_owned()).is_none(),
                 "{line}"
             );
             continue;
         }
-        if line.starts_with("# HELP ") {
-            continue;
-        }
+        assert!(!line.starts_with('#'), "unexpected comment {line}");
         let (series, value) = line.rsplit_once(' ').expect("a sample");
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
         let name = series.split('{').next().expect("a name");
@@ -166,67 +202,158 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
                     .filter(|base| types.get(*base).is_some_and(|k| k == "histogram"))
             })
             .unwrap_or(name);
-        let kind = types
-            .get(family)
-            .unwrap_or_else(|| panic!("{name} has no TYPE line"));
-        if kind == "counter" {
-            assert!(name.ends_with("_total"), "{name}");
-        }
-        samples.insert(series.to_owned(), value);
+        assert!(types.contains_key(family), "{name} has no TYPE line");
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
     }
-    samples
+    Exposition { types, samples }
+}
+
+/// Every family an operator sees (docs/OPERATIONS.md lists them), with its type.
+const FAMILIES: [(&str, &str); 25] = [
+    ("wur2_connections", "gauge"),
+    ("wur2_users_online", "gauge"),
+    ("wur2_queued_bytes", "gauge"),
+    ("wur2_transfers_active", "gauge"),
+    ("wur2_accepting", "gauge"),
+    ("wur2_store_requests_in_flight", "gauge"),
+    ("wur2_store_append_queue", "gauge"),
+    ("wur2_store_hash_queue", "gauge"),
+    ("wur2_tls_handshakes_total", "counter"),
+    ("wur2_tls_handshake_failures_total", "counter"),
+    ("wur2_connections_opened_total", "counter"),
+    ("wur2_lines_received_total", "counter"),
+    ("wur2_channel_messages_total", "counter"),
+    ("wur2_direct_messages_total", "counter"),
+    ("wur2_deliveries_total", "counter"),
+    ("wur2_sent_bytes_total", "counter"),
+    ("wur2_logins_total", "counter"),
+    ("wur2_login_failures_total", "counter"),
+    ("wur2_flood_pauses_total", "counter"),
+    ("wur2_flood_disconnects_total", "counter"),
+    ("wur2_slow_readers_dropped_total", "counter"),
+    ("wur2_store_requests_total", "counter"),
+    ("wur2_transfers_completed_total", "counter"),
+    ("wur2_transfers_cancelled_total", "counter"),
+    ("wur2_store_request_duration_seconds", "histogram"),
+];
+
+#[test]
+fn the_operations_guide_lists_every_served_metric_with_its_type() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .expect("docs/OPERATIONS.md");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for row in guide.lines().filter(|line| line.starts_with("| `wur2_")) {
+        let mut cells = row.split('|').skip(1).map(str::trim);
+        let (names, kind) = (cells.next().unwrap_or(""), cells.next().unwrap_or(""));
+        for name in names.split(" / ") {
+            let name = name.trim_matches('`');
+            let name = name.split('{').next().unwrap_or(name);
+            documented.push((name.to_owned(), kind.to_owned()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = FAMILIES
+        .iter()
+        .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+}
+
+/// Scrapes `/metrics`: a 200 in the Prometheus text format with every family of
+/// [`FAMILIES`], each of its type, and no other.
+async fn scrape(addr: SocketAddr) -> Exposition {
+    let (code, content_type, body) = get_with_type(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let exposition = parse_exposition(&body);
+    let expected: HashMap<String, String> = FAMILIES
+        .iter()
+        .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
+        .collect();
+    assert_eq!(exposition.types, expected);
+    exposition
 }
 
 #[tokio::test]
 async fn metrics_follow_the_chat_and_healthz_follows_the_listener_and_the_store() {
     let server = start().await;
     let addr = server.handle.local_addr();
-    let status = server.handle.status();
     let exporter = metrics::serve(
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         server.metrics.clone(),
-        status.clone(),
+        server.handle.status(),
         server.store.clone(),
     )
     .expect("serve metrics");
     let metrics_addr = exporter.local_addr();
 
-    let (code, body) = get(metrics_addr, "/metrics").await;
-    assert_eq!(code, 200);
-    let before = parse_exposition(&body);
-    assert_eq!(before["wur2_connections"], 0.0);
-    assert_eq!(before["wur2_logins_total"], 0.0);
-    assert_eq!(before["wur2_accepting"], 1.0);
-    assert_eq!(before["wur2_store_append_queue"], 0.0);
-    assert_eq!(before["wur2_store_hash_queue"], 0.0);
+    let before = scrape(metrics_addr).await;
+    for (name, kind) in FAMILIES {
+        if kind != "histogram" && name != "wur2_accepting" {
+            assert_eq!(before.value(name), 0.0, "{name}");
+        }
+    }
+    assert_eq!(before.value("wur2_accepting"), 1.0);
+    assert_eq!(
+        before.value("wur2_store_request_duration_seconds_count{request=\"register\"}"),
+        0.0
+    );
 
     let mut alice =
         Client::register(TcpStream::connect(addr).await.expect("connect"), "alice").await;
     let mut bob = Client::register(TcpStream::connect(addr).await.expect("connect"), "bob").await;
     alice.send("hello metrics").await;
     bob.expect("hello metrics").await;
-    bob.send("/login alice wrong-password").await;
-    bob.expect("").await;
+    alice.send("/msg bob psst").await;
+    bob.expect("psst").await;
+    let mut mallory = Client {
+        stream: BufReader::new(TcpStream::connect(addr).await.expect("connect")),
+        name: "mallory".to_owned(),
+    };
+    mallory.send("/login alice wrong-password").await;
+    mallory.expect("invalid username or password").await;
 
-    let (code, body) = get(metrics_addr, "/metrics").await;
-    assert_eq!(code, 200);
-    let after = parse_exposition(&body);
-    assert_eq!(after["wur2_connections"], 2.0);
-    assert_eq!(after["wur2_users_online"], 2.0);
-    assert_eq!(after["wur2_logins_total"], 2.0);
-    assert_eq!(after["wur2_channel_messages_total"], 1.0);
-    assert!(after["wur2_deliveries_total"] >= 1.0);
-    assert!(after["wur2_lines_received_total"] >= 3.0);
-    assert!(after["wur2_store_requests_total"] >= 3.0);
+    let after = scrape(metrics_addr).await;
+    for (name, kind) in FAMILIES {
+        if kind == "counter" {
+            assert!(after.value(name) >= before.value(name), "{name} went down");
+        }
+    }
+    assert_eq!(after.value("wur2_connections"), 3.0);
+    assert_eq!(after.value("wur2_users_online"), 2.0);
+    assert_eq!(after.value("wur2_connections_opened_total"), 3.0);
+    assert_eq!(after.value("wur2_logins_total"), 2.0);
+    assert_eq!(after.value("wur2_login_failures_total"), 1.0);
+    assert_eq!(after.value("wur2_channel_messages_total"), 1.0);
+    assert_eq!(after.value("wur2_direct_messages_total"), 1.0);
+    // Two welcomes, the message and the private message at least.
+    assert!(after.value("wur2_deliveries_total") >= 4.0);
+    assert!(after.value("wur2_sent_bytes_total") > 0.0);
+    // Two registrations, two messages, one login.
+    assert!(after.value("wur2_lines_received_total") >= 5.0);
+    assert!(after.value("wur2_store_requests_total") >= 5.0);
+    let register = |series: &str| {
+        after.value(&format!(
+            "wur2_store_request_duration_seconds_{series}{{request=\"register\"}}"
+        ))
+    };
+    assert_eq!(register("count"), 2.0);
+    assert!(register("sum") > 0.0);
     assert_eq!(
-        after["wur2_store_request_duration_seconds_count{request=\"register\"}"],
+        after.value("wur2_store_request_duration_seconds_bucket{request=\"register\",le=\"+Inf\"}"),
         2.0
     );
     assert_eq!(
-        after["wur2_store_request_duration_seconds_bucket{request=\"register\",le=\"+Inf\"}"],
-        2.0
+        after.value("wur2_store_request_duration_seconds_count{request=\"login\"}"),
+        1.0
     );
-    assert!(after["wur2_store_request_duration_seconds_sum{request=\"register\"}"] > 0.0);
 
     assert_eq!(
         get(metrics_addr, "/healthz").await,
@@ -244,10 +371,7 @@ async fn metrics_follow_the_chat_and_healthz_follows_the_listener_and_the_store(
     let (code, body) = get(metrics_addr, "/healthz").await;
     assert_eq!(code, 503);
     assert!(body.contains("not accepting"), "{body}");
-    assert_eq!(
-        parse_exposition(&get(metrics_addr, "/metrics").await.1)["wur2_accepting"],
-        0.0
-    );
+    assert_eq!(scrape(metrics_addr).await.value("wur2_accepting"), 0.0);
     exporter.stop();
     drop(server.store);
     let _ = tokio::time::timeout(STEP, server.writer).await;
@@ -344,6 +468,17 @@ async fn a_tls_client_chats_with_a_plain_client_and_survives_a_certificate_reloa
     .await
     .expect("the failed handshake is counted");
     assert_eq!(status.tls_handshake_failures(), 1);
+    let exporter = metrics::serve(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        server.metrics.clone(),
+        status,
+        server.store.clone(),
+    )
+    .expect("serve metrics");
+    let scraped = scrape(exporter.local_addr()).await;
+    assert_eq!(scraped.value("wur2_tls_handshakes_total"), 2.0);
+    assert_eq!(scraped.value("wur2_tls_handshake_failures_total"), 1.0);
+    exporter.stop();
 
     // A bad renewal keeps the certificate in use.
     std::fs::write(&key, "not a key").expect("write");
