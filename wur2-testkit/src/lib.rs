@@ -2,8 +2,9 @@
 //!
 //! The end-to-end suite of WUR2, written once, run against every driver. A driver's tests
 //! implement [`Driver`] (start a server on a database, stop it gracefully) and write
-//! `wur2_testkit::suite!(TheirDriver);`: every test of [`suite`](mod@suite) becomes a `#[test]` of
-//! that crate, on SQLite and, when `WUR2_TEST_POSTGRES_URL` is set, on PostgreSQL.
+//! `wur2_testkit::suite!(TheirDriver);`: every test of [`suite`](mod@suite) becomes two
+//! `#[test]`s of that crate, one with text-mode clients and one with JSON-mode clients
+//! ([`Mode`]), on SQLite and, when `WUR2_TEST_POSTGRES_URL` is set, on PostgreSQL.
 //!
 //! The harness is blocking, so any async runtime can sit behind a [`Driver`]; the
 //! scenarios' clients run on a Tokio runtime of the kit's own ([`block_on`]), on the test's
@@ -11,7 +12,9 @@
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod db;
+mod event;
 pub mod scenarios;
 pub mod suite;
 
@@ -20,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
+pub use scenarios::Mode;
 use wur2_engine::Config;
 
 /// A way to run the WUR2 server under test.
@@ -65,18 +69,18 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Runs `scenario` against a fresh server of `driver` on every test database, within
-/// [`TEST_TIMEOUT`].
-pub fn on_every_database<D, F, Fut>(driver: &D, config: Config, scenario: F)
+/// Runs `scenario` with clients in `mode` against a fresh server of `driver` on every test
+/// database, within [`TEST_TIMEOUT`].
+pub fn on_every_database<D, F, Fut>(driver: &D, config: Config, mode: Mode, scenario: F)
 where
     D: Driver,
-    F: Fn(SocketAddr) -> Fut,
+    F: Fn(SocketAddr, Mode) -> Fut,
     Fut: Future<Output = ()>,
 {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config.clone(), None);
         let addr = server.addr();
-        within(&db, scenario(addr));
+        within(&db, scenario(addr, mode));
         server.stop();
     }
 }
@@ -87,8 +91,9 @@ pub fn within<T>(db: &TestDb, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("scenario timed out on {}", db.label))
 }
 
-/// Makes every test of [`suite`](mod@suite) a `#[test]` against `$driver` (an expression whose type
-/// implements [`Driver`]).
+/// Makes every test of [`suite`](mod@suite) two `#[test]`s against `$driver` (an expression
+/// whose type implements [`Driver`]): `text::<name>` with text-mode clients and
+/// `json::<name>` with JSON-mode clients, which parse every server line as JSON.
 #[macro_export]
 macro_rules! suite {
     ($driver:expr) => {
@@ -111,12 +116,21 @@ macro_rules! suite {
         );
     };
     (@tests $driver:expr; $($name:ident,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                $crate::init_logging();
-                $crate::suite::$name(&$driver);
-            }
-        )*
+        $crate::suite!(@mode text, $crate::Mode::Text, $driver; $($name,)*);
+        $crate::suite!(@mode json, $crate::Mode::Json, $driver; $($name,)*);
+    };
+    (@mode $module:ident, $mode:expr, $driver:expr; $($name:ident,)*) => {
+        /// The suite with clients in one mode.
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $crate::init_logging();
+                    $crate::suite::$name(&$driver, $mode);
+                }
+            )*
+        }
     };
 }

@@ -1,23 +1,20 @@
 //! End-to-end chat scenarios over real TCP, written against a server *address* only, so the
-//! same suite runs against any driver (Tokio, async-std) and against the binary.
+//! same suite runs against any driver (Tokio, async-std) and against the binary, and in
+//! either client [`Mode`]: each scenario states what users should see as typed [`Event`]s,
+//! which a text client reads from text lines and a JSON client from JSON objects.
 //!
-//! Every wait is bounded ([`STEP`]); `/ping <token>` → `PONG <token>` is the barrier that
-//! says "everything sent before this was handled", so no scenario sleeps to wait for the
-//! server. Names are unique per call, so scenarios may share one server and one database.
+//! Every wait is bounded ([`STEP`]); `/ping <token>` → pong is the barrier that says
+//! "everything sent before this was handled", so no scenario sleeps to wait for the server.
+//! Names are unique per call, so scenarios may share one server and one database.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Longest wait for any one expected line.
-pub const STEP: Duration = Duration::from_secs(15);
-/// A password every scenario account uses.
-pub const PASSWORD: &str = "correct-horse-battery";
+pub use crate::client::{Client, Mode, PASSWORD, STEP};
+pub use crate::event::{Event, Peer, Prompt};
 
 /// A name no other scenario call uses: `prefix` plus a run-and-call tag (≤ 32 bytes).
 pub fn unique(prefix: &str) -> String {
@@ -31,172 +28,42 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{run}x{nanos}x{n}")
 }
 
-/// One chat client, line by line, as a script on `nc` would be.
-pub struct Client {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    /// The account this client logged in as, if any.
-    pub name: String,
-    pings: u64,
-}
-
-impl Client {
-    /// Connects without logging in.
-    pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .expect("connect failed");
-        let (read, write) = stream.into_split();
-        Client {
-            reader: BufReader::new(read),
-            writer: write,
-            name: String::new(),
-            pings: 0,
-        }
-    }
-
-    /// Connects and creates the account `name` with `/register`.
-    pub async fn register(addr: SocketAddr, name: &str) -> Client {
-        let mut client = Client::connect(addr).await;
-        client.send(&format!("/register {name} {PASSWORD}")).await;
-        client.expect(&format!("Welcome {name}!")).await;
-        client.name = name.to_string();
-        client
-    }
-
-    /// Connects and logs in as the existing account `name` with `/login`.
-    pub async fn login(addr: SocketAddr, name: &str) -> Client {
-        let mut client = Client::connect(addr).await;
-        client.send(&format!("/login {name} {PASSWORD}")).await;
-        client.expect(&format!("Welcome back {name}!")).await;
-        client.name = name.to_string();
-        client
-    }
-
-    /// Sends one line (a `\n` is added).
-    pub async fn send(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        self.send_raw(&bytes).await;
-    }
-
-    /// Sends bytes as they are.
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(STEP, self.writer.write_all(bytes))
-            .await
-            .expect("send timed out")
-            .expect("send failed");
-    }
-
-    /// The next line, without its line ending; `None` at end of stream or on a reset.
-    pub async fn next_line(&mut self) -> Option<String> {
-        match self.try_line().await {
-            Ok(line) => line,
-            Err(()) => panic!("{}: no line within {STEP:?}", self.name),
-        }
-    }
-
-    /// Like [`Client::next_line`], but a timeout is an `Err` for the caller to explain.
-    async fn try_line(&mut self) -> Result<Option<String>, ()> {
-        let mut line = Vec::new();
-        let read = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut line))
-            .await
-            .map_err(|_| ())?;
-        Ok(match read {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    line.pop();
-                }
-                Some(String::from_utf8_lossy(&line).into_owned())
-            }
-        })
-    }
-
-    /// The next line; panics at end of stream.
-    pub async fn line(&mut self) -> String {
-        match self.next_line().await {
-            Some(line) => line,
-            None => panic!("{}: connection closed while a line was expected", self.name),
-        }
-    }
-
-    /// Reads lines until one contains `needle`; returns that line.
-    pub async fn expect(&mut self, needle: &str) -> String {
-        let mut seen = Vec::new();
-        loop {
-            match self.try_line().await {
-                Ok(Some(line)) if line.contains(needle) => return line,
-                Ok(Some(line)) => seen.push(line),
-                Ok(None) => panic!("{}: closed before {needle:?}; saw {seen:#?}", self.name),
-                Err(()) => panic!(
-                    "{}: no {needle:?} within {STEP:?}; saw {seen:#?}",
-                    self.name
-                ),
-            }
-        }
-    }
-
-    /// Sends `/ping` with a fresh token and returns every line that came before its PONG.
-    pub async fn barrier(&mut self) -> Vec<String> {
-        self.pings += 1;
-        let token = format!("barrier-{}", self.pings);
-        self.send(&format!("/ping {token}")).await;
-        let pong = format!("PONG {token}");
-        let mut seen = Vec::new();
-        loop {
-            match self.try_line().await {
-                Ok(Some(line)) if line == pong => return seen,
-                Ok(Some(line)) => seen.push(line),
-                Ok(None) => panic!("{}: closed before {pong:?}; saw {seen:#?}", self.name),
-                Err(()) => panic!("{}: no {pong:?} within {STEP:?}; saw {seen:#?}", self.name),
-            }
-        }
-    }
-
-    /// Reads until the server closes the connection; returns the lines it sent before.
-    pub async fn expect_closed(&mut self) -> Vec<String> {
-        let mut seen = Vec::new();
-        while let Some(line) = self.next_line().await {
-            seen.push(line);
-        }
-        seen
+/// Whether `event` is an error with `code` (text mode has no codes: any error).
+pub fn is_error(event: &Event, code: &str) -> bool {
+    match event {
+        Event::Error { code: got, .. } => got.as_deref().is_none_or(|got| got == code),
+        _ => false,
     }
 }
 
-fn assert_any(lines: &[String], needle: &str, who: &str) {
-    assert!(
-        lines.iter().any(|line| line.contains(needle)),
-        "{who} should have seen {needle:?}, saw {lines:#?}"
-    );
-}
-
-fn assert_none(lines: &[String], needle: &str, who: &str) {
-    assert!(
-        !lines.iter().any(|line| line.contains(needle)),
-        "{who} should not have seen {needle:?}, saw {lines:#?}"
-    );
+/// Whether `events` hold a chat, private or replayed message whose text contains `needle`.
+fn any_text(events: &[Event], needle: &str) -> bool {
+    events.iter().any(|event| match event {
+        Event::Message { text, .. } | Event::Dm { text, .. } | Event::History { text, .. } => {
+            text.contains(needle)
+        }
+        _ => false,
+    })
 }
 
 /// Three users log in three different ways, then use every command of the seed's table.
-pub async fn every_command_with_three_clients(addr: SocketAddr) {
+pub async fn every_command_with_three_clients(addr: SocketAddr, mode: Mode) {
     let (a, b, c) = (unique("al"), unique("bo"), unique("cy"));
-    let mut alice = Client::register(addr, &a).await;
+    let mut alice = Client::register(addr, mode, &a).await;
 
     // Bob registers through the interactive flow a person on `nc` sees.
-    let mut bob = Client::connect(addr).await;
+    let mut bob = Client::connect(addr, mode).await;
     bob.name = b.clone();
-    bob.expect("(y/n)").await;
+    bob.expect(Event::Prompt(Prompt::Account)).await;
     bob.send("n").await;
-    bob.expect("username").await;
+    bob.expect(Event::Prompt(Prompt::Username)).await;
     bob.send(&b).await;
-    bob.expect("password").await;
+    bob.expect(Event::Prompt(Prompt::Password)).await;
     bob.send(PASSWORD).await;
-    bob.expect(&format!("Welcome {b}!")).await;
+    bob.expect_welcome(&b, true).await;
+    bob.expect(Event::InChannel("Global".into())).await;
 
-    let mut carol = Client::register(addr, &c).await;
+    let mut carol = Client::register(addr, mode, &c).await;
     for client in [&mut alice, &mut bob, &mut carol] {
         client.barrier().await;
     }
@@ -204,280 +71,350 @@ pub async fn every_command_with_three_clients(addr: SocketAddr) {
     // Plain text reaches everyone else in the channel, not the sender.
     alice.send("hello everyone").await;
     let own = alice.barrier().await;
-    assert_none(&own, "hello everyone", "the sender");
-    bob.expect(&format!("[Global] {a}: hello everyone")).await;
-    carol.expect(&format!("[Global] {a}: hello everyone")).await;
+    assert!(!any_text(&own, "hello everyone"), "the sender: {own:#?}");
+    let heard = bob
+        .expect(Event::message("Global", &a, "hello everyone"))
+        .await;
+    let also = carol
+        .expect(Event::message("Global", &a, "hello everyone"))
+        .await;
+    assert_eq!(heard.id(), also.id(), "one stored message, one id");
 
     // `//text` sends text that starts with a slash.
     bob.send("//shrug").await;
-    alice.expect(&format!("[Global] {b}: /shrug")).await;
+    alice.expect(Event::message("Global", &b, "/shrug")).await;
 
-    alice.send("/list").await;
-    let list = alice.expect("Connected users: ").await;
+    let users = alice.users().await;
     for name in [&a, &b, &c] {
-        assert!(list.contains(name.as_str()), "{list}");
+        assert!(users.contains(name), "{users:?}");
     }
-
-    alice.send("/channels").await;
-    let channels = alice.expect("Channels: ").await;
-    assert!(channels.contains("Global ("), "{channels}");
+    let channels = alice.channels().await;
+    assert!(
+        channels.iter().any(|(name, _)| name == "Global"),
+        "{channels:?}"
+    );
 
     alice.send("/profile").await;
     alice
-        .expect(&format!("Username: {a} | Channel: Global | Role: user"))
+        .expect(Event::Profile {
+            user: a.clone(),
+            channel: "Global".into(),
+            role: "user".into(),
+        })
+        .await;
+    alice.send("/role").await;
+    alice
+        .expect(Event::Role {
+            role: "user".into(),
+            by: None,
+        })
         .await;
 
-    alice.send("/role").await;
-    alice.expect("Your role is user").await;
-
-    alice.send("/help").await;
-    alice.expect("Commands:").await;
-    let help = alice.barrier().await;
-    assert_any(&help, "/msg", "alice's /help");
-    assert_none(&help, "/kick", "a user's /help");
+    let help = alice.help().await;
+    assert!(
+        help.iter().any(|usage| usage.starts_with("/msg ")),
+        "{help:?}"
+    );
+    assert!(
+        !help.iter().any(|usage| usage.starts_with("/kick")),
+        "a user's /help: {help:?}"
+    );
 
     // Private message to an online user.
     alice.send(&format!("/msg {b} psst {b}")).await;
-    bob.expect(&format!("[DM] {a}: psst {b}")).await;
+    bob.expect(Event::dm(&a, &format!("psst {b}"), false)).await;
     let carol_saw = carol.barrier().await;
-    assert_none(&carol_saw, "psst", "a third user");
+    assert!(
+        !any_text(&carol_saw, "psst"),
+        "a third user: {carol_saw:#?}"
+    );
 
     // A user may not kick or set roles.
     alice.send(&format!("/kick {b}")).await;
-    alice.expect("Error: ").await;
+    alice.expect_error("forbidden").await;
     alice.send(&format!("/role {b} admin")).await;
-    alice.expect("Error: ").await;
+    alice.expect_error("forbidden").await;
     alice.send("/nosuchcommand").await;
-    alice.expect("Error: ").await;
+    alice.expect_error("unknown_command").await;
 
     // Channels: joining moves a user; messages stay inside a channel.
     let room = unique("room");
+    let switched = Event::Switched {
+        from: "Global".into(),
+        to: room.clone(),
+    };
     alice.send(&format!("/join {room}")).await;
-    alice.expect(&room).await;
+    alice.expect(switched.clone()).await;
     carol.send(&format!("/join {room}")).await;
-    carol.expect(&room).await;
+    carol.expect(switched).await;
     carol.barrier().await;
+    alice
+        .expect(Event::Join {
+            user: c.clone(),
+            channel: room.clone(),
+        })
+        .await;
     alice.barrier().await;
     carol.send("in the room").await;
-    alice.expect(&format!("[{room}] {c}: in the room")).await;
+    alice.expect(Event::message(&room, &c, "in the room")).await;
     let bob_saw = bob.barrier().await;
-    assert_none(&bob_saw, "in the room", "a user in another channel");
+    assert!(
+        !any_text(&bob_saw, "in the room"),
+        "another channel: {bob_saw:#?}"
+    );
     carol.send("/profile").await;
-    carol.expect(&format!("Channel: {room}")).await;
-    alice.send("/channels").await;
-    let channels = alice.expect("Channels: ").await;
-    assert!(channels.contains(&format!("{room} (2)")), "{channels}");
+    carol
+        .expect(Event::Profile {
+            user: c.clone(),
+            channel: room.clone(),
+            role: "user".into(),
+        })
+        .await;
+    let channels = alice.channels().await;
+    assert!(channels.contains(&(room.clone(), 2)), "{channels:?}");
 
     // /close says goodbye and closes after it.
     bob.send("/close").await;
     let last = bob.expect_closed().await;
-    assert_any(&last, "Goodbye!", "bob");
-    alice.send("/list").await;
-    let list = alice.expect("Connected users: ").await;
-    assert!(!list.contains(b.as_str()), "{list}");
+    assert!(last.contains(&Event::Goodbye), "bob: {last:#?}");
+    let users = alice.users().await;
+    assert!(!users.contains(&b), "{users:?}");
 }
 
 /// Every way to log in: interactive (y and n), `/register`, `/login`, and the refusals.
-pub async fn every_login_path(addr: SocketAddr) {
+pub async fn every_login_path(addr: SocketAddr, mode: Mode) {
     let name = unique("lp");
-    // Interactive registration.
-    let mut first = Client::connect(addr).await;
-    first.expect("(y/n)").await;
-    first.send("n").await;
-    first.expect("username").await;
-    first.send(&name).await;
-    first.expect("password").await;
-    first.send(PASSWORD).await;
-    first.expect(&format!("Welcome {name}!")).await;
-    first.send("/close").await;
-    first.expect_closed().await;
-
-    // Interactive login.
-    let mut second = Client::connect(addr).await;
-    second.expect("(y/n)").await;
-    second.send("y").await;
-    second.expect("username").await;
-    second.send(&name).await;
-    second.expect("password").await;
-    second.send(PASSWORD).await;
-    second.expect(&format!("Welcome back {name}!")).await;
+    // Interactive registration, then interactive login.
+    for (answer, new) in [("n", true), ("y", false)] {
+        let mut client = Client::connect(addr, mode).await;
+        client.name = name.clone();
+        client.expect(Event::Prompt(Prompt::Account)).await;
+        client.send(answer).await;
+        client.expect(Event::Prompt(Prompt::Username)).await;
+        client.send(&name).await;
+        client.expect(Event::Prompt(Prompt::Password)).await;
+        client.send(PASSWORD).await;
+        client.expect_welcome(&name, new).await;
+        if new {
+            client.send("/close").await;
+            client.expect_closed().await;
+        }
+    }
 
     // One-line login, and a second session of the same account.
-    let mut third = Client::login(addr, &name).await;
-    third.send("/list").await;
-    let list = third.expect("Connected users: ").await;
+    let mut third = Client::login(addr, mode, &name).await;
+    let users = third.users().await;
     assert_eq!(
-        list.matches(name.as_str()).count(),
+        users.iter().filter(|user| **user == name).count(),
         1,
-        "each account once: {list}"
+        "each account once: {users:?}"
     );
 
     // A wrong password and an unknown user get the same answer.
-    let mut wrong = Client::connect(addr).await;
+    let mut wrong = Client::connect(addr, mode).await;
     wrong.send(&format!("/login {name} not-the-password")).await;
-    let refused = wrong.expect("Error: ").await;
-    let mut unknown = Client::connect(addr).await;
+    let refused = wrong.expect_error("invalid_credentials").await;
+    let mut unknown = Client::connect(addr, mode).await;
     unknown
         .send(&format!("/login {} {PASSWORD}", unique("nobody")))
         .await;
-    let refused_unknown = unknown.expect("Error: ").await;
+    let refused_unknown = unknown.expect_error("invalid_credentials").await;
     assert_eq!(refused, refused_unknown);
 
     // A taken name cannot be registered again, in any letter case.
-    let mut taken = Client::connect(addr).await;
+    let mut taken = Client::connect(addr, mode).await;
     taken
         .send(&format!("/register {} {PASSWORD}", name.to_uppercase()))
         .await;
-    taken.expect("Error: ").await;
+    taken.expect_error("username_taken").await;
 
     // Commands need a login.
-    let mut anonymous = Client::connect(addr).await;
+    let mut anonymous = Client::connect(addr, mode).await;
     anonymous.send("/list").await;
-    anonymous.expect("Error: ").await;
+    anonymous.expect_error("not_logged_in").await;
     // The barrier works before login too.
     anonymous.barrier().await;
 }
 
 /// A channel's recent history is replayed to whoever joins it.
-pub async fn history_is_replayed_on_join(addr: SocketAddr) {
+pub async fn history_is_replayed_on_join(addr: SocketAddr, mode: Mode) {
     let room = unique("hist");
-    let mut alice = Client::register(addr, &unique("ha")).await;
+    let mut alice = Client::register(addr, mode, &unique("ha")).await;
     alice.send(&format!("/join {room}")).await;
-    alice.expect(&room).await;
+    alice
+        .expect_with("the switch", |event| {
+            matches!(event, Event::Switched { to, .. } if *to == room).then_some(())
+        })
+        .await;
     for n in 1..=3 {
         alice.send(&format!("story part {n}")).await;
     }
     alice.barrier().await;
 
-    let mut bob = Client::register(addr, &unique("hb")).await;
+    let mut bob = Client::register(addr, mode, &unique("hb")).await;
     bob.send(&format!("/join {room}")).await;
     let a = alice.name.clone();
-    let mut replay = Vec::new();
+    let mut ids = Vec::new();
     for n in 1..=3 {
-        replay.push(bob.expect(&format!("[{room}] {a}: story part {n}")).await);
+        let replayed = bob
+            .expect(Event::history(&room, &a, &format!("story part {n}")))
+            .await;
+        ids.extend(replayed.id().map(str::to_string));
     }
+    ids.sort();
+    ids.dedup();
     assert!(
-        replay.iter().all(|line| line.starts_with("[history ")),
-        "{replay:#?}"
+        ids.is_empty() || ids.len() == 3,
+        "each stored message has its own id: {ids:?}"
     );
 }
 
 /// A private message to a registered user who is offline arrives at their next login.
-pub async fn offline_message_arrives_at_next_login(addr: SocketAddr) {
+pub async fn offline_message_arrives_at_next_login(addr: SocketAddr, mode: Mode) {
     let b = unique("ob");
-    let mut bob = Client::register(addr, &b).await;
+    let mut bob = Client::register(addr, mode, &b).await;
     bob.send("/close").await;
     bob.expect_closed().await;
 
-    let mut alice = Client::register(addr, &unique("oa")).await;
+    let mut alice = Client::register(addr, mode, &unique("oa")).await;
     alice.send(&format!("/msg {b} see you later")).await;
-    alice.expect("offline").await;
+    alice.expect(Event::DmStored { to: b.clone() }).await;
     // To someone who never existed: an error, nothing stored.
     alice
         .send(&format!("/msg {} hello?", unique("ghost")))
         .await;
-    alice.expect("Error: ").await;
+    alice.expect_error("no_such_user").await;
 
-    let mut bob = Client::login(addr, &b).await;
-    let line = bob.expect("see you later").await;
-    assert!(line.contains(&alice.name), "{line}");
+    let mut bob = Client::login(addr, mode, &b).await;
+    bob.expect(Event::dm(&alice.name, "see you later", true))
+        .await;
 }
 
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
 /// session of the target and tells the channel.
-pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: SocketAddr, grant: F)
+pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: SocketAddr, mode: Mode, grant: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let m = unique("mo");
     let t = unique("tg");
-    let mut moderator = Client::register(addr, &m).await;
-    let mut first = Client::register(addr, &t).await;
-    let mut second = Client::login(addr, &t).await;
-    let mut witness = Client::register(addr, &unique("wi")).await;
+    let mut moderator = Client::register(addr, mode, &m).await;
+    let mut first = Client::register(addr, mode, &t).await;
+    let mut second = Client::login(addr, mode, &t).await;
+    let mut witness = Client::register(addr, mode, &unique("wi")).await;
 
     grant(m.clone()).await;
     // Roles are read at login: log in again to get the new role.
     moderator.send("/close").await;
     moderator.expect_closed().await;
-    let mut moderator = Client::login(addr, &m).await;
+    let mut moderator = Client::login(addr, mode, &m).await;
     moderator.send("/role").await;
-    moderator.expect("Your role is mod").await;
+    moderator
+        .expect(Event::Role {
+            role: "mod".into(),
+            by: None,
+        })
+        .await;
     first.barrier().await;
     second.barrier().await;
     witness.barrier().await;
 
     moderator.send(&format!("/kick {t} spamming")).await;
-    moderator.expect(&format!("You kicked {t}")).await;
+    moderator.expect(Event::KickDone { user: t.clone() }).await;
+    let kicked = Event::Kicked {
+        by: m.clone(),
+        reason: "spamming".into(),
+    };
     for session in [&mut first, &mut second] {
         let last = session.expect_closed().await;
-        assert_any(&last, "kicked", "a kicked session");
+        assert!(last.contains(&kicked), "a kicked session: {last:#?}");
     }
-    witness.expect(&format!("{t} was kicked")).await;
-    witness.send("/list").await;
-    let list = witness.expect("Connected users: ").await;
-    assert!(!list.contains(t.as_str()), "{list}");
+    witness
+        .expect(Event::Kick {
+            user: t.clone(),
+            by: m.clone(),
+            reason: "spamming".into(),
+        })
+        .await;
+    let users = witness.users().await;
+    assert!(!users.contains(&t), "{users:?}");
 }
 
 /// Accounts and history written before a restart are there after it. Call `before` on the
 /// first server, restart it on the same database, then call `after` with the names.
-pub async fn restart_before(addr: SocketAddr) -> (String, String) {
+pub async fn restart_before(addr: SocketAddr, mode: Mode) -> (String, String) {
     let name = unique("rs");
     let room = unique("rr");
-    let mut alice = Client::register(addr, &name).await;
+    let mut alice = Client::register(addr, mode, &name).await;
     alice.send(&format!("/join {room}")).await;
-    alice.expect(&room).await;
+    alice
+        .expect(Event::Switched {
+            from: "Global".into(),
+            to: room.clone(),
+        })
+        .await;
     alice.send("remember me").await;
     alice.barrier().await;
     (name, room)
 }
 
 /// The second half of the restart scenario; see [`restart_before`].
-pub async fn restart_after(addr: SocketAddr, (name, room): (String, String)) {
-    let mut alice = Client::login(addr, &name).await;
+pub async fn restart_after(addr: SocketAddr, mode: Mode, (name, room): (String, String)) {
+    let mut alice = Client::login(addr, mode, &name).await;
     alice.send(&format!("/join {room}")).await;
-    alice.expect(&format!("[{room}] {name}: remember me")).await;
+    alice
+        .expect(Event::history(&room, &name, "remember me"))
+        .await;
 }
 
 /// Overlong lines, invalid UTF-8 and terminal escapes get errors or are cleaned; the
 /// connection and everyone else carry on.
-pub async fn bad_input_is_answered_not_fatal(addr: SocketAddr, max_line_bytes: usize) {
-    let mut alice = Client::register(addr, &unique("ba")).await;
-    let mut bob = Client::register(addr, &unique("bb")).await;
+pub async fn bad_input_is_answered_not_fatal(addr: SocketAddr, mode: Mode, max_line_bytes: usize) {
+    let mut alice = Client::register(addr, mode, &unique("ba")).await;
+    let mut bob = Client::register(addr, mode, &unique("bb")).await;
     bob.barrier().await;
+    let a = alice.name.clone();
 
     let long = "x".repeat(max_line_bytes * 3);
     alice.send(&long).await;
-    alice.expect("Error: ").await;
+    alice.expect_error("line_too_long").await;
     alice.barrier().await;
 
     alice.send_raw(b"bad \xff\xfe bytes\n").await;
-    alice.expect("Error: ").await;
+    alice.expect_error("invalid_utf8").await;
     alice.barrier().await;
 
     alice
         .send("look \x1b[2J\x1b[31mred\x1b[0m \x07bell done")
         .await;
-    let line = bob.expect("done").await;
+    let text = bob
+        .expect_with("the cleaned message", |event| match event {
+            Event::Message { from, text, .. } if *from == a => Some(text.clone()),
+            _ => None,
+        })
+        .await;
     assert!(
-        !line.contains('\x1b') && !line.contains('\x07'),
-        "escapes relayed: {line:?}"
+        !text.contains('\x1b') && !text.contains('\x07'),
+        "escapes relayed: {text:?}"
     );
-    assert!(line.contains("red"), "{line:?}");
+    assert!(
+        text.contains("red") && text.ends_with("bell done"),
+        "{text:?}"
+    );
 
     // Nobody was hurt: both still chat.
     alice.send("still here").await;
-    bob.expect("still here").await;
+    bob.expect(Event::message("Global", &a, "still here")).await;
     bob.barrier().await;
 }
 
 /// With flood control on, a client sending 5 000 lines at once is closed with a reason;
 /// the others keep chatting.
-pub async fn flooder_is_closed_others_unaffected(addr: SocketAddr) {
-    let mut flooder = Client::register(addr, &unique("fl")).await;
-    let mut alice = Client::register(addr, &unique("fa")).await;
-    let mut bob = Client::register(addr, &unique("fb")).await;
+pub async fn flooder_is_closed_others_unaffected(addr: SocketAddr, mode: Mode) {
+    let mut flooder = Client::register(addr, mode, &unique("fl")).await;
+    let mut alice = Client::register(addr, mode, &unique("fa")).await;
+    let mut bob = Client::register(addr, mode, &unique("fb")).await;
     bob.barrier().await;
 
     let mut burst = Vec::new();
@@ -485,29 +422,34 @@ pub async fn flooder_is_closed_others_unaffected(addr: SocketAddr) {
         burst.extend_from_slice(format!("flood line {n}\n").as_bytes());
     }
     // The server may close while we are still writing; that is the point.
-    let _ = tokio::time::timeout(STEP, flooder.writer.write_all(&burst)).await;
+    flooder.send_raw_until_closed(&burst).await;
     let last = flooder.expect_closed().await;
-    let reason = last.iter().rev().find(|line| line.starts_with("Error: "));
     assert!(
-        reason.is_some(),
+        last.iter().any(|event| is_error(event, "flooding")),
         "the flooder should be told why: {:#?}",
         &last[last.len().saturating_sub(5)..]
     );
 
     alice.send("calm message").await;
-    bob.expect("calm message").await;
+    bob.expect(Event::message("Global", &alice.name, "calm message"))
+        .await;
     alice.barrier().await;
     bob.barrier().await;
 }
 
 /// A client that never reads while others chat: the others get every message, and the
 /// silent one is dropped once too much is queued for it.
-pub async fn slow_reader_is_dropped_others_unaffected(addr: SocketAddr, messages: usize) {
-    let mut slow = Client::register(addr, &unique("sl")).await;
-    let mut sender = Client::register(addr, &unique("ss")).await;
-    let mut reader = Client::register(addr, &unique("sr")).await;
+pub async fn slow_reader_is_dropped_others_unaffected(
+    addr: SocketAddr,
+    mode: Mode,
+    messages: usize,
+) {
+    let mut slow = Client::register(addr, mode, &unique("sl")).await;
+    let mut sender = Client::register(addr, mode, &unique("ss")).await;
+    let mut reader = Client::register(addr, mode, &unique("sr")).await;
     slow.barrier().await;
     reader.barrier().await;
+    let s = sender.name.clone();
 
     // Sent in rounds the reader keeps up with, so only the silent client falls behind.
     let payload = "p".repeat(1000);
@@ -520,7 +462,9 @@ pub async fn slow_reader_is_dropped_others_unaffected(addr: SocketAddr, messages
         }
         sender.send_raw(&batch).await;
         for i in &round {
-            reader.expect(&format!(": {i} {payload}")).await;
+            reader
+                .expect(Event::message("Global", &s, &format!("{i} {payload}")))
+                .await;
         }
         n += round.len();
     }
@@ -528,15 +472,7 @@ pub async fn slow_reader_is_dropped_others_unaffected(addr: SocketAddr, messages
     reader.barrier().await;
 
     // The silent client now finds its connection closed (after what was buffered).
-    let mut bytes = 0usize;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout(STEP, slow.reader.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => bytes += n,
-            Err(_) => panic!("the slow reader was not dropped (read {bytes} bytes)"),
-        }
-    }
+    let bytes = slow.count_bytes_until_closed().await;
     assert!(
         bytes < messages * 1010,
         "the slow reader got everything ({bytes} bytes)"
@@ -544,7 +480,7 @@ pub async fn slow_reader_is_dropped_others_unaffected(addr: SocketAddr, messages
 }
 
 /// Hundreds of connections opened and dropped at once; afterwards the server still serves.
-pub async fn many_connections_dropped_at_once(addr: SocketAddr, count: usize) {
+pub async fn many_connections_dropped_at_once(addr: SocketAddr, mode: Mode, count: usize) {
     let mut opened = Vec::with_capacity(count);
     for _ in 0..count {
         match tokio::time::timeout(STEP, TcpStream::connect(addr)).await {
@@ -555,60 +491,81 @@ pub async fn many_connections_dropped_at_once(addr: SocketAddr, count: usize) {
     }
     // Half of them say something first, so the server has state to clean up.
     for stream in opened.iter_mut().step_by(2) {
-        let _ = stream.write_all(b"/ping x\n").await;
+        let _ = stream.write_all(b"/mode json\n/ping x\n").await;
     }
     drop(opened);
 
-    let mut alice = Client::register(addr, &unique("ma")).await;
-    let mut bob = Client::register(addr, &unique("mb")).await;
+    let mut alice = Client::register(addr, mode, &unique("ma")).await;
+    let mut bob = Client::register(addr, mode, &unique("mb")).await;
     bob.barrier().await;
     alice.send("after the storm").await;
-    bob.expect("after the storm").await;
+    bob.expect(Event::message("Global", &alice.name, "after the storm"))
+        .await;
 }
 
 /// A server-side file from the operator's files directory reaches the recipient byte-exact
 /// (`path` holds `content`, text); paths that leave the directory are refused.
 pub async fn server_file_arrives_byte_exact(
     addr: SocketAddr,
+    mode: Mode,
     path: &str,
     content: &[u8],
     escaping_symlink: &str,
 ) {
-    let mut alice = Client::register(addr, &unique("fs")).await;
-    let mut bob = Client::register(addr, &unique("fr")).await;
+    let mut alice = Client::register(addr, mode, &unique("fs")).await;
+    let mut bob = Client::register(addr, mode, &unique("fr")).await;
     bob.barrier().await;
-    let b = bob.name.clone();
+    let (a, b) = (alice.name.clone(), bob.name.clone());
 
     alice.send(&format!("/send {b} {path}")).await;
-    alice.expect(&format!("] sending {path}")).await;
-    let id = transfer_id(&bob.expect(" is sending ").await);
-    let received = receive_file(&mut bob, &id).await;
+    let id = alice
+        .expect_with("the sending notice", |event| match event {
+            Event::FileSending { id, to, name, size }
+                if *to == b && name == path && *size == content.len() as u64 =>
+            {
+                Some(*id)
+            }
+            _ => None,
+        })
+        .await;
+    let received = receive_file(&mut bob, Some(id), &a, path).await;
     assert_eq!(received.len(), content.len());
     assert!(received == content, "the file arrived changed");
-    alice.expect(&format!("[file {id} done]")).await;
+    alice
+        .expect(Event::FileDone {
+            id,
+            name: path.to_string(),
+            peer: Peer::To(b.clone()),
+        })
+        .await;
 
-    for refused in [
-        "../etc/passwd",
-        "/etc/passwd",
-        escaping_symlink,
-        "no-such-file",
+    for (refused, code) in [
+        ("../etc/passwd", "invalid_path"),
+        ("/etc/passwd", "invalid_path"),
+        (escaping_symlink, "file_not_allowed"),
+        ("no-such-file", "no_such_file"),
     ] {
         alice.send(&format!("/send {b} {refused}")).await;
-        alice.expect("Error: ").await;
+        alice.expect_error(code).await;
     }
     alice.barrier().await;
     let quiet = bob.barrier().await;
-    assert_none(&quiet, "is sending", "the recipient of refused files");
+    assert!(
+        !quiet
+            .iter()
+            .any(|event| matches!(event, Event::FileOffer { .. })),
+        "the recipient of refused files: {quiet:#?}"
+    );
 }
 
 /// A user uploads a file with bytes of every value to another; it arrives byte-exact
-/// (text chunks and base64 chunks alike). An upload that is refused has its bytes read and
-/// dropped, never run as commands.
-pub async fn upload_arrives_byte_exact(addr: SocketAddr) {
-    let mut alice = Client::register(addr, &unique("ua")).await;
-    let mut bob = Client::register(addr, &unique("ub")).await;
+/// (text chunks and base64 chunks alike in text mode; base64 `file_chunk` objects in JSON
+/// mode). An upload that is refused has its bytes read and dropped, never run as commands.
+pub async fn upload_arrives_byte_exact(addr: SocketAddr, mode: Mode) {
+    let mut alice = Client::register(addr, mode, &unique("ua")).await;
+    let mut bob = Client::register(addr, mode, &unique("ub")).await;
     bob.barrier().await;
-    let b = bob.name.clone();
+    let (a, b) = (alice.name.clone(), bob.name.clone());
 
     let mut content = Vec::new();
     for n in 0..3_000 {
@@ -621,66 +578,71 @@ pub async fn upload_arrives_byte_exact(addr: SocketAddr) {
     upload.extend_from_slice(&content);
     // The recipient reads while the sender writes: the server holds only so much of a
     // transfer and stops reading the sender until the recipient catches up.
-    let receiving = async {
-        let id = transfer_id(&bob.expect(" is sending blob.bin").await);
-        let received = receive_file(&mut bob, &id).await;
-        (id, received)
-    };
-    let ((), (id, received)) = tokio::join!(alice.send_raw(&upload), receiving);
+    let receiving = receive_file(&mut bob, None, &a, "blob.bin");
+    let ((), received) = tokio::join!(alice.send_raw(&upload), receiving);
     assert_eq!(received.len(), content.len());
     assert!(received == content, "the upload arrived changed");
-    alice.expect(&format!("[file {id} done]")).await;
+    alice
+        .expect_with("the sender's done line", |event| {
+            matches!(
+                event,
+                Event::FileDone { name, peer: Peer::To(to), .. } if name == "blob.bin" && *to == b
+            )
+            .then_some(())
+        })
+        .await;
 
     let discarded = b"/close\n/close\n";
     let mut refused = format!("/send {} x.bin {}\n", unique("gone"), discarded.len()).into_bytes();
     refused.extend_from_slice(discarded);
     alice.send_raw(&refused).await;
-    alice.expect("discarded").await;
+    let said = alice.expect_error("not_online").await;
+    assert!(said.contains("discarded"), "{said}");
     // Still connected: the `/close` lines were file bytes, not commands.
     alice.barrier().await;
 }
 
-/// The id in a `[file <id>] ...` line.
-fn transfer_id(announce: &str) -> String {
-    announce
-        .strip_prefix("[file ")
-        .and_then(|rest| rest.split(']').next())
-        .expect("a transfer id")
-        .to_string()
-}
-
-/// Reads transfer `id`'s chunks (raw `data` and `base64` alike) until its `done` line;
-/// returns the file. Other lines may arrive between chunks.
-async fn receive_file(client: &mut Client, id: &str) -> Vec<u8> {
+/// Reads a transfer from `from` of the file `name` (transfer `id` when known): its offer,
+/// every chunk in order (other lines may arrive between them) and its done line; returns
+/// the file.
+async fn receive_file(client: &mut Client, known: Option<u64>, from: &str, name: &str) -> Vec<u8> {
+    let (id, size) = client
+        .expect_with(format_args!("the offer of {name}"), |event| match event {
+            Event::FileOffer {
+                id,
+                from: sender,
+                name: offered,
+                size,
+            } if sender == from && offered == name && known.is_none_or(|k| k == *id) => {
+                Some((*id, *size))
+            }
+            _ => None,
+        })
+        .await;
     let mut received = Vec::new();
-    let data = format!("[file {id} data ");
-    let base64 = format!("[file {id} base64 ");
     loop {
-        let line = client.line().await;
-        if line.starts_with(&format!("[file {id} done]")) {
-            return received;
-        }
-        if let Some(n) = line.strip_prefix(&data) {
-            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
-            let mut chunk = vec![0u8; n + 1];
-            tokio::time::timeout(STEP, client.reader.read_exact(&mut chunk))
-                .await
-                .expect("chunk in time")
-                .expect("chunk read");
-            assert_eq!(chunk.pop(), Some(b'\n'), "a chunk ends with a line break");
-            received.extend_from_slice(&chunk);
-        } else if let Some(n) = line.strip_prefix(&base64) {
-            let n: usize = n.trim_end_matches(']').parse().expect("a chunk size");
-            let chunk = base64::engine::general_purpose::STANDARD
-                .decode(client.line().await)
-                .expect("a base64 chunk is standard base64");
-            assert_eq!(chunk.len(), n, "a base64 chunk decodes to its size");
-            received.extend_from_slice(&chunk);
-        } else {
-            assert!(
-                !line.starts_with(&format!("[file {id} cancelled]")),
-                "{line}"
-            );
+        match client.event().await {
+            Event::FileChunk { id: of, data } if of == id => received.extend_from_slice(&data),
+            Event::FileDone {
+                id: of,
+                name: done,
+                peer,
+            } if of == id => {
+                assert_eq!(done, name);
+                assert_eq!(
+                    peer,
+                    Peer::From {
+                        user: from.to_string(),
+                        size
+                    }
+                );
+                assert_eq!(received.len() as u64, size, "the offered size arrived");
+                return received;
+            }
+            Event::FileCancelled { id: of, reason } if of == id => {
+                panic!("transfer {id} cancelled: {reason}")
+            }
+            _ => {}
         }
     }
 }

@@ -1,43 +1,51 @@
-//! Every end-to-end test, as a function of the [`Driver`] under test; [`suite!`](crate::suite!)
-//! turns each into a `#[test]`. Each runs on every test database.
+//! Every end-to-end test, as a function of the [`Driver`] under test and the clients'
+//! [`Mode`]; [`suite!`](crate::suite!) turns each into two `#[test]`s, one per mode. Each
+//! runs on every test database.
 
 use std::time::Duration;
 
 use wur2_engine::{Config, Role};
 
-use crate::scenarios::{self, Client, STEP, unique};
+use crate::scenarios::{self, Client, Event, Mode, STEP, is_error, unique};
 use crate::{Driver, Server, block_on, config, databases, on_every_database, within};
 
 /// Three users log in three ways, then use every command.
-pub fn every_command_works_with_three_clients(driver: &impl Driver) {
+pub fn every_command_works_with_three_clients(driver: &impl Driver, mode: Mode) {
     on_every_database(
         driver,
         config(),
+        mode,
         scenarios::every_command_with_three_clients,
     );
 }
 
 /// Interactive and one-line login and registration, and their refusals.
-pub fn every_login_path_works(driver: &impl Driver) {
-    on_every_database(driver, config(), scenarios::every_login_path);
+pub fn every_login_path_works(driver: &impl Driver, mode: Mode) {
+    on_every_database(driver, config(), mode, scenarios::every_login_path);
 }
 
 /// A channel's history is replayed on `/join`.
-pub fn history_is_replayed_on_join(driver: &impl Driver) {
-    on_every_database(driver, config(), scenarios::history_is_replayed_on_join);
-}
-
-/// A private message to an offline user arrives at their next login.
-pub fn offline_message_arrives_at_next_login(driver: &impl Driver) {
+pub fn history_is_replayed_on_join(driver: &impl Driver, mode: Mode) {
     on_every_database(
         driver,
         config(),
+        mode,
+        scenarios::history_is_replayed_on_join,
+    );
+}
+
+/// A private message to an offline user arrives at their next login.
+pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
         scenarios::offline_message_arrives_at_next_login,
     );
 }
 
 /// A moderator's `/kick` closes every session of its target.
-pub fn kick_closes_every_session_of_the_target(driver: &impl Driver) {
+pub fn kick_closes_every_session_of_the_target(driver: &impl Driver, mode: Mode) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
         let url = db.url.clone();
@@ -54,35 +62,35 @@ pub fn kick_closes_every_session_of_the_target(driver: &impl Driver) {
         };
         within(
             &db,
-            scenarios::kick_closes_every_session_of_the_target(server.addr(), grant),
+            scenarios::kick_closes_every_session_of_the_target(server.addr(), mode, grant),
         );
         server.stop();
     }
 }
 
 /// Accounts and history are still there after a graceful restart.
-pub fn accounts_and_history_survive_a_restart(driver: &impl Driver) {
+pub fn accounts_and_history_survive_a_restart(driver: &impl Driver, mode: Mode) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
-        let names = within(&db, scenarios::restart_before(server.addr()));
+        let names = within(&db, scenarios::restart_before(server.addr(), mode));
         server.stop();
         let server = driver.start(&db.url, config(), None);
-        within(&db, scenarios::restart_after(server.addr(), names));
+        within(&db, scenarios::restart_after(server.addr(), mode, names));
         server.stop();
     }
 }
 
 /// Overlong lines, invalid UTF-8 and terminal escapes are answered, not fatal.
-pub fn bad_input_is_answered_not_fatal(driver: &impl Driver) {
+pub fn bad_input_is_answered_not_fatal(driver: &impl Driver, mode: Mode) {
     let config = config();
     let max = config.max_line_bytes;
-    on_every_database(driver, config, |addr| {
-        scenarios::bad_input_is_answered_not_fatal(addr, max)
+    on_every_database(driver, config, mode, |addr, mode| {
+        scenarios::bad_input_is_answered_not_fatal(addr, mode, max)
     });
 }
 
 /// A flooder is closed with a reason; the others keep chatting.
-pub fn flooder_is_closed_others_unaffected(driver: &impl Driver) {
+pub fn flooder_is_closed_others_unaffected(driver: &impl Driver, mode: Mode) {
     let config = Config {
         flood_lines_per_second: 10,
         flood_burst: 20,
@@ -91,41 +99,46 @@ pub fn flooder_is_closed_others_unaffected(driver: &impl Driver) {
     on_every_database(
         driver,
         config,
+        mode,
         scenarios::flooder_is_closed_others_unaffected,
     );
 }
 
 /// A client that never reads is dropped; nobody else waits for it.
-pub fn slow_reader_is_dropped_others_unaffected(driver: &impl Driver) {
+pub fn slow_reader_is_dropped_others_unaffected(driver: &impl Driver, mode: Mode) {
     let config = Config {
         max_queued_bytes: 256 * 1024,
         ..config()
     };
-    on_every_database(driver, config, |addr| {
-        scenarios::slow_reader_is_dropped_others_unaffected(addr, 10_000)
+    on_every_database(driver, config, mode, |addr, mode| {
+        scenarios::slow_reader_is_dropped_others_unaffected(addr, mode, 10_000)
     });
 }
 
 /// 500 connections opened and dropped at once leave a working server.
-pub fn server_survives_500_connections_dropped_at_once(driver: &impl Driver) {
-    on_every_database(driver, config(), |addr| {
-        scenarios::many_connections_dropped_at_once(addr, 500)
+pub fn server_survives_500_connections_dropped_at_once(driver: &impl Driver, mode: Mode) {
+    on_every_database(driver, config(), mode, |addr, mode| {
+        scenarios::many_connections_dropped_at_once(addr, mode, 500)
     });
 }
 
 /// Past `max_connections`, a new client is told why and closed.
-pub fn a_full_server_refuses_with_a_reason(driver: &impl Driver) {
+///
+/// The refused client is a text client in both modes: the server refuses it as it connects,
+/// before it can ask for JSON, so its refusal is text by necessity (`docs/PROTOCOL.md`).
+/// The clients that got in use `mode`.
+pub fn a_full_server_refuses_with_a_reason(driver: &impl Driver, mode: Mode) {
     let config = Config {
         max_connections: 2,
         ..config()
     };
-    on_every_database(driver, config, |addr| async move {
-        let mut first = Client::register(addr, &unique("f1")).await;
-        let _second = Client::connect(addr).await;
-        let mut third = Client::connect(addr).await;
+    on_every_database(driver, config, mode, |addr, mode| async move {
+        let mut first = Client::register(addr, mode, &unique("f1")).await;
+        let _second = Client::connect(addr, mode).await;
+        let mut third = Client::connect(addr, Mode::Text).await;
         let said = third.expect_closed().await;
         assert!(
-            said.iter().any(|line| line.starts_with("Error: ")),
+            said.iter().any(|event| is_error(event, "server_full")),
             "{said:#?}"
         );
         first.barrier().await;
@@ -133,14 +146,14 @@ pub fn a_full_server_refuses_with_a_reason(driver: &impl Driver) {
 }
 
 /// A graceful shutdown tells every user and loses no message.
-pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver) {
+pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver, mode: Mode) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
         let addr = server.addr();
         let room = unique("sd");
         let (mut alice, mut bob) = within(&db, async {
-            let mut alice = Client::register(addr, &unique("sa")).await;
-            let mut bob = Client::register(addr, &unique("sb")).await;
+            let mut alice = Client::register(addr, mode, &unique("sa")).await;
+            let mut bob = Client::register(addr, mode, &unique("sb")).await;
             for client in [&mut alice, &mut bob] {
                 client.send(&format!("/join {room}")).await;
                 client.barrier().await;
@@ -155,10 +168,7 @@ pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver) {
         within(&db, async {
             for client in [&mut alice, &mut bob] {
                 let last = client.expect_closed().await;
-                assert!(
-                    last.iter().any(|l| l.contains("shutting down")),
-                    "{last:#?}"
-                );
+                assert!(last.contains(&Event::Shutdown), "{last:#?}");
             }
         });
         stopping.join().expect("shutdown does not panic");
@@ -171,10 +181,16 @@ pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver) {
         let server = driver.start(&db.url, config, None);
         let addr = server.addr();
         within(&db, async {
-            let mut carol = Client::register(addr, &unique("sc")).await;
+            let mut carol = Client::register(addr, mode, &unique("sc")).await;
             carol.send(&format!("/join {room}")).await;
             for n in 0..200 {
-                carol.expect(&format!("last words {n}")).await;
+                carol
+                    .expect(Event::history(
+                        &room,
+                        &alice.name,
+                        &format!("last words {n}"),
+                    ))
+                    .await;
             }
         });
         server.stop();
@@ -182,25 +198,28 @@ pub fn shutdown_tells_everyone_and_keeps_every_message(driver: &impl Driver) {
 }
 
 /// A connection that does not log in is closed with a reason.
-pub fn idle_connections_time_out_before_login(driver: &impl Driver) {
+pub fn idle_connections_time_out_before_login(driver: &impl Driver, mode: Mode) {
     let config = Config {
         login_timeout: Duration::from_millis(300),
         ..config()
     };
-    on_every_database(driver, config, |addr| async move {
-        let mut idle = Client::connect(addr).await;
+    on_every_database(driver, config, mode, |addr, mode| async move {
+        let mut idle = Client::connect(addr, mode).await;
         let said = tokio::time::timeout(STEP, idle.expect_closed())
             .await
             .expect("closed in time");
         assert!(
-            said.iter().any(|line| line.starts_with("Error: ")),
+            said.iter().any(|event| is_error(event, "login_timeout")),
             "{said:#?}"
         );
     });
 }
 
 /// Server-side files arrive byte-exact; nothing outside the directory is served.
-pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(driver: &impl Driver) {
+pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(
+    driver: &impl Driver,
+    mode: Mode,
+) {
     let root = tempfile::tempdir().expect("temporary directory");
     let files = root.path().join("files");
     std::fs::create_dir(&files).expect("files directory");
@@ -218,6 +237,7 @@ pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(drive
             &db,
             scenarios::server_file_arrives_byte_exact(
                 server.addr(),
+                mode,
                 "notes.txt",
                 &content,
                 "escape.txt",
@@ -228,6 +248,6 @@ pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(drive
 }
 
 /// A user's upload to another user arrives byte-exact; a refused one is discarded.
-pub fn uploads_arrive_byte_exact(driver: &impl Driver) {
-    on_every_database(driver, config(), scenarios::upload_arrives_byte_exact);
+pub fn uploads_arrive_byte_exact(driver: &impl Driver, mode: Mode) {
+    on_every_database(driver, config(), mode, scenarios::upload_arrives_byte_exact);
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use wur2_testkit::scenarios::{self, Client, unique};
+use wur2_testkit::scenarios::{self, Client, Event, Mode, unique};
 use wur2_testkit::{TEST_TIMEOUT, databases};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
@@ -134,8 +134,10 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
         let server = Wur2::start(dir.path(), &url, &["--flood-lines-per-second", "0"]);
         let addr = server.addr;
         tokio::time::timeout(TEST_TIMEOUT, async {
-            scenarios::every_command_with_three_clients(addr).await;
-            scenarios::every_login_path(addr).await;
+            for mode in Mode::ALL {
+                scenarios::every_command_with_three_clients(addr, mode).await;
+            }
+            scenarios::every_login_path(addr, Mode::Text).await;
 
             // `wur2 role` on the live server's database, then /kick.
             let grant = |user: String| {
@@ -155,7 +157,7 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
                     assert!(stdout.contains("is now mod"), "{stdout}");
                 }
             };
-            scenarios::kick_closes_every_session_of_the_target(addr, grant).await;
+            scenarios::kick_closes_every_session_of_the_target(addr, Mode::Text, grant).await;
         })
         .await
         .unwrap_or_else(|_| panic!("scenarios timed out on {}", db.label));
@@ -177,23 +179,23 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
         );
 
         // Before SIGTERM: history to find after the restart, and a client who is told.
-        let kept = scenarios::restart_before(addr).await;
-        let mut watcher = Client::register(addr, &unique("wt")).await;
+        let kept = scenarios::restart_before(addr, Mode::Text).await;
+        let mut watcher = Client::register(addr, Mode::Text, &unique("wt")).await;
         watcher.barrier().await;
         let stopping =
             tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)));
         let last = watcher.expect_closed().await;
-        assert!(
-            last.iter().any(|line| line.contains("shutting down")),
-            "{last:#?}"
-        );
+        assert!(last.contains(&Event::Shutdown), "{last:#?}");
         let status = stopping.await.expect("terminate task");
         assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
 
         let server = Wur2::start(dir.path(), &url, &[]);
-        tokio::time::timeout(TEST_TIMEOUT, scenarios::restart_after(server.addr, kept))
-            .await
-            .unwrap_or_else(|_| panic!("restart scenario timed out on {}", db.label));
+        tokio::time::timeout(
+            TEST_TIMEOUT,
+            scenarios::restart_after(server.addr, Mode::Text, kept),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("restart scenario timed out on {}", db.label));
         let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)))
             .await
             .expect("terminate task");
