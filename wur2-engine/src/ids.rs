@@ -17,8 +17,10 @@ impl ConnectionId {
         self.0
     }
 
-    /// Slot of this connection in the engine's session table.
-    pub(crate) fn slot(self) -> usize {
+    /// Slot of this connection in the engine's session table: small and dense (a closed
+    /// connection's slot is reused, with a new id), so a driver can index a `Vec` with it
+    /// instead of hashing ids.
+    pub fn slot(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 }

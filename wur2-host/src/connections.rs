@@ -6,7 +6,7 @@
 //! It holds no chat state (the engine has it) and never touches a socket (the driver's
 //! connection tasks do); it only routes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tracing::info;
 use wur2_engine::{ConnectionId, Output};
 
@@ -27,6 +27,13 @@ pub const INPUT_BUDGET: usize = 64 * 1024;
 pub const READ_CHUNK: usize = 16 * 1024;
 /// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
 pub const MAX_IOVECS: usize = 64;
+/// Frames up to this size are copied back to back into one buffer per connection per drain
+/// round (a round's chat lines leave as one buffer, one write, no reference count per
+/// recipient); larger ones (file chunks) are handed over as they are.
+pub const COALESCE_MAX: usize = 1024;
+/// What a connection's round buffer starts with, so a round of chat lines rarely grows it.
+const ROUND_BUFFER: usize = 256;
+
 /// Bytes of unread input discarded while lingering after a graceful close, at most.
 pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
 /// How long to linger after a graceful close for the client to close its side.
@@ -196,10 +203,13 @@ impl LinkState {
 
 /// The driver's record of one live connection.
 struct Entry {
+    id: ConnectionId,
     link: Arc<Link>,
     peer: SocketAddr,
     /// Frames from the current drain round, handed over in one go at its end.
     staged: Vec<Bytes>,
+    /// The round's small frames after the last of `staged`, copied back to back.
+    small: BytesMut,
     paused: bool,
     closing: Option<Closing>,
     /// Whether the connection is already in the round's list of connections to deliver to.
@@ -209,7 +219,9 @@ struct Entry {
 /// The live connections and what the current drain round has for each.
 #[derive(Default)]
 pub struct Connections {
-    entries: HashMap<ConnectionId, Entry>,
+    /// Indexed by [`ConnectionId::slot`]; the entry's id tells a reused slot apart.
+    entries: Vec<Option<Entry>>,
+    live: usize,
     dirty: Vec<ConnectionId>,
 }
 
@@ -221,35 +233,62 @@ impl Connections {
 
     /// Connections that have not been closed yet.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live == 0
+    }
+
+    fn get(&self, id: ConnectionId) -> Option<&Entry> {
+        self.entries
+            .get(id.slot())?
+            .as_ref()
+            .filter(|entry| entry.id == id)
+    }
+
+    fn get_mut(&mut self, id: ConnectionId) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(id.slot())?
+            .as_mut()
+            .filter(|entry| entry.id == id)
+    }
+
+    fn remove(&mut self, id: ConnectionId) {
+        if self.get(id).is_some() {
+            self.entries[id.slot()] = None;
+            self.live -= 1;
+        }
     }
 
     /// Records a new connection; its task reads instructions from the returned link.
     pub fn insert(&mut self, id: ConnectionId, peer: SocketAddr) -> Arc<Link> {
         info!(connection = %id, %peer, "connected");
         let link = Arc::new(Link::default());
-        self.entries.insert(
+        let slot = id.slot();
+        if self.entries.len() <= slot {
+            self.entries.resize_with(slot + 1, || None);
+        }
+        if self.entries[slot].is_none() {
+            self.live += 1;
+        }
+        self.entries[slot] = Some(Entry {
             id,
-            Entry {
-                link: Arc::clone(&link),
-                peer,
-                staged: Vec::new(),
-                paused: false,
-                closing: None,
-                dirty: false,
-            },
-        );
+            link: Arc::clone(&link),
+            peer,
+            staged: Vec::new(),
+            small: BytesMut::new(),
+            paused: false,
+            closing: None,
+            dirty: false,
+        });
         link
     }
 
     /// `len` received bytes of `id` were handed to the engine (see [`READ_AHEAD`]).
     pub fn processed(&self, id: ConnectionId, len: usize) {
-        if let Some(entry) = self.entries.get(&id) {
+        if let Some(entry) = self.get(id) {
             entry.link.processed(len);
         }
     }
@@ -257,7 +296,7 @@ impl Connections {
     /// The peer went away (`reason`): write what is queued ([`Closing::Flush`], a
     /// half-closed client still reads) or drop it ([`Closing::Abort`], the socket failed).
     pub fn closed_by_peer(&mut self, id: ConnectionId, reason: &dyn Display, closing: Closing) {
-        if let Some(entry) = self.entries.get(&id) {
+        if let Some(entry) = self.get(id) {
             info!(connection = %id, peer = %entry.peer, %reason, "disconnected");
         }
         self.mark(id, |entry| entry.closing = Some(closing));
@@ -278,7 +317,7 @@ impl Connections {
                 reason,
                 flush,
             } => {
-                if let Some(entry) = self.entries.get(&connection)
+                if let Some(entry) = self.get(connection)
                     && entry.closing.is_none()
                 {
                     info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
@@ -309,18 +348,20 @@ impl Connections {
     pub fn deliver(&mut self) -> bool {
         let touched = !self.dirty.is_empty();
         for id in std::mem::take(&mut self.dirty) {
-            let Some(entry) = self.entries.get_mut(&id) else {
+            let Some(entry) = self.get_mut(id) else {
                 continue;
             };
             entry.dirty = false;
             if entry.closing == Some(Closing::Abort) {
                 entry.staged.clear();
+                entry.small = BytesMut::new();
             }
+            entry.seal_small();
             entry
                 .link
                 .deliver(&mut entry.staged, entry.paused, entry.closing);
             if entry.closing.is_some() {
-                self.entries.remove(&id);
+                self.remove(id);
             }
         }
         touched
@@ -328,7 +369,7 @@ impl Connections {
 
     /// Updates a connection's record and lists it for delivery at the end of the round.
     fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) {
-        if let Some(entry) = self.entries.get_mut(&id) {
+        if let Some(entry) = self.get_mut(id) {
             update(entry);
             if !entry.dirty {
                 entry.dirty = true;
@@ -337,13 +378,33 @@ impl Connections {
         }
     }
 
-    /// Queues `data` for `connection` in this round (a reference-count bump, not a copy).
+    /// Queues `data` for `connection` in this round: small frames are copied into the
+    /// round's buffer, large ones shared (a reference-count bump).
     fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
         self.mark(connection, |entry| {
-            if entry.closing.is_none() {
+            if entry.closing.is_some() {
+                return;
+            }
+            if data.len() <= COALESCE_MAX {
+                if entry.small.capacity() == 0 {
+                    entry.small = BytesMut::with_capacity(ROUND_BUFFER);
+                }
+                entry.small.extend_from_slice(data);
+            } else {
+                entry.seal_small();
                 entry.staged.push(data.clone());
             }
         });
+    }
+}
+
+impl Entry {
+    /// Moves the small frames gathered so far to `staged`, as one buffer; the entry keeps
+    /// no buffer afterwards.
+    fn seal_small(&mut self) {
+        if !self.small.is_empty() {
+            self.staged.push(std::mem::take(&mut self.small).freeze());
+        }
     }
 }
 
@@ -381,6 +442,67 @@ pub fn consume(queue: &mut VecDeque<Bytes>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:1".parse().expect("address")
+    }
+
+    fn frames(link: &Link) -> Vec<Bytes> {
+        let mut queue = VecDeque::new();
+        link.take(&mut queue);
+        queue.into()
+    }
+
+    #[test]
+    fn a_rounds_small_frames_leave_as_one_buffer_in_order_around_large_ones() {
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        let id = engine.handle_connect(addr(), std::time::Instant::now());
+        let mut connections = Connections::new();
+        let link = connections.insert(id, addr());
+        let large = Bytes::from(vec![b'x'; COALESCE_MAX + 1]);
+        for data in [
+            Bytes::from_static(b"one\n"),
+            Bytes::from_static(b"two\n"),
+            large.clone(),
+            Bytes::from_static(b"three\n"),
+        ] {
+            let output = Output::Broadcast {
+                recipients: vec![id],
+                data,
+            };
+            assert!(connections.route(output).is_none());
+        }
+        assert!(connections.deliver());
+        let got = frames(&link);
+        assert_eq!(got.len(), 3);
+        assert_eq!(&got[0][..], b"one\ntwo\n");
+        assert_eq!(got[1], large);
+        assert_eq!(&got[2][..], b"three\n");
+        // Nothing is kept for the next round.
+        assert!(!connections.deliver());
+        assert!(frames(&link).is_empty());
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_get_the_old_connections_frames() {
+        let now = std::time::Instant::now();
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        let old = engine.handle_connect(addr(), now);
+        engine.handle_peer_closed(old, now);
+        while engine.poll_output().is_some() {}
+        let new = engine.handle_connect(addr(), now);
+        assert_eq!(old.slot(), new.slot(), "the engine reuses the slot");
+        let mut connections = Connections::new();
+        let link = connections.insert(new, addr());
+        let output = Output::Transmit {
+            connection: old,
+            data: Bytes::from_static(b"for the old one\n"),
+        };
+        assert!(connections.route(output).is_none());
+        assert!(!connections.deliver());
+        assert!(frames(&link).is_empty());
+        assert_eq!(connections.len(), 1);
+    }
 
     #[test]
     fn consume_drops_whole_and_partial_buffers() {
