@@ -27,11 +27,13 @@ pub const INPUT_BUDGET: usize = 64 * 1024;
 pub const READ_CHUNK: usize = 16 * 1024;
 /// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
 pub const MAX_IOVECS: usize = 64;
-/// Frames up to this size are copied back to back into one buffer per connection per drain
-/// round (a round's chat lines leave as one buffer, one write, no reference count per
-/// recipient); larger ones (file chunks) are handed over as they are.
+/// Frames up to this size that follow one another in a drain round are copied back to
+/// back into one buffer for their connection (a busy round's chat lines leave as one
+/// buffer, one write, no reference count per recipient and line); a lone frame, and any
+/// larger one (file chunks), is handed over shared, as it is.
 pub const COALESCE_MAX: usize = 1024;
-/// What a connection's round buffer starts with, so a round of chat lines rarely grows it.
+/// A connection's round buffer starts with room for at least this much, so a busy round
+/// rarely grows it.
 const ROUND_BUFFER: usize = 256;
 
 /// Bytes of unread input discarded while lingering after a graceful close, at most.
@@ -208,8 +210,8 @@ struct Entry {
     peer: SocketAddr,
     /// Frames from the current drain round, handed over in one go at its end.
     staged: Vec<Bytes>,
-    /// The round's small frames after the last of `staged`, copied back to back.
-    small: BytesMut,
+    /// The round's small frames after the last of `staged`.
+    small: SmallRun,
     paused: bool,
     closing: Option<Closing>,
     /// Whether the connection is already in the round's list of connections to deliver to.
@@ -278,7 +280,7 @@ impl Connections {
             link: Arc::clone(&link),
             peer,
             staged: Vec::new(),
-            small: BytesMut::new(),
+            small: SmallRun::None,
             paused: false,
             closing: None,
             dirty: false,
@@ -354,7 +356,7 @@ impl Connections {
             entry.dirty = false;
             if entry.closing == Some(Closing::Abort) {
                 entry.staged.clear();
-                entry.small = BytesMut::new();
+                entry.small = SmallRun::None;
             }
             entry.seal_small();
             entry
@@ -386,10 +388,7 @@ impl Connections {
                 return;
             }
             if data.len() <= COALESCE_MAX {
-                if entry.small.capacity() == 0 {
-                    entry.small = BytesMut::with_capacity(ROUND_BUFFER);
-                }
-                entry.small.extend_from_slice(data);
+                entry.small.push(data);
             } else {
                 entry.seal_small();
                 entry.staged.push(data.clone());
@@ -402,8 +401,39 @@ impl Entry {
     /// Moves the small frames gathered so far to `staged`, as one buffer; the entry keeps
     /// no buffer afterwards.
     fn seal_small(&mut self) {
-        if !self.small.is_empty() {
-            self.staged.push(std::mem::take(&mut self.small).freeze());
+        match std::mem::replace(&mut self.small, SmallRun::None) {
+            SmallRun::None => {}
+            SmallRun::One(frame) => self.staged.push(frame),
+            SmallRun::Many(frames) => self.staged.push(frames.freeze()),
+        }
+    }
+}
+
+/// Small frames of one connection that follow one another in a drain round.
+///
+/// One frame stays shared: copying it would only trade a reference count for an
+/// allocation per recipient (a join announced to thousands would leave thousands of small
+/// buffers behind in the allocator). From the second one on they are copied into one
+/// buffer.
+#[derive(Debug)]
+enum SmallRun {
+    None,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl SmallRun {
+    fn push(&mut self, data: &Bytes) {
+        match self {
+            SmallRun::None => *self = SmallRun::One(data.clone()),
+            SmallRun::One(first) => {
+                let len = first.len() + data.len();
+                let mut frames = BytesMut::with_capacity((2 * len).max(ROUND_BUFFER));
+                frames.extend_from_slice(first);
+                frames.extend_from_slice(data);
+                *self = SmallRun::Many(frames);
+            }
+            SmallRun::Many(frames) => frames.extend_from_slice(data),
         }
     }
 }
@@ -478,6 +508,17 @@ mod tests {
         assert_eq!(&got[0][..], b"one\ntwo\n");
         assert_eq!(got[1], large);
         assert_eq!(&got[2][..], b"three\n");
+        // A lone small frame is handed over shared, not copied.
+        let lone = Bytes::from_static(b"alone\n");
+        let output = Output::Transmit {
+            connection: id,
+            data: lone.clone(),
+        };
+        assert!(connections.route(output).is_none());
+        assert!(connections.deliver());
+        let got = frames(&link);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ptr(), lone.as_ptr());
         // Nothing is kept for the next round.
         assert!(!connections.deliver());
         assert!(frames(&link).is_empty());
