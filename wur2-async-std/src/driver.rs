@@ -132,7 +132,7 @@ impl<S: Storage> Driver<S> {
         let mut events_open = true;
         loop {
             if batch.is_empty() {
-                let timeout = self.host.engine.poll_timeout();
+                let timeout = self.host.poll_timeout();
                 let wake = futures::select_biased! {
                     signal = armed(shutdown_armed, &mut shutdown).fuse() => Wake::Shutdown(signal.is_ok()),
                     written = channels.written.recv().fuse() => Wake::Written(written.ok()),

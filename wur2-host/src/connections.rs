@@ -15,7 +15,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tracing::info;
+use tracing::{debug, info};
 use wur2_engine::{ConnectionId, Output};
 
 /// Received bytes handed to the engine per loop turn at most (one event may pass it).
@@ -203,20 +203,40 @@ impl LinkState {
     }
 }
 
-/// The driver's record of one live connection.
+/// The driver's record of one live connection: small, since every connection has one
+/// for as long as it lives; what a drain round stages for it lives in the round.
 struct Entry {
     id: ConnectionId,
     link: Arc<Link>,
-    peer: SocketAddr,
-    /// Frames from the current drain round, handed over in one go at its end.
-    staged: Vec<Bytes>,
-    /// The round's small frames after the last of `staged`.
-    small: SmallRun,
+    /// Where this connection's frames of the current round are in `Connections::round`.
+    staged: Option<u32>,
     paused: bool,
     closing: Option<Closing>,
-    /// Whether the connection is already in the round's list of connections to deliver to.
-    dirty: bool,
 }
+
+/// What the current drain round has for one connection.
+struct Staged {
+    id: ConnectionId,
+    /// Frames handed over in one go at the round's end.
+    frames: Vec<Bytes>,
+    /// The round's small frames after the last of `frames`.
+    small: SmallRun,
+}
+
+impl Staged {
+    /// Moves the small frames gathered so far to `frames`, as one buffer.
+    fn seal_small(&mut self) {
+        match std::mem::replace(&mut self.small, SmallRun::None) {
+            SmallRun::None => {}
+            SmallRun::One(frame) => self.frames.push(frame),
+            SmallRun::Many(frames) => self.frames.push(frames.freeze()),
+        }
+    }
+}
+
+/// Round records kept between rounds at most (a burst that touched more gives the rest
+/// back).
+const ROUND_KEEP: usize = 256;
 
 /// The live connections and what the current drain round has for each.
 #[derive(Default)]
@@ -224,7 +244,8 @@ pub struct Connections {
     /// Indexed by [`ConnectionId::slot`]; the entry's id tells a reused slot apart.
     entries: Vec<Option<Entry>>,
     live: usize,
-    dirty: Vec<ConnectionId>,
+    /// The connections the current round touched, in the order it first touched them.
+    round: Vec<Staged>,
 }
 
 impl Connections {
@@ -250,20 +271,6 @@ impl Connections {
             .filter(|entry| entry.id == id)
     }
 
-    fn get_mut(&mut self, id: ConnectionId) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(id.slot())?
-            .as_mut()
-            .filter(|entry| entry.id == id)
-    }
-
-    fn remove(&mut self, id: ConnectionId) {
-        if self.get(id).is_some() {
-            self.entries[id.slot()] = None;
-            self.live -= 1;
-        }
-    }
-
     /// Records a new connection; its task reads instructions from the returned link.
     pub fn insert(&mut self, id: ConnectionId, peer: SocketAddr) -> Arc<Link> {
         info!(connection = %id, %peer, "connected");
@@ -278,12 +285,9 @@ impl Connections {
         self.entries[slot] = Some(Entry {
             id,
             link: Arc::clone(&link),
-            peer,
-            staged: Vec::new(),
-            small: SmallRun::None,
+            staged: None,
             paused: false,
             closing: None,
-            dirty: false,
         });
         link
     }
@@ -297,10 +301,9 @@ impl Connections {
 
     /// The peer went away (`reason`): write what is queued ([`Closing::Flush`], a
     /// half-closed client still reads) or drop it ([`Closing::Abort`], the socket failed).
+    /// The engine logs the departure; this logs the socket's side of it.
     pub fn closed_by_peer(&mut self, id: ConnectionId, reason: &dyn Display, closing: Closing) {
-        if let Some(entry) = self.get(id) {
-            info!(connection = %id, peer = %entry.peer, %reason, "disconnected");
-        }
+        debug!(connection = %id, %reason, "socket closed");
         self.mark(id, |entry| entry.closing = Some(closing));
     }
 
@@ -314,16 +317,10 @@ impl Connections {
                     self.stage(connection, &data);
                 }
             }
+            // The engine logged why it closes.
             Output::Close {
-                connection,
-                reason,
-                flush,
+                connection, flush, ..
             } => {
-                if let Some(entry) = self.get(connection)
-                    && entry.closing.is_none()
-                {
-                    info!(connection = %connection, peer = %entry.peer, %reason, "disconnected");
-                }
                 let closing = if flush {
                     Closing::Flush
                 } else {
@@ -335,7 +332,9 @@ impl Connections {
                     }
                 });
             }
-            Output::PauseReading(connection) => self.mark(connection, |entry| entry.paused = true),
+            Output::PauseReading(connection) => {
+                self.mark(connection, |entry| entry.paused = true);
+            }
             Output::ResumeReading(connection) => {
                 self.mark(connection, |entry| entry.paused = false);
             }
@@ -348,63 +347,74 @@ impl Connections {
     /// one lock and one wake-up each, and forgets closed ones. Returns whether any were
     /// touched.
     pub fn deliver(&mut self) -> bool {
-        let touched = !self.dirty.is_empty();
-        for id in std::mem::take(&mut self.dirty) {
-            let Some(entry) = self.get_mut(id) else {
+        let touched = !self.round.is_empty();
+        for mut staged in self.round.drain(..) {
+            let slot = staged.id.slot();
+            let Some(entry) = self.entries[slot].as_mut() else {
                 continue;
             };
-            entry.dirty = false;
+            entry.staged = None;
             if entry.closing == Some(Closing::Abort) {
-                entry.staged.clear();
-                entry.small = SmallRun::None;
+                staged.frames.clear();
+                staged.small = SmallRun::None;
             }
-            entry.seal_small();
+            staged.seal_small();
             entry
                 .link
-                .deliver(&mut entry.staged, entry.paused, entry.closing);
+                .deliver(&mut staged.frames, entry.paused, entry.closing);
             if entry.closing.is_some() {
-                self.remove(id);
+                self.entries[slot] = None;
+                self.live -= 1;
             }
         }
+        self.round.shrink_to(ROUND_KEEP);
         touched
     }
 
-    /// Updates a connection's record and lists it for delivery at the end of the round.
-    fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) {
-        if let Some(entry) = self.get_mut(id) {
-            update(entry);
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(id);
+    /// Updates a connection's record and lists it for delivery at the end of the round;
+    /// returns where its round record is (`None`: no such connection).
+    fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) -> Option<usize> {
+        let round = &mut self.round;
+        let entry = self
+            .entries
+            .get_mut(id.slot())?
+            .as_mut()
+            .filter(|entry| entry.id == id)?;
+        update(entry);
+        let index = match entry.staged {
+            Some(index) => index as usize,
+            None => {
+                let index = round.len();
+                entry.staged = Some(u32::try_from(index).ok()?);
+                round.push(Staged {
+                    id,
+                    frames: Vec::new(),
+                    small: SmallRun::None,
+                });
+                index
             }
-        }
+        };
+        Some(index)
     }
 
-    /// Queues `data` for `connection` in this round: small frames are copied into the
-    /// round's buffer, large ones shared (a reference-count bump).
+    /// Queues `data` for `connection` in this round: a run of small frames is copied into
+    /// one buffer, anything else shared (a reference-count bump).
     fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
-        self.mark(connection, |entry| {
-            if entry.closing.is_some() {
-                return;
-            }
-            if data.len() <= COALESCE_MAX {
-                entry.small.push(data);
-            } else {
-                entry.seal_small();
-                entry.staged.push(data.clone());
-            }
-        });
-    }
-}
-
-impl Entry {
-    /// Moves the small frames gathered so far to `staged`, as one buffer; the entry keeps
-    /// no buffer afterwards.
-    fn seal_small(&mut self) {
-        match std::mem::replace(&mut self.small, SmallRun::None) {
-            SmallRun::None => {}
-            SmallRun::One(frame) => self.staged.push(frame),
-            SmallRun::Many(frames) => self.staged.push(frames.freeze()),
+        if self
+            .get(connection)
+            .is_none_or(|entry| entry.closing.is_some())
+        {
+            return;
+        }
+        let Some(index) = self.mark(connection, |_| {}) else {
+            return;
+        };
+        let staged = &mut self.round[index];
+        if data.len() <= COALESCE_MAX {
+            staged.small.push(data);
+        } else {
+            staged.seal_small();
+            staged.frames.push(data.clone());
         }
     }
 }

@@ -14,6 +14,7 @@ use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreRepl
 
 use crate::connections::{Closing, ConnectionEvent, Connections, Link, input_budget};
 use crate::files::{FileEvent, FileJob, Files};
+use crate::memory::Release;
 
 /// What a drain asks the driver to start on its runtime, in the engine's order.
 pub enum Work {
@@ -44,6 +45,8 @@ pub struct EngineHost {
     in_flight: usize,
     /// Whether new clients are taken (not once shutdown began).
     accepting: bool,
+    /// Freed memory goes back to the system once the server is quiet.
+    release: Release,
 }
 
 impl EngineHost {
@@ -56,6 +59,17 @@ impl EngineHost {
             files: Files::new(files_dir),
             in_flight: 0,
             accepting: true,
+            release: Release::default(),
+        }
+    }
+
+    /// When the driver must call [`EngineHost::turn`] even if nothing arrives: the
+    /// engine's next timer, or the moment the server has been quiet long enough to give
+    /// freed memory back to the system.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.engine.poll_timeout(), self.release.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -141,7 +155,8 @@ impl EngineHost {
     /// One turn of a driver's loop, after it woke: written bytes first (so nobody looks
     /// slower than they are), then the front of `events` within [`INPUT_BUDGET`](crate::INPUT_BUDGET)
     /// (the rest waits for the next turn), store replies, file results, the engine's timer,
-    /// and a full drain ([`EngineHost::drain_outputs`]). Returns whether any connection
+    /// and a full drain ([`EngineHost::drain_outputs`]); a turn with nothing to do after a
+    /// quiet spell gives freed memory back to the system. Returns whether any connection
     /// was touched (then let the connection tasks run before the next turn).
     pub fn turn<S>(
         &mut self,
@@ -155,23 +170,34 @@ impl EngineHost {
         mut start: impl FnMut(ConnectionId, S, Arc<Link>),
         carry: impl FnMut(Work),
     ) -> bool {
+        let mut arrivals = 0;
         for (id, bytes) in arrived.written {
             self.engine.handle_written(id, bytes);
+            arrivals += 1;
         }
         let take = input_budget(events, ConnectionEvent::received_len);
+        arrivals += take;
         for event in events.drain(..take) {
             self.handle_event(event, now, &mut start);
         }
         for (id, reply) in arrived.replies {
             self.store_reply(id, reply, now);
+            arrivals += 1;
         }
         for event in arrived.files {
             self.file_event(event, now);
+            arrivals += 1;
         }
         if self.engine.poll_timeout().is_some_and(|at| at <= now) {
             self.engine.handle_timeout(now);
         }
-        self.drain_outputs(carry)
+        let touched = self.drain_outputs(carry);
+        if arrivals > 0 || touched {
+            self.release.busy(now);
+        } else {
+            self.release.poll(now);
+        }
+        touched
     }
 
     /// Drains the engine's outputs: frames and instructions are staged per connection and

@@ -8,13 +8,15 @@
 //! It never spawns a task, waits on a socket or names an async runtime: a driver (Tokio,
 //! async-std) owns those, and calls in here for everything else.
 
-#![forbid(unsafe_code)]
+// One audited `unsafe` call: `malloc_trim` in `memory`.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod clock;
 mod connections;
 mod engine_host;
 mod files;
+mod memory;
 mod options;
 mod storage;
 

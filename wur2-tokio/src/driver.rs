@@ -31,7 +31,7 @@ struct Driver<S> {
     files_tx: mpsc::UnboundedSender<FileEvent>,
     /// Given to each new connection task; dropped at shutdown so the event channel closes
     /// once the last task is gone.
-    reports: Option<Reports>,
+    reports: Option<Arc<Reports>>,
     replies_tx: mpsc::UnboundedSender<(RequestId, StoreReply)>,
     /// Where metrics and health checks read the engine's counters.
     status: Arc<StatusCell>,
@@ -71,11 +71,11 @@ pub(crate) fn spawn<S: Storage>(
         store: Arc::new(store),
         files_tx,
         options: options.clone(),
-        reports: Some(Reports {
+        reports: Some(Arc::new(Reports {
             events: events_tx,
             written: written_tx,
             flush_timeout: options.close_flush_timeout,
-        }),
+        })),
         replies_tx,
         status,
     };
@@ -122,7 +122,7 @@ impl<S: Storage> Driver<S> {
         let mut events_open = true;
         loop {
             if batch.is_empty() {
-                let timeout = self.host.engine.poll_timeout();
+                let timeout = self.host.poll_timeout();
                 tokio::select! {
                     biased;
                     signal = &mut shutdown, if shutdown_armed => {
@@ -171,7 +171,7 @@ impl<S: Storage> Driver<S> {
                 &mut batch,
                 |id, stream, link| {
                     // No reports once shutdown began; the host takes no new clients then.
-                    if let Some(reports) = reports.clone() {
+                    if let Some(reports) = reports.as_ref().map(Arc::clone) {
                         tokio::spawn(connection::run(id, stream, link, reports));
                     }
                 },

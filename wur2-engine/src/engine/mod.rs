@@ -461,8 +461,8 @@ impl Engine {
     /// The peer closed `connection` (or it failed). The engine forgets it and tells its
     /// channel; no `Close` output follows.
     pub fn handle_peer_closed(&mut self, connection: ConnectionId, _now: Instant) {
-        if self.forget(connection, Departure::Announced).is_some() {
-            tracing::debug!(%connection, "peer closed");
+        if let Some(session) = self.forget(connection, Departure::Announced) {
+            tracing::info!(%connection, peer = %session.peer, "disconnected by the peer");
         }
         self.finish_input();
     }
