@@ -243,6 +243,10 @@ const ROUND_KEEP: usize = 256;
 pub struct Connections {
     /// Indexed by [`ConnectionId::slot`]; the entry's id tells a reused slot apart.
     entries: Vec<Option<Entry>>,
+    /// Connections whose slot the engine gave to a newer connection before their close
+    /// reached us (the engine frees a slot when it closes a connection, and a client
+    /// accepted in the same turn may get it); kept until that close is delivered.
+    displaced: Vec<Entry>,
     live: usize,
     /// The connections the current round touched, in the order it first touched them.
     round: Vec<Staged>,
@@ -265,10 +269,40 @@ impl Connections {
     }
 
     fn get(&self, id: ConnectionId) -> Option<&Entry> {
-        self.entries
-            .get(id.slot())?
+        let in_slot = self.entries.get(id.slot()).and_then(Option::as_ref);
+        match in_slot.filter(|entry| entry.id == id) {
+            Some(entry) => Some(entry),
+            None => self.displaced.iter().find(|entry| entry.id == id),
+        }
+    }
+
+    /// [`Connections::get`] on the two tables alone, so the round can be borrowed beside.
+    fn entry_mut<'a>(
+        entries: &'a mut [Option<Entry>],
+        displaced: &'a mut [Entry],
+        id: ConnectionId,
+    ) -> Option<&'a mut Entry> {
+        let in_slot = entries.get_mut(id.slot()).and_then(Option::as_mut);
+        match in_slot.filter(|entry| entry.id == id) {
+            Some(entry) => Some(entry),
+            None => displaced.iter_mut().find(|entry| entry.id == id),
+        }
+    }
+
+    /// Forgets a closed connection.
+    fn remove(&mut self, id: ConnectionId) {
+        let slot = id.slot();
+        if self.entries[slot]
             .as_ref()
-            .filter(|entry| entry.id == id)
+            .is_some_and(|entry| entry.id == id)
+        {
+            self.entries[slot] = None;
+        } else if let Some(index) = self.displaced.iter().position(|entry| entry.id == id) {
+            self.displaced.swap_remove(index);
+        } else {
+            return;
+        }
+        self.live -= 1;
     }
 
     /// Records a new connection; its task reads instructions from the returned link.
@@ -279,9 +313,10 @@ impl Connections {
         if self.entries.len() <= slot {
             self.entries.resize_with(slot + 1, || None);
         }
-        if self.entries[slot].is_none() {
-            self.live += 1;
+        if let Some(old) = self.entries[slot].take() {
+            self.displaced.push(old);
         }
+        self.live += 1;
         self.entries[slot] = Some(Entry {
             id,
             link: Arc::clone(&link),
@@ -348,9 +383,10 @@ impl Connections {
     /// touched.
     pub fn deliver(&mut self) -> bool {
         let touched = !self.round.is_empty();
-        for mut staged in self.round.drain(..) {
-            let slot = staged.id.slot();
-            let Some(entry) = self.entries[slot].as_mut() else {
+        let mut round = std::mem::take(&mut self.round);
+        for mut staged in round.drain(..) {
+            let Some(entry) = Self::entry_mut(&mut self.entries, &mut self.displaced, staged.id)
+            else {
                 continue;
             };
             entry.staged = None;
@@ -363,11 +399,11 @@ impl Connections {
                 .link
                 .deliver(&mut staged.frames, entry.paused, entry.closing);
             if entry.closing.is_some() {
-                self.entries[slot] = None;
-                self.live -= 1;
+                self.remove(staged.id);
             }
         }
-        self.round.shrink_to(ROUND_KEEP);
+        round.shrink_to(ROUND_KEEP);
+        self.round = round;
         touched
     }
 
@@ -375,11 +411,7 @@ impl Connections {
     /// returns where its round record is (`None`: no such connection).
     fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) -> Option<usize> {
         let round = &mut self.round;
-        let entry = self
-            .entries
-            .get_mut(id.slot())?
-            .as_mut()
-            .filter(|entry| entry.id == id)?;
+        let entry = Self::entry_mut(&mut self.entries, &mut self.displaced, id)?;
         update(entry);
         let index = match entry.staged {
             Some(index) => index as usize,
@@ -552,6 +584,36 @@ mod tests {
         assert!(connections.route(output).is_none());
         assert!(!connections.deliver());
         assert!(frames(&link).is_empty());
+        assert_eq!(connections.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_whose_slot_is_reused_before_its_close_arrives_still_gets_the_close() {
+        let now = std::time::Instant::now();
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        let mut connections = Connections::new();
+        let old = engine.handle_connect(addr(), now);
+        let old_link = connections.insert(old, addr());
+        while let Some(output) = engine.poll_output() {
+            connections.route(output);
+        }
+        connections.deliver();
+        frames(&old_link);
+        // One turn: the engine closes `old` (its slot is free at once), then a new client
+        // is accepted into that slot, and only then are the outputs routed.
+        engine.handle_received(old, b"/close\n", now);
+        let new = engine.handle_connect(addr(), now);
+        assert_eq!(old.slot(), new.slot(), "the engine reuses the slot at once");
+        let new_link = connections.insert(new, addr());
+        assert_eq!(connections.len(), 2);
+        while let Some(output) = engine.poll_output() {
+            assert!(connections.route(output).is_none());
+        }
+        connections.deliver();
+        let mut queue = VecDeque::new();
+        assert_eq!(old_link.take(&mut queue).1, Some(Closing::Flush));
+        assert!(!queue.is_empty(), "the goodbye is written before the close");
+        assert_eq!(new_link.take(&mut VecDeque::new()).1, None);
         assert_eq!(connections.len(), 1);
     }
 
