@@ -9,6 +9,7 @@
 //! `AsyncWrite` directly in one hand-written poll.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -55,7 +56,12 @@ enum Woken {
 }
 
 /// Runs one connection until the driver closes it or the socket fails.
-pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, reports: Reports) {
+pub(crate) async fn run(
+    id: ConnectionId,
+    stream: TcpStream,
+    link: Arc<Link>,
+    reports: Arc<Reports>,
+) {
     let events = &reports.events;
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut reading = true;
@@ -114,18 +120,29 @@ pub(crate) async fn run(id: ConnectionId, stream: TcpStream, link: Arc<Link>, re
             Err(error) => Event::Failed(id, error),
         };
         let fatal = matches!(event, Event::Failed(..));
-        if send(events, event).await.is_err() || fatal {
+        // Only the boxed wait for a full channel is held across this await.
+        let sent = match send(events, event) {
+            Ok(Some(wait)) => wait.await,
+            other => other.map(|_| ()),
+        };
+        if sent.is_err() || fatal {
             return;
         }
     }
 }
 
-/// Sends `event` to the driver. Only a full channel (the driver is behind) waits, in a
-/// boxed future, so the waiting state is not part of every idle task.
-async fn send(events: &Sender<Event>, event: Event) -> Result<(), ()> {
+/// A wait for room in the driver's channel (the driver is behind).
+type WaitForRoom<'a> = Pin<Box<dyn Future<Output = Result<(), ()>> + Send + 'a>>;
+
+/// Sends `event` to the driver now, or returns the boxed wait for a full channel (so
+/// neither the event nor the waiting state is part of every idle task). `Err`: the driver
+/// is gone.
+fn send(events: &Sender<Event>, event: Event) -> Result<Option<WaitForRoom<'_>>, ()> {
     match events.try_send(event) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(event)) => Box::pin(events.send(event)).await.map_err(|_| ()),
+        Ok(()) => Ok(None),
+        Err(TrySendError::Full(event)) => Ok(Some(Box::pin(async move {
+            events.send(event).await.map_err(|_| ())
+        }))),
         Err(TrySendError::Closed(_)) => Err(()),
     }
 }
@@ -224,11 +241,11 @@ mod tests {
                 .expect("connect");
             let (events, _events_rx) = async_std::channel::bounded(1);
             let (written, _written_rx) = async_std::channel::unbounded();
-            let reports = Reports {
+            let reports = Arc::new(Reports {
                 events,
                 written,
                 flush_timeout: Duration::from_secs(1),
-            };
+            });
             let id = wur2_engine::Engine::new(wur2_engine::Config::default()).handle_connect(
                 "127.0.0.1:1".parse().expect("addr"),
                 std::time::Instant::now(),
@@ -236,7 +253,7 @@ mod tests {
             let task = run(id, stream, Arc::new(Link::default()), reports);
             // The same budget as the Tokio driver's connection task.
             let size = std::mem::size_of_val(&task);
-            assert!(size <= 450, "a connection task's future is {size} bytes");
+            assert!(size <= 256, "a connection task's future is {size} bytes");
         });
     }
 }

@@ -33,7 +33,7 @@ struct Driver<S> {
     files_tx: Sender<FileEvent>,
     /// Given to each new connection task; dropped at shutdown so the event channel closes
     /// once the last task is gone.
-    reports: Option<Reports>,
+    reports: Option<Arc<Reports>>,
     replies_tx: Sender<(RequestId, StoreReply)>,
 }
 
@@ -80,11 +80,11 @@ pub(crate) fn spawn<S: Storage>(
         store: Arc::new(store),
         files_tx,
         options: options.clone(),
-        reports: Some(Reports {
+        reports: Some(Arc::new(Reports {
             events: events_tx,
             written: written_tx.clone(),
             flush_timeout: options.close_flush_timeout,
-        }),
+        })),
         replies_tx,
     };
     let channels = Channels {
@@ -193,7 +193,7 @@ impl<S: Storage> Driver<S> {
                 &mut batch,
                 |id, stream, link| {
                     // No reports once shutdown began; the host takes no new clients then.
-                    if let Some(reports) = reports.clone() {
+                    if let Some(reports) = reports.as_ref().map(Arc::clone) {
                         task::spawn(connection::run(id, stream, link, reports));
                     }
                 },
