@@ -122,18 +122,8 @@ impl LineFramer {
         &self.buf[self.start..end]
     }
 
-    /// Takes up to `max` raw bytes, appending them to `out`; returns how many.
-    pub fn take_raw(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
-        let taken = self.peek(max);
-        let len = taken.len();
-        out.extend_from_slice(taken);
-        self.newlines -= count_newlines(taken);
-        self.consume(len);
-        len
-    }
-
-    /// Drops up to `max` raw bytes without copying them (an upload that was refused);
-    /// returns how many.
+    /// Drops up to `max` raw bytes (read first with [`LineFramer::peek`]: an upload's bytes
+    /// are sent on from there, or dropped when the upload was refused); returns how many.
     pub fn skip(&mut self, max: usize) -> usize {
         let len = self.peek(max).len();
         self.newlines -= count_newlines(self.peek(max));
@@ -276,9 +266,8 @@ mod tests {
         let mut line = Vec::new();
         assert_eq!(framer.next_frame(&mut line), Some(Frame::Line));
         assert_eq!(line, b"/send x");
-        let mut raw = Vec::new();
-        assert_eq!(framer.take_raw(7, &mut raw), 7);
-        assert_eq!(raw, b"ab\r\n\xffcd");
+        assert_eq!(framer.peek(7), b"ab\r\n\xffcd");
+        assert_eq!(framer.skip(7), 7);
         assert_eq!(framer.pending_frames(), 1);
         assert_eq!(framer.next_frame(&mut line), Some(Frame::Line));
         assert_eq!(line, b"-after");
