@@ -432,15 +432,16 @@ impl Connections {
     /// Queues `data` for `connection` in this round: a run of small frames is copied into
     /// one buffer, anything else shared (a reference-count bump).
     fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
-        if self
-            .get(connection)
-            .is_none_or(|entry| entry.closing.is_some())
-        {
-            return;
-        }
-        let Some(index) = self.mark(connection, |_| {}) else {
+        // One lookup per recipient: a closing entry was marked in this round already (its
+        // close is delivered, and the entry forgotten, at the round's end), so marking it
+        // again adds no round record.
+        let mut open = false;
+        let Some(index) = self.mark(connection, |entry| open = entry.closing.is_none()) else {
             return;
         };
+        if !open {
+            return;
+        }
         let staged = &mut self.round[index];
         if data.len() <= COALESCE_MAX {
             staged.small.push(data);
@@ -615,6 +616,36 @@ mod tests {
         assert!(!queue.is_empty(), "the goodbye is written before the close");
         assert_eq!(new_link.take(&mut VecDeque::new()).1, None);
         assert_eq!(connections.len(), 1);
+    }
+
+    #[test]
+    fn frames_after_a_close_in_the_same_round_are_not_written() {
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        let id = engine.handle_connect(addr(), std::time::Instant::now());
+        let mut connections = Connections::new();
+        let link = connections.insert(id, addr());
+        for output in [
+            Output::Transmit {
+                connection: id,
+                data: Bytes::from_static(b"goodbye\n"),
+            },
+            Output::Close {
+                connection: id,
+                reason: wur2_engine::CloseReason::ClientQuit,
+                flush: true,
+            },
+            Output::Transmit {
+                connection: id,
+                data: Bytes::from_static(b"too late\n"),
+            },
+        ] {
+            assert!(connections.route(output).is_none());
+        }
+        connections.deliver();
+        let mut queue = VecDeque::new();
+        assert_eq!(link.take(&mut queue).1, Some(Closing::Flush));
+        assert_eq!(Vec::from(queue), vec![Bytes::from_static(b"goodbye\n")]);
+        assert!(connections.is_empty());
     }
 
     #[test]
