@@ -154,7 +154,13 @@ impl<S: Storage> Driver<S> {
                             self.begin_shutdown();
                         }
                     }
-                    Wake::Written(Some((id, bytes))) => self.host.engine.handle_written(id, bytes),
+                    Wake::Written(Some((id, bytes))) => {
+                        self.host.engine.handle_written(id, bytes);
+                        // Written counts are not urgent: the connection tasks that can
+                        // write now do so first, and their counts come in one turn
+                        // rather than one turn per task.
+                        task::yield_now().await;
+                    }
                     Wake::Event(Some(event)) => {
                         batch.push(event);
                         while batch.len() < EVENT_BATCH {

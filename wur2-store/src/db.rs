@@ -10,11 +10,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row};
+use sqlx::{Connection, QueryBuilder, Row};
 use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage};
 
 use crate::config::StoreConfig;
@@ -32,7 +33,12 @@ const SQLITE_KEYS_PER_STATEMENT: usize = 500;
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
-    Sqlite(SqlitePool),
+    Sqlite {
+        pool: SqlitePool,
+        /// The pool's one connection holds the database (in memory): the append writer
+        /// must not keep it.
+        single_connection: bool,
+    },
     Postgres(PgPool),
 }
 
@@ -41,7 +47,7 @@ pub(crate) enum Db {
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => $body,
+            Db::Sqlite { pool: $pool, .. } => $body,
             Db::Postgres($pool) => $body,
         }
     };
@@ -110,11 +116,17 @@ impl Db {
                     Some(Duration::from_secs(1800))
                 })
                 .acquire_timeout(config.acquire_timeout)
+                // A local file does not go stale between uses: no ping (a round trip to
+                // the connection's thread) before every statement.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .map_err(OpenError::Connect)?;
             SQLITE_MIGRATIONS.run(&pool).await?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite {
+                pool,
+                single_connection: in_memory,
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url).map_err(OpenError::Connect)?;
             let pool = PgPoolOptions::new()
@@ -317,7 +329,7 @@ impl Db {
     pub(crate) async fn mark_delivered(&self, ids: &[MessageId]) -> Result<(), sqlx::Error> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         match self {
-            Db::Sqlite(pool) => {
+            Db::Sqlite { pool, .. } => {
                 let mut tx = pool.begin().await?;
                 for chunk in ids.chunks(SQLITE_KEYS_PER_STATEMENT) {
                     let mut query = QueryBuilder::new(
@@ -346,12 +358,100 @@ impl Db {
         }
     }
 
-    /// Writes `rows` in one transaction, in order, ignoring ids already stored. A pending
-    /// private message (`delivered == Some(false)`) whose recipient has no account is
-    /// skipped; the answer says, per row, whether it was kept.
-    pub(crate) async fn append(&self, rows: &[&AppendRow]) -> Result<Vec<bool>, sqlx::Error> {
-        // Pending private messages need an existing recipient (checked inside the
-        // transaction, so the answer holds for what was written).
+    /// Writes `rows` atomically, in order, ignoring ids already stored, on the writer's
+    /// `session`. A pending private message (`delivered == Some(false)`) whose recipient
+    /// has no account is skipped; the answer says, per row, whether it was kept.
+    pub(crate) async fn append(
+        &self,
+        rows: &[&AppendRow],
+        session: &mut AppendSession,
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let plan = AppendPlan::new(rows, &session.known_channels);
+        let result = match self {
+            Db::Sqlite {
+                pool,
+                single_connection,
+            } => {
+                let mut conn = match session.held.take() {
+                    Some(HeldConnection::Sqlite(conn)) => conn,
+                    _ => pool.acquire().await?,
+                };
+                let result = sqlite_append(&mut conn, rows, &plan).await;
+                if result.is_ok() && !single_connection {
+                    session.held = Some(HeldConnection::Sqlite(conn));
+                }
+                result
+            }
+            Db::Postgres(pool) => {
+                let mut conn = match session.held.take() {
+                    Some(HeldConnection::Postgres(conn)) => conn,
+                    _ => pool.acquire().await?,
+                };
+                let result = postgres_append(&mut conn, rows, &plan).await;
+                if result.is_ok() {
+                    session.held = Some(HeldConnection::Postgres(conn));
+                }
+                result
+            }
+        };
+        match result {
+            Ok(kept) => {
+                let new_channels = plan.channels.into_keys().map(str::to_owned);
+                session.known_channels.extend(new_channels);
+                Ok(kept)
+            }
+            Err(error) => {
+                session.reset();
+                Err(error)
+            }
+        }
+    }
+}
+
+/// What the append writer keeps from batch to batch.
+///
+/// Its own connection, held instead of taken from the pool per batch: no pool round trip
+/// and no ping on release per batch, and on SQLite a page cache that stays valid (any
+/// other connection's commit resets a connection's cache). Not kept when the pool's one
+/// connection is the database (SQLite in memory), and dropped after any failure.
+///
+/// The keys of channels known to have their row (channels are never deleted): a batch
+/// with no pending private message, no new channel and rows for one statement is that one
+/// statement, atomic on its own, with no transaction.
+#[derive(Default)]
+pub(crate) struct AppendSession {
+    held: Option<HeldConnection>,
+    known_channels: HashSet<String>,
+}
+
+impl AppendSession {
+    /// Forgets the connection and the known channels (after a failure: the next batch
+    /// starts afresh and checks every channel).
+    pub(crate) fn reset(&mut self) {
+        self.held = None;
+        self.known_channels.clear();
+    }
+}
+
+enum HeldConnection {
+    Sqlite(PoolConnection<sqlx::Sqlite>),
+    Postgres(PoolConnection<sqlx::Postgres>),
+}
+
+/// What a batch needs besides its messages.
+struct AppendPlan<'a> {
+    /// Recipients of pending private messages, who must have an account.
+    wanted: Vec<&'a str>,
+    /// Channels not known to have their row yet: key to display name.
+    channels: HashMap<&'a str, &'a str>,
+    /// The batch is one `INSERT` of messages and nothing else (if its dialect allows as
+    /// many rows in one statement).
+    messages_only: bool,
+    now_ms: i64,
+}
+
+impl<'a> AppendPlan<'a> {
+    fn new(rows: &[&'a AppendRow], known_channels: &HashSet<String>) -> AppendPlan<'a> {
         let wanted: HashSet<&str> = rows
             .iter()
             .filter(|row| row.delivered == Some(false))
@@ -359,142 +459,191 @@ impl Db {
             .collect();
         let mut channels: HashMap<&str, &str> = HashMap::new();
         for row in rows {
-            if let Some((name, key)) = &row.channel {
+            if let Some((name, key)) = &row.channel
+                && !known_channels.contains(key)
+            {
                 channels.entry(key.as_str()).or_insert(name.as_str());
             }
         }
-        let now_ms = rows.first().map_or(0, |row| row.created_at_ms);
-        match self {
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let mut known: HashSet<String> = HashSet::new();
-                let wanted: Vec<&str> = wanted.into_iter().collect();
-                for chunk in wanted.chunks(SQLITE_KEYS_PER_STATEMENT) {
-                    let mut query =
-                        QueryBuilder::new("SELECT username_key FROM users WHERE username_key IN (");
-                    let mut list = query.separated(", ");
-                    for key in chunk {
-                        list.push_bind(*key);
-                    }
-                    query.push(")");
-                    for row in query.build().fetch_all(&mut *tx).await? {
-                        known.insert(row.try_get("username_key")?);
-                    }
-                }
-                let channels: Vec<(&str, &str)> = channels.into_iter().collect();
-                for chunk in channels.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                    let mut query =
-                        QueryBuilder::new("INSERT INTO channels (name, name_key, created_at_ms) ");
-                    query.push_values(chunk, |mut values, (key, name)| {
-                        values.push_bind(*name).push_bind(*key).push_bind(now_ms);
-                    });
-                    query.push(" ON CONFLICT (name_key) DO NOTHING");
-                    query.build().execute(&mut *tx).await?;
-                }
-                let kept = keep(rows, |key| known.contains(key));
-                let to_write: Vec<&AppendRow> = rows
-                    .iter()
-                    .zip(&kept)
-                    .filter(|(_, kept)| **kept)
-                    .map(|(row, _)| *row)
-                    .collect();
-                for chunk in to_write.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::new(
-                        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
-                         body, created_at_ms, delivered) ",
-                    );
-                    query.push_values(chunk, |mut values, row| {
-                        values
-                            .push_bind(&row.message_id)
-                            .push_bind(row.channel.as_ref().map(|(_, key)| key))
-                            .push_bind(&row.recipient_key)
-                            .push_bind(&row.sender)
-                            .push_bind(&row.body)
-                            .push_bind(row.created_at_ms)
-                            .push_bind(row.delivered);
-                    });
-                    query.push(" ON CONFLICT (message_id) DO NOTHING");
-                    query.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(kept)
-            }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let wanted: Vec<&str> = wanted.into_iter().collect();
-                let known: HashSet<String> = if wanted.is_empty() {
-                    HashSet::new()
-                } else {
-                    sqlx::query_scalar(
-                        "SELECT username_key FROM users WHERE username_key = ANY($1)",
-                    )
-                    .bind(&wanted)
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .collect()
-                };
-                if !channels.is_empty() {
-                    let (keys, names): (Vec<&str>, Vec<&str>) = channels.into_iter().unzip();
-                    sqlx::query(
-                        "INSERT INTO channels (name, name_key, created_at_ms) \
-                         SELECT name, name_key, $3 FROM UNNEST($1::text[], $2::text[]) \
-                           AS c(name, name_key) \
-                         ON CONFLICT (name_key) DO NOTHING",
-                    )
-                    .bind(&names)
-                    .bind(&keys)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let kept = keep(rows, |key| known.contains(key));
-                let mut ids = Vec::with_capacity(rows.len());
-                let mut channel_keys = Vec::with_capacity(rows.len());
-                let mut recipient_keys = Vec::with_capacity(rows.len());
-                let mut senders = Vec::with_capacity(rows.len());
-                let mut bodies = Vec::with_capacity(rows.len());
-                let mut times = Vec::with_capacity(rows.len());
-                let mut delivered = Vec::with_capacity(rows.len());
-                for (row, _) in rows.iter().zip(&kept).filter(|(_, kept)| **kept) {
-                    ids.push(row.message_id.as_str());
-                    channel_keys.push(row.channel.as_ref().map(|(_, key)| key.as_str()));
-                    recipient_keys.push(row.recipient_key.as_deref());
-                    senders.push(row.sender.as_str());
-                    bodies.push(row.body.as_str());
-                    times.push(row.created_at_ms);
-                    delivered.push(row.delivered);
-                }
-                if !ids.is_empty() {
-                    // One statement for the whole batch: arrays instead of one bound value
-                    // per column and row, ordered by their position so `seq` keeps the order.
-                    sqlx::query(
-                        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
-                           body, created_at_ms, delivered) \
-                         SELECT m.message_id, m.channel_key, m.recipient_key, m.sender, m.body, \
-                           m.created_at_ms, m.delivered \
-                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                           $6::int8[], $7::bool[]) WITH ORDINALITY \
-                           AS m(message_id, channel_key, recipient_key, sender, body, \
-                             created_at_ms, delivered, position) \
-                         ORDER BY m.position \
-                         ON CONFLICT (message_id) DO NOTHING",
-                    )
-                    .bind(&ids)
-                    .bind(&channel_keys)
-                    .bind(&recipient_keys)
-                    .bind(&senders)
-                    .bind(&bodies)
-                    .bind(&times)
-                    .bind(&delivered)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(kept)
-            }
+        AppendPlan {
+            messages_only: wanted.is_empty() && channels.is_empty(),
+            wanted: wanted.into_iter().collect(),
+            channels,
+            now_ms: rows.first().map_or(0, |row| row.created_at_ms),
         }
     }
+}
+
+/// Writes a batch on SQLite (see [`Db::append`]).
+async fn sqlite_append(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[&AppendRow],
+    plan: &AppendPlan<'_>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    if plan.messages_only && rows.len() <= SQLITE_ROWS_PER_STATEMENT {
+        sqlite_insert_messages(&mut *conn, rows).await?;
+        return Ok(vec![true; rows.len()]);
+    }
+    let mut tx = conn.begin().await?;
+    let mut known: HashSet<String> = HashSet::new();
+    for chunk in plan.wanted.chunks(SQLITE_KEYS_PER_STATEMENT) {
+        let mut query = QueryBuilder::new("SELECT username_key FROM users WHERE username_key IN (");
+        let mut list = query.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        query.push(")");
+        for row in query.build().fetch_all(&mut *tx).await? {
+            known.insert(row.try_get("username_key")?);
+        }
+    }
+    let new_channels: Vec<(&str, &str)> = plan.channels.iter().map(|(k, n)| (*k, *n)).collect();
+    for chunk in new_channels.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::new("INSERT INTO channels (name, name_key, created_at_ms) ");
+        query.push_values(chunk, |mut values, (key, name)| {
+            values
+                .push_bind(*name)
+                .push_bind(*key)
+                .push_bind(plan.now_ms);
+        });
+        query.push(" ON CONFLICT (name_key) DO NOTHING");
+        query.build().execute(&mut *tx).await?;
+    }
+    let kept = keep(rows, |key| known.contains(key));
+    let to_write: Vec<&AppendRow> = rows
+        .iter()
+        .zip(&kept)
+        .filter(|(_, kept)| **kept)
+        .map(|(row, _)| *row)
+        .collect();
+    for chunk in to_write.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        sqlite_insert_messages(&mut *tx, chunk).await?;
+    }
+    tx.commit().await?;
+    Ok(kept)
+}
+
+/// Writes a batch on PostgreSQL (see [`Db::append`]).
+async fn postgres_append(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&AppendRow],
+    plan: &AppendPlan<'_>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    if plan.messages_only {
+        postgres_insert_messages(&mut *conn, rows).await?;
+        return Ok(vec![true; rows.len()]);
+    }
+    let mut tx = conn.begin().await?;
+    let known: HashSet<String> = if plan.wanted.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar("SELECT username_key FROM users WHERE username_key = ANY($1)")
+            .bind(&plan.wanted)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    if !plan.channels.is_empty() {
+        let (keys, names): (Vec<&str>, Vec<&str>) =
+            plan.channels.iter().map(|(k, n)| (*k, *n)).unzip();
+        sqlx::query(
+            "INSERT INTO channels (name, name_key, created_at_ms) \
+                 SELECT name, name_key, $3 FROM UNNEST($1::text[], $2::text[]) \
+                   AS c(name, name_key) \
+                 ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(&names)
+        .bind(&keys)
+        .bind(plan.now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let kept = keep(rows, |key| known.contains(key));
+    let to_write: Vec<&AppendRow> = rows
+        .iter()
+        .zip(&kept)
+        .filter(|(_, kept)| **kept)
+        .map(|(row, _)| *row)
+        .collect();
+    if !to_write.is_empty() {
+        postgres_insert_messages(&mut *tx, &to_write).await?;
+    }
+    tx.commit().await?;
+    Ok(kept)
+}
+
+/// Writes `rows` into SQLite's `messages` with one multi-row `INSERT`, in order, ignoring
+/// ids already stored (at most [`SQLITE_ROWS_PER_STATEMENT`] rows).
+async fn sqlite_insert_messages<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    rows: &[&AppendRow],
+) -> Result<(), sqlx::Error> {
+    let mut query = QueryBuilder::new(
+        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
+         body, created_at_ms, delivered) ",
+    );
+    query.push_values(rows, |mut values, row| {
+        values
+            .push_bind(&row.message_id)
+            .push_bind(row.channel.as_ref().map(|(_, key)| key))
+            .push_bind(&row.recipient_key)
+            .push_bind(&row.sender)
+            .push_bind(&row.body)
+            .push_bind(row.created_at_ms)
+            .push_bind(row.delivered);
+    });
+    query.push(" ON CONFLICT (message_id) DO NOTHING");
+    query.build().execute(executor).await?;
+    Ok(())
+}
+
+/// Writes `rows` into PostgreSQL's `messages` with one statement, in order, ignoring ids
+/// already stored.
+async fn postgres_insert_messages<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    rows: &[&AppendRow],
+) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut channel_keys = Vec::with_capacity(rows.len());
+    let mut recipient_keys = Vec::with_capacity(rows.len());
+    let mut senders = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut delivered = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(row.message_id.as_str());
+        channel_keys.push(row.channel.as_ref().map(|(_, key)| key.as_str()));
+        recipient_keys.push(row.recipient_key.as_deref());
+        senders.push(row.sender.as_str());
+        bodies.push(row.body.as_str());
+        times.push(row.created_at_ms);
+        delivered.push(row.delivered);
+    }
+    // Arrays instead of one bound value per column and row, ordered by their position so
+    // `seq` keeps the order.
+    sqlx::query(
+        "INSERT INTO messages (message_id, channel_key, recipient_key, sender, \
+           body, created_at_ms, delivered) \
+         SELECT m.message_id, m.channel_key, m.recipient_key, m.sender, m.body, \
+           m.created_at_ms, m.delivered \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+           $6::int8[], $7::bool[]) WITH ORDINALITY \
+           AS m(message_id, channel_key, recipient_key, sender, body, \
+             created_at_ms, delivered, position) \
+         ORDER BY m.position \
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&channel_keys)
+    .bind(&recipient_keys)
+    .bind(&senders)
+    .bind(&bodies)
+    .bind(&times)
+    .bind(&delivered)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Which rows to write: all but pending private messages to an unknown recipient.

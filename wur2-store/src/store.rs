@@ -98,7 +98,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match self.shared().db {
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite { .. } => "sqlite",
             Db::Postgres(_) => "postgres",
         };
         f.debug_struct("Store")
@@ -149,7 +149,7 @@ impl Store {
             .map_err(OpenError::PasswordParams)?;
         tracing::info!(
             backend = match db {
-                Db::Sqlite(_) => "sqlite",
+                Db::Sqlite { .. } => "sqlite",
                 Db::Postgres(_) => "postgres",
             },
             hash_threads = hash_pool.threads(),

@@ -24,7 +24,7 @@ use futures::future::{Either, select};
 use futures::task::AtomicWaker;
 use wur2_engine::{StoreError, StoreReply};
 
-use crate::db::{AppendRow, is_permanent};
+use crate::db::{AppendRow, AppendSession, is_permanent};
 use crate::store::Shared;
 
 /// One append in the queue.
@@ -210,6 +210,14 @@ impl AppendQueue {
         Poll::Ready(true)
     }
 
+    /// Moves waiting appends into `batch` until it holds `max`.
+    fn take_more(&self, max: usize, batch: &mut Vec<Append>) {
+        let mut state = self.lock();
+        let count = state.waiting.len().min(max.saturating_sub(batch.len()));
+        batch.extend(state.waiting.drain(..count));
+        state.in_flight = batch.len();
+    }
+
     /// `count` appends of the batch are done (written or dropped).
     fn finish(&self, count: usize) {
         let mut state = self.lock();
@@ -292,6 +300,7 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
     let _guard = StopGuard(Arc::clone(&shared));
     let config = &shared.config;
     let mut batch: Vec<Append> = Vec::new();
+    let mut session = AppendSession::default();
     let mut backoff = config.retry_backoff_min;
     tracing::debug!("append writer started");
     loop {
@@ -302,8 +311,13 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
             if !more {
                 break;
             }
+            // The tasks woken with these appends (the deliveries of the same messages) run
+            // first: history does not delay chat, and what they append meanwhile joins
+            // this batch.
+            yield_once().await;
+            shared.queue.take_more(config.max_batch, &mut batch);
         }
-        match write_batch(&shared, &mut batch).await {
+        match write_batch(&shared, &mut batch, &mut session).await {
             Ok(()) => backoff = config.retry_backoff_min,
             Err(error) => {
                 tracing::warn!(
@@ -321,10 +335,18 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
 }
 
 /// Writes `batch` and empties it; on a transient failure leaves what is unwritten in it.
-async fn write_batch(shared: &Shared, batch: &mut Vec<Append>) -> Result<(), String> {
+async fn write_batch(
+    shared: &Shared,
+    batch: &mut Vec<Append>,
+    session: &mut AppendSession,
+) -> Result<(), String> {
     let rows: Vec<&crate::db::AppendRow> = batch.iter().map(|append| &append.row).collect();
     let started = std::time::Instant::now();
-    let result = timed(shared.config.request_timeout, shared.db.append(&rows)).await;
+    let result = timed(
+        shared.config.request_timeout,
+        shared.db.append(&rows, session),
+    )
+    .await;
     match result {
         Some(Ok(kept)) => {
             tracing::debug!(
@@ -337,13 +359,19 @@ async fn write_batch(shared: &Shared, batch: &mut Vec<Append>) -> Result<(), Str
             shared.queue.finish(count);
             Ok(())
         }
-        None => Err("the database did not answer in time".to_owned()),
-        Some(Err(error)) if is_permanent(&error) && batch.len() > 1 => {
-            // Some row cannot be stored as it is: write them one by one so only it is lost.
+        None => {
+            // The connection may be stuck in the statement that timed out.
+            session.reset();
+            Err("the database did not answer in time".to_owned())
+        }
+        Some(Err(error)) if is_permanent(&error) => {
+            // Some row cannot be stored as it is: write them one by one, on a fresh
+            // session (which checks every channel's row again), so only it is lost.
             tracing::warn!("a batch of appends was refused ({error}); writing them one by one");
             while !batch.is_empty() {
                 let single = [&batch[0].row];
-                match timed(shared.config.request_timeout, shared.db.append(&single)).await {
+                let written = shared.db.append(&single, session);
+                match timed(shared.config.request_timeout, written).await {
                     Some(Ok(kept)) => {
                         answer(batch.drain(..1), &kept);
                         shared.queue.finish(1);
@@ -352,17 +380,32 @@ async fn write_batch(shared: &Shared, batch: &mut Vec<Append>) -> Result<(), Str
                         drop_unwritable(shared, batch, &error)
                     }
                     Some(Err(error)) => return Err(error.to_string()),
-                    None => return Err("the database did not answer in time".to_owned()),
+                    None => {
+                        session.reset();
+                        return Err("the database did not answer in time".to_owned());
+                    }
                 }
             }
             Ok(())
         }
-        Some(Err(error)) if is_permanent(&error) => {
-            drop_unwritable(shared, batch, &error);
-            Ok(())
-        }
         Some(Err(error)) => Err(error.to_string()),
     }
+}
+
+/// Returns `Pending` once, waking itself, so the runtime runs the other tasks that are
+/// ready first (any runtime puts a task that woke itself behind them).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 fn drop_unwritable(shared: &Shared, batch: &mut Vec<Append>, error: &sqlx::Error) {

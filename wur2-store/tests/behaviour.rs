@@ -53,6 +53,7 @@ behaviour!(
     pruning_deletes_old_history_and_keeps_undelivered_private_messages,
     purge_user_removes_the_account_and_every_message_to_or_from_it,
     ping_answers_while_open_and_fails_once_closed,
+    a_channel_deleted_behind_the_stores_back_is_recreated_by_the_next_append,
 );
 
 fn account(username: &str, role: Role) -> StoreReply {
@@ -71,6 +72,32 @@ fn pending_texts(reply: StoreReply) -> Vec<(String, String)> {
 
 mod scenarios {
     use super::*;
+
+    pub async fn a_channel_deleted_behind_the_stores_back_is_recreated_by_the_next_append(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.run(h.channel_message("Global", "alice", "before")).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["before"]);
+        // The writer now knows the channel's row exists; an operator removes it.
+        h.db.execute("DELETE FROM messages WHERE channel_key = 'global'")
+            .await;
+        h.db.execute("DELETE FROM channels WHERE name_key = 'global'")
+            .await;
+        // Alone in its batch, then in a batch of two.
+        h.run(h.channel_message("Global", "alice", "after")).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["after"]);
+        h.db.execute("DELETE FROM messages WHERE channel_key = 'global'")
+            .await;
+        h.db.execute("DELETE FROM channels WHERE name_key = 'global'")
+            .await;
+        h.run(h.channel_message("Global", "alice", "again")).await;
+        h.run(h.channel_message("Global", "bob", "and more")).await;
+        assert_eq!(h.history_texts("Global", 10).await, ["again", "and more"]);
+        h.finish().await;
+    }
 
     pub async fn pruning_deletes_old_history_and_keeps_undelivered_private_messages(
         backend: Backend,
@@ -829,4 +856,45 @@ async fn an_in_memory_sqlite_store_keeps_its_data() {
     }
     store.close().await;
     writer.await.unwrap();
+}
+
+/// The append writer keeps one connection from batch to batch; when the database closes it
+/// (here: PostgreSQL terminates every session of the database), the writer takes a new one
+/// and writes what was queued meanwhile.
+#[tokio::test]
+async fn appends_continue_after_the_database_closes_the_writers_connection() {
+    let Some(h) = Harness::open(Backend::Postgres).await else {
+        return;
+    };
+    h.run(h.channel_message("Global", "alice", "before")).await;
+    assert_eq!(h.history_texts("Global", 10).await, ["before"]);
+    h.db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await;
+    h.run(h.channel_message("Global", "alice", "after")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = h
+            .run(StoreRequest::FetchHistory {
+                channel: "Global".into(),
+                limit: 10,
+            })
+            .await;
+        if let StoreReply::History(messages) = &reply
+            && messages
+                .iter()
+                .map(|m| m.text.as_str())
+                .eq(["before", "after"])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not written: last answer {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.finish().await;
 }

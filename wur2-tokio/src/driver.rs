@@ -136,6 +136,10 @@ impl<S: Storage> Driver<S> {
                     }
                     Some((id, bytes)) = channels.written.recv() => {
                         self.host.engine.handle_written(id, bytes);
+                        // Written counts are not urgent: the connection tasks that can
+                        // write now do so first, and their counts come in one turn
+                        // rather than one turn per task.
+                        tokio::task::yield_now().await;
                     }
                     received = channels.events.recv_many(&mut batch, EVENT_BATCH), if events_open => {
                         if received == 0 {

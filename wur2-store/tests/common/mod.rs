@@ -129,7 +129,21 @@ impl TestDb {
         }
     }
 
-    /// How many messages carry `message_id`, and how many messages there are in total.
+    /// Runs `sql` on a connection of its own (as an operator at the database would).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut db = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut db).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut db = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut db).await.unwrap();
+            }
+        }
+    }
+
+    /// How many messages there are in total.
     pub async fn count_messages(&self) -> i64 {
         let sql = "SELECT COUNT(*) FROM messages";
         match self.backend {
