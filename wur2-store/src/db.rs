@@ -27,6 +27,11 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// Rows per multi-row `INSERT` on SQLite (7 bound values each, far below its limit of
 /// 32 766 variables); one transaction may hold several such statements.
 const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
+/// Page cache per SQLite connection, in KiB (SQLite's default is 2 000). Pages it misses
+/// come from the operating system's file cache, a system call away; a pool of ten
+/// connections with the default cache held ~6 MB after 5 000 logins (1.1 KiB per
+/// connected client) for no measurable gain.
+const SQLITE_CACHE_KIB: u32 = 128;
 /// Values per `IN (...)` list on SQLite.
 const SQLITE_KEYS_PER_STATEMENT: usize = 500;
 
@@ -98,7 +103,8 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 // In WAL mode NORMAL loses no committed data on a crash of the process.
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(config.acquire_timeout);
+                .busy_timeout(config.acquire_timeout)
+                .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
             // Each connection to an in-memory database has a database of its own: keep one
             // connection, for ever.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -675,5 +681,28 @@ pub(crate) fn is_permanent(error: &sqlx::Error) -> bool {
         }
         sqlx::Error::Encode(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_connections_keep_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/wur2.db", dir.path().display());
+        let db = Db::open(&url, &StoreConfig::default()).await.unwrap();
+        let Db::Sqlite { pool, .. } = &db else {
+            panic!("an SQLite URL opens SQLite");
+        };
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(cache, -i64::from(SQLITE_CACHE_KIB));
+        db.close().await;
     }
 }
