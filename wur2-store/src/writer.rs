@@ -314,7 +314,7 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
             // The tasks woken with these appends (the deliveries of the same messages) run
             // first: history does not delay chat, and what they append meanwhile joins
             // this batch.
-            yield_once().await;
+            futures_lite::future::yield_now().await;
             shared.queue.take_more(config.max_batch, &mut batch);
         }
         match write_batch(&shared, &mut batch, &mut session).await {
@@ -390,22 +390,6 @@ async fn write_batch(
         }
         Some(Err(error)) => Err(error.to_string()),
     }
-}
-
-/// Returns `Pending` once, waking itself, so the runtime runs the other tasks that are
-/// ready first (any runtime puts a task that woke itself behind them).
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
 }
 
 fn drop_unwritable(shared: &Shared, batch: &mut Vec<Append>, error: &sqlx::Error) {

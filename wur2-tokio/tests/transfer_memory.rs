@@ -6,7 +6,7 @@
 mod peer;
 mod server_process;
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ fn a_recipient_that_stops_reading_does_not_grow_server_memory_and_gets_the_file_
     );
 
     // Bob reads again: everything arrives, byte-exact, and both hear it is done.
-    let received = bob.receive_text_file(1);
+    let received = receive_text_file(&mut bob, 1);
     writer.join().expect("writer thread");
     assert!(
         received == *data,
@@ -92,4 +92,33 @@ fn a_recipient_that_stops_reading_does_not_grow_server_memory_and_gets_the_file_
     );
     alice.wait_for("[file 1 done] big.txt sent to bob");
     server.stop();
+}
+
+/// Reads transfer `id`'s raw-text chunks (`[file <id> data <n>]`, n bytes, a line
+/// break) until `[file <id> done]`, skipping other lines; returns the file's bytes.
+fn receive_text_file(peer: &mut Peer, id: u64) -> Vec<u8> {
+    let chunk = format!("[file {id} data ");
+    let done = format!("[file {id} done]");
+    let mut file = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = peer.reader.read_line(&mut line).expect("read a line");
+        assert!(n > 0, "connection closed during the transfer");
+        if let Some(len) = line
+            .trim_end()
+            .strip_prefix(&chunk)
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            let len: usize = len.parse().expect("a chunk length");
+            let start = file.len();
+            file.resize(start + len + 1, 0);
+            peer.reader
+                .read_exact(&mut file[start..])
+                .expect("chunk bytes");
+            assert_eq!(file.pop(), Some(b'\n'), "a chunk ends with a line break");
+        } else if line.starts_with(&done) {
+            return file;
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! A blocking line client of the real server, for measurements from outside.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -49,35 +49,6 @@ impl Peer {
             let text = String::from_utf8_lossy(&line);
             if text.contains(needle) {
                 return text.trim_end().to_string();
-            }
-        }
-    }
-
-    /// Reads transfer `id`'s raw-text chunks (`[file <id> data <n>]`, n bytes, a line
-    /// break) until `[file <id> done]`, skipping other lines; returns the file's bytes.
-    pub fn receive_text_file(&mut self, id: u64) -> Vec<u8> {
-        let chunk = format!("[file {id} data ");
-        let done = format!("[file {id} done]");
-        let mut file = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = self.reader.read_line(&mut line).expect("read a line");
-            assert!(n > 0, "connection closed during the transfer");
-            if let Some(len) = line
-                .trim_end()
-                .strip_prefix(&chunk)
-                .and_then(|r| r.strip_suffix(']'))
-            {
-                let len: usize = len.parse().expect("a chunk length");
-                let start = file.len();
-                file.resize(start + len + 1, 0);
-                self.reader
-                    .read_exact(&mut file[start..])
-                    .expect("chunk bytes");
-                assert_eq!(file.pop(), Some(b'\n'), "a chunk ends with a line break");
-            } else if line.starts_with(&done) {
-                return file;
             }
         }
     }
