@@ -8,8 +8,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use base64::Engine as _;
-use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -504,7 +502,7 @@ impl Line<'_> {
                 "type": "file_sending", "id": id.0, "to": to, "name": name, "size": size
             }),
             Line::FileChunk { id, data } => {
-                let encoded = BASE64_STANDARD.encode(data);
+                let encoded = base64_simd::STANDARD.encode_to_string(data);
                 json!({"type": "file_chunk", "id": id.0, "data": encoded})
             }
             Line::FileReceived {
@@ -561,13 +559,10 @@ fn file_chunk_text(id: TransferId, data: &[u8]) -> Bytes {
         out.extend_from_slice(data);
     } else {
         let start = out.len();
-        out.resize(
-            start + base64::encoded_len(data.len(), true).unwrap_or(0),
-            0,
-        );
-        let written = BASE64_STANDARD
-            .encode_slice(data, &mut out[start..])
-            .unwrap_or(0);
+        out.resize(start + base64_simd::STANDARD.encoded_length(data.len()), 0);
+        let written = base64_simd::STANDARD
+            .encode(data, base64_simd::Out::from_slice(&mut out[start..]))
+            .len();
         out.truncate(start + written);
     }
     out.push(b'\n');
