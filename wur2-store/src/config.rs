@@ -33,6 +33,12 @@ pub struct StoreConfig {
     pub append_buffer: usize,
     /// Most appends written in one transaction. Default 10 000.
     pub max_batch: usize,
+    /// Least time from the start of one batch of appends to the start of the next (unless
+    /// `max_batch` appends wait): at light load the appends of a few milliseconds share
+    /// one commit instead of one commit each. Appends are acknowledged when queued, so
+    /// chat does not wait; a history read waits for the batch. Default 5 ms; zero writes
+    /// each batch as soon as it is queued.
+    pub commit_interval: Duration,
     /// First wait before retrying a failed batch of appends; it doubles on each failure.
     /// Default 50 ms.
     pub retry_backoff_min: Duration,
@@ -51,6 +57,7 @@ impl Default for StoreConfig {
             hash_queue: 256,
             append_buffer: 100_000,
             max_batch: 10_000,
+            commit_interval: Duration::from_millis(5),
             retry_backoff_min: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
         }

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{Either, select};
@@ -301,6 +301,7 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
     let config = &shared.config;
     let mut batch: Vec<Append> = Vec::new();
     let mut session = AppendSession::default();
+    let mut last_batch: Option<Instant> = None;
     let mut backoff = config.retry_backoff_min;
     tracing::debug!("append writer started");
     loop {
@@ -313,10 +314,17 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
             }
             // The tasks woken with these appends (the deliveries of the same messages) run
             // first: history does not delay chat, and what they append meanwhile joins
-            // this batch.
+            // this batch. At light load the batch waits out the commit interval too.
             futures_lite::future::yield_now().await;
+            let due = last_batch.map(|started| started + config.commit_interval);
+            if let Some(wait) = due.and_then(|due| due.checked_duration_since(Instant::now()))
+                && shared.queue.len() < config.max_batch
+            {
+                async_io::Timer::after(wait).await;
+            }
             shared.queue.take_more(config.max_batch, &mut batch);
         }
+        last_batch = Some(Instant::now());
         match write_batch(&shared, &mut batch, &mut session).await {
             Ok(()) => backoff = config.retry_backoff_min,
             Err(error) => {

@@ -898,3 +898,32 @@ async fn appends_continue_after_the_database_closes_the_writers_connection() {
     }
     h.finish().await;
 }
+
+/// At light load a batch starts no sooner than `commit_interval` after the previous one,
+/// so appends of the next moments share its commit; a history read waits for it.
+#[tokio::test]
+async fn a_batch_waits_out_the_commit_interval_after_the_previous_one() {
+    let interval = Duration::from_millis(400);
+    let config = StoreConfig {
+        commit_interval: interval,
+        ..fast_config()
+    };
+    let Some(h) = Harness::open_with(Backend::Sqlite, config).await else {
+        return;
+    };
+    h.run(h.channel_message("Global", "alice", "first")).await;
+    let first_written = Instant::now();
+    assert_eq!(h.history_texts("Global", 10).await, ["first"]);
+    h.run(h.channel_message("Global", "alice", "second")).await;
+    h.run(h.channel_message("Global", "bob", "third")).await;
+    assert_eq!(
+        h.history_texts("Global", 10).await,
+        ["first", "second", "third"]
+    );
+    assert!(
+        first_written.elapsed() >= interval - Duration::from_millis(50),
+        "the second batch started {:?} after the first",
+        first_written.elapsed()
+    );
+    h.finish().await;
+}

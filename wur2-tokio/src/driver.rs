@@ -138,10 +138,10 @@ impl<S: Storage> Driver<S> {
                         self.host.engine.handle_written(id, bytes);
                         // Written counts are not urgent: the connection tasks that can
                         // write now do so first, and their counts come in one turn
-                        // rather than one turn per task. (Behind the tasks ready now,
-                        // not after Tokio's next I/O poll as `tokio::task::yield_now`
-                        // would: a transfer waits for these counts to refill its window.)
-                        futures_lite::future::yield_now().await;
+                        // rather than one turn per task. (Tokio's yield also lets it
+                        // poll for I/O first; measured better for latency than a plain
+                        // self-wake, and the same for transfers.)
+                        tokio::task::yield_now().await;
                     }
                     received = channels.events.recv_many(&mut batch, EVENT_BATCH), if events_open => {
                         if received == 0 {
