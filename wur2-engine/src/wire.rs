@@ -558,12 +558,7 @@ fn file_chunk_text(id: TransferId, data: &[u8]) -> Bytes {
     if safe {
         out.extend_from_slice(data);
     } else {
-        let start = out.len();
-        out.resize(start + base64_simd::STANDARD.encoded_length(data.len()), 0);
-        let written = base64_simd::STANDARD
-            .encode(data, base64_simd::Out::from_slice(&mut out[start..]))
-            .len();
-        out.truncate(start + written);
+        base64_simd::STANDARD.encode_append(data, &mut out);
     }
     out.push(b'\n');
     Bytes::from(out)
