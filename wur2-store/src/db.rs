@@ -515,13 +515,7 @@ async fn sqlite_append(
         query.push(" ON CONFLICT (name_key) DO NOTHING");
         query.build().execute(&mut *tx).await?;
     }
-    let kept = keep(rows, |key| known.contains(key));
-    let to_write: Vec<&AppendRow> = rows
-        .iter()
-        .zip(&kept)
-        .filter(|(_, kept)| **kept)
-        .map(|(row, _)| *row)
-        .collect();
+    let (kept, to_write) = keep(rows, &known);
     for chunk in to_write.chunks(SQLITE_ROWS_PER_STATEMENT) {
         sqlite_insert_messages(&mut *tx, chunk).await?;
     }
@@ -555,9 +549,9 @@ async fn postgres_append(
             plan.channels.iter().map(|(k, n)| (*k, *n)).unzip();
         sqlx::query(
             "INSERT INTO channels (name, name_key, created_at_ms) \
-                 SELECT name, name_key, $3 FROM UNNEST($1::text[], $2::text[]) \
-                   AS c(name, name_key) \
-                 ON CONFLICT (name_key) DO NOTHING",
+             SELECT name, name_key, $3 FROM UNNEST($1::text[], $2::text[]) \
+               AS c(name, name_key) \
+             ON CONFLICT (name_key) DO NOTHING",
         )
         .bind(&names)
         .bind(&keys)
@@ -565,13 +559,7 @@ async fn postgres_append(
         .execute(&mut *tx)
         .await?;
     }
-    let kept = keep(rows, |key| known.contains(key));
-    let to_write: Vec<&AppendRow> = rows
-        .iter()
-        .zip(&kept)
-        .filter(|(_, kept)| **kept)
-        .map(|(row, _)| *row)
-        .collect();
+    let (kept, to_write) = keep(rows, &known);
     if !to_write.is_empty() {
         postgres_insert_messages(&mut *tx, &to_write).await?;
     }
@@ -652,14 +640,23 @@ async fn postgres_insert_messages<'e>(
     Ok(())
 }
 
-/// Which rows to write: all but pending private messages to an unknown recipient.
-fn keep(rows: &[&AppendRow], known: impl Fn(&str) -> bool) -> Vec<bool> {
-    rows.iter()
+/// Which rows to write: all but pending private messages to a recipient not in `known`.
+/// Returns a flag per row and the rows to write, in order.
+fn keep<'a>(rows: &[&'a AppendRow], known: &HashSet<String>) -> (Vec<bool>, Vec<&'a AppendRow>) {
+    let kept: Vec<bool> = rows
+        .iter()
         .map(|row| match (&row.recipient_key, row.delivered) {
-            (Some(key), Some(false)) => known(key),
+            (Some(key), Some(false)) => known.contains(key),
             _ => true,
         })
-        .collect()
+        .collect();
+    let to_write = rows
+        .iter()
+        .zip(&kept)
+        .filter(|(_, kept)| **kept)
+        .map(|(row, _)| *row)
+        .collect();
+    (kept, to_write)
 }
 
 /// Whether retrying `error` unchanged can never succeed (bad data, not a lost connection).

@@ -73,6 +73,14 @@ fn pending_texts(reply: StoreReply) -> Vec<(String, String)> {
 mod scenarios {
     use super::*;
 
+    /// Deletes a channel and its messages with plain SQL, as an operator might.
+    async fn remove_channel(db: &TestDb, key: &str) {
+        db.execute(&format!("DELETE FROM messages WHERE channel_key = '{key}'"))
+            .await;
+        db.execute(&format!("DELETE FROM channels WHERE name_key = '{key}'"))
+            .await;
+    }
+
     pub async fn a_channel_deleted_behind_the_stores_back_is_recreated_by_the_next_append(
         backend: Backend,
     ) {
@@ -82,17 +90,11 @@ mod scenarios {
         h.run(h.channel_message("Global", "alice", "before")).await;
         assert_eq!(h.history_texts("Global", 10).await, ["before"]);
         // The writer now knows the channel's row exists; an operator removes it.
-        h.db.execute("DELETE FROM messages WHERE channel_key = 'global'")
-            .await;
-        h.db.execute("DELETE FROM channels WHERE name_key = 'global'")
-            .await;
+        remove_channel(&h.db, "global").await;
         // Alone in its batch, then in a batch of two.
         h.run(h.channel_message("Global", "alice", "after")).await;
         assert_eq!(h.history_texts("Global", 10).await, ["after"]);
-        h.db.execute("DELETE FROM messages WHERE channel_key = 'global'")
-            .await;
-        h.db.execute("DELETE FROM channels WHERE name_key = 'global'")
-            .await;
+        remove_channel(&h.db, "global").await;
         h.run(h.channel_message("Global", "alice", "again")).await;
         h.run(h.channel_message("Global", "bob", "and more")).await;
         assert_eq!(h.history_texts("Global", 10).await, ["again", "and more"]);
