@@ -252,6 +252,15 @@ pub struct Connections {
     round: Vec<Staged>,
 }
 
+/// Where a connection's entry is kept.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    /// In `entries`, at the connection's slot.
+    Slot(usize),
+    /// In `displaced`, at this index.
+    Displaced(usize),
+}
+
 impl Connections {
     /// No connections.
     pub fn new() -> Connections {
@@ -268,39 +277,40 @@ impl Connections {
         self.live == 0
     }
 
-    fn get(&self, id: ConnectionId) -> Option<&Entry> {
-        let in_slot = self.entries.get(id.slot()).and_then(Option::as_ref);
-        match in_slot.filter(|entry| entry.id == id) {
-            Some(entry) => Some(entry),
-            None => self.displaced.iter().find(|entry| entry.id == id),
+    /// Where `id`'s entry is: its slot, or among the displaced.
+    fn locate(entries: &[Option<Entry>], displaced: &[Entry], id: ConnectionId) -> Option<Place> {
+        let slot = id.slot();
+        if entries
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|entry| entry.id == id)
+        {
+            return Some(Place::Slot(slot));
         }
+        displaced
+            .iter()
+            .position(|entry| entry.id == id)
+            .map(Place::Displaced)
     }
 
-    /// [`Connections::get`] on the two tables alone, so the round can be borrowed beside.
+    /// `id`'s entry, from the two tables alone (so the round can be borrowed beside).
     fn entry_mut<'a>(
         entries: &'a mut [Option<Entry>],
         displaced: &'a mut [Entry],
         id: ConnectionId,
     ) -> Option<&'a mut Entry> {
-        let in_slot = entries.get_mut(id.slot()).and_then(Option::as_mut);
-        match in_slot.filter(|entry| entry.id == id) {
-            Some(entry) => Some(entry),
-            None => displaced.iter_mut().find(|entry| entry.id == id),
+        match Self::locate(entries, displaced, id)? {
+            Place::Slot(slot) => entries[slot].as_mut(),
+            Place::Displaced(index) => displaced.get_mut(index),
         }
     }
 
     /// Forgets a closed connection.
     fn remove(&mut self, id: ConnectionId) {
-        let slot = id.slot();
-        if self.entries[slot]
-            .as_ref()
-            .is_some_and(|entry| entry.id == id)
-        {
-            self.entries[slot] = None;
-        } else if let Some(index) = self.displaced.iter().position(|entry| entry.id == id) {
-            self.displaced.swap_remove(index);
-        } else {
-            return;
+        match Self::locate(&self.entries, &self.displaced, id) {
+            Some(Place::Slot(slot)) => self.entries[slot] = None,
+            Some(Place::Displaced(index)) => drop(self.displaced.swap_remove(index)),
+            None => return,
         }
         self.live -= 1;
     }
@@ -328,8 +338,8 @@ impl Connections {
     }
 
     /// `len` received bytes of `id` were handed to the engine (see [`READ_AHEAD`]).
-    pub fn processed(&self, id: ConnectionId, len: usize) {
-        if let Some(entry) = self.get(id) {
+    pub fn processed(&mut self, id: ConnectionId, len: usize) {
+        if let Some(entry) = Self::entry_mut(&mut self.entries, &mut self.displaced, id) {
             entry.link.processed(len);
         }
     }

@@ -407,7 +407,9 @@ impl Db {
                 Ok(kept)
             }
             Err(error) => {
-                session.reset();
+                // The connection is not kept after a failure (above); a channel's row may
+                // have gone behind our back, so the next batch checks every channel.
+                session.known_channels.clear();
                 Err(error)
             }
         }
@@ -419,7 +421,8 @@ impl Db {
 /// Its own connection, held instead of taken from the pool per batch: no pool round trip
 /// and no ping on release per batch, and on SQLite a page cache that stays valid (any
 /// other connection's commit resets a connection's cache). Not kept when the pool's one
-/// connection is the database (SQLite in memory), and dropped after any failure.
+/// connection is the database (SQLite in memory), and not kept after a failure or a
+/// timeout (it goes with the abandoned statement).
 ///
 /// The keys of channels known to have their row (channels are never deleted): a batch
 /// with no pending private message, no new channel and rows for one statement is that one
@@ -428,15 +431,6 @@ impl Db {
 pub(crate) struct AppendSession {
     held: Option<HeldConnection>,
     known_channels: HashSet<String>,
-}
-
-impl AppendSession {
-    /// Forgets the connection and the known channels (after a failure: the next batch
-    /// starts afresh and checks every channel).
-    pub(crate) fn reset(&mut self) {
-        self.held = None;
-        self.known_channels.clear();
-    }
 }
 
 enum HeldConnection {

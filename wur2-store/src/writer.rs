@@ -367,11 +367,7 @@ async fn write_batch(
             shared.queue.finish(count);
             Ok(())
         }
-        None => {
-            // The connection may be stuck in the statement that timed out.
-            session.reset();
-            Err("the database did not answer in time".to_owned())
-        }
+        None => Err("the database did not answer in time".to_owned()),
         Some(Err(error)) if is_permanent(&error) => {
             // Some row cannot be stored as it is: write them one by one, on a fresh
             // session (which checks every channel's row again), so only it is lost.
@@ -388,10 +384,7 @@ async fn write_batch(
                         drop_unwritable(shared, batch, &error)
                     }
                     Some(Err(error)) => return Err(error.to_string()),
-                    None => {
-                        session.reset();
-                        return Err("the database did not answer in time".to_owned());
-                    }
+                    None => return Err("the database did not answer in time".to_owned()),
                 }
             }
             Ok(())

@@ -856,6 +856,28 @@ async fn an_in_memory_sqlite_store_keeps_its_data() {
     for reply in futures::future::join_all(logins).await {
         assert_eq!(reply, account("Alice", Role::User));
     }
+    // The append writer must not keep the one connection (it holds the database): reads
+    // after appends still get it.
+    for (sequence, text) in [(1, "one"), (2, "two")] {
+        let append = StoreRequest::AppendChannelMessage(wur2_engine::ChannelMessage {
+            id: wur2_engine::MessageId {
+                origin: 7,
+                sequence,
+            },
+            channel: "Global".into(),
+            sender: "alice".into(),
+            text: text.into(),
+        });
+        assert_eq!(store.execute(append).await, StoreReply::Done);
+        let history = StoreRequest::FetchHistory {
+            channel: "Global".into(),
+            limit: 10,
+        };
+        let StoreReply::History(messages) = store.execute(history).await else {
+            panic!("history after an append")
+        };
+        assert_eq!(messages.last().map(|m| m.text.as_str()), Some(text));
+    }
     store.close().await;
     writer.await.unwrap();
 }
