@@ -18,8 +18,17 @@ cargo test --workspace
 cargo run -q -p wur2-engine --example bot >/dev/null
 cargo run -q -p wur2-engine --example blocking_server -- --self-test
 cargo run -q -p wur2-tokio --example embed_tokio -- --self-test
-# The async-std driver serves, two clients chat, it shuts down (wur2-async-std/README.md).
+# The async-std driver serves, two clients chat, /healthz answers, it shuts down
+# (wur2-async-std/README.md).
 cargo run -q -p wur2-async-std --example serve -- --self-test
+# The libraries carry only what an embedder needs (wur2-tokio/README.md, wur2-host/README.md).
+forbidden='^(clap|ratatui|crossterm|dotenvy|tracing-subscriber|anyhow|hyper|axum|sqlx) '
+if cargo tree -q -p wur2-tokio --no-default-features -e normal --prefix none | grep -E "$forbidden"; then
+  echo "error: wur2-tokio without default features depends on the above" >&2; exit 1
+fi
+if cargo tree -q -p wur2-host -e normal --prefix none | grep -E '^(sqlx|clap) '; then
+  echo "error: wur2-host depends on the above" >&2; exit 1
+fi
 # The library crates package and build from their .crate files (unpublished dependencies
 # come from cargo's temporary local registry). Cargo takes registry crates to be immutable,
 # so a wur2-* 0.1.0 it extracted or built on an earlier run would be reused as is, stale:

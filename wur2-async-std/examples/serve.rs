@@ -1,16 +1,17 @@
-//! The WUR2 chat server on async-std: the same flags and environment variables as `wur2`
-//! (`--listen`, `--database-url`, `--files-dir`, the limits), served by `wur2-async-std`.
+//! The WUR2 chat server on async-std, with the engine's default limits, optional TLS and
+//! optional metrics, served by `wur2-async-std`.
 //!
 //! ```text
 //! cargo run -p wur2-async-std --example serve -- --listen 127.0.0.1:6969
 //! cargo run -p wur2-async-std --example serve -- --self-test
 //! ```
 //!
-//! `--self-test` serves a fresh SQLite database on a free port, connects two clients,
-//! checks that a message goes from one to the other, shuts down gracefully and exits 0.
-//! Otherwise it serves until SIGINT or SIGTERM.
+//! `--self-test` serves a fresh SQLite database on a free port with metrics, connects two
+//! clients, checks that a message goes from one to the other and that `/healthz` answers
+//! `ok`, shuts down gracefully and exits 0. Otherwise it serves until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use async_std::net::{TcpListener, TcpStream};
 use async_std::prelude::*;
 use clap::Parser;
 use tracing::{info, warn};
-use wur2_host::ServeArgs;
+use wur2_async_std::metrics::{self, Metrics};
+use wur2_async_std::{Options, TlsAcceptor};
+use wur2_engine::Config;
 use wur2_store::{Store, StoreConfig};
 
 /// The WUR2 chat server, on async-std.
@@ -32,8 +35,24 @@ struct Cli {
     /// Serve a fresh database on a free port, exchange one message, stop, exit.
     #[arg(long)]
     self_test: bool,
-    #[command(flatten)]
-    serve: ServeArgs,
+    /// Address and port to listen on.
+    #[arg(long, env = "WUR2_LISTEN", default_value = "127.0.0.1:6969")]
+    listen: SocketAddr,
+    /// The only directory server-side files may be sent from; unset turns them off.
+    #[arg(long, env = "WUR2_FILES_DIR")]
+    files_dir: Option<PathBuf>,
+    /// Also serve chat over TLS on this address; needs --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain, PEM, leaf first.
+    #[arg(long, requires = "tls_listen")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM.
+    #[arg(long, requires = "tls_listen")]
+    tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics and /healthz over HTTP on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -61,23 +80,44 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         let dir = std::env::temp_dir().join(format!("wur2-async-std-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         cli.database_url = format!("sqlite://{}", dir.join("self-test.db").display());
-        cli.serve.listen = "127.0.0.1:0".parse()?;
+        cli.listen = "127.0.0.1:0".parse()?;
+        cli.metrics_listen = Some("127.0.0.1:0".parse()?);
         Some(dir)
     } else {
         None
     };
     let (store, writer) = Store::open(&cli.database_url, StoreConfig::default()).await?;
     let writer = async_std::task::spawn(writer.run());
-    let listener = TcpListener::bind(cli.serve.listen).await?;
-    let server = wur2_async_std::serve_with(
+    let listener = TcpListener::bind(cli.listen).await?;
+    let options = Options {
+        files_dir: cli.files_dir.clone(),
+        ..Options::default()
+    };
+    let meter = Metrics::new();
+    let mut server = wur2_async_std::serve_with(
         listener,
-        store.clone(),
-        cli.serve.engine_config(),
-        cli.serve.options(),
+        meter.meter(store.clone()),
+        Config::default(),
+        options,
     )?;
     info!("listening on {} (async-std)", server.local_addr());
+    if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
+        let acceptor = TlsAcceptor::from_pem_files(cert, key)?;
+        let addr = server.serve_tls(TcpListener::bind(addr).await?, acceptor)?;
+        info!("listening for TLS on {addr}");
+    }
+    let exporter = match cli.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let exporter = metrics::serve(listener, meter, server.status(), store.clone())?;
+            info!("metrics on http://{}/metrics", exporter.local_addr());
+            Some(exporter)
+        }
+        None => None,
+    };
     let outcome = if cli.self_test {
-        self_test(server.local_addr()).await
+        let metrics_addr = exporter.as_ref().map(|exporter| exporter.local_addr());
+        self_test(server.local_addr(), metrics_addr).await
     } else {
         shutdown_signal().await;
         info!("signal received; shutting down");
@@ -85,6 +125,9 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     };
     // The server closes the store last, once every pending append is written.
     server.shutdown().await?;
+    if let Some(exporter) = exporter {
+        exporter.stop();
+    }
     drop(store);
     if async_std::future::timeout(Duration::from_secs(5), writer)
         .await
@@ -102,8 +145,8 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Two clients register; one's message reaches the other.
-async fn self_test(addr: SocketAddr) -> Result<(), Failure> {
+/// Two clients register; one's message reaches the other; `/healthz` says ok.
+async fn self_test(addr: SocketAddr, metrics: Option<SocketAddr>) -> Result<(), Failure> {
     let step = async {
         let mut alice = Client::register(addr, "alice").await?;
         let mut bob = Client::register(addr, "bob").await?;
@@ -111,6 +154,16 @@ async fn self_test(addr: SocketAddr) -> Result<(), Failure> {
         bob.expect("PONG ready").await?;
         alice.send("hello from async-std").await?;
         bob.expect("alice: hello from async-std").await?;
+        if let Some(metrics) = metrics {
+            let mut http = TcpStream::connect(metrics).await?;
+            http.write_all(b"GET /healthz HTTP/1.1\r\nHost: wur2\r\n\r\n")
+                .await?;
+            let mut answer = String::new();
+            http.read_to_string(&mut answer).await?;
+            if !answer.starts_with("HTTP/1.1 200") || !answer.ends_with("ok\n") {
+                return Err(format!("/healthz answered {answer:?}").into());
+            }
+        }
         Ok::<(), Failure>(())
     };
     async_std::future::timeout(Duration::from_secs(30), step)

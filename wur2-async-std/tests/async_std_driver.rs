@@ -1,24 +1,27 @@
 //! The end-to-end suite (`wur2-testkit`) against the async-std driver, through its embedder
-//! API, on SQLite and (when configured) PostgreSQL. The very same tests as the Tokio
-//! driver's `tests/tokio_driver.rs`.
+//! API, on SQLite and (when configured) PostgreSQL, with plain and TLS clients. The very
+//! same tests as the Tokio driver's `tests/tokio_driver.rs`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_std::task::JoinHandle;
-use wur2_async_std::{Options, ServerHandle};
+use wur2_async_std::{Options, ServerHandle, TlsAcceptor};
 use wur2_engine::Config;
 use wur2_store::Store;
-use wur2_testkit::store_config;
+use wur2_testkit::{Target, certificate, store_config};
 
 /// Servers on async-std's global executor. No Tokio runtime is current where the store is
-/// opened and served, so sqlx runs on async-std here.
-struct AsyncStd;
+/// opened and served, so sqlx runs on async-std here. With `tls`, the clients use the
+/// server's TLS listener.
+struct AsyncStd {
+    tls: bool,
+}
 
 /// One server and its store's writer.
 struct AsyncStdServer {
     handle: ServerHandle,
+    target: Target,
     writer: JoinHandle<()>,
 }
 
@@ -45,16 +48,32 @@ impl wur2_testkit::Driver for AsyncStd {
                 files_dir,
                 ..Options::default()
             };
-            let handle =
+            let mut handle =
                 wur2_async_std::serve_with(listener, store, config, options).expect("serve");
-            AsyncStdServer { handle, writer }
+            let target = if self.tls {
+                let certificate = certificate();
+                let acceptor =
+                    TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
+                        .expect("the test certificate");
+                let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                Target::tls(handle.serve_tls(listener, acceptor).expect("serve TLS"))
+            } else {
+                Target::plain(handle.local_addr())
+            };
+            AsyncStdServer {
+                handle,
+                target,
+                writer,
+            }
         })
     }
 }
 
 impl wur2_testkit::Server for AsyncStdServer {
-    fn addr(&self) -> SocketAddr {
-        self.handle.local_addr()
+    fn addr(&self) -> Target {
+        self.target
     }
 
     fn stop(self) {
@@ -67,4 +86,5 @@ impl wur2_testkit::Server for AsyncStdServer {
     }
 }
 
-wur2_testkit::suite!(AsyncStd);
+wur2_testkit::suite!(AsyncStd { tls: false });
+wur2_testkit::suite!(tls: AsyncStd { tls: true });

@@ -1,24 +1,47 @@
 //! # wur2-host
 //!
-//! What every driver of [`wur2_engine::Engine`] does that has nothing to do with its async
-//! runtime, written once: the server's options and the engine [`Config`] they make, the
-//! clocks the engine is given, what a driver needs from its store ([`Storage`]), server-side files opened only inside their directory, and
-//! the per-connection bookkeeping of the engine's outputs.
+//! The one driver of [`wur2_engine::Engine`], written once over a small [`Runtime`] trait:
+//! the accept loops (plain and TLS), the engine's loop, and the connection task, generic
+//! over the client's [`Transport`]. A runtime crate (`wur2-tokio`, `wur2-async-std`)
+//! implements the two traits in about a hundred lines and calls [`serve_with`]; everything
+//! else is here: the server's [`Options`], the clocks the engine is given, what the driver
+//! needs from its store ([`Storage`]), TLS certificates ([`TlsAcceptor`]), server-side
+//! files opened only inside their directory, the per-connection bookkeeping of the
+//! engine's outputs, and the [`ServerStatus`] that metrics and health checks read.
 //!
-//! It never spawns a task, waits on a socket or names an async runtime: a driver (Tokio,
-//! async-std) owns those, and calls in here for everything else.
+//! It names no async runtime and no database: tasks, timers and sockets come from the
+//! [`Runtime`]; its channels are Tokio's `sync` primitives, which need no Tokio runtime.
+//!
+//! ## Shape
+//!
+//! - One task owns the engine and loops: connection events, store replies, file results,
+//!   the engine's next timeout and the shutdown signal go in; each batch of inputs is
+//!   followed by a full drain of the engine's outputs.
+//! - One task per client reads (a stack buffer, never a buffer held while idle) and writes
+//!   everything the engine queued for it with vectored writes, reporting written bytes
+//!   back so the engine can drop slow readers.
+//! - Each store request runs in its own task; a slow database delays only those who wait
+//!   for its answer. Server-side file I/O runs on the runtime's blocking pool.
 
 // One audited `unsafe` call: `malloc_trim` in `memory`.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod clock;
+mod connection;
 mod connections;
+mod driver;
 mod engine_host;
 mod files;
 mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod options;
+mod runtime;
+mod server;
+mod status;
 mod storage;
+mod tls;
 
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{
@@ -27,10 +50,18 @@ pub use connections::{
 };
 pub use engine_host::{Arrived, EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
-pub use options::{Options, ServeArgs, prepare};
+pub use options::{Options, prepare};
+pub use runtime::{Runtime, Transport};
+pub use server::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, ServeError, ServerHandle, serve_with};
+pub use status::ServerStatus;
 pub use storage::Storage;
+pub use tls::{TlsAcceptor, TlsError};
 
 use std::path::PathBuf;
+
+/// Bytes a [`Runtime::Stream`] may take at most: the connection task holds its stream
+/// while idle, and is tested to stay small with a stream of this size.
+pub const STREAM_BUDGET: usize = 48;
 
 pub use wur2_engine::Config;
 

@@ -1,6 +1,6 @@
 //! What the driver needs from storage: run a [`StoreRequest`] off the engine's loop, and
-//! make every accepted append durable before the server stops. [`wur2_store::Store`] is the
-//! store the `wur2` binary uses.
+//! make every accepted append durable before the server stops. `wur2_store::Store` (SQLite,
+//! PostgreSQL) implements it.
 //!
 //! The driver never blocks on storage: each request runs in its own task of the driver's runtime and its reply
 //! goes back into the engine when it arrives, so a slow database delays only the users
@@ -12,7 +12,7 @@ use wur2_engine::{StoreReply, StoreRequest};
 
 /// A store the driver can run engine requests against.
 ///
-/// [`wur2_store::Store`] implements it; an embedder may bring another (an in-memory store
+/// `wur2_store::Store` implements it; an embedder may bring another (an in-memory store
 /// for tests, a proxy to a remote service).
 pub trait Storage: Send + Sync + 'static {
     /// Starts `request` and returns a future that resolves to its reply.
@@ -26,14 +26,4 @@ pub trait Storage: Send + Sync + 'static {
     /// written (or given up on). Called once, at the end of a graceful shutdown, after the
     /// last request was started; the driver bounds how long it waits.
     fn close(&self) -> impl Future<Output = ()> + Send;
-}
-
-impl Storage for wur2_store::Store {
-    fn execute(&self, request: StoreRequest) -> impl Future<Output = StoreReply> + Send + 'static {
-        wur2_store::Store::execute(self, request)
-    }
-
-    fn close(&self) -> impl Future<Output = ()> + Send {
-        wur2_store::Store::close(self)
-    }
 }

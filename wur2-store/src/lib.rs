@@ -30,7 +30,10 @@
 
 mod config;
 mod db;
+#[cfg(feature = "host")]
+mod host;
 mod password;
+pub mod retention;
 mod store;
 mod writer;
 

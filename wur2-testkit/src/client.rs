@@ -8,15 +8,13 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::event::{Event, Prompt, TextLine, parse_json, parse_text};
+use crate::target::{Read, Target, Write};
 
 /// Longest wait for any one expected line.
 pub const STEP: Duration = Duration::from_secs(15);
@@ -39,8 +37,8 @@ impl Mode {
 
 /// One chat client, reading typed [`Event`]s in its [`Mode`].
 pub struct Client {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<Box<dyn Read>>,
+    writer: Box<dyn Write>,
     /// The account this client logged in as, if any (also names it in failure messages).
     pub name: String,
     mode: Mode,
@@ -54,12 +52,8 @@ pub struct Client {
 impl Client {
     /// Connects without logging in; in JSON mode, also switches to JSON and reads up to the
     /// server's `mode` answer (the banner and first question before it must be text).
-    pub async fn connect(addr: SocketAddr, mode: Mode) -> Client {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .expect("connect failed");
-        let (read, write) = stream.into_split();
+    pub async fn connect(target: Target, mode: Mode) -> Client {
+        let (read, write) = target.connect().await;
         let mut client = Client {
             reader: BufReader::new(read),
             writer: write,
@@ -78,8 +72,8 @@ impl Client {
     }
 
     /// Connects and creates the account `name` with `/register`.
-    pub async fn register(addr: SocketAddr, mode: Mode, name: &str) -> Client {
-        let mut client = Client::connect(addr, mode).await;
+    pub async fn register(target: Target, mode: Mode, name: &str) -> Client {
+        let mut client = Client::connect(target, mode).await;
         client.name = name.to_string();
         client.send(&format!("/register {name} {PASSWORD}")).await;
         client.expect_welcome(name, true).await;
@@ -87,8 +81,8 @@ impl Client {
     }
 
     /// Connects and logs in as the existing account `name` with `/login`.
-    pub async fn login(addr: SocketAddr, mode: Mode, name: &str) -> Client {
-        let mut client = Client::connect(addr, mode).await;
+    pub async fn login(target: Target, mode: Mode, name: &str) -> Client {
+        let mut client = Client::connect(target, mode).await;
         client.name = name.to_string();
         client.send(&format!("/login {name} {PASSWORD}")).await;
         client.expect_welcome(name, false).await;
@@ -105,7 +99,12 @@ impl Client {
 
     /// Sends bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(STEP, self.writer.write_all(bytes))
+        // Flushed: a TLS stream may hold what it could not write at once.
+        let send = async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        };
+        tokio::time::timeout(STEP, send)
             .await
             .expect("send timed out")
             .expect("send failed");
@@ -114,7 +113,11 @@ impl Client {
     /// Sends bytes as they are, for a client the server may close while it writes: an
     /// error or a timeout is not a failure.
     pub(crate) async fn send_raw_until_closed(&mut self, bytes: &[u8]) {
-        let _ = tokio::time::timeout(STEP, self.writer.write_all(bytes)).await;
+        let send = async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        };
+        let _ = tokio::time::timeout(STEP, send).await;
     }
 
     /// Reads raw bytes, without looking at them, until the server closes the connection;

@@ -17,13 +17,14 @@ mod db;
 mod event;
 pub mod scenarios;
 pub mod suite;
+mod target;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
 pub use scenarios::Mode;
+pub use target::{Certificate, Target, certificate};
 use wur2_engine::Config;
 
 /// A way to run the WUR2 server under test.
@@ -39,8 +40,8 @@ pub trait Driver {
 
 /// A server a [`Driver`] started.
 pub trait Server: Send + 'static {
-    /// Where clients connect.
-    fn addr(&self) -> SocketAddr;
+    /// Where clients connect, and whether over TLS.
+    fn addr(&self) -> Target;
 
     /// Graceful shutdown; the store is closed (every append written) when this returns.
     fn stop(self);
@@ -74,7 +75,7 @@ pub fn init_logging() {
 pub fn on_every_database<D, F, Fut>(driver: &D, config: Config, mode: Mode, scenario: F)
 where
     D: Driver,
-    F: Fn(SocketAddr, Mode) -> Fut,
+    F: Fn(Target, Mode) -> Fut,
     Fut: Future<Output = ()>,
 {
     for db in block_on(databases()) {
@@ -94,10 +95,17 @@ pub fn within<T>(db: &TestDb, future: impl Future<Output = T>) -> T {
 /// Makes every test of [`suite`](mod@suite) two `#[test]`s against `$driver` (an expression
 /// whose type implements [`Driver`]): `text::<name>` with text-mode clients and
 /// `json::<name>` with JSON-mode clients, which parse every server line as JSON.
+///
+/// `suite!(tls: $driver)` makes one more `#[test]` per scenario, `tls::<name>`, with
+/// text-mode clients over TLS: for a driver whose servers' [`Server::addr`] is a TLS
+/// [`Target`] serving [`certificate`].
 #[macro_export]
 macro_rules! suite {
-    ($driver:expr) => {
-        $crate::suite!(@tests $driver;
+    (tls: $driver:expr) => {
+        $crate::suite!(@scenarios tls, $crate::Mode::Text, $driver);
+    };
+    (@scenarios $module:ident, $mode:expr, $driver:expr) => {
+        $crate::suite!(@mode $module, $mode, $driver;
             every_command_works_with_three_clients,
             every_login_path_works,
             history_is_replayed_on_join,
@@ -115,10 +123,6 @@ macro_rules! suite {
             uploads_arrive_byte_exact,
         );
     };
-    (@tests $driver:expr; $($name:ident,)*) => {
-        $crate::suite!(@mode text, $crate::Mode::Text, $driver; $($name,)*);
-        $crate::suite!(@mode json, $crate::Mode::Json, $driver; $($name,)*);
-    };
     (@mode $module:ident, $mode:expr, $driver:expr; $($name:ident,)*) => {
         /// The suite with clients in one mode.
         mod $module {
@@ -132,5 +136,9 @@ macro_rules! suite {
                 }
             )*
         }
+    };
+    ($driver:expr) => {
+        $crate::suite!(@scenarios text, $crate::Mode::Text, $driver);
+        $crate::suite!(@scenarios json, $crate::Mode::Json, $driver);
     };
 }

@@ -7,14 +7,13 @@
 //! "everything sent before this was handled", so no scenario sleeps to wait for the server.
 //! Names are unique per call, so scenarios may share one server and one database.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 pub use crate::client::{Client, Mode, PASSWORD, STEP};
 pub use crate::event::{Event, Peer, Prompt};
+pub use crate::target::Target;
 
 /// A name no other scenario call uses: `prefix` plus a run-and-call tag (≤ 32 bytes).
 pub fn unique(prefix: &str) -> String {
@@ -47,7 +46,7 @@ fn any_text(events: &[Event], needle: &str) -> bool {
 }
 
 /// Three users log in three different ways, then use every command of the seed's table.
-pub async fn every_command_with_three_clients(addr: SocketAddr, mode: Mode) {
+pub async fn every_command_with_three_clients(addr: Target, mode: Mode) {
     let (a, b, c) = (unique("al"), unique("bo"), unique("cy"));
     let mut alice = Client::register(addr, mode, &a).await;
 
@@ -182,7 +181,7 @@ pub async fn every_command_with_three_clients(addr: SocketAddr, mode: Mode) {
 }
 
 /// Every way to log in: interactive (y and n), `/register`, `/login`, and the refusals.
-pub async fn every_login_path(addr: SocketAddr, mode: Mode) {
+pub async fn every_login_path(addr: Target, mode: Mode) {
     let name = unique("lp");
     // Interactive registration, then interactive login.
     for (answer, new) in [("n", true), ("y", false)] {
@@ -237,7 +236,7 @@ pub async fn every_login_path(addr: SocketAddr, mode: Mode) {
 }
 
 /// A channel's recent history is replayed to whoever joins it.
-pub async fn history_is_replayed_on_join(addr: SocketAddr, mode: Mode) {
+pub async fn history_is_replayed_on_join(addr: Target, mode: Mode) {
     let room = unique("hist");
     let mut alice = Client::register(addr, mode, &unique("ha")).await;
     alice.send(&format!("/join {room}")).await;
@@ -270,7 +269,7 @@ pub async fn history_is_replayed_on_join(addr: SocketAddr, mode: Mode) {
 }
 
 /// A private message to a registered user who is offline arrives at their next login.
-pub async fn offline_message_arrives_at_next_login(addr: SocketAddr, mode: Mode) {
+pub async fn offline_message_arrives_at_next_login(addr: Target, mode: Mode) {
     let b = unique("ob");
     let mut bob = Client::register(addr, mode, &b).await;
     bob.send("/close").await;
@@ -292,7 +291,7 @@ pub async fn offline_message_arrives_at_next_login(addr: SocketAddr, mode: Mode)
 
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
 /// session of the target and tells the channel.
-pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: SocketAddr, mode: Mode, grant: F)
+pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: Target, mode: Mode, grant: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -343,7 +342,7 @@ where
 
 /// Accounts and history written before a restart are there after it. Call `before` on the
 /// first server, restart it on the same database, then call `after` with the names.
-pub async fn restart_before(addr: SocketAddr, mode: Mode) -> (String, String) {
+pub async fn restart_before(addr: Target, mode: Mode) -> (String, String) {
     let name = unique("rs");
     let room = unique("rr");
     let mut alice = Client::register(addr, mode, &name).await;
@@ -360,7 +359,7 @@ pub async fn restart_before(addr: SocketAddr, mode: Mode) -> (String, String) {
 }
 
 /// The second half of the restart scenario; see [`restart_before`].
-pub async fn restart_after(addr: SocketAddr, mode: Mode, (name, room): (String, String)) {
+pub async fn restart_after(addr: Target, mode: Mode, (name, room): (String, String)) {
     let mut alice = Client::login(addr, mode, &name).await;
     alice.send(&format!("/join {room}")).await;
     alice
@@ -370,7 +369,7 @@ pub async fn restart_after(addr: SocketAddr, mode: Mode, (name, room): (String, 
 
 /// Overlong lines, invalid UTF-8 and terminal escapes get errors or are cleaned; the
 /// connection and everyone else carry on.
-pub async fn bad_input_is_answered_not_fatal(addr: SocketAddr, mode: Mode, max_line_bytes: usize) {
+pub async fn bad_input_is_answered_not_fatal(addr: Target, mode: Mode, max_line_bytes: usize) {
     let mut alice = Client::register(addr, mode, &unique("ba")).await;
     let mut bob = Client::register(addr, mode, &unique("bb")).await;
     bob.barrier().await;
@@ -411,7 +410,7 @@ pub async fn bad_input_is_answered_not_fatal(addr: SocketAddr, mode: Mode, max_l
 
 /// With flood control on, a client sending 5 000 lines at once is closed with a reason;
 /// the others keep chatting.
-pub async fn flooder_is_closed_others_unaffected(addr: SocketAddr, mode: Mode) {
+pub async fn flooder_is_closed_others_unaffected(addr: Target, mode: Mode) {
     let mut flooder = Client::register(addr, mode, &unique("fl")).await;
     let mut alice = Client::register(addr, mode, &unique("fa")).await;
     let mut bob = Client::register(addr, mode, &unique("fb")).await;
@@ -439,11 +438,7 @@ pub async fn flooder_is_closed_others_unaffected(addr: SocketAddr, mode: Mode) {
 
 /// A client that never reads while others chat: the others get every message, and the
 /// silent one is dropped once too much is queued for it.
-pub async fn slow_reader_is_dropped_others_unaffected(
-    addr: SocketAddr,
-    mode: Mode,
-    messages: usize,
-) {
+pub async fn slow_reader_is_dropped_others_unaffected(addr: Target, mode: Mode, messages: usize) {
     let mut slow = Client::register(addr, mode, &unique("sl")).await;
     let mut sender = Client::register(addr, mode, &unique("ss")).await;
     let mut reader = Client::register(addr, mode, &unique("sr")).await;
@@ -480,18 +475,15 @@ pub async fn slow_reader_is_dropped_others_unaffected(
 }
 
 /// Hundreds of connections opened and dropped at once; afterwards the server still serves.
-pub async fn many_connections_dropped_at_once(addr: SocketAddr, mode: Mode, count: usize) {
+pub async fn many_connections_dropped_at_once(addr: Target, mode: Mode, count: usize) {
     let mut opened = Vec::with_capacity(count);
     for _ in 0..count {
-        match tokio::time::timeout(STEP, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => opened.push(stream),
-            Ok(Err(error)) => panic!("connect {} failed: {error}", opened.len()),
-            Err(_) => panic!("connect {} timed out", opened.len()),
-        }
+        opened.push(addr.connect().await);
     }
     // Half of them say something first, so the server has state to clean up.
-    for stream in opened.iter_mut().step_by(2) {
-        let _ = stream.write_all(b"/mode json\n/ping x\n").await;
+    for (_, write) in opened.iter_mut().step_by(2) {
+        let _ = write.write_all(b"/mode json\n/ping x\n").await;
+        let _ = write.flush().await;
     }
     drop(opened);
 
@@ -506,7 +498,7 @@ pub async fn many_connections_dropped_at_once(addr: SocketAddr, mode: Mode, coun
 /// A server-side file from the operator's files directory reaches the recipient byte-exact
 /// (`path` holds `content`, text); paths that leave the directory are refused.
 pub async fn server_file_arrives_byte_exact(
-    addr: SocketAddr,
+    addr: Target,
     mode: Mode,
     path: &str,
     content: &[u8],
@@ -561,7 +553,7 @@ pub async fn server_file_arrives_byte_exact(
 /// A user uploads a file with bytes of every value to another; it arrives byte-exact
 /// (text chunks and base64 chunks alike in text mode; base64 `file_chunk` objects in JSON
 /// mode). An upload that is refused has its bytes read and dropped, never run as commands.
-pub async fn upload_arrives_byte_exact(addr: SocketAddr, mode: Mode) {
+pub async fn upload_arrives_byte_exact(addr: Target, mode: Mode) {
     let mut alice = Client::register(addr, mode, &unique("ua")).await;
     let mut bob = Client::register(addr, mode, &unique("ub")).await;
     bob.barrier().await;

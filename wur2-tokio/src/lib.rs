@@ -4,16 +4,18 @@
 //! and [`wur2_engine::Engine`] owns every chat decision. The `wur2` binary in this crate is
 //! the bundled server; this library lets a program embed the same server.
 //!
-//! ## Shape
+//! The server itself (accept loops, the engine's loop, connection tasks on plain TCP or
+//! TLS) is written once in `wur2-host`, over its `Runtime` trait; this crate is Tokio's
+//! [`Runtime`](wur2_host::Runtime) ([`Tokio`], in `runtime.rs`), the server's public API
+//! on Tokio, and the `wur2` binary's extras behind features:
 //!
-//! - One task owns the engine and loops: connection events, store replies, the engine's
-//!   next timeout and the shutdown signal go in; each batch of inputs is followed by a
-//!   full drain of the engine's outputs.
-//! - One task per client socket reads (a small stack buffer, never a buffer held while
-//!   idle) and writes everything the engine queued for it with vectored writes, reporting
-//!   written bytes back so the engine can drop slow readers.
-//! - Each store request runs in its own task; a slow database delays only those who wait
-//!   for its answer.
+//! | feature | what it adds | default |
+//! |---|---|---|
+//! | `metrics` | [`metrics`]: Prometheus metrics and `/healthz` over HTTP (hyper) | yes |
+//! | `cli` | the `wur2` binary: flags, `.env`, logging, operator commands, `wur2 chat` | yes |
+//!
+//! An embedder who adds this crate with `default-features = false` gets the server and TLS
+//! and builds no HTTP server, CLI parser or terminal UI.
 //!
 //! ## Embedding
 //!
@@ -30,42 +32,24 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod connection;
-mod driver;
+#[cfg(feature = "metrics")]
 pub mod metrics;
-pub mod retention;
-mod status;
-pub mod tls;
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod runtime;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use wur2_engine::{Config, Engine};
+use wur2_engine::Config;
 
-pub use status::ServerStatus;
-pub use wur2_host::{Options, Storage};
+pub use runtime::{Tokio, TokioStream};
+pub use wur2_host::{Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError};
 
-/// Why the server could not start or did not stop cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The listener's socket failed (for example it has no local address).
-    #[error("listener: {0}")]
-    Io(#[from] std::io::Error),
-    /// The files directory cannot be resolved.
-    #[error("files directory {}: {source}", path.display())]
-    FilesDir {
-        /// The directory as given.
-        path: PathBuf,
-        /// Why it cannot be used.
-        source: std::io::Error,
-    },
-    /// The engine's task panicked: a bug, reported instead of propagated.
-    #[error("the server task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+/// A running server on Tokio. Dropping it leaves the server running (detached); call
+/// [`ServerHandle::shutdown`](wur2_host::ServerHandle::shutdown) to stop it, and
+/// [`serve_tls`](wur2_host::ServerHandle::serve_tls) to add a TLS listener.
+pub type ServerHandle = wur2_host::ServerHandle<Tokio>;
+
+/// TLS certificates for [`ServerHandle::serve_tls`](wur2_host::ServerHandle::serve_tls).
+pub mod tls {
+    pub use wur2_host::{TlsAcceptor, TlsError};
 }
 
 /// Runs a chat server on `listener` with default [`Options`]; see [`serve_with`].
@@ -79,95 +63,16 @@ pub fn serve<S: Storage>(
 
 /// Runs a chat server on a listener the caller bound, with a store the caller opened and
 /// an engine configuration the caller built (its `wall_clock` is set from the system clock
-/// when `None`, and `server_files` from [`Options::files_dir`]). Returns at once; the server runs in tasks on
-/// the current Tokio runtime until [`ServerHandle::shutdown`].
+/// when `None`, and `server_files` from [`Options::files_dir`]). Returns at once; the
+/// server runs in tasks on the current Tokio runtime until
+/// [`ServerHandle::shutdown`](wur2_host::ServerHandle::shutdown).
 ///
 /// Must be called from within a Tokio runtime.
 pub fn serve_with<S: Storage>(
     listener: TcpListener,
     store: S,
-    mut config: Config,
-    mut options: Options,
+    config: Config,
+    options: Options,
 ) -> Result<ServerHandle, Error> {
-    let local_addr = listener.local_addr()?;
-    wur2_host::prepare(&mut config, &mut options).map_err(|error| match error {
-        wur2_host::PrepareError::FilesDir { path, source } => Error::FilesDir { path, source },
-    })?;
-    let (shutdown, shutdown_rx) = oneshot::channel();
-    let cell = Arc::new(status::StatusCell::default());
-    cell.set_accepting(true);
-    let (task, intake) = driver::spawn(
-        listener,
-        store,
-        Engine::new(config),
-        options,
-        shutdown_rx,
-        Arc::clone(&cell),
-    );
-    Ok(ServerHandle {
-        local_addr,
-        shutdown,
-        task,
-        status: ServerStatus::new(cell),
-        intake,
-        tls_listeners: Vec::new(),
-    })
-}
-
-/// A running server. Dropping it leaves the server running (detached); call
-/// [`ServerHandle::shutdown`] to stop it.
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    status: ServerStatus,
-    /// Where TLS listeners hand over their clients; weak, so it never keeps the driver's
-    /// event channel open during shutdown.
-    intake: mpsc::WeakSender<connection::Event>,
-    tls_listeners: Vec<JoinHandle<()>>,
-}
-
-impl ServerHandle {
-    /// The address the server listens on (useful after binding port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A view of the server for metrics and health checks, readable from any task.
-    pub fn status(&self) -> ServerStatus {
-        self.status.clone()
-    }
-
-    /// Also serves the same chat over TLS on `listener` (bound by the caller, for example
-    /// on port 6697 beside the plain one): clients finish the handshake with `acceptor`'s
-    /// certificate, then talk to the same engine as plain clients, under the same limits
-    /// (per-address limits see their real address). Returns the TLS listener's address.
-    pub fn serve_tls(
-        &mut self,
-        listener: TcpListener,
-        acceptor: tls::TlsAcceptor,
-    ) -> Result<SocketAddr, Error> {
-        let local_addr = listener.local_addr()?;
-        self.tls_listeners.push(tokio::spawn(tls::accept_loop(
-            listener,
-            acceptor,
-            self.intake.clone(),
-            self.status.cell(),
-        )));
-        Ok(local_addr)
-    }
-
-    /// Stops the server gracefully and waits for it: no new connections, every user is told
-    /// the server is going down, queued lines are written, store requests in flight are
-    /// answered and pending appends flushed, all within [`Options::shutdown_timeout`].
-    pub async fn shutdown(self) -> Result<(), Error> {
-        for listener in &self.tls_listeners {
-            listener.abort();
-        }
-        // The driver may have stopped already; then there is nobody to tell.
-        let _ = self.shutdown.send(());
-        self.task.await?;
-        Ok(())
-    }
+    wur2_host::serve_with::<Tokio, S>(listener, store, config, options)
 }

@@ -5,6 +5,7 @@
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
 mod operator;
+mod serve_args;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -15,8 +16,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use wur2_engine::Role;
-use wur2_host::ServeArgs;
 use wur2_store::{AppendWriter, Store, StoreConfig};
+
+use crate::serve_args::ServeArgs;
 
 /// WUR2 chat server: accounts, channels, private messages and history over plain TCP.
 ///

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wur2_store::Store;
 use wur2_tokio::ServerHandle;
+use wur2_tokio::TlsAcceptor;
 use wur2_tokio::metrics::{self, Metrics, MetricsServer};
-use wur2_tokio::tls::TlsAcceptor;
 
 /// TLS, metrics and retention flags of `wur2` (all off by default).
 #[derive(clap::Args, Debug)]
@@ -134,9 +134,9 @@ impl Prepared {
             info!(
                 "history older than {} is deleted (checked every {})",
                 humantime::format_duration(retention),
-                humantime::format_duration(wur2_tokio::retention::prune_interval(retention))
+                humantime::format_duration(wur2_store::retention::prune_interval(retention))
             );
-            tasks.push(wur2_tokio::retention::spawn(store.clone(), retention));
+            tasks.push(tokio::spawn(store.clone().keep_history_for(retention)));
         }
         Ok(Running { metrics, tasks })
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use wur2_testkit::scenarios::{self, Client, Event, Mode, unique};
-use wur2_testkit::{TEST_TIMEOUT, databases};
+use wur2_testkit::{TEST_TIMEOUT, Target, databases};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
 
@@ -132,7 +132,7 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
     for db in databases().await {
         let url = db.url.clone();
         let server = Wur2::start(dir.path(), &url, &["--flood-lines-per-second", "0"]);
-        let addr = server.addr;
+        let addr = Target::plain(server.addr);
         tokio::time::timeout(TEST_TIMEOUT, async {
             for mode in Mode::ALL {
                 scenarios::every_command_with_three_clients(addr, mode).await;
@@ -192,7 +192,7 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
         let server = Wur2::start(dir.path(), &url, &[]);
         tokio::time::timeout(
             TEST_TIMEOUT,
-            scenarios::restart_after(server.addr, Mode::Text, kept),
+            scenarios::restart_after(Target::plain(server.addr), Mode::Text, kept),
         )
         .await
         .unwrap_or_else(|_| panic!("restart scenario timed out on {}", db.label));

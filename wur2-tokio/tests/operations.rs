@@ -138,9 +138,12 @@ async fn get_with_type(addr: SocketAddr, path: &str) -> (u16, String, String) {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .expect("a status code");
+        // Header names are case-insensitive (hyper writes them in lower case).
         let content_type = head
             .lines()
-            .find_map(|line| line.strip_prefix("Content-Type: "))
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.trim())
             .unwrap_or_default();
         (code, content_type.to_owned(), body.to_owned())
     })

@@ -1,22 +1,25 @@
 //! The end-to-end suite (`wur2-testkit`) against the Tokio driver, through its embedder
-//! API, on SQLite and (when configured) PostgreSQL.
+//! API, on SQLite and (when configured) PostgreSQL, with plain and TLS clients.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use wur2_engine::Config;
 use wur2_store::Store;
-use wur2_testkit::store_config;
-use wur2_tokio::{Options, ServerHandle};
+use wur2_testkit::{Target, certificate, store_config};
+use wur2_tokio::{Options, ServerHandle, TlsAcceptor};
 
-/// Servers on a multi-threaded Tokio runtime of their own.
-struct Tokio;
+/// Servers on a multi-threaded Tokio runtime of their own; with `tls`, the clients use the
+/// server's TLS listener.
+struct Tokio {
+    tls: bool,
+}
 
 /// One server, its runtime and its store's writer.
 struct TokioServer {
     runtime: tokio::runtime::Runtime,
     handle: ServerHandle,
+    target: Target,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -29,7 +32,7 @@ impl wur2_testkit::Driver for Tokio {
             .enable_all()
             .build()
             .expect("a runtime for the server");
-        let (handle, writer) = runtime.block_on(async {
+        let (handle, target, writer) = runtime.block_on(async {
             let (store, writer) = Store::open(url, store_config())
                 .await
                 .expect("open the store");
@@ -42,20 +45,34 @@ impl wur2_testkit::Driver for Tokio {
                 files_dir,
                 ..Options::default()
             };
-            let handle = wur2_tokio::serve_with(listener, store, config, options).expect("serve");
-            (handle, writer)
+            let mut handle =
+                wur2_tokio::serve_with(listener, store, config, options).expect("serve");
+            let target = if self.tls {
+                let certificate = certificate();
+                let acceptor =
+                    TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
+                        .expect("the test certificate");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                Target::tls(handle.serve_tls(listener, acceptor).expect("serve TLS"))
+            } else {
+                Target::plain(handle.local_addr())
+            };
+            (handle, target, writer)
         });
         TokioServer {
             runtime,
             handle,
+            target,
             writer,
         }
     }
 }
 
 impl wur2_testkit::Server for TokioServer {
-    fn addr(&self) -> SocketAddr {
-        self.handle.local_addr()
+    fn addr(&self) -> Target {
+        self.target
     }
 
     fn stop(self) {
@@ -69,4 +86,5 @@ impl wur2_testkit::Server for TokioServer {
     }
 }
 
-wur2_testkit::suite!(Tokio);
+wur2_testkit::suite!(Tokio { tls: false });
+wur2_testkit::suite!(tls: Tokio { tls: true });

@@ -1,0 +1,259 @@
+//! A running server on any [`Runtime`]: [`serve_with`] starts the accept loop and the
+//! engine's loop, [`ServerHandle`] adds TLS listeners and stops it gracefully.
+//!
+//! Accept loops only accept: a plain client goes to the engine's loop at once; a TLS
+//! client first finishes its handshake in a task of its own (a bounded number at once,
+//! each with a deadline), so a slow handshake never holds up anyone else.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{debug, warn};
+use wur2_engine::{Config, Engine};
+
+use crate::connections::ConnectionEvent;
+use crate::driver::{Wired, driver};
+use crate::runtime::Runtime;
+use crate::status::{ServerStatus, StatusCell};
+use crate::tls::TlsAcceptor;
+use crate::{Options, PrepareError, Storage, prepare};
+
+/// TLS handshakes in progress at once at most, per TLS listener; more clients wait in the
+/// kernel's backlog.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// How long a client has to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener's socket failed (for example it has no local address).
+    #[error("listener: {0}")]
+    Io(#[from] io::Error),
+    /// The files directory cannot be resolved.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The engine's task ended without finishing its shutdown (it panicked): a bug,
+    /// reported instead of propagated.
+    #[error("the server task failed")]
+    Task,
+}
+
+/// Runs a chat server on `listener` (bound by the caller) with `store` (opened by the
+/// caller) and an engine `config`, whose `wall_clock` is set from the system clock when
+/// `None` and `server_files` from [`Options::files_dir`]. Returns at once; the server runs
+/// in tasks of `R` until [`ServerHandle::shutdown`]. Call it where `R`'s runtime is
+/// current.
+pub fn serve_with<R: Runtime, S: Storage>(
+    listener: R::TcpListener,
+    store: S,
+    mut config: Config,
+    mut options: Options,
+) -> Result<ServerHandle<R>, ServeError> {
+    let local_addr = R::local_addr(&listener)?;
+    prepare(&mut config, &mut options)?;
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let (stopped_tx, stopped) = oneshot::channel();
+    let (stop_accepting, stop_rx) = watch::channel(false);
+    let status = Arc::new(StatusCell::default());
+    status.set_accepting(true);
+    let backoff = options.accept_backoff;
+    let Wired {
+        driver,
+        channels,
+        intake: events,
+    } = driver::<R, S>(
+        store,
+        Engine::new(config),
+        options,
+        Arc::clone(&status),
+        shutdown_rx,
+        stop_accepting,
+    );
+    let intake = events.downgrade();
+    R::spawn(accept_plain::<R>(
+        listener,
+        events,
+        stop_rx.clone(),
+        backoff,
+    ));
+    R::spawn(async move {
+        driver.run(channels).await;
+        let _ = stopped_tx.send(());
+    });
+    Ok(ServerHandle {
+        local_addr,
+        shutdown,
+        stopped,
+        status: ServerStatus::new(status),
+        intake,
+        stop_accepting: stop_rx,
+    })
+}
+
+/// A running server. Dropping it leaves the server running (detached); call
+/// [`ServerHandle::shutdown`] to stop it.
+pub struct ServerHandle<R: Runtime> {
+    local_addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    /// Resolves when the engine's loop has finished.
+    stopped: oneshot::Receiver<()>,
+    status: ServerStatus,
+    /// Where TLS listeners hand over their clients; weak, so it never keeps the event
+    /// channel open during shutdown.
+    intake: mpsc::WeakSender<ConnectionEvent<R::Stream>>,
+    /// Turns `true` when the server stops taking clients.
+    stop_accepting: watch::Receiver<bool>,
+}
+
+impl<R: Runtime> std::fmt::Debug for ServerHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ServerHandle<R> {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A view of the server for metrics and health checks, readable from any task.
+    pub fn status(&self) -> ServerStatus {
+        self.status.clone()
+    }
+
+    /// Also serves the same chat over TLS on `listener` (bound by the caller, for example
+    /// on port 6697 beside the plain one): clients finish the handshake with `acceptor`'s
+    /// certificate, then talk to the same engine as plain clients, under the same limits
+    /// (per-address limits see their real address). Returns the TLS listener's address.
+    pub fn serve_tls(
+        &mut self,
+        listener: R::TcpListener,
+        acceptor: TlsAcceptor,
+    ) -> Result<SocketAddr, ServeError> {
+        let local_addr = R::local_addr(&listener)?;
+        R::spawn(accept_tls::<R>(
+            listener,
+            acceptor,
+            self.intake.clone(),
+            self.stop_accepting.clone(),
+            self.status.cell(),
+        ));
+        Ok(local_addr)
+    }
+
+    /// Stops the server gracefully and waits for it: no new connections, every user is told
+    /// the server is going down, queued lines are written, store requests in flight are
+    /// answered and pending appends flushed, all within [`Options::shutdown_timeout`].
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        // The loop may have stopped already; then there is nobody to tell.
+        let _ = self.shutdown.send(());
+        self.stopped.await.map_err(|_| ServeError::Task)
+    }
+}
+
+/// Resolves once `stop` turns `true` (or its sender is gone: the server stopped).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The next client, or `None` once the server stops taking clients.
+pub(crate) async fn next_client<R: Runtime>(
+    listener: &R::TcpListener,
+    stop: &watch::Receiver<bool>,
+) -> Option<io::Result<(R::TcpStream, SocketAddr)>> {
+    // The stop signal first: a client waiting in the backlog is not taken after it.
+    futures_lite::future::or(
+        async {
+            stopped(stop.clone()).await;
+            None
+        },
+        async { Some(R::accept(listener).await) },
+    )
+    .await
+}
+
+/// Accepts plain clients and hands them to the engine's loop, until the server stops
+/// taking clients (then the listener closes). Accept errors (out of file descriptors, a
+/// connection reset before it was accepted) back off instead of spinning.
+async fn accept_plain<R: Runtime>(
+    listener: R::TcpListener,
+    events: mpsc::Sender<ConnectionEvent<R::Stream>>,
+    stop: watch::Receiver<bool>,
+    backoff: Duration,
+) {
+    while let Some(accepted) = next_client::<R>(&listener, &stop).await {
+        match accepted {
+            Ok((stream, peer)) => {
+                let event = ConnectionEvent::Accepted(R::Stream::from(stream), peer);
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "accept failed; backing off");
+                R::sleep_until(Instant::now() + backoff).await;
+            }
+        }
+    }
+}
+
+/// Accepts TLS clients on `listener` and hands each, once its handshake is done, to the
+/// engine's loop through `intake`, as a plain client from its own address.
+async fn accept_tls<R: Runtime>(
+    listener: R::TcpListener,
+    acceptor: TlsAcceptor,
+    intake: mpsc::WeakSender<ConnectionEvent<R::Stream>>,
+    stop: watch::Receiver<bool>,
+    status: Arc<StatusCell>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
+        let Some(accepted) = next_client::<R>(&listener, &stop).await else {
+            return;
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let config = acceptor.config();
+                let intake = intake.clone();
+                let status = Arc::clone(&status);
+                R::spawn(async move {
+                    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                    let handshake =
+                        futures_lite::future::or(R::tls_accept(config, stream), async {
+                            R::sleep_until(deadline).await;
+                            Err(io::ErrorKind::TimedOut.into())
+                        })
+                        .await;
+                    drop(permit);
+                    status.count_tls_handshake(handshake.is_ok());
+                    let stream = match handshake {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    // No engine loop (shut down): the client is dropped, as a plain one
+                    // would be.
+                    if let Some(events) = intake.upgrade() {
+                        let _ = events.send(ConnectionEvent::Accepted(stream, peer)).await;
+                    }
+                });
+            }
+            Err(error) => {
+                warn!(%error, "TLS accept failed; backing off");
+                R::sleep_until(Instant::now() + Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The `wur2` binary's chat settings: every flag (and environment variable) that makes the
+//! engine's [`Config`] or the driver's [`Options`]. Each default is read from
+//! `Config::default()` or `Options::default()`, so the flags can never drift from the
+//! library's defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wur2_engine::Config;
+use wur2_host::{Options, message_id_origin};
+
+/// Settings of the chat server itself.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "WUR2_LISTEN", default_value = "0.0.0.0:6969")]
+    pub listen: SocketAddr,
+    /// The only directory server-side files may be sent from; unset turns them off.
+    #[arg(long, env = "WUR2_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+    /// Demo mode of the original server: a bare `/role` toggles the caller between user and mod.
+    #[arg(long, env = "WUR2_DEMO_ROLES")]
+    pub demo_roles: bool,
+    /// Connections at once, in total.
+    #[arg(long, env = "WUR2_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections at once from one IP address.
+    #[arg(
+        long,
+        env = "WUR2_MAX_CONNECTIONS_PER_IP",
+        default_value_t = Config::default().max_connections_per_address
+    )]
+    pub max_connections_per_ip: usize,
+    /// Lines per second a connection may send on average; 0 turns flood control off
+    /// (trusted bots, benchmarks).
+    #[arg(
+        long,
+        env = "WUR2_FLOOD_LINES_PER_SECOND",
+        default_value_t = Config::default().flood_lines_per_second
+    )]
+    pub flood_lines_per_second: u32,
+    /// Lines a connection may send at once before flood control makes it wait.
+    #[arg(long, env = "WUR2_FLOOD_BURST", default_value_t = Config::default().flood_burst)]
+    pub flood_burst: u32,
+    /// Longest line a client may send, in bytes.
+    #[arg(long, env = "WUR2_MAX_LINE_BYTES", default_value_t = Config::default().max_line_bytes)]
+    pub max_line_bytes: usize,
+    /// Longest chat or private message, in bytes.
+    #[arg(
+        long,
+        env = "WUR2_MAX_MESSAGE_BYTES",
+        default_value_t = Config::default().max_message_bytes
+    )]
+    pub max_message_bytes: usize,
+    /// Bytes queued for a client that does not read before it is dropped.
+    #[arg(
+        long,
+        env = "WUR2_MAX_QUEUED_BYTES",
+        default_value_t = Config::default().max_queued_bytes
+    )]
+    pub max_queued_bytes: usize,
+    /// Seconds a new connection has to log in.
+    #[arg(
+        long,
+        env = "WUR2_LOGIN_TIMEOUT_SECS",
+        default_value_t = Config::default().login_timeout.as_secs()
+    )]
+    pub login_timeout_secs: u64,
+    /// Messages of a channel's history replayed on `/join`.
+    #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = Config::default().history_replay)]
+    pub history_replay: usize,
+    /// Largest file a user may send, in bytes.
+    #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = Config::default().max_file_bytes)]
+    pub max_file_bytes: u64,
+    /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
+    #[arg(
+        long,
+        env = "WUR2_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = Options::default().shutdown_timeout.as_secs()
+    )]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// The engine configuration these settings ask for, with a fresh message-id origin.
+    pub(crate) fn engine_config(&self) -> Config {
+        Config {
+            max_line_bytes: self.max_line_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_queued_bytes: self.max_queued_bytes,
+            flood_lines_per_second: self.flood_lines_per_second,
+            flood_burst: self.flood_burst,
+            login_timeout: Duration::from_secs(self.login_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_ip,
+            history_replay: self.history_replay,
+            demo_roles: self.demo_roles,
+            max_file_bytes: self.max_file_bytes,
+            server_files: self.files_dir.is_some(),
+            message_id_origin: message_id_origin(),
+            ..Config::default()
+        }
+    }
+
+    /// The driver options these settings ask for.
+    pub(crate) fn options(&self) -> Options {
+        Options {
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            files_dir: self.files_dir.clone(),
+            ..Options::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["wur2"]).expect("no flags parse");
+        let ours = cli.serve.engine_config();
+        let engine = Config::default();
+        assert_eq!(ours.max_connections, engine.max_connections);
+        assert_eq!(
+            ours.max_connections_per_address,
+            engine.max_connections_per_address
+        );
+        assert_eq!(ours.flood_lines_per_second, engine.flood_lines_per_second);
+        assert_eq!(ours.flood_burst, engine.flood_burst);
+        assert_eq!(ours.max_line_bytes, engine.max_line_bytes);
+        assert_eq!(ours.max_message_bytes, engine.max_message_bytes);
+        assert_eq!(ours.max_queued_bytes, engine.max_queued_bytes);
+        assert_eq!(ours.login_timeout, engine.login_timeout);
+        assert_eq!(ours.history_replay, engine.history_replay);
+        assert_eq!(ours.demo_roles, engine.demo_roles);
+        assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
+        assert_eq!(
+            cli.serve.options().shutdown_timeout,
+            Options::default().shutdown_timeout
+        );
+    }
+}
