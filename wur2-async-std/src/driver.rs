@@ -155,7 +155,7 @@ impl<S: Storage> Driver<S> {
                         }
                     }
                     Wake::Written(Some((id, bytes))) => {
-                        self.host.engine.handle_written(id, bytes);
+                        self.host.engine.handle_written(id, bytes, Instant::now());
                         // Written counts are not urgent: the connection tasks that can
                         // write now do so first, and their counts come in one turn
                         // rather than one turn per task.

@@ -135,7 +135,7 @@ impl<S: Storage> Driver<S> {
                         }
                     }
                     Some((id, bytes)) = channels.written.recv() => {
-                        self.host.engine.handle_written(id, bytes);
+                        self.host.engine.handle_written(id, bytes, Instant::now());
                         // Written counts are not urgent: the connection tasks that can
                         // write now do so first, and their counts come in one turn
                         // rather than one turn per task. (Tokio's yield also lets it

@@ -51,9 +51,8 @@ impl Engine {
                     .values()
                     .map(|a| a.username.as_str())
                     .collect();
-                let now = self.clock;
                 self.outbox
-                    .send(&mut self.sessions, connection, &Line::Users(names), now);
+                    .send(&mut self.sessions, connection, &Line::Users(names));
             }
             Command::Channels => {
                 let entries = self
@@ -61,13 +60,8 @@ impl Engine {
                     .values()
                     .map(|c| (c.name.as_str(), c.members.len()))
                     .collect();
-                let now = self.clock;
-                self.outbox.send(
-                    &mut self.sessions,
-                    connection,
-                    &Line::Channels(entries),
-                    now,
-                );
+                self.outbox
+                    .send(&mut self.sessions, connection, &Line::Channels(entries));
             }
             Command::Profile => {
                 let channel = self.channel_name(&sender.channel);
@@ -129,13 +123,11 @@ impl Engine {
             text: &text,
             id,
         };
-        let now = self.clock;
         self.outbox.broadcast(
             &mut self.sessions,
             &channel.members,
             Some(connection),
             &line,
-            now,
         );
         let message = ChannelMessage {
             id,
@@ -162,9 +154,8 @@ impl Engine {
                     text: &text,
                     id,
                 };
-                let now = self.clock;
                 self.outbox
-                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line, now);
+                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
                 true
             }
             None => false,
@@ -282,9 +273,8 @@ impl Engine {
         };
         for key in &channels {
             if let Some(channel) = self.channels.get(key) {
-                let now = self.clock;
                 self.outbox
-                    .broadcast(&mut self.sessions, &channel.members, None, &line, now);
+                    .broadcast(&mut self.sessions, &channel.members, None, &line);
             }
         }
         tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
@@ -347,10 +337,9 @@ impl Engine {
             account.role = role;
             told_requester = account.sessions.contains(&connection);
             let line = Line::RoleChanged { role, by: &by };
-            let now = self.clock;
             let sessions = &self.accounts[&key].sessions;
             self.outbox
-                .broadcast(&mut self.sessions, sessions, None, &line, now);
+                .broadcast(&mut self.sessions, sessions, None, &line);
         }
         tracing::info!(%by, user = %username, %role, "role set");
         if !told_requester {

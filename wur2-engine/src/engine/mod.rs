@@ -25,7 +25,7 @@ use crate::stats::Stats;
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
-use sessions::{Delivery, Member, Session, Sessions, Stage};
+use sessions::{Delivery, Login, Member, Session, Sessions, Stage};
 
 /// The WUR2 chat engine: a synchronous state machine with no I/O of its own.
 ///
@@ -50,8 +50,6 @@ pub struct Engine {
     shutting_down: bool,
     transfers: BTreeMap<TransferId, transfers::Transfer>,
     next_transfer: u64,
-    /// The latest `now` any input brought (for work that a time-less input unblocks).
-    clock: Option<Instant>,
     /// Reused buffer for the line being processed; wiped after each line.
     line: Vec<u8>,
     /// Counters for [`Engine::stats`] (gauges and delivery counts are filled in there).
@@ -154,6 +152,8 @@ struct Outbox {
     slow_readers: Vec<ConnectionId>,
     /// Stamps JSON lines with wall-clock time, when the caller told us the time.
     wall_clock: Option<WallClock>,
+    /// The `now` of the input being handled: the time every line it emits is stamped with.
+    now: Option<Instant>,
     /// Lines and bytes handed out (for [`Stats`]).
     deliveries: u64,
     bytes_out: u64,
@@ -161,14 +161,8 @@ struct Outbox {
 
 impl Outbox {
     /// One line to one connection, in its mode.
-    fn send(
-        &mut self,
-        sessions: &mut Sessions,
-        connection: ConnectionId,
-        line: &Line<'_>,
-        now: Option<Instant>,
-    ) {
-        if let Some(data) = self.render(sessions, connection, line, now) {
+    fn send(&mut self, sessions: &mut Sessions, connection: ConnectionId, line: &Line<'_>) {
+        if let Some(data) = self.render(sessions, connection, line) {
             self.transmit(sessions, connection, data);
         }
     }
@@ -179,10 +173,9 @@ impl Outbox {
         sessions: &Sessions,
         connection: ConnectionId,
         line: &Line<'_>,
-        now: Option<Instant>,
     ) -> Option<Bytes> {
         let mode = sessions.mode(connection)?;
-        Some(line.render(mode, self.unix_ms(now)))
+        Some(line.render(mode, self.unix_ms()))
     }
 
     /// Queues bytes rendered for `connection` (by [`Outbox::render`]).
@@ -206,9 +199,8 @@ impl Outbox {
         recipients: &[ConnectionId],
         except: Option<ConnectionId>,
         line: &Line<'_>,
-        now: Option<Instant>,
     ) {
-        let unix_ms = self.unix_ms(now);
+        let unix_ms = self.unix_ms();
         let mut text: Option<Bytes> = None;
         let mut json: Option<Bytes> = None;
         let mut text_to = Vec::with_capacity(recipients.len());
@@ -246,9 +238,10 @@ impl Outbox {
         }
     }
 
-    fn unix_ms(&self, now: Option<Instant>) -> Option<i64> {
+    /// Wall-clock milliseconds at the current input's `now`, if the caller gave a clock.
+    fn unix_ms(&self) -> Option<i64> {
         let clock = self.wall_clock?;
-        let now = now?;
+        let now = self.now?;
         let since = now.saturating_duration_since(clock.at).as_millis();
         let before = clock.at.saturating_duration_since(now).as_millis();
         let ms = i64::try_from(since).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
@@ -269,6 +262,7 @@ impl Engine {
                 max_queued_bytes: config.max_queued_bytes,
                 slow_readers: Vec::new(),
                 wall_clock: config.wall_clock,
+                now: None,
                 deliveries: 0,
                 bytes_out: 0,
             },
@@ -292,7 +286,6 @@ impl Engine {
             shutting_down: false,
             transfers: BTreeMap::new(),
             next_transfer: 0,
-            clock: None,
             line: Vec::new(),
             stats: Stats::default(),
         }
@@ -351,12 +344,13 @@ impl Engine {
     // ----- inputs -----
 
     /// A client connected from `peer`. Returns its id; when the server is full (or shutting
-    /// down) the connection is told why and closed at once.
+    /// down, after [`Engine::handle_shutdown`]) the connection is told why and closed at
+    /// once. The id's slot is not that of a connection whose `Close` is still undrained.
     pub fn handle_connect(&mut self, peer: SocketAddr, now: Instant) -> ConnectionId {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         let session = Session {
             peer,
-            stage: Stage::AskAccount,
+            stage: Stage::LoggingIn(Login::AskAccount),
             framer: LineFramer::new(self.config.max_line_bytes),
             flood: Default::default(),
             throttled_until: None,
@@ -411,7 +405,7 @@ impl Engine {
     /// Bytes arrived from `connection`. Any split of a stream across calls gives the same
     /// result.
     pub fn handle_received(&mut self, connection: ConnectionId, data: &[u8], now: Instant) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         // Upload bytes go straight to the recipient when nothing waits before them.
         let rest = self.upload_from_input(connection, data);
         let Some(session) = self.sessions.get_mut(connection) else {
@@ -422,10 +416,13 @@ impl Engine {
         self.finish_input();
     }
 
-    /// `bytes` of what was transmitted to `connection` have been written to it.
-    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
+    /// `bytes` of what was transmitted to `connection` have been written to it, at `now`
+    /// (room in a recipient's window lets a stalled file transfer go on: its lines carry
+    /// `now`).
+    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize, now: Instant) {
+        self.outbox.now = Some(now);
         if self.sessions.written(connection, bytes) {
-            self.recipient_drained(connection);
+            self.recipient_drained(connection, now);
             self.finish_input();
         }
     }
@@ -437,7 +434,7 @@ impl Engine {
         result: Result<u64, FileError>,
         now: Instant,
     ) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         self.on_file_opened(transfer, result);
         self.finish_input();
     }
@@ -446,21 +443,23 @@ impl Engine {
     /// at least one byte and at most the `max` asked for (fewer bytes than the file's
     /// size before its end, or an empty read, ends the transfer as failed).
     pub fn handle_file_data(&mut self, transfer: TransferId, data: &[u8], now: Instant) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         self.on_file_data(transfer, data);
         self.finish_input();
     }
 
     /// Reading the server-side file of `transfer` failed.
     pub fn handle_file_failed(&mut self, transfer: TransferId, error: FileError, now: Instant) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         self.on_file_failed(transfer, &error);
         self.finish_input();
     }
 
-    /// The peer closed `connection` (or it failed). The engine forgets it and tells its
-    /// channel; no `Close` output follows.
-    pub fn handle_peer_closed(&mut self, connection: ConnectionId, _now: Instant) {
+    /// The peer closed `connection` (or it failed) at `now`. The engine forgets it and
+    /// tells its channel (a line stamped `now`); no `Close` output follows, and its slot is
+    /// reused only after the next drain.
+    pub fn handle_peer_closed(&mut self, connection: ConnectionId, now: Instant) {
+        self.outbox.now = Some(now);
         if let Some(session) = self.forget(connection, Departure::Announced) {
             tracing::info!(%connection, peer = %session.peer, "disconnected by the peer");
         }
@@ -470,7 +469,7 @@ impl Engine {
     /// The answer to store request `id`. Answers for unknown or finished requests, and
     /// answers that do not fit the request, are ignored (the latter logged).
     pub fn handle_store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         let Some(pending) = self.pending.remove(&id) else {
             if let StoreReply::Failed(error) = &reply {
                 tracing::warn!(request = %id, %error, "store request failed");
@@ -503,7 +502,7 @@ impl Engine {
 
     /// Time has come to `now`: login deadlines and flood control waits that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.clock = Some(now);
+        self.outbox.now = Some(now);
         while let Some(&(at, connection, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -532,9 +531,12 @@ impl Engine {
         self.finish_input();
     }
 
-    /// The server is going down: every connection is told and closed after its queued
-    /// bytes; new connections are refused from now on.
-    pub fn handle_shutdown(&mut self, _now: Instant) {
+    /// The server is going down at `now`: every connection is told and closed after its
+    /// queued bytes. From now on [`Engine::handle_connect`] refuses every client (its only
+    /// outputs are a shutdown notice and a `Close`), so the driver need not decide that
+    /// itself.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.outbox.now = Some(now);
         self.shutting_down = true;
         for connection in self.sessions.ids() {
             self.send(connection, Line::ShuttingDown);
@@ -546,8 +548,16 @@ impl Engine {
     // ----- outputs -----
 
     /// The next thing for the driver to do; call until `None` after every input.
+    ///
+    /// The slot ([`ConnectionId::slot`]) of a connection that ended is handed to a new
+    /// connection only after this has returned `None` following that connection's
+    /// [`Output::Close`] (or [`Engine::handle_peer_closed`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outbox.outputs.pop_front()
+        let output = self.outbox.outputs.pop_front();
+        if output.is_none() {
+            self.sessions.recycle();
+        }
+        output
     }
 
     /// When to call [`Engine::handle_timeout`] next, if anything waits for time.
@@ -558,8 +568,7 @@ impl Engine {
     // ----- internals shared by login and chat -----
 
     fn send(&mut self, connection: ConnectionId, line: Line<'_>) {
-        self.outbox
-            .send(&mut self.sessions, connection, &line, self.clock);
+        self.outbox.send(&mut self.sessions, connection, &line);
     }
 
     fn error(
@@ -720,13 +729,13 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
-        match std::mem::replace(&mut session.stage, Stage::Authenticating) {
-            Stage::Chatting(member) => {
-                session.stage = Stage::Chatting(member);
-                self.on_chat_line(connection, text);
-            }
-            stage => self.on_login_line(connection, stage, text, now),
-        }
+        let login = match &mut session.stage {
+            Stage::Chatting(_) => return self.on_chat_line(connection, text),
+            // Input waits while authenticating, so `Authenticating` is never read here.
+            Stage::LoggingIn(login) => std::mem::replace(login, Login::Authenticating),
+        };
+        let next = self.on_login_line(connection, login, text, now);
+        self.set_login(connection, next);
     }
 
     /// Closes `connection`: forgets it and asks the driver to close it.
@@ -808,9 +817,8 @@ impl Engine {
                 user: &name,
                 channel: &channel.name,
             };
-            let now = self.clock;
             self.outbox
-                .broadcast(&mut self.sessions, &channel.members, None, &line, now);
+                .broadcast(&mut self.sessions, &channel.members, None, &line);
         }
     }
 
@@ -837,13 +845,11 @@ impl Engine {
             user: &user,
             channel: &display,
         };
-        let now = self.clock;
         self.outbox.broadcast(
             &mut self.sessions,
             &channel.members,
             Some(connection),
             &line,
-            now,
         );
         display
     }

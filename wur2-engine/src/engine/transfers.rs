@@ -7,6 +7,8 @@
 //! for the recipient: past that the sender's connection stops being read (or no further
 //! file read is asked for) until the recipient catches up.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::{Engine, Sender};
@@ -358,7 +360,7 @@ impl Engine {
         };
         let chunk = self
             .outbox
-            .render(&self.sessions, transfer.recipient, &line, self.clock);
+            .render(&self.sessions, transfer.recipient, &line);
         UploadStep::Forward { id, len, chunk }
     }
 
@@ -396,7 +398,7 @@ impl Engine {
     }
 
     /// The recipient `connection` wrote some of its queue: let waiting sources go on.
-    pub(super) fn recipient_drained(&mut self, connection: ConnectionId) {
+    pub(super) fn recipient_drained(&mut self, connection: ConnectionId, now: Instant) {
         let waiting: Vec<(TransferId, Source)> = self
             .transfers
             .iter()
@@ -416,10 +418,7 @@ impl Engine {
                         .filter(|u| u.stalled);
                     if let Some(upload) = stalled {
                         upload.stalled = false;
-                        let now = self.clock;
-                        if let Some(now) = now {
-                            self.process_input(sender, now);
-                        }
+                        self.process_input(sender, now);
                     }
                 }
                 Source::File {
@@ -642,7 +641,7 @@ impl Engine {
         let line = Line::FileChunk { id, data };
         let chunk = self
             .outbox
-            .render(&self.sessions, transfer.recipient, &line, self.clock);
+            .render(&self.sessions, transfer.recipient, &line);
         self.forward_rendered(id, data.len(), chunk);
     }
 
