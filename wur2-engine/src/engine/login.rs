@@ -111,16 +111,7 @@ impl Engine {
         let account = username_key(&username);
         let password_len = password.expose().len();
         if existing {
-            let config = &self.config;
-            if self
-                .address_failures
-                .is_locked(&address, config.max_login_failures_per_address, now)
-                || self.account_failures.is_locked(
-                    &account,
-                    config.max_login_failures_per_account,
-                    now,
-                )
-            {
+            if self.login_guard.is_locked(&account, address, now) {
                 self.error(
                     connection,
                     ErrorCode::LockedOut,
@@ -175,7 +166,7 @@ impl Engine {
     ) {
         let next = match reply {
             StoreReply::Account { username, role } => {
-                self.account_failures.clear(&account.to_string());
+                self.login_guard.clear(account);
                 return self.logged_in(connection, existing, username, role);
             }
             StoreReply::Failed(StoreError::InvalidCredentials) if existing => {
@@ -220,8 +211,7 @@ impl Engine {
         self.stats.login_failures += 1;
         let (failures, address) = (session.login_failures, session.peer.ip());
         if let Some(account) = account {
-            self.account_failures.record(&account.to_string(), now);
-            self.address_failures.record(&address, now);
+            self.login_guard.record(account, address, now);
             self.error(
                 connection,
                 ErrorCode::InvalidCredentials,
@@ -259,7 +249,7 @@ impl Engine {
         };
         let key = username_key(&username);
         if let Some(at) = session.login_deadline.take() {
-            self.timers.remove(&(at, connection, Timer::LoginDeadline));
+            self.timers.cancel(at, connection, Timer::LoginDeadline);
         }
         session.stage = Stage::Chatting(Member {
             account: key.clone(),
@@ -268,25 +258,11 @@ impl Engine {
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
         self.stats.logins += 1;
-        let account = self.accounts.entry(key).or_insert_with(|| super::Account {
-            username: username.clone(),
+        self.accounts.log_in(key, &username, role, connection);
+        let welcome = Line::Welcome {
+            user: &username,
             role,
-            sessions: Vec::new(),
-        });
-        account.role = role;
-        account.sessions.push(connection);
-        let welcome = if existing {
-            Line::Welcome {
-                user: &username,
-                role,
-                new: false,
-            }
-        } else {
-            Line::Welcome {
-                user: &username,
-                role,
-                new: true,
-            }
+            new: !existing,
         };
         self.send(connection, welcome);
         let default_channel = self.config.default_channel.clone();

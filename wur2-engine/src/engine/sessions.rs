@@ -5,7 +5,8 @@
 //! driver has drained every output queued up to the connection's end (its `Close`), so a
 //! driver that keys its own table by slot never finds two connections in one slot.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::flood::FloodBucket;
@@ -41,9 +42,9 @@ pub(crate) enum Login {
 /// A logged-in connection's place in the chat.
 #[derive(Debug)]
 pub(crate) struct Member {
-    /// Key of the account in `Engine::accounts`.
+    /// Key of the account in the engine's `Accounts`.
     pub(crate) account: String,
-    /// Key of the current channel in `Engine::channels`.
+    /// Key of the current channel in the engine's `Channels`.
     pub(crate) channel: String,
     /// Position of this connection in that channel's member list.
     pub(crate) slot_in_channel: usize,
@@ -121,12 +122,15 @@ pub(crate) struct Sessions {
     /// join `free` at the end of that drain ([`Sessions::recycle`]).
     retired: Vec<usize>,
     live: usize,
+    /// Live connections per peer address.
+    per_address: BTreeMap<IpAddr, usize>,
     /// Sum of `queued_bytes` over live connections.
     queued_total: usize,
 }
 
 impl Sessions {
     pub(crate) fn insert(&mut self, session: Session) -> ConnectionId {
+        *self.per_address.entry(session.peer.ip()).or_insert(0) += 1;
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -244,6 +248,13 @@ impl Sessions {
         }
         self.live -= 1;
         self.queued_total -= queued;
+        let ip = session.peer.ip();
+        if let Some(count) = self.per_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
         Some(*session)
     }
 
@@ -251,6 +262,11 @@ impl Sessions {
     /// may be handed out again (their `Close` has been polled).
     pub(crate) fn recycle(&mut self) {
         self.free.append(&mut self.retired);
+    }
+
+    /// Live connections from `ip`.
+    pub(crate) fn count_from(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&ip).copied().unwrap_or(0)
     }
 
     pub(crate) fn len(&self) -> usize {
