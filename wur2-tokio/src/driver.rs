@@ -176,7 +176,8 @@ impl<S: Storage> Driver<S> {
                 arrived,
                 &mut batch,
                 |id, stream, link| {
-                    // No reports once shutdown began; the host takes no new clients then.
+                    // No reports once shutdown began: the engine refuses a client accepted then,
+                    // and its socket is dropped without a task.
                     if let Some(reports) = reports.as_ref().map(Arc::clone) {
                         tokio::spawn(connection::run(id, stream, link, reports));
                     }

@@ -584,7 +584,8 @@ impl Engine {
         };
         let login = match &mut session.stage {
             Stage::Chatting(_) => return self.on_chat_line(connection, text),
-            // Input waits while authenticating, so `Authenticating` is never read here.
+            // The handler owns the step (and the username in it) and returns the next;
+            // nothing reads the step meanwhile, so any value holds its place.
             Stage::LoggingIn(login) => std::mem::replace(login, Login::Authenticating),
         };
         let next = self.on_login_line(connection, login, text, now);
