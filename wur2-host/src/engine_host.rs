@@ -225,3 +225,36 @@ impl EngineHost {
         self.connections.deliver()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    #[test]
+    fn a_client_accepted_after_shutdown_is_told_and_closed_by_the_engine() {
+        let now = Instant::now();
+        let mut host = EngineHost::new(Engine::new(wur2_engine::Config::default()), None);
+        host.begin_shutdown(now);
+        host.drain_outputs(|_| {});
+        let mut started = Vec::new();
+        let peer = "127.0.0.1:1".parse().expect("address");
+        host.handle_event(
+            ConnectionEvent::Accepted((), peer),
+            now,
+            &mut |id, (), link| {
+                started.push((id, link));
+            },
+        );
+        host.drain_outputs(|_| {});
+        let [(_, link)] = &started[..] else {
+            panic!("the host hands the client to the engine and its link to the driver");
+        };
+        let mut queue = VecDeque::new();
+        assert_eq!(link.take(&mut queue).1, Some(Closing::Flush));
+        let written: Vec<u8> = queue.iter().flat_map(|frame| frame.to_vec()).collect();
+        assert!(String::from_utf8_lossy(&written).contains("shutting down"));
+        assert_eq!(host.connections(), 0);
+    }
+}
