@@ -165,8 +165,8 @@ start_server() {
     local name=$1 db=${2:-}
     case $name in
     wur2-async-std)
-        # The same flags and login concurrency as wur2 (both take wur2-host's ServeArgs and
-        # share wur2-store's pools).
+        # The same limits and login concurrency as wur2 (the example takes the flags below
+        # as wur2 does, and both share wur2-store's pools).
         PORT=16671 PROTO=wur2 CONC=16
         taskset -c "$SERVER_CPU" "$WORK/wur2-async-std" --listen "127.0.0.1:$PORT" --database-url "$db" \
             --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \

@@ -915,7 +915,7 @@ impl Harness {
                 if let Some(client) = self.clients.get_mut(&id).filter(|c| c.open) {
                     client.queued = client.queued.saturating_sub(bytes);
                 }
-                self.engine.handle_written(id, bytes);
+                self.engine.handle_written(id, bytes, self.now);
             }
             Event::ToggleReading { connection } => {
                 let Some(id) = self.pick(*connection) else {
@@ -927,7 +927,7 @@ impl Harness {
                 client.not_reading = !client.not_reading;
                 if !client.not_reading && client.open {
                     let queued = std::mem::take(&mut client.queued);
-                    self.engine.handle_written(id, queued);
+                    self.engine.handle_written(id, queued, self.now);
                 }
             }
             Event::Answer { request, reply } => {
@@ -1251,7 +1251,7 @@ impl Harness {
         if client.not_reading {
             client.queued += data.len();
         } else {
-            self.engine.handle_written(connection, data.len());
+            self.engine.handle_written(connection, data.len(), self.now);
         }
     }
 

@@ -1,5 +1,6 @@
-//! The WUR2 chat server on async-std, with the engine's default limits, optional TLS and
-//! optional metrics, served by `wur2-async-std`.
+//! The WUR2 chat server on async-std, with the engine's default limits (but for the
+//! connection caps and flood control, which benchmarks lift), optional TLS and optional
+//! metrics, served by `wur2-async-std`.
 //!
 //! ```text
 //! cargo run -p wur2-async-std --example serve -- --listen 127.0.0.1:6969
@@ -53,6 +54,15 @@ struct Cli {
     /// Serve Prometheus metrics and /healthz over HTTP on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Connections at once, in total.
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Connections at once from one IP address.
+    #[arg(long, default_value_t = Config::default().max_connections_per_address)]
+    max_connections_per_ip: usize,
+    /// Lines per second a connection may send on average; 0 turns flood control off.
+    #[arg(long, default_value_t = Config::default().flood_lines_per_second)]
+    flood_lines_per_second: u32,
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -97,7 +107,12 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     let mut server = wur2_async_std::serve_with(
         listener,
         meter.meter(store.clone()),
-        Config::default(),
+        Config {
+            max_connections: cli.max_connections,
+            max_connections_per_address: cli.max_connections_per_ip,
+            flood_lines_per_second: cli.flood_lines_per_second,
+            ..Config::default()
+        },
         options,
     )?;
     info!("listening on {} (async-std)", server.local_addr());

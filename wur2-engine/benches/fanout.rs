@@ -22,7 +22,7 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
         match output {
             Output::Transmit { connection, data } => {
                 transmits += 1;
-                engine.handle_written(connection, data.len());
+                engine.handle_written(connection, data.len(), now);
             }
             Output::Broadcast { recipients, data } => {
                 // What a driver does: one shared buffer handed to each connection's queue
@@ -30,7 +30,7 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
                 for connection in recipients {
                     transmits += 1;
                     let queued = data.clone();
-                    engine.handle_written(connection, queued.len());
+                    engine.handle_written(connection, queued.len(), now);
                 }
             }
             Output::Store { id, request } => {

@@ -82,7 +82,7 @@ fn run_engine(inbox: &mpsc::Receiver<Event>, events: &Sender<Event>) {
                 }
             }
             Ok(Event::Received(connection, data)) => engine.handle_received(connection, &data, now),
-            Ok(Event::Written(connection, n)) => engine.handle_written(connection, n),
+            Ok(Event::Written(connection, n)) => engine.handle_written(connection, n, now),
             Ok(Event::Closed(connection)) => {
                 engine.handle_peer_closed(connection, now);
                 close(&mut conns, connection, false);

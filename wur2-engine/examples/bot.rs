@@ -88,7 +88,7 @@ impl Hub {
     fn deliver(&mut self, connection: ConnectionId, data: &[u8]) {
         if let Some(buffer) = self.received.get_mut(&connection) {
             buffer.extend_from_slice(data);
-            self.engine.handle_written(connection, data.len());
+            self.engine.handle_written(connection, data.len(), self.now);
         }
     }
 

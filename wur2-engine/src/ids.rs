@@ -19,7 +19,10 @@ impl ConnectionId {
 
     /// Slot of this connection in the engine's session table: small and dense (a closed
     /// connection's slot is reused, with a new id), so a driver can index a `Vec` with it
-    /// instead of hashing ids.
+    /// instead of hashing ids. A slot is reused only after the drain of
+    /// [`Engine::poll_output`](crate::Engine::poll_output) that carried the old
+    /// connection's `Close` (or followed its `handle_peer_closed`) has returned `None`, so
+    /// one slot never names two connections the driver still knows.
     pub fn slot(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }

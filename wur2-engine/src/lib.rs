@@ -33,7 +33,7 @@
 //!     match output {
 //!         Output::Transmit { connection, data } => {
 //!             // A real driver writes `data` to the socket, then reports what it wrote.
-//!             engine.handle_written(connection, data.len());
+//!             engine.handle_written(connection, data.len(), start);
 //!             written.extend_from_slice(&data);
 //!         }
 //!         Output::Store { id, request } => {
@@ -50,7 +50,7 @@
 //!         }
 //!         Output::Broadcast { recipients, data } => {
 //!             for connection in recipients {
-//!                 engine.handle_written(connection, data.len());
+//!                 engine.handle_written(connection, data.len(), start);
 //!             }
 //!         }
 //!         // Closing, backpressure and server-side files (see `Output`).
@@ -90,12 +90,14 @@
 //! | [`Engine::handle_store_reply`] | a [`StoreRequest`] finished; pass its [`RequestId`] and [`StoreReply`] |
 //! | [`Engine::handle_file_opened`], [`Engine::handle_file_data`], [`Engine::handle_file_failed`] | a server-side file was opened or read, or could not be |
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
-//! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, new connections are refused |
+//! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
 //!
-//! Every input that depends on time takes `now`, a monotonic [`Instant`](std::time::Instant)
-//! from the caller's clock. The engine never reads a clock; wall-clock timestamps in JSON
-//! mode come from [`Config::wall_clock`], and message ids from
-//! [`Config::message_id_origin`], both chosen by the caller.
+//! Every input takes `now`, a monotonic [`Instant`](std::time::Instant) from the caller's
+//! clock: any input may emit lines (a peer's close tells its channel, a write lets a
+//! stalled upload go on), and every line an input emits is stamped with that input's `now`.
+//! The engine never reads a clock; wall-clock timestamps in JSON mode come from
+//! [`Config::wall_clock`], and message ids from [`Config::message_id_origin`], both chosen
+//! by the caller.
 //!
 //! ## What comes out
 //!
@@ -106,7 +108,7 @@
 //! |---|---|
 //! | [`Output::Transmit`] | write the bytes to the connection, after everything before; report them with `handle_written` |
 //! | [`Output::Broadcast`] | the same for each recipient; the bytes are one shared [`bytes::Bytes`] buffer, so fan-out to N members costs N reference-count bumps |
-//! | [`Output::Close`] | close the connection, after writing what is queued when `flush` is `true`; the engine has already forgotten it, so later events for it are ignored and no `handle_peer_closed` is needed |
+//! | [`Output::Close`] | close the connection, after writing what is queued when `flush` is `true`; the engine has already forgotten it, so later events for it are ignored and no `handle_peer_closed` is needed (its [slot](ConnectionId::slot) stays unused until this drain ends) |
 //! | [`Output::PauseReading`], [`Output::ResumeReading`] | stop and restart reading from a connection (backpressure) |
 //! | [`Output::Store`] | run the request (anything slow off the engine's thread, so nobody else waits) and answer with `handle_store_reply` and the same id; what answers which request is listed on each [`StoreRequest`] variant |
 //! | [`Output::OpenFile`], [`Output::ReadFile`], [`Output::CloseFile`] | open, read and close a server-side file inside the operator's files directory (only when [`Config::server_files`] is on) |
@@ -124,6 +126,12 @@
 //! long as the drain follows before the driver waits for anything else. Handling an output
 //! may itself produce inputs (a store that answers at once, a write that completes at
 //! once): feed them in and keep draining; the loop ends when `poll_output` returns `None`.
+//!
+//! The end of a drain is also when the [slots](ConnectionId::slot) of connections that
+//! ended (by an [`Output::Close`] or [`Engine::handle_peer_closed`]) become free: a
+//! connection accepted before that drain never gets the slot of one whose `Close` the
+//! driver has not seen, so a driver that keys its own table by slot needs no second table
+//! for connections on their way out.
 //!
 //! ## What a caller must never do
 //!
@@ -160,6 +168,8 @@
 //! - **A connection over a limit** ([`Config::max_connections`],
 //!   [`Config::max_connections_per_address`], or after [`Engine::handle_shutdown`]):
 //!   `handle_connect` still returns an id, and the outputs tell that client why and close it.
+//!   The engine is the one place that decides this: a driver hands every accepted client
+//!   to `handle_connect`, even while shutting down, and carries out the outputs.
 //! - **Store failures** arrive as [`StoreReply::Failed`] with a [`StoreError`]: the user who
 //!   waited gets an error line (`busy`, `storage_unavailable`, `username_taken`, …), the
 //!   failure is logged with `tracing`, and the engine carries on.

@@ -1,7 +1,53 @@
 //! Failed-login bookkeeping per account and per address, in bounded memory.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::config::Config;
+
+/// Failed logins per account and per address, and the lock-outs they lead to.
+#[derive(Debug)]
+pub(crate) struct LoginGuard {
+    accounts: FailureLog<String>,
+    addresses: FailureLog<IpAddr>,
+    max_per_account: u32,
+    max_per_address: u32,
+}
+
+impl LoginGuard {
+    pub(crate) fn new(config: &Config) -> Self {
+        let (capacity, window) = (
+            config.max_tracked_login_failures,
+            config.login_failure_window,
+        );
+        LoginGuard {
+            accounts: FailureLog::new(capacity, window),
+            addresses: FailureLog::new(capacity, window),
+            max_per_account: config.max_login_failures_per_account,
+            max_per_address: config.max_login_failures_per_address,
+        }
+    }
+
+    /// Whether logging in to `account` (a username key) or from `address` is locked out.
+    pub(crate) fn is_locked(&self, account: &str, address: IpAddr, now: Instant) -> bool {
+        self.addresses
+            .is_locked(&address, self.max_per_address, now)
+            || self.accounts.is_locked(account, self.max_per_account, now)
+    }
+
+    /// One failed login to `account` from `address`.
+    pub(crate) fn record(&mut self, account: &str, address: IpAddr, now: Instant) {
+        self.accounts.record(account, now);
+        self.addresses.record(&address, now);
+    }
+
+    /// `account` logged in: its failures are forgotten (its address's are not).
+    pub(crate) fn clear(&mut self, account: &str) {
+        self.accounts.clear(account);
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -12,14 +58,14 @@ struct Failures {
 /// Counts failures per key within a fixed window; remembers at most `capacity` keys,
 /// forgetting expired ones first and then the oldest.
 #[derive(Debug)]
-pub(crate) struct FailureLog<K: Ord + Clone> {
+struct FailureLog<K: Ord + Clone> {
     entries: BTreeMap<K, Failures>,
     capacity: usize,
     window: Duration,
 }
 
 impl<K: Ord + Clone> FailureLog<K> {
-    pub(crate) fn new(capacity: usize, window: Duration) -> Self {
+    fn new(capacity: usize, window: Duration) -> Self {
         FailureLog {
             entries: BTreeMap::new(),
             capacity,
@@ -28,14 +74,22 @@ impl<K: Ord + Clone> FailureLog<K> {
     }
 
     /// Whether `key` has `limit` or more failures in its current window.
-    pub(crate) fn is_locked(&self, key: &K, limit: u32, now: Instant) -> bool {
+    fn is_locked<Q>(&self, key: &Q, limit: u32, now: Instant) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         self.entries
             .get(key)
             .is_some_and(|f| f.count >= limit && !self.expired(f, now))
     }
 
     /// Records one failure of `key` at `now`.
-    pub(crate) fn record(&mut self, key: &K, now: Instant) {
+    fn record<Q>(&mut self, key: &Q, now: Instant)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(failures) = self.entries.get_mut(key) {
             if now.saturating_duration_since(failures.window_start) >= self.window {
                 *failures = Failures {
@@ -51,7 +105,7 @@ impl<K: Ord + Clone> FailureLog<K> {
         }
         if self.capacity > 0 {
             self.entries.insert(
-                key.clone(),
+                key.to_owned(),
                 Failures {
                     window_start: now,
                     count: 1,
@@ -61,7 +115,11 @@ impl<K: Ord + Clone> FailureLog<K> {
     }
 
     /// Forgets `key`, after a successful login.
-    pub(crate) fn clear(&mut self, key: &K) {
+    fn clear<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         self.entries.remove(key);
     }
 
@@ -87,7 +145,7 @@ impl<K: Ord + Clone> FailureLog<K> {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.entries.len()
     }
 }
@@ -100,19 +158,19 @@ mod tests {
     fn locks_at_the_limit_and_unlocks_when_the_window_passes() {
         let start = Instant::now();
         let window = Duration::from_secs(900);
-        let mut log = FailureLog::new(10, window);
+        let mut log: FailureLog<String> = FailureLog::new(10, window);
         for _ in 0..5 {
-            assert!(!log.is_locked(&"bob", 5, start));
-            log.record(&"bob", start);
+            assert!(!log.is_locked("bob", 5, start));
+            log.record("bob", start);
         }
-        assert!(log.is_locked(&"bob", 5, start + Duration::from_secs(899)));
-        assert!(!log.is_locked(&"bob", 5, start + window));
+        assert!(log.is_locked("bob", 5, start + Duration::from_secs(899)));
+        assert!(!log.is_locked("bob", 5, start + window));
     }
 
     #[test]
     fn memory_stays_bounded_under_many_keys() {
         let start = Instant::now();
-        let mut log = FailureLog::new(100, Duration::from_secs(900));
+        let mut log: FailureLog<u32> = FailureLog::new(100, Duration::from_secs(900));
         for i in 0..10_000u32 {
             log.record(&i, start + Duration::from_millis(u64::from(i)));
         }

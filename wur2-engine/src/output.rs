@@ -36,7 +36,8 @@ pub enum Output {
         data: Bytes,
     },
     /// Close the connection. The engine has forgotten it already: later events for it are
-    /// ignored, and no more output for it will come.
+    /// ignored, and no more output for it will come. Its slot
+    /// ([`ConnectionId::slot`]) goes to no new connection before this drain has ended.
     Close {
         /// Which connection.
         connection: ConnectionId,

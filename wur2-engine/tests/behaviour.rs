@@ -2,10 +2,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use support::{PASSWORD, World};
-use wur2_engine::{CloseReason, Config, Role, StoreError};
+use wur2_engine::{CloseReason, Config, ConnectionId, Engine, Output, Role, StoreError};
 
 fn world() -> World {
     World::default_world()
@@ -624,6 +625,46 @@ fn shutdown_tells_everyone_and_refuses_newcomers() {
     assert_eq!(w.engine.connection_count(), 0);
 }
 
+/// Polls `engine` until it hands out the `Close` of `connection` (outputs after it stay
+/// queued).
+fn poll_until_close_of(engine: &mut Engine, connection: ConnectionId) {
+    loop {
+        match engine.poll_output() {
+            Some(Output::Close { connection: c, .. }) if c == connection => return,
+            Some(_) => {}
+            None => panic!("no close for {connection}"),
+        }
+    }
+}
+
+#[test]
+fn a_closed_connections_slot_is_not_handed_out_before_its_close_is_polled() {
+    let now = Instant::now();
+    let peer: SocketAddr = "127.0.0.1:4000".parse().expect("address");
+    let mut engine = Engine::new(Config::default());
+    let first = engine.handle_connect(peer, now);
+    while engine.poll_output().is_some() {}
+
+    // Closed by the engine: its slot waits behind the `Close`.
+    engine.handle_received(first, b"/close\n", now);
+    let second = engine.handle_connect(peer, now);
+    assert_ne!(second.slot(), first.slot(), "Close not polled yet");
+    poll_until_close_of(&mut engine, first);
+    let third = engine.handle_connect(peer, now);
+    assert_ne!(third.slot(), first.slot(), "the drain is not finished yet");
+    while engine.poll_output().is_some() {}
+    let fourth = engine.handle_connect(peer, now);
+    assert_eq!(fourth.slot(), first.slot(), "a drained slot is reused");
+    assert_ne!(fourth, first, "with a new id");
+
+    // Closed by the peer: its slot waits for the next full drain too.
+    engine.handle_peer_closed(second, now);
+    let fifth = engine.handle_connect(peer, now);
+    assert_ne!(fifth.slot(), second.slot());
+    while engine.poll_output().is_some() {}
+    assert_eq!(engine.handle_connect(peer, now).slot(), second.slot());
+}
+
 #[test]
 fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
     let mut w = world();
@@ -633,7 +674,7 @@ fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
     w.peer_closes(c);
     w.release_store();
     w.send_bytes(c, b"hello\n");
-    w.engine.handle_written(c, 100);
+    w.engine.handle_written(c, 100, w.now);
     assert_eq!(w.engine.online_user_count(), 0);
     assert!(
         w.violations.iter().all(|v| v.starts_with("test sent")),

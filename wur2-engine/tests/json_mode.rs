@@ -93,6 +93,30 @@ fn a_json_client_logs_in_chats_and_gets_only_json_objects() {
 }
 
 #[test]
+fn departures_and_shutdown_are_stamped_with_the_time_of_the_input_that_caused_them() {
+    let mut w = json_world();
+    let (ann, bob) = (w.user("ann"), w.user("bob"));
+    for c in [ann, bob] {
+        w.lines(c);
+        w.send(c, "/mode json\n");
+        json_lines(&mut w, c);
+    }
+    // Time passes with no input; the next inputs bring it.
+    w.now += Duration::from_secs(5);
+    w.peer_closes(bob);
+    let left = json_lines(&mut w, ann);
+    assert_eq!(types(&left), ["part"]);
+    assert_eq!(left[0]["ts"], 1_795_000_005_000_i64);
+
+    w.now += Duration::from_secs(3);
+    w.engine.handle_shutdown(w.now);
+    w.drain();
+    let bye = json_lines(&mut w, ann);
+    assert_eq!(types(&bye), ["shutdown"]);
+    assert_eq!(bye[0]["ts"], 1_795_000_008_000_i64);
+}
+
+#[test]
 fn every_error_has_a_stable_code_in_json_mode() {
     let mut w = json_world();
     let c = w.connect();

@@ -241,24 +241,14 @@ const ROUND_KEEP: usize = 256;
 /// The live connections and what the current drain round has for each.
 #[derive(Default)]
 pub struct Connections {
-    /// Indexed by [`ConnectionId::slot`]; the entry's id tells a reused slot apart.
+    /// Indexed by [`ConnectionId::slot`]; the entry's id tells a reused slot apart. The
+    /// engine hands a slot out again only after a drain that carried its connection's
+    /// close, and the round delivers (and forgets) closed entries at the end of that drain,
+    /// so a slot never holds two connections.
     entries: Vec<Option<Entry>>,
-    /// Connections whose slot the engine gave to a newer connection before their close
-    /// reached us (the engine frees a slot when it closes a connection, and a client
-    /// accepted in the same turn may get it); kept until that close is delivered.
-    displaced: Vec<Entry>,
     live: usize,
     /// The connections the current round touched, in the order it first touched them.
     round: Vec<Staged>,
-}
-
-/// Where a connection's entry is kept.
-#[derive(Clone, Copy, Debug)]
-enum Place {
-    /// In `entries`, at the connection's slot.
-    Slot(usize),
-    /// In `displaced`, at this index.
-    Displaced(usize),
 }
 
 impl Connections {
@@ -277,42 +267,22 @@ impl Connections {
         self.live == 0
     }
 
-    /// Where `id`'s entry is: its slot, or among the displaced.
-    fn locate(entries: &[Option<Entry>], displaced: &[Entry], id: ConnectionId) -> Option<Place> {
-        let slot = id.slot();
-        if entries
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|entry| entry.id == id)
-        {
-            return Some(Place::Slot(slot));
-        }
-        displaced
-            .iter()
-            .position(|entry| entry.id == id)
-            .map(Place::Displaced)
-    }
-
-    /// `id`'s entry, from the two tables alone (so the round can be borrowed beside).
-    fn entry_mut<'a>(
-        entries: &'a mut [Option<Entry>],
-        displaced: &'a mut [Entry],
-        id: ConnectionId,
-    ) -> Option<&'a mut Entry> {
-        match Self::locate(entries, displaced, id)? {
-            Place::Slot(slot) => entries[slot].as_mut(),
-            Place::Displaced(index) => displaced.get_mut(index),
-        }
+    /// `id`'s entry, from the table alone (so the round can be borrowed beside).
+    fn entry_mut(entries: &mut [Option<Entry>], id: ConnectionId) -> Option<&mut Entry> {
+        entries
+            .get_mut(id.slot())?
+            .as_mut()
+            .filter(|entry| entry.id == id)
     }
 
     /// Forgets a closed connection.
     fn remove(&mut self, id: ConnectionId) {
-        match Self::locate(&self.entries, &self.displaced, id) {
-            Some(Place::Slot(slot)) => self.entries[slot] = None,
-            Some(Place::Displaced(index)) => drop(self.displaced.swap_remove(index)),
-            None => return,
+        if let Some(slot) = self.entries.get_mut(id.slot())
+            && slot.as_ref().is_some_and(|entry| entry.id == id)
+        {
+            *slot = None;
+            self.live -= 1;
         }
-        self.live -= 1;
     }
 
     /// Records a new connection; its task reads instructions from the returned link.
@@ -323,23 +293,24 @@ impl Connections {
         if self.entries.len() <= slot {
             self.entries.resize_with(slot + 1, || None);
         }
-        if let Some(old) = self.entries[slot].take() {
-            self.displaced.push(old);
-        }
-        self.live += 1;
-        self.entries[slot] = Some(Entry {
+        let previous = self.entries[slot].replace(Entry {
             id,
             link: Arc::clone(&link),
             staged: None,
             paused: false,
             closing: None,
         });
+        debug_assert!(
+            previous.is_none(),
+            "the engine reused a slot before its close was drained"
+        );
+        self.live += usize::from(previous.is_none());
         link
     }
 
     /// `len` received bytes of `id` were handed to the engine (see [`READ_AHEAD`]).
     pub fn processed(&mut self, id: ConnectionId, len: usize) {
-        if let Some(entry) = Self::entry_mut(&mut self.entries, &mut self.displaced, id) {
+        if let Some(entry) = Self::entry_mut(&mut self.entries, id) {
             entry.link.processed(len);
         }
     }
@@ -395,8 +366,7 @@ impl Connections {
         let touched = !self.round.is_empty();
         let mut round = std::mem::take(&mut self.round);
         for mut staged in round.drain(..) {
-            let Some(entry) = Self::entry_mut(&mut self.entries, &mut self.displaced, staged.id)
-            else {
+            let Some(entry) = Self::entry_mut(&mut self.entries, staged.id) else {
                 continue;
             };
             entry.staged = None;
@@ -421,7 +391,7 @@ impl Connections {
     /// returns where its round record is (`None`: no such connection).
     fn mark(&mut self, id: ConnectionId, update: impl FnOnce(&mut Entry)) -> Option<usize> {
         let round = &mut self.round;
-        let entry = Self::entry_mut(&mut self.entries, &mut self.displaced, id)?;
+        let entry = Self::entry_mut(&mut self.entries, id)?;
         update(entry);
         let index = match entry.staged {
             Some(index) => index as usize,
@@ -599,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_whose_slot_is_reused_before_its_close_arrives_still_gets_the_close() {
+    fn a_client_accepted_in_the_turn_another_closes_gets_its_own_entry() {
         let now = std::time::Instant::now();
         let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
         let mut connections = Connections::new();
@@ -610,11 +580,11 @@ mod tests {
         }
         connections.deliver();
         frames(&old_link);
-        // One turn: the engine closes `old` (its slot is free at once), then a new client
-        // is accepted into that slot, and only then are the outputs routed.
+        // One turn: the engine closes `old`, then a new client is accepted, and only then
+        // are the outputs routed. The engine keeps `old`'s slot until that drain is done.
         engine.handle_received(old, b"/close\n", now);
         let new = engine.handle_connect(addr(), now);
-        assert_eq!(old.slot(), new.slot(), "the engine reuses the slot at once");
+        assert_ne!(old.slot(), new.slot());
         let new_link = connections.insert(new, addr());
         assert_eq!(connections.len(), 2);
         while let Some(output) = engine.poll_output() {

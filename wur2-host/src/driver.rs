@@ -126,7 +126,7 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                         }
                     }
                     Wake::Written((id, bytes)) => {
-                        self.host.engine.handle_written(id, bytes);
+                        self.host.engine.handle_written(id, bytes, Instant::now());
                         // Written counts are not urgent: the connection tasks that can
                         // write now do so first, and their counts come in one turn
                         // rather than one turn per task.
@@ -158,7 +158,8 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                 arrived,
                 &mut batch,
                 |id, stream, link| {
-                    // No reports once shutdown began; the host takes no new clients then.
+                    // No reports once shutdown began: the engine refuses a client accepted then,
+                    // and its socket is dropped without a task.
                     if let Some(reports) = reports.as_ref().map(Arc::clone) {
                         R::spawn(connection::run::<R>(id, stream, link, reports));
                     }

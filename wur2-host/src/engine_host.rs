@@ -43,8 +43,6 @@ pub struct EngineHost {
     connections: Connections,
     files: Files,
     in_flight: usize,
-    /// Whether new clients are taken (not once shutdown began).
-    accepting: bool,
     /// Freed memory goes back to the system once the server is quiet.
     release: Release,
 }
@@ -58,7 +56,6 @@ impl EngineHost {
             connections: Connections::new(),
             files: Files::new(files_dir),
             in_flight: 0,
-            accepting: true,
             release: Release::default(),
         }
     }
@@ -84,8 +81,8 @@ impl EngineHost {
     }
 
     /// Gives the engine what a socket reported. A new client gets an id and a link, and
-    /// `start` starts its connection task on the driver's runtime; once shutdown began, a
-    /// new client's socket is dropped unanswered instead.
+    /// `start` starts its connection task on the driver's runtime; once shutdown began,
+    /// the engine refuses it (its only outputs are a shutdown notice and a close).
     pub fn handle_event<S>(
         &mut self,
         event: ConnectionEvent<S>,
@@ -94,10 +91,8 @@ impl EngineHost {
     ) {
         match event {
             ConnectionEvent::Accepted(socket, peer) => {
-                if self.accepting {
-                    let id = self.engine.handle_connect(peer, now);
-                    start(id, socket, self.connections.insert(id, peer));
-                }
+                let id = self.engine.handle_connect(peer, now);
+                start(id, socket, self.connections.insert(id, peer));
             }
             ConnectionEvent::Received(id, data) => {
                 self.engine.handle_received(id, &data, now);
@@ -144,10 +139,9 @@ impl EngineHost {
         self.files.handle(event, &mut self.engine, now);
     }
 
-    /// Starts a graceful shutdown: the engine tells everyone and closes every connection.
-    /// Drain afterwards.
+    /// Starts a graceful shutdown: the engine tells everyone and closes every connection,
+    /// and refuses clients accepted from now on. Drain afterwards.
     pub fn begin_shutdown(&mut self, now: Instant) {
-        self.accepting = false;
         info!(connections = self.connections.len(), "shutting down");
         self.engine.handle_shutdown(now);
     }
@@ -172,7 +166,7 @@ impl EngineHost {
     ) -> bool {
         let mut arrivals = 0;
         for (id, bytes) in arrived.written {
-            self.engine.handle_written(id, bytes);
+            self.engine.handle_written(id, bytes, now);
             arrivals += 1;
         }
         let take = input_budget(events, ConnectionEvent::received_len);
@@ -229,5 +223,38 @@ impl EngineHost {
             }
         }
         self.connections.deliver()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    #[test]
+    fn a_client_accepted_after_shutdown_is_told_and_closed_by_the_engine() {
+        let now = Instant::now();
+        let mut host = EngineHost::new(Engine::new(wur2_engine::Config::default()), None);
+        host.begin_shutdown(now);
+        host.drain_outputs(|_| {});
+        let mut started = Vec::new();
+        let peer = "127.0.0.1:1".parse().expect("address");
+        host.handle_event(
+            ConnectionEvent::Accepted((), peer),
+            now,
+            &mut |id, (), link| {
+                started.push((id, link));
+            },
+        );
+        host.drain_outputs(|_| {});
+        let [(_, link)] = &started[..] else {
+            panic!("the host hands the client to the engine and its link to the driver");
+        };
+        let mut queue = VecDeque::new();
+        assert_eq!(link.take(&mut queue).1, Some(Closing::Flush));
+        let written: Vec<u8> = queue.iter().flat_map(|frame| frame.to_vec()).collect();
+        assert!(String::from_utf8_lossy(&written).contains("shutting down"));
+        assert_eq!(host.connections(), 0);
     }
 }

@@ -46,31 +46,17 @@ impl Engine {
             }
             Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
-                let names = self
-                    .accounts
-                    .values()
-                    .map(|a| a.username.as_str())
-                    .collect();
-                let now = self.clock;
+                let names = self.accounts.usernames();
                 self.outbox
-                    .send(&mut self.sessions, connection, &Line::Users(names), now);
+                    .send(&mut self.sessions, connection, &Line::Users(names));
             }
             Command::Channels => {
-                let entries = self
-                    .channels
-                    .values()
-                    .map(|c| (c.name.as_str(), c.members.len()))
-                    .collect();
-                let now = self.clock;
-                self.outbox.send(
-                    &mut self.sessions,
-                    connection,
-                    &Line::Channels(entries),
-                    now,
-                );
+                let entries = self.channels.list();
+                self.outbox
+                    .send(&mut self.sessions, connection, &Line::Channels(entries));
             }
             Command::Profile => {
-                let channel = self.channel_name(&sender.channel);
+                let channel = self.channels.name(&sender.channel);
                 let (user, role) = (sender.username.as_str(), sender.role);
                 self.send(
                     connection,
@@ -88,7 +74,7 @@ impl Engine {
                 let count = count
                     .unwrap_or(self.config.history_replay)
                     .min(self.config.max_history);
-                let channel = self.channel_name(&sender.channel);
+                let channel = self.channels.name(&sender.channel);
                 self.replay_history(connection, channel, count, true);
             }
             Command::Ping(token) => self.send(connection, Line::Pong(&sanitize_text(&token))),
@@ -129,13 +115,11 @@ impl Engine {
             text: &text,
             id,
         };
-        let now = self.clock;
         self.outbox.broadcast(
             &mut self.sessions,
             &channel.members,
             Some(connection),
             &line,
-            now,
         );
         let message = ChannelMessage {
             id,
@@ -162,9 +146,8 @@ impl Engine {
                     text: &text,
                     id,
                 };
-                let now = self.clock;
                 self.outbox
-                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line, now);
+                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
                 true
             }
             None => false,
@@ -200,7 +183,7 @@ impl Engine {
                 format_args!("channel names are 1 to 32 letters, digits, '_', '-', '.' or '#'"),
             );
         }
-        let old = self.channel_name(&sender.channel);
+        let old = self.channels.name(&sender.channel);
         if channel_key(channel) == sender.channel {
             return self.send(connection, Line::Info(&format!("You are already in {old}")));
         }
@@ -282,9 +265,8 @@ impl Engine {
         };
         for key in &channels {
             if let Some(channel) = self.channels.get(key) {
-                let now = self.clock;
                 self.outbox
-                    .broadcast(&mut self.sessions, &channel.members, None, &line, now);
+                    .broadcast(&mut self.sessions, &channel.members, None, &line);
             }
         }
         tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
@@ -343,14 +325,11 @@ impl Engine {
         let by = self.username_of(connection).unwrap_or_default();
         let key = username_key(&username);
         let mut told_requester = false;
-        if let Some(account) = self.accounts.get_mut(&key) {
-            account.role = role;
+        if let Some(account) = self.accounts.set_role(&key, role) {
             told_requester = account.sessions.contains(&connection);
             let line = Line::RoleChanged { role, by: &by };
-            let now = self.clock;
-            let sessions = &self.accounts[&key].sessions;
             self.outbox
-                .broadcast(&mut self.sessions, sessions, None, &line, now);
+                .broadcast(&mut self.sessions, &account.sessions, None, &line);
         }
         tracing::info!(%by, user = %username, %role, "role set");
         if !told_requester {
@@ -522,12 +501,5 @@ impl Engine {
             role: account.role,
             channel: member.channel.clone(),
         })
-    }
-
-    fn channel_name(&self, key: &str) -> String {
-        self.channels
-            .get(key)
-            .map(|c| c.name.clone())
-            .unwrap_or_default()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Departure, Engine, Member, Pending, Stage, Timer};
+use super::{Departure, Engine, Login, Member, Pending, Stage, Timer};
 use crate::command::{Command, ParseError, parse_command};
 use crate::ids::ConnectionId;
 use crate::names::{is_valid_username, username_key};
@@ -12,68 +12,64 @@ use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Prompt};
 
 impl Engine {
-    /// A line from a connection that is not logged in; `stage` was taken out of its
-    /// session and must be put back (or replaced).
+    /// A line from a connection that is not logged in, at step `login`; returns the next
+    /// step.
     pub(super) fn on_login_line(
         &mut self,
         connection: ConnectionId,
-        stage: Stage,
+        login: Login,
         text: &str,
         now: Instant,
-    ) {
+    ) -> Login {
         let trimmed = text.trim();
-        match stage {
-            Stage::AskPassword { existing, username } => {
-                self.authenticate(connection, existing, username, Password::new(text), now);
+        match login {
+            Login::AskPassword { existing, username } => {
+                self.authenticate(connection, existing, username, Password::new(text), now)
             }
-            stage if trimmed.starts_with('/') => {
-                self.set_stage(connection, stage);
-                self.on_login_command(connection, trimmed, now);
+            login if trimmed.starts_with('/') => {
+                self.on_login_command(connection, login, trimmed, now)
             }
-            Stage::AskAccount => {
-                let next = match trimmed.to_ascii_lowercase().as_str() {
-                    "" => Stage::AskAccount,
-                    "y" | "yes" => Stage::AskUsername { existing: true },
-                    "n" | "no" => Stage::AskUsername { existing: false },
-                    _ => {
-                        self.send(connection, Line::Info("Please answer y or n."));
-                        self.send(connection, Line::Prompt(Prompt::Account));
-                        Stage::AskAccount
-                    }
-                };
-                if matches!(next, Stage::AskUsername { .. }) {
-                    self.send(connection, Line::Prompt(Prompt::Username));
+            Login::AskAccount => match trimmed.to_ascii_lowercase().as_str() {
+                "" => Login::AskAccount,
+                "y" | "yes" => self.ask_username(connection, true),
+                "n" | "no" => self.ask_username(connection, false),
+                _ => {
+                    self.send(connection, Line::Info("Please answer y or n."));
+                    self.send(connection, Line::Prompt(Prompt::Account));
+                    Login::AskAccount
                 }
-                self.set_stage(connection, next);
+            },
+            Login::AskUsername { existing } if trimmed.is_empty() => {
+                Login::AskUsername { existing }
             }
-            Stage::AskUsername { existing } => {
-                if trimmed.is_empty() {
-                    self.set_stage(connection, Stage::AskUsername { existing });
-                } else if !existing && !is_valid_username(trimmed) {
-                    self.username_rules(connection);
-                    self.send(connection, Line::Prompt(Prompt::Username));
-                    self.set_stage(connection, Stage::AskUsername { existing });
-                } else {
-                    self.send(connection, Line::Prompt(Prompt::Password));
-                    let username = trimmed.to_string();
-                    self.set_stage(connection, Stage::AskPassword { existing, username });
-                }
+            Login::AskUsername { existing } if !existing && !is_valid_username(trimmed) => {
+                self.username_rules(connection);
+                self.ask_username(connection, existing)
             }
-            // Input waits while authenticating, and logged-in lines go to `chat`.
-            stage @ (Stage::Authenticating | Stage::Chatting(_)) => {
-                self.set_stage(connection, stage);
+            Login::AskUsername { existing } => {
+                self.send(connection, Line::Prompt(Prompt::Password));
+                let username = trimmed.to_string();
+                Login::AskPassword { existing, username }
             }
+            // Input waits while the store authenticates.
+            Login::Authenticating => Login::Authenticating,
         }
     }
 
-    /// A `/command` before login.
-    fn on_login_command(&mut self, connection: ConnectionId, line: &str, now: Instant) {
+    /// A `/command` before login, at step `login`; returns the next step.
+    fn on_login_command(
+        &mut self,
+        connection: ConnectionId,
+        login: Login,
+        line: &str,
+        now: Instant,
+    ) -> Login {
         match parse_command(line) {
             Ok(Command::Register { username, password }) => {
-                self.authenticate(connection, false, username, password, now);
+                return self.authenticate(connection, false, username, password, now);
             }
             Ok(Command::Login { username, password }) => {
-                self.authenticate(connection, true, username, password, now);
+                return self.authenticate(connection, true, username, password, now);
             }
             Ok(Command::Ping(token)) => {
                 self.send(connection, Line::Pong(&crate::sanitize_text(&token)));
@@ -95,9 +91,11 @@ impl Engine {
                 ),
             ),
         }
+        login
     }
 
-    /// Checks what can be checked here, then asks the store to log in or register.
+    /// Checks what can be checked here, then asks the store to log in or register;
+    /// returns the next step.
     fn authenticate(
         &mut self,
         connection: ConnectionId,
@@ -105,24 +103,15 @@ impl Engine {
         username: String,
         password: Password,
         now: Instant,
-    ) {
+    ) -> Login {
         let Some(session) = self.sessions.get(connection) else {
-            return;
+            return Login::AskAccount;
         };
         let address = session.peer.ip();
         let account = username_key(&username);
         let password_len = password.expose().len();
         if existing {
-            let config = &self.config;
-            if self
-                .address_failures
-                .is_locked(&address, config.max_login_failures_per_address, now)
-                || self.account_failures.is_locked(
-                    &account,
-                    config.max_login_failures_per_account,
-                    now,
-                )
-            {
+            if self.login_guard.is_locked(&account, address, now) {
                 self.error(
                     connection,
                     ErrorCode::LockedOut,
@@ -133,14 +122,13 @@ impl Engine {
             if !is_valid_username(&username) || password_len > self.config.max_password_bytes {
                 return self.login_failed(connection, Some(&account), now);
             }
-            self.set_stage(connection, Stage::Authenticating);
             let pending = Pending::Authenticate {
                 connection,
                 existing,
                 account,
             };
             self.request_for(StoreRequest::Login { username, password }, pending);
-            return;
+            return Login::Authenticating;
         }
         let (min, max) = (
             self.config.min_password_bytes,
@@ -158,13 +146,13 @@ impl Engine {
             );
             return self.ask_again(connection);
         }
-        self.set_stage(connection, Stage::Authenticating);
         let pending = Pending::Authenticate {
             connection,
             existing,
             account,
         };
         self.request_for(StoreRequest::Register { username, password }, pending);
+        Login::Authenticating
     }
 
     /// The store answered a login or registration.
@@ -176,13 +164,13 @@ impl Engine {
         reply: StoreReply,
         now: Instant,
     ) {
-        match reply {
+        let next = match reply {
             StoreReply::Account { username, role } => {
-                self.account_failures.clear(&account.to_string());
-                self.logged_in(connection, existing, username, role);
+                self.login_guard.clear(account);
+                return self.logged_in(connection, existing, username, role);
             }
             StoreReply::Failed(StoreError::InvalidCredentials) if existing => {
-                self.login_failed(connection, Some(account), now);
+                self.login_failed(connection, Some(account), now)
             }
             StoreReply::Failed(StoreError::UsernameTaken) => {
                 self.error(
@@ -190,7 +178,7 @@ impl Engine {
                     ErrorCode::UsernameTaken,
                     format_args!("that username is taken"),
                 );
-                self.ask_again(connection);
+                self.ask_again(connection)
             }
             StoreReply::Failed(StoreError::Busy) => {
                 self.error(
@@ -198,27 +186,32 @@ impl Engine {
                     ErrorCode::Busy,
                     format_args!("the server is busy; try again"),
                 );
-                self.ask_again(connection);
+                self.ask_again(connection)
             }
             other => {
                 self.store_failed(connection, &other);
-                self.ask_again(connection);
+                self.ask_again(connection)
             }
-        }
+        };
+        self.set_login(connection, next);
     }
 
     /// A failed login: counted for the connection, and (when known) the account and
-    /// the address; too many on one connection closes it.
-    fn login_failed(&mut self, connection: ConnectionId, account: Option<&str>, now: Instant) {
+    /// the address; too many on one connection closes it. Returns the next step.
+    fn login_failed(
+        &mut self,
+        connection: ConnectionId,
+        account: Option<&str>,
+        now: Instant,
+    ) -> Login {
         let Some(session) = self.sessions.get_mut(connection) else {
-            return;
+            return Login::AskAccount;
         };
         session.login_failures += 1;
         self.stats.login_failures += 1;
         let (failures, address) = (session.login_failures, session.peer.ip());
         if let Some(account) = account {
-            self.account_failures.record(&account.to_string(), now);
-            self.address_failures.record(&address, now);
+            self.login_guard.record(account, address, now);
             self.error(
                 connection,
                 ErrorCode::InvalidCredentials,
@@ -237,8 +230,10 @@ impl Engine {
                 CloseReason::TooManyLoginFailures,
                 Departure::Silent,
             );
+            // The connection is gone: nothing reads the step.
+            Login::AskAccount
         } else {
-            self.ask_again(connection);
+            self.ask_again(connection)
         }
     }
 
@@ -254,7 +249,7 @@ impl Engine {
         };
         let key = username_key(&username);
         if let Some(at) = session.login_deadline.take() {
-            self.timers.remove(&(at, connection, Timer::LoginDeadline));
+            self.timers.cancel(at, connection, Timer::LoginDeadline);
         }
         session.stage = Stage::Chatting(Member {
             account: key.clone(),
@@ -263,25 +258,11 @@ impl Engine {
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
         self.stats.logins += 1;
-        let account = self.accounts.entry(key).or_insert_with(|| super::Account {
-            username: username.clone(),
+        self.accounts.log_in(key, &username, role, connection);
+        let welcome = Line::Welcome {
+            user: &username,
             role,
-            sessions: Vec::new(),
-        });
-        account.role = role;
-        account.sessions.push(connection);
-        let welcome = if existing {
-            Line::Welcome {
-                user: &username,
-                role,
-                new: false,
-            }
-        } else {
-            Line::Welcome {
-                user: &username,
-                role,
-                new: true,
-            }
+            new: !existing,
         };
         self.send(connection, welcome);
         let default_channel = self.config.default_channel.clone();
@@ -296,15 +277,25 @@ impl Engine {
         }
     }
 
-    fn set_stage(&mut self, connection: ConnectionId, stage: Stage) {
-        if let Some(session) = self.sessions.get_mut(connection) {
-            session.stage = stage;
+    /// Puts `connection`, still logging in, at step `next`.
+    pub(super) fn set_login(&mut self, connection: ConnectionId, next: Login) {
+        if let Some(session) = self.sessions.get_mut(connection)
+            && let Stage::LoggingIn(login) = &mut session.stage
+        {
+            *login = next;
         }
     }
 
-    fn ask_again(&mut self, connection: ConnectionId) {
-        self.set_stage(connection, Stage::AskAccount);
+    /// Starts the login over: the account question again.
+    fn ask_again(&mut self, connection: ConnectionId) -> Login {
         self.send(connection, Line::Prompt(Prompt::Account));
+        Login::AskAccount
+    }
+
+    /// Asks for the username (of an `existing` account or a new one).
+    fn ask_username(&mut self, connection: ConnectionId, existing: bool) -> Login {
+        self.send(connection, Line::Prompt(Prompt::Username));
+        Login::AskUsername { existing }
     }
 
     fn username_rules(&mut self, connection: ConnectionId) {

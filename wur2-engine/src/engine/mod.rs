@@ -1,31 +1,41 @@
 //! The engine: all chat state, every input and every output.
 //!
-//! This module owns the connection lifecycle, the output queue, timers and backpressure;
-//! `login` holds the login flow and `chat` the commands of logged-in users. Nothing here
-//! reads a clock, touches I/O or iterates a randomly seeded map.
+//! This module owns the connection lifecycle, the store requests in flight and
+//! backpressure, and ties the sub-states together: `sessions` (the connection table),
+//! `accounts` (who is online), `channels` (who is where), `transfers` (files on the move),
+//! `timers` and `outbox` (the output queue) each own their data and keep their own
+//! invariants. `login` holds the login flow and `chat` the commands of logged-in users.
+//! Nothing here reads a clock, touches I/O or iterates a randomly seeded map.
 
+mod accounts;
+mod channels;
 mod chat;
 mod login;
+mod outbox;
 mod sessions;
+mod timers;
 mod transfers;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
-
-use crate::config::{Config, WallClock};
+use crate::config::Config;
 use crate::file::FileError;
 use crate::framer::{Frame, LineFramer};
 use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
-use crate::login_guard::FailureLog;
+use crate::login_guard::LoginGuard;
 use crate::output::{CloseReason, Output};
 use crate::stats::Stats;
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
-use sessions::{Delivery, Member, Session, Sessions, Stage};
+use accounts::Accounts;
+use channels::{Channels, Left};
+use outbox::Outbox;
+use sessions::{Login, Member, Session, Sessions, Stage};
+use timers::{Timer, Timers};
+use transfers::Transfers;
 
 /// The WUR2 chat engine: a synchronous state machine with no I/O of its own.
 ///
@@ -35,35 +45,21 @@ pub struct Engine {
     config: Config,
     sessions: Sessions,
     outbox: Outbox,
-    connections_per_address: BTreeMap<IpAddr, usize>,
-    /// Accounts with at least one logged-in session, by username key.
-    accounts: BTreeMap<String, Account>,
-    /// Channels with at least one member, by channel key.
-    channels: BTreeMap<String, Channel>,
+    accounts: Accounts,
+    channels: Channels,
+    transfers: Transfers,
+    timers: Timers,
+    login_guard: LoginGuard,
     /// Store requests whose answers the engine acts on.
     pending: BTreeMap<RequestId, Pending>,
-    timers: BTreeSet<(Instant, ConnectionId, Timer)>,
     next_request: u64,
     next_message: u64,
-    account_failures: FailureLog<String>,
-    address_failures: FailureLog<IpAddr>,
+    /// Set by `handle_shutdown`: every connection from then on is refused.
     shutting_down: bool,
-    transfers: BTreeMap<TransferId, transfers::Transfer>,
-    next_transfer: u64,
-    /// The latest `now` any input brought (for work that a time-less input unblocks).
-    clock: Option<Instant>,
     /// Reused buffer for the line being processed; wiped after each line.
     line: Vec<u8>,
     /// Counters for [`Engine::stats`] (gauges and delivery counts are filled in there).
     stats: Stats,
-}
-
-/// A logged-in account and its sessions.
-#[derive(Debug)]
-struct Account {
-    username: String,
-    role: Role,
-    sessions: Vec<ConnectionId>,
 }
 
 /// Whether a waiting line is `/send <user> <name> <size>`, whose size in raw bytes follows.
@@ -85,13 +81,6 @@ struct Sender {
     username: String,
     role: Role,
     channel: String,
-}
-
-/// A channel with members.
-#[derive(Debug)]
-struct Channel {
-    name: String,
-    members: Vec<ConnectionId>,
 }
 
 /// What to do with the answer to a store request.
@@ -131,129 +120,11 @@ impl Pending {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    LoginDeadline,
-    FloodRetry,
-}
-
 /// What the channel hears when a session leaves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Departure {
     Announced,
     Silent,
-}
-
-/// The output queue, and the per-recipient delivery rule: render once per mode, count the
-/// bytes, drop readers that fall too far behind.
-#[derive(Debug)]
-struct Outbox {
-    outputs: VecDeque<Output>,
-    max_queued_bytes: usize,
-    /// Connections that passed `max_queued_bytes`; closed once the current input is done.
-    slow_readers: Vec<ConnectionId>,
-    /// Stamps JSON lines with wall-clock time, when the caller told us the time.
-    wall_clock: Option<WallClock>,
-    /// Lines and bytes handed out (for [`Stats`]).
-    deliveries: u64,
-    bytes_out: u64,
-}
-
-impl Outbox {
-    /// One line to one connection, in its mode.
-    fn send(
-        &mut self,
-        sessions: &mut Sessions,
-        connection: ConnectionId,
-        line: &Line<'_>,
-        now: Option<Instant>,
-    ) {
-        if let Some(data) = self.render(sessions, connection, line, now) {
-            self.transmit(sessions, connection, data);
-        }
-    }
-
-    /// `line` as `connection` reads it (`None`: no such connection).
-    fn render(
-        &self,
-        sessions: &Sessions,
-        connection: ConnectionId,
-        line: &Line<'_>,
-        now: Option<Instant>,
-    ) -> Option<Bytes> {
-        let mode = sessions.mode(connection)?;
-        Some(line.render(mode, self.unix_ms(now)))
-    }
-
-    /// Queues bytes rendered for `connection` (by [`Outbox::render`]).
-    fn transmit(&mut self, sessions: &mut Sessions, connection: ConnectionId, data: Bytes) {
-        match sessions.charge(connection, data.len(), self.max_queued_bytes) {
-            Delivery::Send => {
-                self.deliveries += 1;
-                self.bytes_out += data.len() as u64;
-                self.outputs
-                    .push_back(Output::Transmit { connection, data });
-            }
-            Delivery::SlowReader => self.slow_readers.push(connection),
-            Delivery::Skip => {}
-        }
-    }
-
-    /// One line to many connections: rendered at most once per mode, one output per mode.
-    fn broadcast(
-        &mut self,
-        sessions: &mut Sessions,
-        recipients: &[ConnectionId],
-        except: Option<ConnectionId>,
-        line: &Line<'_>,
-        now: Option<Instant>,
-    ) {
-        let unix_ms = self.unix_ms(now);
-        let mut text: Option<Bytes> = None;
-        let mut json: Option<Bytes> = None;
-        let mut text_to = Vec::with_capacity(recipients.len());
-        let mut json_to = Vec::new();
-        for &recipient in recipients {
-            if Some(recipient) == except {
-                continue;
-            }
-            let (delivery, mode) =
-                sessions.charge_in_mode(recipient, self.max_queued_bytes, |mode| match mode {
-                    Mode::Text => text.get_or_insert_with(|| line.text()).len(),
-                    Mode::Json => json.get_or_insert_with(|| line.json(unix_ms)).len(),
-                });
-            match delivery {
-                Delivery::Send if mode == Mode::Text => text_to.push(recipient),
-                Delivery::Send => json_to.push(recipient),
-                Delivery::SlowReader => self.slow_readers.push(recipient),
-                Delivery::Skip => {}
-            }
-        }
-        for (to, data) in [(text_to, text), (json_to, json)] {
-            let Some(data) = data else { continue };
-            self.deliveries += to.len() as u64;
-            self.bytes_out += (to.len() * data.len()) as u64;
-            match to[..] {
-                [] => {}
-                [connection] => self
-                    .outputs
-                    .push_back(Output::Transmit { connection, data }),
-                _ => self.outputs.push_back(Output::Broadcast {
-                    recipients: to,
-                    data,
-                }),
-            }
-        }
-    }
-
-    fn unix_ms(&self, now: Option<Instant>) -> Option<i64> {
-        let clock = self.wall_clock?;
-        let now = now?;
-        let since = now.saturating_duration_since(clock.at).as_millis();
-        let before = clock.at.saturating_duration_since(now).as_millis();
-        let ms = i64::try_from(since).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(0);
-        Some(clock.unix_ms.saturating_add(ms))
-    }
 }
 
 impl Engine {
@@ -264,35 +135,18 @@ impl Engine {
         config.transfer_chunk_bytes = config.transfer_chunk_bytes.max(1);
         config.transfer_window_bytes = config.transfer_window_bytes.max(1);
         Engine {
-            outbox: Outbox {
-                outputs: VecDeque::new(),
-                max_queued_bytes: config.max_queued_bytes,
-                slow_readers: Vec::new(),
-                wall_clock: config.wall_clock,
-                deliveries: 0,
-                bytes_out: 0,
-            },
-            account_failures: FailureLog::new(
-                config.max_tracked_login_failures,
-                config.login_failure_window,
-            ),
-            address_failures: FailureLog::new(
-                config.max_tracked_login_failures,
-                config.login_failure_window,
-            ),
+            outbox: Outbox::new(&config),
+            login_guard: LoginGuard::new(&config),
             config,
             sessions: Sessions::default(),
-            connections_per_address: BTreeMap::new(),
-            accounts: BTreeMap::new(),
-            channels: BTreeMap::new(),
+            accounts: Accounts::default(),
+            channels: Channels::default(),
+            transfers: Transfers::default(),
+            timers: Timers::default(),
             pending: BTreeMap::new(),
-            timers: BTreeSet::new(),
             next_request: 0,
             next_message: 0,
             shutting_down: false,
-            transfers: BTreeMap::new(),
-            next_transfer: 0,
-            clock: None,
             line: Vec::new(),
             stats: Stats::default(),
         }
@@ -351,12 +205,13 @@ impl Engine {
     // ----- inputs -----
 
     /// A client connected from `peer`. Returns its id; when the server is full (or shutting
-    /// down) the connection is told why and closed at once.
+    /// down, after [`Engine::handle_shutdown`]) the connection is told why and closed at
+    /// once. The id's slot is not that of a connection whose `Close` is still undrained.
     pub fn handle_connect(&mut self, peer: SocketAddr, now: Instant) -> ConnectionId {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         let session = Session {
             peer,
-            stage: Stage::AskAccount,
+            stage: Stage::LoggingIn(Login::AskAccount),
             framer: LineFramer::new(self.config.max_line_bytes),
             flood: Default::default(),
             throttled_until: None,
@@ -368,9 +223,7 @@ impl Engine {
         };
         let connection = self.sessions.insert(session);
         self.stats.connections_opened += 1;
-        let from_address = self.connections_per_address.entry(peer.ip()).or_insert(0);
-        *from_address += 1;
-        let from_address = *from_address;
+        let from_address = self.sessions.count_from(peer.ip());
 
         if self.shutting_down {
             self.send(connection, Line::ShuttingDown);
@@ -401,8 +254,7 @@ impl Engine {
             if let Some(session) = self.sessions.get_mut(connection) {
                 session.login_deadline = Some(deadline);
             }
-            self.timers
-                .insert((deadline, connection, Timer::LoginDeadline));
+            self.timers.set(deadline, connection, Timer::LoginDeadline);
         }
         self.finish_input();
         connection
@@ -411,7 +263,7 @@ impl Engine {
     /// Bytes arrived from `connection`. Any split of a stream across calls gives the same
     /// result.
     pub fn handle_received(&mut self, connection: ConnectionId, data: &[u8], now: Instant) {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         // Upload bytes go straight to the recipient when nothing waits before them.
         let rest = self.upload_from_input(connection, data);
         let Some(session) = self.sessions.get_mut(connection) else {
@@ -422,10 +274,13 @@ impl Engine {
         self.finish_input();
     }
 
-    /// `bytes` of what was transmitted to `connection` have been written to it.
-    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
+    /// `bytes` of what was transmitted to `connection` have been written to it, at `now`
+    /// (room in a recipient's window lets a stalled file transfer go on: its lines carry
+    /// `now`).
+    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize, now: Instant) {
+        self.outbox.begin_input(now);
         if self.sessions.written(connection, bytes) {
-            self.recipient_drained(connection);
+            self.recipient_drained(connection, now);
             self.finish_input();
         }
     }
@@ -437,7 +292,7 @@ impl Engine {
         result: Result<u64, FileError>,
         now: Instant,
     ) {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         self.on_file_opened(transfer, result);
         self.finish_input();
     }
@@ -446,21 +301,23 @@ impl Engine {
     /// at least one byte and at most the `max` asked for (fewer bytes than the file's
     /// size before its end, or an empty read, ends the transfer as failed).
     pub fn handle_file_data(&mut self, transfer: TransferId, data: &[u8], now: Instant) {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         self.on_file_data(transfer, data);
         self.finish_input();
     }
 
     /// Reading the server-side file of `transfer` failed.
     pub fn handle_file_failed(&mut self, transfer: TransferId, error: FileError, now: Instant) {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         self.on_file_failed(transfer, &error);
         self.finish_input();
     }
 
-    /// The peer closed `connection` (or it failed). The engine forgets it and tells its
-    /// channel; no `Close` output follows.
-    pub fn handle_peer_closed(&mut self, connection: ConnectionId, _now: Instant) {
+    /// The peer closed `connection` (or it failed) at `now`. The engine forgets it and
+    /// tells its channel (a line stamped `now`); no `Close` output follows, and its slot is
+    /// reused only after the next drain.
+    pub fn handle_peer_closed(&mut self, connection: ConnectionId, now: Instant) {
+        self.outbox.begin_input(now);
         if let Some(session) = self.forget(connection, Departure::Announced) {
             tracing::info!(%connection, peer = %session.peer, "disconnected by the peer");
         }
@@ -470,7 +327,7 @@ impl Engine {
     /// The answer to store request `id`. Answers for unknown or finished requests, and
     /// answers that do not fit the request, are ignored (the latter logged).
     pub fn handle_store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
-        self.clock = Some(now);
+        self.outbox.begin_input(now);
         let Some(pending) = self.pending.remove(&id) else {
             if let StoreReply::Failed(error) = &reply {
                 tracing::warn!(request = %id, %error, "store request failed");
@@ -503,12 +360,8 @@ impl Engine {
 
     /// Time has come to `now`: login deadlines and flood control waits that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.clock = Some(now);
-        while let Some(&(at, connection, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        self.outbox.begin_input(now);
+        while let Some((at, connection, timer)) = self.timers.pop_due(now) {
             let Some(session) = self.sessions.get_mut(connection) else {
                 continue;
             };
@@ -532,9 +385,12 @@ impl Engine {
         self.finish_input();
     }
 
-    /// The server is going down: every connection is told and closed after its queued
-    /// bytes; new connections are refused from now on.
-    pub fn handle_shutdown(&mut self, _now: Instant) {
+    /// The server is going down at `now`: every connection is told and closed after its
+    /// queued bytes. From now on [`Engine::handle_connect`] refuses every client (its only
+    /// outputs are a shutdown notice and a `Close`), so the driver need not decide that
+    /// itself.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.outbox.begin_input(now);
         self.shutting_down = true;
         for connection in self.sessions.ids() {
             self.send(connection, Line::ShuttingDown);
@@ -546,20 +402,27 @@ impl Engine {
     // ----- outputs -----
 
     /// The next thing for the driver to do; call until `None` after every input.
+    ///
+    /// The slot ([`ConnectionId::slot`]) of a connection that ended is handed to a new
+    /// connection only after this has returned `None` following that connection's
+    /// [`Output::Close`] (or [`Engine::handle_peer_closed`]).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outbox.outputs.pop_front()
+        let output = self.outbox.pop();
+        if output.is_none() {
+            self.sessions.recycle();
+        }
+        output
     }
 
     /// When to call [`Engine::handle_timeout`] next, if anything waits for time.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _, _)| at)
+        self.timers.next()
     }
 
     // ----- internals shared by login and chat -----
 
     fn send(&mut self, connection: ConnectionId, line: Line<'_>) {
-        self.outbox
-            .send(&mut self.sessions, connection, &line, self.clock);
+        self.outbox.send(&mut self.sessions, connection, &line);
     }
 
     fn error(
@@ -585,7 +448,7 @@ impl Engine {
         self.stats.store_requests += 1;
         self.next_request += 1;
         let id = RequestId(self.next_request);
-        self.outbox.outputs.push_back(Output::Store {
+        self.outbox.push(Output::Store {
             id,
             request: Box::new(request),
         });
@@ -637,8 +500,7 @@ impl Engine {
             {
                 session.throttled_until = Some(retry_at);
                 self.stats.flood_pauses += 1;
-                self.timers
-                    .insert((retry_at, connection, Timer::FloodRetry));
+                self.timers.set(retry_at, connection, Timer::FloodRetry);
                 break;
             }
             let mut line = std::mem::take(&mut self.line);
@@ -692,7 +554,7 @@ impl Engine {
             } else {
                 Output::ResumeReading(connection)
             };
-            self.outbox.outputs.push_back(output);
+            self.outbox.push(output);
         }
     }
 
@@ -720,13 +582,14 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
-        match std::mem::replace(&mut session.stage, Stage::Authenticating) {
-            Stage::Chatting(member) => {
-                session.stage = Stage::Chatting(member);
-                self.on_chat_line(connection, text);
-            }
-            stage => self.on_login_line(connection, stage, text, now),
-        }
+        let login = match &mut session.stage {
+            Stage::Chatting(_) => return self.on_chat_line(connection, text),
+            // The handler owns the step (and the username in it) and returns the next;
+            // nothing reads the step meanwhile, so any value holds its place.
+            Stage::LoggingIn(login) => std::mem::replace(login, Login::Authenticating),
+        };
+        let next = self.on_login_line(connection, login, text, now);
+        self.set_login(connection, next);
     }
 
     /// Closes `connection`: forgets it and asks the driver to close it.
@@ -736,7 +599,7 @@ impl Engine {
             return;
         };
         tracing::info!(%connection, peer = %session.peer, %reason, "closing connection");
-        self.outbox.outputs.push_back(Output::Close {
+        self.outbox.push(Output::Close {
             connection,
             reason,
             flush,
@@ -749,25 +612,13 @@ impl Engine {
         self.leave_channel(connection, departure);
         let session = self.sessions.remove(connection)?;
         if let Some(at) = session.login_deadline {
-            self.timers.remove(&(at, connection, Timer::LoginDeadline));
+            self.timers.cancel(at, connection, Timer::LoginDeadline);
         }
         if let Some(at) = session.throttled_until {
-            self.timers.remove(&(at, connection, Timer::FloodRetry));
+            self.timers.cancel(at, connection, Timer::FloodRetry);
         }
-        let ip = session.peer.ip();
-        if let Some(count) = self.connections_per_address.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.connections_per_address.remove(&ip);
-            }
-        }
-        if let Some(member) = session.member()
-            && let Some(account) = self.accounts.get_mut(&member.account)
-        {
-            account.sessions.retain(|&s| s != connection);
-            if account.sessions.is_empty() {
-                self.accounts.remove(&member.account);
-            }
+        if let Some(member) = session.member() {
+            self.accounts.log_out(&member.account, connection);
         }
         Some(session)
     }
@@ -780,70 +631,58 @@ impl Engine {
         let Some(member) = session.member() else {
             return;
         };
-        let (channel_key, slot) = (member.channel.clone(), member.slot_in_channel);
+        let (key, position) = (member.channel.clone(), member.slot_in_channel);
         let name = match departure {
             Departure::Announced => self.username_of(connection).unwrap_or_default(),
             Departure::Silent => String::new(),
         };
-        let Some(channel) = self.channels.get_mut(&channel_key) else {
-            return;
+        let (channel, moved) = match self.channels.leave(&key, position, connection) {
+            Left::Remaining { channel, moved } => (channel, moved),
+            Left::Emptied => return,
+            Left::NotMember => {
+                tracing::error!(%connection, "channel membership out of step");
+                return;
+            }
         };
-        if channel.members.get(slot) != Some(&connection) {
-            tracing::error!(%connection, "channel membership out of step");
-            return;
-        }
-        channel.members.swap_remove(slot);
-        if let Some(&moved) = channel.members.get(slot)
+        if let Some(moved) = moved
             && let Some(Stage::Chatting(m)) = self.sessions.get_mut(moved).map(|s| &mut s.stage)
         {
-            m.slot_in_channel = slot;
-        }
-        if channel.members.is_empty() {
-            self.channels.remove(&channel_key);
-            return;
+            m.slot_in_channel = position;
         }
         if departure == Departure::Announced {
-            let channel = &self.channels[&channel_key];
             let line = Line::Left {
                 user: &name,
                 channel: &channel.name,
             };
-            let now = self.clock;
             self.outbox
-                .broadcast(&mut self.sessions, &channel.members, None, &line, now);
+                .broadcast(&mut self.sessions, &channel.members, None, &line);
         }
     }
 
     /// Puts logged-in `connection` into channel `name` (created when missing) and tells
     /// the other members. Returns the channel's display name.
     fn enter_channel(&mut self, connection: ConnectionId, name: &str) -> String {
-        let key = crate::names::channel_key(name);
-        let channel = self.channels.entry(key.clone()).or_insert_with(|| Channel {
-            name: name.to_string(),
-            members: Vec::new(),
-        });
-        channel.members.push(connection);
-        let slot = channel.members.len() - 1;
-        let display = channel.name.clone();
+        let (key, position) = self.channels.join(name, connection);
         if let Some(Stage::Chatting(member)) =
             self.sessions.get_mut(connection).map(|s| &mut s.stage)
         {
             member.channel = key.clone();
-            member.slot_in_channel = slot;
+            member.slot_in_channel = position;
         }
         let user = self.username_of(connection).unwrap_or_default();
-        let channel = &self.channels[&key];
+        let Some(channel) = self.channels.get(&key) else {
+            return String::new();
+        };
+        let display = channel.name.clone();
         let line = Line::Joined {
             user: &user,
             channel: &display,
         };
-        let now = self.clock;
         self.outbox.broadcast(
             &mut self.sessions,
             &channel.members,
             Some(connection),
             &line,
-            now,
         );
         display
     }
@@ -855,7 +694,7 @@ impl Engine {
 
     /// Closes the slow readers found while handling the last input.
     fn finish_input(&mut self) {
-        while let Some(connection) = self.outbox.slow_readers.pop() {
+        while let Some(connection) = self.outbox.take_slow_reader() {
             if self.sessions.get(connection).is_some() {
                 let queued = self.sessions.queued_bytes(connection);
                 tracing::warn!(%connection, queued, "dropping slow reader");

@@ -1,9 +1,12 @@
 //! The per-connection state and the table that holds it.
 //!
 //! Connection ids are slot index plus a generation, so lookups are an array index and an
-//! id is never reused: a freed slot comes back with the next generation.
+//! id is never reused: a freed slot comes back with the next generation, and only once the
+//! driver has drained every output queued up to the connection's end (its `Close`), so a
+//! driver that keys its own table by slot never finds two connections in one slot.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::flood::FloodBucket;
@@ -13,9 +16,19 @@ use crate::wire::Mode;
 
 use super::transfers::Upload;
 
-/// Where a connection is in the login flow, or who it is once logged in.
+/// Whether a connection is still logging in, or who it is once logged in.
 #[derive(Debug)]
 pub(crate) enum Stage {
+    /// Not logged in yet.
+    LoggingIn(Login),
+    /// Logged in.
+    Chatting(Member),
+}
+
+/// Where a connection is in the login flow. Each login handler takes the current step and
+/// returns the next one.
+#[derive(Debug)]
+pub(crate) enum Login {
     /// Waiting for `y`/`n` (or a one-line `/login` or `/register`).
     AskAccount,
     /// Waiting for a username; `existing` is the answer to the account question.
@@ -24,16 +37,14 @@ pub(crate) enum Stage {
     AskPassword { existing: bool, username: String },
     /// A login or registration request is with the store.
     Authenticating,
-    /// Logged in.
-    Chatting(Member),
 }
 
 /// A logged-in connection's place in the chat.
 #[derive(Debug)]
 pub(crate) struct Member {
-    /// Key of the account in `Engine::accounts`.
+    /// Key of the account in the engine's `Accounts`.
     pub(crate) account: String,
-    /// Key of the current channel in `Engine::channels`.
+    /// Key of the current channel in the engine's `Channels`.
     pub(crate) channel: String,
     /// Position of this connection in that channel's member list.
     pub(crate) slot_in_channel: usize,
@@ -105,14 +116,21 @@ pub(crate) enum Delivery {
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     slots: Vec<Slot>,
+    /// Slots ready to be handed out again.
     free: Vec<usize>,
+    /// Slots of connections that ended since the driver last drained every output; they
+    /// join `free` at the end of that drain ([`Sessions::recycle`]).
+    retired: Vec<usize>,
     live: usize,
+    /// Live connections per peer address.
+    per_address: BTreeMap<IpAddr, usize>,
     /// Sum of `queued_bytes` over live connections.
     queued_total: usize,
 }
 
 impl Sessions {
     pub(crate) fn insert(&mut self, session: Session) -> ConnectionId {
+        *self.per_address.entry(session.peer.ip()).or_insert(0) += 1;
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -226,11 +244,29 @@ impl Sessions {
         // A slot whose generation would wrap is retired, so ids are never reused.
         if let Some(next) = slot.generation.checked_add(1) {
             slot.generation = next;
-            self.free.push(index);
+            self.retired.push(index);
         }
         self.live -= 1;
         self.queued_total -= queued;
+        let ip = session.peer.ip();
+        if let Some(count) = self.per_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&ip);
+            }
+        }
         Some(*session)
+    }
+
+    /// The driver has drained every output: the slots of connections that ended before
+    /// may be handed out again (their `Close` has been polled).
+    pub(crate) fn recycle(&mut self) {
+        self.free.append(&mut self.retired);
+    }
+
+    /// Live connections from `ip`.
+    pub(crate) fn count_from(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&ip).copied().unwrap_or(0)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -7,6 +7,9 @@
 //! for the recipient: past that the sender's connection stops being read (or no further
 //! file read is asked for) until the recipient catches up.
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::{Engine, Sender};
@@ -24,22 +27,88 @@ const FILE_NAME_RULE: &str =
 
 /// One running transfer.
 #[derive(Debug)]
-pub(super) struct Transfer {
+struct Transfer {
     sender_account: String,
     sender_name: String,
     /// The connection that asked for the transfer.
     requester: ConnectionId,
-    pub(super) recipient: ConnectionId,
+    recipient: ConnectionId,
     recipient_name: String,
     name: String,
     size: u64,
     remaining: u64,
-    pub(super) source: Source,
+    source: Source,
+}
+
+/// The running transfers, by id.
+#[derive(Debug, Default)]
+pub(super) struct Transfers {
+    running: BTreeMap<TransferId, Transfer>,
+    /// The last id handed out (ids count up and are never reused).
+    last_id: u64,
+}
+
+impl Transfers {
+    pub(super) fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    fn start(&mut self, transfer: Transfer) -> TransferId {
+        self.last_id += 1;
+        let id = TransferId(self.last_id);
+        self.running.insert(id, transfer);
+        id
+    }
+
+    fn get(&self, id: TransferId) -> Option<&Transfer> {
+        self.running.get(&id)
+    }
+
+    fn get_mut(&mut self, id: TransferId) -> Option<&mut Transfer> {
+        self.running.get_mut(&id)
+    }
+
+    fn remove(&mut self, id: TransferId) -> Option<Transfer> {
+        self.running.remove(&id)
+    }
+
+    /// How many transfers account `account` is sending.
+    fn sent_by(&self, account: &str) -> usize {
+        self.running
+            .values()
+            .filter(|t| t.sender_account == account)
+            .count()
+    }
+
+    /// The transfers `connection` receives, with where their bytes come from.
+    fn received_by(&self, connection: ConnectionId) -> Vec<(TransferId, Source)> {
+        self.running
+            .iter()
+            .filter(|(_, t)| t.recipient == connection)
+            .map(|(id, t)| (*id, t.source))
+            .collect()
+    }
+
+    /// The transfers `connection` takes part in, each with what its going away means.
+    fn involving(&self, connection: ConnectionId) -> Vec<(TransferId, &'static str)> {
+        self.running
+            .iter()
+            .filter_map(|(id, t)| {
+                if t.recipient == connection {
+                    Some((*id, "the recipient disconnected"))
+                } else if t.requester == connection || t.source == Source::Upload(connection) {
+                    Some((*id, "the sender disconnected"))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
 }
 
 /// Where a transfer's bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+enum Source {
     /// The sender's connection, raw bytes after the `/send` line.
     Upload(ConnectionId),
     /// A server-side file read by the driver.
@@ -179,7 +248,7 @@ impl Engine {
             reading: false,
         };
         let transfer = self.new_transfer(connection, sender, to, &name, source);
-        self.outbox.outputs.push_back(Output::OpenFile {
+        self.outbox.push(Output::OpenFile {
             transfer,
             path: path.to_string(),
         });
@@ -188,7 +257,7 @@ impl Engine {
     /// `/cancel <id>`, by the sender or the recipient.
     pub(super) fn cancel_transfer(&mut self, connection: ConnectionId, sender: &Sender, id: u64) {
         let id = TransferId(id);
-        let allowed = self.transfers.get(&id).is_some_and(|t| {
+        let allowed = self.transfers.get(id).is_some_and(|t| {
             t.sender_account == sender.account || username_key(&t.recipient_name) == sender.account
         });
         if !allowed {
@@ -203,7 +272,7 @@ impl Engine {
 
     /// The driver opened (or could not open) a server-side file.
     pub(super) fn on_file_opened(&mut self, id: TransferId, result: Result<u64, FileError>) {
-        let Some(transfer) = self.transfers.get_mut(&id) else {
+        let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
         if transfer.source
@@ -218,9 +287,7 @@ impl Engine {
         let size = match result {
             Ok(size) if size > self.config.max_file_bytes => {
                 let max = self.config.max_file_bytes;
-                self.outbox
-                    .outputs
-                    .push_back(Output::CloseFile { transfer: id });
+                self.outbox.push(Output::CloseFile { transfer: id });
                 self.drop_unannounced(id);
                 return self.error(
                     requester,
@@ -256,7 +323,7 @@ impl Engine {
 
     /// Bytes the driver read from a server-side file.
     pub(super) fn on_file_data(&mut self, id: TransferId, data: &[u8]) {
-        let Some(transfer) = self.transfers.get_mut(&id) else {
+        let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
         let Source::File {
@@ -279,7 +346,7 @@ impl Engine {
 
     /// Reading a server-side file failed.
     pub(super) fn on_file_failed(&mut self, id: TransferId, error: &FileError) {
-        if self.transfers.contains_key(&id) {
+        if self.transfers.get(id).is_some() {
             tracing::warn!(transfer = %id, %error, "server-side file failed");
             self.end_transfer(id, Some("the file could not be read".into()));
         }
@@ -343,7 +410,7 @@ impl Engine {
             return UploadStep::Discard(len);
         };
         let room = self.window_room(id).min(self.config.transfer_chunk_bytes);
-        let Some(transfer) = self.transfers.get(&id).filter(|_| room > 0) else {
+        let Some(transfer) = self.transfers.get(id).filter(|_| room > 0) else {
             return UploadStep::Stall;
         };
         let limit = (room as u64).min(upload.remaining).min(ahead.len() as u64) as usize;
@@ -358,7 +425,7 @@ impl Engine {
         };
         let chunk = self
             .outbox
-            .render(&self.sessions, transfer.recipient, &line, self.clock);
+            .render(&self.sessions, transfer.recipient, &line);
         UploadStep::Forward { id, len, chunk }
     }
 
@@ -396,14 +463,8 @@ impl Engine {
     }
 
     /// The recipient `connection` wrote some of its queue: let waiting sources go on.
-    pub(super) fn recipient_drained(&mut self, connection: ConnectionId) {
-        let waiting: Vec<(TransferId, Source)> = self
-            .transfers
-            .iter()
-            .filter(|(_, t)| t.recipient == connection)
-            .map(|(id, t)| (*id, t.source))
-            .collect();
-        for (id, source) in waiting {
+    pub(super) fn recipient_drained(&mut self, connection: ConnectionId, now: Instant) {
+        for (id, source) in self.transfers.received_by(connection) {
             if self.window_room(id) == 0 {
                 continue;
             }
@@ -416,10 +477,7 @@ impl Engine {
                         .filter(|u| u.stalled);
                     if let Some(upload) = stalled {
                         upload.stalled = false;
-                        let now = self.clock;
-                        if let Some(now) = now {
-                            self.process_input(sender, now);
-                        }
+                        self.process_input(sender, now);
                     }
                 }
                 Source::File {
@@ -433,20 +491,7 @@ impl Engine {
 
     /// `connection` is going away: every transfer it takes part in ends.
     pub(super) fn end_transfers_of(&mut self, connection: ConnectionId) {
-        let involved: Vec<(TransferId, &'static str)> = self
-            .transfers
-            .iter()
-            .filter_map(|(id, t)| {
-                if t.recipient == connection {
-                    Some((*id, "the recipient disconnected"))
-                } else if t.requester == connection || t.source == Source::Upload(connection) {
-                    Some((*id, "the sender disconnected"))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (id, reason) in involved {
+        for (id, reason) in self.transfers.involving(connection) {
             self.end_transfer_without(id, Some(reason.to_string()), Some(connection));
         }
     }
@@ -464,7 +509,7 @@ impl Engine {
         failure: Option<String>,
         departing: Option<ConnectionId>,
     ) {
-        let Some(transfer) = self.transfers.remove(&id) else {
+        let Some(transfer) = self.transfers.remove(id) else {
             return;
         };
         self.sessions.set_receiving(transfer.recipient, -1);
@@ -481,10 +526,7 @@ impl Engine {
                     }
                 }
             }
-            Source::File { .. } => self
-                .outbox
-                .outputs
-                .push_back(Output::CloseFile { transfer: id }),
+            Source::File { .. } => self.outbox.push(Output::CloseFile { transfer: id }),
         }
         let (name, size) = (&transfer.name, transfer.size);
         match failure {
@@ -539,7 +581,7 @@ impl Engine {
     /// name if so.
     fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), (ErrorCode, String)> {
         let key = username_key(to);
-        if !is_valid_username(to) || !self.accounts.contains_key(&key) {
+        if !is_valid_username(to) || !self.accounts.is_online(&key) {
             return Err((
                 ErrorCode::NotOnline,
                 format!("{} is not online", sanitize_text(to)),
@@ -549,11 +591,7 @@ impl Engine {
             let reason = "you cannot send a file to yourself".to_string();
             return Err((ErrorCode::CannotSendToSelf, reason));
         }
-        let running = self
-            .transfers
-            .values()
-            .filter(|t| t.sender_account == sender.account)
-            .count();
+        let running = self.transfers.sent_by(&sender.account);
         let max = self.config.max_transfers_per_user;
         if running >= max {
             let reason = format!("you already have {max} transfers running; wait or /cancel one");
@@ -570,37 +608,38 @@ impl Engine {
         name: &str,
         source: Source,
     ) -> TransferId {
-        self.next_transfer += 1;
-        let id = TransferId(self.next_transfer);
         // `check_new_transfer` found the account online; its newest session receives.
-        let account = &self.accounts[&username_key(to)];
-        let recipient = *account.sessions.last().unwrap_or(&requester);
+        let account = self.accounts.get(&username_key(to));
+        let recipient = account
+            .and_then(|a| a.sessions.last().copied())
+            .unwrap_or(requester);
+        let recipient_name = account.map(|a| a.username.clone()).unwrap_or_default();
         let transfer = Transfer {
             sender_account: sender.account.clone(),
             sender_name: sender.username.clone(),
             requester,
             recipient,
-            recipient_name: account.username.clone(),
+            recipient_name,
             name: name.to_string(),
             size: 0,
             remaining: 0,
             source,
         };
-        self.transfers.insert(id, transfer);
+        let id = self.transfers.start(transfer);
         self.sessions.set_receiving(recipient, 1);
         id
     }
 
     /// A server-side transfer that failed before anyone was told of it.
     fn drop_unannounced(&mut self, id: TransferId) {
-        if let Some(transfer) = self.transfers.remove(&id) {
+        if let Some(transfer) = self.transfers.remove(id) {
             self.sessions.set_receiving(transfer.recipient, -1);
         }
     }
 
     /// Both sides hear of the transfer; an empty file completes at once.
     fn announce(&mut self, id: TransferId, size: u64) {
-        let Some(transfer) = self.transfers.get_mut(&id) else {
+        let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
         transfer.size = size;
@@ -636,20 +675,20 @@ impl Engine {
 
     /// Sends one chunk to the recipient; the last one completes the transfer.
     fn forward(&mut self, id: TransferId, data: &[u8]) {
-        let Some(transfer) = self.transfers.get(&id) else {
+        let Some(transfer) = self.transfers.get(id) else {
             return;
         };
         let line = Line::FileChunk { id, data };
         let chunk = self
             .outbox
-            .render(&self.sessions, transfer.recipient, &line, self.clock);
+            .render(&self.sessions, transfer.recipient, &line);
         self.forward_rendered(id, data.len(), chunk);
     }
 
     /// Sends a chunk of `len` file bytes, rendered for the recipient (`None`: the
     /// recipient is gone); the last one completes the transfer.
     fn forward_rendered(&mut self, id: TransferId, len: usize, chunk: Option<Bytes>) {
-        let Some(transfer) = self.transfers.get_mut(&id) else {
+        let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
         transfer.remaining -= len as u64;
@@ -666,7 +705,7 @@ impl Engine {
     fn read_more(&mut self, id: TransferId) {
         let room = self.window_room(id);
         let chunk = self.config.transfer_chunk_bytes;
-        let Some(transfer) = self.transfers.get_mut(&id) else {
+        let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
         if room == 0 || transfer.remaining == 0 {
@@ -677,14 +716,12 @@ impl Engine {
             opened: true,
             reading: true,
         };
-        self.outbox
-            .outputs
-            .push_back(Output::ReadFile { transfer: id, max });
+        self.outbox.push(Output::ReadFile { transfer: id, max });
     }
 
     /// How many more bytes the recipient of `id` may have queued.
     fn window_room(&self, id: TransferId) -> usize {
-        let Some(transfer) = self.transfers.get(&id) else {
+        let Some(transfer) = self.transfers.get(id) else {
             return 0;
         };
         let queued = self.sessions.queued_bytes(transfer.recipient);

@@ -267,7 +267,7 @@ impl World {
     pub fn start_reading(&mut self, connection: ConnectionId) {
         self.not_reading.remove(&connection);
         let queued = self.engine.queued_bytes(connection);
-        self.engine.handle_written(connection, queued);
+        self.engine.handle_written(connection, queued, self.now);
         self.drain();
     }
 
@@ -350,7 +350,7 @@ impl World {
             .or_default()
             .extend_from_slice(data);
         if !self.not_reading.contains(&connection) {
-            self.engine.handle_written(connection, data.len());
+            self.engine.handle_written(connection, data.len(), self.now);
         }
     }
 

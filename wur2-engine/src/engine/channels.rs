@@ -1,0 +1,99 @@
+//! The channels that have members, and who is in each, in join order.
+//!
+//! A member's position in its channel's list is kept in its session (`Member`), so leaving
+//! is a swap-remove; this table says which member moved, and the engine updates it. It
+//! sends nothing: announcing joins and departures is the engine's job.
+
+use std::collections::BTreeMap;
+
+use crate::ids::ConnectionId;
+use crate::names::channel_key;
+
+/// A channel with at least one member.
+#[derive(Debug)]
+pub(super) struct Channel {
+    /// The name as first used (shown to users); the table is keyed by its `channel_key`.
+    pub(super) name: String,
+    pub(super) members: Vec<ConnectionId>,
+}
+
+/// What is left of a channel after a member left it.
+#[derive(Debug)]
+pub(super) enum Left<'a> {
+    /// The member was not where its session said: nothing changed.
+    NotMember,
+    /// That was the last member: the channel is gone.
+    Emptied,
+    /// The channel goes on; `moved` took the leaver's position (tell its session).
+    Remaining {
+        channel: &'a Channel,
+        moved: Option<ConnectionId>,
+    },
+}
+
+/// Channels with at least one member, by channel key.
+#[derive(Debug, Default)]
+pub(super) struct Channels {
+    by_key: BTreeMap<String, Channel>,
+}
+
+impl Channels {
+    pub(super) fn get(&self, key: &str) -> Option<&Channel> {
+        self.by_key.get(key)
+    }
+
+    /// The display name of the channel with `key` (empty if there is none).
+    pub(super) fn name(&self, key: &str) -> String {
+        self.get(key).map(|c| c.name.clone()).unwrap_or_default()
+    }
+
+    /// Every channel's name and member count, ordered by key.
+    pub(super) fn list(&self) -> Vec<(&str, usize)> {
+        self.by_key
+            .values()
+            .map(|c| (c.name.as_str(), c.members.len()))
+            .collect()
+    }
+
+    /// Adds `connection` to channel `name`, created when missing. Returns the channel's
+    /// key and the connection's position in its member list.
+    pub(super) fn join(&mut self, name: &str, connection: ConnectionId) -> (String, usize) {
+        let key = channel_key(name);
+        let channel = self.by_key.entry(key.clone()).or_insert_with(|| Channel {
+            name: name.to_string(),
+            members: Vec::new(),
+        });
+        channel.members.push(connection);
+        let position = channel.members.len() - 1;
+        (key, position)
+    }
+
+    /// Takes `connection` out of channel `key`, where it is member number `position`; an
+    /// emptied channel disappears.
+    pub(super) fn leave(
+        &mut self,
+        key: &str,
+        position: usize,
+        connection: ConnectionId,
+    ) -> Left<'_> {
+        let Some(channel) = self.by_key.get_mut(key) else {
+            return Left::NotMember;
+        };
+        if channel.members.get(position) != Some(&connection) {
+            return Left::NotMember;
+        }
+        channel.members.swap_remove(position);
+        if channel.members.is_empty() {
+            self.by_key.remove(key);
+            return Left::Emptied;
+        }
+        // Looked up again: the borrow above may not outlive the removal branch.
+        match self.by_key.get(key) {
+            Some(channel) => Left::Remaining {
+                channel,
+                moved: channel.members.get(position).copied(),
+            },
+            None => Left::Emptied,
+        }
+    }
+}
