@@ -769,6 +769,249 @@ mod tests {
         );
     }
 
+    /// One of every line, with the exact JSON bytes clients have always received (keys in
+    /// sorted order, `ts` only when the time is known).
+    fn every_json_line() -> Vec<(Line<'static>, &'static str)> {
+        let id = MessageId {
+            origin: 1,
+            sequence: 2,
+        };
+        let file = TransferId(7);
+        vec![
+            (
+                Line::Info("Welcome to WUR2"),
+                r#"{"text":"Welcome to WUR2","type":"info"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Account),
+                r#"{"prompt":"account","type":"prompt"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Username),
+                r#"{"prompt":"username","type":"prompt"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Password),
+                r#"{"prompt":"password","type":"prompt"}"#,
+            ),
+            (
+                Line::Welcome {
+                    user: "al",
+                    role: Role::Mod,
+                    new: true,
+                },
+                r#"{"new":true,"role":"mod","type":"welcome","user":"al"}"#,
+            ),
+            (
+                Line::InChannel { channel: "Global" },
+                r#"{"channel":"Global","type":"channel"}"#,
+            ),
+            (
+                Line::Chat {
+                    channel: "Global",
+                    user: "al",
+                    text: "hi \"there\"\u{1}",
+                    id,
+                },
+                r#"{"channel":"Global","from":"al","id":"00000000000000010000000000000002","text":"hi \"there\"\u0001","type":"message"}"#,
+            ),
+            (
+                Line::Direct {
+                    from: "al",
+                    text: "psst",
+                    id,
+                },
+                r#"{"from":"al","id":"00000000000000010000000000000002","text":"psst","type":"dm"}"#,
+            ),
+            (
+                Line::OfflineDirect {
+                    from: "al",
+                    text: "later",
+                    sent_at: 5,
+                    id,
+                },
+                r#"{"from":"al","id":"00000000000000010000000000000002","offline":true,"sent_at":5,"text":"later","type":"dm"}"#,
+            ),
+            (
+                Line::History {
+                    channel: "Global",
+                    from: "al",
+                    text: "old",
+                    sent_at: -1,
+                    id,
+                },
+                r#"{"channel":"Global","from":"al","id":"00000000000000010000000000000002","sent_at":-1,"text":"old","type":"history"}"#,
+            ),
+            (
+                Line::StoredForLater { to: "bo" },
+                r#"{"to":"bo","type":"dm_stored"}"#,
+            ),
+            (
+                Line::Joined {
+                    user: "al",
+                    channel: "rust",
+                },
+                r#"{"channel":"rust","type":"join","user":"al"}"#,
+            ),
+            (
+                Line::Left {
+                    user: "al",
+                    channel: "rust",
+                },
+                r#"{"channel":"rust","type":"part","user":"al"}"#,
+            ),
+            (
+                Line::Switched {
+                    from: "Global",
+                    to: "rust",
+                },
+                r#"{"from":"Global","to":"rust","type":"switched"}"#,
+            ),
+            (
+                Line::Kicked {
+                    by: "mo",
+                    reason: "spam",
+                },
+                r#"{"by":"mo","reason":"spam","type":"kicked"}"#,
+            ),
+            (
+                Line::KickNotice {
+                    user: "al",
+                    by: "mo",
+                    reason: "spam",
+                },
+                r#"{"by":"mo","reason":"spam","type":"kick","user":"al"}"#,
+            ),
+            (
+                Line::KickDone { user: "al" },
+                r#"{"type":"kick_done","user":"al"}"#,
+            ),
+            (
+                Line::YourRole { role: Role::User },
+                r#"{"role":"user","type":"role"}"#,
+            ),
+            (
+                Line::RoleSet {
+                    user: "al",
+                    role: Role::Admin,
+                },
+                r#"{"role":"admin","type":"role_set","user":"al"}"#,
+            ),
+            (
+                Line::RoleChanged {
+                    role: Role::Mod,
+                    by: "boss",
+                },
+                r#"{"by":"boss","role":"mod","type":"role"}"#,
+            ),
+            (
+                Line::Users(vec!["al", "bo"]),
+                r#"{"type":"list","users":["al","bo"]}"#,
+            ),
+            (
+                Line::Channels(vec![("Global", 2), ("rust", 1)]),
+                r#"{"channels":[{"members":2,"name":"Global"},{"members":1,"name":"rust"}],"type":"channels"}"#,
+            ),
+            (
+                Line::Profile {
+                    user: "al",
+                    channel: "Global",
+                    role: Role::User,
+                },
+                r#"{"channel":"Global","role":"user","type":"profile","user":"al"}"#,
+            ),
+            (Line::Pong(""), r#"{"token":"","type":"pong"}"#),
+            (Line::Pong("t1"), r#"{"token":"t1","type":"pong"}"#),
+            (Line::Goodbye, r#"{"type":"goodbye"}"#),
+            (Line::ShuttingDown, r#"{"type":"shutdown"}"#),
+            (
+                Line::Help(None),
+                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
+            ),
+            (
+                Line::ModeSet(Mode::Json),
+                r#"{"mode":"json","type":"mode"}"#,
+            ),
+            (
+                Line::ModeSet(Mode::Text),
+                r#"{"mode":"text","type":"mode"}"#,
+            ),
+            (
+                Line::FileOffer {
+                    id: file,
+                    from: "al",
+                    name: "a.bin",
+                    size: 3,
+                },
+                r#"{"from":"al","id":7,"name":"a.bin","size":3,"type":"file_offer"}"#,
+            ),
+            (
+                Line::FileSending {
+                    id: file,
+                    to: "bo",
+                    name: "a.bin",
+                    size: 3,
+                },
+                r#"{"id":7,"name":"a.bin","size":3,"to":"bo","type":"file_sending"}"#,
+            ),
+            (
+                Line::FileChunk {
+                    id: file,
+                    data: b"\x00\x01\x02",
+                },
+                r#"{"data":"AAEC","id":7,"type":"file_chunk"}"#,
+            ),
+            (
+                Line::FileReceived {
+                    id: file,
+                    name: "a.bin",
+                    size: 3,
+                    from: "al",
+                },
+                r#"{"from":"al","id":7,"name":"a.bin","size":3,"type":"file_done"}"#,
+            ),
+            (
+                Line::FileSent {
+                    id: file,
+                    name: "a.bin",
+                    to: "bo",
+                },
+                r#"{"id":7,"name":"a.bin","to":"bo","type":"file_done"}"#,
+            ),
+            (
+                Line::FileCancelled {
+                    id: file,
+                    reason: "bo left",
+                },
+                r#"{"id":7,"reason":"bo left","type":"file_cancelled"}"#,
+            ),
+            (
+                Line::Error {
+                    code: ErrorCode::NotOnline,
+                    message: "bo is not online".into(),
+                },
+                r#"{"code":"not_online","message":"bo is not online","type":"error"}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn json_lines_keep_their_exact_bytes() {
+        for (line, expected) in every_json_line() {
+            let rendered = line.json(None);
+            assert_eq!(
+                String::from_utf8_lossy(&rendered),
+                format!("{expected}\n"),
+                "{line:?}"
+            );
+            let stamped = line.json(Some(1_795_664_700_000));
+            let ts = r#""ts":1795664700000"#;
+            let value: Value = serde_json::from_slice(&stamped).unwrap();
+            assert_eq!(value["ts"], 1_795_664_700_000_i64, "{line:?}");
+            assert!(String::from_utf8_lossy(&stamped).contains(ts));
+        }
+    }
+
     #[test]
     fn chat_lines_have_the_seed_format() {
         assert_eq!(&chat_text("Global", "al", "hi")[..], b"[Global] al: hi\n");
