@@ -216,6 +216,7 @@ mod file;
 mod flood;
 mod framer;
 mod ids;
+pub mod json;
 mod login_guard;
 mod names;
 mod output;

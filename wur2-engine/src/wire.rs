@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
 
 use crate::ids::{MessageId, TransferId};
+use crate::json::{ChannelInfo, ServerEvent, ServerLine};
 use crate::store::Role;
 
 /// How a connection wants server lines: readable text (the default) or JSON objects.
@@ -398,139 +398,191 @@ impl Line<'_> {
         Bytes::from(out)
     }
 
-    /// The JSON-lines form: one object with a `type`, `\n` included.
+    /// The JSON-lines form: one [`ServerLine`] object, `\n` included.
     pub(crate) fn json(&self, unix_ms: Option<i64>) -> Bytes {
-        let mut value = match self {
-            Line::Info(text) => json!({"type": "info", "text": text}),
-            Line::Prompt(prompt) => {
-                let prompt = match prompt {
+        // Owned text the borrowed event points into.
+        let (id, chunk);
+        let event = match *self {
+            Line::Info(text) => ServerEvent::Info { text },
+            Line::Prompt(prompt) => ServerEvent::Prompt {
+                prompt: match prompt {
                     Prompt::Account => "account",
                     Prompt::Username => "username",
                     Prompt::Password => "password",
-                };
-                json!({"type": "prompt", "prompt": prompt})
-            }
-            Line::Welcome { user, role, new } => {
-                json!({"type": "welcome", "user": user, "role": role.as_str(), "new": new})
-            }
-            Line::InChannel { channel } => json!({"type": "channel", "channel": channel}),
+                },
+            },
+            Line::Welcome { user, role, new } => ServerEvent::Welcome {
+                user,
+                role: role.as_str(),
+                new,
+            },
+            Line::InChannel { channel } => ServerEvent::Channel { channel },
             Line::Chat {
                 channel,
                 user,
                 text,
-                id,
-            } => json!({
-                "type": "message", "channel": channel, "from": user, "text": text,
-                "id": id.to_string()
-            }),
-            Line::Direct { from, text, id } => {
-                json!({"type": "dm", "from": from, "text": text, "id": id.to_string()})
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Message {
+                    channel,
+                    from: user,
+                    text,
+                    id: Some(id.as_str()),
+                }
+            }
+            Line::Direct {
+                from,
+                text,
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Dm {
+                    from,
+                    text,
+                    id: Some(id.as_str()),
+                    offline: false,
+                    sent_at: None,
+                }
             }
             Line::OfflineDirect {
                 from,
                 text,
                 sent_at,
-                id,
-            } => json!({
-                "type": "dm", "from": from, "text": text, "id": id.to_string(),
-                "offline": true, "sent_at": sent_at
-            }),
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Dm {
+                    from,
+                    text,
+                    id: Some(id.as_str()),
+                    offline: true,
+                    sent_at: Some(sent_at),
+                }
+            }
             Line::History {
                 channel,
                 from,
                 text,
                 sent_at,
-                id,
-            } => json!({
-                "type": "history", "channel": channel, "from": from, "text": text,
-                "sent_at": sent_at, "id": id.to_string()
-            }),
-            Line::StoredForLater { to } => json!({"type": "dm_stored", "to": to}),
-            Line::Joined { user, channel } => {
-                json!({"type": "join", "user": user, "channel": channel})
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::History {
+                    channel,
+                    from,
+                    text,
+                    sent_at,
+                    id: Some(id.as_str()),
+                }
             }
-            Line::Left { user, channel } => {
-                json!({"type": "part", "user": user, "channel": channel})
-            }
-            Line::Switched { from, to } => json!({"type": "switched", "from": from, "to": to}),
-            Line::Kicked { by, reason } => {
-                json!({"type": "kicked", "by": by, "reason": reason})
-            }
-            Line::KickNotice { user, by, reason } => {
-                json!({"type": "kick", "user": user, "by": by, "reason": reason})
-            }
-            Line::KickDone { user } => json!({"type": "kick_done", "user": user}),
-            Line::YourRole { role } => json!({"type": "role", "role": role.as_str()}),
-            Line::RoleSet { user, role } => {
-                json!({"type": "role_set", "user": user, "role": role.as_str()})
-            }
-            Line::RoleChanged { role, by } => {
-                json!({"type": "role", "role": role.as_str(), "by": by})
-            }
-            Line::Users(names) => json!({"type": "list", "users": names}),
-            Line::Channels(channels) => {
-                let channels: Vec<Value> = channels
+            Line::StoredForLater { to } => ServerEvent::DmStored { to },
+            Line::Joined { user, channel } => ServerEvent::Join { user, channel },
+            Line::Left { user, channel } => ServerEvent::Part { user, channel },
+            Line::Switched { from, to } => ServerEvent::Switched { from, to },
+            Line::Kicked { by, reason } => ServerEvent::Kicked { by, reason },
+            Line::KickNotice { user, by, reason } => ServerEvent::Kick { user, by, reason },
+            Line::KickDone { user } => ServerEvent::KickDone { user },
+            Line::YourRole { role } => ServerEvent::Role {
+                role: role.as_str(),
+                by: None,
+            },
+            Line::RoleSet { user, role } => ServerEvent::RoleSet {
+                user,
+                role: role.as_str(),
+            },
+            Line::RoleChanged { role, by } => ServerEvent::Role {
+                role: role.as_str(),
+                by: Some(by),
+            },
+            Line::Users(ref names) => ServerEvent::List {
+                users: names.clone(),
+            },
+            Line::Channels(ref channels) => ServerEvent::Channels {
+                channels: channels
                     .iter()
-                    .map(|(name, members)| json!({"name": name, "members": members}))
-                    .collect();
-                json!({"type": "channels", "channels": channels})
-            }
+                    .map(|&(name, members)| ChannelInfo {
+                        name,
+                        members: members as u64,
+                    })
+                    .collect(),
+            },
             Line::Profile {
                 user,
                 channel,
                 role,
-            } => json!({
-                "type": "profile", "user": user, "channel": channel, "role": role.as_str()
-            }),
-            Line::Pong(token) => json!({"type": "pong", "token": token}),
-            Line::Goodbye => json!({"type": "goodbye"}),
-            Line::ShuttingDown => json!({"type": "shutdown"}),
-            Line::Help(role) => json!({"type": "help", "commands": help_commands(*role)}),
-            Line::ModeSet(mode) => {
-                let mode = if *mode == Mode::Json { "json" } else { "text" };
-                json!({"type": "mode", "mode": mode})
-            }
+            } => ServerEvent::Profile {
+                user,
+                channel,
+                role: role.as_str(),
+            },
+            Line::Pong(token) => ServerEvent::Pong { token },
+            Line::Goodbye => ServerEvent::Goodbye,
+            Line::ShuttingDown => ServerEvent::Shutdown,
+            Line::Help(role) => ServerEvent::Help {
+                commands: help_commands(role),
+            },
+            Line::ModeSet(mode) => ServerEvent::Mode {
+                mode: if mode == Mode::Json { "json" } else { "text" },
+            },
             Line::FileOffer {
-                id,
+                id: file,
                 from,
                 name,
                 size,
-            } => json!({
-                "type": "file_offer", "id": id.0, "from": from, "name": name, "size": size
-            }),
-            Line::FileSending { id, to, name, size } => json!({
-                "type": "file_sending", "id": id.0, "to": to, "name": name, "size": size
-            }),
-            Line::FileChunk { id, data } => {
-                let encoded = base64_simd::STANDARD.encode_to_string(data);
-                json!({"type": "file_chunk", "id": id.0, "data": encoded})
+            } => ServerEvent::FileOffer {
+                id: file.0,
+                from,
+                name,
+                size,
+            },
+            Line::FileSending {
+                id: file,
+                to,
+                name,
+                size,
+            } => ServerEvent::FileSending {
+                id: file.0,
+                to,
+                name,
+                size,
+            },
+            Line::FileChunk { id: file, data } => {
+                chunk = base64_simd::STANDARD.encode_to_string(data);
+                ServerEvent::FileChunk {
+                    id: file.0,
+                    data: chunk.as_str(),
+                }
             }
             Line::FileReceived {
-                id,
+                id: file,
                 name,
                 size,
                 from,
-            } => json!({
-                "type": "file_done", "id": id.0, "name": name, "size": size, "from": from
-            }),
-            Line::FileSent { id, name, to } => {
-                json!({"type": "file_done", "id": id.0, "name": name, "to": to})
+            } => ServerEvent::FileDone {
+                id: file.0,
+                name,
+                size: Some(size),
+                from: Some(from),
+                to: None,
+            },
+            Line::FileSent { id: file, name, to } => ServerEvent::FileDone {
+                id: file.0,
+                name,
+                size: None,
+                from: None,
+                to: Some(to),
+            },
+            Line::FileCancelled { id: file, reason } => {
+                ServerEvent::FileCancelled { id: file.0, reason }
             }
-            Line::FileCancelled { id, reason } => {
-                json!({"type": "file_cancelled", "id": id.0, "reason": reason})
-            }
-            Line::Error { code, message } => {
-                json!({"type": "error", "code": code.as_str(), "message": message})
-            }
+            Line::Error { code, ref message } => ServerEvent::Error {
+                code: code.as_str(),
+                message,
+            },
         };
-        if let (Some(ts), Value::Object(object)) = (unix_ms, &mut value) {
-            object.insert("ts".into(), ts.into());
-        }
-        let mut out = Vec::with_capacity(96);
-        // Serialising a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &value);
-        out.push(b'\n');
-        Bytes::from(out)
+        let line = ServerLine { ts: unix_ms, event };
+        Bytes::from(line.to_bytes())
     }
 }
 
@@ -687,6 +739,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
