@@ -67,9 +67,9 @@
 //!
 //! Complete programs, each run by the workspace's test script:
 //!
-//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads, in under
-//!   200 lines (plus the in-memory store the examples share). The engine needs no async
-//!   runtime.
+//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads, in about
+//!   200 lines, with the engine's in-memory store (`wur2_engine::memory_store`, feature
+//!   `memory-store`). The engine needs no async runtime.
 //! - `examples/bot.rs`: a bot that logs in, joins a channel and answers messages
 //!   in-process, with no socket.
 //! - `wur2-tokio`'s `examples/embed_tokio.rs`: the Tokio driver embedded in an existing
@@ -218,6 +218,8 @@ mod framer;
 mod ids;
 pub mod json;
 mod login_guard;
+#[cfg(feature = "memory-store")]
+pub mod memory_store;
 mod names;
 mod output;
 mod sanitize;
