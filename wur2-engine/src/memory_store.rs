@@ -138,6 +138,11 @@ impl MemoryStore {
         self.holding = holding;
     }
 
+    /// Whether the delay knob is on.
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
     /// How many requests are held.
     pub fn waiting(&self) -> usize {
         self.held.len()
