@@ -215,6 +215,8 @@ mod engine;
 mod file;
 mod flood;
 mod framer;
+#[cfg(any(test, feature = "framer-model"))]
+pub mod framer_model;
 mod ids;
 pub mod json;
 mod login_guard;
