@@ -75,9 +75,9 @@
 //! - `wur2-tokio`'s `examples/embed_tokio.rs`: the Tokio driver embedded in an existing
 //!   Tokio application next to other services.
 //!
-//! The crates around the engine: [`wur2-store`](https://docs.rs/wur2-store) answers every
-//! [`StoreRequest`] with SQLite or PostgreSQL, and [`wur2-tokio`](https://docs.rs/wur2-tokio)
-//! is a complete driver (and the `wur2` server).
+//! The crates around the engine, in the same repository: `wur2-store` answers every
+//! [`StoreRequest`] with SQLite or PostgreSQL, and `wur2-tokio` is a complete driver (and
+//! the `wur2` server).
 //!
 //! ## What goes in
 //!
