@@ -198,13 +198,23 @@
 //!
 //! ## Cargo features
 //!
-//! None. The engine's dependencies are `bytes` (shared output buffers), `thiserror`,
-//! `tracing` (logs of closes and store failures; silent unless the program installs a
-//! subscriber) and `serde_json` (which renders JSON-lines mode, so it is not optional).
-//! There is no `serde` feature yet: drivers and stores run in the same process as the
-//! engine, and the types that would need it to cross a process boundary
-//! ([`StoreRequest`] carries a [`Password`]) deserve a deliberate format rather than a
-//! derived one.
+//! Two, both off by default and both for testing rather than serving:
+//!
+//! - `memory-store`: `memory_store::MemoryStore`, an in-memory store that answers every
+//!   [`StoreRequest`], with knobs for delay (requests held until released, in any order)
+//!   and failure. It reads no clock: messages are stamped from a clock the caller sets.
+//! - `framer-model`: `framer_model`, the line framer's reference model and a check that
+//!   runs [`LineFramer`] beside it (for property tests and fuzzing).
+//!
+//! The engine's dependencies are `bytes` (shared output buffers), `thiserror`, `tracing`
+//! (logs of closes and store failures; silent unless the program installs a subscriber),
+//! `base64-simd` (file chunks in JSON mode) and `serde` with `serde_json`: JSON-lines mode
+//! is rendered from the typed schema in [`json`], which a client deserialises with the
+//! same types, so they are not optional (the derive adds one proc-macro crate next to
+//! `thiserror`'s). Engine inputs and outputs have no serde derives: drivers and stores run
+//! in the same process as the engine, and the types that would need them to cross a
+//! process boundary ([`StoreRequest`] carries a [`Password`]) deserve a deliberate format
+//! rather than a derived one.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
