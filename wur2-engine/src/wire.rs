@@ -1067,6 +1067,17 @@ mod tests {
     }
 
     #[test]
+    fn every_json_line_reads_back_into_the_schema_clients_use() {
+        for (line, _) in every_json_line() {
+            let rendered = line.json(Some(1));
+            let text = std::str::from_utf8(&rendered).unwrap();
+            let read = ServerLine::parse(text).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(read.ts, Some(1), "{line:?}");
+            assert_ne!(read.event, ServerEvent::Unknown, "{line:?}");
+        }
+    }
+
+    #[test]
     fn chat_lines_have_the_seed_format() {
         assert_eq!(&chat_text("Global", "al", "hi")[..], b"[Global] al: hi\n");
     }
