@@ -14,13 +14,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::{MessageId, RequestId};
 use crate::names::{channel_key, username_key};
-use crate::store::{PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredMessage};
+use crate::store::{
+    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
+};
 
-/// One account.
+/// One account (its password hidden from `Debug`).
 #[derive(Debug, Clone)]
 struct Account {
     username: String,
-    password: String,
+    password: Password,
     role: Role,
 }
 
@@ -82,7 +84,7 @@ impl MemoryStore {
     pub fn add_account(&mut self, username: &str, password: &str, role: Role) {
         let account = Account {
             username: username.to_string(),
-            password: password.to_string(),
+            password: Password::new(password),
             role,
         };
         self.accounts.insert(username_key(username), account);
@@ -198,10 +200,12 @@ impl MemoryStore {
             }
             StoreRequest::Login { username, password } => {
                 match self.accounts.get(&username_key(username)) {
-                    Some(account) if account.password == password.expose() => StoreReply::Account {
-                        username: account.username.clone(),
-                        role: account.role,
-                    },
+                    Some(account) if account.password.expose() == password.expose() => {
+                        StoreReply::Account {
+                            username: account.username.clone(),
+                            role: account.role,
+                        }
+                    }
                     _ => StoreReply::Failed(StoreError::InvalidCredentials),
                 }
             }
@@ -285,7 +289,7 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ChannelMessage, Password};
+    use crate::store::ChannelMessage;
 
     fn register(name: &str) -> StoreRequest {
         StoreRequest::Register {
@@ -321,6 +325,15 @@ mod tests {
         assert_eq!(id, RequestId(1));
         assert_eq!(reply, StoreReply::Failed(StoreError::UsernameTaken));
         assert_eq!(store.release(0), None);
+    }
+
+    #[test]
+    fn passwords_do_not_show_in_debug_output() {
+        let mut store = MemoryStore::new();
+        store.answer(&register("al"));
+        store.set_holding(true);
+        store.submit(RequestId(1), register("bo"));
+        assert!(!format!("{store:?}").contains("long-enough"));
     }
 
     #[test]
