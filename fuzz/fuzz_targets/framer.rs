@@ -1,8 +1,8 @@
-//! `LineFramer` fed one input in arbitrary chunks: same frames as the whole input at once,
-//! no line over the limit, bounded memory once drained.
+//! `LineFramer` fed one input in arbitrary chunks, checked against the engine's reference
+//! model (`wur2_engine::framer_model`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wur2_fuzz::framer::{Chunked, check};
+use wur2_fuzz::framer::check;
 
-fuzz_target!(|data: &[u8]| check(&Chunked::from_bytes(data)));
+fuzz_target!(|data: &[u8]| check(data));

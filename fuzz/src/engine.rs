@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use serde_json::Value;
+use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
     CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output, PendingMessage,
     RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, WallClock,
@@ -478,171 +479,60 @@ impl Line {
     }
 }
 
-/// An in-memory store that follows the contract written on `StoreRequest`.
-#[derive(Debug, Default)]
-struct Store {
-    /// By username key: name as registered, password, role.
-    users: BTreeMap<String, (String, String, Role)>,
-    /// (channel key, message), in append order.
-    channel_messages: Vec<(String, StoredMessage)>,
-    /// (recipient key, message, delivered).
-    private_messages: Vec<(String, PendingMessage, bool)>,
-    clock_ms: i64,
+/// The engine's in-memory store, with three accounts (an admin, a moderator and a user)
+/// and messages stamped a minute apart.
+fn store_with_staff() -> MemoryStore {
+    let mut store = MemoryStore::new();
+    store.set_clock(60_000, 60_000);
+    for (name, role) in [
+        ("admin", Role::Admin),
+        ("mod", Role::Mod),
+        ("alice", Role::User),
+    ] {
+        store.add_account(name, PASSWORD, role);
+    }
+    store
 }
 
-impl Store {
-    fn with_staff() -> Self {
-        let mut store = Store::default();
-        for (name, role) in [
-            ("admin", Role::Admin),
-            ("mod", Role::Mod),
-            ("alice", Role::User),
-        ] {
-            store
-                .users
-                .insert(username_key(name), (name.into(), PASSWORD.into(), role));
-        }
-        store
-    }
-
-    fn answer(&mut self, request: &StoreRequest) -> StoreReply {
-        self.clock_ms += 60_000;
-        match request {
-            StoreRequest::Register { username, password } => {
-                let key = username_key(username);
-                if self.users.contains_key(&key) {
-                    return StoreReply::Failed(StoreError::UsernameTaken);
-                }
-                let user = (username.clone(), password.expose().to_string(), Role::User);
-                self.users.insert(key, user);
-                StoreReply::Account {
-                    username: username.clone(),
-                    role: Role::User,
-                }
-            }
-            StoreRequest::Login { username, password } => {
-                match self.users.get(&username_key(username)) {
-                    Some((name, stored, role)) if stored == password.expose() => {
-                        StoreReply::Account {
-                            username: name.clone(),
-                            role: *role,
-                        }
-                    }
-                    _ => StoreReply::Failed(StoreError::InvalidCredentials),
-                }
-            }
-            StoreRequest::AppendChannelMessage(message) => {
-                let stored = StoredMessage {
-                    id: message.id,
-                    sender: message.sender.clone(),
-                    text: message.text.clone(),
-                    sent_at_unix_ms: self.clock_ms,
-                };
-                self.channel_messages
-                    .push((username_key(&message.channel), stored));
-                StoreReply::Done
-            }
-            StoreRequest::AppendPrivateMessage(message) => {
-                let key = username_key(&message.recipient);
-                if !self.users.contains_key(&key) {
-                    return StoreReply::Failed(StoreError::UnknownUser);
-                }
-                let pending = PendingMessage {
-                    id: message.id,
-                    sender: message.sender.clone(),
-                    text: message.text.clone(),
-                    sent_at_unix_ms: self.clock_ms,
-                };
-                self.private_messages
-                    .push((key, pending, message.delivered));
-                StoreReply::Done
-            }
-            StoreRequest::FetchHistory { channel, limit } => {
-                let key = username_key(channel);
-                let mut messages: Vec<StoredMessage> = self
-                    .channel_messages
-                    .iter()
-                    .rev()
-                    .filter(|(k, _)| *k == key)
-                    .take(*limit)
-                    .map(|(_, m)| m.clone())
-                    .collect();
-                messages.reverse();
-                StoreReply::History(messages)
-            }
-            StoreRequest::FetchPending { username } => {
-                let key = username_key(username);
-                let pending = self
-                    .private_messages
-                    .iter()
-                    .filter(|(k, _, delivered)| *k == key && !delivered)
-                    .map(|(_, m, _)| m.clone())
-                    .collect();
-                StoreReply::Pending(pending)
-            }
-            StoreRequest::MarkDelivered { ids } => {
-                for (_, message, delivered) in &mut self.private_messages {
-                    if ids.contains(&message.id) {
-                        *delivered = true;
-                    }
-                }
-                StoreReply::Done
-            }
-            StoreRequest::SetRole { username, role } => {
-                match self.users.get_mut(&username_key(username)) {
-                    Some((name, _, stored)) => {
-                        *stored = *role;
-                        StoreReply::Account {
-                            username: name.clone(),
-                            role: *role,
-                        }
-                    }
-                    None => StoreReply::Failed(StoreError::UnknownUser),
-                }
+/// The reply `reply` asks for to `request`: the store's own when it is `Correct`.
+fn reply(store: &mut MemoryStore, request: &StoreRequest, reply: &Reply) -> StoreReply {
+    match reply {
+        Reply::Correct => store.answer(request),
+        Reply::Failed(failure) => StoreReply::Failed(failure.error()),
+        Reply::Done => StoreReply::Done,
+        Reply::Account(role) => {
+            // A name the engine validated, so the reply could have come from a store.
+            let username = match request {
+                StoreRequest::Register { username, .. }
+                | StoreRequest::Login { username, .. }
+                | StoreRequest::SetRole { username, .. }
+                | StoreRequest::FetchPending { username } => username.clone(),
+                _ => "alice".to_string(),
+            };
+            StoreReply::Account {
+                username,
+                role: role.role(),
             }
         }
-    }
-
-    /// The reply `reply` asks for to `request`.
-    fn reply(&mut self, request: &StoreRequest, reply: &Reply) -> StoreReply {
-        match reply {
-            Reply::Correct => self.answer(request),
-            Reply::Failed(failure) => StoreReply::Failed(failure.error()),
-            Reply::Done => StoreReply::Done,
-            Reply::Account(role) => {
-                // A name the engine validated, so the reply could have come from a store.
-                let username = match request {
-                    StoreRequest::Register { username, .. }
-                    | StoreRequest::Login { username, .. }
-                    | StoreRequest::SetRole { username, .. }
-                    | StoreRequest::FetchPending { username } => username.clone(),
-                    _ => "alice".to_string(),
-                };
-                StoreReply::Account {
-                    username,
-                    role: role.role(),
+        Reply::History(messages) => {
+            StoreReply::History(stored(messages, |id, sender, text, sent_at_unix_ms| {
+                StoredMessage {
+                    id,
+                    sender,
+                    text,
+                    sent_at_unix_ms,
                 }
-            }
-            Reply::History(messages) => {
-                StoreReply::History(stored(messages, |id, sender, text, sent_at_unix_ms| {
-                    StoredMessage {
-                        id,
-                        sender,
-                        text,
-                        sent_at_unix_ms,
-                    }
-                }))
-            }
-            Reply::Pending(messages) => {
-                StoreReply::Pending(stored(messages, |id, sender, text, sent_at_unix_ms| {
-                    PendingMessage {
-                        id,
-                        sender,
-                        text,
-                        sent_at_unix_ms,
-                    }
-                }))
-            }
+            }))
+        }
+        Reply::Pending(messages) => {
+            StoreReply::Pending(stored(messages, |id, sender, text, sent_at_unix_ms| {
+                PendingMessage {
+                    id,
+                    sender,
+                    text,
+                    sent_at_unix_ms,
+                }
+            }))
         }
     }
 }
@@ -719,15 +609,12 @@ struct SeenTransfer {
 struct Harness {
     engine: Engine,
     config: Config,
-    store: Store,
+    store: MemoryStore,
     now: Instant,
     next_port: u16,
     /// Every connection ever opened, in order (events pick from it by index).
     ids: Vec<ConnectionId>,
     clients: BTreeMap<ConnectionId, Client>,
-    store_answers_at_once: bool,
-    /// Requests waiting for the store, oldest first.
-    held: Vec<(RequestId, StoreRequest)>,
     issued: BTreeSet<RequestId>,
     answered: Vec<RequestId>,
     /// Server-side files the engine asked for, by transfer.
@@ -754,16 +641,16 @@ pub fn run(scenario: &Scenario) {
 pub fn run_traced(scenario: &Scenario) -> Vec<String> {
     let now = Instant::now();
     let config = scenario.limits.config(now);
+    let mut store = store_with_staff();
+    store.set_holding(!scenario.store_answers_at_once);
     let mut harness = Harness {
         engine: Engine::new(config.clone()),
         config,
-        store: Store::with_staff(),
+        store,
         now,
         next_port: 1000,
         ids: Vec::new(),
         clients: BTreeMap::new(),
-        store_answers_at_once: scenario.store_answers_at_once,
-        held: Vec::new(),
         issued: BTreeSet::new(),
         answered: Vec::new(),
         files: BTreeMap::new(),
@@ -930,25 +817,33 @@ impl Harness {
                     self.engine.handle_written(id, queued, self.now);
                 }
             }
-            Event::Answer { request, reply } => {
-                if self.held.is_empty() {
+            Event::Answer {
+                request,
+                reply: how,
+            } => {
+                let waiting = self.store.waiting();
+                if waiting == 0 {
                     return;
                 }
-                let index = usize::from(*request) % self.held.len();
-                let (id, request) = self.held.remove(index);
-                let reply = self.store.reply(&request, reply);
+                let Some((id, request)) = self.store.take_held(usize::from(*request) % waiting)
+                else {
+                    return;
+                };
+                let reply = reply(&mut self.store, &request, how);
                 self.note_reply(&reply);
                 self.answer(id, reply);
             }
             Event::AnswerAll => {
-                for (id, request) in std::mem::take(&mut self.held) {
-                    let reply = self.store.answer(&request);
-                    self.answer(id, reply);
-                    self.drain();
+                // Those held now, oldest first; requests this sends are held behind them.
+                for _ in 0..self.store.waiting() {
+                    if let Some((id, reply)) = self.store.release(0) {
+                        self.answer(id, reply);
+                        self.drain();
+                    }
                 }
             }
-            Event::ToggleStore => self.store_answers_at_once = !self.store_answers_at_once,
-            Event::StaleAnswer { id, reply } => {
+            Event::ToggleStore => self.store.set_holding(!self.store.is_holding()),
+            Event::StaleAnswer { id, reply: how } => {
                 let id = match self.answered.len() {
                     0 => RequestId(*id),
                     n => {
@@ -956,13 +851,13 @@ impl Harness {
                         self.answered[index]
                     }
                 };
-                if self.held.iter().any(|(held, _)| *held == id) {
+                if self.store.holds(id) {
                     return;
                 }
                 let dummy = StoreRequest::FetchPending {
                     username: "alice".into(),
                 };
-                let reply = self.store.reply(&dummy, reply);
+                let reply = reply(&mut self.store, &dummy, how);
                 self.note_reply(&reply);
                 self.trace.push(format!("  stale answer {id}: {reply:?}"));
                 self.engine.handle_store_reply(id, reply, self.now);
@@ -1147,11 +1042,8 @@ impl Harness {
                         self.fail(format_args!("store request id {id} issued twice"));
                     }
                     self.check_request(&request);
-                    if self.store_answers_at_once {
-                        let reply = self.store.answer(&request);
+                    if let Some(reply) = self.store.submit(id, *request) {
                         self.answer(id, reply);
-                    } else {
-                        self.held.push((id, *request));
                     }
                 }
                 Output::OpenFile { transfer, path } => {
@@ -1201,7 +1093,7 @@ impl Harness {
     }
 
     fn file_work(&mut self, transfer: TransferId, work: FileWork) {
-        if self.store_answers_at_once {
+        if !self.store.is_holding() {
             self.answer_file(transfer, work, FileAnswer::Correct);
         } else {
             self.held_files.push((transfer, work));

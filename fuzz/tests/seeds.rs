@@ -12,7 +12,7 @@ fn replay(target: &str, data: &[u8]) {
     match target {
         "parse_command" => parse_command::check(data),
         "sanitize" => sanitize::check(data),
-        "framer" => framer::check(&framer::Chunked::from_bytes(data)),
+        "framer" => framer::check(data),
         "engine" => {
             if let Ok(scenario) = engine::Scenario::arbitrary_take_rest(Unstructured::new(data)) {
                 let trace = engine::run_traced(&scenario);

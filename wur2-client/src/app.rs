@@ -11,11 +11,11 @@ use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 use wur2_engine::ErrorCode;
+use wur2_engine::json::{ServerEvent, ServerLine};
 
 use crate::endpoint::Endpoint;
 use crate::files::{Downloads, Finished, local_file};
 use crate::net::{self, Credentials, LoginError, NetEvent, Outgoing, Session};
-use crate::protocol::{ServerEvent, ServerLine};
 use crate::state::{Action, ChatState, Connection, Key, Style, backoff};
 use crate::ui;
 

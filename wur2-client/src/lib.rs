@@ -5,7 +5,8 @@
 //!
 //! ## Shape
 //!
-//! - [`protocol`]: every server line parsed into a typed [`protocol::ServerEvent`].
+//! - server lines are read into the engine's typed JSON schema,
+//!   [`wur2_engine::json::ServerLine`], the same types the server renders them from.
 //! - [`state`]: what is shown and what typing does — views, unread counts, input history,
 //!   Tab completion, status, transfers — with no terminal and no socket, so it is unit-tested.
 //! - [`files`]: received files rebuilt byte-exactly in the download directory; local files
@@ -25,7 +26,6 @@ mod app;
 mod endpoint;
 pub mod files;
 mod net;
-pub mod protocol;
 pub mod state;
 mod ui;
 

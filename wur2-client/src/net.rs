@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
+use wur2_engine::json::{ServerEvent, ServerLine};
 use wur2_engine::{ErrorCode, Password};
 
 use crate::endpoint::{Endpoint, ReadHalf, WriteHalf};
-use crate::protocol::{ServerEvent, ServerLine};
 
 /// How long the server has to answer a login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::protocol::{ChannelInfo, ServerEvent, ServerLine};
+use wur2_engine::json::{ChannelInfo, ServerEvent, ServerLine};
 
 /// Commands offered by Tab completion: the server's and the client's own.
 pub const COMMANDS: &[&str] = &[

@@ -308,9 +308,9 @@ fn draw_input(frame: &mut Frame, state: &ChatState, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ServerLine;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
+    use wur2_engine::json::ServerLine;
 
     fn screen(state: &ChatState) -> String {
         let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();

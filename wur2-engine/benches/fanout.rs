@@ -1,5 +1,6 @@
 //! One line in, fan-out to a 1000-member channel, through the engine alone: time per
-//! message and allocations per recipient (counted by a wrapping global allocator).
+//! message and allocations per recipient (counted by a wrapping global allocator), with
+//! every member in text mode and then with every member in JSON lines mode.
 //!
 //! Run: `cargo bench -p wur2-engine --bench fanout`
 
@@ -52,6 +53,12 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
 }
 
 fn main() {
+    fanout("text", "");
+    fanout("JSON lines", "/mode json\n");
+}
+
+/// Measures one run: every member sends `setup` after registering, then one member talks.
+fn fanout(mode: &str, setup: &str) {
     let config = Config {
         flood_lines_per_second: 0,
         max_connections_per_address: MEMBERS + 1,
@@ -66,7 +73,7 @@ fn main() {
             let c = engine.handle_connect(peer, now);
             engine.handle_received(
                 c,
-                format!("/register user{i} password{i}\n").as_bytes(),
+                format!("/register user{i} password{i}\n{setup}").as_bytes(),
                 now,
             );
             drain(&mut engine, now);
@@ -98,7 +105,9 @@ fn main() {
 
     let per_message = elapsed / MESSAGES as u32;
     let allocations_per_message = stats.allocations as f64 / MESSAGES as f64;
-    println!("fan-out to a {MEMBERS}-member channel, {MESSAGES} messages of 64 bytes");
+    println!(
+        "fan-out to a {MEMBERS}-member channel in {mode} mode, {MESSAGES} messages of 64 bytes"
+    );
     println!(
         "  time per message:            {:>8.2} µs",
         micros(per_message)

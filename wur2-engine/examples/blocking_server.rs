@@ -1,5 +1,5 @@
 //! A complete WUR2 chat server on `std::net` and threads, no async: one engine thread owns
-//! the [`Engine`] and the in-memory store (`support/memory_store.rs`); each connection has
+//! the [`Engine`] and the engine's in-memory store (feature `memory-store`); each connection has
 //! a reader and a writer thread that talk to the engine thread over one channel.
 //!
 //! `cargo run -p wur2-engine --example blocking_server` serves on 127.0.0.1:6970 until
@@ -11,14 +11,11 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use memory_store::{MemoryStore, now_unix_ms};
+use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{Config, ConnectionId, Engine, Output, WallClock};
-
-#[path = "support/memory_store.rs"]
-mod memory_store;
 
 /// Everything the engine thread waits for, from every other thread.
 enum Event {
@@ -65,7 +62,7 @@ fn run_engine(inbox: &mpsc::Receiver<Event>, events: &Sender<Event>) {
         message_id_origin: u64::try_from(unix_ms).unwrap_or(0), // unique per run
         ..Config::default()
     });
-    let mut store = MemoryStore::default();
+    let mut store = MemoryStore::new();
     let mut conns: HashMap<ConnectionId, Conn> = HashMap::new();
     loop {
         let event = match engine.poll_timeout() {
@@ -105,7 +102,8 @@ fn run_engine(inbox: &mpsc::Receiver<Event>, events: &Sender<Event>) {
                 Output::ResumeReading(connection) => pause(&conns, connection, false),
                 // In memory it answers at once; a real store's reply comes back as an event.
                 Output::Store { id, request } => {
-                    let reply = store.answer(*request);
+                    store.set_clock(now_unix_ms(), 0); // messages are stamped with the time now
+                    let reply = store.answer(&request);
                     engine.handle_store_reply(id, reply, Instant::now());
                 }
                 // `Config::server_files` is off: the engine never asks for files.
@@ -196,4 +194,11 @@ fn run_self_test(addr: SocketAddr) -> io::Result<()> {
     expect(&mut alice, "[DM] bob: hi alice")?;
     println!("self-test passed: two clients chatted over TCP on {addr}");
     Ok(())
+}
+
+/// Wall-clock time now, in milliseconds since the Unix epoch (the engine and its store read
+/// no clock: they get this from their caller).
+fn now_unix_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    i64::try_from(since.unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
 }

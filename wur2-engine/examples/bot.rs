@@ -14,12 +14,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use memory_store::MemoryStore;
 use serde_json::Value;
+use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{Config, ConnectionId, Engine, Output};
-
-#[path = "support/memory_store.rs"]
-mod memory_store;
 
 /// The engine, its store, a virtual clock, and what each in-process connection received.
 struct Hub {
@@ -33,7 +30,7 @@ impl Hub {
     fn new() -> Self {
         Hub {
             engine: Engine::new(Config::default()),
-            store: MemoryStore::default(),
+            store: MemoryStore::new(),
             now: Instant::now(),
             received: HashMap::new(),
         }
@@ -71,7 +68,7 @@ impl Hub {
                 }
                 Output::Close { connection, .. } => drop(self.received.remove(&connection)),
                 Output::Store { id, request } => {
-                    let reply = self.store.answer(*request);
+                    let reply = self.store.answer(&request);
                     self.engine.handle_store_reply(id, reply, self.now);
                 }
                 // Lines are handed over one at a time, between drains, after every store

@@ -157,6 +157,7 @@ fn count_newlines(data: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framer_model::{self, Chunked, Step};
     use proptest::prelude::*;
 
     #[derive(Debug, PartialEq, Eq)]
@@ -185,28 +186,6 @@ mod tests {
             }
         }
         drain(&mut framer, &mut out);
-        out
-    }
-
-    /// The specification the framer must match: split the whole input at once.
-    fn reference_frames(max: usize, input: &[u8]) -> Vec<Seen> {
-        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-        let last = parts.pop().unwrap_or_default();
-        let mut out: Vec<Seen> = parts
-            .into_iter()
-            .map(|line| {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.len() > max {
-                    Seen::TooLong
-                } else {
-                    Seen::Line(line.to_vec())
-                }
-            })
-            .collect();
-        // An unfinished line already longer than the limit is reported when it is known.
-        if last.len() > max + 1 {
-            out.push(Seen::TooLong);
-        }
         out
     }
 
@@ -275,26 +254,37 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_split_gives_the_same_frames_as_the_whole_input(
-            input in proptest::collection::vec(
-                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
-            cuts in proptest::collection::vec(0usize..300, 0..12),
+        fn any_chunking_and_any_takes_match_the_reference_model(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"\n".to_vec()),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"/send ".to_vec()),
+                    Just(b"abc".to_vec()),
+                    any::<u8>().prop_map(|b| vec![b]),
+                ],
+                0..120),
+            pushes in proptest::collection::vec(
+                (0usize..48, prop_oneof![
+                    Just(Step::Nothing),
+                    Just(Step::AllFrames),
+                    Just(Step::OneFrame),
+                    (0usize..40).prop_map(Step::Raw),
+                ]),
+                0..12),
+            lines_only in any::<bool>(),
             max in 0usize..24,
-            drain_between in any::<bool>(),
         ) {
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut from = 0;
-            for cut in cuts {
-                chunks.push(&input[from..cut]);
-                from = cut;
-            }
-            chunks.push(&input[from..]);
-            let split = frames_of_chunks(max, &chunks, drain_between);
-            let whole = frames_of_chunks(max, &[&input], false);
-            prop_assert_eq!(&split, &whole);
-            prop_assert_eq!(whole, reference_frames(max, &input));
+            let input = pieces.concat();
+            // Lines only: the frames must also be those of the whole input split at once.
+            let (cuts, steps) = pushes
+                .into_iter()
+                .map(|(cut, step)| match step {
+                    Step::Raw(_) if lines_only => (cut, Step::AllFrames),
+                    step => (cut, step),
+                })
+                .unzip();
+            framer_model::check(&Chunked { max_line_bytes: max, cuts, steps, input: &input });
         }
 
         #[test]

@@ -67,17 +67,17 @@
 //!
 //! Complete programs, each run by the workspace's test script:
 //!
-//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads, in under
-//!   200 lines (plus the in-memory store the examples share). The engine needs no async
-//!   runtime.
+//! - `examples/blocking_server.rs`: a TCP chat server on `std::net` and threads, in about
+//!   200 lines, with the engine's in-memory store (`wur2_engine::memory_store`, feature
+//!   `memory-store`). The engine needs no async runtime.
 //! - `examples/bot.rs`: a bot that logs in, joins a channel and answers messages
 //!   in-process, with no socket.
 //! - `wur2-tokio`'s `examples/embed_tokio.rs`: the Tokio driver embedded in an existing
 //!   Tokio application next to other services.
 //!
-//! The crates around the engine: [`wur2-store`](https://docs.rs/wur2-store) answers every
-//! [`StoreRequest`] with SQLite or PostgreSQL, and [`wur2-tokio`](https://docs.rs/wur2-tokio)
-//! is a complete driver (and the `wur2` server).
+//! The crates around the engine, in the same repository: `wur2-store` answers every
+//! [`StoreRequest`] with SQLite or PostgreSQL, and `wur2-tokio` is a complete driver (and
+//! the `wur2` server).
 //!
 //! ## What goes in
 //!
@@ -208,13 +208,23 @@
 //!
 //! ## Cargo features
 //!
-//! None. The engine's dependencies are `bytes` (shared output buffers), `thiserror`,
-//! `tracing` (logs of closes and store failures; silent unless the program installs a
-//! subscriber) and `serde_json` (which renders JSON-lines mode, so it is not optional).
-//! There is no `serde` feature yet: drivers and stores run in the same process as the
-//! engine, and the types that would need it to cross a process boundary
-//! ([`StoreRequest`] carries a [`Password`]) deserve a deliberate format rather than a
-//! derived one.
+//! Two, both off by default and both for testing rather than serving:
+//!
+//! - `memory-store`: `memory_store::MemoryStore`, an in-memory store that answers every
+//!   [`StoreRequest`], with knobs for delay (requests held until released, in any order)
+//!   and failure. It reads no clock: messages are stamped from a clock the caller sets.
+//! - `framer-model`: `framer_model`, the line framer's reference model and a check that
+//!   runs [`LineFramer`] beside it (for property tests and fuzzing).
+//!
+//! The engine's dependencies are `bytes` (shared output buffers), `thiserror`, `tracing`
+//! (logs of closes and store failures; silent unless the program installs a subscriber),
+//! `base64-simd` (file chunks in JSON mode) and `serde` with `serde_json`: JSON-lines mode
+//! is rendered from the typed schema in [`json`], which a client deserialises with the
+//! same types, so they are not optional (the derive adds one proc-macro crate next to
+//! `thiserror`'s). Engine inputs and outputs have no serde derives: drivers and stores run
+//! in the same process as the engine, and the types that would need them to cross a
+//! process boundary ([`StoreRequest`] carries a [`Password`]) deserve a deliberate format
+//! rather than a derived one.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -225,8 +235,13 @@ mod engine;
 mod file;
 mod flood;
 mod framer;
+#[cfg(any(test, feature = "framer-model"))]
+pub mod framer_model;
 mod ids;
+pub mod json;
 mod login_guard;
+#[cfg(feature = "memory-store")]
+pub mod memory_store;
 mod names;
 mod output;
 mod sanitize;

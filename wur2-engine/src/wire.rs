@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
 
 use crate::ids::{MessageId, TransferId};
+use crate::json::{ChannelInfo, ServerEvent, ServerLine};
 use crate::store::Role;
 
 /// How a connection wants server lines: readable text (the default) or JSON objects.
@@ -398,139 +398,191 @@ impl Line<'_> {
         Bytes::from(out)
     }
 
-    /// The JSON-lines form: one object with a `type`, `\n` included.
+    /// The JSON-lines form: one [`ServerLine`] object, `\n` included.
     pub(crate) fn json(&self, unix_ms: Option<i64>) -> Bytes {
-        let mut value = match self {
-            Line::Info(text) => json!({"type": "info", "text": text}),
-            Line::Prompt(prompt) => {
-                let prompt = match prompt {
+        // Owned text the borrowed event points into.
+        let (id, chunk);
+        let event = match *self {
+            Line::Info(text) => ServerEvent::Info { text },
+            Line::Prompt(prompt) => ServerEvent::Prompt {
+                prompt: match prompt {
                     Prompt::Account => "account",
                     Prompt::Username => "username",
                     Prompt::Password => "password",
-                };
-                json!({"type": "prompt", "prompt": prompt})
-            }
-            Line::Welcome { user, role, new } => {
-                json!({"type": "welcome", "user": user, "role": role.as_str(), "new": new})
-            }
-            Line::InChannel { channel } => json!({"type": "channel", "channel": channel}),
+                },
+            },
+            Line::Welcome { user, role, new } => ServerEvent::Welcome {
+                user,
+                role: role.as_str(),
+                new,
+            },
+            Line::InChannel { channel } => ServerEvent::Channel { channel },
             Line::Chat {
                 channel,
                 user,
                 text,
-                id,
-            } => json!({
-                "type": "message", "channel": channel, "from": user, "text": text,
-                "id": id.to_string()
-            }),
-            Line::Direct { from, text, id } => {
-                json!({"type": "dm", "from": from, "text": text, "id": id.to_string()})
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Message {
+                    channel,
+                    from: user,
+                    text,
+                    id: Some(id.as_str()),
+                }
+            }
+            Line::Direct {
+                from,
+                text,
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Dm {
+                    from,
+                    text,
+                    id: Some(id.as_str()),
+                    offline: false,
+                    sent_at: None,
+                }
             }
             Line::OfflineDirect {
                 from,
                 text,
                 sent_at,
-                id,
-            } => json!({
-                "type": "dm", "from": from, "text": text, "id": id.to_string(),
-                "offline": true, "sent_at": sent_at
-            }),
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::Dm {
+                    from,
+                    text,
+                    id: Some(id.as_str()),
+                    offline: true,
+                    sent_at: Some(sent_at),
+                }
+            }
             Line::History {
                 channel,
                 from,
                 text,
                 sent_at,
-                id,
-            } => json!({
-                "type": "history", "channel": channel, "from": from, "text": text,
-                "sent_at": sent_at, "id": id.to_string()
-            }),
-            Line::StoredForLater { to } => json!({"type": "dm_stored", "to": to}),
-            Line::Joined { user, channel } => {
-                json!({"type": "join", "user": user, "channel": channel})
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::History {
+                    channel,
+                    from,
+                    text,
+                    sent_at,
+                    id: Some(id.as_str()),
+                }
             }
-            Line::Left { user, channel } => {
-                json!({"type": "part", "user": user, "channel": channel})
-            }
-            Line::Switched { from, to } => json!({"type": "switched", "from": from, "to": to}),
-            Line::Kicked { by, reason } => {
-                json!({"type": "kicked", "by": by, "reason": reason})
-            }
-            Line::KickNotice { user, by, reason } => {
-                json!({"type": "kick", "user": user, "by": by, "reason": reason})
-            }
-            Line::KickDone { user } => json!({"type": "kick_done", "user": user}),
-            Line::YourRole { role } => json!({"type": "role", "role": role.as_str()}),
-            Line::RoleSet { user, role } => {
-                json!({"type": "role_set", "user": user, "role": role.as_str()})
-            }
-            Line::RoleChanged { role, by } => {
-                json!({"type": "role", "role": role.as_str(), "by": by})
-            }
-            Line::Users(names) => json!({"type": "list", "users": names}),
-            Line::Channels(channels) => {
-                let channels: Vec<Value> = channels
+            Line::StoredForLater { to } => ServerEvent::DmStored { to },
+            Line::Joined { user, channel } => ServerEvent::Join { user, channel },
+            Line::Left { user, channel } => ServerEvent::Part { user, channel },
+            Line::Switched { from, to } => ServerEvent::Switched { from, to },
+            Line::Kicked { by, reason } => ServerEvent::Kicked { by, reason },
+            Line::KickNotice { user, by, reason } => ServerEvent::Kick { user, by, reason },
+            Line::KickDone { user } => ServerEvent::KickDone { user },
+            Line::YourRole { role } => ServerEvent::Role {
+                role: role.as_str(),
+                by: None,
+            },
+            Line::RoleSet { user, role } => ServerEvent::RoleSet {
+                user,
+                role: role.as_str(),
+            },
+            Line::RoleChanged { role, by } => ServerEvent::Role {
+                role: role.as_str(),
+                by: Some(by),
+            },
+            Line::Users(ref names) => ServerEvent::List {
+                users: names.clone(),
+            },
+            Line::Channels(ref channels) => ServerEvent::Channels {
+                channels: channels
                     .iter()
-                    .map(|(name, members)| json!({"name": name, "members": members}))
-                    .collect();
-                json!({"type": "channels", "channels": channels})
-            }
+                    .map(|&(name, members)| ChannelInfo {
+                        name,
+                        members: members as u64,
+                    })
+                    .collect(),
+            },
             Line::Profile {
                 user,
                 channel,
                 role,
-            } => json!({
-                "type": "profile", "user": user, "channel": channel, "role": role.as_str()
-            }),
-            Line::Pong(token) => json!({"type": "pong", "token": token}),
-            Line::Goodbye => json!({"type": "goodbye"}),
-            Line::ShuttingDown => json!({"type": "shutdown"}),
-            Line::Help(role) => json!({"type": "help", "commands": help_commands(*role)}),
-            Line::ModeSet(mode) => {
-                let mode = if *mode == Mode::Json { "json" } else { "text" };
-                json!({"type": "mode", "mode": mode})
-            }
+            } => ServerEvent::Profile {
+                user,
+                channel,
+                role: role.as_str(),
+            },
+            Line::Pong(token) => ServerEvent::Pong { token },
+            Line::Goodbye => ServerEvent::Goodbye,
+            Line::ShuttingDown => ServerEvent::Shutdown,
+            Line::Help(role) => ServerEvent::Help {
+                commands: help_commands(role),
+            },
+            Line::ModeSet(mode) => ServerEvent::Mode {
+                mode: if mode == Mode::Json { "json" } else { "text" },
+            },
             Line::FileOffer {
-                id,
+                id: file,
                 from,
                 name,
                 size,
-            } => json!({
-                "type": "file_offer", "id": id.0, "from": from, "name": name, "size": size
-            }),
-            Line::FileSending { id, to, name, size } => json!({
-                "type": "file_sending", "id": id.0, "to": to, "name": name, "size": size
-            }),
-            Line::FileChunk { id, data } => {
-                let encoded = base64_simd::STANDARD.encode_to_string(data);
-                json!({"type": "file_chunk", "id": id.0, "data": encoded})
+            } => ServerEvent::FileOffer {
+                id: file.0,
+                from,
+                name,
+                size,
+            },
+            Line::FileSending {
+                id: file,
+                to,
+                name,
+                size,
+            } => ServerEvent::FileSending {
+                id: file.0,
+                to,
+                name,
+                size,
+            },
+            Line::FileChunk { id: file, data } => {
+                chunk = base64_simd::STANDARD.encode_to_string(data);
+                ServerEvent::FileChunk {
+                    id: file.0,
+                    data: chunk.as_str(),
+                }
             }
             Line::FileReceived {
-                id,
+                id: file,
                 name,
                 size,
                 from,
-            } => json!({
-                "type": "file_done", "id": id.0, "name": name, "size": size, "from": from
-            }),
-            Line::FileSent { id, name, to } => {
-                json!({"type": "file_done", "id": id.0, "name": name, "to": to})
+            } => ServerEvent::FileDone {
+                id: file.0,
+                name,
+                size: Some(size),
+                from: Some(from),
+                to: None,
+            },
+            Line::FileSent { id: file, name, to } => ServerEvent::FileDone {
+                id: file.0,
+                name,
+                size: None,
+                from: None,
+                to: Some(to),
+            },
+            Line::FileCancelled { id: file, reason } => {
+                ServerEvent::FileCancelled { id: file.0, reason }
             }
-            Line::FileCancelled { id, reason } => {
-                json!({"type": "file_cancelled", "id": id.0, "reason": reason})
-            }
-            Line::Error { code, message } => {
-                json!({"type": "error", "code": code.as_str(), "message": message})
-            }
+            Line::Error { code, ref message } => ServerEvent::Error {
+                code: code.as_str(),
+                message,
+            },
         };
-        if let (Some(ts), Value::Object(object)) = (unix_ms, &mut value) {
-            object.insert("ts".into(), ts.into());
-        }
-        let mut out = Vec::with_capacity(96);
-        // Serialising a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &value);
-        out.push(b'\n');
-        Bytes::from(out)
+        let line = ServerLine { ts: unix_ms, event };
+        Bytes::from(line.to_bytes())
     }
 }
 
@@ -687,6 +739,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -767,6 +821,260 @@ mod tests {
             (value["code"].as_str(), value.get("ts")),
             (Some("no_such_user"), None)
         );
+    }
+
+    /// One of every line, with the exact JSON bytes clients have always received (keys in
+    /// sorted order, `ts` only when the time is known).
+    fn every_json_line() -> Vec<(Line<'static>, &'static str)> {
+        let id = MessageId {
+            origin: 1,
+            sequence: 2,
+        };
+        let file = TransferId(7);
+        vec![
+            (
+                Line::Info("Welcome to WUR2"),
+                r#"{"text":"Welcome to WUR2","type":"info"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Account),
+                r#"{"prompt":"account","type":"prompt"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Username),
+                r#"{"prompt":"username","type":"prompt"}"#,
+            ),
+            (
+                Line::Prompt(Prompt::Password),
+                r#"{"prompt":"password","type":"prompt"}"#,
+            ),
+            (
+                Line::Welcome {
+                    user: "al",
+                    role: Role::Mod,
+                    new: true,
+                },
+                r#"{"new":true,"role":"mod","type":"welcome","user":"al"}"#,
+            ),
+            (
+                Line::InChannel { channel: "Global" },
+                r#"{"channel":"Global","type":"channel"}"#,
+            ),
+            (
+                Line::Chat {
+                    channel: "Global",
+                    user: "al",
+                    text: "hi \"there\"\u{1}",
+                    id,
+                },
+                r#"{"channel":"Global","from":"al","id":"00000000000000010000000000000002","text":"hi \"there\"\u0001","type":"message"}"#,
+            ),
+            (
+                Line::Direct {
+                    from: "al",
+                    text: "psst",
+                    id,
+                },
+                r#"{"from":"al","id":"00000000000000010000000000000002","text":"psst","type":"dm"}"#,
+            ),
+            (
+                Line::OfflineDirect {
+                    from: "al",
+                    text: "later",
+                    sent_at: 5,
+                    id,
+                },
+                r#"{"from":"al","id":"00000000000000010000000000000002","offline":true,"sent_at":5,"text":"later","type":"dm"}"#,
+            ),
+            (
+                Line::History {
+                    channel: "Global",
+                    from: "al",
+                    text: "old",
+                    sent_at: -1,
+                    id,
+                },
+                r#"{"channel":"Global","from":"al","id":"00000000000000010000000000000002","sent_at":-1,"text":"old","type":"history"}"#,
+            ),
+            (
+                Line::StoredForLater { to: "bo" },
+                r#"{"to":"bo","type":"dm_stored"}"#,
+            ),
+            (
+                Line::Joined {
+                    user: "al",
+                    channel: "rust",
+                },
+                r#"{"channel":"rust","type":"join","user":"al"}"#,
+            ),
+            (
+                Line::Left {
+                    user: "al",
+                    channel: "rust",
+                },
+                r#"{"channel":"rust","type":"part","user":"al"}"#,
+            ),
+            (
+                Line::Switched {
+                    from: "Global",
+                    to: "rust",
+                },
+                r#"{"from":"Global","to":"rust","type":"switched"}"#,
+            ),
+            (
+                Line::Kicked {
+                    by: "mo",
+                    reason: "spam",
+                },
+                r#"{"by":"mo","reason":"spam","type":"kicked"}"#,
+            ),
+            (
+                Line::KickNotice {
+                    user: "al",
+                    by: "mo",
+                    reason: "spam",
+                },
+                r#"{"by":"mo","reason":"spam","type":"kick","user":"al"}"#,
+            ),
+            (
+                Line::KickDone { user: "al" },
+                r#"{"type":"kick_done","user":"al"}"#,
+            ),
+            (
+                Line::YourRole { role: Role::User },
+                r#"{"role":"user","type":"role"}"#,
+            ),
+            (
+                Line::RoleSet {
+                    user: "al",
+                    role: Role::Admin,
+                },
+                r#"{"role":"admin","type":"role_set","user":"al"}"#,
+            ),
+            (
+                Line::RoleChanged {
+                    role: Role::Mod,
+                    by: "boss",
+                },
+                r#"{"by":"boss","role":"mod","type":"role"}"#,
+            ),
+            (
+                Line::Users(vec!["al", "bo"]),
+                r#"{"type":"list","users":["al","bo"]}"#,
+            ),
+            (
+                Line::Channels(vec![("Global", 2), ("rust", 1)]),
+                r#"{"channels":[{"members":2,"name":"Global"},{"members":1,"name":"rust"}],"type":"channels"}"#,
+            ),
+            (
+                Line::Profile {
+                    user: "al",
+                    channel: "Global",
+                    role: Role::User,
+                },
+                r#"{"channel":"Global","role":"user","type":"profile","user":"al"}"#,
+            ),
+            (Line::Pong(""), r#"{"token":"","type":"pong"}"#),
+            (Line::Pong("t1"), r#"{"token":"t1","type":"pong"}"#),
+            (Line::Goodbye, r#"{"type":"goodbye"}"#),
+            (Line::ShuttingDown, r#"{"type":"shutdown"}"#),
+            (
+                Line::Help(None),
+                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
+            ),
+            (
+                Line::ModeSet(Mode::Json),
+                r#"{"mode":"json","type":"mode"}"#,
+            ),
+            (
+                Line::ModeSet(Mode::Text),
+                r#"{"mode":"text","type":"mode"}"#,
+            ),
+            (
+                Line::FileOffer {
+                    id: file,
+                    from: "al",
+                    name: "a.bin",
+                    size: 3,
+                },
+                r#"{"from":"al","id":7,"name":"a.bin","size":3,"type":"file_offer"}"#,
+            ),
+            (
+                Line::FileSending {
+                    id: file,
+                    to: "bo",
+                    name: "a.bin",
+                    size: 3,
+                },
+                r#"{"id":7,"name":"a.bin","size":3,"to":"bo","type":"file_sending"}"#,
+            ),
+            (
+                Line::FileChunk {
+                    id: file,
+                    data: b"\x00\x01\x02",
+                },
+                r#"{"data":"AAEC","id":7,"type":"file_chunk"}"#,
+            ),
+            (
+                Line::FileReceived {
+                    id: file,
+                    name: "a.bin",
+                    size: 3,
+                    from: "al",
+                },
+                r#"{"from":"al","id":7,"name":"a.bin","size":3,"type":"file_done"}"#,
+            ),
+            (
+                Line::FileSent {
+                    id: file,
+                    name: "a.bin",
+                    to: "bo",
+                },
+                r#"{"id":7,"name":"a.bin","to":"bo","type":"file_done"}"#,
+            ),
+            (
+                Line::FileCancelled {
+                    id: file,
+                    reason: "bo left",
+                },
+                r#"{"id":7,"reason":"bo left","type":"file_cancelled"}"#,
+            ),
+            (
+                Line::Error {
+                    code: ErrorCode::NotOnline,
+                    message: "bo is not online".into(),
+                },
+                r#"{"code":"not_online","message":"bo is not online","type":"error"}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn json_lines_keep_their_exact_bytes() {
+        for (line, expected) in every_json_line() {
+            let rendered = line.json(None);
+            assert_eq!(
+                String::from_utf8_lossy(&rendered),
+                format!("{expected}\n"),
+                "{line:?}"
+            );
+            let stamped = line.json(Some(1_795_664_700_000));
+            let ts = r#""ts":1795664700000"#;
+            let value: Value = serde_json::from_slice(&stamped).unwrap();
+            assert_eq!(value["ts"], 1_795_664_700_000_i64, "{line:?}");
+            assert!(String::from_utf8_lossy(&stamped).contains(ts));
+        }
+    }
+
+    #[test]
+    fn every_json_line_reads_back_into_the_schema_clients_use() {
+        for (line, _) in every_json_line() {
+            let rendered = line.json(Some(1));
+            let text = std::str::from_utf8(&rendered).unwrap();
+            let read = ServerLine::parse(text).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(read.ts, Some(1), "{line:?}");
+            assert_ne!(read.event, ServerEvent::Unknown, "{line:?}");
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn registration_rules_are_enforced_before_the_store_is_asked() {
     assert!(w.saw(c, "passwords are 8 to 1024 bytes"));
     w.send(c, &format!("/register carol {}\n", "p".repeat(1025)));
     assert!(w.saw(c, "passwords are 8 to 1024 bytes"));
-    assert!(w.store.log.iter().all(|r| !r.contains("Register")));
+    assert!(w.store_log.iter().all(|r| !r.contains("Register")));
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn a_logged_in_connection_is_not_timed_out() {
 #[test]
 fn input_during_a_pending_login_waits_and_runs_in_order_afterwards() {
     let mut w = world();
-    w.store_answers_at_once = false;
+    w.store.set_holding(true);
     let c = w.connect();
     w.lines(c);
     w.send(
@@ -187,7 +187,8 @@ fn passwords_never_reach_any_client() {
 #[test]
 fn store_failures_become_an_error_line_not_a_crash() {
     let mut w = world();
-    w.store.failing = Some(StoreError::Unavailable("database down".into()));
+    w.store
+        .set_failure(Some(StoreError::Unavailable("database down".into())));
     let c = w.connect();
     w.lines(c);
     w.send(c, &format!("/register kim {PASSWORD}\n"));
@@ -198,7 +199,7 @@ fn store_failures_become_an_error_line_not_a_crash() {
             .any(|l| l == "Error: storage is unavailable; try again later")
     );
     assert!(lines.iter().all(|l| !l.contains("database down")));
-    w.store.failing = Some(StoreError::Busy);
+    w.store.set_failure(Some(StoreError::Busy));
     w.send(c, &format!("/register kim {PASSWORD}\n"));
     assert!(w.saw(c, "busy"));
 }
@@ -217,7 +218,7 @@ fn chat_reaches_the_other_members_of_the_channel_only() {
     assert_eq!(w.lines(b), vec!["[Global] ann: hello there"]);
     assert!(w.lines(a).is_empty(), "no echo to the sender");
     assert!(w.lines(c).is_empty(), "other channels hear nothing");
-    assert_eq!(w.store.channel_messages.len(), 1, "one append per message");
+    assert_eq!(w.store.history("Global").len(), 1, "one append per message");
 }
 
 #[test]
@@ -425,7 +426,7 @@ fn bad_channel_names_are_refused() {
 #[test]
 fn a_moderator_kick_closes_every_session_of_the_target_and_the_channel_hears() {
     let mut w = world();
-    w.store.add_user("mia", Role::Mod);
+    w.store.add_account("mia", PASSWORD, Role::Mod);
     let m = w.login("mia");
     let t1 = w.user("troll");
     let t2 = w.login("troll");
@@ -453,9 +454,9 @@ fn a_moderator_kick_closes_every_session_of_the_target_and_the_channel_hears() {
 #[test]
 fn kick_rules_protect_moderators_admins_and_yourself() {
     let mut w = world();
-    w.store.add_user("mod1", Role::Mod);
-    w.store.add_user("mod2", Role::Mod);
-    w.store.add_user("boss", Role::Admin);
+    w.store.add_account("mod1", PASSWORD, Role::Mod);
+    w.store.add_account("mod2", PASSWORD, Role::Mod);
+    w.store.add_account("boss", PASSWORD, Role::Admin);
     let (m1, m2, boss, u) = (
         w.login("mod1"),
         w.login("mod2"),
@@ -479,7 +480,7 @@ fn kick_rules_protect_moderators_admins_and_yourself() {
 #[test]
 fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
     let mut w = world();
-    w.store.add_user("root", Role::Admin);
+    w.store.add_account("root", PASSWORD, Role::Admin);
     let admin = w.login("root");
     let u = w.user("pat");
     w.send(u, "/help\n");
@@ -491,7 +492,7 @@ fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
     assert_eq!(w.lines(u), vec!["Your role is mod"]);
     w.send(u, "/help\n");
     assert!(w.lines(u).iter().any(|l| l.contains("/kick")));
-    assert_eq!(w.store.users["pat"].role, Role::Mod, "stored");
+    assert_eq!(w.store.role("pat"), Some(Role::Mod), "stored");
     w.send(u, "/role root user\n");
     assert!(w.saw(u, "only admins can set roles"));
     w.send(admin, "/role ghost mod\n");
@@ -668,7 +669,7 @@ fn a_closed_connections_slot_is_not_handed_out_before_its_close_is_polled() {
 #[test]
 fn events_for_forgotten_connections_and_stale_replies_are_ignored() {
     let mut w = world();
-    w.store_answers_at_once = false;
+    w.store.set_holding(true);
     let c = w.connect();
     w.send(c, &format!("/register ghosty {PASSWORD}\n"));
     w.peer_closes(c);

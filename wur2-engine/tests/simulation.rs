@@ -69,9 +69,9 @@ impl Sim {
             ..Config::default()
         };
         let mut world = World::new(config);
-        world.store_answers_at_once = false;
-        world.store.add_user("admin", Role::Admin);
-        world.store.add_user("mod", Role::Mod);
+        world.store.set_holding(true);
+        world.store.add_account("admin", PASSWORD, Role::Admin);
+        world.store.add_account("mod", PASSWORD, Role::Mod);
         Sim {
             rng: Rng::new(seed),
             world,
@@ -93,7 +93,7 @@ impl Sim {
             self.step = step;
             self.one_step()?;
         }
-        self.world.store_answers_at_once = true;
+        self.world.store.set_holding(false);
         let before = self.snapshot();
         self.world.release_store();
         let seen = self.new_lines();
@@ -234,15 +234,14 @@ impl Sim {
     }
 
     fn release_some_store_answers(&mut self) {
-        let count = self.rng.below(self.world.held.len() + 1);
+        let count = self.rng.below(self.world.store.waiting() + 1);
         for _ in 0..count {
-            if self.world.held.is_empty() {
+            if self.world.store.waiting() == 0 {
                 break;
             }
             // Any order: pick a random held request.
-            let index = self.rng.below(self.world.held.len());
-            if let Some((id, request)) = self.world.held.remove(index) {
-                let reply = self.world.store.answer(request);
+            let index = self.rng.below(self.world.store.waiting());
+            if let Some((id, reply)) = self.world.store.release(index) {
                 self.world
                     .engine
                     .handle_store_reply(id, reply, self.world.now);
@@ -384,16 +383,14 @@ impl Sim {
     }
 
     fn check_final(&self) -> Result<(), String> {
-        if !self.world.held.is_empty() {
+        if self.world.store.waiting() > 0 {
             return Err("store requests left unanswered".into());
         }
         for text in &self.said {
-            let stored = self
-                .world
-                .store
-                .channel_messages
+            let stored = CHANNELS
                 .iter()
-                .filter(|(_, m, _)| &m.text == text)
+                .flat_map(|channel| self.world.store.history(channel))
+                .filter(|m| &m.text == text)
                 .count();
             if stored != 1 {
                 return Err(format!(
@@ -507,7 +504,7 @@ fn the_same_seed_gives_the_same_outputs() {
     let transcript = |seed| {
         let mut sim = Sim::new(seed);
         sim.run(300).expect("simulation");
-        (sim.world.transcript.clone(), sim.world.store.log.clone())
+        (sim.world.transcript.clone(), sim.world.store_log.clone())
     };
     assert_eq!(transcript(7), transcript(7));
 }

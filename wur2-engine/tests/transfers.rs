@@ -3,7 +3,7 @@
 mod support;
 
 use proptest::prelude::*;
-use support::{World, parse_received};
+use support::{PASSWORD, World, parse_received};
 use wur2_engine::{CloseReason, Config, ConnectionId};
 
 fn world() -> World {
@@ -48,11 +48,11 @@ fn an_upload_arrives_byte_exact_and_both_sides_hear_it_is_done() {
     assert!(sender.contains(&"[file 1 done] blob.bin sent to bob".to_string()));
     let record = w
         .store
-        .private_messages
-        .iter()
-        .find(|(_, m, _)| m.text.starts_with("[file]"));
+        .private_messages("bob")
+        .into_iter()
+        .find(|m| m.text.starts_with("[file]"));
     assert_eq!(
-        record.unwrap().1.text,
+        record.unwrap().text,
         "[file] blob.bin (100000 bytes): completed"
     );
 }
@@ -206,13 +206,12 @@ fn the_recipient_can_cancel_and_the_rest_of_the_upload_is_dropped() {
     assert_eq!(received(&w, b).files[&1].len(), 40);
     let record = w
         .store
-        .private_messages
-        .iter()
-        .find(|(_, m, _)| m.text.starts_with("[file]"));
+        .private_messages("bob")
+        .into_iter()
+        .find(|m| m.text.starts_with("[file]"));
     assert!(
         record
             .unwrap()
-            .1
             .text
             .ends_with("cancelled (cancelled by bob)")
     );
@@ -255,7 +254,7 @@ fn a_disconnect_on_either_side_ends_the_transfer_and_tells_the_other() {
 #[test]
 fn a_kicked_sender_ends_the_transfer_too() {
     let mut w = world();
-    w.store.add_user("mod", wur2_engine::Role::Mod);
+    w.store.add_account("mod", PASSWORD, wur2_engine::Role::Mod);
     let (a, b, m) = (w.user("alice"), w.user("bob"), w.login("mod"));
     w.send(a, "/send bob f.bin 100\n");
     w.send(m, "/kick alice\n");
@@ -308,7 +307,7 @@ fn a_server_file_that_shrinks_while_sent_fails_cleanly() {
     });
     let (a, b) = (w.user("alice"), w.user("bob"));
     w.files.insert("f".into(), vec![7; 40_000]);
-    w.store_answers_at_once = true;
+    w.store.set_holding(false);
     // Shrink the file after it was opened: the fake driver reads what is there.
     w.send(a, "/send bob f\n");
     assert!(w.saw(b, "[file 1 done]"), "a file read whole completes");
@@ -353,7 +352,7 @@ proptest! {
 fn an_upload_sent_while_the_login_is_checked_is_not_taken_for_a_flood() {
     let mut w = world();
     let b = w.user("bob");
-    w.store_answers_at_once = false;
+    w.store.set_holding(true);
     let a = w.connect();
     // Binary data full of line breaks, sent right behind the login line in one piece.
     let data: Vec<u8> = (0..20_000)
@@ -368,7 +367,7 @@ fn an_upload_sent_while_the_login_is_checked_is_not_taken_for_a_flood() {
         !w.is_closed(a),
         "waiting lines before the upload are few; the rest is file data"
     );
-    w.store_answers_at_once = true;
+    w.store.set_holding(false);
     w.release_store();
     w.release_store();
     assert_eq!(received(&w, b).files[&1], data);

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row};
-use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage};
+use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage, username_key};
 
 use crate::config::StoreConfig;
 use crate::{OpenError, User};
@@ -78,11 +78,6 @@ pub(crate) struct StoredUser {
     pub(crate) username: String,
     pub(crate) role: Role,
     pub(crate) password_hash: String,
-}
-
-/// The case-folded key of a username or channel name.
-pub(crate) fn key(name: &str) -> String {
-    name.to_ascii_lowercase()
 }
 
 fn role_from_db(text: &str) -> Result<Role, sqlx::Error> {
@@ -186,7 +181,7 @@ impl Db {
                    VALUES ($1, $2, $3, 'user', $4) ON CONFLICT (username_key) DO NOTHING";
         let done = on_pool!(self, pool => sqlx::query(sql)
             .bind(username)
-            .bind(key(username))
+            .bind(username_key(username))
             .bind(password_hash)
             .bind(now_ms)
             .execute(pool)

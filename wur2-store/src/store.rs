@@ -6,11 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use wur2_engine::{
-    ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError, StoreReply, StoreRequest,
+    ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError, StoreReply,
+    StoreRequest, channel_key, username_key,
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, Db, key};
+use crate::db::{AppendRow, Db};
 use crate::password::{HashPool, Hasher, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
@@ -224,7 +225,7 @@ impl Store {
                     answer(async {
                         shared.flushed(flushed).await?;
                         let messages = shared
-                            .in_time(shared.db.history(&key(&channel), limit))
+                            .in_time(shared.db.history(&channel_key(&channel), limit))
                             .await?;
                         Ok(StoreReply::History(messages))
                     })
@@ -238,7 +239,9 @@ impl Store {
                     turn.wait().await;
                     let reply = answer(async {
                         shared.flushed(flushed).await?;
-                        let messages = shared.in_time(shared.db.pending(&key(&username))).await?;
+                        let messages = shared
+                            .in_time(shared.db.pending(&username_key(&username)))
+                            .await?;
                         Ok(StoreReply::Pending(messages))
                     })
                     .await;
@@ -261,11 +264,11 @@ impl Store {
     }
 
     fn queue_channel(&self, message: ChannelMessage) -> StoreReply {
-        let channel_key = key(&message.channel);
+        let key = channel_key(&message.channel);
         let append = Append {
             row: AppendRow {
                 message_id: message.id.to_string(),
-                channel: Some((message.channel, channel_key)),
+                channel: Some((message.channel, key)),
                 recipient_key: None,
                 sender: message.sender,
                 body: message.text,
@@ -290,7 +293,7 @@ impl Store {
             row: AppendRow {
                 message_id: message.id.to_string(),
                 channel: None,
-                recipient_key: Some(key(&message.recipient)),
+                recipient_key: Some(username_key(&message.recipient)),
                 sender: message.sender,
                 body: message.text,
                 created_at_ms: now_ms(),
@@ -309,7 +312,7 @@ impl Store {
     pub async fn set_role(&self, username: &str, role: Role) -> Result<User, StoreError> {
         let shared = self.shared();
         let user = shared
-            .in_time(shared.db.set_role(&key(username), role))
+            .in_time(shared.db.set_role(&username_key(username), role))
             .await?;
         let user = user.ok_or(StoreError::UnknownUser)?;
         tracing::info!(username = %user.username, role = %role, "role changed");
@@ -351,7 +354,9 @@ impl Store {
     pub async fn purge_user(&self, username: &str) -> Result<Purged, StoreError> {
         let shared = self.shared();
         shared.flushed(Box::pin(shared.queue.flush())).await?;
-        let purged = shared.in_time(shared.db.purge_user(&key(username))).await?;
+        let purged = shared
+            .in_time(shared.db.purge_user(&username_key(username)))
+            .await?;
         let (username, messages) = purged.ok_or(StoreError::UnknownUser)?;
         tracing::info!(%username, messages, "account purged");
         Ok(Purged { username, messages })
@@ -479,7 +484,7 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         StoreRequest::Login { username, password } => login(shared, username, password).await,
         StoreRequest::SetRole { username, role } => {
             let user = shared
-                .in_time(shared.db.set_role(&key(&username), role))
+                .in_time(shared.db.set_role(&username_key(&username), role))
                 .await?;
             let user = user.ok_or(StoreError::UnknownUser)?;
             Ok(StoreReply::Account {
@@ -505,7 +510,7 @@ async fn register(
 ) -> Result<StoreReply, StoreError> {
     // Save a hash when the name is obviously taken; the insert below decides races.
     if shared
-        .in_time(shared.db.find_user(&key(&username)))
+        .in_time(shared.db.find_user(&username_key(&username)))
         .await?
         .is_some()
     {
@@ -531,7 +536,7 @@ async fn login(
     username: String,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
-    let user_key = key(&username);
+    let user_key = username_key(&username);
     let user = shared.in_time(shared.db.find_user(&user_key)).await?;
     let stored = match &user {
         Some(user) => user.password_hash.clone(),

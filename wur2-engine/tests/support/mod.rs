@@ -1,168 +1,17 @@
 //! A small world for driving the engine in tests: fake clients that record what they
-//! receive, an in-memory store that answers at once or when told, and a virtual clock.
+//! receive, the engine's in-memory store (answering at once or when released), and a
+//! virtual clock.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use wur2_engine::{
-    CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output, PendingMessage,
-    RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, username_key,
-};
+use wur2_engine::memory_store::MemoryStore;
+use wur2_engine::{CloseReason, Config, ConnectionId, Engine, FileError, Output, TransferId};
 
 /// A password long enough for the default rules.
 pub const PASSWORD: &str = "correct-horse";
-
-/// One stored account.
-#[derive(Debug, Clone)]
-pub struct StoredUser {
-    pub username: String,
-    pub password: String,
-    pub role: Role,
-}
-
-/// An in-memory store that follows the store contract of `wur2_engine::StoreRequest`.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    pub users: BTreeMap<String, StoredUser>,
-    /// (channel key, message) in append order.
-    pub channel_messages: Vec<(String, StoredMessage, MessageId)>,
-    /// (recipient key, message, delivered).
-    pub private_messages: Vec<(String, PendingMessage, bool)>,
-    pub seen_ids: BTreeSet<MessageId>,
-    /// Every request in arrival order (passwords included: tests check they stay here).
-    pub log: Vec<String>,
-    /// When set, every request but appends fails with this error.
-    pub failing: Option<StoreError>,
-    pub clock_ms: i64,
-}
-
-impl MemoryStore {
-    pub fn add_user(&mut self, name: &str, role: Role) {
-        let user = StoredUser {
-            username: name.into(),
-            password: PASSWORD.into(),
-            role,
-        };
-        self.users.insert(username_key(name), user);
-    }
-
-    pub fn answer(&mut self, request: StoreRequest) -> StoreReply {
-        self.clock_ms += 1;
-        self.log.push(format!("{request:?}"));
-        let is_append = matches!(
-            request,
-            StoreRequest::AppendChannelMessage(_) | StoreRequest::MarkDelivered { .. }
-        );
-        if let (Some(error), false) = (&self.failing, is_append) {
-            return StoreReply::Failed(error.clone());
-        }
-        match request {
-            StoreRequest::Register { username, password } => {
-                let key = username_key(&username);
-                if self.users.contains_key(&key) {
-                    return StoreReply::Failed(StoreError::UsernameTaken);
-                }
-                let user = StoredUser {
-                    username: username.clone(),
-                    password: password.expose().to_string(),
-                    role: Role::User,
-                };
-                self.users.insert(key, user);
-                StoreReply::Account {
-                    username,
-                    role: Role::User,
-                }
-            }
-            StoreRequest::Login { username, password } => {
-                match self.users.get(&username_key(&username)) {
-                    Some(user) if user.password == password.expose() => StoreReply::Account {
-                        username: user.username.clone(),
-                        role: user.role,
-                    },
-                    _ => StoreReply::Failed(StoreError::InvalidCredentials),
-                }
-            }
-            StoreRequest::AppendChannelMessage(message) => {
-                if self.seen_ids.insert(message.id) {
-                    let stored = StoredMessage {
-                        id: message.id,
-                        sender: message.sender,
-                        text: message.text,
-                        sent_at_unix_ms: self.clock_ms,
-                    };
-                    self.channel_messages.push((
-                        username_key(&message.channel),
-                        stored,
-                        message.id,
-                    ));
-                }
-                StoreReply::Done
-            }
-            StoreRequest::AppendPrivateMessage(message) => {
-                let key = username_key(&message.recipient);
-                if !self.users.contains_key(&key) {
-                    return StoreReply::Failed(StoreError::UnknownUser);
-                }
-                if self.seen_ids.insert(message.id) {
-                    let pending = PendingMessage {
-                        id: message.id,
-                        sender: message.sender,
-                        text: message.text,
-                        sent_at_unix_ms: self.clock_ms,
-                    };
-                    self.private_messages
-                        .push((key, pending, message.delivered));
-                }
-                StoreReply::Done
-            }
-            StoreRequest::FetchHistory { channel, limit } => {
-                let key = username_key(&channel);
-                let mut messages: Vec<StoredMessage> = self
-                    .channel_messages
-                    .iter()
-                    .rev()
-                    .filter(|(k, _, _)| *k == key)
-                    .take(limit)
-                    .map(|(_, m, _)| m.clone())
-                    .collect();
-                messages.reverse();
-                StoreReply::History(messages)
-            }
-            StoreRequest::FetchPending { username } => {
-                let key = username_key(&username);
-                StoreReply::Pending(
-                    self.private_messages
-                        .iter()
-                        .filter(|(k, _, delivered)| *k == key && !delivered)
-                        .map(|(_, m, _)| m.clone())
-                        .collect(),
-                )
-            }
-            StoreRequest::MarkDelivered { ids } => {
-                for (_, message, delivered) in &mut self.private_messages {
-                    if ids.contains(&message.id) {
-                        *delivered = true;
-                    }
-                }
-                StoreReply::Done
-            }
-            StoreRequest::SetRole { username, role } => {
-                match self.users.get_mut(&username_key(&username)) {
-                    Some(user) => {
-                        user.role = role;
-                        StoreReply::Account {
-                            username: user.username.clone(),
-                            role,
-                        }
-                    }
-                    None => StoreReply::Failed(StoreError::UnknownUser),
-                }
-            }
-        }
-    }
-}
 
 /// The engine, its fake clients, its store and its clock.
 pub struct World {
@@ -177,9 +26,8 @@ pub struct World {
     pub paused: BTreeSet<ConnectionId>,
     /// Connections that do not read: their bytes stay queued in the engine.
     pub not_reading: BTreeSet<ConnectionId>,
-    /// When false, store requests wait in `held` until `release_store`.
-    pub store_answers_at_once: bool,
-    pub held: VecDeque<(RequestId, StoreRequest)>,
+    /// Every store request in the order the engine emitted it (passwords show as `***`).
+    pub store_log: Vec<String>,
     /// Violations of driver-visible rules seen while draining.
     pub violations: Vec<String>,
     /// The operator's files directory: path → contents.
@@ -194,14 +42,13 @@ impl World {
         World {
             engine: Engine::new(config),
             now: Instant::now(),
-            store: MemoryStore::default(),
+            store: MemoryStore::new(),
             inbox: BTreeMap::new(),
             transcript: BTreeMap::new(),
             closed: BTreeMap::new(),
             paused: BTreeSet::new(),
             not_reading: BTreeSet::new(),
-            store_answers_at_once: true,
-            held: VecDeque::new(),
+            store_log: Vec::new(),
             violations: Vec::new(),
             files: BTreeMap::new(),
             open_files: BTreeMap::new(),
@@ -254,10 +101,9 @@ impl World {
         self.drain();
     }
 
-    /// Answers held store requests, oldest first.
+    /// Answers held store requests, oldest first, until none are held.
     pub fn release_store(&mut self) {
-        while let Some((id, request)) = self.held.pop_front() {
-            let reply = self.store.answer(request);
+        while let Some((id, reply)) = self.store.release(0) {
             self.engine.handle_store_reply(id, reply, self.now);
             self.drain();
         }
@@ -325,11 +171,9 @@ impl World {
                     self.paused.remove(&connection);
                 }
                 Output::Store { id, request } => {
-                    if self.store_answers_at_once {
-                        let reply = self.store.answer(*request);
+                    self.store_log.push(format!("{request:?}"));
+                    if let Some(reply) = self.store.submit(id, *request) {
                         self.engine.handle_store_reply(id, reply, self.now);
-                    } else {
-                        self.held.push_back((id, *request));
                     }
                 }
             }

@@ -1,53 +1,67 @@
-//! The server's JSON lines, typed: one [`ServerEvent`] per line (docs/PROTOCOL.md, "JSON
-//! lines mode"). This module only parses; it never touches a socket or the screen.
+//! The schema of JSON lines mode, typed: one [`ServerLine`] per line the server sends
+//! (`docs/PROTOCOL.md`, "JSON lines mode").
+//!
+//! The engine renders its JSON lines from these types and a client parses them into the
+//! same types, so the two cannot drift apart. The types are generic over their strings:
+//! the engine writes a `ServerLine<&str>` that borrows what it already holds, a client reads
+//! a `ServerLine<String>` (the default). Values that a newer server may extend (roles,
+//! error codes, prompts) stay strings, so an older client still reads the line.
+//!
+//! This module only describes lines; it never touches a socket.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One line the server sent in JSON mode, with the server's timestamp when it had one.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ServerLine {
-    /// Milliseconds since the Unix epoch, when the server knew the time.
-    #[serde(default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default"))]
+pub struct ServerLine<S = String> {
+    /// Milliseconds since the Unix epoch, when the server knew the time
+    /// ([`Config::wall_clock`](crate::Config::wall_clock)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<i64>,
     /// What the line says.
     #[serde(flatten)]
-    pub event: ServerEvent,
+    pub event: ServerEvent<S>,
 }
 
 /// A channel and how many people are in it, from a `channels` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ChannelInfo {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo<S = String> {
     /// The channel's name.
-    pub name: String,
+    pub name: S,
     /// Members at the time of the answer.
     pub members: u64,
 }
 
 /// Everything the server can say in JSON mode, one variant per `type`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerEvent {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    bound(deserialize = "S: Deserialize<'de> + Default")
+)]
+pub enum ServerEvent<S = String> {
     /// The answer to `/mode`.
     Mode {
         /// `json` or `text`.
-        mode: String,
+        mode: S,
     },
     /// The banner and hints.
     Info {
         /// The words.
-        text: String,
+        text: S,
     },
-    /// A login question of the interactive flow (the client logs in in one line instead).
+    /// A question of the interactive login (a program logs in with one line instead).
     Prompt {
         /// `account`, `username` or `password`.
-        prompt: String,
+        prompt: S,
     },
     /// Logged in (or registered, when `new`).
     Welcome {
         /// The username as registered.
-        user: String,
+        user: S,
         /// `user`, `mod` or `admin`.
-        role: String,
+        role: S,
         /// True right after a registration.
         #[serde(default)]
         new: bool,
@@ -55,138 +69,141 @@ pub enum ServerEvent {
     /// You are in this channel (after login).
     Channel {
         /// The channel.
-        channel: String,
+        channel: S,
     },
     /// Someone wrote to your channel.
     Message {
         /// The channel.
-        channel: String,
+        channel: S,
         /// The author.
-        from: String,
+        from: S,
         /// The words.
-        text: String,
-        /// The stored message id.
-        #[serde(default)]
-        id: Option<String>,
+        text: S,
+        /// The stored message id (32 hex digits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<S>,
     },
     /// A private message to you.
     Dm {
         /// The author.
-        from: String,
+        from: S,
         /// The words.
-        text: String,
-        /// The stored message id.
-        #[serde(default)]
-        id: Option<String>,
+        text: S,
+        /// The stored message id (32 hex digits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<S>,
         /// True when it waited for you while you were offline.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "is_false")]
         offline: bool,
         /// When it was sent (ms since the epoch), for offline messages.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sent_at: Option<i64>,
     },
     /// Your private message waits for an offline user.
     DmStored {
         /// The offline user.
-        to: String,
+        to: S,
     },
     /// A message of the channel's past, replayed.
     History {
         /// The channel.
-        channel: String,
+        channel: S,
         /// The author.
-        from: String,
+        from: S,
         /// The words.
-        text: String,
+        text: S,
         /// When it was sent (ms since the epoch).
         sent_at: i64,
+        /// The stored message id (32 hex digits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<S>,
     },
     /// Someone entered your channel.
     Join {
         /// Who.
-        user: String,
+        user: S,
         /// The channel.
-        channel: String,
+        channel: S,
     },
     /// Someone left your channel.
     Part {
         /// Who.
-        user: String,
+        user: S,
         /// The channel.
-        channel: String,
+        channel: S,
     },
     /// You moved to another channel.
     Switched {
         /// The channel you left.
-        from: String,
+        from: S,
         /// The channel you are in now.
-        to: String,
+        to: S,
     },
     /// The answer to `/list`.
     List {
         /// Users online, each once.
-        users: Vec<String>,
+        users: Vec<S>,
     },
     /// The answer to `/channels`.
     Channels {
         /// Active channels with member counts.
-        channels: Vec<ChannelInfo>,
+        channels: Vec<ChannelInfo<S>>,
     },
     /// The answer to `/profile`.
     Profile {
         /// You.
-        user: String,
+        user: S,
         /// Your channel.
-        channel: String,
+        channel: S,
         /// Your role.
-        role: String,
+        role: S,
     },
     /// Your role, or a change of it (`by` says who changed it).
     Role {
         /// The role.
-        role: String,
+        role: S,
         /// The admin who set it, when it changed.
-        #[serde(default)]
-        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<S>,
     },
     /// An admin's `/role <user> <role>` succeeded.
     RoleSet {
         /// The user.
-        user: String,
+        user: S,
         /// The new role.
-        role: String,
+        role: S,
     },
     /// Someone in your channel was kicked.
     Kick {
         /// Who was kicked.
-        user: String,
+        user: S,
         /// Who kicked.
-        by: String,
+        by: S,
         /// Why.
-        reason: String,
+        reason: S,
     },
     /// You were kicked; the connection closes.
     Kicked {
         /// Who kicked you.
-        by: String,
+        by: S,
         /// Why.
-        reason: String,
+        reason: S,
     },
     /// Your `/kick` succeeded.
     KickDone {
         /// Who was kicked.
-        user: String,
+        user: S,
     },
     /// The answer to `/ping`.
     Pong {
-        /// The token, echoed.
+        /// The token, echoed (empty when none was given).
         #[serde(default)]
-        token: String,
+        token: S,
     },
     /// The answer to `/help`: `[usage, description]` pairs.
     Help {
         /// The commands this user may use.
-        commands: Vec<(String, String)>,
+        commands: Vec<(S, S)>,
     },
     /// The answer to `/close`.
     Goodbye,
@@ -197,9 +214,9 @@ pub enum ServerEvent {
         /// The transfer's id.
         id: u64,
         /// The sender.
-        from: String,
+        from: S,
         /// The file's name as the sender gave it.
-        name: String,
+        name: S,
         /// Its size in bytes.
         size: u64,
     },
@@ -208,9 +225,9 @@ pub enum ServerEvent {
         /// The transfer's id.
         id: u64,
         /// The recipient.
-        to: String,
+        to: S,
         /// The file's name.
-        name: String,
+        name: S,
         /// Its size in bytes.
         size: u64,
     },
@@ -219,53 +236,72 @@ pub enum ServerEvent {
         /// The transfer's id.
         id: u64,
         /// The bytes, standard base64 with padding.
-        data: String,
+        data: S,
     },
     /// A transfer finished: `from` and `size` for the recipient, `to` for the sender.
     FileDone {
         /// The transfer's id.
         id: u64,
         /// The file's name.
-        name: String,
+        name: S,
         /// Its size (recipient side).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
         /// The sender (recipient side).
-        #[serde(default)]
-        from: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<S>,
         /// The recipient (sender side).
-        #[serde(default)]
-        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<S>,
     },
     /// A transfer stopped before the end.
     FileCancelled {
         /// The transfer's id.
         id: u64,
         /// Why.
-        reason: String,
+        reason: S,
     },
-    /// Something went wrong; `code` is stable (docs/PROTOCOL.md, "Error codes").
+    /// Something went wrong; `code` is stable ([`ErrorCode::as_str`](crate::ErrorCode::as_str)).
     Error {
         /// The stable code.
-        code: String,
+        code: S,
         /// The words for a person.
-        message: String,
+        message: S,
     },
-    /// A `type` this client does not know yet (a newer server); shown as nothing.
+    /// A `type` this schema does not know (a newer server): what an older client reads
+    /// instead of failing. The engine never sends it.
     #[serde(other)]
     Unknown,
 }
 
-/// Why a line could not be read as a [`ServerLine`].
+/// Why a line could not be read as a [`ServerLine`]: not JSON, or no known shape.
 #[derive(Debug, thiserror::Error)]
 #[error("not a JSON server line: {0}")]
-pub struct ParseError(#[from] serde_json::Error);
+pub struct InvalidServerLine(#[from] serde_json::Error);
 
 impl ServerLine {
     /// Parses one line (with or without its line break).
-    pub fn parse(line: &str) -> Result<ServerLine, ParseError> {
+    pub fn parse(line: &str) -> Result<ServerLine, InvalidServerLine> {
         Ok(serde_json::from_str(line.trim_end_matches(['\r', '\n']))?)
     }
+}
+
+impl ServerLine<&str> {
+    /// The line as sent: one JSON object and `\n`. Keys come out in sorted order, as they
+    /// always have (`type` among the others, not first); JSON readers do not care.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        // Through a `serde_json::Value`: its map sorts the keys.
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut out = Vec::with_capacity(96);
+        // Serialising a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &value);
+        out.push(b'\n');
+        out
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[cfg(test)]
@@ -289,16 +325,6 @@ mod tests {
         );
         assert_eq!(
             parse(
-                r#"{"type":"welcome","user":"alice","role":"user","new":false,"ts":1795664700012}"#
-            ),
-            ServerEvent::Welcome {
-                user: "alice".into(),
-                role: "user".into(),
-                new: false
-            }
-        );
-        assert_eq!(
-            parse(
                 r#"{"type":"message","channel":"Global","from":"bob","text":"hi","id":"0000018f2a3c4d5e0000000000000007","ts":1795664701000}"#
             ),
             ServerEvent::Message {
@@ -315,6 +341,39 @@ mod tests {
         let line = ServerLine::parse("{\"type\":\"goodbye\"}\r\n").unwrap();
         assert_eq!(line.ts, None);
         assert_eq!(line.event, ServerEvent::Goodbye);
+    }
+
+    #[test]
+    fn what_the_engine_writes_reads_back_as_the_same_line() {
+        let written = ServerLine {
+            ts: Some(5),
+            event: ServerEvent::FileDone {
+                id: 7,
+                name: "a.bin",
+                size: None,
+                from: None,
+                to: Some("alice"),
+            },
+        };
+        let bytes = written.to_bytes();
+        assert_eq!(
+            bytes,
+            b"{\"id\":7,\"name\":\"a.bin\",\"to\":\"alice\",\"ts\":5,\"type\":\"file_done\"}\n"
+        );
+        let read = ServerLine::parse(std::str::from_utf8(&bytes).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            ServerLine {
+                ts: Some(5),
+                event: ServerEvent::FileDone {
+                    id: 7,
+                    name: "a.bin".into(),
+                    size: None,
+                    from: None,
+                    to: Some("alice".into())
+                }
+            }
+        );
     }
 
     #[test]
@@ -431,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn text_mode_lines_are_parse_errors() {
+    fn text_mode_lines_are_not_server_lines() {
         assert!(ServerLine::parse("Welcome to WUR2 chat!").is_err());
         assert!(ServerLine::parse(r#"{"no_type":1}"#).is_err());
     }

@@ -1,0 +1,374 @@
+//! An in-memory store that answers every [`StoreRequest`] as its documentation says, for
+//! tests, simulations, fuzzing and examples (feature `memory-store`).
+//!
+//! It owns accounts, channel history and private messages, plus two knobs a test needs: a
+//! *delay* (requests are held until the test releases them, in any order) and a *failure*
+//! (requests fail with a chosen [`StoreError`]). Like the engine it reads no clock, starts
+//! no thread and draws no random number: stored messages are stamped from a clock the
+//! caller sets, and held requests wait until the caller releases them.
+//!
+//! Not a production store: passwords are kept as typed, where a real store keeps a slow
+//! salted hash (`wur2-store` does) and runs requests off the engine's thread.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::ids::{MessageId, RequestId};
+use crate::names::{channel_key, username_key};
+use crate::store::{
+    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
+};
+
+/// One account (its password hidden from `Debug`).
+#[derive(Debug, Clone)]
+struct Account {
+    username: String,
+    password: Password,
+    role: Role,
+}
+
+/// A private message and whether it reached its recipient.
+#[derive(Debug, Clone)]
+struct Private {
+    recipient_key: String,
+    message: PendingMessage,
+    delivered: bool,
+}
+
+/// Accounts, history and private messages in memory, with knobs for delay and failure.
+///
+/// A driver hands each [`Output::Store`](crate::Output::Store) to [`MemoryStore::submit`]
+/// and passes a reply it returns to
+/// [`Engine::handle_store_reply`](crate::Engine::handle_store_reply); held requests come
+/// back from [`MemoryStore::release`].
+#[derive(Debug)]
+pub struct MemoryStore {
+    /// By username key.
+    accounts: BTreeMap<String, Account>,
+    /// (channel key, message), in append order.
+    channel_messages: Vec<(String, StoredMessage)>,
+    private_messages: Vec<Private>,
+    /// Ids stored so far: storing one twice keeps one copy.
+    stored_ids: BTreeSet<MessageId>,
+    failure: Option<StoreError>,
+    holding: bool,
+    held: VecDeque<(RequestId, StoreRequest)>,
+    /// The stamp of the next stored message, and how much later each one after it is.
+    clock_unix_ms: i64,
+    tick_ms: i64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            accounts: BTreeMap::new(),
+            channel_messages: Vec::new(),
+            private_messages: Vec::new(),
+            stored_ids: BTreeSet::new(),
+            failure: None,
+            holding: false,
+            held: VecDeque::new(),
+            clock_unix_ms: 0,
+            tick_ms: 1,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store that answers at once, never fails, and stamps messages from the Unix
+    /// epoch on, 1 ms apart.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// Creates (or replaces) an account, as an operator would before anyone logs in.
+    pub fn add_account(&mut self, username: &str, password: &str, role: Role) {
+        let account = Account {
+            username: username.to_string(),
+            password: Password::new(password),
+            role,
+        };
+        self.accounts.insert(username_key(username), account);
+    }
+
+    /// The role of an account (matched without regard to case), if it exists.
+    pub fn role(&self, username: &str) -> Option<Role> {
+        self.accounts
+            .get(&username_key(username))
+            .map(|account| account.role)
+    }
+
+    /// Every message stored for a channel (matched without regard to case), oldest first.
+    pub fn history(&self, channel: &str) -> Vec<&StoredMessage> {
+        let key = channel_key(channel);
+        self.channel_messages
+            .iter()
+            .filter(|(stored_in, _)| *stored_in == key)
+            .map(|(_, message)| message)
+            .collect()
+    }
+
+    /// Every private message stored for a user (matched without regard to case), delivered
+    /// or not, oldest first.
+    pub fn private_messages(&self, recipient: &str) -> Vec<&PendingMessage> {
+        let key = username_key(recipient);
+        self.private_messages
+            .iter()
+            .filter(|private| private.recipient_key == key)
+            .map(|private| &private.message)
+            .collect()
+    }
+
+    /// Sets the store's clock: the next stored message is stamped `unix_ms`, and each one
+    /// after it `tick_ms` later (a driver with a wall clock sets it before every request,
+    /// with a tick of 0).
+    pub fn set_clock(&mut self, unix_ms: i64, tick_ms: i64) {
+        self.clock_unix_ms = unix_ms;
+        self.tick_ms = tick_ms;
+    }
+
+    /// The failure knob: with `Some(error)`, every request the engine waits for fails with
+    /// `error` until it is set back to `None`. Channel appends and `MarkDelivered`, which the
+    /// engine does not wait for, are still carried out, so history stays whole.
+    pub fn set_failure(&mut self, error: Option<StoreError>) {
+        self.failure = error;
+    }
+
+    /// The delay knob: while `true`, [`MemoryStore::submit`] holds requests until
+    /// [`MemoryStore::release`]; turning it off answers new requests at once and leaves the
+    /// held ones waiting.
+    pub fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
+    }
+
+    /// Whether the delay knob is on.
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    /// How many requests are held.
+    pub fn waiting(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the request with this id is held.
+    pub fn holds(&self, id: RequestId) -> bool {
+        self.held.iter().any(|(held, _)| *held == id)
+    }
+
+    /// Takes a request from the engine: its reply now, or `None` when it is held.
+    pub fn submit(&mut self, id: RequestId, request: StoreRequest) -> Option<StoreReply> {
+        if self.holding {
+            self.held.push_back((id, request));
+            return None;
+        }
+        Some(self.answer(&request))
+    }
+
+    /// Answers the held request at `index` (0 is the oldest), for the engine to get with its
+    /// id; `None` when fewer are held. Releasing index 0 repeatedly answers in order.
+    pub fn release(&mut self, index: usize) -> Option<(RequestId, StoreReply)> {
+        let (id, request) = self.held.remove(index)?;
+        Some((id, self.answer(&request)))
+    }
+
+    /// Takes the held request at `index` unanswered, for a test that answers it its own way
+    /// (a wrong or late reply, say).
+    pub fn take_held(&mut self, index: usize) -> Option<(RequestId, StoreRequest)> {
+        self.held.remove(index)
+    }
+
+    /// Carries out `request` now and answers it (subject to the failure knob, not to the
+    /// delay knob).
+    pub fn answer(&mut self, request: &StoreRequest) -> StoreReply {
+        let waited_for = !matches!(
+            request,
+            StoreRequest::AppendChannelMessage(_) | StoreRequest::MarkDelivered { .. }
+        );
+        if let (Some(error), true) = (&self.failure, waited_for) {
+            return StoreReply::Failed(error.clone());
+        }
+        match request {
+            StoreRequest::Register { username, password } => {
+                if self.accounts.contains_key(&username_key(username)) {
+                    return StoreReply::Failed(StoreError::UsernameTaken);
+                }
+                self.add_account(username, password.expose(), Role::User);
+                StoreReply::Account {
+                    username: username.clone(),
+                    role: Role::User,
+                }
+            }
+            StoreRequest::Login { username, password } => {
+                match self.accounts.get(&username_key(username)) {
+                    Some(account) if account.password.expose() == password.expose() => {
+                        StoreReply::Account {
+                            username: account.username.clone(),
+                            role: account.role,
+                        }
+                    }
+                    _ => StoreReply::Failed(StoreError::InvalidCredentials),
+                }
+            }
+            StoreRequest::AppendChannelMessage(message) => {
+                if self.stored_ids.insert(message.id) {
+                    let stored = StoredMessage {
+                        id: message.id,
+                        sender: message.sender.clone(),
+                        text: message.text.clone(),
+                        sent_at_unix_ms: self.stamp(),
+                    };
+                    let key = channel_key(&message.channel);
+                    self.channel_messages.push((key, stored));
+                }
+                StoreReply::Done
+            }
+            StoreRequest::AppendPrivateMessage(message) => {
+                let recipient_key = username_key(&message.recipient);
+                if !self.accounts.contains_key(&recipient_key) {
+                    return StoreReply::Failed(StoreError::UnknownUser);
+                }
+                if self.stored_ids.insert(message.id) {
+                    let pending = PendingMessage {
+                        id: message.id,
+                        sender: message.sender.clone(),
+                        text: message.text.clone(),
+                        sent_at_unix_ms: self.stamp(),
+                    };
+                    self.private_messages.push(Private {
+                        recipient_key,
+                        message: pending,
+                        delivered: message.delivered,
+                    });
+                }
+                StoreReply::Done
+            }
+            StoreRequest::FetchHistory { channel, limit } => {
+                let all = self.history(channel);
+                let recent = &all[all.len().saturating_sub(*limit)..];
+                StoreReply::History(recent.iter().map(|&m| m.clone()).collect())
+            }
+            StoreRequest::FetchPending { username } => {
+                let key = username_key(username);
+                let pending = self
+                    .private_messages
+                    .iter()
+                    .filter(|p| p.recipient_key == key && !p.delivered)
+                    .map(|p| p.message.clone())
+                    .collect();
+                StoreReply::Pending(pending)
+            }
+            StoreRequest::MarkDelivered { ids } => {
+                for private in &mut self.private_messages {
+                    private.delivered |= ids.contains(&private.message.id);
+                }
+                StoreReply::Done
+            }
+            StoreRequest::SetRole { username, role } => {
+                match self.accounts.get_mut(&username_key(username)) {
+                    Some(account) => {
+                        account.role = *role;
+                        StoreReply::Account {
+                            username: account.username.clone(),
+                            role: *role,
+                        }
+                    }
+                    None => StoreReply::Failed(StoreError::UnknownUser),
+                }
+            }
+        }
+    }
+
+    /// The stamp for a message stored now; the clock moves on by one tick.
+    fn stamp(&mut self) -> i64 {
+        let now = self.clock_unix_ms;
+        self.clock_unix_ms = now.saturating_add(self.tick_ms);
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ChannelMessage;
+
+    fn register(name: &str) -> StoreRequest {
+        StoreRequest::Register {
+            username: name.into(),
+            password: Password::new("long-enough"),
+        }
+    }
+
+    fn append(sequence: u64, channel: &str) -> StoreRequest {
+        StoreRequest::AppendChannelMessage(ChannelMessage {
+            id: MessageId {
+                origin: 1,
+                sequence,
+            },
+            channel: channel.into(),
+            sender: "al".into(),
+            text: format!("message {sequence}"),
+        })
+    }
+
+    #[test]
+    fn held_requests_wait_until_released_in_any_order() {
+        let mut store = MemoryStore::new();
+        store.set_holding(true);
+        assert_eq!(store.submit(RequestId(1), register("al")), None);
+        assert_eq!(store.submit(RequestId(2), register("AL")), None);
+        assert_eq!(store.waiting(), 2);
+        assert!(store.holds(RequestId(2)));
+        let (id, reply) = store.release(1).unwrap();
+        assert_eq!(id, RequestId(2));
+        assert!(matches!(reply, StoreReply::Account { username, .. } if username == "AL"));
+        let (id, reply) = store.release(0).unwrap();
+        assert_eq!(id, RequestId(1));
+        assert_eq!(reply, StoreReply::Failed(StoreError::UsernameTaken));
+        assert_eq!(store.release(0), None);
+    }
+
+    #[test]
+    fn passwords_do_not_show_in_debug_output() {
+        let mut store = MemoryStore::new();
+        store.answer(&register("al"));
+        store.set_holding(true);
+        store.submit(RequestId(1), register("bo"));
+        assert!(!format!("{store:?}").contains("long-enough"));
+    }
+
+    #[test]
+    fn a_failing_store_still_keeps_the_appends_the_engine_does_not_wait_for() {
+        let mut store = MemoryStore::new();
+        store.set_failure(Some(StoreError::Busy));
+        assert_eq!(
+            store.answer(&register("al")),
+            StoreReply::Failed(StoreError::Busy)
+        );
+        assert_eq!(store.answer(&append(1, "Global")), StoreReply::Done);
+        store.set_failure(None);
+        assert_eq!(store.history("global").len(), 1);
+    }
+
+    #[test]
+    fn history_keeps_one_copy_per_id_stamped_by_the_callers_clock() {
+        let mut store = MemoryStore::new();
+        store.set_clock(1_000, 60_000);
+        for request in [append(1, "rust"), append(1, "rust"), append(2, "Rust")] {
+            store.answer(&request);
+        }
+        let stamps: Vec<i64> = store
+            .history("RUST")
+            .iter()
+            .map(|m| m.sent_at_unix_ms)
+            .collect();
+        assert_eq!(stamps, [1_000, 61_000]);
+        let fetch = StoreRequest::FetchHistory {
+            channel: "rust".into(),
+            limit: 1,
+        };
+        let StoreReply::History(last) = store.answer(&fetch) else {
+            panic!("history expected");
+        };
+        assert_eq!(last[0].text, "message 2");
+    }
+}
