@@ -124,7 +124,12 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
     let exporter = match cli.metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
-            let exporter = metrics::serve(listener, meter, server.status(), store.clone())?;
+            let exporter = metrics::serve::<wur2_async_std::AsyncStd, _>(
+                listener,
+                meter,
+                server.status(),
+                store.clone(),
+            )?;
             info!("metrics on http://{}/metrics", exporter.local_addr());
             Some(exporter)
         }

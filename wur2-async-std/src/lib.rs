@@ -9,8 +9,8 @@
 //! async-std is deprecated upstream in favour of smol; this crate pins its last release,
 //! which still builds and works (see the README).
 //!
-//! With the `metrics` feature (off by default), `metrics::serve` serves Prometheus
-//! metrics and `/healthz` over HTTP on async-std sockets.
+//! With the `metrics` feature (off by default), `metrics::serve::<AsyncStd, _>` serves
+//! Prometheus metrics and `/healthz` over HTTP on async-std sockets.
 //!
 //! ## Embedding
 //!
@@ -33,6 +33,10 @@ use async_std::net::TcpListener;
 use wur2_engine::Config;
 
 pub use runtime::{AsyncStd, AsyncStdStream};
+/// Prometheus metrics and `/healthz` over HTTP (`metrics` feature): serve them on
+/// async-std with `metrics::serve::<AsyncStd, _>(listener, metrics, server.status(), store)`.
+#[cfg(feature = "metrics")]
+pub use wur2_host::metrics;
 pub use wur2_host::{Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError};
 
 /// A running server on async-std. Dropping it leaves the server running (detached); call
@@ -61,26 +65,4 @@ pub fn serve_with<S: Storage>(
     options: Options,
 ) -> Result<ServerHandle, Error> {
     wur2_host::serve_with::<AsyncStd, S>(listener, store, config, options)
-}
-
-/// Prometheus metrics and a health check over HTTP on async-std (`metrics` feature).
-#[cfg(feature = "metrics")]
-pub mod metrics {
-    use std::io;
-
-    use async_std::net::TcpListener;
-    pub use wur2_host::metrics::{HEALTH_TIMEOUT, Metered, Metrics, MetricsServer, StoreProbe};
-
-    use crate::{AsyncStd, ServerStatus};
-
-    /// Serves `GET /metrics` and `GET /healthz` on `listener` until stopped; see
-    /// [`wur2_host::metrics::serve`].
-    pub fn serve<P: StoreProbe>(
-        listener: TcpListener,
-        metrics: Metrics,
-        status: ServerStatus,
-        store: P,
-    ) -> io::Result<MetricsServer> {
-        wur2_host::metrics::serve::<AsyncStd, P>(listener, metrics, status, store)
-    }
 }

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_std::task::JoinHandle;
-use wur2_async_std::{Options, ServerHandle, TlsAcceptor};
+use wur2_async_std::{Options, ServerHandle};
 use wur2_engine::Config;
 use wur2_store::Store;
-use wur2_testkit::{Target, certificate, store_config};
+use wur2_testkit::{Target, store_config};
 
 /// Servers on async-std's global executor. No Tokio runtime is current where the store is
 /// opened and served, so sqlx runs on async-std here. With `tls`, the clients use the
@@ -23,6 +23,13 @@ struct AsyncStdServer {
     handle: ServerHandle,
     target: Target,
     writer: JoinHandle<()>,
+}
+
+/// A listener on a free loopback port.
+async fn bind() -> async_std::net::TcpListener {
+    async_std::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
 }
 
 impl wur2_testkit::Driver for AsyncStd {
@@ -40,9 +47,7 @@ impl wur2_testkit::Driver for AsyncStd {
                 .await
                 .expect("open the store");
             let writer = async_std::task::spawn(writer.run());
-            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
+            let listener = bind().await;
             let options = Options {
                 shutdown_timeout: Duration::from_secs(10),
                 files_dir,
@@ -50,18 +55,11 @@ impl wur2_testkit::Driver for AsyncStd {
             };
             let mut handle =
                 wur2_async_std::serve_with(listener, store, config, options).expect("serve");
-            let target = if self.tls {
-                let certificate = certificate();
-                let acceptor =
-                    TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
-                        .expect("the test certificate");
-                let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                Target::tls(handle.serve_tls(listener, acceptor).expect("serve TLS"))
-            } else {
-                Target::plain(handle.local_addr())
+            let tls_listener = match self.tls {
+                true => Some(bind().await),
+                false => None,
             };
+            let target = wur2_testkit::target(&mut handle, tls_listener);
             AsyncStdServer {
                 handle,
                 target,

@@ -11,7 +11,24 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
+use wur2_host::{Runtime, ServerHandle, TlsAcceptor};
+
 use crate::scenarios::STEP;
+
+/// Where the suite's clients reach `server`: its plain listener or, given `tls_listener`,
+/// a TLS listener added to it that serves [`certificate`].
+pub fn target<R: Runtime>(
+    server: &mut ServerHandle<R>,
+    tls_listener: Option<R::TcpListener>,
+) -> Target {
+    let Some(listener) = tls_listener else {
+        return Target::plain(server.local_addr());
+    };
+    let certificate = certificate();
+    let acceptor = TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
+        .expect("the test certificate");
+    Target::tls(server.serve_tls(listener, acceptor).expect("serve TLS"))
+}
 
 /// A server the scenarios connect to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //!
 //! | feature | what it adds | default |
 //! |---|---|---|
-//! | `metrics` | [`metrics`]: Prometheus metrics and `/healthz` over HTTP (hyper) | yes |
+//! | `metrics` | `metrics`: Prometheus metrics and `/healthz` over HTTP (hyper) | yes |
 //! | `cli` | the `wur2` binary: flags, `.env`, logging, operator commands, `wur2 chat` | yes |
 //!
 //! An embedder who adds this crate with `default-features = false` gets the server and TLS
@@ -32,14 +32,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "metrics")]
-pub mod metrics;
 mod runtime;
 
 use tokio::net::TcpListener;
 use wur2_engine::Config;
 
 pub use runtime::{Tokio, TokioStream};
+/// Prometheus metrics and `/healthz` over HTTP (`metrics` feature): serve them on Tokio
+/// with `metrics::serve::<Tokio, _>(listener, metrics, server.status(), store)`.
+#[cfg(feature = "metrics")]
+pub use wur2_host::metrics;
 pub use wur2_host::{Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError};
 
 /// A running server on Tokio. Dropping it leaves the server running (detached); call

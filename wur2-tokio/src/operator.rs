@@ -120,8 +120,13 @@ impl Prepared {
         }
         let metrics = match self.metrics {
             Some(listener) => {
-                let exporter = metrics::serve(listener, metrics, server.status(), store.clone())
-                    .context("cannot serve metrics")?;
+                let exporter = metrics::serve::<wur2_tokio::Tokio, _>(
+                    listener,
+                    metrics,
+                    server.status(),
+                    store.clone(),
+                )
+                .context("cannot serve metrics")?;
                 info!(
                     "metrics on http://{}/metrics, health on /healthz",
                     exporter.local_addr()

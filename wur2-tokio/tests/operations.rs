@@ -288,7 +288,7 @@ async fn scrape(addr: SocketAddr) -> Exposition {
 async fn metrics_follow_the_chat_and_healthz_follows_the_listener_and_the_store() {
     let server = start().await;
     let addr = server.handle.local_addr();
-    let exporter = metrics::serve(
+    let exporter = metrics::serve::<wur2_tokio::Tokio, _>(
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         server.metrics.clone(),
         server.handle.status(),
@@ -471,7 +471,7 @@ async fn a_tls_client_chats_with_a_plain_client_and_survives_a_certificate_reloa
     .await
     .expect("the failed handshake is counted");
     assert_eq!(status.tls_handshake_failures(), 1);
-    let exporter = metrics::serve(
+    let exporter = metrics::serve::<wur2_tokio::Tokio, _>(
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         server.metrics.clone(),
         status,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use wur2_store::Store;
 use wur2_testkit::scenarios::{Client, Event, Mode, unique};
-use wur2_testkit::{Target, block_on, certificate, config, store_config};
-use wur2_tokio::{Options, TlsAcceptor};
+use wur2_testkit::{block_on, config, store_config};
+use wur2_tokio::Options;
 
 /// Sockets this process holds now (Linux: `/proc/self/fd` entries that are sockets).
 fn open_sockets() -> usize {
@@ -38,14 +38,11 @@ fn a_tls_client_costs_the_server_one_socket_and_no_loopback_pair() {
             wur2_tokio::serve_with(listener, store, config(), Options::default()).expect("serve");
         (handle, writer)
     });
-    let certificate = certificate();
-    let acceptor = TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
-        .expect("the test certificate");
-    let tls_addr = runtime.block_on(async {
+    let target = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        handle.serve_tls(listener, acceptor).expect("serve TLS")
+        wur2_testkit::target(&mut handle, Some(listener))
     });
 
     // The clients' runtime first: its signal driver holds a socket of its own.
@@ -55,7 +52,7 @@ fn a_tls_client_costs_the_server_one_socket_and_no_loopback_pair() {
         let mut clients = Vec::with_capacity(CLIENTS);
         for _ in 0..CLIENTS {
             let name = unique("tls");
-            clients.push(Client::register(Target::tls(tls_addr), Mode::Text, &name).await);
+            clients.push(Client::register(target, Mode::Text, &name).await);
         }
         clients
     });

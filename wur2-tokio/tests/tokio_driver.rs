@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use wur2_engine::Config;
 use wur2_store::Store;
-use wur2_testkit::{Target, certificate, store_config};
-use wur2_tokio::{Options, ServerHandle, TlsAcceptor};
+use wur2_testkit::{Target, store_config};
+use wur2_tokio::{Options, ServerHandle};
 
 /// Servers on a multi-threaded Tokio runtime of their own; with `tls`, the clients use the
 /// server's TLS listener.
@@ -21,6 +21,13 @@ struct TokioServer {
     handle: ServerHandle,
     target: Target,
     writer: tokio::task::JoinHandle<()>,
+}
+
+/// A listener on a free loopback port.
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
 }
 
 impl wur2_testkit::Driver for Tokio {
@@ -37,9 +44,7 @@ impl wur2_testkit::Driver for Tokio {
                 .await
                 .expect("open the store");
             let writer = tokio::spawn(writer.run());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
+            let listener = bind().await;
             let options = Options {
                 shutdown_timeout: Duration::from_secs(10),
                 files_dir,
@@ -47,18 +52,11 @@ impl wur2_testkit::Driver for Tokio {
             };
             let mut handle =
                 wur2_tokio::serve_with(listener, store, config, options).expect("serve");
-            let target = if self.tls {
-                let certificate = certificate();
-                let acceptor =
-                    TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
-                        .expect("the test certificate");
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                Target::tls(handle.serve_tls(listener, acceptor).expect("serve TLS"))
-            } else {
-                Target::plain(handle.local_addr())
+            let tls_listener = match self.tls {
+                true => Some(bind().await),
+                false => None,
             };
+            let target = wur2_testkit::target(&mut handle, tls_listener);
             (handle, target, writer)
         });
         TokioServer {
