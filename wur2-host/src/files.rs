@@ -118,12 +118,21 @@ impl Files {
 
 /// Opens `relative` inside `dir` (canonical), refusing anything that resolves outside it
 /// or is not a regular file.
+///
+/// Nothing here can block: opening a FIFO for reading waits for a writer, and a device
+/// may wait for anything, so anything that is not a regular file is refused before it is
+/// opened; the open itself is non-blocking and follows no symbolic link (the path is
+/// canonical, so a link there now was put in since); and what was opened is checked
+/// again, in case the name was swapped for something else in between.
 pub fn open_inside(dir: &Path, relative: &str) -> Result<(File, u64), FileError> {
     let full = dir.join(relative).canonicalize().map_err(open_error)?;
     if !full.starts_with(dir) {
         return Err(FileError::NotAllowed);
     }
-    let file = File::open(&full).map_err(open_error)?;
+    if !std::fs::metadata(&full).map_err(open_error)?.is_file() {
+        return Err(FileError::NotAllowed);
+    }
+    let file = open_without_blocking(&full).map_err(open_error)?;
     let metadata = file
         .metadata()
         .map_err(|error| FileError::Io(error.to_string()))?;
@@ -131,6 +140,23 @@ pub fn open_inside(dir: &Path, relative: &str) -> Result<(File, u64), FileError>
         return Err(FileError::NotAllowed);
     }
     Ok((file, metadata.len()))
+}
+
+/// Opens `path` for reading without waiting (a FIFO without a writer opens at once) and
+/// without following a symbolic link in its last component.
+#[cfg(unix)]
+fn open_without_blocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens `path` for reading (no FIFOs to fear outside Unix).
+#[cfg(not(unix))]
+fn open_without_blocking(path: &Path) -> io::Result<File> {
+    File::open(path)
 }
 
 fn open_error(error: io::Error) -> FileError {
@@ -186,5 +212,25 @@ mod tests {
             open_inside(&dir, "missing").err(),
             Some(FileError::NotFound)
         );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let dir = root.path().canonicalize().expect("canonical");
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo"))
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo failed");
+        // On another thread: were the open to block, this test would fail, not hang.
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(open_inside(&dir, "fifo").err());
+        });
+        let refused = result
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO returns at once");
+        assert_eq!(refused, Some(FileError::NotAllowed));
     }
 }

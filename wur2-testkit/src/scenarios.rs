@@ -496,13 +496,15 @@ pub async fn many_connections_dropped_at_once(addr: Target, mode: Mode, count: u
 }
 
 /// A server-side file from the operator's files directory reaches the recipient byte-exact
-/// (`path` holds `content`, text); paths that leave the directory are refused.
+/// (`path` holds `content`, text); paths that leave the directory are refused, and so is
+/// `fifo` (a FIFO in the directory), at once and as often as it is asked for.
 pub async fn server_file_arrives_byte_exact(
     addr: Target,
     mode: Mode,
     path: &str,
     content: &[u8],
     escaping_symlink: &str,
+    fifo: &str,
 ) {
     let mut alice = Client::register(addr, mode, &unique("fs")).await;
     let mut bob = Client::register(addr, mode, &unique("fr")).await;
@@ -540,6 +542,24 @@ pub async fn server_file_arrives_byte_exact(
         alice.send(&format!("/send {b} {refused}")).await;
         alice.expect_error(code).await;
     }
+    // A FIFO would block whoever opens it until a writer comes: refused at once, every
+    // time, and the server's file work goes on.
+    for _ in 0..20 {
+        alice.send(&format!("/send {b} {fifo}")).await;
+        alice.expect_error("file_not_allowed").await;
+    }
+    alice.send(&format!("/send {b} {path}")).await;
+    let again = alice
+        .expect_with("the sending notice", |event| match event {
+            Event::FileSending { id, .. } => Some(*id),
+            _ => None,
+        })
+        .await;
+    let received = receive_file(&mut bob, Some(again), &a, path).await;
+    assert!(
+        received == content,
+        "the file arrived changed after the FIFOs"
+    );
     alice.barrier().await;
     let quiet = bob.barrier().await;
     assert!(

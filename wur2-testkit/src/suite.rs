@@ -215,7 +215,8 @@ pub fn idle_connections_time_out_before_login(driver: &impl Driver, mode: Mode) 
     });
 }
 
-/// Server-side files arrive byte-exact; nothing outside the directory is served.
+/// Server-side files arrive byte-exact; nothing outside the directory is served, and
+/// nothing that is not a regular file (a FIFO) holds up the server.
 pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(
     driver: &impl Driver,
     mode: Mode,
@@ -231,6 +232,11 @@ pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(
     std::fs::write(root.path().join("secret.txt"), b"not for you").expect("a secret");
     std::os::unix::fs::symlink(root.path().join("secret.txt"), files.join("escape.txt"))
         .expect("a symlink");
+    let made = std::process::Command::new("mkfifo")
+        .arg(files.join("pipe"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), Some(files.clone()));
         within(
@@ -241,6 +247,7 @@ pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(
                 "notes.txt",
                 &content,
                 "escape.txt",
+                "pipe",
             ),
         );
         server.stop();
