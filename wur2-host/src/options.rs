@@ -21,6 +21,12 @@ pub struct Options {
     /// Pause after a failed `accept` (for example out of file descriptors), so the loop
     /// does not spin.
     pub accept_backoff: Duration,
+    /// TLS handshakes in progress at once from one IP address, at most: a client over it
+    /// is closed at accept, before any handshake work (the engine's per-address cap
+    /// applies once the handshake is done). Handshakes take milliseconds, so a few at once
+    /// serve any honest address, even a busy NAT; silent connections cannot take the
+    /// listener's handshake slots ([`MAX_HANDSHAKES`](crate::MAX_HANDSHAKES)) from others.
+    pub max_handshakes_per_address: usize,
     /// The only directory `/send <user> <path>` may read from; `None` turns server-side
     /// files off. [`prepare`] sets [`Config::server_files`] to match.
     pub files_dir: Option<PathBuf>,
@@ -32,6 +38,7 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(10),
             close_flush_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
+            max_handshakes_per_address: 16,
             files_dir: None,
         }
     }

@@ -5,9 +5,10 @@
 //! client first finishes its handshake in a task of its own (a bounded number at once,
 //! each with a deadline), so a slow handshake never holds up anyone else.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -61,6 +62,7 @@ pub fn serve_with<R: Runtime, S: Storage>(
     let status = Arc::new(StatusCell::default());
     status.set_accepting(true);
     let backoff = options.accept_backoff;
+    let max_handshakes_per_address = options.max_handshakes_per_address;
     let Wired {
         driver,
         channels,
@@ -91,6 +93,7 @@ pub fn serve_with<R: Runtime, S: Storage>(
         status: ServerStatus::new(status),
         intake,
         stop_accepting: stop_rx,
+        max_handshakes_per_address,
     })
 }
 
@@ -107,6 +110,8 @@ pub struct ServerHandle<R: Runtime> {
     intake: mpsc::WeakSender<ConnectionEvent<R::Stream>>,
     /// Turns `true` when the server stops taking clients.
     stop_accepting: watch::Receiver<bool>,
+    /// [`Options::max_handshakes_per_address`].
+    max_handshakes_per_address: usize,
 }
 
 impl<R: Runtime> std::fmt::Debug for ServerHandle<R> {
@@ -144,6 +149,7 @@ impl<R: Runtime> ServerHandle<R> {
             self.intake.clone(),
             self.stop_accepting.clone(),
             self.status.cell(),
+            self.max_handshakes_per_address,
         ));
         Ok(local_addr)
     }
@@ -205,15 +211,19 @@ async fn accept_plain<R: Runtime>(
 }
 
 /// Accepts TLS clients on `listener` and hands each, once its handshake is done, to the
-/// engine's loop through `intake`, as a plain client from its own address.
+/// engine's loop through `intake`, as a plain client from its own address. At most
+/// [`MAX_HANDSHAKES`] handshakes run at once, and at most `per_address` from one address:
+/// a client over that is closed at once.
 async fn accept_tls<R: Runtime>(
     listener: R::TcpListener,
     acceptor: TlsAcceptor,
     intake: mpsc::WeakSender<ConnectionEvent<R::Stream>>,
     stop: watch::Receiver<bool>,
     status: Arc<StatusCell>,
+    per_address: usize,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let in_progress = Arc::new(HandshakesByAddress::default());
     loop {
         let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
             return;
@@ -221,38 +231,88 @@ async fn accept_tls<R: Runtime>(
         let Some(accepted) = next_client::<R>(&listener, &stop).await else {
             return;
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let config = acceptor.config();
-                let intake = intake.clone();
-                let status = Arc::clone(&status);
-                R::spawn(async move {
-                    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-                    let handshake =
-                        futures_lite::future::or(R::tls_accept(config, stream), async {
-                            R::sleep_until(deadline).await;
-                            Err(io::ErrorKind::TimedOut.into())
-                        })
-                        .await;
-                    drop(permit);
-                    status.count_tls_handshake(handshake.is_ok());
-                    let stream = match handshake {
-                        Ok(stream) => stream,
-                        Err(error) => {
-                            debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    // No engine loop (shut down): the client is dropped, as a plain one
-                    // would be.
-                    if let Some(events) = intake.upgrade() {
-                        let _ = events.send(ConnectionEvent::Accepted(stream, peer)).await;
-                    }
-                });
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "TLS accept failed; backing off");
                 R::sleep_until(Instant::now() + Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = HandshakesByAddress::enter(&in_progress, peer.ip(), per_address) else {
+            debug!(%peer, "too many TLS handshakes from this address; closed");
+            status.count_tls_handshake(false);
+            continue;
+        };
+        let config = acceptor.config();
+        let intake = intake.clone();
+        let status = Arc::clone(&status);
+        R::spawn(async move {
+            let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+            let handshake = futures_lite::future::or(R::tls_accept(config, stream), async {
+                R::sleep_until(deadline).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await;
+            drop((permit, slot));
+            status.count_tls_handshake(handshake.is_ok());
+            let stream = match handshake {
+                Ok(stream) => stream,
+                Err(error) => {
+                    debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+            };
+            // No engine loop (shut down): the client is dropped, as a plain one would be.
+            if let Some(events) = intake.upgrade() {
+                let _ = events.send(ConnectionEvent::Accepted(stream, peer)).await;
+            }
+        });
+    }
+}
+
+/// TLS handshakes in progress, by client address.
+#[derive(Default)]
+struct HandshakesByAddress {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl HandshakesByAddress {
+    /// A slot for one more handshake from `ip`, or `None` when `limit` are in progress.
+    fn enter(this: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<HandshakeSlot> {
+        let mut counts = this.lock();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(HandshakeSlot {
+            by_address: Arc::clone(this),
+            ip,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Plain counts: still right after a panic elsewhere.
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One handshake in progress; its address's count goes down when it is dropped.
+struct HandshakeSlot {
+    by_address: Arc<HandshakesByAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut counts = self.by_address.lock();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
             }
         }
     }

@@ -73,6 +73,13 @@ pub(crate) struct ServeArgs {
     /// Largest file a user may send, in bytes.
     #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = Config::default().max_file_bytes)]
     pub max_file_bytes: u64,
+    /// TLS handshakes in progress at once from one IP address; more are closed at accept.
+    #[arg(
+        long,
+        env = "WUR2_MAX_TLS_HANDSHAKES_PER_IP",
+        default_value_t = Options::default().max_handshakes_per_address
+    )]
+    pub max_tls_handshakes_per_ip: usize,
     /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
     #[arg(
         long,
@@ -107,6 +114,7 @@ impl ServeArgs {
     pub(crate) fn options(&self) -> Options {
         Options {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            max_handshakes_per_address: self.max_tls_handshakes_per_ip,
             files_dir: self.files_dir.clone(),
             ..Options::default()
         }
@@ -144,9 +152,11 @@ mod tests {
         assert_eq!(ours.history_replay, engine.history_replay);
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
+        let options = cli.serve.options();
+        assert_eq!(options.shutdown_timeout, Options::default().shutdown_timeout);
         assert_eq!(
-            cli.serve.options().shutdown_timeout,
-            Options::default().shutdown_timeout
+            options.max_handshakes_per_address,
+            Options::default().max_handshakes_per_address
         );
     }
 }

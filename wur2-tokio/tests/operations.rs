@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use wur2_store::Store;
@@ -399,6 +399,15 @@ async fn tls_connect(
     addr: SocketAddr,
     der: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tls_handshake(tcp, der).await
+}
+
+/// The client side of a TLS handshake on `tcp`, trusting only `der`.
+async fn tls_handshake(
+    tcp: TcpStream,
+    der: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
@@ -410,7 +419,6 @@ async fn tls_connect(
             .with_root_certificates(roots)
             .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
     tokio::time::timeout(STEP, connector.connect(name, tcp))
         .await
@@ -495,4 +503,82 @@ async fn a_tls_client_chats_with_a_plain_client_and_survives_a_certificate_reloa
     alice.expect("").await;
     drop(server.store);
     let _ = tokio::time::timeout(STEP, server.writer).await;
+}
+
+/// Whether the server closes `stream` within a second (end of stream or a reset), without
+/// a byte.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn silent_connections_from_one_address_cannot_take_every_tls_handshake() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let (store, writer) = Store::open(&url, store_config()).await.expect("open");
+    let writer = tokio::spawn(writer.run());
+    let options = Options {
+        max_handshakes_per_address: 3,
+        ..Options::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut handle =
+        wur2_tokio::serve_with(listener, store.clone(), config(), options).expect("serve");
+    let (cert, key, der) = write_certificate(dir.path(), "server");
+    let acceptor = TlsAcceptor::from_pem_files(&cert, &key).expect("load the certificate");
+    let tls_addr = handle
+        .serve_tls(
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            acceptor,
+        )
+        .expect("serve TLS");
+
+    // Three connections from 127.0.0.1 that never say hello hold that address's handshakes.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(tls_addr).await.expect("connect"));
+    }
+    let mut fourth = TcpStream::connect(tls_addr).await.expect("connect");
+    assert!(
+        closed_by_server(&mut fourth).await,
+        "a fourth is closed at once"
+    );
+    assert!(
+        !closed_by_server(&mut silent[0]).await,
+        "the first three wait"
+    );
+
+    // Another address is served meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let tcp = socket
+        .connect(tls_addr)
+        .await
+        .expect("connect from 127.0.0.2");
+    let other = tls_handshake(tcp, &der).await.expect("TLS from 127.0.0.2");
+    Client::register(other, "elsewhere").await;
+
+    // Once the silent ones are gone, the address is served again.
+    drop(silent);
+    let again = tokio::time::timeout(STEP, async {
+        loop {
+            if let Ok(tls) = tls_connect(tls_addr, &der).await {
+                return tls;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a handshake from 127.0.0.1 again");
+    Client::register(again, "back").await;
+
+    handle.shutdown().await.expect("shutdown");
+    drop(store);
+    let _ = tokio::time::timeout(STEP, writer).await;
 }
