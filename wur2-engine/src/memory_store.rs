@@ -264,7 +264,17 @@ impl MemoryStore {
                 StoreReply::Done
             }
             StoreRequest::SetRole { username, role } => {
+                let admins = self
+                    .accounts
+                    .values()
+                    .filter(|account| account.role == Role::Admin)
+                    .count();
                 match self.accounts.get_mut(&username_key(username)) {
+                    Some(account)
+                        if account.role == Role::Admin && *role != Role::Admin && admins == 1 =>
+                    {
+                        StoreReply::Failed(StoreError::LastAdmin)
+                    }
                     Some(account) => {
                         account.role = *role;
                         StoreReply::Account {

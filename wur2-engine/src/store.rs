@@ -238,6 +238,10 @@ pub enum StoreError {
     /// The named user has no account.
     #[error("no such user")]
     UnknownUser,
+    /// Set-role: the account is the last admin and the new role is not admin; someone must
+    /// stay able to grant roles.
+    #[error("the last admin cannot stop being admin")]
+    LastAdmin,
     /// The store is overloaded (for example the password hashing queue is full); try again.
     #[error("busy, try again")]
     Busy,

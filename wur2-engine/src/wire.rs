@@ -76,6 +76,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Kicking yourself.
     CannotKickSelf,
+    /// Taking the admin role from the last admin.
+    LastAdmin,
     /// A file over `max_file_bytes`.
     FileTooLarge,
     /// A file name that breaks the rules.
@@ -126,6 +128,7 @@ impl ErrorCode {
             ErrorCode::InvalidChannel => "invalid_channel",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::CannotKickSelf => "cannot_kick_self",
+            ErrorCode::LastAdmin => "last_admin",
             ErrorCode::FileTooLarge => "file_too_large",
             ErrorCode::InvalidFileName => "invalid_file_name",
             ErrorCode::FilesOff => "files_off",

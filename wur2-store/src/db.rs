@@ -35,6 +35,16 @@ const SQLITE_CACHE_KIB: u32 = 128;
 /// Values per `IN (...)` list on SQLite.
 const SQLITE_KEYS_PER_STATEMENT: usize = 500;
 
+/// What [`Db::set_role`] did.
+pub(crate) enum RoleChange {
+    /// The account, with its new role.
+    Changed(User),
+    /// No account has this name.
+    UnknownUser,
+    /// The account is the last admin, and the new role is not admin: nothing changed.
+    LastAdmin,
+}
+
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
@@ -198,22 +208,25 @@ impl Db {
         Ok(())
     }
 
-    /// The account after the change, or `None` for an unknown user.
-    pub(crate) async fn set_role(
-        &self,
-        key: &str,
-        role: Role,
-    ) -> Result<Option<User>, sqlx::Error> {
+    /// Sets an account's role, unless that would take the admin role from the last admin
+    /// (one statement: the check and the change cannot be split by another change).
+    pub(crate) async fn set_role(&self, key: &str, role: Role) -> Result<RoleChange, sqlx::Error> {
         let sql = "UPDATE users SET role = $1 WHERE username_key = $2 \
+                   AND ($1 = 'admin' OR role <> 'admin' \
+                        OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1) \
                    RETURNING username, role, created_at_ms";
+        let exists = "SELECT 1 FROM users WHERE username_key = $1";
         on_pool!(self, pool => {
             match sqlx::query(sql).bind(role.as_str()).bind(key).fetch_optional(pool).await? {
-                None => Ok(None),
-                Some(row) => Ok(Some(User {
+                Some(row) => Ok(RoleChange::Changed(User {
                     username: row.try_get("username")?,
                     role: role_from_db(row.try_get("role")?)?,
                     created_at_unix_ms: row.try_get("created_at_ms")?,
                 })),
+                None => match sqlx::query(exists).bind(key).fetch_optional(pool).await? {
+                    Some(_) => Ok(RoleChange::LastAdmin),
+                    None => Ok(RoleChange::UnknownUser),
+                },
             }
         })
     }

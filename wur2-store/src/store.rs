@@ -11,7 +11,7 @@ use wur2_engine::{
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, Db};
+use crate::db::{AppendRow, Db, RoleChange};
 use crate::password::{HashPool, Hasher, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
@@ -308,13 +308,10 @@ impl Store {
     }
 
     /// Sets a user's role (for the operator's command line); the account after the change,
-    /// or `StoreError::UnknownUser`.
+    /// `StoreError::UnknownUser`, or `StoreError::LastAdmin` when the account is the last
+    /// admin and `role` is not admin.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<User, StoreError> {
-        let shared = self.shared();
-        let user = shared
-            .in_time(shared.db.set_role(&username_key(username), role))
-            .await?;
-        let user = user.ok_or(StoreError::UnknownUser)?;
+        let user = set_role(self.shared(), username, role).await?;
         tracing::info!(username = %user.username, role = %role, "role changed");
         Ok(user)
     }
@@ -477,16 +474,25 @@ async fn answer(work: impl Future<Output = Result<StoreReply, StoreError>>) -> S
     work.await.unwrap_or_else(StoreReply::Failed)
 }
 
+/// Sets `username`'s role, unless it is the last admin's and `role` is not admin.
+async fn set_role(shared: &Shared, username: &str, role: Role) -> Result<User, StoreError> {
+    match shared
+        .in_time(shared.db.set_role(&username_key(username), role))
+        .await?
+    {
+        RoleChange::Changed(user) => Ok(user),
+        RoleChange::UnknownUser => Err(StoreError::UnknownUser),
+        RoleChange::LastAdmin => Err(StoreError::LastAdmin),
+    }
+}
+
 /// The requests whose order does not matter.
 async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, StoreError> {
     match request {
         StoreRequest::Register { username, password } => register(shared, username, password).await,
         StoreRequest::Login { username, password } => login(shared, username, password).await,
         StoreRequest::SetRole { username, role } => {
-            let user = shared
-                .in_time(shared.db.set_role(&username_key(&username), role))
-                .await?;
-            let user = user.ok_or(StoreError::UnknownUser)?;
+            let user = set_role(shared, &username, role).await?;
             Ok(StoreReply::Account {
                 username: user.username,
                 role: user.role,

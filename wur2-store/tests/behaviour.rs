@@ -39,7 +39,7 @@ behaviour!(
     a_taken_name_is_refused_in_any_letter_case,
     login_with_the_right_password_returns_the_account_as_registered,
     a_wrong_password_and_an_unknown_user_get_the_same_answer,
-    roles_are_changed_and_kept,
+    roles_are_changed_and_kept_and_the_last_admin_stays_admin,
     history_is_the_last_messages_oldest_first,
     channel_names_match_without_regard_to_case,
     pending_private_messages_are_handed_out_until_marked_delivered,
@@ -250,7 +250,7 @@ mod scenarios {
         h.finish().await;
     }
 
-    pub async fn roles_are_changed_and_kept(backend: Backend) {
+    pub async fn roles_are_changed_and_kept_and_the_last_admin_stays_admin(backend: Backend) {
         let Some(h) = Harness::open(backend).await else {
             return;
         };
@@ -290,9 +290,30 @@ mod scenarios {
                 ("bob".to_owned(), Role::Mod)
             ]
         );
+        // Alice is the last admin: neither the engine's request nor the operator's command
+        // takes the role from her, until someone else is admin.
+        assert_eq!(
+            h.run(set("alice", Role::User)).await,
+            StoreReply::Failed(StoreError::LastAdmin)
+        );
+        assert_eq!(
+            h.store.set_role("alice", Role::Mod).await,
+            Err(StoreError::LastAdmin)
+        );
+        assert_eq!(h.login("alice", "pw").await, account("Alice", Role::Admin));
+        assert_eq!(
+            h.run(set("alice", Role::Admin)).await,
+            account("Alice", Role::Admin),
+            "an admin may be made admin again"
+        );
+        h.store.set_role("bob", Role::Admin).await.unwrap();
         assert_eq!(
             h.run(set("alice", Role::User)).await,
             account("Alice", Role::User)
+        );
+        assert_eq!(
+            h.store.set_role("bob", Role::User).await,
+            Err(StoreError::LastAdmin)
         );
         h.finish().await;
     }

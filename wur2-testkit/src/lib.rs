@@ -111,6 +111,7 @@ macro_rules! suite {
             history_is_replayed_on_join,
             offline_message_arrives_at_next_login,
             kick_closes_every_session_of_the_target,
+            the_last_admin_stays_admin,
             accounts_and_history_survive_a_restart,
             bad_input_is_answered_not_fatal,
             flooder_is_closed_others_unaffected,

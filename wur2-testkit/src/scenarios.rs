@@ -495,6 +495,57 @@ pub async fn many_connections_dropped_at_once(addr: Target, mode: Mode, count: u
         .await;
 }
 
+/// The only admin (made by `grant`, as the operator's `wur2 role` does, on a database with
+/// no other admin) cannot take the admin role from themselves; once they have made
+/// someone else admin, they can.
+pub async fn the_last_admin_stays_admin<F, Fut>(addr: Target, mode: Mode, grant: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let a = unique("ad");
+    let b = unique("nx");
+    let admin = Client::register(addr, mode, &a).await;
+    let mut other = Client::register(addr, mode, &b).await;
+    grant(a.clone()).await;
+    // Roles are read at login: log in again to get the new role.
+    drop(admin);
+    let mut admin = Client::login(addr, mode, &a).await;
+
+    admin.send(&format!("/role {a} user")).await;
+    admin.expect_error("last_admin").await;
+    admin.send("/role").await;
+    let admin_role = Event::Role {
+        role: "admin".into(),
+        by: None,
+    };
+    admin.expect(admin_role).await;
+
+    admin.send(&format!("/role {b} admin")).await;
+    admin
+        .expect(Event::RoleSet {
+            user: b.clone(),
+            role: "admin".into(),
+        })
+        .await;
+    other
+        .expect(Event::Role {
+            role: "admin".into(),
+            by: Some(a.clone()),
+        })
+        .await;
+    admin.send(&format!("/role {a} user")).await;
+    admin
+        .expect(Event::Role {
+            role: "user".into(),
+            by: Some(a.clone()),
+        })
+        .await;
+    // Now the other is the last admin.
+    other.send(&format!("/role {b} mod")).await;
+    other.expect_error("last_admin").await;
+}
+
 /// A server-side file from the operator's files directory reaches the recipient byte-exact
 /// (`path` holds `content`, text); paths that leave the directory are refused, and so is
 /// `fifo` (a FIFO in the directory), at once and as often as it is asked for.

@@ -48,21 +48,33 @@ pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
 pub fn kick_closes_every_session_of_the_target(driver: &impl Driver, mode: Mode) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
-        let url = db.url.clone();
-        let grant = |user: String| async move {
-            // The operator's side: a second store on the same database, as `wur2 role` does.
-            let (store, _writer) = wur2_store::Store::open(&url, crate::store_config())
-                .await
-                .expect("open");
-            store
-                .set_role(&user, Role::Mod)
-                .await
-                .expect("set the role");
-            store.close().await;
-        };
+        let grant = |user| operator_sets_role(&db.url, user, Role::Mod);
         within(
             &db,
             scenarios::kick_closes_every_session_of_the_target(server.addr(), mode, grant),
+        );
+        server.stop();
+    }
+}
+
+/// The operator's side: a second store on the same database sets `user`'s role, as
+/// `wur2 role` does.
+async fn operator_sets_role(url: &str, user: String, role: Role) {
+    let (store, _writer) = wur2_store::Store::open(url, crate::store_config())
+        .await
+        .expect("open");
+    store.set_role(&user, role).await.expect("set the role");
+    store.close().await;
+}
+
+/// The last admin cannot take the admin role from themselves.
+pub fn the_last_admin_stays_admin(driver: &impl Driver, mode: Mode) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let grant = |user| operator_sets_role(&db.url, user, Role::Admin);
+        within(
+            &db,
+            scenarios::the_last_admin_stays_admin(server.addr(), mode, grant),
         );
         server.stop();
     }

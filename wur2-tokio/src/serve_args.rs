@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
         let options = cli.serve.options();
-        assert_eq!(options.shutdown_timeout, Options::default().shutdown_timeout);
+        assert_eq!(
+            options.shutdown_timeout,
+            Options::default().shutdown_timeout
+        );
         assert_eq!(
             options.max_handshakes_per_address,
             Options::default().max_handshakes_per_address

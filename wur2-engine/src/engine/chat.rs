@@ -313,14 +313,24 @@ impl Engine {
     /// The store changed a role: apply it to the live sessions at once.
     pub(super) fn on_role_set(&mut self, connection: ConnectionId, reply: StoreReply) {
         let StoreReply::Account { username, role } = reply else {
-            if reply == StoreReply::Failed(StoreError::UnknownUser) {
-                return self.error(
+            match reply {
+                StoreReply::Failed(StoreError::UnknownUser) => {
+                    self.error(
+                        connection,
+                        ErrorCode::NoSuchUser,
+                        format_args!("no such user"),
+                    );
+                }
+                StoreReply::Failed(StoreError::LastAdmin) => self.error(
                     connection,
-                    ErrorCode::NoSuchUser,
-                    format_args!("no such user"),
-                );
+                    ErrorCode::LastAdmin,
+                    format_args!(
+                        "the last admin cannot stop being admin; make another admin first"
+                    ),
+                ),
+                _ => self.store_failed(connection, &reply),
             }
-            return self.store_failed(connection, &reply);
+            return;
         };
         let by = self.username_of(connection).unwrap_or_default();
         let key = username_key(&username);
