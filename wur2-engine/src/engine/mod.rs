@@ -358,7 +358,8 @@ impl Engine {
         self.finish_input();
     }
 
-    /// Time has come to `now`: login deadlines and flood control waits that are due.
+    /// Time has come to `now`: login deadlines, flood control waits and transfer idle
+    /// checks that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.outbox.begin_input(now);
         while let Some((at, connection, timer)) = self.timers.pop_due(now) {
@@ -379,6 +380,7 @@ impl Engine {
                     session.throttled_until = None;
                     self.process_input(connection, now);
                 }
+                Timer::TransferIdle(transfer) => self.on_transfer_idle(transfer, at, now),
                 _ => {}
             }
         }
