@@ -564,3 +564,58 @@ fn a_server_file_whose_recipient_never_reads_is_cancelled_when_idle() {
     assert!(w.saw(a, "[file 2 done] small.txt sent to bob"));
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
+
+#[test]
+fn an_upload_whose_recipient_never_reads_is_cancelled_and_its_sender_reads_again() {
+    let mut w = timed_world();
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.not_reading.insert(b);
+    let size = 1024 * 1024;
+    w.send(a, &format!("/send bob big.bin {size}\n"));
+    let mut sent = 0;
+    while !w.paused.contains(&a) {
+        w.send_bytes(a, &[b'x'; 64 * 1024]);
+        sent += 64 * 1024;
+    }
+    w.advance(Duration::from_secs(60));
+    assert!(w.saw(
+        a,
+        "[file 1 cancelled] idle for 60s: the recipient read nothing"
+    ));
+    assert!(!w.paused.contains(&a), "the sender is read again");
+    // What it still owes is dropped, then its lines are commands again.
+    w.send_bytes(a, &vec![b'x'; size - sent]);
+    w.send(a, "/ping free\n");
+    assert!(w.lines(a).contains(&"PONG free".to_string()));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn a_paused_sender_is_read_again_when_the_recipient_cancels_or_leaves() {
+    for leaves in [false, true] {
+        let mut w = world();
+        let (a, b) = (w.user("alice"), w.user("bob"));
+        w.not_reading.insert(b);
+        let size = 1024 * 1024;
+        w.send(a, &format!("/send bob big.bin {size}\n"));
+        let mut sent = 0;
+        while !w.paused.contains(&a) {
+            w.send_bytes(a, &[b'x'; 64 * 1024]);
+            sent += 64 * 1024;
+        }
+        if leaves {
+            w.peer_closes(b);
+        } else {
+            w.send(b, "/cancel 1\n");
+        }
+        assert!(w.saw(a, "[file 1 cancelled]"));
+        assert!(
+            !w.paused.contains(&a),
+            "the sender is read again (leaves: {leaves})"
+        );
+        w.send_bytes(a, &vec![b'x'; size - sent]);
+        w.send(a, "/ping free\n");
+        assert!(w.lines(a).contains(&"PONG free".to_string()));
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+    }
+}

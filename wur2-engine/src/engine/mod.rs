@@ -694,8 +694,10 @@ impl Engine {
         Some(self.accounts.get(&member.account)?.username.clone())
     }
 
-    /// Closes the slow readers found while handling the last input.
+    /// Lets uploads that ended while waiting for their recipient go on, then closes the
+    /// slow readers found while handling the last input.
     fn finish_input(&mut self) {
+        self.resume_ended_uploads();
         while let Some(connection) = self.outbox.take_slow_reader() {
             if self.sessions.get(connection).is_some() {
                 let queued = self.sessions.queued_bytes(connection);

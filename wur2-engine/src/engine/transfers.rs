@@ -68,6 +68,9 @@ pub(super) struct Transfers {
     running: BTreeMap<TransferId, Transfer>,
     /// The last id handed out (ids count up and are never reused).
     last_id: u64,
+    /// Senders whose upload ended while it waited for the recipient (reading paused):
+    /// read again once the current input is done, their owed bytes dropped.
+    ended_while_stalled: Vec<ConnectionId>,
 }
 
 impl Transfers {
@@ -559,6 +562,18 @@ impl Engine {
         }
     }
 
+    /// Senders whose upload ended while waiting for its recipient go on with their input
+    /// (the rest of the upload is dropped, then lines are commands again). Called once an
+    /// input is done, never in the middle of another connection's lines or departure.
+    pub(super) fn resume_ended_uploads(&mut self) {
+        let Some(now) = self.outbox.now() else {
+            return;
+        };
+        while let Some(sender) = self.transfers.ended_while_stalled.pop() {
+            self.process_input(sender, now);
+        }
+    }
+
     /// `connection` is going away: every transfer it takes part in ends.
     pub(super) fn end_transfers_of(&mut self, connection: ConnectionId) {
         for (id, reason) in self.transfers.involving(connection) {
@@ -589,6 +604,9 @@ impl Engine {
                     && upload.transfer == Some(id)
                 {
                     upload.transfer = None;
+                    if upload.stalled && departing != Some(sender) {
+                        self.transfers.ended_while_stalled.push(sender);
+                    }
                     upload.stalled = false;
                     if upload.remaining == 0 {
                         session.upload = None;
