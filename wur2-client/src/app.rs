@@ -22,7 +22,8 @@ use crate::ui;
 /// Seconds between silent `/channels` and `/list` refreshes.
 const REFRESH_EVERY_TICKS: u32 = 15;
 
-/// Errors that refuse an upload (the server then reads and drops its bytes).
+/// Errors that refuse an upload (the server then reads and drops its bytes; above its file
+/// size limit it closes the connection instead, and the client reconnects).
 const UPLOAD_REFUSALS: [ErrorCode; 6] = [
     ErrorCode::NotOnline,
     ErrorCode::NoSuchUser,

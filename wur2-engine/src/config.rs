@@ -56,7 +56,9 @@ pub struct Config {
     pub default_channel: String,
     /// The first line a new connection sees.
     pub banner: String,
-    /// Largest file a user may send, in bytes.
+    /// Largest file a user may send, in bytes. A server-side file above it is refused; an
+    /// upload that declares more is answered with an error and its connection is closed,
+    /// because the bytes it announced could not be skipped in any reasonable time.
     pub max_file_bytes: u64,
     /// File transfers one user may have running at once (as sender).
     pub max_transfers_per_user: usize,
@@ -65,6 +67,11 @@ pub struct Config {
     pub transfer_window_bytes: usize,
     /// Largest chunk of file data in one piece sent to the recipient.
     pub transfer_chunk_bytes: usize,
+    /// Time a transfer may go without moving a byte to its recipient before it is
+    /// cancelled (both sides told, the sender's slot freed): the sender sent nothing, the
+    /// recipient read nothing so the window stayed full, or the server-side file could not
+    /// be read. `Duration::ZERO` turns the timeout off.
+    pub transfer_idle_timeout: Duration,
     /// Whether the driver serves server-side files (`/send <user> <path>` from the
     /// operator's files directory). Off: that form answers that server-side files are off.
     pub server_files: bool,
@@ -105,6 +112,7 @@ impl Default for Config {
             max_transfers_per_user: 3,
             transfer_window_bytes: 256 * 1024,
             transfer_chunk_bytes: 16 * 1024,
+            transfer_idle_timeout: Duration::from_secs(60),
             server_files: false,
             wall_clock: None,
             message_id_origin: 0,

@@ -114,7 +114,7 @@
 //! | [`Output::OpenFile`], [`Output::ReadFile`], [`Output::CloseFile`] | open, read and close a server-side file inside the operator's files directory (only when [`Config::server_files`] is on) |
 //!
 //! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`]
-//! (login deadlines, flood-control waits); `None` means no timer is set. Check it after
+//! (login deadlines, flood-control waits, idle file transfers); `None` means no timer is set. Check it after
 //! every input: an input may set an earlier timer.
 //!
 //! ## The drain-until-empty rule

@@ -109,6 +109,9 @@ pub enum CloseReason {
     TooManyFromAddress,
     /// The server is shutting down.
     Shutdown,
+    /// The client announced an upload larger than `max_file_bytes`: its bytes could not
+    /// be read and dropped in any reasonable time, so the connection ends instead.
+    UploadTooLarge,
 }
 
 impl CloseReason {
@@ -124,6 +127,7 @@ impl CloseReason {
             CloseReason::ServerFull => "server full",
             CloseReason::TooManyFromAddress => "too many connections from address",
             CloseReason::Shutdown => "server shutdown",
+            CloseReason::UploadTooLarge => "upload too large",
         }
     }
 }

@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use proptest::prelude::*;
 use support::{PASSWORD, World, parse_received};
 use wur2_engine::{CloseReason, Config, ConnectionId};
@@ -136,9 +138,9 @@ fn transfer_limits_are_enforced_with_clear_errors() {
     };
     let mut w = World::new(config);
     let (a, _b) = (w.user("alice"), w.user("bob"));
-    w.send(a, "/send bob big.bin 1001\n");
-    assert!(w.saw(a, "file too large (max 1000 bytes)"));
-    w.send_bytes(a, &[0; 1001]);
+    w.send(a, "/send bob big.bin 1000\n");
+    w.send_bytes(a, &[0; 1000]);
+    assert!(w.saw(a, "[file 1 done] big.bin sent to bob"));
     w.send(a, "/send alice me.txt 0\n");
     assert!(w.saw(a, "you cannot send a file to yourself"));
     w.send(a, "/send bob bad/name 3\nabc");
@@ -372,4 +374,248 @@ fn an_upload_sent_while_the_login_is_checked_is_not_taken_for_a_flood() {
     w.release_store();
     assert_eq!(received(&w, b).files[&1], data);
     assert!(w.lines(a).contains(&"PONG after".to_string()));
+}
+
+// ----- idle transfers and absurd sizes -----
+
+/// A world whose transfers time out after a minute without progress, one per sender.
+fn timed_world() -> World {
+    World::new(Config {
+        flood_lines_per_second: 0,
+        max_transfers_per_user: 1,
+        transfer_idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+}
+
+/// The history record of the transfer to bob (there is one).
+fn transfer_record(w: &World) -> String {
+    w.store
+        .private_messages("bob")
+        .into_iter()
+        .find(|m| m.text.starts_with("[file]"))
+        .map(|m| m.text.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stalled_upload_is_cancelled_on_both_sides_after_the_idle_timeout_and_frees_its_slot() {
+    let mut w = timed_world();
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.send(a, "/send bob stalled.bin 100\n");
+    w.send_bytes(a, &[1; 10]);
+    w.advance(Duration::from_secs(59));
+    assert!(!w.saw(a, "cancelled"), "not idle for a minute yet");
+    w.advance(Duration::from_secs(1));
+    let cancelled = "[file 1 cancelled] idle for 60s: the sender sent nothing";
+    assert!(w.saw(a, cancelled));
+    let got = received(&w, b);
+    assert!(
+        got.lines.contains(&cancelled.to_string()),
+        "{:?}",
+        got.lines
+    );
+    assert!(
+        !got.lines.iter().any(|l| l.starts_with("[file 1 done]")),
+        "the partial file is not presented as complete"
+    );
+    assert_eq!(got.files[&1].len(), 10);
+    assert_eq!(
+        transfer_record(&w),
+        "[file] stalled.bin (100 bytes): cancelled (idle for 60s: the sender sent nothing)"
+    );
+    assert_eq!(w.engine.stats().transfers_active, 0);
+    assert_eq!(w.engine.poll_timeout(), None, "no timer is left behind");
+
+    // The slot is free again: another session of the sender starts a transfer at once.
+    let other = w.login("alice");
+    w.send(other, "/send bob next.txt 3\nabc");
+    assert!(w.saw(other, "[file 2 done] next.txt sent to bob"));
+    // The stalled connection still owes its announced bytes; they are dropped, then it
+    // reads commands again.
+    w.send_bytes(a, &[2; 90]);
+    w.send(a, "/ping back\n");
+    assert!(w.lines(a).contains(&"PONG back".to_string()));
+    assert!(!w.is_closed(a));
+
+    // With the timeout off, the same stall waits.
+    let mut w = World::new(Config {
+        flood_lines_per_second: 0,
+        transfer_idle_timeout: Duration::ZERO,
+        ..Config::default()
+    });
+    let (a, _b) = (w.user("alice"), w.user("bob"));
+    w.send(a, "/send bob stalled.bin 100\n");
+    w.advance(Duration::from_secs(3600));
+    assert!(!w.saw(a, "cancelled"));
+    assert_eq!(w.engine.stats().transfers_active, 1);
+}
+
+#[test]
+fn progress_resets_the_idle_timer_so_a_slow_but_steady_upload_completes() {
+    let mut w = timed_world();
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    let data = every_byte_value(100);
+    w.send(a, "/send bob slow.bin 100\n");
+    // Ten bytes every 50 s: 500 s in all, never a minute without progress.
+    for piece in data.chunks(10) {
+        w.advance(Duration::from_secs(50));
+        w.send_bytes(a, piece);
+    }
+    assert!(w.saw(a, "[file 1 done] slow.bin sent to bob"));
+    assert_eq!(received(&w, b).files[&1], data);
+
+    // The minute counts from the last byte, not from the start.
+    w.send(a, "/send bob second.bin 100\n");
+    for _ in 0..3 {
+        w.advance(Duration::from_secs(50));
+        w.send_bytes(a, &[3; 10]);
+    }
+    w.advance(Duration::from_secs(59));
+    assert!(!w.saw(a, "cancelled"), "59 s after the last byte");
+    w.advance(Duration::from_secs(1));
+    assert!(w.saw(
+        a,
+        "[file 2 cancelled] idle for 60s: the sender sent nothing"
+    ));
+}
+
+#[test]
+fn an_upload_announcing_more_than_the_file_limit_gets_an_error_and_a_close_at_once() {
+    let mut w = world();
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.lines(a);
+    w.lines(b);
+    // Everything in one read: the line before is answered, the close comes right at the
+    // `/send` line, and what follows is neither run nor swallowed waiting for bytes.
+    w.send(
+        a,
+        &format!(
+            "/ping before\n/send bob huge.bin {}\n/ping after\n",
+            u64::MAX
+        ),
+    );
+    let lines = w.lines(a);
+    assert_eq!(
+        lines,
+        vec![
+            "PONG before".to_string(),
+            format!(
+                "Error: file too large (max 104857600 bytes); closing the connection rather \
+                 than reading the {} bytes announced",
+                u64::MAX
+            ),
+        ]
+    );
+    assert_eq!(w.closed[&a], (CloseReason::UploadTooLarge, true));
+    assert!(!w.saw(b, "huge.bin"), "the recipient hears of no transfer");
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+
+    // Just above the limit is the same; at the limit, a refusal still drops the bytes.
+    let mut w = World::new(Config {
+        max_file_bytes: 1000,
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
+    let a = w.user("alice");
+    w.send(a, "/send nobody big.bin 1001\n");
+    assert!(w.saw(a, "file too large (max 1000 bytes)"));
+    assert_eq!(w.closed[&a].0, CloseReason::UploadTooLarge);
+    let a = w.login("alice");
+    w.send(a, "/send nobody big.bin 1000\n");
+    assert!(w.saw(
+        a,
+        "nobody is not online; the 1000 bytes that follow are discarded"
+    ));
+    w.send_bytes(a, &[b'/'; 1000]);
+    w.send(a, "/ping still here\n");
+    assert!(w.lines(a).contains(&"PONG still here".to_string()));
+}
+
+#[test]
+fn a_server_file_whose_recipient_never_reads_is_cancelled_when_idle() {
+    let mut w = World::new(Config {
+        server_files: true,
+        max_transfers_per_user: 1,
+        transfer_idle_timeout: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.files.insert("big.bin".into(), vec![7; 1024 * 1024]);
+    w.files.insert("small.txt".into(), b"hello\n".to_vec());
+    w.not_reading.insert(b);
+    w.send(a, "/send bob big.bin\n");
+    assert!(w.saw(a, "[file 1] sending big.bin"));
+    w.advance(Duration::from_secs(60));
+    assert!(w.saw(
+        a,
+        "[file 1 cancelled] idle for 60s: the recipient read nothing"
+    ));
+    assert!(w.open_files.is_empty(), "the file is closed");
+    w.start_reading(b);
+    let got = received(&w, b);
+    assert!(
+        got.lines
+            .contains(&"[file 1 cancelled] idle for 60s: the recipient read nothing".to_string())
+    );
+    assert!(got.files[&1].len() < 1024 * 1024);
+    // The sender's only slot is free again.
+    w.send(a, "/send bob small.txt\n");
+    assert!(w.saw(a, "[file 2 done] small.txt sent to bob"));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn an_upload_whose_recipient_never_reads_is_cancelled_and_its_sender_reads_again() {
+    let mut w = timed_world();
+    let (a, b) = (w.user("alice"), w.user("bob"));
+    w.not_reading.insert(b);
+    let size = 1024 * 1024;
+    w.send(a, &format!("/send bob big.bin {size}\n"));
+    let mut sent = 0;
+    while !w.paused.contains(&a) {
+        w.send_bytes(a, &[b'x'; 64 * 1024]);
+        sent += 64 * 1024;
+    }
+    w.advance(Duration::from_secs(60));
+    assert!(w.saw(
+        a,
+        "[file 1 cancelled] idle for 60s: the recipient read nothing"
+    ));
+    assert!(!w.paused.contains(&a), "the sender is read again");
+    // What it still owes is dropped, then its lines are commands again.
+    w.send_bytes(a, &vec![b'x'; size - sent]);
+    w.send(a, "/ping free\n");
+    assert!(w.lines(a).contains(&"PONG free".to_string()));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn a_paused_sender_is_read_again_when_the_recipient_cancels_or_leaves() {
+    for leaves in [false, true] {
+        let mut w = world();
+        let (a, b) = (w.user("alice"), w.user("bob"));
+        w.not_reading.insert(b);
+        let size = 1024 * 1024;
+        w.send(a, &format!("/send bob big.bin {size}\n"));
+        let mut sent = 0;
+        while !w.paused.contains(&a) {
+            w.send_bytes(a, &[b'x'; 64 * 1024]);
+            sent += 64 * 1024;
+        }
+        if leaves {
+            w.peer_closes(b);
+        } else {
+            w.send(b, "/cancel 1\n");
+        }
+        assert!(w.saw(a, "[file 1 cancelled]"));
+        assert!(
+            !w.paused.contains(&a),
+            "the sender is read again (leaves: {leaves})"
+        );
+        w.send_bytes(a, &vec![b'x'; size - sent]);
+        w.send(a, "/ping free\n");
+        assert!(w.lines(a).contains(&"PONG free".to_string()));
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+    }
 }

@@ -122,6 +122,8 @@ macro_rules! suite {
             idle_connections_time_out_before_login,
             server_side_files_stream_byte_exact_and_stay_inside_their_directory,
             uploads_arrive_byte_exact,
+            stalled_upload_is_cancelled_and_its_sender_can_start_another,
+            oversized_upload_closes_the_connection,
         );
     };
     (@mode $module:ident, $mode:expr, $driver:expr; $($name:ident,)*) => {

@@ -665,6 +665,75 @@ pub async fn upload_arrives_byte_exact(addr: Target, mode: Mode) {
     alice.barrier().await;
 }
 
+/// An upload that stops sending is cancelled on both sides once the server's transfer idle
+/// timeout (short, in the server's config) passes, and the recipient is never told the
+/// partial file is complete. The sender's slot is free again: once it has sent the bytes it
+/// announced (read and dropped), its next upload on the same connection arrives.
+pub async fn stalled_upload_is_cancelled(addr: Target, mode: Mode) {
+    let mut alice = Client::register(addr, mode, &unique("sa")).await;
+    let mut bob = Client::register(addr, mode, &unique("sb")).await;
+    bob.barrier().await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+
+    let mut stalled = format!("/send {b} stalled.bin 100\n").into_bytes();
+    stalled.extend_from_slice(&[b'x'; 10]);
+    alice.send_raw(&stalled).await;
+    let id = alice
+        .expect_with("the sending notice", |event| match event {
+            Event::FileSending { id, name, .. } if name == "stalled.bin" => Some(*id),
+            _ => None,
+        })
+        .await;
+    let reason = alice
+        .expect_with("the cancellation", |event| match event {
+            Event::FileCancelled { id: of, reason } if *of == id => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.starts_with("idle for "), "{reason}");
+    let told = bob
+        .expect_with("the cancellation", |event| match event {
+            Event::FileDone { id: of, .. } if *of == id => Some(None),
+            Event::FileCancelled { id: of, reason } if *of == id => Some(Some(reason.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        told,
+        Some(reason),
+        "the recipient hears why, not that it is done"
+    );
+
+    let mut rest = vec![b'x'; 90];
+    rest.extend_from_slice(format!("/send {b} next.txt 6\nhello\n").as_bytes());
+    alice.send_raw(&rest).await;
+    let received = receive_file(&mut bob, None, &a, "next.txt").await;
+    assert_eq!(received, b"hello\n");
+}
+
+/// An upload announcing more bytes than the file size limit (here 2^64 − 1) is answered
+/// with `file_too_large` and the connection closes at once, instead of reading and dropping
+/// bytes that would never end; the lines sent before it were answered.
+pub async fn oversized_upload_closes_the_connection(addr: Target, mode: Mode) {
+    let mut alice = Client::register(addr, mode, &unique("oa")).await;
+    let mut bob = Client::register(addr, mode, &unique("ob")).await;
+    bob.barrier().await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    alice
+        .send_raw(format!("/msg {b} before\n/send {b} huge.bin {}\n", u64::MAX).as_bytes())
+        .await;
+    let said = alice.expect_closed().await;
+    assert!(
+        said.iter().any(|event| is_error(event, "file_too_large")),
+        "{said:#?}"
+    );
+    bob.expect_with("the message sent before the upload", |event| match event {
+        Event::Dm { from, text, .. } if *from == a && text == "before" => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
 /// Reads a transfer from `from` of the file `name` (transfer `id` when known): its offer,
 /// every chunk in order (other lines may arrive between them) and its done line; returns
 /// the file.

@@ -270,3 +270,27 @@ pub fn server_side_files_stream_byte_exact_and_stay_inside_their_directory(
 pub fn uploads_arrive_byte_exact(driver: &impl Driver, mode: Mode) {
     on_every_database(driver, config(), mode, scenarios::upload_arrives_byte_exact);
 }
+
+/// A stalled upload is cancelled after the transfer idle timeout, and its sender (with one
+/// transfer slot) can start another.
+pub fn stalled_upload_is_cancelled_and_its_sender_can_start_another(
+    driver: &impl Driver,
+    mode: Mode,
+) {
+    let config = Config {
+        transfer_idle_timeout: Duration::from_millis(300),
+        max_transfers_per_user: 1,
+        ..config()
+    };
+    on_every_database(driver, config, mode, scenarios::stalled_upload_is_cancelled);
+}
+
+/// An upload announcing more than the file size limit closes the connection with an error.
+pub fn oversized_upload_closes_the_connection(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::oversized_upload_closes_the_connection,
+    );
+}

@@ -70,7 +70,8 @@ pub(crate) struct ServeArgs {
     /// Messages of a channel's history replayed on `/join`.
     #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = Config::default().history_replay)]
     pub history_replay: usize,
-    /// Largest file a user may send, in bytes.
+    /// Largest file a user may send, in bytes; an upload announcing more closes its
+    /// connection.
     #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = Config::default().max_file_bytes)]
     pub max_file_bytes: u64,
     /// TLS handshakes in progress at once from one IP address; more are closed at accept.
@@ -80,6 +81,14 @@ pub(crate) struct ServeArgs {
         default_value_t = Options::default().max_handshakes_per_address
     )]
     pub max_tls_handshakes_per_ip: usize,
+    /// Seconds a file transfer may move no bytes before it is cancelled; 0 turns the
+    /// timeout off.
+    #[arg(
+        long,
+        env = "WUR2_TRANSFER_IDLE_TIMEOUT_SECS",
+        default_value_t = Config::default().transfer_idle_timeout.as_secs()
+    )]
+    pub transfer_idle_timeout_secs: u64,
     /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
     #[arg(
         long,
@@ -104,6 +113,7 @@ impl ServeArgs {
             history_replay: self.history_replay,
             demo_roles: self.demo_roles,
             max_file_bytes: self.max_file_bytes,
+            transfer_idle_timeout: Duration::from_secs(self.transfer_idle_timeout_secs),
             server_files: self.files_dir.is_some(),
             message_id_origin: message_id_origin(),
             ..Config::default()
@@ -153,6 +163,7 @@ mod tests {
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
         let options = cli.serve.options();
+        assert_eq!(ours.transfer_idle_timeout, engine.transfer_idle_timeout);
         assert_eq!(
             options.shutdown_timeout,
             Options::default().shutdown_timeout

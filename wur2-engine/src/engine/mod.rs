@@ -358,7 +358,8 @@ impl Engine {
         self.finish_input();
     }
 
-    /// Time has come to `now`: login deadlines and flood control waits that are due.
+    /// Time has come to `now`: login deadlines, flood control waits and transfer idle
+    /// checks that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.outbox.begin_input(now);
         while let Some((at, connection, timer)) = self.timers.pop_due(now) {
@@ -379,6 +380,7 @@ impl Engine {
                     session.throttled_until = None;
                     self.process_input(connection, now);
                 }
+                Timer::TransferIdle(transfer) => self.on_transfer_idle(transfer, at, now),
                 _ => {}
             }
         }
@@ -692,8 +694,10 @@ impl Engine {
         Some(self.accounts.get(&member.account)?.username.clone())
     }
 
-    /// Closes the slow readers found while handling the last input.
+    /// Lets uploads that ended while waiting for their recipient go on, then closes the
+    /// slow readers found while handling the last input.
     fn finish_input(&mut self) {
+        self.resume_ended_uploads();
         while let Some(connection) = self.outbox.take_slow_reader() {
             if self.sessions.get(connection).is_some() {
                 let queued = self.sessions.queued_bytes(connection);

@@ -51,6 +51,11 @@ impl Outbox {
         self.now = Some(now);
     }
 
+    /// The `now` of the input being handled (`None` before the first input).
+    pub(super) fn now(&self) -> Option<Instant> {
+        self.now
+    }
+
     /// Queues an output that is not a line (closes, store requests, files, reading).
     pub(super) fn push(&mut self, output: Output) {
         self.outputs.push_back(output);

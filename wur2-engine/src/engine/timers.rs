@@ -1,10 +1,11 @@
-//! The engine's timers: what is due when, for which connection, in one ordered set, so
+//! The engine's timers: what is due when, for which connection (a transfer's timer goes
+//! with the connection that asked for the transfer), in one ordered set, so
 //! `poll_timeout` is its first entry and `handle_timeout` pops what is due in order.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, TransferId};
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -13,6 +14,9 @@ pub(super) enum Timer {
     LoginDeadline,
     /// Flood control lets the connection's next line through.
     FloodRetry,
+    /// Time to check whether this transfer (requested by the connection) has moved any
+    /// bytes within `transfer_idle_timeout`.
+    TransferIdle(TransferId),
 }
 
 /// Every timer set, ordered by when it is due (then connection, then kind: deterministic).

@@ -6,17 +6,24 @@
 //! recipient, in chunks. The engine never holds more than `transfer_window_bytes` unwritten
 //! for the recipient: past that the sender's connection stops being read (or no further
 //! file read is asked for) until the recipient catches up.
+//!
+//! A transfer that moves no bytes for `transfer_idle_timeout` (the sender stopped, the
+//! recipient stopped reading, the file cannot be read) is cancelled, so a stalled transfer
+//! never holds one of its sender's slots for ever. An upload announcing more than
+//! `max_file_bytes` closes its connection: its bytes could not be skipped in any
+//! reasonable time.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Engine, Sender};
+use super::timers::Timer;
+use super::{Departure, Engine, Sender};
 use crate::file::{FileError, check_relative_path, is_valid_file_name};
 use crate::ids::{ConnectionId, TransferId};
 use crate::names::{is_valid_username, username_key};
-use crate::output::Output;
+use crate::output::{CloseReason, Output};
 use crate::sanitize::sanitize_text;
 use crate::store::{PrivateMessage, StoreRequest};
 use crate::wire::{ErrorCode, Line};
@@ -38,6 +45,21 @@ struct Transfer {
     size: u64,
     remaining: u64,
     source: Source,
+    /// `None` when `transfer_idle_timeout` is off.
+    idle: Option<IdleTimer>,
+}
+
+/// When a transfer last moved bytes, and when its idle timer is due.
+///
+/// A chunk only updates `last_progress`; the timer is looked at when it is due and set
+/// again for `last_progress + transfer_idle_timeout` if bytes moved meanwhile, so a busy
+/// transfer costs no timer work per chunk.
+#[derive(Debug, Clone, Copy)]
+struct IdleTimer {
+    /// When file bytes last went to the recipient (at first: when the transfer started).
+    last_progress: Instant,
+    /// When the [`Timer::TransferIdle`] of the transfer is due.
+    due: Instant,
 }
 
 /// The running transfers, by id.
@@ -46,6 +68,9 @@ pub(super) struct Transfers {
     running: BTreeMap<TransferId, Transfer>,
     /// The last id handed out (ids count up and are never reused).
     last_id: u64,
+    /// Senders whose upload ended while it waited for the recipient (reading paused):
+    /// read again once the current input is done, their owed bytes dropped.
+    ended_while_stalled: Vec<ConnectionId>,
 }
 
 impl Transfers {
@@ -160,7 +185,8 @@ pub(crate) struct Upload {
 impl Engine {
     /// `/send <user> <name> <size>`: the next `size` bytes on this connection are the file,
     /// whether or not the transfer can start (refused bytes are dropped, never read as
-    /// commands).
+    /// commands). A `size` above `max_file_bytes` closes the connection instead: those
+    /// bytes (up to 2^64 − 1 of them) would never end.
     pub(super) fn start_upload(
         &mut self,
         connection: ConnectionId,
@@ -169,6 +195,22 @@ impl Engine {
         name: &str,
         size: u64,
     ) {
+        let max = self.config.max_file_bytes;
+        if size > max {
+            self.error(
+                connection,
+                ErrorCode::FileTooLarge,
+                format_args!(
+                    "file too large (max {max} bytes); closing the connection rather than \
+                     reading the {size} bytes announced"
+                ),
+            );
+            return self.close(
+                connection,
+                CloseReason::UploadTooLarge,
+                Departure::Announced,
+            );
+        }
         if size > 0
             && let Some(session) = self.sessions.get_mut(connection)
         {
@@ -180,12 +222,6 @@ impl Engine {
         }
         let refusal = if !is_valid_file_name(name) {
             Some((ErrorCode::InvalidFileName, FILE_NAME_RULE.to_string()))
-        } else if size > self.config.max_file_bytes {
-            let max = self.config.max_file_bytes;
-            Some((
-                ErrorCode::FileTooLarge,
-                format!("file too large (max {max} bytes)"),
-            ))
         } else {
             self.check_new_transfer(sender, to).err()
         };
@@ -288,7 +324,7 @@ impl Engine {
             Ok(size) if size > self.config.max_file_bytes => {
                 let max = self.config.max_file_bytes;
                 self.outbox.push(Output::CloseFile { transfer: id });
-                self.drop_unannounced(id);
+                self.take_transfer(id);
                 return self.error(
                     requester,
                     ErrorCode::FileTooLarge,
@@ -309,7 +345,7 @@ impl Engine {
                     }
                     FileError::Io(_) => (ErrorCode::FileUnreadable, "the file could not be read"),
                 };
-                self.drop_unannounced(id);
+                self.take_transfer(id);
                 return self.error(requester, code, format_args!("{message}"));
             }
         };
@@ -350,6 +386,43 @@ impl Engine {
             tracing::warn!(transfer = %id, %error, "server-side file failed");
             self.end_transfer(id, Some("the file could not be read".into()));
         }
+    }
+
+    /// The idle timer of transfer `id`, set for `at`, is due at `now`: the transfer is
+    /// cancelled if no bytes moved within `transfer_idle_timeout`, else checked again that
+    /// long after its last progress.
+    pub(super) fn on_transfer_idle(&mut self, id: TransferId, at: Instant, now: Instant) {
+        let timeout = self.config.transfer_idle_timeout;
+        let Some(transfer) = self.transfers.get_mut(id) else {
+            return;
+        };
+        let Some(idle) = transfer.idle.as_mut().filter(|idle| idle.due == at) else {
+            return;
+        };
+        let Some(deadline) = idle.last_progress.checked_add(timeout) else {
+            // A timeout past any instant never ends.
+            transfer.idle = None;
+            return;
+        };
+        if deadline > now {
+            // Bytes moved since the timer was set.
+            idle.due = deadline;
+            let requester = transfer.requester;
+            self.timers
+                .set(deadline, requester, Timer::TransferIdle(id));
+            return;
+        }
+        let source = transfer.source;
+        let stuck = if self.window_room(id) == 0 {
+            "the recipient read nothing"
+        } else {
+            match source {
+                Source::Upload(_) => "the sender sent nothing",
+                Source::File { .. } => "the file could not be read",
+            }
+        };
+        tracing::info!(transfer = %id, ?timeout, stuck, "file transfer idle");
+        self.end_transfer(id, Some(format!("idle for {timeout:?}: {stuck}")));
     }
 
     /// Moves raw bytes of `connection`'s upload that wait in its framer into its transfer
@@ -489,6 +562,18 @@ impl Engine {
         }
     }
 
+    /// Senders whose upload ended while waiting for its recipient go on with their input
+    /// (the rest of the upload is dropped, then lines are commands again). Called once an
+    /// input is done, never in the middle of another connection's lines or departure.
+    pub(super) fn resume_ended_uploads(&mut self) {
+        let Some(now) = self.outbox.now() else {
+            return;
+        };
+        while let Some(sender) = self.transfers.ended_while_stalled.pop() {
+            self.process_input(sender, now);
+        }
+    }
+
     /// `connection` is going away: every transfer it takes part in ends.
     pub(super) fn end_transfers_of(&mut self, connection: ConnectionId) {
         for (id, reason) in self.transfers.involving(connection) {
@@ -509,10 +594,9 @@ impl Engine {
         failure: Option<String>,
         departing: Option<ConnectionId>,
     ) {
-        let Some(transfer) = self.transfers.remove(id) else {
+        let Some(transfer) = self.take_transfer(id) else {
             return;
         };
-        self.sessions.set_receiving(transfer.recipient, -1);
         match transfer.source {
             Source::Upload(sender) => {
                 if let Some(session) = self.sessions.get_mut(sender)
@@ -520,6 +604,9 @@ impl Engine {
                     && upload.transfer == Some(id)
                 {
                     upload.transfer = None;
+                    if upload.stalled && departing != Some(sender) {
+                        self.transfers.ended_while_stalled.push(sender);
+                    }
                     upload.stalled = false;
                     if upload.remaining == 0 {
                         session.upload = None;
@@ -614,6 +701,18 @@ impl Engine {
             .and_then(|a| a.sessions.last().copied())
             .unwrap_or(requester);
         let recipient_name = account.map(|a| a.username.clone()).unwrap_or_default();
+        let timeout = self.config.transfer_idle_timeout;
+        let idle = self
+            .outbox
+            .now()
+            .filter(|_| !timeout.is_zero())
+            .and_then(|now| {
+                let due = now.checked_add(timeout)?;
+                Some(IdleTimer {
+                    last_progress: now,
+                    due,
+                })
+            });
         let transfer = Transfer {
             sender_account: sender.account.clone(),
             sender_name: sender.username.clone(),
@@ -624,17 +723,27 @@ impl Engine {
             size: 0,
             remaining: 0,
             source,
+            idle,
         };
         let id = self.transfers.start(transfer);
         self.sessions.set_receiving(recipient, 1);
+        if let Some(idle) = idle {
+            self.timers
+                .set(idle.due, requester, Timer::TransferIdle(id));
+        }
         id
     }
 
-    /// A server-side transfer that failed before anyone was told of it.
-    fn drop_unannounced(&mut self, id: TransferId) {
-        if let Some(transfer) = self.transfers.remove(id) {
-            self.sessions.set_receiving(transfer.recipient, -1);
+    /// Removes transfer `id` with its idle timer (alone: for a server-side transfer that
+    /// failed before anyone was told of it); its recipient receives one transfer less.
+    fn take_transfer(&mut self, id: TransferId) -> Option<Transfer> {
+        let transfer = self.transfers.remove(id)?;
+        self.sessions.set_receiving(transfer.recipient, -1);
+        if let Some(idle) = transfer.idle {
+            let timer = Timer::TransferIdle(id);
+            self.timers.cancel(idle.due, transfer.requester, timer);
         }
+        Some(transfer)
     }
 
     /// Both sides hear of the transfer; an empty file completes at once.
@@ -688,9 +797,13 @@ impl Engine {
     /// Sends a chunk of `len` file bytes, rendered for the recipient (`None`: the
     /// recipient is gone); the last one completes the transfer.
     fn forward_rendered(&mut self, id: TransferId, len: usize, chunk: Option<Bytes>) {
+        let now = self.outbox.now();
         let Some(transfer) = self.transfers.get_mut(id) else {
             return;
         };
+        if let (Some(idle), Some(now)) = (transfer.idle.as_mut(), now) {
+            idle.last_progress = now;
+        }
         transfer.remaining -= len as u64;
         let (recipient, done) = (transfer.recipient, transfer.remaining == 0);
         if let Some(chunk) = chunk {
