@@ -654,8 +654,7 @@ fn pipeline_through_a_slow_store(
 }
 
 #[test]
-fn a_bot_without_flood_control_pipelines_join_history_and_offline_messages_and_gets_every_answer_in_order()
- {
+fn a_bot_pipelining_join_history_and_msg_without_flood_control_gets_every_answer_in_order() {
     let (mut w, alice) = pipelining_world(Config {
         flood_lines_per_second: 0,
         ..Config::default()
