@@ -20,8 +20,12 @@ pub struct Config {
     pub flood_lines_per_second: u32,
     /// Lines a connection may send at once before flood control makes it wait.
     pub flood_burst: u32,
-    /// Complete lines held unprocessed for a connection (waiting for flood control or a
-    /// store reply) before it is closed for flooding.
+    /// Complete lines held back by flood control for a connection before it is closed for
+    /// flooding. Lines waiting for a store answer (a login being checked, history being
+    /// replayed, a message stored for an offline user, a role being set) are not counted:
+    /// the engine pauses reading the connection instead, so a trusted client may pipeline.
+    /// What the engine holds is bounded in bytes either way, by
+    /// [`Config::max_held_input_bytes`].
     pub max_pending_lines: usize,
     /// Time from connecting to a successful login before the connection is closed.
     pub login_timeout: Duration,
@@ -117,6 +121,20 @@ impl Default for Config {
             wall_clock: None,
             message_id_origin: 0,
         }
+    }
+}
+
+impl Config {
+    /// Unprocessed input the engine holds for one connection at most, in bytes: room for
+    /// `max_pending_lines + 2` lines of `max_line_bytes` with their line endings, or one
+    /// `transfer_window_bytes`, whichever is larger (about 808 KiB by default). The engine pauses reading long
+    /// before this; a connection that is still fed past it (its driver read ahead of the
+    /// pause) is closed for flooding.
+    pub fn max_held_input_bytes(&self) -> usize {
+        let lines = self.max_pending_lines.saturating_add(2);
+        lines
+            .saturating_mul(self.max_line_bytes.saturating_add(2))
+            .max(self.transfer_window_bytes)
     }
 }
 

@@ -139,7 +139,7 @@
 //!   connection that is still open: clients parse a stream.
 //! - Never keep reading from a connection after [`Output::PauseReading`] until
 //!   [`Output::ResumeReading`]: the engine holds that connection's unprocessed lines, and a
-//!   client that pushes past the limits is closed for flooding.
+//!   client that pushes past [`Config::max_held_input_bytes`] is closed for flooding.
 //! - Never skip [`Engine::handle_written`]: the engine counts unwritten bytes per connection
 //!   and closes a connection whose count passes [`Config::max_queued_bytes`] as a slow
 //!   reader. Report bytes only once they left (or were handed to) the socket.

@@ -543,7 +543,7 @@ fn flood_control_lets_a_burst_through_then_makes_lines_wait_not_vanish() {
 }
 
 #[test]
-fn a_connection_holding_too_many_waiting_lines_is_closed_with_a_reason() {
+fn flood_control_closes_a_connection_holding_too_many_throttled_lines_with_a_reason() {
     let mut w = world();
     let (a, b) = (w.user("hob"), w.user("ike"));
     let flood: String = (0..5000).map(|i| format!("spam {i}\n")).collect();
@@ -565,6 +565,266 @@ fn flood_control_off_lets_everything_through() {
     let many: String = (0..150).map(|i| format!("m {i}\n")).collect();
     w.send(b, &many);
     assert_eq!(w.lines(a).len(), 150);
+}
+
+// ----- pipelining: lines that wait for the store -----
+
+/// Rooms in which `carol` left one message each, for pipelined `/join` and `/history`.
+const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
+
+/// Flood control off (as for a trusted bot), `bob` registered and gone offline, `carol`
+/// with a message in each of [`ROOMS`], and `alice` logged in; the store then holds every
+/// answer until the test releases it.
+fn pipelining_world(config: Config) -> (World, ConnectionId) {
+    let mut w = World::new(config);
+    let bob = w.user("bob");
+    w.peer_closes(bob);
+    let carol = w.user("carol");
+    for room in ROOMS {
+        w.send(carol, &format!("/join {room}\nhello {room}\n"));
+    }
+    let alice = w.user("alice");
+    w.lines(alice);
+    w.store.set_holding(true);
+    (w, alice)
+}
+
+/// `connection` sends `script` and `/ping done` in one piece while the store holds its
+/// answers, which then come one at a time. Checks on the way that the connection is
+/// paused, never closed, and holds no more than it sent (and no more than the limit);
+/// returns what it received, history timestamps left out.
+fn pipeline_through_a_slow_store(
+    w: &mut World,
+    connection: ConnectionId,
+    script: &str,
+) -> Vec<String> {
+    let sent = format!("{script}/ping done\n");
+    let bound = w.engine.config().max_held_input_bytes();
+    w.send(connection, &sent);
+    assert!(!w.is_closed(connection), "pipelining is not flooding");
+    assert!(
+        w.paused.contains(&connection),
+        "reading pauses while lines wait"
+    );
+    let mut held = w.engine.held_input_bytes(connection);
+    assert!(
+        held > 0 && held < sent.len() && held <= bound,
+        "{held} bytes held"
+    );
+    while let Some((id, reply)) = w.store.release(0) {
+        w.now += Duration::from_millis(5);
+        w.engine.handle_store_reply(id, reply, w.now);
+        w.drain();
+        assert!(
+            !w.is_closed(connection),
+            "closed while waiting for the store"
+        );
+        let now_held = w.engine.held_input_bytes(connection);
+        assert!(
+            now_held <= held,
+            "held input grew from {held} to {now_held}"
+        );
+        held = now_held;
+        assert_eq!(
+            w.paused.contains(&connection),
+            held > 0,
+            "paused exactly while lines wait ({held} bytes held)"
+        );
+    }
+    let changes: Vec<bool> = w
+        .reading_changes
+        .iter()
+        .filter(|(c, _)| *c == connection)
+        .map(|(_, paused)| *paused)
+        .collect();
+    assert_eq!(changes, vec![true, false], "paused once, resumed once");
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    let lines: Vec<String> = w
+        .lines(connection)
+        .into_iter()
+        .map(|line| match line.strip_prefix("[history ") {
+            Some(rest) => rest
+                .split_once("] ")
+                .map_or(line.clone(), |(_, l)| l.into()),
+            None => line,
+        })
+        .collect();
+    assert_eq!(lines.last().map(String::as_str), Some("PONG done"));
+    lines
+}
+
+#[test]
+fn a_bot_pipelining_join_history_and_msg_without_flood_control_gets_every_answer_in_order() {
+    let (mut w, alice) = pipelining_world(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
+    let mut script = String::new();
+    let mut expected = Vec::new();
+    let mut previous = "Global";
+    for i in 0..100 {
+        let room = ROOMS[i % ROOMS.len()];
+        script.push_str(&format!("/join {room}\n/history 2\n/msg bob note {i}\n"));
+        expected.push(format!("Switched from {previous} to {room}"));
+        expected.push(format!("[{room}] carol: hello {room}"));
+        expected.push(format!("[{room}] carol: hello {room}"));
+        expected.push("bob is offline; the message will be delivered at their next login.".into());
+        previous = room;
+    }
+    expected.push("PONG done".into());
+    let lines = pipeline_through_a_slow_store(&mut w, alice, &script);
+    assert_eq!(lines, expected);
+    let stored = w.store.private_messages("bob");
+    assert_eq!(stored.len(), 100);
+    assert!(
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.text == format!("note {i}"))
+    );
+}
+
+#[test]
+fn every_kind_of_line_that_waits_for_the_store_pauses_reading_instead_of_closing() {
+    let config = Config {
+        flood_lines_per_second: 0,
+        demo_roles: true,
+        ..Config::default()
+    };
+
+    // Behind a login that the store is still checking.
+    let (mut w, _) = pipelining_world(config.clone());
+    let late = w.connect();
+    w.lines(late);
+    let script = format!("/login carol {PASSWORD}\n{}", "/profile\n".repeat(300));
+    let lines = pipeline_through_a_slow_store(&mut w, late, &script);
+    assert_eq!(lines[0], "Welcome back carol!");
+    let profiles = lines
+        .iter()
+        .filter(|l| l.starts_with("Username: carol |"))
+        .count();
+    assert_eq!(profiles, 300, "{:?}", &lines[..5]);
+
+    // `/role <user> <role>` from an admin, and the demo mode's bare `/role`.
+    let (mut w, alice) = pipelining_world(config.clone());
+    w.store.set_holding(false);
+    w.store.add_account("boss", PASSWORD, Role::Admin);
+    let boss = w.login("boss");
+    w.store.set_holding(true);
+    let lines = pipeline_through_a_slow_store(&mut w, boss, &"/role bob mod\n".repeat(300));
+    assert_eq!(lines.iter().filter(|l| *l == "bob is now mod").count(), 300);
+    let lines = pipeline_through_a_slow_store(&mut w, alice, &"/role\n".repeat(300));
+    let toggles: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("Your role is now"))
+        .collect();
+    assert_eq!(toggles.len(), 300);
+    assert!(
+        toggles[0].starts_with("Your role is now mod")
+            && toggles[1].starts_with("Your role is now user")
+    );
+}
+
+#[test]
+fn lines_waiting_for_the_store_are_not_flooding_when_flood_control_is_on() {
+    let (mut w, alice) = pipelining_world(Config {
+        flood_lines_per_second: 10,
+        flood_burst: 400,
+        ..Config::default()
+    });
+    let lines = pipeline_through_a_slow_store(&mut w, alice, &"/history 1\n".repeat(300));
+    assert_eq!(lines.len(), 301, "{:?}", &lines[..3]);
+}
+
+#[test]
+fn a_paused_pipelining_client_can_be_kicked_or_hang_up_and_late_store_answers_are_ignored() {
+    let (mut w, alice) = pipelining_world(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
+    w.store.set_holding(false);
+    w.store.add_account("mod", PASSWORD, Role::Mod);
+    let moderator = w.login("mod");
+    let dan = w.user("dan");
+    w.store.set_holding(true);
+    for client in [alice, dan] {
+        w.send(client, &"/history 1\n/msg bob hi\n".repeat(150));
+        assert!(w.paused.contains(&client) && !w.is_closed(client));
+    }
+    let connections = w.engine.connection_count();
+
+    w.send(moderator, "/kick alice enough\n");
+    assert_eq!(w.closed[&alice].0, CloseReason::Kicked);
+    assert!(w.saw(alice, "You were kicked by mod: enough"));
+    w.peer_closes(dan);
+    w.lines(dan);
+    assert_eq!(w.engine.connection_count(), connections - 2);
+    for gone in [alice, dan] {
+        assert_eq!(w.engine.held_input_bytes(gone), 0, "held lines are dropped");
+    }
+
+    w.store.set_holding(false);
+    w.release_store();
+    assert!(
+        w.violations.is_empty(),
+        "nothing for a closed connection: {:?}",
+        w.violations
+    );
+    assert!(w.lines(alice).is_empty() && w.lines(dan).is_empty());
+    w.send(moderator, "/ping ok\n");
+    assert!(w.saw(moderator, "PONG ok"));
+}
+
+#[test]
+fn a_pipelined_close_answers_the_lines_before_it_and_drops_the_rest() {
+    let (mut w, alice) = pipelining_world(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
+    let script = format!(
+        "{}/close\n{}",
+        "/history 1\n".repeat(250),
+        "/ping after\n".repeat(50)
+    );
+    w.send(alice, &script);
+    assert!(w.paused.contains(&alice) && !w.is_closed(alice));
+    w.release_store();
+    let lines = w.lines(alice);
+    assert_eq!(
+        lines.len(),
+        251,
+        "{:?}",
+        &lines[lines.len().saturating_sub(3)..]
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("Goodbye!"));
+    assert_eq!(w.closed[&alice], (CloseReason::ClientQuit, true));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn a_paused_client_still_fed_past_the_held_input_bound_is_closed_for_flooding() {
+    let config = Config {
+        flood_lines_per_second: 0,
+        max_pending_lines: 10,
+        max_line_bytes: 64,
+        transfer_window_bytes: 1,
+        ..Config::default()
+    };
+    let bound = config.max_held_input_bytes();
+    assert_eq!(bound, 12 * 66);
+    let (mut w, alice) = pipelining_world(config);
+    // What a driver reads ahead of the pause still reaches the engine, up to the bound.
+    let half = "/history 1\n".repeat(bound / 2 / 11);
+    w.send(alice, &half);
+    w.send(alice, &half);
+    assert!(
+        w.paused.contains(&alice) && !w.is_closed(alice),
+        "within the bound"
+    );
+    assert!(w.engine.held_input_bytes(alice) <= bound);
+    w.send(alice, &half);
+    assert!(w.saw(alice, "too many lines at once"));
+    assert_eq!(w.closed[&alice].0, CloseReason::Flood);
 }
 
 #[test]

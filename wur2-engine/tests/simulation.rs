@@ -57,6 +57,8 @@ struct Sim {
     last_seq_from: BTreeMap<(ConnectionId, String), u64>,
     registered: Vec<String>,
     said: Vec<String>,
+    /// Pipelined batches sent.
+    batches: usize,
     next_token: u64,
     next_user: u64,
     step: usize,
@@ -82,6 +84,7 @@ impl Sim {
             last_seq_from: BTreeMap::new(),
             registered: vec!["admin".into(), "mod".into()],
             said: Vec::new(),
+            batches: 0,
             next_token: 0,
             next_user: 0,
             step: 0,
@@ -163,6 +166,7 @@ impl Sim {
                     format!("/register {name} {PASSWORD}")
                 }
             }
+            Some(_) if self.rng.chance(1) => self.pipelined_batch(token),
             Some(me) => match self.rng.below(100) {
                 0..=39 => {
                     let text = format!("say-{token}");
@@ -231,6 +235,26 @@ impl Sim {
         self.world
             .send(connection, &format!("{line}\n/ping {token}\n"));
         expectations
+    }
+
+    /// What a bot sends in one write: 200 to 300 lines of `/join`, `/history` and `/msg`
+    /// (to anyone, online or not), most of which wait for the store. Flood control is off,
+    /// so none of it may close the connection; the ping after it must come back.
+    fn pipelined_batch(&mut self, token: u64) -> String {
+        self.batches += 1;
+        let count = 200 + self.rng.below(101);
+        let mut lines = Vec::with_capacity(count);
+        for i in 0..count {
+            lines.push(match self.rng.below(3) {
+                0 => format!("/join {}", CHANNELS[self.rng.below(CHANNELS.len())]),
+                1 => format!("/history {}", 1 + self.rng.below(5)),
+                _ => {
+                    let to = &self.registered[self.rng.below(self.registered.len())];
+                    format!("/msg {to} batch{token}n{i}")
+                }
+            });
+        }
+        lines.join("\n")
     }
 
     fn release_some_store_answers(&mut self) {
@@ -346,9 +370,26 @@ impl Sim {
                         "step {step}: nobody in the simulation reads slowly"
                     ));
                 }
+                if *reason == CloseReason::Flood {
+                    return Err(format!(
+                        "step {step}: {connection} closed for flooding with flood control off"
+                    ));
+                }
             }
         }
         let engine = &self.world.engine;
+        let bound = engine.config().max_held_input_bytes();
+        for &connection in &self.open {
+            // The simulation sends whole lines: input is held only while it waits, and
+            // then reading is paused.
+            let held = engine.held_input_bytes(connection);
+            let paused = self.world.paused.contains(&connection);
+            if held > bound || paused != (held > 0) {
+                return Err(format!(
+                    "step {step}: {connection} holds {held} bytes (bound {bound}), paused: {paused}"
+                ));
+            }
+        }
         if engine.connection_count() != self.open.len() {
             return Err(format!(
                 "step {step}: engine has {} connections, model {}",
@@ -451,6 +492,7 @@ struct Coverage {
     logins: usize,
     kicks: usize,
     closes: usize,
+    batches: usize,
 }
 
 fn run_seed(seed: u64, steps: usize) -> Coverage {
@@ -474,6 +516,7 @@ fn run_seed(seed: u64, steps: usize) -> Coverage {
             .filter(|(r, _)| *r == CloseReason::Kicked)
             .count(),
         closes: closed.len(),
+        batches: sim.batches,
     }
 }
 
@@ -493,10 +536,12 @@ fn seeded_simulations_keep_every_invariant() {
         total.logins += coverage.logins;
         total.kicks += coverage.kicks;
         total.closes += coverage.closes;
+        total.batches += coverage.batches;
     }
     eprintln!("simulation coverage: {total:?}");
     assert!(total.messages > 5_000 && total.logins > 1_000, "{total:?}");
     assert!(total.kicks > 20 && total.closes > 500, "{total:?}");
+    assert!(total.batches > 100, "{total:?}");
 }
 
 #[test]

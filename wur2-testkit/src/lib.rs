@@ -115,6 +115,7 @@ macro_rules! suite {
             accounts_and_history_survive_a_restart,
             bad_input_is_answered_not_fatal,
             flooder_is_closed_others_unaffected,
+            pipelined_lines_waiting_for_the_store_are_all_answered_in_order,
             slow_reader_is_dropped_others_unaffected,
             server_survives_500_connections_dropped_at_once,
             a_full_server_refuses_with_a_reason,

@@ -408,6 +408,69 @@ pub async fn bad_input_is_answered_not_fatal(addr: Target, mode: Mode, max_line_
     bob.barrier().await;
 }
 
+/// With flood control off, a bot writes 300 lines that each wait for the store (`/join`
+/// with its history replay, `/history`, `/msg` to an offline user) and a `/ping`, in one
+/// write: it gets every answer, in order, then the pong, and stays connected; the offline
+/// user gets every message at login, in order.
+pub async fn pipelined_lines_are_all_answered_in_order(addr: Target, mode: Mode) {
+    let offline = unique("po");
+    let mut away = Client::register(addr, mode, &offline).await;
+    away.send("/close").await;
+    away.expect_closed().await;
+    // One message in each room, for the replays.
+    let rooms = [unique("ra"), unique("rb"), unique("rc")];
+    let mut author = Client::register(addr, mode, &unique("pa")).await;
+    for room in &rooms {
+        author.send(&format!("/join {room}")).await;
+        author.send(&format!("note in {room}")).await;
+    }
+    author.barrier().await;
+    let a = author.name.clone();
+
+    let mut bot = Client::register(addr, mode, &unique("pb")).await;
+    bot.barrier().await;
+    let mut script = String::new();
+    let mut expected = Vec::new();
+    let mut previous = "Global".to_string();
+    for i in 0..100 {
+        let room = &rooms[i % rooms.len()];
+        script.push_str(&format!(
+            "/join {room}\n/history 1\n/msg {offline} pipelined {i}\n"
+        ));
+        let note = Event::history(room, &a, &format!("note in {room}"));
+        expected.extend([
+            Event::Switched {
+                from: previous.clone(),
+                to: room.clone(),
+            },
+            note.clone(),
+            note,
+            Event::DmStored {
+                to: offline.clone(),
+            },
+        ]);
+        previous = room.clone();
+    }
+    script.push_str("/ping pipelined\n");
+    expected.push(Event::Pong("pipelined".into()));
+    bot.send_raw(script.as_bytes()).await;
+    for (n, want) in expected.iter().enumerate() {
+        let got = bot.event().await;
+        assert_eq!(
+            got.portable(),
+            want.portable(),
+            "answer {n} of the pipeline"
+        );
+    }
+    bot.barrier().await;
+
+    let mut away = Client::login(addr, mode, &offline).await;
+    for i in 0..100 {
+        away.expect(Event::dm(&bot.name, &format!("pipelined {i}"), true))
+            .await;
+    }
+}
+
 /// With flood control on, a client sending 5 000 lines at once is closed with a reason;
 /// the others keep chatting.
 pub async fn flooder_is_closed_others_unaffected(addr: Target, mode: Mode) {

@@ -116,6 +116,24 @@ pub fn flooder_is_closed_others_unaffected(driver: &impl Driver, mode: Mode) {
     );
 }
 
+/// With flood control off, a bot pipelining 300 lines that wait for the store is paused,
+/// not closed, and gets every answer in order.
+pub fn pipelined_lines_waiting_for_the_store_are_all_answered_in_order(
+    driver: &impl Driver,
+    mode: Mode,
+) {
+    let config = Config {
+        flood_lines_per_second: 0,
+        ..config()
+    };
+    on_every_database(
+        driver,
+        config,
+        mode,
+        scenarios::pipelined_lines_are_all_answered_in_order,
+    );
+}
+
 /// A client that never reads is dropped; nobody else waits for it.
 pub fn slow_reader_is_dropped_others_unaffected(driver: &impl Driver, mode: Mode) {
     let config = Config {

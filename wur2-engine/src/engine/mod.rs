@@ -187,6 +187,16 @@ impl Engine {
         self.sessions.queued_bytes(connection)
     }
 
+    /// Bytes received from `connection` that the engine holds unprocessed (0 if unknown):
+    /// lines waiting for a store answer or for flood control, a partial line, upload bytes
+    /// waiting for the recipient. Never more than [`Config::max_held_input_bytes`] after
+    /// an input; reading is paused while complete lines wait.
+    pub fn held_input_bytes(&self, connection: ConnectionId) -> usize {
+        self.sessions
+            .get(connection)
+            .map_or(0, |session| session.framer.buffered_bytes())
+    }
+
     /// Whether `connection` is open and logged in.
     pub fn is_logged_in(&self, connection: ConnectionId) -> bool {
         self.sessions
@@ -521,24 +531,30 @@ impl Engine {
     }
 
     /// Reading pauses while the engine holds input it cannot process yet, and resumes when
-    /// it can; a connection holding more than the limits allow is closed for flooding.
+    /// it can.
+    ///
+    /// Only flood control punishes: a connection holding more than `max_pending_lines`
+    /// lines that flood control holds back is closed for flooding. Lines waiting for a
+    /// store answer are the store's pace, not the client's: they stay in the framer, in
+    /// order, while reading is paused, so a trusted client may pipeline. Either way the
+    /// bytes held are bounded by [`Config::max_held_input_bytes`], past which (a driver
+    /// that read ahead of the pause) the connection is closed too.
     fn apply_backpressure(&mut self, connection: ConnectionId) {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
         let max_lines = self.config.max_pending_lines;
-        let lines = match session.upload {
-            Some(_) => 0,
+        let throttled_lines = if session.throttled_until.is_none() || session.upload.is_some() {
+            0
+        } else if session.framer.pending_frames() > max_lines {
             // Bytes after a pending upload line are file data, not lines: count up to it.
-            None if session.framer.pending_frames() > max_lines => {
-                session.framer.lines_until(is_upload_line)
-            }
-            None => session.framer.pending_frames(),
+            session.framer.lines_until(is_upload_line)
+        } else {
+            session.framer.pending_frames()
         };
         let bytes = session.framer.buffered_bytes();
-        let max_bytes = (max_lines + 2).saturating_mul(self.config.max_line_bytes + 2);
-        if lines > max_lines || bytes > max_bytes.max(self.config.transfer_window_bytes) {
-            tracing::info!(%connection, lines, bytes, "closing a flooding connection");
+        if throttled_lines > max_lines || bytes > self.config.max_held_input_bytes() {
+            tracing::info!(%connection, throttled_lines, bytes, "closing a flooding connection");
             self.stats.flood_disconnects += 1;
             self.error(
                 connection,

@@ -24,6 +24,8 @@ pub struct World {
     pub transcript: BTreeMap<ConnectionId, Vec<u8>>,
     pub closed: BTreeMap<ConnectionId, (CloseReason, bool)>,
     pub paused: BTreeSet<ConnectionId>,
+    /// Every `PauseReading` (`true`) and `ResumeReading` (`false`), in order.
+    pub reading_changes: Vec<(ConnectionId, bool)>,
     /// Connections that do not read: their bytes stay queued in the engine.
     pub not_reading: BTreeSet<ConnectionId>,
     /// Every store request in the order the engine emitted it (passwords show as `***`).
@@ -47,6 +49,7 @@ impl World {
             transcript: BTreeMap::new(),
             closed: BTreeMap::new(),
             paused: BTreeSet::new(),
+            reading_changes: Vec::new(),
             not_reading: BTreeSet::new(),
             store_log: Vec::new(),
             violations: Vec::new(),
@@ -165,10 +168,17 @@ impl World {
                     }
                 }
                 Output::PauseReading(connection) => {
-                    self.paused.insert(connection);
+                    self.reading_changes.push((connection, true));
+                    if !self.paused.insert(connection) {
+                        self.violations.push(format!("paused twice: {connection}"));
+                    }
                 }
                 Output::ResumeReading(connection) => {
-                    self.paused.remove(&connection);
+                    self.reading_changes.push((connection, false));
+                    if !self.paused.remove(&connection) {
+                        self.violations
+                            .push(format!("resumed while reading: {connection}"));
+                    }
                 }
                 Output::Store { id, request } => {
                     self.store_log.push(format!("{request:?}"));
