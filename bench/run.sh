@@ -7,10 +7,18 @@
 #
 # Environment: REPS (default 3), SERVERS (default "wur2 wur2-async-std ngircd inspircd relay";
 # wur2-async-std is the same server on the async-std driver, its example `serve`),
-# WINDOW (messages in flight per sender, default 64), WUR2_BIN (a wur2 binary to test;
-# default: build the working tree; WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
+# SERVERS_<CONFIG> (the servers of one configuration, e.g. SERVERS_C="wur2-base wur2";
+# default SERVERS), WINDOW (messages in flight per sender, default 64), WUR2_BIN (a wur2
+# binary to test; default: build the working tree into CARGO_TARGET_DIR, default target/;
+# WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
+# WUR2_BASE_BIN (a second wur2 binary, the server `wur2-base`, e.g. the commit before a
+# change, measured interleaved with wur2; WUR2_BASE_REV names its revision),
 # PROFILE=1 (after the runs, one extra config-B run of wur2 with 10× the messages under
 # `perf record`; report in $OUT/perf-report.txt).
+#
+# Servers ending in -tls (wur2-tls, wur2-base-tls) are wur2 / wur2-base with a TLS listener
+# (a self-signed certificate for localhost made with openssl in the work directory); the
+# load generator's clients then connect over TLS.
 #
 # Every server runs fresh on 127.0.0.1, pinned to core 0; the load generator runs on
 # core 1. Each load run has a hard timeout; each server is stopped by its pid. Setup time
@@ -24,6 +32,7 @@ WINDOW=${WINDOW:-64}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$ROOT/target/bench}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 CONFIGS=("$@")
 [ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(A B L C P)
 
@@ -49,6 +58,7 @@ trap cleanup EXIT
 # --- tools -------------------------------------------------------------------------------
 
 install_peers() {
+    if [[ " $(all_servers) " != *" ngircd "* && " $(all_servers) " != *" inspircd "* ]]; then return; fi
     if command -v ngircd >/dev/null && command -v inspircd >/dev/null; then return; fi
     log "installing ngircd and inspircd"
     # policy-rc.d exit 101 keeps apt from starting their services.
@@ -72,18 +82,25 @@ install_peers() {
 build() {
     log "building wur2-bench"
     (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-bench)
-    cp "$ROOT/target/release/wur2-loadgen" "$ROOT/target/release/wur2-relay" "$WORK/"
+    cp "$TARGET/release/wur2-loadgen" "$TARGET/release/wur2-relay" "$WORK/"
     if [ -z "${WUR2_BIN:-}" ]; then
         log "building wur2"
         (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-tokio --bin wur2)
-        WUR2_BIN="$ROOT/target/release/wur2"
+        WUR2_BIN="$TARGET/release/wur2"
     fi
-    # A private copy: other builds may replace target/release/wur2 while we run.
+    # Private copies: other builds may replace target/release/wur2 while we run.
     cp "$WUR2_BIN" "$WORK/wur2"
-    if [[ " $SERVERS " == *" wur2-async-std "* ]]; then
+    if [[ " $(all_servers) " == *" wur2-base"* ]]; then
+        if [ -z "${WUR2_BASE_BIN:-}" ]; then
+            echo "wur2-base and wur2-base-tls need WUR2_BASE_BIN (a wur2 binary)" >&2
+            exit 1
+        fi
+        cp "$WUR2_BASE_BIN" "$WORK/wur2-base"
+    fi
+    if [[ " $(all_servers) " == *" wur2-async-std "* ]]; then
         log "building the async-std server (wur2-async-std example serve)"
         (cd "$ROOT" && timeout 1800 cargo build --release -p wur2-async-std --example serve)
-        cp "$ROOT/target/release/examples/serve" "$WORK/wur2-async-std"
+        cp "$TARGET/release/examples/serve" "$WORK/wur2-async-std"
     fi
 }
 
@@ -134,6 +151,15 @@ EOF
 <files motd="$WORK/motd.txt">
 <log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$WORK/inspircd.log">
 EOF
+    if [[ " $(all_servers) " == *"-tls "* ]]; then
+        # CA:FALSE: rustls refuses a certificate marked as a CA (openssl's default for -x509)
+        # as the server's own.
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj /CN=localhost \
+            -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+            >"$WORK/openssl.log" 2>&1 ||
+            { cat "$WORK/openssl.log" >&2; exit 1; }
+    fi
 }
 
 # Waits until something listens on 127.0.0.1:$1 (at most 30 s).
@@ -160,25 +186,36 @@ stop_server() {
     RUNNING_PID=""
 }
 
-# start_server NAME DB_URL: starts it fresh, sets PORT, PROTO, CONC and RUNNING_PID.
+# The limits every WUR2 server runs with (the async-std example takes them as wur2 does).
+WUR2_FLAGS=(--flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000)
+
+# start_server NAME DB_URL: starts it fresh, sets PORT, PROTO, CONC, CLIENT_TLS (the load
+# generator's TLS flags) and RUNNING_PID.
 start_server() {
     local name=$1 db=${2:-}
+    CLIENT_TLS=()
     case $name in
     wur2-async-std)
-        # The same limits and login concurrency as wur2 (the example takes the flags below
-        # as wur2 does, and both share wur2-store's pools).
+        # The same limits and login concurrency as wur2 (both share wur2-store's pools).
         PORT=16671 PROTO=wur2 CONC=16
         taskset -c "$SERVER_CPU" "$WORK/wur2-async-std" --listen "127.0.0.1:$PORT" --database-url "$db" \
-            --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
-            >>"$WORK/$name.log" 2>&1 &
+            "${WUR2_FLAGS[@]}" >>"$WORK/$name.log" 2>&1 &
         ;;
     wur2*)
         # Setup only: more logins at once than this starve the store's pools (PostgreSQL
         # answers "storage is unavailable") without hashing any faster.
+        local bin=$WORK/wur2 tls=()
         PORT=16669 PROTO=wur2 CONC=16
-        taskset -c "$SERVER_CPU" "$WORK/wur2" --listen "127.0.0.1:$PORT" --database-url "$db" \
-            --flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000 \
-            >>"$WORK/$name.log" 2>&1 &
+        if [[ $name == wur2-base* ]]; then bin=$WORK/wur2-base PORT=16672; fi
+        local listen=$PORT
+        if [[ $name == *-tls ]]; then
+            # The plain listener as usual; the clients use the TLS one beside it.
+            PORT=$((PORT + 10))
+            tls=(--tls-listen "127.0.0.1:$PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+            CLIENT_TLS=(--tls-ca "$WORK/cert.pem" --tls-server-name localhost)
+        fi
+        taskset -c "$SERVER_CPU" "$bin" --listen "127.0.0.1:$listen" "${tls[@]}" --database-url "$db" \
+            "${WUR2_FLAGS[@]}" >>"$WORK/$name.log" 2>&1 &
         ;;
     ngircd)
         # ngircd listens with a backlog of 10.
@@ -217,20 +254,28 @@ load_args() {
     esac
 }
 
+# servers_for CONFIG: SERVERS_<CONFIG> when set, else SERVERS (P: the two databases).
 servers_for() {
+    local own="SERVERS_$1"
     case $1 in
-    P) echo "wur2-sqlite wur2-postgres" ;;
-    *) echo "$SERVERS" ;;
+    P) echo "${!own:-wur2-sqlite wur2-postgres}" ;;
+    *) echo "${!own:-$SERVERS}" ;;
     esac
 }
 
-# db_for CONFIG SERVER: the database a WUR2 run uses; one per configuration, kept across
-# repetitions so accounts are registered once (argon2 makes registering thousands slow).
+# Every server some configuration of this run uses.
+all_servers() {
+    local config
+    for config in "${CONFIGS[@]}"; do servers_for "$config"; done | tr ' ' '\n' | sort -u | xargs
+}
+
+# db_for CONFIG SERVER: the database a WUR2 run uses; one per configuration and server,
+# kept across repetitions so accounts are registered once (argon2 makes registering
+# thousands slow): every server registers in its first repetition and logs in after.
 db_for() {
     case $2 in
     wur2-postgres) echo "$PG_URL" ;;
-    wur2-async-std) echo "sqlite://$WORK/$1-async-std.db" ;;
-    *) echo "sqlite://$WORK/$1.db" ;;
+    *) echo "sqlite://$WORK/$1-$2.db" ;;
     esac
 }
 
@@ -260,7 +305,7 @@ run_one() {
     # shellcheck disable=SC2046
     line=$(timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol "$PROTO" \
         --addr "127.0.0.1:$PORT" --connect-concurrency "$CONC" --auth "$auth" \
-        --server-pid "$pid" $(load_args "$config") 2>>"$WORK/loadgen.log") || rc=$?
+        "${CLIENT_TLS[@]}" --server-pid "$pid" $(load_args "$config") 2>>"$WORK/loadgen.log") || rc=$?
     stop_server "$pid"
     if [ -z "$line" ]; then
         log "$config $server rep $rep: no result (exit $rc); loadgen log:"
@@ -302,6 +347,7 @@ fi
 {
     echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "# wur2 ${WUR2_REV:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}, window $WINDOW, reps $REPS"
+    if [ -n "${WUR2_BASE_BIN:-}" ]; then echo "# wur2-base ${WUR2_BASE_REV:-$WUR2_BASE_BIN}"; fi
 } | tee -a "$RESULTS" >&2
 
 for rep in $(seq "$REPS"); do
@@ -406,6 +452,24 @@ out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)
 r = ratio("B", "wur2-async-std", "wur2", "deliveries_per_s")
 if r:
     out.append(f"- B: async-std driver / Tokio driver deliveries/s = {r:.2f}×")
+compare = [
+    ("B", "wur2", "wur2-base", "deliveries_per_s", "after / before deliveries/s"),
+    ("L", "wur2", "wur2-base", "p50_us", "after / before p50"),
+    ("L", "wur2", "wur2-base", "p99_us", "after / before p99"),
+    ("C", "wur2", "wur2-base", "bytes_per_conn", "after / before bytes per idle connection"),
+    ("B", "wur2-tls", "wur2", "deliveries_per_s", "TLS / plain deliveries/s"),
+    ("B", "wur2-base-tls", "wur2-base", "deliveries_per_s", "before: TLS (loopback bridge) / plain deliveries/s"),
+    ("B", "wur2-tls", "wur2-base-tls", "deliveries_per_s", "TLS after / TLS before deliveries/s"),
+    ("L", "wur2-tls", "wur2-base-tls", "p99_us", "TLS after / TLS before p99"),
+    ("C", "wur2-tls", "wur2-base-tls", "bytes_per_conn", "TLS after / TLS before bytes per idle connection"),
+]
+lines = [(c, a, b, k, what, ratio(c, a, b, k)) for c, a, b, k, what in compare]
+if any(r for *_, r in lines):
+    out.append("")
+    out.append("Before (wur2-base) and after (wur2), medians:")
+    for c, a, b, k, what, r in lines:
+        if r:
+            out.append(f"- {c}: {what} ({a} / {b}) = {r:.3f}×")
 text = "\n".join(out)
 print(text)
 open(sys.argv[2], "w").write(text + "\n")

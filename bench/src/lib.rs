@@ -2,9 +2,10 @@
 //!
 //! What issue 9's side-by-side benchmark needs, as a library so the smoke test can drive it
 //! in-process: the load generator ([`load`]), the bare relay baseline ([`relay`]), the
-//! payload that carries a send timestamp ([`payload`]) and the server memory reader
-//! ([`memory`]). The binaries `wur2-loadgen` and `wur2-relay` are thin command lines over
-//! these; `bench/run.sh` runs everything side by side.
+//! payload that carries a send timestamp ([`payload`]), the server memory reader
+//! ([`memory`]) and the clients' plain or TLS connections ([`transport`]). The binaries
+//! `wur2-loadgen` and `wur2-relay` are thin command lines over these; `bench/run.sh` runs
+//! everything side by side.
 //!
 //! Load tests belong on loopback, bounded in clients and time: every run of [`load::run`]
 //! has a hard deadline and stops by itself.
@@ -16,3 +17,4 @@ pub mod load;
 pub mod memory;
 pub mod payload;
 pub mod relay;
+pub mod transport;

@@ -19,12 +19,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc, watch};
 
 use crate::memory::{self, Memory};
 use crate::payload::{Codec, Stamp};
+use crate::transport::{Connector, ReadHalf, TlsClient, WriteHalf};
 
 /// What the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +50,8 @@ pub enum Auth {
 pub struct LoadConfig {
     /// The server.
     pub addr: SocketAddr,
+    /// TLS to the server; plain TCP when `None`.
+    pub tls: Option<TlsClient>,
     /// What it speaks.
     pub protocol: Protocol,
     /// Clients, all in one channel.
@@ -93,6 +94,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 6969)),
+            tls: None,
             protocol: Protocol::Wur2,
             clients: 10,
             senders: 2,
@@ -226,6 +228,7 @@ impl Report {
 /// State every client task shares.
 struct Shared {
     config: LoadConfig,
+    connector: Connector,
     codec: Codec,
     epoch: Instant,
     /// Highest sequence number + 1 the observer has seen, per sender.
@@ -242,7 +245,7 @@ struct Shared {
 /// A client after setup: where the sender writes.
 struct Ready {
     index: usize,
-    writer: Arc<Mutex<OwnedWriteHalf>>,
+    writer: Arc<Mutex<WriteHalf>>,
 }
 
 /// What a client saw.
@@ -255,9 +258,11 @@ struct Seen {
 /// Runs one load test against `config.addr`.
 pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     validate(&config)?;
+    let connector = Connector::new(config.tls.as_ref()).map_err(LoadError::Config)?;
     let deadline = tokio::time::Instant::now() + config.timeout;
     let run_tag = (std::process::id() ^ nanos_now()) % 1_000_000_000;
     let shared = Arc::new(Shared {
+        connector,
         codec: Codec::new(run_tag, config.payload),
         epoch: Instant::now(),
         observed: (0..config.senders).map(|_| AtomicU64::new(0)).collect(),
@@ -272,7 +277,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<Ready, LoadError>>();
     let mut clients = tokio::task::JoinSet::new();
-    let mut writers: Vec<Option<Arc<Mutex<OwnedWriteHalf>>>> = vec![None; config.clients];
+    let mut writers: Vec<Option<Arc<Mutex<WriteHalf>>>> = vec![None; config.clients];
 
     let setup_started = Instant::now();
     let mut report = Report {
@@ -435,13 +440,13 @@ fn nanos_now() -> u32 {
 
 /// A buffered line reader over the read half of a client socket.
 struct Lines {
-    reader: OwnedReadHalf,
+    reader: ReadHalf,
     buf: Vec<u8>,
     start: usize,
 }
 
 impl Lines {
-    fn new(reader: OwnedReadHalf) -> Lines {
+    fn new(reader: ReadHalf) -> Lines {
         Lines {
             reader,
             buf: Vec::with_capacity(16 * 1024),
@@ -604,13 +609,13 @@ async fn client(
 }
 
 /// Connects and logs client `index` in, up to and including the protocol's barrier.
-async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, OwnedWriteHalf), LoadError> {
+async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), LoadError> {
     let config = &shared.config;
-    let stream = TcpStream::connect(config.addr)
+    let (reader, mut writer) = shared
+        .connector
+        .connect(config.addr)
         .await
         .map_err(|e| setup_error(index, format!("connect: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
     let mut lines = Lines::new(reader);
     let user = format!("{}{index}", config.user_prefix);
     let fail = |what: &str| setup_error(index, what);
@@ -730,7 +735,7 @@ fn irc_numeric(line: &[u8]) -> Option<&[u8]> {
 }
 
 /// Sender `index`: its messages, windowed or paced.
-async fn send(index: usize, writer: Arc<Mutex<OwnedWriteHalf>>, shared: Arc<Shared>) {
+async fn send(index: usize, writer: Arc<Mutex<WriteHalf>>, shared: Arc<Shared>) {
     let config = &shared.config;
     let (prefix, suffix): (Vec<u8>, &[u8]) = match config.protocol {
         Protocol::Wur2 | Protocol::Line => (Vec::new(), b"\n"),

@@ -1,10 +1,12 @@
 //! The benchmark's pieces work together: the load generator against the bare relay and
-//! against an in-process WUR2 server, a few clients and messages, nothing lost. Fast on
-//! purpose: the real benchmark is `bench/run.sh`, never part of the test command.
+//! against an in-process WUR2 server (plain and over TLS), a few clients and messages,
+//! nothing lost. Fast on purpose: the real benchmark is `bench/run.sh`, never part of the
+//! test command.
 
 use std::time::Duration;
 
 use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
+use wur2_bench::transport::TlsClient;
 
 fn small(addr: std::net::SocketAddr, protocol: Protocol) -> LoadConfig {
     LoadConfig {
@@ -55,6 +57,18 @@ async fn load_generator_and_relay_lose_nothing() {
 
 #[tokio::test]
 async fn load_generator_and_wur2_lose_nothing() {
+    wur2_loses_nothing(false).await;
+}
+
+#[tokio::test]
+async fn load_generator_over_tls_and_wur2_lose_nothing() {
+    wur2_loses_nothing(true).await;
+}
+
+/// Registers, then logs in, a few clients of an in-process WUR2 server, plain or over TLS
+/// (a self-signed certificate for `localhost` the load generator trusts), and checks that
+/// every message arrives once.
+async fn wur2_loses_nothing(tls: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     // The cheapest argon2 cost: this test is about messages, not hashing.
@@ -73,22 +87,41 @@ async fn load_generator_and_wur2_lose_nothing() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let addr = listener.local_addr().expect("address");
+    let mut addr = listener.local_addr().expect("address");
     let config = wur2_engine::Config {
         flood_lines_per_second: 0,
         ..wur2_engine::Config::default()
     };
-    let server = wur2_tokio::serve(listener, store.clone(), config).expect("server starts");
+    let mut server = wur2_tokio::serve(listener, store.clone(), config).expect("server starts");
+    let mut client_tls = None;
+    if tls {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a certificate");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+        let acceptor = wur2_tokio::TlsAcceptor::from_pem_files(&cert, &key).expect("load it");
+        let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addr = server.serve_tls(tls_listener, acceptor).expect("serve TLS");
+        client_tls = Some(TlsClient {
+            ca: cert,
+            server_name: "localhost".to_owned(),
+        });
+    }
+    let small = || LoadConfig {
+        tls: client_tls.clone(),
+        ..small(addr, Protocol::Wur2)
+    };
 
-    let first = load::run(small(addr, Protocol::Wur2))
-        .await
-        .expect("registration works");
+    let first = load::run(small()).await.expect("registration works");
     assert_eq!(first.received, first.expected);
     assert_eq!((first.lost, first.duplicates), (0, 0));
     // The second run logs the same accounts in, as bench/run.sh does on repetitions.
     let again = load::run(LoadConfig {
         auth: Auth::Login,
-        ..small(addr, Protocol::Wur2)
+        ..small()
     })
     .await
     .expect("login works");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
+use wur2_bench::transport::TlsClient;
 
 /// Connect N clients to one channel, have S of them send M messages of P bytes, count every
 /// delivery to every other member: deliveries/s, latency percentiles, lost, server memory.
@@ -18,6 +19,13 @@ struct Cli {
     /// The server (loopback only: this is a load test).
     #[arg(long, default_value = "127.0.0.1:6969")]
     addr: SocketAddr,
+    /// Connect over TLS, trusting only the CA certificates in this PEM file (for example
+    /// the server's self-signed certificate). Plain TCP when unset.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry.
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    tls_server_name: String,
     /// What the server speaks.
     #[arg(long, value_enum, default_value = "wur2")]
     protocol: Protocol,
@@ -85,6 +93,10 @@ fn main() -> ExitCode {
     }
     let config = LoadConfig {
         addr: cli.addr,
+        tls: cli.tls_ca.map(|ca| TlsClient {
+            ca,
+            server_name: cli.tls_server_name,
+        }),
         protocol: cli.protocol,
         clients: cli.clients,
         senders: cli.senders,
