@@ -46,12 +46,11 @@ pub(crate) struct Reports<S> {
 enum Woken {
     /// The engine's loop left new frames or instructions.
     Instructions,
-    /// Bytes of the queue reached the transport.
-    Wrote(usize),
+    /// `bytes` of the queue reached the transport (maybe none), and whether the transport
+    /// has pushed out everything it buffered.
+    Wrote { bytes: usize, flushed: bool },
     /// Bytes arrived; empty at end of stream.
     Read(Bytes),
-    /// The transport pushed out what it buffered.
-    Flushed,
 }
 
 /// Runs one connection until the engine's loop closes it or the stream fails.
@@ -98,15 +97,34 @@ pub(crate) fn run<R: Runtime>(
                 let (link_ref, stream_ref, queue_ref) = (&*link, &mut stream, &mut queue);
                 let (read, flush) = (reading && !paused, unflushed);
                 let woken = std::future::poll_fn(move |cx| {
+                    // Writes first, as soon as the task runs (instructions were taken just
+                    // before); the link is only looked at, and its waker set, when there
+                    // is nothing to write.
+                    if !queue_ref.is_empty() || flush {
+                        let mut bytes = 0;
+                        if !queue_ref.is_empty() {
+                            match poll_write_queued(stream_ref, queue_ref, cx) {
+                                Poll::Ready(Ok(n)) => bytes = n,
+                                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                                Poll::Pending => {}
+                            }
+                        }
+                        // Once the queue is out, what the transport buffered (TLS records)
+                        // goes too, in the same turn; plain TCP has nothing to push.
+                        let mut flushed = false;
+                        if queue_ref.is_empty() {
+                            match stream_ref.poll_flush(cx) {
+                                Poll::Ready(Ok(())) => flushed = true,
+                                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                                Poll::Pending => {}
+                            }
+                        }
+                        if bytes > 0 || flushed {
+                            return Poll::Ready(Ok(Woken::Wrote { bytes, flushed }));
+                        }
+                    }
                     if link_ref.poll_news(cx.waker()) {
                         return Poll::Ready(Ok(Woken::Instructions));
-                    }
-                    if !queue_ref.is_empty() {
-                        if let Poll::Ready(written) = poll_write_queued(stream_ref, queue_ref, cx) {
-                            return Poll::Ready(written.map(Woken::Wrote));
-                        }
-                    } else if flush && let Poll::Ready(flushed) = stream_ref.poll_flush(cx) {
-                        return Poll::Ready(flushed.map(|()| Woken::Flushed));
                     }
                     if read {
                         return poll_read_chunk(stream_ref, cx).map(|read| read.map(Woken::Read));
@@ -120,13 +138,9 @@ pub(crate) fn run<R: Runtime>(
                 }
                 let event = match woken {
                     Ok(Woken::Instructions) => continue,
-                    Ok(Woken::Flushed) => {
-                        unflushed = false;
-                        continue;
-                    }
-                    Ok(Woken::Wrote(n)) => {
-                        unflushed = true;
-                        if reports.written.send((id, n)).is_err() {
+                    Ok(Woken::Wrote { bytes, flushed }) => {
+                        unflushed = !flushed;
+                        if bytes > 0 && reports.written.send((id, bytes)).is_err() {
                             return;
                         }
                         continue;
