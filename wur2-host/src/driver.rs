@@ -176,8 +176,7 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                 R::yield_now().await;
             }
         }
-        self.stop_accepting.send_replace(true);
-        self.status.set_accepting(false);
+        // The loop ends only after `begin_shutdown`: the listeners are stopped already.
         let remaining = stop_by
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(self.options.shutdown_timeout);

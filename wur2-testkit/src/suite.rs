@@ -2,6 +2,8 @@
 //! [`Mode`]; [`suite!`](crate::suite!) turns each into two `#[test]`s, one per mode. Each
 //! runs on every test database.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use wur2_engine::{Config, Role};
@@ -46,38 +48,43 @@ pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
 
 /// A moderator's `/kick` closes every session of its target.
 pub fn kick_closes_every_session_of_the_target(driver: &impl Driver, mode: Mode) {
-    for db in block_on(databases()) {
-        let server = driver.start(&db.url, config(), None);
-        let grant = |user| operator_sets_role(&db.url, user, Role::Mod);
-        within(
-            &db,
-            scenarios::kick_closes_every_session_of_the_target(server.addr(), mode, grant),
-        );
-        server.stop();
-    }
+    with_operator_granting(driver, Role::Mod, |addr, grant| {
+        scenarios::kick_closes_every_session_of_the_target(addr, mode, grant)
+    });
 }
 
-/// The operator's side: a second store on the same database sets `user`'s role, as
-/// `wur2 role` does.
-async fn operator_sets_role(url: &str, user: String, role: Role) {
-    let (store, _writer) = wur2_store::Store::open(url, crate::store_config())
-        .await
-        .expect("open");
-    store.set_role(&user, role).await.expect("set the role");
-    store.close().await;
+/// Gives a user a role from the operator's side, as `wur2 role` does.
+type Grant = Box<dyn FnOnce(String) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// Runs `scenario` against a fresh server of `driver` on every test database, with a
+/// [`Grant`] of `role` through a second store on the same database.
+fn with_operator_granting<Fut: Future<Output = ()>>(
+    driver: &impl Driver,
+    role: Role,
+    scenario: impl Fn(crate::Target, Grant) -> Fut,
+) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let url = db.url.clone();
+        let grant: Grant = Box::new(move |user| {
+            Box::pin(async move {
+                let (store, _writer) = wur2_store::Store::open(&url, crate::store_config())
+                    .await
+                    .expect("open");
+                store.set_role(&user, role).await.expect("set the role");
+                store.close().await;
+            })
+        });
+        within(&db, scenario(server.addr(), grant));
+        server.stop();
+    }
 }
 
 /// The last admin cannot take the admin role from themselves.
 pub fn the_last_admin_stays_admin(driver: &impl Driver, mode: Mode) {
-    for db in block_on(databases()) {
-        let server = driver.start(&db.url, config(), None);
-        let grant = |user| operator_sets_role(&db.url, user, Role::Admin);
-        within(
-            &db,
-            scenarios::the_last_admin_stays_admin(server.addr(), mode, grant),
-        );
-        server.stop();
-    }
+    with_operator_granting(driver, Role::Admin, |addr, grant| {
+        scenarios::the_last_admin_stays_admin(addr, mode, grant)
+    });
 }
 
 /// Accounts and history are still there after a graceful restart.
