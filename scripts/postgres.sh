@@ -45,6 +45,11 @@ wur2_pg_setup() {
         fi
     fi
     port=$($sudo pg_conftool -s "$version" "$cluster" show port 2>/dev/null || echo 5432)
+    # A cluster just started (here or by someone else) refuses connections while it starts.
+    local waited=0
+    until pg_isready -q -h 127.0.0.1 -p "$port" || [ "$waited" -ge 60 ]; do
+        sleep 0.5; waited=$((waited + 1))
+    done
     # A password-protected role with CREATEDB, reached over TCP on localhost (scram-sha-256
     # is what a fresh Debian pg_hba.conf allows for 127.0.0.1).
     local sql="DO \$\$ BEGIN

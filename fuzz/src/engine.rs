@@ -1457,7 +1457,9 @@ impl Harness {
                     self.fail(format_args!("history of {channel:?}, {limit} messages"));
                 }
             }
-            StoreRequest::FetchPending { .. } | StoreRequest::MarkDelivered { .. } => {}
+            StoreRequest::FetchPending { .. }
+            | StoreRequest::MarkDelivered { .. }
+            | StoreRequest::MarkPending { .. } => {}
         }
     }
 

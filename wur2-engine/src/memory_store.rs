@@ -127,8 +127,8 @@ impl MemoryStore {
     }
 
     /// The failure knob: with `Some(error)`, every request the engine waits for fails with
-    /// `error` until it is set back to `None`. Channel appends and `MarkDelivered`, which the
-    /// engine does not wait for, are still carried out, so history stays whole.
+    /// `error` until it is set back to `None`. `MarkDelivered` and `MarkPending`, which the
+    /// engine does not wait for, are still carried out.
     pub fn set_failure(&mut self, error: Option<StoreError>) {
         self.failure = error;
     }
@@ -182,7 +182,7 @@ impl MemoryStore {
     pub fn answer(&mut self, request: &StoreRequest) -> StoreReply {
         let waited_for = !matches!(
             request,
-            StoreRequest::AppendChannelMessage(_) | StoreRequest::MarkDelivered { .. }
+            StoreRequest::MarkDelivered { .. } | StoreRequest::MarkPending { .. }
         );
         if let (Some(error), true) = (&self.failure, waited_for) {
             return StoreReply::Failed(error.clone());
@@ -260,6 +260,12 @@ impl MemoryStore {
             StoreRequest::MarkDelivered { ids } => {
                 for private in &mut self.private_messages {
                     private.delivered |= ids.contains(&private.message.id);
+                }
+                StoreReply::Done
+            }
+            StoreRequest::MarkPending { ids } => {
+                for private in &mut self.private_messages {
+                    private.delivered &= !ids.contains(&private.message.id);
                 }
                 StoreReply::Done
             }
@@ -347,16 +353,20 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_store_still_keeps_the_appends_the_engine_does_not_wait_for() {
+    fn a_failing_store_refuses_appends_and_keeps_none_of_them() {
         let mut store = MemoryStore::new();
         store.set_failure(Some(StoreError::Busy));
         assert_eq!(
             store.answer(&register("al")),
             StoreReply::Failed(StoreError::Busy)
         );
-        assert_eq!(store.answer(&append(1, "Global")), StoreReply::Done);
+        // The engine delivers a message only once stored: a refused one is in no history.
+        assert_eq!(
+            store.answer(&append(1, "Global")),
+            StoreReply::Failed(StoreError::Busy)
+        );
         store.set_failure(None);
-        assert_eq!(store.history("global").len(), 1);
+        assert!(store.history("global").is_empty());
     }
 
     #[test]

@@ -171,11 +171,11 @@ pub enum StoreRequest {
         password: Password,
     },
     /// Store a channel message. Appends are applied in the order emitted. Answer:
-    /// [`StoreReply::Done`] (the engine does not wait for it).
+    /// [`StoreReply::Done`] once it is durably stored (committed): the engine delivers the
+    /// message only then, so whatever anyone received survives a crash.
     AppendChannelMessage(ChannelMessage),
-    /// Store a private message. Answer: [`StoreReply::Done`], or `Failed(UnknownUser)` when
-    /// the recipient has no account (the engine waits for this answer only when the
-    /// recipient is offline, i.e. `delivered` is `false`).
+    /// Store a private message. Answer: [`StoreReply::Done`] once committed (the engine
+    /// delivers it only then), or `Failed(UnknownUser)` when the recipient has no account.
     AppendPrivateMessage(PrivateMessage),
     /// The last `limit` messages of a channel. Answer: [`StoreReply::History`], oldest first.
     FetchHistory {
@@ -194,6 +194,14 @@ pub enum StoreRequest {
     /// [`StoreReply::Done`] (the engine does not wait for it).
     MarkDelivered {
         /// Ids from [`PendingMessage::id`].
+        ids: Vec<MessageId>,
+    },
+    /// These private messages, stored as delivered to an online recipient, never reached
+    /// them (every session of the recipient ended before the message was committed):
+    /// keep them pending for the next login. Applied in order with `FetchPending` and
+    /// `MarkDelivered`. Answer: [`StoreReply::Done`] (the engine does not wait for it).
+    MarkPending {
+        /// Ids from [`PrivateMessage::id`].
         ids: Vec<MessageId>,
     },
     /// Change a user's role. Answer: [`StoreReply::Account`] with the new role, or

@@ -170,8 +170,14 @@ fn a_broadcast_is_rendered_once_per_mode_not_once_per_recipient() {
     w.engine.handle_received(sender, b"one message\n", w.now);
     let mut broadcasts = Vec::new();
     while let Some(output) = w.engine.poll_output() {
-        if let Output::Broadcast { recipients, data } = output {
-            broadcasts.push((recipients.len(), data));
+        match output {
+            Output::Broadcast { recipients, data } => broadcasts.push((recipients.len(), data)),
+            // The message goes out once the store has committed it.
+            Output::Store { id, request } => {
+                let reply = w.store.submit(id, *request).expect("answered at once");
+                w.engine.handle_store_reply(id, reply, w.now);
+            }
+            _ => {}
         }
     }
     assert_eq!(broadcasts.len(), 2, "one shared buffer per mode");

@@ -43,7 +43,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Request kinds timed separately (argon2 makes logins slow on purpose).
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "register",
     "login",
     "append_channel_message",
@@ -52,6 +52,7 @@ const KINDS: [&str; 8] = [
     "fetch_pending",
     "mark_delivered",
     "set_role",
+    "mark_pending",
 ];
 /// How long `/healthz` waits for the store to answer before calling it unhealthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -79,6 +80,7 @@ fn kind_index(request: &StoreRequest) -> usize {
         StoreRequest::FetchPending { .. } => 5,
         StoreRequest::MarkDelivered { .. } => 6,
         StoreRequest::SetRole { .. } => 7,
+        StoreRequest::MarkPending { .. } => 8,
     }
 }
 

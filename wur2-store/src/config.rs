@@ -34,10 +34,10 @@ pub struct StoreConfig {
     /// Most appends written in one transaction. Default 10 000.
     pub max_batch: usize,
     /// Least time from the start of one batch of appends to the start of the next (unless
-    /// `max_batch` appends wait): at light load the appends of a few milliseconds share
-    /// one commit instead of one commit each. Appends are acknowledged when queued, so
-    /// chat does not wait; a history read waits for the batch. Default 5 ms; zero writes
-    /// each batch as soon as it is queued.
+    /// `max_batch` appends wait). A message is delivered only once its batch is committed,
+    /// so this is added to chat latency at light load. Default zero: an idle writer commits
+    /// at once, and under load the appends that arrive while one batch is being committed
+    /// share the next commit.
     pub commit_interval: Duration,
     /// First wait before retrying a failed batch of appends; it doubles on each failure.
     /// Default 50 ms.
@@ -57,7 +57,7 @@ impl Default for StoreConfig {
             hash_queue: 256,
             append_buffer: 100_000,
             max_batch: 10_000,
-            commit_interval: Duration::from_millis(5),
+            commit_interval: Duration::ZERO,
             retry_backoff_min: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
         }

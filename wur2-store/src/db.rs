@@ -340,16 +340,19 @@ impl Db {
         })
     }
 
-    pub(crate) async fn mark_delivered(&self, ids: &[MessageId]) -> Result<(), sqlx::Error> {
+    pub(crate) async fn mark_delivered(
+        &self,
+        ids: &[MessageId],
+        delivered: bool,
+    ) -> Result<(), sqlx::Error> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         match self {
             Db::Sqlite { pool, .. } => {
                 let mut tx = pool.begin().await?;
                 for chunk in ids.chunks(SQLITE_KEYS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::new(
-                        "UPDATE messages SET delivered = TRUE \
-                         WHERE recipient_key IS NOT NULL AND message_id IN (",
-                    );
+                    let mut query = QueryBuilder::new("UPDATE messages SET delivered = ");
+                    query.push_bind(delivered);
+                    query.push(" WHERE recipient_key IS NOT NULL AND message_id IN (");
                     let mut list = query.separated(", ");
                     for id in chunk {
                         list.push_bind(id);
@@ -361,10 +364,11 @@ impl Db {
             }
             Db::Postgres(pool) => {
                 sqlx::query(
-                    "UPDATE messages SET delivered = TRUE \
+                    "UPDATE messages SET delivered = $2 \
                      WHERE recipient_key IS NOT NULL AND message_id = ANY($1)",
                 )
                 .bind(&ids)
+                .bind(delivered)
                 .execute(pool)
                 .await?;
                 Ok(())

@@ -183,7 +183,7 @@ impl Store {
     /// Answers one request of the engine.
     ///
     /// The order-sensitive part happens when this is *called*, not when the future is first
-    /// polled: an append is queued at once (its `Done` means queued, not yet written), and a
+    /// polled: an append is queued at once (its `Done` comes once it is committed), and a
     /// history or pending-message read sees every append queued by earlier calls. So call
     /// `execute` in the order the engine emitted its requests, then spawn or await the
     /// futures in any order. The future owns what it needs (`'static`) and never blocks.
@@ -193,7 +193,7 @@ impl Store {
     ) -> impl Future<Output = StoreReply> + Send + 'static {
         let shared = Arc::clone(self.shared());
         let step = match request {
-            StoreRequest::AppendChannelMessage(message) => Step::Now(self.queue_channel(message)),
+            StoreRequest::AppendChannelMessage(message) => self.queue_channel(message),
             StoreRequest::AppendPrivateMessage(message) => self.queue_private(message),
             StoreRequest::FetchHistory { channel, limit } => Step::History {
                 flushed: Box::pin(shared.queue.flush()),
@@ -207,6 +207,12 @@ impl Store {
             },
             StoreRequest::MarkDelivered { ids } => Step::MarkDelivered {
                 ids,
+                delivered: true,
+                turn: shared.next_in_delivery_order(),
+            },
+            StoreRequest::MarkPending { ids } => Step::MarkDelivered {
+                ids,
+                delivered: false,
                 turn: shared.next_in_delivery_order(),
             },
             other => Step::Later(other),
@@ -214,9 +220,13 @@ impl Store {
         async move {
             match step {
                 Step::Now(reply) => reply,
-                Step::AfterWrite(written) => written
-                    .await
-                    .unwrap_or_else(|_| unavailable("the append writer has stopped")),
+                Step::AfterWrite(written) => {
+                    match timed(shared.config.request_timeout, written).await {
+                        Some(Ok(reply)) => reply,
+                        Some(Err(_)) => unavailable("the append writer has stopped"),
+                        None => unavailable("the append was not written in time"),
+                    }
+                }
                 Step::History {
                     flushed,
                     channel,
@@ -248,10 +258,15 @@ impl Store {
                     let _ = turn.done.send(());
                     reply
                 }
-                Step::MarkDelivered { ids, mut turn } => {
+                Step::MarkDelivered {
+                    ids,
+                    delivered,
+                    mut turn,
+                } => {
                     turn.wait().await;
                     let reply = answer(async {
-                        shared.in_time(shared.db.mark_delivered(&ids)).await?;
+                        let marked = shared.db.mark_delivered(&ids, delivered);
+                        shared.in_time(marked).await?;
                         Ok(StoreReply::Done)
                     })
                     .await;
@@ -263,47 +278,40 @@ impl Store {
         }
     }
 
-    fn queue_channel(&self, message: ChannelMessage) -> StoreReply {
+    fn queue_channel(&self, message: ChannelMessage) -> Step {
         let key = channel_key(&message.channel);
-        let append = Append {
-            row: AppendRow {
-                message_id: message.id.to_string(),
-                channel: Some((message.channel, key)),
-                recipient_key: None,
-                sender: message.sender,
-                body: message.text,
-                created_at_ms: now_ms(),
-                delivered: None,
-            },
-            reply: None,
-        };
-        queued_reply(self.shared().queue.push(append))
+        self.queue(AppendRow {
+            message_id: message.id.to_string(),
+            channel: Some((message.channel, key)),
+            recipient_key: None,
+            sender: message.sender,
+            body: message.text,
+            created_at_ms: now_ms(),
+            delivered: None,
+        })
     }
 
     fn queue_private(&self, message: PrivateMessage) -> Step {
         // A pending message needs an account to wait for: the writer checks it in the same
-        // transaction that stores the message, and answers once it is written.
-        let (reply, written) = if message.delivered {
-            (None, None)
-        } else {
-            let (tell, told) = oneshot::channel();
-            (Some(tell), Some(told))
-        };
-        let append = Append {
-            row: AppendRow {
-                message_id: message.id.to_string(),
-                channel: None,
-                recipient_key: Some(username_key(&message.recipient)),
-                sender: message.sender,
-                body: message.text,
-                created_at_ms: now_ms(),
-                delivered: Some(message.delivered),
-            },
-            reply,
-        };
-        match (self.shared().queue.push(append), written) {
-            (Ok(()), Some(written)) => Step::AfterWrite(written),
-            (result, _) => Step::Now(queued_reply(result)),
+        // transaction that stores the message.
+        self.queue(AppendRow {
+            message_id: message.id.to_string(),
+            channel: None,
+            recipient_key: Some(username_key(&message.recipient)),
+            sender: message.sender,
+            body: message.text,
+            created_at_ms: now_ms(),
+            delivered: Some(message.delivered),
+        })
+    }
+
+    /// Queues `row`; the step answers once it is committed.
+    fn queue(&self, row: AppendRow) -> Step {
+        let (tell, told) = oneshot::channel();
+        let append = Append { row, reply: tell };
+        match self.shared().queue.push(append) {
+            Ok(()) => Step::AfterWrite(told),
+            Err(refused) => Step::Now(refused_reply(refused)),
         }
     }
 
@@ -397,15 +405,13 @@ impl Store {
     }
 }
 
-fn queued_reply(result: Result<(), Refused>) -> StoreReply {
-    match result {
-        Ok(()) => StoreReply::Done,
-        Err(Refused::Full) => {
+fn refused_reply(refused: Refused) -> StoreReply {
+    match refused {
+        Refused::Full => {
             tracing::warn!("append buffer full; a message is not stored");
             unavailable("the append buffer is full")
         }
-        Err(Refused::Closed) => unavailable("the store is closed"),
-        Err(Refused::Failing) => unavailable("the database is failing"),
+        Refused::Closed => unavailable("the store is closed"),
     }
 }
 
@@ -426,8 +432,10 @@ enum Step {
         username: String,
         turn: DeliveryTurn,
     },
+    /// `MarkDelivered` (`delivered`) or `MarkPending`.
     MarkDelivered {
         ids: Vec<MessageId>,
+        delivered: bool,
         turn: DeliveryTurn,
     },
     Later(StoreRequest),
@@ -503,7 +511,8 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         | StoreRequest::AppendPrivateMessage(_)
         | StoreRequest::FetchHistory { .. }
         | StoreRequest::FetchPending { .. }
-        | StoreRequest::MarkDelivered { .. } => Err(StoreError::Unavailable(
+        | StoreRequest::MarkDelivered { .. }
+        | StoreRequest::MarkPending { .. } => Err(StoreError::Unavailable(
             "internal: request routed twice".into(),
         )),
     }

@@ -4,7 +4,8 @@
 //! called, so their order is the order of the calls. The [`AppendWriter`] takes everything
 //! queued (up to `max_batch`), writes it in one transaction, and takes the next batch as soon
 //! as that one is committed: one append waits one round trip at low load, and many appends
-//! share one commit at high load. A failed batch is retried, unchanged and first, with a
+//! share one commit at high load. Each append is answered once its batch is committed, and
+//! the engine delivers a message only then (durable delivery). A failed batch is retried, unchanged and first, with a
 //! growing pause until the database answers again; the database ignores a message id it
 //! already holds, so a batch that was committed but not acknowledged is not written twice.
 //!
@@ -30,8 +31,8 @@ use crate::store::Shared;
 /// One append in the queue.
 pub(crate) struct Append {
     pub(crate) row: AppendRow,
-    /// For a pending private message: told `Done` or `UnknownUser` once written.
-    pub(crate) reply: Option<oneshot::Sender<StoreReply>>,
+    /// Told `Done` once committed (`UnknownUser` for a pending private message to nobody).
+    pub(crate) reply: oneshot::Sender<StoreReply>,
 }
 
 /// Why an append was not queued.
@@ -41,8 +42,6 @@ pub(crate) enum Refused {
     Full,
     /// The store is closing.
     Closed,
-    /// The database is failing (only for appends whose caller waits for the write).
-    Failing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +110,6 @@ impl AppendQueue {
         let mut state = self.lock();
         if state.closing {
             return Err(Refused::Closed);
-        }
-        if append.reply.is_some() && state.failing.is_some() {
-            return Err(Refused::Failing);
         }
         if state.waiting.len() + state.in_flight >= state.capacity {
             return Err(Refused::Full);
@@ -396,24 +392,22 @@ async fn write_batch(
 fn drop_unwritable(shared: &Shared, batch: &mut Vec<Append>, error: &sqlx::Error) {
     let append = batch.remove(0);
     tracing::error!(message_id = %append.row.message_id, "dropping an append the database refuses: {error}");
-    if let Some(reply) = append.reply {
-        let _ = reply.send(StoreReply::Failed(StoreError::Unavailable(format!(
+    let _ = append
+        .reply
+        .send(StoreReply::Failed(StoreError::Unavailable(format!(
             "the database refused the message: {error}"
         ))));
-    }
     shared.queue.finish(1);
 }
 
 fn answer(written: impl Iterator<Item = Append>, kept: &[bool]) {
     for (append, kept) in written.zip(kept) {
-        if let Some(reply) = append.reply {
-            let outcome = if *kept {
-                StoreReply::Done
-            } else {
-                StoreReply::Failed(StoreError::UnknownUser)
-            };
-            let _ = reply.send(outcome);
-        }
+        let outcome = if *kept {
+            StoreReply::Done
+        } else {
+            StoreReply::Failed(StoreError::UnknownUser)
+        };
+        let _ = append.reply.send(outcome);
     }
 }
 

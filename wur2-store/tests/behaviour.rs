@@ -810,7 +810,8 @@ async fn debug_output_shows_no_secret() {
     h.finish().await;
 }
 
-/// The append buffer is bounded; `close` writes what waits even if no writer was spawned.
+/// The append buffer is bounded; `close` writes what waits even if no writer was spawned,
+/// and each waiting append is answered once it is committed.
 #[tokio::test]
 async fn a_full_append_buffer_refuses_and_close_still_writes_the_queue() {
     let db = TestDb::create(Backend::Sqlite).await.unwrap();
@@ -831,14 +832,16 @@ async fn a_full_append_buffer_refuses_and_close_still_writes_the_queue() {
             text: n.to_string(),
         })
     };
-    for n in 0..3 {
-        assert_eq!(store.execute(append(n)).await, StoreReply::Done);
-    }
+    // Each append answers once committed: these three wait in the buffer until `close`.
+    let queued: Vec<_> = (0..3).map(|n| store.execute(append(n))).collect();
     assert_eq!(
         store.execute(append(3)).await,
         StoreReply::Failed(StoreError::Unavailable("the append buffer is full".into()))
     );
     store.close().await;
+    for reply in futures::future::join_all(queued).await {
+        assert_eq!(reply, StoreReply::Done);
+    }
     let (again, writer) = Store::open(&db.url, fast_config()).await.unwrap();
     let writer = tokio::spawn(writer.run());
     let history = StoreRequest::FetchHistory {

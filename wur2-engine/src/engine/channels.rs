@@ -15,6 +15,11 @@ pub(super) struct Channel {
     /// The name as first used (shown to users); the table is keyed by its `channel_key`.
     pub(super) name: String,
     pub(super) members: Vec<ConnectionId>,
+    /// The engine's message counter when the latest member joined: a message with a higher
+    /// sequence was accepted after every member was in (see [`Member::joined_after`]).
+    ///
+    /// [`Member::joined_after`]: super::sessions::Member::joined_after
+    pub(super) last_joined_after: u64,
 }
 
 /// What is left of a channel after a member left it.
@@ -55,15 +60,23 @@ impl Channels {
             .collect()
     }
 
-    /// Adds `connection` to channel `name`, created when missing. Returns the channel's
-    /// key and the connection's position in its member list.
-    pub(super) fn join(&mut self, name: &str, connection: ConnectionId) -> (String, usize) {
+    /// Adds `connection` to channel `name`, created when missing, when the engine's
+    /// message counter stands at `messages_so_far`. Returns the channel's key and the
+    /// connection's position in its member list.
+    pub(super) fn join(
+        &mut self,
+        name: &str,
+        connection: ConnectionId,
+        messages_so_far: u64,
+    ) -> (String, usize) {
         let key = channel_key(name);
         let channel = self.by_key.entry(key.clone()).or_insert_with(|| Channel {
             name: name.to_string(),
             members: Vec::new(),
+            last_joined_after: 0,
         });
         channel.members.push(connection);
+        channel.last_joined_after = messages_so_far;
         let position = channel.members.len() - 1;
         (key, position)
     }

@@ -1,6 +1,7 @@
 //! The commands of logged-in users: chat, private messages, channels, roles, kicks,
 //! history, and the store answers that complete them.
 
+use super::delivery::Audience;
 use super::{Departure, Engine, Pending, Sender, Stage};
 use crate::command::{Command, ParseError, parse_command};
 use crate::ids::ConnectionId;
@@ -94,41 +95,26 @@ impl Engine {
         }
     }
 
-    /// Plain text: to every other member of the channel, encoded once, and to the store.
+    /// Plain text: to the store, then (once committed) to every other member of the
+    /// channel, encoded once.
     fn say(&mut self, connection: ConnectionId, text: &str) {
         let Some(text) = self.checked_text(connection, text) else {
             return;
         };
+        let Some(sender) = self.sender(connection) else {
+            return;
+        };
         let id = self.next_message_id();
-        let Some(member) = self.sessions.get(connection).and_then(|s| s.member()) else {
-            return;
-        };
-        let (Some(account), Some(channel)) = (
-            self.accounts.get(&member.account),
-            self.channels.get(&member.channel),
-        ) else {
-            return;
-        };
-        let line = Line::Chat {
-            channel: &channel.name,
-            user: &account.username,
-            text: &text,
-            id,
-        };
-        self.outbox.broadcast(
-            &mut self.sessions,
-            &channel.members,
-            Some(connection),
-            &line,
-        );
         let message = ChannelMessage {
             id,
-            channel: channel.name.clone(),
-            sender: account.username.clone(),
-            text,
+            channel: self.channels.name(&sender.channel),
+            sender: sender.username.clone(),
+            text: text.clone(),
         };
         self.stats.channel_messages += 1;
-        self.request(StoreRequest::AppendChannelMessage(message));
+        let request = StoreRequest::AppendChannelMessage(message);
+        let to = Audience::channel(&sender.channel);
+        self.hold(connection, &sender, request, to, id, text);
     }
 
     fn direct_message(&mut self, connection: ConnectionId, sender: &Sender, to: &str, text: &str) {
@@ -139,31 +125,20 @@ impl Engine {
             return;
         };
         let id = self.next_message_id();
-        let delivered = match self.accounts.get(&username_key(to)) {
-            Some(recipient) => {
-                let line = Line::Direct {
-                    from: &sender.username,
-                    text: &text,
-                    id,
-                };
-                self.outbox
-                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
-                true
-            }
-            None => false,
-        };
+        let online = self.accounts.get(&username_key(to)).is_some();
         self.stats.direct_messages += 1;
-        let message = PrivateMessage {
+        let message = |text| PrivateMessage {
             id,
             sender: sender.username.clone(),
             recipient: to.to_string(),
             text,
-            delivered,
+            delivered: online,
         };
-        let request = StoreRequest::AppendPrivateMessage(message);
-        if delivered {
-            self.request(request);
+        if online {
+            let request = StoreRequest::AppendPrivateMessage(message(text.clone()));
+            self.hold(connection, sender, request, Audience::direct(to), id, text);
         } else {
+            let request = StoreRequest::AppendPrivateMessage(message(text));
             let recipient = to.to_string();
             self.request_for(
                 request,

@@ -255,6 +255,7 @@ impl Engine {
             account: key.clone(),
             channel: String::new(),
             slot_in_channel: 0,
+            joined_after: 0,
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
         self.stats.logins += 1;

@@ -10,13 +10,14 @@
 mod accounts;
 mod channels;
 mod chat;
+mod delivery;
 mod login;
 mod outbox;
 mod sessions;
 mod timers;
 mod transfers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
 use accounts::Accounts;
 use channels::{Channels, Left};
+use delivery::Held;
 use outbox::Outbox;
 use sessions::{Login, Member, Session, Sessions, Stage};
 use timers::{Timer, Timers};
@@ -52,6 +54,8 @@ pub struct Engine {
     login_guard: LoginGuard,
     /// Store requests whose answers the engine acts on.
     pending: BTreeMap<RequestId, Pending>,
+    /// Accepted messages waiting for the store to commit them, in the order accepted.
+    held: VecDeque<Held>,
     next_request: u64,
     next_message: u64,
     /// Set by `handle_shutdown`: every connection from then on is refused.
@@ -144,6 +148,7 @@ impl Engine {
             transfers: Transfers::default(),
             timers: Timers::default(),
             pending: BTreeMap::new(),
+            held: VecDeque::new(),
             next_request: 0,
             next_message: 0,
             shutting_down: false,
@@ -338,6 +343,9 @@ impl Engine {
     /// answers that do not fit the request, are ignored (the latter logged).
     pub fn handle_store_reply(&mut self, id: RequestId, reply: StoreReply, now: Instant) {
         self.outbox.begin_input(now);
+        if self.settle_held(id, &reply, now) {
+            return self.finish_input();
+        }
         let Some(pending) = self.pending.remove(&id) else {
             if let StoreReply::Failed(error) = &reply {
                 tracing::warn!(request = %id, %error, "store request failed");
@@ -680,12 +688,13 @@ impl Engine {
     /// Puts logged-in `connection` into channel `name` (created when missing) and tells
     /// the other members. Returns the channel's display name.
     fn enter_channel(&mut self, connection: ConnectionId, name: &str) -> String {
-        let (key, position) = self.channels.join(name, connection);
+        let (key, position) = self.channels.join(name, connection, self.next_message);
         if let Some(Stage::Chatting(member)) =
             self.sessions.get_mut(connection).map(|s| &mut s.stage)
         {
             member.channel = key.clone();
             member.slot_in_channel = position;
+            member.joined_after = self.next_message;
         }
         let user = self.username_of(connection).unwrap_or_default();
         let Some(channel) = self.channels.get(&key) else {

@@ -48,6 +48,9 @@ pub(crate) struct Member {
     pub(crate) channel: String,
     /// Position of this connection in that channel's member list.
     pub(crate) slot_in_channel: usize,
+    /// The engine's message counter when this connection entered the channel: messages
+    /// up to it reach the member through the history replay of the join, later ones live.
+    pub(crate) joined_after: u64,
 }
 
 /// One connection.

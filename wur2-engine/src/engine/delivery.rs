@@ -1,0 +1,182 @@
+//! Durable delivery: a message reaches its readers only once the store has committed it.
+//!
+//! A channel message or a private message to someone online is *held* when accepted: its
+//! append goes to the store and its sender's later lines wait (so what a user does takes
+//! effect in the order they did it). When the store answers, the message is settled;
+//! settled messages are released in the order they were accepted: delivered when the
+//! store committed them, or, when it could not, never delivered and the sender told why.
+//! So whatever anyone received is in history, even if the process dies the next moment.
+//!
+//! A member who joined a channel while one of its messages was held reads that message in
+//! the history replayed at the join (which waits for earlier appends), not live as well.
+
+use super::{Engine, Sender};
+use crate::ids::{ConnectionId, MessageId, RequestId};
+use crate::names::username_key;
+use crate::store::{StoreReply, StoreRequest};
+use crate::wire::Line;
+
+/// An accepted message waiting for the store's answer.
+#[derive(Debug)]
+pub(super) struct Held {
+    /// The append's request; `held` is ordered by it.
+    request: RequestId,
+    sender: ConnectionId,
+    /// `Some(true)` once committed, `Some(false)` once the store failed it.
+    committed: Option<bool>,
+    /// Whom it goes to once committed.
+    to: Audience,
+    id: MessageId,
+    /// The sender's username as registered.
+    from: String,
+    text: String,
+}
+
+/// Whom a held message is for.
+#[derive(Debug)]
+pub(super) enum Audience {
+    /// The members of the channel with this key (except the sender's connection).
+    Channel(String),
+    /// Every session of the account with this key.
+    Direct(String),
+}
+
+impl Audience {
+    /// The channel with `key`.
+    pub(super) fn channel(key: &str) -> Audience {
+        Audience::Channel(key.to_owned())
+    }
+
+    /// The account named `user` (any letter case).
+    pub(super) fn direct(user: &str) -> Audience {
+        Audience::Direct(username_key(user))
+    }
+}
+
+impl Engine {
+    /// Sends `request` (the append of message `id` with `text` from `sender`) and holds
+    /// the message for `to` until the store answers; `connection`'s input waits meanwhile.
+    pub(super) fn hold(
+        &mut self,
+        connection: ConnectionId,
+        sender: &Sender,
+        request: StoreRequest,
+        to: Audience,
+        id: MessageId,
+        text: String,
+    ) {
+        let request = self.request(request);
+        self.held.push_back(Held {
+            request,
+            sender: connection,
+            committed: None,
+            to,
+            id,
+            from: sender.username.clone(),
+            text,
+        });
+        if let Some(session) = self.sessions.get_mut(connection) {
+            session.awaiting += 1;
+        }
+    }
+
+    /// If `request` is a held message's append: settles it with `reply`, releases what can
+    /// be released, and returns `true`.
+    pub(super) fn settle_held(
+        &mut self,
+        request: RequestId,
+        reply: &StoreReply,
+        now: std::time::Instant,
+    ) -> bool {
+        let Ok(index) = self
+            .held
+            .binary_search_by_key(&request, |held| held.request)
+        else {
+            return false;
+        };
+        let committed = matches!(reply, StoreReply::Done);
+        if let Some(held) = self.held.get_mut(index) {
+            held.committed = Some(committed);
+        }
+        if !committed && let Some(sender) = self.held.get(index).map(|held| held.sender) {
+            tracing::warn!(request = %request, reply = ?reply, "a message was not stored");
+            self.store_failed(sender, reply);
+        }
+        while self
+            .held
+            .front()
+            .is_some_and(|held| held.committed.is_some())
+        {
+            if let Some(held) = self.held.pop_front() {
+                self.release(held, now);
+            }
+        }
+        true
+    }
+
+    /// Delivers a settled message (if committed) and lets its sender's input go on.
+    fn release(&mut self, held: Held, now: std::time::Instant) {
+        if held.committed == Some(true) {
+            match &held.to {
+                Audience::Channel(key) => self.deliver_to_channel(&held, key),
+                Audience::Direct(key) => self.deliver_direct(&held, key),
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(held.sender) {
+            session.awaiting = session.awaiting.saturating_sub(1);
+            self.process_input(held.sender, now);
+        }
+    }
+
+    fn deliver_to_channel(&mut self, held: &Held, key: &str) {
+        let Some(channel) = self.channels.get(key) else {
+            return;
+        };
+        let line = Line::Chat {
+            channel: &channel.name,
+            user: &held.from,
+            text: &held.text,
+            id: held.id,
+        };
+        let sequence = held.id.sequence;
+        if channel.last_joined_after < sequence {
+            self.outbox.broadcast(
+                &mut self.sessions,
+                &channel.members,
+                Some(held.sender),
+                &line,
+            );
+            return;
+        }
+        // Someone joined while it was held: they have it from the join's history replay.
+        let sessions = &self.sessions;
+        let before_join: Vec<ConnectionId> = channel
+            .members
+            .iter()
+            .copied()
+            .filter(|&member| {
+                sessions
+                    .get(member)
+                    .and_then(|session| session.member())
+                    .is_some_and(|m| m.joined_after < sequence)
+            })
+            .collect();
+        self.outbox
+            .broadcast(&mut self.sessions, &before_join, Some(held.sender), &line);
+    }
+
+    fn deliver_direct(&mut self, held: &Held, key: &str) {
+        let Some(recipient) = self.accounts.get(key) else {
+            // Every session of the recipient ended meanwhile: it waits for their login.
+            self.request(StoreRequest::MarkPending { ids: vec![held.id] });
+            return;
+        };
+        let line = Line::Direct {
+            from: &held.from,
+            text: &held.text,
+            id: held.id,
+        };
+        self.outbox
+            .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
+    }
+}

@@ -1,0 +1,180 @@
+//! Durable delivery: a message reaches anyone only once the store has committed it, so
+//! whatever a client received is in history even if the server dies the next moment.
+
+mod support;
+
+use support::{PASSWORD, World};
+use wur2_engine::StoreError;
+
+/// A world whose store answers only when the test releases it.
+fn holding_world() -> World {
+    let mut w = World::default_world();
+    w.store.set_holding(true);
+    w
+}
+
+/// Registers `name` while the store holds its answers.
+fn user(w: &mut World, name: &str) -> wur2_engine::ConnectionId {
+    let connection = w.connect();
+    w.send(connection, &format!("/register {name} {PASSWORD}\n"));
+    w.release_store();
+    assert!(w.saw(connection, &format!("Welcome {name}!")));
+    connection
+}
+
+#[test]
+fn a_channel_message_reaches_members_only_once_it_is_committed() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(ann);
+    w.send(bob, "hello\n");
+    let early = w.lines(ann);
+    assert!(early.is_empty(), "nothing before the commit: {early:?}");
+    assert!(w.store.history("Global").is_empty());
+    w.release_store();
+    assert_eq!(w.lines(ann), ["[Global] bob: hello"]);
+    assert_eq!(w.store.history("Global").len(), 1);
+}
+
+#[test]
+fn a_private_message_reaches_its_online_recipient_only_once_it_is_committed() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(ann);
+    w.send(bob, "/msg ann psst\n");
+    assert!(w.lines(ann).is_empty(), "nothing before the commit");
+    w.release_store();
+    assert_eq!(w.lines(ann), ["[DM] bob: psst"]);
+}
+
+#[test]
+fn a_message_the_store_cannot_commit_reaches_nobody_and_its_sender_is_told() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(ann);
+    w.lines(bob);
+    w.store
+        .set_failure(Some(StoreError::Unavailable("disk full".into())));
+    w.send(bob, "lost\n");
+    w.release_store();
+    assert!(w.lines(ann).is_empty());
+    let told = w.lines(bob);
+    assert!(
+        told.iter().any(|l| l.contains("storage is unavailable")),
+        "{told:?}"
+    );
+    assert!(w.store.history("Global").is_empty());
+}
+
+#[test]
+fn a_senders_next_command_waits_for_their_message_to_be_committed() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(ann);
+    w.send(bob, "bye all\n/join elsewhere\n");
+    assert!(
+        w.lines(ann).is_empty(),
+        "bob has not left before his message is out"
+    );
+    w.release_store();
+    assert_eq!(
+        w.lines(ann),
+        ["[Global] bob: bye all", "* bob left Global"],
+        "what bob did reaches ann in the order he did it"
+    );
+}
+
+#[test]
+fn messages_are_delivered_in_the_order_accepted_whatever_order_the_store_answers_in() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    let cat = user(&mut w, "cat");
+    w.lines(ann);
+    w.send(bob, "first\n");
+    w.send(cat, "second\n");
+    // The later append is answered first: it waits for the earlier one.
+    let (id, reply) = w.store.release(1).expect("cat's append");
+    w.engine.handle_store_reply(id, reply, w.now);
+    w.drain();
+    assert!(w.lines(ann).is_empty());
+    w.release_store();
+    assert_eq!(
+        w.lines(ann),
+        ["[Global] bob: first", "[Global] cat: second"]
+    );
+}
+
+#[test]
+fn a_member_who_joins_while_a_message_is_held_reads_it_once_in_history() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.send(ann, "/join Lobby\n");
+    w.release_store();
+    w.send(bob, "/join Lobby\n");
+    w.release_store();
+    w.lines(ann);
+    w.lines(bob);
+    let asked_before = w.store_log.len();
+    w.send(bob, "welcome\n");
+    let cat = w.connect();
+    w.send(cat, &format!("/register cat {PASSWORD}\n/join Lobby\n"));
+    // cat registers and joins while bob's append (the oldest request) is still held; the
+    // history of the join is asked after the append, so it is answered after it (as a
+    // real store's history waits for the appends queued before it).
+    let asked_lobby = |w: &World| {
+        w.store_log[asked_before..]
+            .iter()
+            .any(|r| r.starts_with("FetchHistory { channel: \"Lobby\""))
+    };
+    while !asked_lobby(&w) {
+        let (id, reply) = w.store.release(1).expect("held");
+        w.engine.handle_store_reply(id, reply, w.now);
+        w.drain();
+    }
+    assert_eq!(w.lines(ann), ["* cat joined Lobby"]);
+    w.release_store();
+    assert_eq!(w.lines(ann), ["[Lobby] bob: welcome"]);
+    let cat_lines = w.lines(cat);
+    let copies = cat_lines
+        .iter()
+        .filter(|l| l.ends_with("bob: welcome"))
+        .count();
+    assert_eq!(copies, 1, "{cat_lines:?}");
+    assert!(
+        cat_lines
+            .iter()
+            .any(|l| l.starts_with("[history") && l.ends_with("bob: welcome")),
+        "{cat_lines:?}"
+    );
+}
+
+#[test]
+fn a_private_message_whose_recipient_left_before_the_commit_waits_for_their_next_login() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.send(bob, "/msg ann catch you later\n");
+    w.peer_closes(ann);
+    w.release_store();
+    assert!(
+        w.store_log.iter().any(|r| r.starts_with("MarkPending")),
+        "{:?}",
+        w.store_log
+    );
+    let ann = w.connect();
+    w.send(ann, &format!("/login ann {PASSWORD}\n"));
+    w.release_store();
+    let lines = w.lines(ann);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[offline DM") && l.ends_with("bob: catch you later")),
+        "{lines:?}"
+    );
+}
