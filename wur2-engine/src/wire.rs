@@ -40,7 +40,8 @@ pub enum ErrorCode {
     LoginTimeout,
     /// Too many failed logins on this connection; it closes.
     TooManyLoginFailures,
-    /// Too many failed logins for this account or address; try later.
+    /// Too many failed logins for this account from this address, or from this address
+    /// overall; try later (other addresses are not affected).
     LockedOut,
     /// The server is full.
     ServerFull,

@@ -368,8 +368,8 @@ impl Engine {
         self.finish_input();
     }
 
-    /// Time has come to `now`: login deadlines, flood control waits and transfer idle
-    /// checks that are due.
+    /// Time has come to `now`: login deadlines, slowed-down logins, flood control waits and
+    /// transfer idle checks that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.outbox.begin_input(now);
         while let Some((at, connection, timer)) = self.timers.pop_due(now) {
@@ -385,6 +385,10 @@ impl Engine {
                         format_args!("login timed out"),
                     );
                     self.close(connection, CloseReason::LoginTimeout, Departure::Silent);
+                }
+                Timer::LoginDelay if session.login_delayed_until() == Some(at) => {
+                    self.login_delay_over(connection);
+                    self.process_input(connection, now);
                 }
                 Timer::FloodRetry if session.throttled_until == Some(at) => {
                     session.throttled_until = None;
@@ -634,6 +638,9 @@ impl Engine {
         }
         if let Some(at) = session.throttled_until {
             self.timers.cancel(at, connection, Timer::FloodRetry);
+        }
+        if let Some(at) = session.login_delayed_until() {
+            self.timers.cancel(at, connection, Timer::LoginDelay);
         }
         if let Some(member) = session.member() {
             self.accounts.log_out(&member.account, connection);
