@@ -60,6 +60,17 @@ pub struct Config {
     /// Accounts whose known addresses are remembered at once (bounded memory); the account
     /// that logged in least recently is forgotten first.
     pub max_accounts_with_known_addresses: usize,
+    /// Registrations from one IP address (an IPv6 /64) within `registration_window`; more
+    /// are refused until the oldest leaves the window. Attempts that create no account (a
+    /// taken name, a busy store) do not count. `0`: no limit.
+    pub max_registrations_per_address: u32,
+    /// The window of `max_registrations_per_address`.
+    pub registration_window: Duration,
+    /// Registrations in total, from all addresses, within one minute. `0`: no limit.
+    pub max_registrations_per_minute: u32,
+    /// Addresses whose registrations are remembered at once (bounded memory); the one that
+    /// registered least recently is forgotten first.
+    pub max_tracked_registration_addresses: usize,
     /// Shortest password accepted at registration, in bytes.
     pub min_password_bytes: usize,
     /// Longest password accepted, in bytes.
@@ -126,6 +137,10 @@ impl Default for Config {
             max_tracked_login_failures: 10_000,
             known_addresses_per_account: 8,
             max_accounts_with_known_addresses: 10_000,
+            max_registrations_per_address: 5,
+            registration_window: Duration::from_secs(10 * 60),
+            max_registrations_per_minute: 30,
+            max_tracked_registration_addresses: 10_000,
             min_password_bytes: 8,
             max_password_bytes: 1024,
             max_connections: 10_000,

@@ -224,6 +224,72 @@ fn a_connection_closed_while_its_login_is_slowed_asks_the_store_nothing() {
 }
 
 #[test]
+fn registrations_from_one_address_are_limited_with_a_clear_error() {
+    let mut w = world();
+    for i in 0..5 {
+        let c = w.connect_from("10.0.4.1");
+        w.send(c, &format!("/register reg{i} {PASSWORD}\n"));
+        assert!(w.saw(c, &format!("Welcome reg{i}!")));
+        if i == 0 {
+            // A taken name makes no account and does not count.
+            let c = w.connect_from("10.0.4.1");
+            w.send(c, &format!("/register reg0 {PASSWORD}\n"));
+            assert!(w.saw(c, "that username is taken"));
+        }
+    }
+    w.advance(Duration::from_secs(60));
+    let c = w.connect_from("10.0.4.1");
+    w.lines(c);
+    w.send(c, &format!("/register reg5 {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        [
+            "Error: too many new accounts from your address; try again in 540 s",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    assert!(!w.store_log.iter().any(|r| r.contains("reg5")));
+
+    let other = w.connect_from("10.0.4.2");
+    w.send(other, &format!("/register reg5 {PASSWORD}\n"));
+    assert!(
+        w.saw(other, "Welcome reg5!"),
+        "other addresses are not limited"
+    );
+    w.advance(Duration::from_secs(540));
+    let c = w.connect_from("10.0.4.1");
+    w.send(c, &format!("/register reg6 {PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome reg6!"), "the window passed");
+}
+
+#[test]
+fn registrations_in_total_are_limited_per_minute() {
+    let mut w = World::new(Config {
+        max_registrations_per_minute: 3,
+        ..Config::default()
+    });
+    for i in 0..3 {
+        let c = w.connect_from(&format!("10.0.5.{i}"));
+        w.send(c, &format!("/register many{i} {PASSWORD}\n"));
+        assert!(w.saw(c, &format!("Welcome many{i}!")));
+    }
+    w.advance(Duration::from_secs(15));
+    let c = w.connect_from("10.0.5.9");
+    w.lines(c);
+    w.send(c, &format!("/register many9 {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        [
+            "Error: too many new accounts on this server right now; try again in 45 s",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    w.advance(Duration::from_secs(45));
+    w.send(c, &format!("/register many9 {PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome many9!"));
+}
+
+#[test]
 fn an_address_is_locked_after_twenty_failures() {
     let mut w = world();
     w.user("grace");

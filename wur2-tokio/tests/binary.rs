@@ -131,7 +131,14 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
     let dir = tempfile::tempdir().expect("temporary directory");
     for db in databases().await {
         let url = db.url.clone();
-        let server = Wur2::start(dir.path(), &url, &["--flood-lines-per-second", "0"]);
+        // The scenarios register many accounts from 127.0.0.1.
+        let flags = [
+            "--flood-lines-per-second",
+            "0",
+            "--max-registrations-per-ip",
+            "0",
+        ];
+        let server = Wur2::start(dir.path(), &url, &flags);
         let addr = Target::plain(server.addr);
         tokio::time::timeout(TEST_TIMEOUT, async {
             for mode in Mode::ALL {

@@ -1,7 +1,8 @@
 //! The login flow: the seed's interactive questions for people on `nc`, the one-line
 //! `/register` and `/login`, failed-login limits (the lock-outs and slowdowns of the login
-//! guard), and what happens on success.
+//! guard), registration limits, and what happens on success.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{Departure, Engine, Login, Member, Pending, Stage, Timer};
@@ -10,6 +11,7 @@ use crate::ids::ConnectionId;
 use crate::login_guard::Admission;
 use crate::names::{is_valid_username, username_key};
 use crate::output::CloseReason;
+use crate::registration_limit::Refused;
 use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Prompt};
 
@@ -168,10 +170,15 @@ impl Engine {
             );
             return self.ask_again(connection);
         }
+        if let Err(refused) = self.registrations.reserve(address, now) {
+            self.registration_refused(connection, address, refused);
+            return self.ask_again(connection);
+        }
         let pending = Pending::Authenticate {
             connection,
             existing,
             account,
+            registration: Some(now),
         };
         self.request_for(StoreRequest::Register { username, password }, pending);
         Login::Authenticating
@@ -183,6 +190,7 @@ impl Engine {
             connection,
             existing: true,
             account: username_key(&username),
+            registration: None,
         };
         self.request_for(StoreRequest::Login { username, password }, pending);
     }
@@ -204,12 +212,30 @@ impl Engine {
         }
     }
 
-    /// The store answered a login or registration.
+    /// Tells `connection` that a registration limit refused it, and when to try again.
+    fn registration_refused(&mut self, connection: ConnectionId, address: IpAddr, why: Refused) {
+        let (retry_after, whose) = match why {
+            Refused::Address { retry_after } => (retry_after, "from your address"),
+            Refused::Total { retry_after } => (retry_after, "on this server right now"),
+        };
+        // Whole seconds, rounded up: "try again in 0 s" would be wrong.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        tracing::info!(%connection, %address, ?why, "registration refused by a limit");
+        self.error(
+            connection,
+            ErrorCode::TooManyRegistrations,
+            format_args!("too many new accounts {whose}; try again in {seconds} s"),
+        );
+    }
+
+    /// The store answered a login or registration (counted against the registration
+    /// limits at `registration`).
     pub(super) fn on_authenticated(
         &mut self,
         connection: ConnectionId,
         existing: bool,
         account: &str,
+        registration: Option<Instant>,
         reply: StoreReply,
         now: Instant,
     ) {
@@ -219,6 +245,9 @@ impl Engine {
         if let StoreReply::Account { username, role } = reply {
             self.login_guard.record_success(account, address, now);
             return self.logged_in(connection, existing, username, role);
+        }
+        if let Some(at) = registration {
+            self.registrations.release(address, at);
         }
         let next = match reply {
             StoreReply::Failed(StoreError::InvalidCredentials) if existing => {

@@ -26,6 +26,7 @@ use crate::framer::{Frame, LineFramer};
 use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
 use crate::login_guard::LoginGuard;
 use crate::output::{CloseReason, Output};
+use crate::registration_limit::RegistrationLimit;
 use crate::stats::Stats;
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
@@ -50,6 +51,7 @@ pub struct Engine {
     transfers: Transfers,
     timers: Timers,
     login_guard: LoginGuard,
+    registrations: RegistrationLimit,
     /// Store requests whose answers the engine acts on.
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
@@ -90,6 +92,8 @@ enum Pending {
         connection: ConnectionId,
         existing: bool,
         account: String,
+        /// A registration: when it was counted against the registration limits.
+        registration: Option<Instant>,
     },
     History {
         connection: ConnectionId,
@@ -137,6 +141,7 @@ impl Engine {
         Engine {
             outbox: Outbox::new(&config),
             login_guard: LoginGuard::new(&config),
+            registrations: RegistrationLimit::new(&config),
             config,
             sessions: Sessions::default(),
             accounts: Accounts::default(),
@@ -351,9 +356,12 @@ impl Engine {
         session.awaiting = session.awaiting.saturating_sub(1);
         match pending {
             Pending::Authenticate {
-                existing, account, ..
+                existing,
+                account,
+                registration,
+                ..
             } => {
-                self.on_authenticated(connection, existing, &account, reply, now);
+                self.on_authenticated(connection, existing, &account, registration, reply, now);
             }
             Pending::History { channel, asked, .. } => {
                 self.on_history(connection, &channel, asked, reply);
