@@ -188,6 +188,9 @@ stop_server() {
 
 # The limits every WUR2 server runs with (the async-std example takes them as wur2 does).
 WUR2_FLAGS=(--flood-lines-per-second 0 --max-connections 20000 --max-connections-per-ip 100000)
+# The load generator registers thousands of accounts from one address: no registration
+# limits. Environment, not flags, so a wur2-base binary from before these limits still starts.
+export WUR2_MAX_REGISTRATIONS_PER_IP=0 WUR2_MAX_REGISTRATIONS_PER_MINUTE=0
 
 # start_server NAME DB_URL: starts it fresh, sets PORT, PROTO, CONC, CLIENT_TLS (the load
 # generator's TLS flags) and RUNNING_PID.

@@ -58,7 +58,7 @@ pub struct Limits {
     max_pending_lines: u8,
     login_timeout_ms: u16,
     max_login_failures_per_connection: u8,
-    max_login_failures_per_account: u8,
+    max_login_failures_per_account_and_address: u8,
     max_login_failures_per_address: u8,
     login_failure_window_ms: u16,
     max_tracked_login_failures: u8,
@@ -92,7 +92,9 @@ impl Limits {
             max_login_failures_per_connection: u32::from(
                 self.max_login_failures_per_connection % 8,
             ),
-            max_login_failures_per_account: u32::from(self.max_login_failures_per_account % 8),
+            max_login_failures_per_account_and_address: u32::from(
+                self.max_login_failures_per_account_and_address % 8,
+            ),
             max_login_failures_per_address: u32::from(self.max_login_failures_per_address % 16),
             login_failure_window: Duration::from_millis(
                 u64::from(self.login_failure_window_ms) * 16,

@@ -63,6 +63,20 @@ struct Cli {
     /// Lines per second a connection may send on average; 0 turns flood control off.
     #[arg(long, default_value_t = Config::default().flood_lines_per_second)]
     flood_lines_per_second: u32,
+    /// Accounts one IP address may register per 10 minutes; 0 is no limit.
+    #[arg(
+        long,
+        env = "WUR2_MAX_REGISTRATIONS_PER_IP",
+        default_value_t = Config::default().max_registrations_per_address
+    )]
+    max_registrations_per_ip: u32,
+    /// Accounts all addresses together may register per minute; 0 is no limit.
+    #[arg(
+        long,
+        env = "WUR2_MAX_REGISTRATIONS_PER_MINUTE",
+        default_value_t = Config::default().max_registrations_per_minute
+    )]
+    max_registrations_per_minute: u32,
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -111,6 +125,8 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
             max_connections: cli.max_connections,
             max_connections_per_address: cli.max_connections_per_ip,
             flood_lines_per_second: cli.flood_lines_per_second,
+            max_registrations_per_address: cli.max_registrations_per_ip,
+            max_registrations_per_minute: cli.max_registrations_per_minute,
             ..Config::default()
         },
         options,

@@ -31,17 +31,46 @@ pub struct Config {
     pub login_timeout: Duration,
     /// Failed logins on one connection before it is closed.
     pub max_login_failures_per_connection: u32,
-    /// Failed logins for one account within `login_failure_window` before its logins are
-    /// refused until the window passes.
-    pub max_login_failures_per_account: u32,
-    /// Failed logins from one IP address within `login_failure_window` before logins from
-    /// it are refused until the window passes.
+    /// Failed logins for one account from one IP address (an IPv6 /64) within
+    /// `login_failure_window` before logins to that account from that address are refused
+    /// until the window passes. Other addresses, the owner's among them, are not locked.
+    pub max_login_failures_per_account_and_address: u32,
+    /// Failed logins from one IP address (an IPv6 /64), to any accounts, within
+    /// `login_failure_window` before logins from it are refused until the window passes.
     pub max_login_failures_per_address: u32,
+    /// Failed logins for one account, summed over every address, within
+    /// `login_failure_window` before the account's logins are slowed down: each login to it
+    /// then waits before its password is checked, [`Config::login_slowdown_first`] at this
+    /// many failures, doubling with each further failure up to
+    /// [`Config::login_slowdown_max`]. A slowed login with the right password still
+    /// succeeds; an address that logged in to the account before is not slowed.
+    pub login_slowdown_after_failures: u32,
+    /// The wait of a slowed login at `login_slowdown_after_failures` failures.
+    pub login_slowdown_first: Duration,
+    /// The longest wait of a slowed login. `Duration::ZERO` turns the slowdown off.
+    pub login_slowdown_max: Duration,
     /// The window over which failed logins are counted.
     pub login_failure_window: Duration,
-    /// Accounts and addresses whose failures are remembered at once (bounded memory);
-    /// the oldest are forgotten first.
+    /// Accounts, addresses and account-address pairs whose failures are remembered at once
+    /// (each of the three bounded on its own); the oldest are forgotten first.
     pub max_tracked_login_failures: usize,
+    /// Addresses remembered per account after a successful login or registration from them
+    /// (the most recent ones): logins from these skip the account-wide slowdown.
+    pub known_addresses_per_account: usize,
+    /// Accounts whose known addresses are remembered at once (bounded memory); the account
+    /// that logged in least recently is forgotten first.
+    pub max_accounts_with_known_addresses: usize,
+    /// Registrations from one IP address (an IPv6 /64) within `registration_window`; more
+    /// are refused until the oldest leaves the window. Attempts that create no account (a
+    /// taken name, a busy store) do not count. `0`: no limit.
+    pub max_registrations_per_address: u32,
+    /// The window of `max_registrations_per_address`.
+    pub registration_window: Duration,
+    /// Registrations in total, from all addresses, within one minute. `0`: no limit.
+    pub max_registrations_per_minute: u32,
+    /// Addresses whose registrations are remembered at once (bounded memory); the one that
+    /// registered least recently is forgotten first.
+    pub max_tracked_registration_addresses: usize,
     /// Shortest password accepted at registration, in bytes.
     pub min_password_bytes: usize,
     /// Longest password accepted, in bytes.
@@ -99,10 +128,19 @@ impl Default for Config {
             max_pending_lines: 200,
             login_timeout: Duration::from_secs(60),
             max_login_failures_per_connection: 5,
-            max_login_failures_per_account: 5,
+            max_login_failures_per_account_and_address: 5,
             max_login_failures_per_address: 20,
+            login_slowdown_after_failures: 5,
+            login_slowdown_first: Duration::from_secs(1),
+            login_slowdown_max: Duration::from_secs(10),
             login_failure_window: Duration::from_secs(15 * 60),
             max_tracked_login_failures: 10_000,
+            known_addresses_per_account: 8,
+            max_accounts_with_known_addresses: 10_000,
+            max_registrations_per_address: 5,
+            registration_window: Duration::from_secs(10 * 60),
+            max_registrations_per_minute: 30,
+            max_tracked_registration_addresses: 10_000,
             min_password_bytes: 8,
             max_password_bytes: 1024,
             max_connections: 10_000,

@@ -244,6 +244,7 @@ mod login_guard;
 pub mod memory_store;
 mod names;
 mod output;
+mod registration_limit;
 mod sanitize;
 mod stats;
 mod store;

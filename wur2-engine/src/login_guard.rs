@@ -1,19 +1,49 @@
-//! Failed-login bookkeeping per account and per address, in bounded memory.
+//! Failed-login bookkeeping, in bounded memory: who is locked out, whose logins are slowed
+//! down, and which addresses an account's owner logged in from before.
+//!
+//! The policy throttles the attacker, not the owner:
+//! - an (account, address) pair with too many failures is locked: that address cannot
+//!   log in to that account until the window passes, every other address still can;
+//! - an address with too many failures over all accounts is locked (password spraying);
+//! - an account with too many failures summed over all addresses is slowed down, never
+//!   locked: each login to it waits a little (growing, capped) before its password is
+//!   checked, and a correct password still gets in;
+//! - an address that logged in to the account successfully before skips the slowdown.
+//!
+//! Failures are counted per account key whether the account exists or not, so a wrong
+//! password and an unknown user are locked and slowed alike. IPv6 addresses count per /64
+//! (one host's privacy addresses are one address). It never reads a clock: every call
+//! takes `now`.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 
-/// Failed logins per account and per address, and the lock-outs they lead to.
+/// What the guard says about a login attempt, before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Refused: this address failed too often, for this account or overall.
+    Locked,
+    /// Check the password after this long (zero: at once).
+    After(Duration),
+}
+
+/// Failed logins per account, per address and per (account, address), the lock-outs and
+/// slowdowns they lead to, and the addresses each account logged in from.
 #[derive(Debug)]
 pub(crate) struct LoginGuard {
+    pairs: FailureLog<(String, IpAddr)>,
     accounts: FailureLog<String>,
     addresses: FailureLog<IpAddr>,
-    max_per_account: u32,
+    known: KnownAddresses,
+    max_per_pair: u32,
     max_per_address: u32,
+    slowdown_after: u32,
+    slowdown_first: Duration,
+    slowdown_max: Duration,
 }
 
 impl LoginGuard {
@@ -23,29 +53,85 @@ impl LoginGuard {
             config.login_failure_window,
         );
         LoginGuard {
+            pairs: FailureLog::new(capacity, window),
             accounts: FailureLog::new(capacity, window),
             addresses: FailureLog::new(capacity, window),
-            max_per_account: config.max_login_failures_per_account,
+            known: KnownAddresses::new(
+                config.max_accounts_with_known_addresses,
+                config.known_addresses_per_account,
+            ),
+            max_per_pair: config.max_login_failures_per_account_and_address,
             max_per_address: config.max_login_failures_per_address,
+            slowdown_after: config.login_slowdown_after_failures,
+            slowdown_first: config.login_slowdown_first,
+            slowdown_max: config.login_slowdown_max,
         }
     }
 
-    /// Whether logging in to `account` (a username key) or from `address` is locked out.
-    pub(crate) fn is_locked(&self, account: &str, address: IpAddr, now: Instant) -> bool {
-        self.addresses
+    /// Whether a login to `account` (a username key) from `address` may go ahead, and
+    /// after how long.
+    pub(crate) fn admit(&self, account: &str, address: IpAddr, now: Instant) -> Admission {
+        let address = address_key(address);
+        if self
+            .addresses
             .is_locked(&address, self.max_per_address, now)
-            || self.accounts.is_locked(account, self.max_per_account, now)
+            || self
+                .pairs
+                .is_locked(&(account.to_owned(), address), self.max_per_pair, now)
+        {
+            return Admission::Locked;
+        }
+        if self.known.contains(account, address) {
+            return Admission::After(Duration::ZERO);
+        }
+        Admission::After(self.slowdown(self.accounts.count(account, now)))
     }
 
-    /// One failed login to `account` from `address`.
-    pub(crate) fn record(&mut self, account: &str, address: IpAddr, now: Instant) {
-        self.accounts.record(account, now);
+    /// One failed login from `address`, to `account` when it names one (a username that
+    /// could exist); a malformed name counts against the address only.
+    pub(crate) fn record_failure(&mut self, account: Option<&str>, address: IpAddr, now: Instant) {
+        let address = address_key(address);
         self.addresses.record(&address, now);
+        if let Some(account) = account {
+            self.accounts.record(account, now);
+            self.pairs.record(&(account.to_owned(), address), now);
+        }
     }
 
-    /// `account` logged in: its failures are forgotten (its address's are not).
-    pub(crate) fn clear(&mut self, account: &str) {
-        self.accounts.clear(account);
+    /// `address` logged in to (or registered) `account`: its failures there are forgotten
+    /// and it is remembered as the owner's. The account's failures from elsewhere stay:
+    /// they are someone else's.
+    pub(crate) fn record_success(&mut self, account: &str, address: IpAddr, now: Instant) {
+        let address = address_key(address);
+        self.pairs.clear(&(account.to_owned(), address));
+        self.known.remember(account, address, now);
+    }
+
+    /// The wait before checking a password of an account with `failures` recent failures.
+    fn slowdown(&self, failures: u32) -> Duration {
+        let Some(beyond) = failures.checked_sub(self.slowdown_after) else {
+            return Duration::ZERO;
+        };
+        // 2^16 times the first wait is past any sensible cap; stop doubling there.
+        let factor = 1u32 << beyond.min(16);
+        self.slowdown_first
+            .saturating_mul(factor)
+            .min(self.slowdown_max)
+    }
+}
+
+/// The key an address is counted under: IPv4 as it is (an IPv4-mapped IPv6 address as its
+/// IPv4), IPv6 by its /64, the block one host or home usually gets.
+pub(crate) fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !(u128::from(u64::MAX));
+                IpAddr::V6(Ipv6Addr::from(network))
+            }
+        },
     }
 }
 
@@ -71,6 +157,18 @@ impl<K: Ord + Clone> FailureLog<K> {
             capacity,
             window,
         }
+    }
+
+    /// Failures of `key` in its current window (0 once the window has passed).
+    fn count<Q>(&self, key: &Q, now: Instant) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.entries
+            .get(key)
+            .filter(|f| !self.expired(f, now))
+            .map_or(0, |f| f.count)
     }
 
     /// Whether `key` has `limit` or more failures in its current window.
@@ -150,31 +248,233 @@ impl<K: Ord + Clone> FailureLog<K> {
     }
 }
 
+/// The addresses each account logged in from, most recent last; at most `per_account` per
+/// account and `max_accounts` accounts, forgetting the least recently used account first.
+#[derive(Debug)]
+struct KnownAddresses {
+    by_account: BTreeMap<String, Known>,
+    max_accounts: usize,
+    per_account: usize,
+}
+
+#[derive(Debug)]
+struct Known {
+    /// Oldest first.
+    addresses: Vec<IpAddr>,
+    last_success: Instant,
+}
+
+impl KnownAddresses {
+    fn new(max_accounts: usize, per_account: usize) -> Self {
+        KnownAddresses {
+            by_account: BTreeMap::new(),
+            max_accounts,
+            per_account,
+        }
+    }
+
+    fn contains(&self, account: &str, address: IpAddr) -> bool {
+        self.by_account
+            .get(account)
+            .is_some_and(|known| known.addresses.contains(&address))
+    }
+
+    fn remember(&mut self, account: &str, address: IpAddr, now: Instant) {
+        if self.max_accounts == 0 || self.per_account == 0 {
+            return;
+        }
+        if !self.by_account.contains_key(account) && self.by_account.len() >= self.max_accounts {
+            let least_recent = self
+                .by_account
+                .iter()
+                .min_by_key(|(_, known)| known.last_success)
+                .map(|(account, _)| account.clone());
+            if let Some(account) = least_recent {
+                self.by_account.remove(&account);
+            }
+        }
+        let known = self
+            .by_account
+            .entry(account.to_owned())
+            .or_insert_with(|| Known {
+                addresses: Vec::new(),
+                last_success: now,
+            });
+        known.last_success = now;
+        known.addresses.retain(|&known| known != address);
+        known.addresses.push(address);
+        if known.addresses.len() > self.per_account {
+            let excess = known.addresses.len() - self.per_account;
+            known.addresses.drain(..excess);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_account.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const WINDOW: Duration = Duration::from_secs(900);
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    fn guard() -> LoginGuard {
+        LoginGuard::new(&Config::default())
+    }
+
     #[test]
     fn locks_at_the_limit_and_unlocks_when_the_window_passes() {
         let start = Instant::now();
-        let window = Duration::from_secs(900);
-        let mut log: FailureLog<String> = FailureLog::new(10, window);
+        let mut log: FailureLog<String> = FailureLog::new(10, WINDOW);
         for _ in 0..5 {
             assert!(!log.is_locked("bob", 5, start));
             log.record("bob", start);
         }
         assert!(log.is_locked("bob", 5, start + Duration::from_secs(899)));
-        assert!(!log.is_locked("bob", 5, start + window));
+        assert!(!log.is_locked("bob", 5, start + WINDOW));
     }
 
     #[test]
     fn memory_stays_bounded_under_many_keys() {
         let start = Instant::now();
-        let mut log: FailureLog<u32> = FailureLog::new(100, Duration::from_secs(900));
+        let mut log: FailureLog<u32> = FailureLog::new(100, WINDOW);
         for i in 0..10_000u32 {
             log.record(&i, start + Duration::from_millis(u64::from(i)));
         }
         assert!(log.len() <= 100);
         assert!(log.is_locked(&9_999, 1, start + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn failures_lock_the_attackers_address_for_that_account_only() {
+        let now = Instant::now();
+        let mut guard = guard();
+        for _ in 0..5 {
+            assert_ne!(guard.admit("bob", ip("10.0.0.1"), now), Admission::Locked);
+            guard.record_failure(Some("bob"), ip("10.0.0.1"), now);
+        }
+        assert_eq!(guard.admit("bob", ip("10.0.0.1"), now), Admission::Locked);
+        assert_ne!(guard.admit("bob", ip("10.0.0.2"), now), Admission::Locked);
+        assert_ne!(guard.admit("carol", ip("10.0.0.1"), now), Admission::Locked);
+        assert_ne!(
+            guard.admit("bob", ip("10.0.0.1"), now + WINDOW),
+            Admission::Locked
+        );
+    }
+
+    #[test]
+    fn failures_from_many_addresses_slow_the_account_with_a_growing_capped_wait() {
+        let now = Instant::now();
+        let mut guard = guard();
+        let owner = ip("192.0.2.7");
+        let mut waits = Vec::new();
+        for n in 0..12u8 {
+            let attacker = IpAddr::from([10, 0, 0, n]);
+            let Admission::After(wait) = guard.admit("bob", owner, now) else {
+                panic!("the owner is never locked out");
+            };
+            waits.push(wait.as_secs());
+            guard.record_failure(Some("bob"), attacker, now);
+        }
+        assert_eq!(waits, [0, 0, 0, 0, 0, 1, 2, 4, 8, 10, 10, 10]);
+        assert_eq!(
+            guard.admit("bob", owner, now + WINDOW),
+            Admission::After(Duration::ZERO),
+            "the slowdown ends with the window"
+        );
+    }
+
+    #[test]
+    fn an_address_that_logged_in_before_skips_the_slowdown_but_not_its_own_lock() {
+        let now = Instant::now();
+        let mut guard = guard();
+        let owner = ip("192.0.2.7");
+        guard.record_success("bob", owner, now);
+        for n in 0..10u8 {
+            guard.record_failure(Some("bob"), IpAddr::from([10, 0, 0, n]), now);
+        }
+        assert_eq!(
+            guard.admit("bob", owner, now),
+            Admission::After(Duration::ZERO)
+        );
+        assert_ne!(
+            guard.admit("bob", ip("192.0.2.8"), now),
+            Admission::After(Duration::ZERO),
+            "a new address is slowed"
+        );
+        for _ in 0..5 {
+            guard.record_failure(Some("bob"), owner, now);
+        }
+        assert_eq!(guard.admit("bob", owner, now), Admission::Locked);
+    }
+
+    #[test]
+    fn a_success_forgets_that_addresses_failures_for_the_account() {
+        let now = Instant::now();
+        let mut guard = guard();
+        let owner = ip("192.0.2.7");
+        for _ in 0..4 {
+            guard.record_failure(Some("bob"), owner, now);
+        }
+        guard.record_success("bob", owner, now);
+        for _ in 0..4 {
+            guard.record_failure(Some("bob"), owner, now);
+        }
+        assert_ne!(guard.admit("bob", owner, now), Admission::Locked);
+    }
+
+    #[test]
+    fn a_malformed_name_counts_against_the_address_only() {
+        let now = Instant::now();
+        let mut guard = guard();
+        for _ in 0..19 {
+            guard.record_failure(None, ip("10.0.0.1"), now);
+        }
+        assert_ne!(guard.admit("bob", ip("10.0.0.1"), now), Admission::Locked);
+        assert_eq!(guard.accounts.len(), 0);
+        guard.record_failure(None, ip("10.0.0.1"), now);
+        assert_eq!(guard.admit("bob", ip("10.0.0.1"), now), Admission::Locked);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(address_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn known_addresses_stay_bounded_per_account_and_overall() {
+        let start = Instant::now();
+        let mut known = KnownAddresses::new(3, 2);
+        for n in 0..5u8 {
+            known.remember("bob", IpAddr::from([10, 0, 0, n]), start);
+        }
+        assert!(!known.contains("bob", IpAddr::from([10, 0, 0, 2])));
+        assert!(known.contains("bob", IpAddr::from([10, 0, 0, 3])));
+        assert!(known.contains("bob", IpAddr::from([10, 0, 0, 4])));
+        for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let at = start + Duration::from_secs(n as u64 + 1);
+            known.remember(name, ip("10.0.0.9"), at);
+        }
+        assert_eq!(known.len(), 3);
+        assert!(
+            !known.contains("bob", IpAddr::from([10, 0, 0, 4])),
+            "the least recent account went first"
+        );
+        assert!(known.contains("a", ip("10.0.0.9")));
     }
 }

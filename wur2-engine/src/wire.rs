@@ -40,7 +40,8 @@ pub enum ErrorCode {
     LoginTimeout,
     /// Too many failed logins on this connection; it closes.
     TooManyLoginFailures,
-    /// Too many failed logins for this account or address; try later.
+    /// Too many failed logins for this account from this address, or from this address
+    /// overall; try later (other addresses are not affected).
     LockedOut,
     /// The server is full.
     ServerFull,
@@ -52,6 +53,9 @@ pub enum ErrorCode {
     InvalidPassword,
     /// Registration with a name already taken.
     UsernameTaken,
+    /// Too many registrations from this address recently, or from everyone in the last
+    /// minute; try later (the message says when).
+    TooManyRegistrations,
     /// Wrong password or unknown user (the same for both).
     InvalidCredentials,
     /// The server is busy; try again.
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::InvalidUsername => "invalid_username",
             ErrorCode::InvalidPassword => "invalid_password",
             ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::TooManyRegistrations => "too_many_registrations",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::Busy => "busy",
             ErrorCode::StorageUnavailable => "storage_unavailable",

@@ -90,22 +90,203 @@ fn five_failed_logins_close_the_connection() {
     assert_eq!(w.closed[&c].0, CloseReason::TooManyLoginFailures);
 }
 
+/// Five wrong passwords for `name` from `address`, each on its own connection.
+fn five_wrong_passwords(w: &mut World, name: &str, address: &str) {
+    for _ in 0..5 {
+        let c = w.connect_from(address);
+        w.send(c, &format!("/login {name} wrong-password\n"));
+    }
+}
+
 #[test]
-fn an_account_is_locked_after_five_failures_until_the_window_passes() {
+fn failed_logins_lock_the_attackers_address_not_the_owner() {
+    let mut w = world();
+    w.user("frank"); // from 127.0.0.1, the owner's address
+    five_wrong_passwords(&mut w, "frank", "10.0.0.66");
+    let attacker = w.connect_from("10.0.0.66");
+    w.lines(attacker);
+    w.send(attacker, &format!("/login frank {PASSWORD}\n"));
+    assert!(w.saw(attacker, "too many failed logins; try again later"));
+
+    let owner = w.connect();
+    w.send(owner, &format!("/login frank {PASSWORD}\n"));
+    assert!(
+        w.saw(owner, "Welcome back frank!"),
+        "the owner's address is neither locked nor slowed"
+    );
+
+    // Five more every window keep only the attacker's address locked.
+    w.advance(Duration::from_secs(15 * 60));
+    five_wrong_passwords(&mut w, "frank", "10.0.0.66");
+    let owner = w.connect();
+    w.send(owner, &format!("/login frank {PASSWORD}\n"));
+    assert!(w.saw(owner, "Welcome back frank!"));
+    w.advance(Duration::from_secs(15 * 60));
+    let attacker = w.connect_from("10.0.0.66");
+    w.send(attacker, &format!("/login frank {PASSWORD}\n"));
+    assert!(
+        w.saw(attacker, "Welcome back frank!"),
+        "the lock ends with its window"
+    );
+}
+
+#[test]
+fn case_variants_of_a_name_count_as_one_account() {
     let mut w = world();
     w.user("frank");
-    for _ in 0..5 {
-        let c = w.connect();
+    for name in ["FRANK", "Frank", "fRank", "frank", "franK"] {
+        let c = w.connect_from("10.0.0.66");
+        w.send(c, &format!("/login {name} wrong-password\n"));
+    }
+    let attacker = w.connect_from("10.0.0.66");
+    w.send(attacker, &format!("/login Frank {PASSWORD}\n"));
+    assert!(w.saw(attacker, "too many failed logins"));
+}
+
+#[test]
+fn failures_from_many_addresses_slow_the_account_but_the_right_password_gets_in() {
+    let mut w = world();
+    w.user("frank");
+    for i in 0..10 {
+        let c = w.connect_from(&format!("10.0.1.{i}"));
+        w.send(c, "/login frank wrong-password\n");
+        // From the sixth on, the attacker waits too.
+        w.advance(Duration::from_secs(10));
+        assert!(w.saw(c, "invalid username or password"));
+    }
+    // Ten failures: the wait doubled from 1 s past the 10 s cap.
+    let traveller = w.connect_from("192.0.2.50");
+    w.lines(traveller);
+    w.send(traveller, &format!("/login frank {PASSWORD}\n"));
+    assert_eq!(w.lines(traveller), Vec::<String>::new(), "no answer yet");
+    w.advance(Duration::from_millis(9_999));
+    assert_eq!(w.lines(traveller), Vec::<String>::new(), "still waiting");
+    w.advance(Duration::from_millis(1));
+    assert!(
+        w.saw(traveller, "Welcome back frank!"),
+        "slowed, never refused"
+    );
+
+    // The address that logged in is the owner's from now on: not slowed.
+    let again = w.connect_from("192.0.2.50");
+    w.send(again, &format!("/login frank {PASSWORD}\n"));
+    assert!(w.saw(again, "Welcome back frank!"));
+}
+
+#[test]
+fn a_slowed_login_of_an_unknown_user_reads_and_waits_like_a_wrong_password() {
+    let mut w = world();
+    w.user("frank");
+    for name in ["frank", "ghost"] {
+        for i in 0..5 {
+            let c = w.connect_from(&format!("10.0.2.{i}"));
+            w.send(c, &format!("/login {name} wrong-password\n"));
+        }
+    }
+    let (wrong, unknown) = (w.connect_from("192.0.2.1"), w.connect_from("192.0.2.2"));
+    w.lines(wrong);
+    w.lines(unknown);
+    w.send(wrong, "/login frank wrong-password\n");
+    w.send(unknown, "/login ghost wrong-password\n");
+    let mut answered = Vec::new();
+    for tick in 1..=3 {
+        w.advance(Duration::from_secs(1));
+        for c in [wrong, unknown] {
+            let lines = w.lines(c);
+            if !lines.is_empty() {
+                answered.push((tick, lines));
+            }
+        }
+    }
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    assert_eq!(answered[0], answered[1], "same time, same words");
+    assert_eq!(answered[0].0, 1, "five failures wait 1 s");
+}
+
+#[test]
+fn a_connection_closed_while_its_login_is_slowed_asks_the_store_nothing() {
+    let mut w = world();
+    w.user("frank");
+    for i in 0..5 {
+        let c = w.connect_from(&format!("10.0.3.{i}"));
         w.send(c, "/login frank wrong-password\n");
     }
-    let c = w.connect();
+    let c = w.connect_from("192.0.2.9");
+    w.send(c, &format!("/login frank {PASSWORD}\n"));
+    let asked = w.store_log.len();
+    w.peer_closes(c);
+    w.advance(Duration::from_secs(10));
+    assert_eq!(w.store_log.len(), asked);
+    assert!(
+        w.engine.poll_timeout().is_some_and(|at| at > w.now),
+        "no timer left due"
+    );
+}
+
+#[test]
+fn registrations_from_one_address_are_limited_with_a_clear_error() {
+    let mut w = world();
+    for i in 0..5 {
+        let c = w.connect_from("10.0.4.1");
+        w.send(c, &format!("/register reg{i} {PASSWORD}\n"));
+        assert!(w.saw(c, &format!("Welcome reg{i}!")));
+        if i == 0 {
+            // A taken name makes no account and does not count.
+            let c = w.connect_from("10.0.4.1");
+            w.send(c, &format!("/register reg0 {PASSWORD}\n"));
+            assert!(w.saw(c, "that username is taken"));
+        }
+    }
+    w.advance(Duration::from_secs(60));
+    let c = w.connect_from("10.0.4.1");
     w.lines(c);
-    w.send(c, &format!("/login frank {PASSWORD}\n"));
-    assert!(w.saw(c, "too many failed logins; try again later"));
-    w.advance(Duration::from_secs(15 * 60));
-    let c = w.connect();
-    w.send(c, &format!("/login frank {PASSWORD}\n"));
-    assert!(w.saw(c, "Welcome back frank!"));
+    w.send(c, &format!("/register reg5 {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        [
+            "Error: too many new accounts from your address; try again in 540 s",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    assert!(!w.store_log.iter().any(|r| r.contains("reg5")));
+
+    let other = w.connect_from("10.0.4.2");
+    w.send(other, &format!("/register reg5 {PASSWORD}\n"));
+    assert!(
+        w.saw(other, "Welcome reg5!"),
+        "other addresses are not limited"
+    );
+    w.advance(Duration::from_secs(540));
+    let c = w.connect_from("10.0.4.1");
+    w.send(c, &format!("/register reg6 {PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome reg6!"), "the window passed");
+}
+
+#[test]
+fn registrations_in_total_are_limited_per_minute() {
+    let mut w = World::new(Config {
+        max_registrations_per_minute: 3,
+        ..Config::default()
+    });
+    for i in 0..3 {
+        let c = w.connect_from(&format!("10.0.5.{i}"));
+        w.send(c, &format!("/register many{i} {PASSWORD}\n"));
+        assert!(w.saw(c, &format!("Welcome many{i}!")));
+    }
+    w.advance(Duration::from_secs(15));
+    let c = w.connect_from("10.0.5.9");
+    w.lines(c);
+    w.send(c, &format!("/register many9 {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        [
+            "Error: too many new accounts on this server right now; try again in 45 s",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    w.advance(Duration::from_secs(45));
+    w.send(c, &format!("/register many9 {PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome many9!"));
 }
 
 #[test]

@@ -32,6 +32,8 @@ fn json_world() -> World {
             unix_ms: 1_795_000_000_000,
         }),
         flood_lines_per_second: 0,
+        // Every test user registers from 127.0.0.1.
+        max_registrations_per_address: 0,
         ..Config::default()
     };
     w.engine = wur2_engine::Engine::new(config);
@@ -212,4 +214,26 @@ fn a_connection_can_switch_back_to_text() {
     let lines = w.lines(c);
     assert!(lines[0].starts_with('{'));
     assert_eq!(lines[1..], ["Mode: text".to_string(), "PONG t".to_string()]);
+}
+
+#[test]
+fn a_registration_over_the_limit_is_a_too_many_registrations_error_in_json_mode() {
+    let mut w = World::new(Config {
+        max_registrations_per_address: 1,
+        ..Config::default()
+    });
+    w.user("first");
+    let c = w.connect();
+    w.send(c, "/mode json\n");
+    w.lines(c);
+    w.send(c, &format!("/register second {PASSWORD}\n"));
+    let error = json_lines(&mut w, c)
+        .into_iter()
+        .find(|v| v["type"] == "error")
+        .expect("an error line");
+    assert_eq!(error["code"], "too_many_registrations");
+    assert_eq!(
+        error["message"],
+        "too many new accounts from your address; try again in 600 s"
+    );
 }

@@ -25,9 +25,14 @@ pub struct StoreConfig {
     pub password: PasswordConfig,
     /// Threads of the password hashing pool; `0` means one per available core. Default 0.
     pub hash_threads: usize,
-    /// Hash or verify jobs that may wait for a free hashing thread; more fail at once with
-    /// `StoreError::Busy`. Default 256.
+    /// Login checks (verify jobs of existing accounts) that may wait for a free hashing
+    /// thread; more fail at once with `StoreError::Busy`. Default 256.
     pub hash_queue: usize,
+    /// Registrations (hash jobs of new accounts) that may wait for a free hashing thread;
+    /// more fail at once with `StoreError::Busy`. A free thread takes every waiting login
+    /// before any registration, so a registration flood cannot make logins wait behind it.
+    /// Default 32.
+    pub registration_hash_queue: usize,
     /// Appends that may wait to be written (while the database is slow or unreachable);
     /// more are refused with `StoreError::Unavailable`. Default 100 000.
     pub append_buffer: usize,
@@ -55,6 +60,7 @@ impl Default for StoreConfig {
             password: PasswordConfig::default(),
             hash_threads: 0,
             hash_queue: 256,
+            registration_hash_queue: 32,
             append_buffer: 100_000,
             max_batch: 10_000,
             commit_interval: Duration::ZERO,

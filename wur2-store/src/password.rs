@@ -2,14 +2,17 @@
 //!
 //! argon2 takes tens of milliseconds of CPU per hash on purpose; run on an async runtime's
 //! threads it would stall every other task. [`HashPool`] owns a few OS threads (one per core
-//! by default) fed through a bounded queue: when the queue is full a job is refused at once
-//! ([`Refused::Busy`]) instead of piling up, and results come back through a oneshot channel
-//! that any runtime can await. Passwords and hashes never reach a log line or `Debug` output.
+//! by default) fed through two bounded queues, one for logins of existing accounts and one
+//! for registrations: a free thread always takes a waiting login first, so a flood of
+//! registrations cannot make logins wait behind it. When a job's queue is full it is
+//! refused at once ([`Refused::Busy`]) instead of piling up, and results come back through
+//! a oneshot channel that any runtime can await. Passwords and hashes never reach a log
+//! line or `Debug` output.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -25,24 +28,62 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Why the pool did not take a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The queue is full: try again later.
+    /// The job's queue is full: try again later.
     Busy,
-    /// The pool's threads are gone (only after a panic in argon2).
+    /// The pool's threads are gone (the pool is being dropped).
     Stopped,
 }
 
-/// A fixed set of hashing threads behind a bounded queue.
+/// Which queue a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    /// Checking the password of an existing account (and rehashing it): served first.
+    Login,
+    /// Hashing the password of a new account: served when no login waits.
+    Registration,
+}
+
+/// A fixed set of hashing threads behind two bounded queues, logins first.
 pub(crate) struct HashPool {
-    jobs: SyncSender<Job>,
+    queues: Arc<Queues>,
     threads: usize,
-    /// Jobs queued and not yet taken by a thread (for metrics).
-    waiting: Arc<AtomicUsize>,
+}
+
+/// What the pool's threads and its callers share.
+struct Queues {
+    state: Mutex<Waiting>,
+    /// Signalled when a job is queued or the pool closes.
+    ready: Condvar,
+    /// Jobs queued and not yet taken by a thread (for metrics, read without the lock).
+    waiting: AtomicUsize,
+}
+
+struct Waiting {
+    logins: VecDeque<Job>,
+    registrations: VecDeque<Job>,
+    max_logins: usize,
+    max_registrations: usize,
+    /// Threads waiting for a job: a job they will take at once fits even in a queue of 0.
+    idle: usize,
+    /// Cleared when the pool is dropped: the threads finish what is queued, then end.
+    open: bool,
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.logins.len() + self.registrations.len()
+    }
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads (0: one per available core) with room for `queue`
-    /// waiting jobs. The threads end when the pool is dropped.
-    pub(crate) fn start(threads: usize, queue: usize) -> std::io::Result<HashPool> {
+    /// Starts `threads` hashing threads (0: one per available core) with room for `logins`
+    /// waiting login jobs and `registrations` waiting registration jobs. The threads end
+    /// when the pool is dropped, after the jobs already queued.
+    pub(crate) fn start(
+        threads: usize,
+        logins: usize,
+        registrations: usize,
+    ) -> std::io::Result<HashPool> {
         let threads = if threads == 0 {
             thread::available_parallelism()
                 .map(|n| n.get())
@@ -50,19 +91,25 @@ impl HashPool {
         } else {
             threads
         };
-        let (jobs, queued) = sync_channel::<Job>(queue);
-        let queued = Arc::new(Mutex::new(queued));
+        let queues = Arc::new(Queues {
+            state: Mutex::new(Waiting {
+                logins: VecDeque::new(),
+                registrations: VecDeque::new(),
+                max_logins: logins,
+                max_registrations: registrations,
+                idle: 0,
+                open: true,
+            }),
+            ready: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        });
         for index in 0..threads {
-            let queued = Arc::clone(&queued);
+            let queues = Arc::clone(&queues);
             thread::Builder::new()
                 .name(format!("wur2-argon2-{index}"))
-                .spawn(move || work(&queued))?;
+                .spawn(move || work(&queues))?;
         }
-        Ok(HashPool {
-            jobs,
-            threads,
-            waiting: Arc::new(AtomicUsize::new(0)),
-        })
+        Ok(HashPool { queues, threads })
     }
 
     /// How many hashing threads run.
@@ -70,52 +117,91 @@ impl HashPool {
         self.threads
     }
 
-    /// Jobs waiting for a free hashing thread now.
+    /// Jobs waiting for a free hashing thread now, logins and registrations.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.queues.waiting.load(Ordering::Relaxed)
     }
 
-    /// Queues `job`; its result arrives on the returned receiver.
-    pub(crate) fn run<T, F>(&self, job: F) -> Result<oneshot::Receiver<T>, Refused>
+    /// Queues `job` with `priority`; its result arrives on the returned receiver.
+    pub(crate) fn run<T, F>(
+        &self,
+        priority: Priority,
+        job: F,
+    ) -> Result<oneshot::Receiver<T>, Refused>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
-        let waiting = Arc::clone(&self.waiting);
         let job: Job = Box::new(move || {
-            waiting.fetch_sub(1, Ordering::Relaxed);
             // The asker may have given up; nobody else wants the result.
             let _ = reply.send(job());
         });
-        // Counted before it is queued, so a thread taking it at once never counts below 0.
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let refused = match self.jobs.try_send(job) {
-            Ok(()) => return Ok(result),
-            Err(TrySendError::Full(_)) => Refused::Busy,
-            Err(TrySendError::Disconnected(_)) => Refused::Stopped,
+        let Ok(mut guard) = self.queues.state.lock() else {
+            return Err(Refused::Stopped);
         };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        Err(refused)
+        let state = &mut *guard;
+        if !state.open {
+            return Err(Refused::Stopped);
+        }
+        let taken_at_once = state.idle > state.len();
+        let (queue, max) = match priority {
+            Priority::Login => (&mut state.logins, state.max_logins),
+            Priority::Registration => (&mut state.registrations, state.max_registrations),
+        };
+        if queue.len() >= max && !taken_at_once {
+            return Err(Refused::Busy);
+        }
+        queue.push_back(job);
+        self.queues.waiting.fetch_add(1, Ordering::Relaxed);
+        drop(guard);
+        self.queues.ready.notify_one();
+        Ok(result)
     }
 }
 
-fn work(queued: &Mutex<Receiver<Job>>) {
+impl Drop for HashPool {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.queues.state.lock() {
+            state.open = false;
+        }
+        self.queues.ready.notify_all();
+    }
+}
+
+/// A hashing thread: takes the oldest waiting login, else the oldest registration, until
+/// the pool closes and nothing is left.
+fn work(queues: &Queues) {
     loop {
         // Hold the lock only to take a job, never while hashing.
-        let next = match queued.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        match next {
-            Ok(job) => {
-                // A panicking job drops its reply (the asker sees `Unavailable`); the thread
-                // keeps serving the others.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                    tracing::error!("a password hashing job panicked");
+        let job = {
+            let Ok(mut state) = queues.state.lock() else {
+                return;
+            };
+            loop {
+                let next = match state.logins.pop_front() {
+                    Some(job) => Some(job),
+                    None => state.registrations.pop_front(),
+                };
+                if let Some(job) = next {
+                    queues.waiting.fetch_sub(1, Ordering::Relaxed);
+                    break job;
                 }
+                if !state.open {
+                    return;
+                }
+                state.idle += 1;
+                state = match queues.ready.wait(state) {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+                state.idle -= 1;
             }
-            Err(_) => return, // The pool was dropped.
+        };
+        // A panicking job drops its reply (the asker sees `Unavailable`); the thread keeps
+        // serving the others.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a password hashing job panicked");
         }
     }
 }
@@ -319,31 +405,106 @@ mod tests {
         assert!(stronger.needs_rehash("garbage"));
     }
 
+    /// A pool of one thread, busy (already running) with a job that ends when the returned
+    /// sender is used or dropped.
+    fn blocked_pool(
+        logins: usize,
+        registrations: usize,
+    ) -> (HashPool, std::sync::mpsc::Sender<()>) {
+        let pool = HashPool::start(1, logins, registrations).expect("threads start");
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let blocker = pool.run(Priority::Login, move || {
+            let _ = started.send(());
+            let _ = gate.recv();
+        });
+        assert!(blocker.is_ok(), "the first job runs");
+        running.recv().expect("the blocker started");
+        (pool, release)
+    }
+
     #[test]
     fn a_full_queue_refuses_at_once() {
-        let pool = HashPool::start(1, 1).expect("threads start");
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let blocker = pool
-            .run(move || gate.recv().is_ok())
-            .expect("first job runs");
-        // The thread may not have taken the first job yet: fill until refused.
-        let mut accepted = Vec::new();
-        let refused = loop {
-            match pool.run(|| true) {
-                Ok(job) => accepted.push(job),
-                Err(refused) => break refused,
-            }
-            assert!(
-                accepted.len() <= 2,
-                "a queue of one took {} jobs",
-                accepted.len()
-            );
-        };
-        assert_eq!(refused, Refused::Busy);
-        release.send(()).expect("the blocker waits");
-        assert_eq!(futures::executor::block_on(blocker), Ok(true));
-        for job in accepted {
-            assert_eq!(futures::executor::block_on(job), Ok(true));
+        let (pool, release) = blocked_pool(1, 1);
+        let login = pool
+            .run(Priority::Login, || true)
+            .expect("room for one login");
+        assert_eq!(
+            pool.run(Priority::Login, || true).err(),
+            Some(Refused::Busy)
+        );
+        let registration = pool
+            .run(Priority::Registration, || true)
+            .expect("room for one registration");
+        assert_eq!(
+            pool.run(Priority::Registration, || true).err(),
+            Some(Refused::Busy)
+        );
+        assert_eq!(pool.waiting(), 2);
+        drop(release);
+        assert_eq!(futures::executor::block_on(login), Ok(true));
+        assert_eq!(futures::executor::block_on(registration), Ok(true));
+    }
+
+    #[test]
+    fn logins_are_hashed_before_registrations_that_queued_earlier() {
+        let (pool, release) = blocked_pool(8, 8);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut results = Vec::new();
+        for (priority, name) in [
+            (Priority::Registration, "register-1"),
+            (Priority::Registration, "register-2"),
+            (Priority::Login, "login-1"),
+            (Priority::Registration, "register-3"),
+            (Priority::Login, "login-2"),
+        ] {
+            let order = Arc::clone(&order);
+            let job = move || order.lock().expect("not poisoned").push(name);
+            results.push(pool.run(priority, job).expect("queued"));
         }
+        drop(release);
+        for result in results {
+            futures::executor::block_on(result).expect("ran");
+        }
+        assert_eq!(
+            *order.lock().expect("not poisoned"),
+            [
+                "login-1",
+                "login-2",
+                "register-1",
+                "register-2",
+                "register-3"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_registration_flood_is_refused_while_logins_still_get_in() {
+        let (pool, release) = blocked_pool(4, 2);
+        let refused = (0..100)
+            .filter(|_| pool.run(Priority::Registration, || ()).is_err())
+            .count();
+        assert_eq!(refused, 98, "two registrations wait, the rest are busy");
+        let login = pool
+            .run(Priority::Login, || "in")
+            .expect("a login still queues");
+        drop(release);
+        assert_eq!(futures::executor::block_on(login), Ok("in"));
+    }
+
+    #[test]
+    fn an_idle_thread_takes_a_job_even_with_no_queue() {
+        let pool = HashPool::start(1, 0, 0).expect("threads start");
+        // The thread may not be waiting yet: retry until it is.
+        let job = (0..1_000)
+            .find_map(|_| {
+                let job = pool.run(Priority::Registration, || 7).ok();
+                if job.is_none() {
+                    thread::sleep(std::time::Duration::from_millis(1));
+                }
+                job
+            })
+            .expect("an idle thread takes the job");
+        assert_eq!(futures::executor::block_on(job), Ok(7));
     }
 }

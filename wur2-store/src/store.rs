@@ -12,7 +12,7 @@ use wur2_engine::{
 
 use crate::config::StoreConfig;
 use crate::db::{AppendRow, Db, RoleChange};
-use crate::password::{HashPool, Hasher, Refused as HashRefused};
+use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
 
@@ -135,13 +135,19 @@ impl Store {
     pub async fn open(url: &str, config: StoreConfig) -> Result<(Store, AppendWriter), OpenError> {
         let hasher =
             Hasher::new(config.password).map_err(|invalid| OpenError::PasswordParams(invalid.0))?;
-        let hash_pool =
-            HashPool::start(config.hash_threads, config.hash_queue).map_err(OpenError::Threads)?;
+        let hash_pool = HashPool::start(
+            config.hash_threads,
+            config.hash_queue,
+            config.registration_hash_queue,
+        )
+        .map_err(OpenError::Threads)?;
         let db = Db::open(url, &config).await?;
         let dummy = {
             let hasher = hasher.clone();
             hash_pool
-                .run(move || hasher.hash(&Password::new("wur2 dummy password for unknown users")))
+                .run(Priority::Login, move || {
+                    hasher.hash(&Password::new("wur2 dummy password for unknown users"))
+                })
                 .map_err(|_| OpenError::PasswordParams("the hashing pool refused".to_owned()))?
         };
         let dummy_hash = dummy
@@ -462,14 +468,16 @@ impl Shared {
         }
     }
 
-    /// Runs `job` on the hashing pool and waits for its result without blocking.
+    /// Runs `job` on the hashing pool, in the queue of `priority`, and waits for its result
+    /// without blocking.
     async fn hashing<T: Send + 'static>(
         &self,
+        priority: Priority,
         job: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         let hasher = self.hasher.clone();
         let stopped = || StoreError::Unavailable("the password hashing threads stopped".into());
-        match self.hash_pool.run(move || job(&hasher)) {
+        match self.hash_pool.run(priority, move || job(&hasher)) {
             Ok(result) => result.await.map_err(|_| stopped()),
             Err(HashRefused::Busy) => Err(StoreError::Busy),
             Err(HashRefused::Stopped) => Err(stopped()),
@@ -531,7 +539,9 @@ async fn register(
     {
         return Err(StoreError::UsernameTaken);
     }
-    let hash = shared.hashing(move |hasher| hasher.hash(&password)).await?;
+    let hash = shared
+        .hashing(Priority::Registration, move |hasher| hasher.hash(&password))
+        .await?;
     let hash = hash.map_err(StoreError::Unavailable)?;
     if !shared
         .in_time(shared.db.insert_user(&username, &hash, now_ms()))
@@ -559,7 +569,7 @@ async fn login(
     };
     // Verify, and when the stored cost is below the current one hash again, in one job.
     let (matches, rehashed) = shared
-        .hashing(move |hasher| {
+        .hashing(Priority::Login, move |hasher| {
             let matches = hasher.verify(&password, &stored);
             let rehashed = if matches && hasher.needs_rehash(&stored) {
                 hasher.hash(&password).ok()

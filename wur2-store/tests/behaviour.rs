@@ -775,6 +775,44 @@ async fn a_full_hashing_queue_answers_busy() {
     h.finish().await;
 }
 
+/// Registrations wait in their own small queue, behind logins: a flood of them is refused
+/// with `Busy` while a login of an existing account still gets in.
+#[tokio::test]
+async fn a_registration_flood_is_refused_busy_while_logins_still_get_in() {
+    let config = StoreConfig {
+        password: PasswordConfig {
+            memory_kib: 8_192,
+            iterations: 2,
+            parallelism: 1,
+        },
+        hash_threads: 1,
+        hash_queue: 4,
+        registration_hash_queue: 2,
+        ..fast_config()
+    };
+    let h = Harness::open_with(Backend::Sqlite, config).await.unwrap();
+    h.register("Alice", "pw").await;
+    let registrations = (0..30).map(|n| {
+        h.store.execute(StoreRequest::Register {
+            username: format!("spam{n}"),
+            password: Password::new("pw"),
+        })
+    });
+    let login = h.store.execute(StoreRequest::Login {
+        username: "alice".into(),
+        password: Password::new("pw"),
+    });
+    let (replies, login) =
+        futures::future::join(futures::future::join_all(registrations), login).await;
+    assert_eq!(login, account("Alice", Role::User), "the login got in");
+    let busy = replies
+        .iter()
+        .filter(|r| **r == StoreReply::Failed(StoreError::Busy))
+        .count();
+    assert!(busy >= 20, "at most a few registrations queue: {replies:?}");
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn an_unknown_url_scheme_is_refused() {
     let error = Store::open("mysql://localhost/wur2", fast_config())

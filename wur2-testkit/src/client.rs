@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -53,7 +54,13 @@ impl Client {
     /// Connects without logging in; in JSON mode, also switches to JSON and reads up to the
     /// server's `mode` answer (the banner and first question before it must be text).
     pub async fn connect(target: Target, mode: Mode) -> Client {
-        let (read, write) = target.connect().await;
+        Client::connect_from(target, mode, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Like [`Client::connect`], from the local address `source` (one of 127.0.0.0/8: to
+    /// the server, a client at another address).
+    pub async fn connect_from(target: Target, mode: Mode, source: IpAddr) -> Client {
+        let (read, write) = target.connect_from(source).await;
         let mut client = Client {
             reader: BufReader::new(read),
             writer: write,

@@ -88,11 +88,13 @@ pub fn store_config() -> StoreConfig {
     }
 }
 
-/// Engine settings for tests: flood control off unless a test turns it on, and room for
-/// many connections from 127.0.0.1.
+/// Engine settings for tests: flood control and registration limits off unless a test
+/// turns them on, and room for many connections (and accounts) from 127.0.0.1.
 pub fn config() -> Config {
     Config {
         flood_lines_per_second: 0,
+        max_registrations_per_address: 0,
+        max_registrations_per_minute: 0,
         max_connections_per_address: 2_000,
         max_connections: 5_000,
         message_id_origin: std::time::SystemTime::now()

@@ -125,6 +125,8 @@ macro_rules! suite {
             uploads_arrive_byte_exact,
             stalled_upload_is_cancelled_and_its_sender_can_start_another,
             oversized_upload_closes_the_connection,
+            failed_logins_lock_the_attackers_address_not_the_owner,
+            registrations_over_the_limit_are_refused_with_a_clear_error,
         );
     };
     (@mode $module:ident, $mode:expr, $driver:expr; $($name:ident,)*) => {

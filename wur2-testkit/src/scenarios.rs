@@ -841,3 +841,84 @@ async fn receive_file(client: &mut Client, known: Option<u64>, from: &str, name:
         }
     }
 }
+
+/// A client at another loopback address, `127.0.0.<host>`.
+fn from_host(host: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, host])
+}
+
+/// Wrong passwords from an attacker's address lock that address out of the account; its
+/// owner (at the address it registered from) logs in at once, and a third address with the
+/// right password gets in too, after the account-wide slowdown.
+pub async fn failed_logins_lock_the_attacker_not_the_owner(addr: Target, mode: Mode) {
+    let name = unique("owner");
+    Client::register(addr, mode, &name).await;
+    let attacker = from_host(66);
+    for _ in 0..5 {
+        let mut guess = Client::connect_from(addr, mode, attacker).await;
+        guess.send(&format!("/login {name} not-the-password")).await;
+        guess.expect_error("invalid_credentials").await;
+    }
+    let mut locked = Client::connect_from(addr, mode, attacker).await;
+    locked.send(&format!("/login {name} {PASSWORD}")).await;
+    let said = locked.expect_error("locked_out").await;
+    assert!(said.contains("too many failed logins"), "{said}");
+
+    let started = std::time::Instant::now();
+    let mut owner = Client::login(addr, mode, &name).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "the owner's address is not slowed: {:?}",
+        started.elapsed()
+    );
+    owner.barrier().await;
+
+    let started = std::time::Instant::now();
+    let mut elsewhere = Client::connect_from(addr, mode, from_host(67)).await;
+    elsewhere.name = name.clone();
+    elsewhere.send(&format!("/login {name} {PASSWORD}")).await;
+    elsewhere.expect_welcome(&name, false).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "a new address waits about 1 s after 5 failures: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Past the registrations allowed per address, a registration is refused with a clear
+/// error; another address can still register, and the limited one can still log in.
+pub async fn registrations_over_the_limit_are_refused(addr: Target, mode: Mode, per_address: u32) {
+    let busy = from_host(77);
+    let mut names = Vec::new();
+    for _ in 0..per_address {
+        let name = unique("reg");
+        let mut client = Client::connect_from(addr, mode, busy).await;
+        client.name = name.clone();
+        client.send(&format!("/register {name} {PASSWORD}")).await;
+        client.expect_welcome(&name, true).await;
+        names.push(name);
+    }
+    let mut refused = Client::connect_from(addr, mode, busy).await;
+    refused
+        .send(&format!("/register {} {PASSWORD}", unique("reg")))
+        .await;
+    let said = refused.expect_error("too_many_registrations").await;
+    assert!(
+        said.starts_with("too many new accounts from your address; try again in "),
+        "{said}"
+    );
+    // The same connection may still log in to an account it has.
+    refused.name = names[0].clone();
+    refused
+        .send(&format!("/login {} {PASSWORD}", names[0]))
+        .await;
+    refused.expect_welcome(&names[0], false).await;
+
+    let other = unique("reg");
+    let mut elsewhere = Client::connect_from(addr, mode, from_host(78)).await;
+    elsewhere.name = other.clone();
+    elsewhere
+        .send(&format!("/register {other} {PASSWORD}"))
+        .await;
+    elsewhere.expect_welcome(&other, true).await;
+}

@@ -319,3 +319,29 @@ pub fn oversized_upload_closes_the_connection(driver: &impl Driver, mode: Mode) 
         scenarios::oversized_upload_closes_the_connection,
     );
 }
+
+/// Wrong passwords from one address lock that address out of the account, not its owner;
+/// a new address gets in after the account-wide slowdown.
+pub fn failed_logins_lock_the_attackers_address_not_the_owner(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::failed_logins_lock_the_attacker_not_the_owner,
+    );
+}
+
+/// Registrations past the per-address limit get `too_many_registrations`; other addresses
+/// still register.
+pub fn registrations_over_the_limit_are_refused_with_a_clear_error(
+    driver: &impl Driver,
+    mode: Mode,
+) {
+    let config = Config {
+        max_registrations_per_address: 2,
+        ..config()
+    };
+    on_every_database(driver, config, mode, |addr, mode| {
+        scenarios::registrations_over_the_limit_are_refused(addr, mode, 2)
+    });
+}

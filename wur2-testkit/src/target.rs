@@ -2,12 +2,12 @@
 //! whether its listener speaks TLS. TLS targets use one self-signed certificate for the
 //! whole test process ([`certificate`]), which the drivers' TLS listeners serve.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
@@ -50,9 +50,24 @@ impl Target {
         Target { addr, tls: true }
     }
 
-    /// Connects, with the TLS handshake done for a TLS target; both halves boxed.
+    /// Connects from 127.0.0.1, with the TLS handshake done for a TLS target; both halves
+    /// boxed.
     pub(crate) async fn connect(&self) -> (Box<dyn Read>, Box<dyn Write>) {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(self.addr))
+        self.connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Like [`Target::connect`], from the local address `source` (any of 127.0.0.0/8 on
+    /// loopback: another address, as the server sees it).
+    pub(crate) async fn connect_from(&self, source: IpAddr) -> (Box<dyn Read>, Box<dyn Write>) {
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .expect("a socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+        let stream = tokio::time::timeout(STEP, socket.connect(self.addr))
             .await
             .expect("connect timed out")
             .expect("connect failed");

@@ -67,6 +67,28 @@ pub(crate) struct ServeArgs {
         default_value_t = Config::default().login_timeout.as_secs()
     )]
     pub login_timeout_secs: u64,
+    /// Accounts one IP address (an IPv6 /64) may register per `--registration-window-secs`;
+    /// 0 is no limit.
+    #[arg(
+        long,
+        env = "WUR2_MAX_REGISTRATIONS_PER_IP",
+        default_value_t = Config::default().max_registrations_per_address
+    )]
+    pub max_registrations_per_ip: u32,
+    /// The window of `--max-registrations-per-ip`, in seconds.
+    #[arg(
+        long,
+        env = "WUR2_REGISTRATION_WINDOW_SECS",
+        default_value_t = Config::default().registration_window.as_secs()
+    )]
+    pub registration_window_secs: u64,
+    /// Accounts all addresses together may register per minute; 0 is no limit.
+    #[arg(
+        long,
+        env = "WUR2_MAX_REGISTRATIONS_PER_MINUTE",
+        default_value_t = Config::default().max_registrations_per_minute
+    )]
+    pub max_registrations_per_minute: u32,
     /// Messages of a channel's history replayed on `/join`.
     #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = Config::default().history_replay)]
     pub history_replay: usize,
@@ -108,6 +130,9 @@ impl ServeArgs {
             flood_lines_per_second: self.flood_lines_per_second,
             flood_burst: self.flood_burst,
             login_timeout: Duration::from_secs(self.login_timeout_secs),
+            max_registrations_per_address: self.max_registrations_per_ip,
+            registration_window: Duration::from_secs(self.registration_window_secs),
+            max_registrations_per_minute: self.max_registrations_per_minute,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_ip,
             history_replay: self.history_replay,
@@ -159,6 +184,15 @@ mod tests {
         assert_eq!(ours.max_message_bytes, engine.max_message_bytes);
         assert_eq!(ours.max_queued_bytes, engine.max_queued_bytes);
         assert_eq!(ours.login_timeout, engine.login_timeout);
+        assert_eq!(
+            ours.max_registrations_per_address,
+            engine.max_registrations_per_address
+        );
+        assert_eq!(ours.registration_window, engine.registration_window);
+        assert_eq!(
+            ours.max_registrations_per_minute,
+            engine.max_registrations_per_minute
+        );
         assert_eq!(ours.history_replay, engine.history_replay);
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);

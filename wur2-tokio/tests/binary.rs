@@ -131,7 +131,14 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
     let dir = tempfile::tempdir().expect("temporary directory");
     for db in databases().await {
         let url = db.url.clone();
-        let server = Wur2::start(dir.path(), &url, &["--flood-lines-per-second", "0"]);
+        // The scenarios register many accounts from 127.0.0.1.
+        let flags = [
+            "--flood-lines-per-second",
+            "0",
+            "--max-registrations-per-ip",
+            "0",
+        ];
+        let server = Wur2::start(dir.path(), &url, &flags);
         let addr = Target::plain(server.addr);
         tokio::time::timeout(TEST_TIMEOUT, async {
             for mode in Mode::ALL {
@@ -244,7 +251,8 @@ async fn after_kill_9_every_message_a_client_received_is_in_history_exactly_once
     use std::io::Write;
     let dir = tempfile::tempdir().expect("temporary directory");
     for db in databases().await {
-        let mut server = Wur2::start(dir.path(), &db.url, &["--flood-lines-per-second", "0"]);
+        let args = ["--flood-lines-per-second", "0", "--max-registrations-per-ip", "0"];
+        let mut server = Wur2::start(dir.path(), &db.url, &args);
         let addr = server.addr;
         let clients: Vec<CrashClient> = (0..5).map(|_| CrashClient::join(addr)).collect();
         let mut senders = Vec::new();

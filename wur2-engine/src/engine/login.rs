@@ -1,13 +1,17 @@
 //! The login flow: the seed's interactive questions for people on `nc`, the one-line
-//! `/register` and `/login`, failed-login limits, and what happens on success.
+//! `/register` and `/login`, failed-login limits (the lock-outs and slowdowns of the login
+//! guard), registration limits, and what happens on success.
 
-use std::time::Instant;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use super::{Departure, Engine, Login, Member, Pending, Stage, Timer};
 use crate::command::{Command, ParseError, parse_command};
 use crate::ids::ConnectionId;
+use crate::login_guard::Admission;
 use crate::names::{is_valid_username, username_key};
 use crate::output::CloseReason;
+use crate::registration_limit::Refused;
 use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Prompt};
 
@@ -23,6 +27,8 @@ impl Engine {
     ) -> Login {
         let trimmed = text.trim();
         match login {
+            // Input waits while a slowed-down login waits (the session is blocked).
+            login @ Login::Delayed { .. } => login,
             Login::AskPassword { existing, username } => {
                 self.authenticate(connection, existing, username, Password::new(text), now)
             }
@@ -94,8 +100,8 @@ impl Engine {
         login
     }
 
-    /// Checks what can be checked here, then asks the store to log in or register;
-    /// returns the next step.
+    /// Checks what can be checked here, then asks the store to log in or register (a
+    /// slowed-down login after its wait); returns the next step.
     fn authenticate(
         &mut self,
         connection: ConnectionId,
@@ -111,23 +117,41 @@ impl Engine {
         let account = username_key(&username);
         let password_len = password.expose().len();
         if existing {
-            if self.login_guard.is_locked(&account, address, now) {
-                self.error(
-                    connection,
-                    ErrorCode::LockedOut,
-                    format_args!("too many failed logins; try again later"),
-                );
-                return self.login_failed(connection, None, now);
-            }
-            if !is_valid_username(&username) || password_len > self.config.max_password_bytes {
-                return self.login_failed(connection, Some(&account), now);
-            }
-            let pending = Pending::Authenticate {
-                connection,
-                existing,
-                account,
+            let wait = match self.login_guard.admit(&account, address, now) {
+                Admission::Locked => {
+                    self.error(
+                        connection,
+                        ErrorCode::LockedOut,
+                        format_args!("too many failed logins; try again later"),
+                    );
+                    return self.login_failed(connection, Failure::LockedOut, now);
+                }
+                Admission::After(wait) => wait,
             };
-            self.request_for(StoreRequest::Login { username, password }, pending);
+            if !is_valid_username(&username) {
+                // No account has this name: counted against the address only, so
+                // malformed names cannot fill the guard's memory with long keys.
+                let failure = Failure::Refused { account: None };
+                return self.login_failed(connection, failure, now);
+            }
+            if password_len > self.config.max_password_bytes {
+                let failure = Failure::Refused {
+                    account: Some(&account),
+                };
+                return self.login_failed(connection, failure, now);
+            }
+            if wait > Duration::ZERO {
+                let until = now.checked_add(wait).unwrap_or(now);
+                self.timers.set(until, connection, Timer::LoginDelay);
+                let wait_ms = wait.as_millis();
+                tracing::info!(%connection, %address, wait_ms, "login slowed down");
+                return Login::Delayed {
+                    username,
+                    password,
+                    until,
+                };
+            }
+            self.request_login(connection, username, password);
             return Login::Authenticating;
         }
         let (min, max) = (
@@ -146,31 +170,91 @@ impl Engine {
             );
             return self.ask_again(connection);
         }
+        if let Err(refused) = self.registrations.reserve(address, now) {
+            self.registration_refused(connection, address, refused);
+            return self.ask_again(connection);
+        }
         let pending = Pending::Authenticate {
             connection,
             existing,
             account,
+            registration: Some(now),
         };
         self.request_for(StoreRequest::Register { username, password }, pending);
         Login::Authenticating
     }
 
-    /// The store answered a login or registration.
+    /// Asks the store to check a login's password.
+    fn request_login(&mut self, connection: ConnectionId, username: String, password: Password) {
+        let pending = Pending::Authenticate {
+            connection,
+            existing: true,
+            account: username_key(&username),
+            registration: None,
+        };
+        self.request_for(StoreRequest::Login { username, password }, pending);
+    }
+
+    /// The wait of `connection`'s slowed-down login is over: its password goes to the
+    /// store.
+    pub(super) fn login_delay_over(&mut self, connection: ConnectionId) {
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return;
+        };
+        let Stage::LoggingIn(login) = &mut session.stage else {
+            return;
+        };
+        match std::mem::replace(login, Login::Authenticating) {
+            Login::Delayed {
+                username, password, ..
+            } => self.request_login(connection, username, password),
+            other => *login = other,
+        }
+    }
+
+    /// Tells `connection` that a registration limit refused it, and when to try again.
+    fn registration_refused(&mut self, connection: ConnectionId, address: IpAddr, why: Refused) {
+        let (retry_after, whose) = match why {
+            Refused::Address { retry_after } => (retry_after, "from your address"),
+            Refused::Total { retry_after } => (retry_after, "on this server right now"),
+        };
+        // Whole seconds, rounded up: "try again in 0 s" would be wrong.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        tracing::info!(%connection, %address, ?why, "registration refused by a limit");
+        self.error(
+            connection,
+            ErrorCode::TooManyRegistrations,
+            format_args!("too many new accounts {whose}; try again in {seconds} s"),
+        );
+    }
+
+    /// The store answered a login or registration (counted against the registration
+    /// limits at `registration`).
     pub(super) fn on_authenticated(
         &mut self,
         connection: ConnectionId,
         existing: bool,
         account: &str,
+        registration: Option<Instant>,
         reply: StoreReply,
         now: Instant,
     ) {
+        let Some(address) = self.sessions.get(connection).map(|s| s.peer.ip()) else {
+            return;
+        };
+        if let StoreReply::Account { username, role } = reply {
+            self.login_guard.record_success(account, address, now);
+            return self.logged_in(connection, existing, username, role);
+        }
+        if let Some(at) = registration {
+            self.registrations.release(address, at);
+        }
         let next = match reply {
-            StoreReply::Account { username, role } => {
-                self.login_guard.clear(account);
-                return self.logged_in(connection, existing, username, role);
-            }
             StoreReply::Failed(StoreError::InvalidCredentials) if existing => {
-                self.login_failed(connection, Some(account), now)
+                let failure = Failure::Refused {
+                    account: Some(account),
+                };
+                self.login_failed(connection, failure, now)
             }
             StoreReply::Failed(StoreError::UsernameTaken) => {
                 self.error(
@@ -196,12 +280,13 @@ impl Engine {
         self.set_login(connection, next);
     }
 
-    /// A failed login: counted for the connection, and (when known) the account and
-    /// the address; too many on one connection closes it. Returns the next step.
+    /// A failed login: counted for the connection, and (when refused by the store or the
+    /// rules) for the address and the account it names; too many on one connection closes
+    /// it. Returns the next step.
     fn login_failed(
         &mut self,
         connection: ConnectionId,
-        account: Option<&str>,
+        failure: Failure<'_>,
         now: Instant,
     ) -> Login {
         let Some(session) = self.sessions.get_mut(connection) else {
@@ -210,8 +295,8 @@ impl Engine {
         session.login_failures += 1;
         self.stats.login_failures += 1;
         let (failures, address) = (session.login_failures, session.peer.ip());
-        if let Some(account) = account {
-            self.login_guard.record(account, address, now);
+        if let Failure::Refused { account } = failure {
+            self.login_guard.record_failure(account, address, now);
             self.error(
                 connection,
                 ErrorCode::InvalidCredentials,
@@ -306,4 +391,14 @@ impl Engine {
             format_args!("usernames are 1 to 32 letters, digits, '_', '-' or '.'"),
         );
     }
+}
+
+/// How a login attempt failed.
+#[derive(Debug, Clone, Copy)]
+enum Failure<'a> {
+    /// The login guard refused it before the password was checked.
+    LockedOut,
+    /// Wrong password, unknown user, or a name or password no account can have; `account`
+    /// is the key of a name that could exist.
+    Refused { account: Option<&'a str> },
 }

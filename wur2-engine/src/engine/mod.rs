@@ -27,6 +27,7 @@ use crate::framer::{Frame, LineFramer};
 use crate::ids::{ConnectionId, MessageId, RequestId, TransferId};
 use crate::login_guard::LoginGuard;
 use crate::output::{CloseReason, Output};
+use crate::registration_limit::RegistrationLimit;
 use crate::stats::Stats;
 use crate::store::{Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
@@ -52,6 +53,7 @@ pub struct Engine {
     transfers: Transfers,
     timers: Timers,
     login_guard: LoginGuard,
+    registrations: RegistrationLimit,
     /// Store requests whose answers the engine acts on.
     pending: BTreeMap<RequestId, Pending>,
     /// Accepted messages waiting for the store to commit them, in the order accepted.
@@ -94,6 +96,8 @@ enum Pending {
         connection: ConnectionId,
         existing: bool,
         account: String,
+        /// A registration: when it was counted against the registration limits.
+        registration: Option<Instant>,
     },
     History {
         connection: ConnectionId,
@@ -141,6 +145,7 @@ impl Engine {
         Engine {
             outbox: Outbox::new(&config),
             login_guard: LoginGuard::new(&config),
+            registrations: RegistrationLimit::new(&config),
             config,
             sessions: Sessions::default(),
             accounts: Accounts::default(),
@@ -359,9 +364,12 @@ impl Engine {
         session.awaiting = session.awaiting.saturating_sub(1);
         match pending {
             Pending::Authenticate {
-                existing, account, ..
+                existing,
+                account,
+                registration,
+                ..
             } => {
-                self.on_authenticated(connection, existing, &account, reply, now);
+                self.on_authenticated(connection, existing, &account, registration, reply, now);
             }
             Pending::History { channel, asked, .. } => {
                 self.on_history(connection, &channel, asked, reply);
@@ -376,8 +384,8 @@ impl Engine {
         self.finish_input();
     }
 
-    /// Time has come to `now`: login deadlines, flood control waits and transfer idle
-    /// checks that are due.
+    /// Time has come to `now`: login deadlines, slowed-down logins, flood control waits and
+    /// transfer idle checks that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.outbox.begin_input(now);
         while let Some((at, connection, timer)) = self.timers.pop_due(now) {
@@ -393,6 +401,10 @@ impl Engine {
                         format_args!("login timed out"),
                     );
                     self.close(connection, CloseReason::LoginTimeout, Departure::Silent);
+                }
+                Timer::LoginDelay if session.login_delayed_until() == Some(at) => {
+                    self.login_delay_over(connection);
+                    self.process_input(connection, now);
                 }
                 Timer::FloodRetry if session.throttled_until == Some(at) => {
                     session.throttled_until = None;
@@ -642,6 +654,9 @@ impl Engine {
         }
         if let Some(at) = session.throttled_until {
             self.timers.cancel(at, connection, Timer::FloodRetry);
+        }
+        if let Some(at) = session.login_delayed_until() {
+            self.timers.cancel(at, connection, Timer::LoginDelay);
         }
         if let Some(member) = session.member() {
             self.accounts.log_out(&member.account, connection);

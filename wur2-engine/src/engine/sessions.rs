@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::flood::FloodBucket;
 use crate::framer::LineFramer;
 use crate::ids::ConnectionId;
+use crate::store::Password;
 use crate::wire::Mode;
 
 use super::transfers::Upload;
@@ -35,6 +36,13 @@ pub(crate) enum Login {
     AskUsername { existing: bool },
     /// Waiting for the password of `username`.
     AskPassword { existing: bool, username: String },
+    /// A login to an account under attack waits until `until` before its password goes to
+    /// the store (the account-wide slowdown of the login guard).
+    Delayed {
+        username: String,
+        password: Password,
+        until: Instant,
+    },
     /// A login or registration request is with the store.
     Authenticating,
 }
@@ -80,10 +88,20 @@ impl Session {
         }
     }
 
-    /// Whether input must wait (for the store or for flood control).
+    /// When a slowed-down login's password goes to the store, while it waits.
+    pub(crate) fn login_delayed_until(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::LoggingIn(Login::Delayed { until, .. }) => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Whether input must wait (for the store, for flood control or for a slowed-down
+    /// login).
     pub(crate) fn is_blocked(&self) -> bool {
         self.awaiting > 0
             || self.throttled_until.is_some()
+            || self.login_delayed_until().is_some()
             || self.upload.is_some_and(|upload| upload.stalled)
     }
 }

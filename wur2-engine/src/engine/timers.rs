@@ -12,6 +12,8 @@ use crate::ids::{ConnectionId, TransferId};
 pub(super) enum Timer {
     /// The connection must have logged in by now.
     LoginDeadline,
+    /// The connection's slowed-down login may have its password checked now.
+    LoginDelay,
     /// Flood control lets the connection's next line through.
     FloodRetry,
     /// Time to check whether this transfer (requested by the connection) has moved any
