@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{PASSWORD, World};
-use wur2_engine::{CloseReason, Config, ConnectionId, Engine, Output, Role, StoreError};
+use wur2_engine::{
+    AccountChange, CloseReason, Config, ConnectionId, Engine, Output, Role, StoreError,
+};
 
 fn world() -> World {
     World::default_world()
@@ -497,6 +499,78 @@ fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
     assert!(w.saw(u, "only admins can set roles"));
     w.send(admin, "/role ghost mod\n");
     assert!(w.saw(admin, "no such user"));
+}
+
+#[test]
+fn an_operator_role_change_applies_to_every_live_session_and_tells_them() {
+    let mut w = world();
+    w.store.add_account("boss", PASSWORD, Role::Admin);
+    let (b1, b2) = (w.login("boss"), w.login("boss"));
+    let u = w.user("pat");
+    w.lines(b1);
+    w.lines(b2);
+    w.engine
+        .handle_account_changed("BOSS", AccountChange::Role(Role::User), w.now);
+    w.drain();
+    for b in [b1, b2] {
+        assert_eq!(
+            w.lines(b),
+            vec!["Your role is now user (set by the operator)"]
+        );
+    }
+    w.send(b1, "/kick pat\n");
+    assert!(w.saw(b1, "only moderators and admins can kick"));
+    w.send(b2, "/role pat mod\n");
+    assert!(w.saw(b2, "only admins can set roles"));
+    assert!(!w.is_closed(u));
+    w.engine
+        .handle_account_changed("pat", AccountChange::Role(Role::Mod), w.now);
+    w.drain();
+    assert_eq!(
+        w.lines(u),
+        vec!["Your role is now mod (set by the operator)"]
+    );
+    w.send(u, "/help\n");
+    assert!(w.lines(u).iter().any(|l| l.contains("/kick")));
+}
+
+#[test]
+fn an_operator_role_change_to_the_role_held_or_of_someone_offline_says_nothing() {
+    let mut w = world();
+    let u = w.user("pat");
+    w.lines(u);
+    w.engine
+        .handle_account_changed("pat", AccountChange::Role(Role::User), w.now);
+    w.engine
+        .handle_account_changed("ghost", AccountChange::Purged, w.now);
+    w.drain();
+    assert!(w.lines(u).is_empty());
+    assert!(!w.is_closed(u));
+}
+
+#[test]
+fn a_purged_account_has_every_session_closed_with_a_clear_line() {
+    let mut w = world();
+    let (p1, p2) = (w.user("pat"), w.login("pat"));
+    let bystander = w.user("nia");
+    w.lines(bystander);
+    w.engine
+        .handle_account_changed("Pat", AccountChange::Purged, w.now);
+    w.drain();
+    for p in [p1, p2] {
+        assert!(
+            w.lines(p)
+                .contains(&"You were kicked by the operator: your account was deleted".to_string())
+        );
+        assert_eq!(w.closed[&p], (CloseReason::AccountDeleted, true));
+    }
+    assert!(
+        w.lines(bystander)
+            .contains(&"* pat left Global".to_string())
+    );
+    w.send(bystander, "/list\n");
+    assert_eq!(w.lines(bystander), vec!["Connected users: nia"]);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
 #[test]
