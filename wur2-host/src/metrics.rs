@@ -32,11 +32,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
-use wur2_engine::{StoreReply, StoreRequest};
+use wur2_engine::{StoreError, StoreReply, StoreRequest};
 
-use crate::Storage;
 use crate::runtime::{Runtime, Transport};
 use crate::status::ServerStatus;
+use crate::{AccountChanges, Storage};
 
 /// Upper bounds of the store latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -144,6 +144,13 @@ impl<S: Storage> Storage for Metered<S> {
 
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.inner.close()
+    }
+
+    fn account_changes(
+        &self,
+        after: Option<i64>,
+    ) -> impl Future<Output = Option<Result<AccountChanges, StoreError>>> + Send + 'static {
+        self.inner.account_changes(after)
     }
 }
 
