@@ -304,7 +304,8 @@ where
     let mut witness = Client::register(addr, mode, &unique("wi")).await;
 
     grant(m.clone()).await;
-    // Roles are read at login: log in again to get the new role.
+    // The live session learns the new role within about a second; a new login reads
+    // it at once.
     moderator.send("/close").await;
     moderator.expect_closed().await;
     let mut moderator = Client::login(addr, mode, &m).await;
@@ -571,7 +572,8 @@ where
     let admin = Client::register(addr, mode, &a).await;
     let mut other = Client::register(addr, mode, &b).await;
     grant(a.clone()).await;
-    // Roles are read at login: log in again to get the new role.
+    // The live session learns the new role within about a second; a new login reads
+    // it at once.
     drop(admin);
     let mut admin = Client::login(addr, mode, &a).await;
 
