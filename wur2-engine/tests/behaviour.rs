@@ -233,6 +233,34 @@ fn relayed_text_carries_no_terminal_control_sequences() {
 }
 
 #[test]
+fn zero_width_and_line_separator_characters_never_reach_terminal_or_json_clients() {
+    let mut w = world();
+    let (a, b) = (w.user("dan"), w.user("eva"));
+    let j = w.user("jo");
+    w.send(j, "/mode json\n");
+    w.lines(a);
+    w.lines(j);
+    w.send(
+        b,
+        "ad\u{200b}min\u{2060} \u{feff}says:\u{2028} hi\u{2029} \u{1f469}\u{200d}\u{1f4bb}\n",
+    );
+    assert_eq!(
+        w.lines(a),
+        vec!["[Global] eva: admin says: hi \u{1f469}\u{200d}\u{1f4bb}"]
+    );
+    let json = w.lines(j).join("\n");
+    assert!(
+        json.contains("\"text\":\"admin says: hi \u{1f469}\u{200d}\u{1f4bb}\""),
+        "{json}"
+    );
+    assert_eq!(
+        w.store.history("Global").last().map(|m| m.text.as_str()),
+        Some("admin says: hi \u{1f469}\u{200d}\u{1f4bb}"),
+        "stored as relayed"
+    );
+}
+
+#[test]
 fn a_message_over_the_limit_is_refused() {
     let mut w = world();
     let (a, b) = (w.user("fay"), w.user("gus"));
