@@ -251,7 +251,7 @@ mod store;
 mod wire;
 
 pub use command::{Command, ParseError, parse_command};
-pub use config::{Config, WallClock};
+pub use config::{Config, RESERVED_USERNAMES, WallClock};
 pub use engine::Engine;
 pub use file::{
     FileError, MAX_FILE_NAME_BYTES, MAX_FILE_PATH_BYTES, PathProblem, check_relative_path,

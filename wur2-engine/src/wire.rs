@@ -52,6 +52,8 @@ pub enum ErrorCode {
     InvalidPassword,
     /// Registration with a name already taken.
     UsernameTaken,
+    /// Registration with a name the operator reserved (`Config::reserved_usernames`).
+    UsernameReserved,
     /// Wrong password or unknown user (the same for both).
     InvalidCredentials,
     /// The server is busy; try again.
@@ -116,6 +118,7 @@ impl ErrorCode {
             ErrorCode::InvalidUsername => "invalid_username",
             ErrorCode::InvalidPassword => "invalid_password",
             ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::UsernameReserved => "username_reserved",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::Busy => "busy",
             ErrorCode::StorageUnavailable => "storage_unavailable",

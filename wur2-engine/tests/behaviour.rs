@@ -44,6 +44,60 @@ fn interactive_flow_registers_then_logs_in_with_the_seed_questions() {
 }
 
 #[test]
+fn names_that_pass_for_the_server_cannot_be_registered_but_existing_ones_log_in() {
+    let mut w = world();
+    w.store.add_account("Root", PASSWORD, Role::Admin);
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register SyStEm {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        vec![
+            "Error: the username SyStEm is reserved; choose another",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    // The interactive flow refuses it before asking for a password.
+    w.send(c, "n\nGlobal\n");
+    assert_eq!(
+        w.lines(c),
+        vec![
+            "Enter username:",
+            "Error: the username Global is reserved; choose another",
+            "Enter username:"
+        ]
+    );
+    assert!(!w.store_log.iter().any(|r| r.contains("Register")));
+    w.send(c, &format!("serverless\n{PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome serverless!"));
+    // Channels are another namespace: a channel called admin is just a channel.
+    w.send(c, "/join admin\n");
+    assert!(w.saw(c, "Switched from Global to admin"));
+    // An account made before the name was reserved keeps working.
+    let root = w.login("root");
+    w.send(root, "/role\n");
+    assert_eq!(w.lines(root), vec!["Your role is admin"]);
+}
+
+#[test]
+fn the_reserved_names_are_the_operators_to_choose() {
+    let mut w = World::new(Config {
+        reserved_usernames: vec!["Bob".into()],
+        ..Config::default()
+    });
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register BOB {PASSWORD}\n"));
+    assert!(w.saw(c, "the username BOB is reserved"));
+    w.user("system");
+    let mut open = World::new(Config {
+        reserved_usernames: Vec::new(),
+        ..Config::default()
+    });
+    open.user("admin");
+}
+
+#[test]
 fn wrong_password_and_unknown_user_get_the_same_words() {
     let mut w = world();
     w.user("bob");

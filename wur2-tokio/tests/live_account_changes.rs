@@ -101,12 +101,12 @@ fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(db: &TestDb) {
     let (server, dir) = start(db);
     let mut boss = Peer::register(server.addr, "boss");
     let mut pat = Peer::register(server.addr, "pat");
-    drop(Peer::register(server.addr, "root"));
+    drop(Peer::register(server.addr, "chief"));
     // A promotion reaches the live session too.
     let said = operator(dir.path(), &db.url, &["role", "boss", "admin"]);
     assert!(said.contains("within about a second"), "{said}");
     sees_within(&mut boss, "Your role is now admin (set by the operator)");
-    operator(dir.path(), &db.url, &["role", "root", "admin"]);
+    operator(dir.path(), &db.url, &["role", "chief", "admin"]);
 
     operator(dir.path(), &db.url, &["role", "BOSS", "user"]);
     sees_within(&mut boss, "Your role is now user (set by the operator)");
