@@ -86,7 +86,7 @@ impl std::str::FromStr for Role {
 }
 
 /// A change to an account made outside this engine: by the operator's command line
-/// (`wur2 role`, `wur2 purge-user`), or by another server sharing the database. The driver
+/// (`wur2 role`, `wur2 purge-user`), or another node sharing the accounts. The driver
 /// learns of it from its store and passes it to
 /// [`Engine::handle_account_changed`](crate::Engine::handle_account_changed), which applies
 /// it to the account's live sessions.

@@ -29,7 +29,7 @@ pub trait Storage: Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = ()> + Send;
 
     /// Account changes recorded after `after` (a role set or an account purged from the
-    /// operator's shell, or by another server on the same database), oldest first, and
+    /// operator's shell), oldest first, and
     /// where to read after next time. `after == None` asks only where the record stands
     /// now: the driver asks that once at start, then every
     /// [`ACCOUNT_CHANGES_POLL`](crate::ACCOUNT_CHANGES_POLL) for what came since, and gives

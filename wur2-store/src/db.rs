@@ -232,13 +232,14 @@ impl Db {
     }
 
     /// Sets an account's role, unless that would take the admin role from the last admin
-    /// (one statement: the check and the change cannot be split by another change), and
-    /// records the change for running servers in the same transaction.
+    /// (one statement: the check and the change cannot be split by another change). With
+    /// `record_at` (now, for a change made outside the server), the change is recorded for
+    /// running servers in the same transaction.
     pub(crate) async fn set_role(
         &self,
         key: &str,
         role: Role,
-        now_ms: i64,
+        record_at: Option<i64>,
     ) -> Result<RoleChange, sqlx::Error> {
         let sql = "UPDATE users SET role = $1 WHERE username_key = $2 \
                    AND ($1 = 'admin' OR role <> 'admin' \
@@ -255,19 +256,21 @@ impl Db {
                         role: role_from_db(row.try_get("role")?)?,
                         created_at_unix_ms: row.try_get("created_at_ms")?,
                     };
-                    if let Some(lock) = lock {
-                        sqlx::query(lock).execute(&mut *tx).await?;
+                    if let Some(now_ms) = record_at {
+                        if let Some(lock) = lock {
+                            sqlx::query(lock).execute(&mut *tx).await?;
+                        }
+                        sqlx::query(INSERT_CHANGE)
+                            .bind(key)
+                            .bind(CHANGE_ROLE)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query(PRUNE_CHANGES)
+                            .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
+                            .execute(&mut *tx)
+                            .await?;
                     }
-                    sqlx::query(INSERT_CHANGE)
-                        .bind(key)
-                        .bind(CHANGE_ROLE)
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(PRUNE_CHANGES)
-                        .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
-                        .execute(&mut *tx)
-                        .await?;
                     tx.commit().await?;
                     Ok(RoleChange::Changed(user))
                 }

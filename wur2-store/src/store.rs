@@ -316,7 +316,7 @@ impl Store {
     /// `StoreError::UnknownUser`, or `StoreError::LastAdmin` when the account is the last
     /// admin and `role` is not admin.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<User, StoreError> {
-        let user = set_role(self.shared(), username, role).await?;
+        let user = set_role(self.shared(), username, role, Some(now_ms())).await?;
         tracing::info!(username = %user.username, role = %role, "role changed");
         Ok(user)
     }
@@ -373,8 +373,8 @@ impl Store {
         shared.in_time(shared.db.latest_account_change()).await
     }
 
-    /// Account changes recorded after id `after` (by [`Store::set_role`],
-    /// [`Store::purge_user`] and the engine's role requests), at most
+    /// Account changes recorded after id `after` (by [`Store::set_role`] and
+    /// [`Store::purge_user`], the operator's commands), at most
     /// [`ACCOUNT_CHANGES_BATCH`], oldest first, each with the username it applies to:
     /// a role change carries the role the account holds now, so changes that raced each
     /// other end in what the database holds. Returns the id to read after next time
@@ -510,10 +510,16 @@ async fn answer(work: impl Future<Output = Result<StoreReply, StoreError>>) -> S
     work.await.unwrap_or_else(StoreReply::Failed)
 }
 
-/// Sets `username`'s role, unless it is the last admin's and `role` is not admin.
-async fn set_role(shared: &Shared, username: &str, role: Role) -> Result<User, StoreError> {
+/// Sets `username`'s role, unless it is the last admin's and `role` is not admin; with
+/// `record_at`, records the change for running servers (see [`Db::set_role`]).
+async fn set_role(
+    shared: &Shared,
+    username: &str,
+    role: Role,
+    record_at: Option<i64>,
+) -> Result<User, StoreError> {
     match shared
-        .in_time(shared.db.set_role(&username_key(username), role, now_ms()))
+        .in_time(shared.db.set_role(&username_key(username), role, record_at))
         .await?
     {
         RoleChange::Changed(user) => Ok(user),
@@ -528,7 +534,9 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         StoreRequest::Register { username, password } => register(shared, username, password).await,
         StoreRequest::Login { username, password } => login(shared, username, password).await,
         StoreRequest::SetRole { username, role } => {
-            let user = set_role(shared, &username, role).await?;
+            // The engine that asked applies the change itself: not recorded, so it is
+            // never applied (and told) twice.
+            let user = set_role(shared, &username, role, None).await?;
             Ok(StoreReply::Account {
                 username: user.username,
                 role: user.role,

@@ -1,5 +1,5 @@
 //! Account changes made outside this engine (the operator's `wur2 role` and `wur2
-//! purge-user`, another server on the same database), applied to the live sessions.
+//! purge-user`, another node sharing the accounts), applied to the live sessions.
 //!
 //! It changes only what the accounts and sessions already hold, and never asks the store:
 //! the change is already stored when it arrives here.

@@ -399,7 +399,7 @@ impl Engine {
     }
 
     /// Account `username` (matched without regard to case) was changed outside this engine
-    /// at `now`: by the operator's command line, or another server on the same database.
+    /// at `now`: by the operator's command line, or another node sharing the accounts.
     /// A new role applies to every live session of the account at once, and each is told
     /// (as after `/role`); a role it already has changes nothing. A purged account's
     /// sessions are told and closed. An account that is not online is ignored.
