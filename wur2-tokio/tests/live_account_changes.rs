@@ -18,20 +18,22 @@ use wur2_testkit::{TestDb, databases};
 /// How long a change made in the shell may take to reach a live session.
 const WITHIN: Duration = Duration::from_secs(2);
 
-/// A fresh SQLite database, then a fresh PostgreSQL one when configured.
-fn test_databases() -> Vec<TestDb> {
-    tokio::runtime::Runtime::new()
+/// A fresh PostgreSQL database, or `None` (said on stderr) when none is configured.
+fn postgres() -> Option<TestDb> {
+    let db = tokio::runtime::Runtime::new()
         .expect("a runtime")
         .block_on(databases())
-}
-
-/// The database of `label` (`sqlite`, `postgres`), or `None` when it is not configured.
-fn database(label: &str) -> Option<TestDb> {
-    let db = test_databases().into_iter().find(|db| db.label == label);
+        .into_iter()
+        .find(|db| db.label == "postgres");
     if db.is_none() {
         eprintln!("skipped: WUR2_TEST_POSTGRES_URL is not set");
     }
     db
+}
+
+/// A fresh SQLite database in `dir`.
+fn sqlite(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("wur2.db").display())
 }
 
 /// Runs `wur2 <args>` as the operator would, on `url`; returns its standard output.
@@ -90,25 +92,25 @@ fn closed_within(peer: &mut Peer) -> bool {
     }
 }
 
-/// A server on `db`, and the directory it runs in.
-fn start(db: &TestDb) -> (ServerProcess, tempfile::TempDir) {
+/// A server on the database at `url`, and the directory it runs in.
+fn start(url: &str) -> (ServerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = ServerProcess::start(dir.path(), &[], &[("DATABASE_URL", &db.url)]);
+    let server = ServerProcess::start(dir.path(), &[], &[("DATABASE_URL", url)]);
     (server, dir)
 }
 
-fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(db: &TestDb) {
-    let (server, dir) = start(db);
+fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(url: &str) {
+    let (server, dir) = start(url);
     let mut boss = Peer::register(server.addr, "boss");
     let mut pat = Peer::register(server.addr, "pat");
     drop(Peer::register(server.addr, "chief"));
     // A promotion reaches the live session too.
-    let said = operator(dir.path(), &db.url, &["role", "boss", "admin"]);
+    let said = operator(dir.path(), url, &["role", "boss", "admin"]);
     assert!(said.contains("within about a second"), "{said}");
     sees_within(&mut boss, "Your role is now admin (set by the operator)");
-    operator(dir.path(), &db.url, &["role", "chief", "admin"]);
+    operator(dir.path(), url, &["role", "chief", "admin"]);
 
-    operator(dir.path(), &db.url, &["role", "BOSS", "user"]);
+    operator(dir.path(), url, &["role", "BOSS", "user"]);
     sees_within(&mut boss, "Your role is now user (set by the operator)");
     boss.send("/kick pat\n");
     sees_within(&mut boss, "only moderators and admins can kick");
@@ -119,11 +121,11 @@ fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(db: &TestDb) {
     server.stop();
 }
 
-fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(db: &TestDb) {
-    let (server, dir) = start(db);
+fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(url: &str) {
+    let (server, dir) = start(url);
     let mut pat = Peer::register(server.addr, "pat");
     let mut nia = Peer::register(server.addr, "nia");
-    let said = operator(dir.path(), &db.url, &["purge-user", "Pat"]);
+    let said = operator(dir.path(), url, &["purge-user", "Pat"]);
     assert!(said.contains("within about a second"), "{said}");
     sees_within(
         &mut pat,
@@ -141,26 +143,26 @@ fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(db: &Test
 
 #[test]
 fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role_on_sqlite() {
-    let db = database("sqlite").expect("SQLite is always there");
-    a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(&db);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(&sqlite(&dir));
 }
 
 #[test]
 fn a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role_on_postgres() {
-    if let Some(db) = database("postgres") {
-        a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(&db);
+    if let Some(db) = postgres() {
+        a_demoted_admin_cannot_kick_within_two_seconds_of_wur2_role(&db.url);
     }
 }
 
 #[test]
 fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user_on_sqlite() {
-    let db = database("sqlite").expect("SQLite is always there");
-    a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(&db);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(&sqlite(&dir));
 }
 
 #[test]
 fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user_on_postgres() {
-    if let Some(db) = database("postgres") {
-        a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(&db);
+    if let Some(db) = postgres() {
+        a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(&db.url);
     }
 }
