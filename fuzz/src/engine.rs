@@ -30,9 +30,10 @@ use arbitrary::Arbitrary;
 use serde_json::Value;
 use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
-    CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output, PendingMessage,
-    RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, WallClock,
-    check_relative_path, is_valid_channel_name, is_valid_username, sanitize_text, username_key,
+    AccountChange, CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output,
+    PendingMessage, RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
+    TransferId, WallClock, check_relative_path, is_valid_channel_name, is_valid_username,
+    sanitize_text, username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -171,6 +172,8 @@ pub enum Event {
     FireTimer,
     /// The server shuts down.
     Shutdown,
+    /// The operator changed an account from the shell: a new role, or (`None`) a purge.
+    AccountChanged { user: Name, role: Option<RoleName> },
 }
 
 /// How the store answers one request.
@@ -879,6 +882,14 @@ impl Harness {
             Event::Shutdown => {
                 self.shut_down = true;
                 self.engine.handle_shutdown(self.now);
+            }
+            Event::AccountChanged { user, role } => {
+                let change = match role {
+                    Some(role) => AccountChange::Role(role.role()),
+                    None => AccountChange::Purged,
+                };
+                self.engine
+                    .handle_account_changed(user.as_str(), change, self.now);
             }
         }
     }

@@ -87,6 +87,12 @@ pub struct Config {
     pub demo_roles: bool,
     /// The channel everybody starts in.
     pub default_channel: String,
+    /// Usernames no one may register, compared without regard to ASCII case: names that
+    /// would pass for the server or its staff in a line such as `[Global] system: …`.
+    /// Registering one is refused with `username_reserved`; an account that already has
+    /// such a name logs in as before. Channel names are another namespace and are not
+    /// checked (`Global` stays a channel; a channel never speaks). Empty: none reserved.
+    pub reserved_usernames: Vec<String>,
     /// The first line a new connection sees.
     pub banner: String,
     /// Largest file a user may send, in bytes. A server-side file above it is refused; an
@@ -149,6 +155,10 @@ impl Default for Config {
             max_history: 200,
             demo_roles: false,
             default_channel: "Global".to_string(),
+            reserved_usernames: RESERVED_USERNAMES
+                .iter()
+                .map(|&name| name.to_owned())
+                .collect(),
             banner: "Welcome to WUR2 chat!".to_string(),
             max_file_bytes: 100 * 1024 * 1024,
             max_transfers_per_user: 3,
@@ -162,7 +172,30 @@ impl Default for Config {
     }
 }
 
+/// The default of [`Config::reserved_usernames`].
+pub const RESERVED_USERNAMES: &[&str] = &[
+    "server",
+    "system",
+    "root",
+    "admin",
+    "administrator",
+    "operator",
+    "moderator",
+    "mod",
+    "staff",
+    "support",
+    "global",
+    "wur2",
+];
+
 impl Config {
+    /// Whether `username` is one of [`Config::reserved_usernames`] (any letter case).
+    pub fn is_reserved_username(&self, username: &str) -> bool {
+        self.reserved_usernames
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(username))
+    }
+
     /// Unprocessed input the engine holds for one connection at most, in bytes: room for
     /// `max_pending_lines + 2` lines of `max_line_bytes` with their line endings, or one
     /// `transfer_window_bytes`, whichever is larger (about 808 KiB by default). The engine pauses reading long

@@ -118,6 +118,9 @@ mod tests {
         assert!(!is_valid_file_name("a/b"));
         assert!(!is_valid_file_name(".."));
         assert!(!is_valid_file_name("bad\u{202e}txt.exe"));
+        assert!(!is_valid_file_name("report\u{200b}.pdf"));
+        assert!(!is_valid_file_name("line\u{2028}break.txt"));
+        assert!(is_valid_file_name("\u{1f469}\u{200d}\u{1f4bb}.png"));
         assert!(!is_valid_file_name(&"n".repeat(256)));
     }
 }

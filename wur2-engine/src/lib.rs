@@ -90,6 +90,7 @@
 //! | [`Engine::handle_store_reply`] | a [`StoreRequest`] finished; pass its [`RequestId`] and [`StoreReply`] |
 //! | [`Engine::handle_file_opened`], [`Engine::handle_file_data`], [`Engine::handle_file_failed`] | a server-side file was opened or read, or could not be |
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
+//! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set or an account purged from the operator's shell): its live sessions follow |
 //! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
 //!
 //! Every input takes `now`, a monotonic [`Instant`](std::time::Instant) from the caller's
@@ -251,7 +252,7 @@ mod store;
 mod wire;
 
 pub use command::{Command, ParseError, parse_command};
-pub use config::{Config, WallClock};
+pub use config::{Config, RESERVED_USERNAMES, WallClock};
 pub use engine::Engine;
 pub use file::{
     FileError, MAX_FILE_NAME_BYTES, MAX_FILE_PATH_BYTES, PathProblem, check_relative_path,
@@ -264,7 +265,7 @@ pub use output::{CloseReason, Output};
 pub use sanitize::sanitize_text;
 pub use stats::Stats;
 pub use store::{
-    ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError, StoreReply,
-    StoreRequest, StoredMessage, UnknownRole,
+    AccountChange, ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError,
+    StoreReply, StoreRequest, StoredMessage, UnknownRole,
 };
 pub use wire::{ErrorCode, Mode};

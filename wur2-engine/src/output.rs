@@ -112,6 +112,8 @@ pub enum CloseReason {
     /// The client announced an upload larger than `max_file_bytes`: its bytes could not
     /// be read and dropped in any reasonable time, so the connection ends instead.
     UploadTooLarge,
+    /// The account was deleted (`wur2 purge-user`) while the user was logged in.
+    AccountDeleted,
 }
 
 impl CloseReason {
@@ -128,6 +130,7 @@ impl CloseReason {
             CloseReason::TooManyFromAddress => "too many connections from address",
             CloseReason::Shutdown => "server shutdown",
             CloseReason::UploadTooLarge => "upload too large",
+            CloseReason::AccountDeleted => "account deleted",
         }
     }
 }

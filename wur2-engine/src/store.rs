@@ -85,6 +85,23 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// A change to an account made outside this engine: by the operator's command line
+/// (`wur2 role`, `wur2 purge-user`), or another node sharing the accounts. The driver
+/// learns of it from its store and passes it to
+/// [`Engine::handle_account_changed`](crate::Engine::handle_account_changed), which applies
+/// it to the account's live sessions.
+///
+/// `#[non_exhaustive]`: more kinds of change (bans) will come. Stores build these values;
+/// only the engine matches on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccountChange {
+    /// The account's role is now this one.
+    Role(Role),
+    /// The account was deleted with its messages.
+    Purged,
+}
+
 /// A role name other than `user`, `mod` or `admin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("unknown role (expected user, mod or admin)")]

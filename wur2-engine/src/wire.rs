@@ -56,6 +56,8 @@ pub enum ErrorCode {
     /// Too many registrations from this address recently, or from everyone in the last
     /// minute; try later (the message says when).
     TooManyRegistrations,
+    /// Registration with a name the operator reserved (`Config::reserved_usernames`).
+    UsernameReserved,
     /// Wrong password or unknown user (the same for both).
     InvalidCredentials,
     /// The server is busy; try again.
@@ -121,6 +123,7 @@ impl ErrorCode {
             ErrorCode::InvalidPassword => "invalid_password",
             ErrorCode::UsernameTaken => "username_taken",
             ErrorCode::TooManyRegistrations => "too_many_registrations",
+            ErrorCode::UsernameReserved => "username_reserved",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::Busy => "busy",
             ErrorCode::StorageUnavailable => "storage_unavailable",

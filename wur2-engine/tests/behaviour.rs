@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{PASSWORD, World};
-use wur2_engine::{CloseReason, Config, ConnectionId, Engine, Output, Role, StoreError};
+use wur2_engine::{
+    AccountChange, CloseReason, Config, ConnectionId, Engine, Output, Role, StoreError,
+};
 
 fn world() -> World {
     World::default_world()
@@ -39,6 +41,60 @@ fn interactive_flow_registers_then_logs_in_with_the_seed_questions() {
         w.lines(d).contains(&"Welcome back Alice!".to_string()),
         "name as registered"
     );
+}
+
+#[test]
+fn names_that_pass_for_the_server_cannot_be_registered_but_existing_ones_log_in() {
+    let mut w = world();
+    w.store.add_account("Root", PASSWORD, Role::Admin);
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register SyStEm {PASSWORD}\n"));
+    assert_eq!(
+        w.lines(c),
+        vec![
+            "Error: the username SyStEm is reserved; choose another",
+            "Do you have an account? (y/n)"
+        ]
+    );
+    // The interactive flow refuses it before asking for a password.
+    w.send(c, "n\nGlobal\n");
+    assert_eq!(
+        w.lines(c),
+        vec![
+            "Enter username:",
+            "Error: the username Global is reserved; choose another",
+            "Enter username:"
+        ]
+    );
+    assert!(!w.store_log.iter().any(|r| r.contains("Register")));
+    w.send(c, &format!("serverless\n{PASSWORD}\n"));
+    assert!(w.saw(c, "Welcome serverless!"));
+    // Channels are another namespace: a channel called admin is just a channel.
+    w.send(c, "/join admin\n");
+    assert!(w.saw(c, "Switched from Global to admin"));
+    // An account made before the name was reserved keeps working.
+    let root = w.login("root");
+    w.send(root, "/role\n");
+    assert_eq!(w.lines(root), vec!["Your role is admin"]);
+}
+
+#[test]
+fn the_reserved_names_are_the_operators_to_choose() {
+    let mut w = World::new(Config {
+        reserved_usernames: vec!["Bob".into()],
+        ..Config::default()
+    });
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, &format!("/register BOB {PASSWORD}\n"));
+    assert!(w.saw(c, "the username BOB is reserved"));
+    w.user("system");
+    let mut open = World::new(Config {
+        reserved_usernames: Vec::new(),
+        ..Config::default()
+    });
+    open.user("admin");
 }
 
 #[test]
@@ -412,6 +468,34 @@ fn relayed_text_carries_no_terminal_control_sequences() {
 }
 
 #[test]
+fn zero_width_and_line_separator_characters_never_reach_terminal_or_json_clients() {
+    let mut w = world();
+    let (a, b) = (w.user("dan"), w.user("eva"));
+    let j = w.user("jo");
+    w.send(j, "/mode json\n");
+    w.lines(a);
+    w.lines(j);
+    w.send(
+        b,
+        "ad\u{200b}min\u{2060} \u{feff}says:\u{2028} hi\u{2029} \u{1f469}\u{200d}\u{1f4bb}\n",
+    );
+    assert_eq!(
+        w.lines(a),
+        vec!["[Global] eva: admin says: hi \u{1f469}\u{200d}\u{1f4bb}"]
+    );
+    let json = w.lines(j).join("\n");
+    assert!(
+        json.contains("\"text\":\"admin says: hi \u{1f469}\u{200d}\u{1f4bb}\""),
+        "{json}"
+    );
+    assert_eq!(
+        w.store.history("Global").last().map(|m| m.text.as_str()),
+        Some("admin says: hi \u{1f469}\u{200d}\u{1f4bb}"),
+        "stored as relayed"
+    );
+}
+
+#[test]
 fn a_message_over_the_limit_is_refused() {
     let mut w = world();
     let (a, b) = (w.user("fay"), w.user("gus"));
@@ -678,6 +762,78 @@ fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
     assert!(w.saw(u, "only admins can set roles"));
     w.send(admin, "/role ghost mod\n");
     assert!(w.saw(admin, "no such user"));
+}
+
+#[test]
+fn an_operator_role_change_applies_to_every_live_session_and_tells_them() {
+    let mut w = world();
+    w.store.add_account("boss", PASSWORD, Role::Admin);
+    let (b1, b2) = (w.login("boss"), w.login("boss"));
+    let u = w.user("pat");
+    w.lines(b1);
+    w.lines(b2);
+    w.engine
+        .handle_account_changed("BOSS", AccountChange::Role(Role::User), w.now);
+    w.drain();
+    for b in [b1, b2] {
+        assert_eq!(
+            w.lines(b),
+            vec!["Your role is now user (set by the operator)"]
+        );
+    }
+    w.send(b1, "/kick pat\n");
+    assert!(w.saw(b1, "only moderators and admins can kick"));
+    w.send(b2, "/role pat mod\n");
+    assert!(w.saw(b2, "only admins can set roles"));
+    assert!(!w.is_closed(u));
+    w.engine
+        .handle_account_changed("pat", AccountChange::Role(Role::Mod), w.now);
+    w.drain();
+    assert_eq!(
+        w.lines(u),
+        vec!["Your role is now mod (set by the operator)"]
+    );
+    w.send(u, "/help\n");
+    assert!(w.lines(u).iter().any(|l| l.contains("/kick")));
+}
+
+#[test]
+fn an_operator_role_change_to_the_role_held_or_of_someone_offline_says_nothing() {
+    let mut w = world();
+    let u = w.user("pat");
+    w.lines(u);
+    w.engine
+        .handle_account_changed("pat", AccountChange::Role(Role::User), w.now);
+    w.engine
+        .handle_account_changed("ghost", AccountChange::Purged, w.now);
+    w.drain();
+    assert!(w.lines(u).is_empty());
+    assert!(!w.is_closed(u));
+}
+
+#[test]
+fn a_purged_account_has_every_session_closed_with_a_clear_line() {
+    let mut w = world();
+    let (p1, p2) = (w.user("pat"), w.login("pat"));
+    let bystander = w.user("nia");
+    w.lines(bystander);
+    w.engine
+        .handle_account_changed("Pat", AccountChange::Purged, w.now);
+    w.drain();
+    for p in [p1, p2] {
+        assert!(
+            w.lines(p)
+                .contains(&"You were kicked by the operator: your account was deleted".to_string())
+        );
+        assert_eq!(w.closed[&p], (CloseReason::AccountDeleted, true));
+    }
+    assert!(
+        w.lines(bystander)
+            .contains(&"* pat left Global".to_string())
+    );
+    w.send(bystander, "/list\n");
+    assert_eq!(w.lines(bystander), vec!["Connected users: nia"]);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
 
+use crate::account_changes::{self, ChangeBatch};
 use crate::connection::{self, Reports};
 use crate::connections::ConnectionEvent;
 use crate::engine_host::{Arrived, EngineHost, Work};
@@ -37,6 +38,8 @@ pub(crate) struct Driver<R: Runtime, S> {
     /// once the last task is gone.
     pub reports: Option<Arc<Reports<R::Stream>>>,
     pub replies_tx: mpsc::UnboundedSender<(RequestId, StoreReply)>,
+    /// Given to the task that reads account changes, started with the loop.
+    pub changes_tx: Option<mpsc::UnboundedSender<ChangeBatch>>,
     /// Where metrics and health checks read the engine's counters.
     pub status: Arc<StatusCell>,
     /// Tells the accept loops to stop (at shutdown).
@@ -56,6 +59,8 @@ pub(crate) struct Channels<S> {
     pub files: mpsc::UnboundedReceiver<FileEvent>,
     pub written: mpsc::UnboundedReceiver<(ConnectionId, usize)>,
     pub replies: mpsc::UnboundedReceiver<(RequestId, StoreReply)>,
+    /// Accounts changed outside the server (the operator's shell).
+    pub changes: mpsc::UnboundedReceiver<ChangeBatch>,
     /// The server handle's request to stop.
     pub shutdown: oneshot::Receiver<()>,
 }
@@ -69,6 +74,7 @@ enum Wake {
     Events(usize),
     Reply((RequestId, StoreReply)),
     File(FileEvent),
+    AccountsChanged(ChangeBatch),
     Timeout,
     StopBy,
 }
@@ -80,6 +86,13 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
         let mut shutdown_armed = true;
         let mut stop_by: Option<Instant> = None;
         let mut events_open = true;
+        if let Some(changes) = self.changes_tx.take() {
+            R::spawn(account_changes::watch::<R, S>(
+                Arc::clone(&self.store),
+                changes,
+                self.stop_accepting.subscribe(),
+            ));
+        }
         loop {
             if batch.is_empty() {
                 let mut timeout = pin!(sleep_until_opt::<R>(self.host.poll_timeout()));
@@ -106,6 +119,9 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                     }
                     if let Poll::Ready(Some(file)) = channels.files.poll_recv(cx) {
                         return Poll::Ready(Wake::File(file));
+                    }
+                    if let Poll::Ready(Some(batch)) = channels.changes.poll_recv(cx) {
+                        return Poll::Ready(Wake::AccountsChanged(batch));
                     }
                     if timeout.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Wake::Timeout);
@@ -136,6 +152,14 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                     Wake::Events(_) => {}
                     Wake::Reply((id, reply)) => self.host.store_reply(id, reply, Instant::now()),
                     Wake::File(event) => self.host.file_event(event, Instant::now()),
+                    Wake::AccountsChanged(batch) => {
+                        let now = Instant::now();
+                        for (username, change) in batch {
+                            self.host
+                                .engine
+                                .handle_account_changed(&username, change, now);
+                        }
+                    }
                     Wake::Timeout => {}
                     Wake::StopBy => {
                         warn!(
@@ -249,6 +273,7 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
     let (written_tx, written) = mpsc::unbounded_channel();
     let (replies_tx, replies) = mpsc::unbounded_channel();
     let (files_tx, files) = mpsc::unbounded_channel();
+    let (changes_tx, changes) = mpsc::unbounded_channel();
     let driver = Driver {
         host: EngineHost::new(engine, options.files_dir.clone()),
         store: Arc::new(store),
@@ -260,6 +285,7 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
         })),
         options,
         replies_tx,
+        changes_tx: Some(changes_tx),
         status,
         stop_accepting,
     };
@@ -268,6 +294,7 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
         files,
         written,
         replies,
+        changes,
         shutdown,
     };
     Wired {

@@ -27,6 +27,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod account_changes;
 mod clock;
 mod connection;
 mod connections;
@@ -43,6 +44,7 @@ mod status;
 mod storage;
 mod tls;
 
+pub use account_changes::ACCOUNT_CHANGES_POLL;
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{
     Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT, LINGER_TIME, Link,
@@ -54,7 +56,7 @@ pub use options::{Options, prepare};
 pub use runtime::{Runtime, Transport};
 pub use server::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, ServeError, ServerHandle, serve_with};
 pub use status::ServerStatus;
-pub use storage::Storage;
+pub use storage::{AccountChanges, Storage};
 pub use tls::{TlsAcceptor, TlsError};
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -32,11 +33,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
-use wur2_engine::{StoreReply, StoreRequest};
+use wur2_engine::{StoreError, StoreReply, StoreRequest};
 
-use crate::Storage;
 use crate::runtime::{Runtime, Transport};
 use crate::status::ServerStatus;
+use crate::{AccountChanges, Storage};
 
 /// Upper bounds of the store latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -60,8 +61,13 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long one request may take, from connecting to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP requests answered at once at most.
-const MAX_REQUESTS: usize = 64;
+/// How long a connection may take to send its whole request head. A scraper sends it at
+/// once; a connection that sends nothing (or dribbles) is dropped after this, so idle
+/// connections cannot hold the [`MAX_REQUESTS`] slots and keep `/healthz` waiting.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_millis(500);
+/// HTTP connections served at once at most; more wait in the kernel's backlog until a
+/// slot frees (an answer, or [`REQUEST_HEAD_TIMEOUT`] for a connection that sends nothing).
+pub const MAX_REQUESTS: usize = 64;
 
 /// Store latency histograms, one per request kind, labelled `request="<kind>"`.
 type Latencies = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
@@ -146,6 +152,13 @@ impl<S: Storage> Storage for Metered<S> {
 
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.inner.close()
+    }
+
+    fn account_changes(
+        &self,
+        after: Option<i64>,
+    ) -> impl Future<Output = Option<Result<AccountChanges, StoreError>>> + Send + 'static {
+        self.inner.account_changes(after)
     }
 }
 
@@ -233,24 +246,34 @@ pub fn serve<R: Runtime, P: StoreProbe>(
     Ok(MetricsServer { local_addr, stop })
 }
 
-/// Answers one request on `stream` with hyper, within [`REQUEST_TIMEOUT`]; the connection
-/// closes after the answer.
+/// Answers one request on `stream` with hyper: its head within [`REQUEST_HEAD_TIMEOUT`],
+/// the whole exchange within [`REQUEST_TIMEOUT`]; the connection closes after the answer.
 async fn answer<R: Runtime, P: StoreProbe>(
     exporter: Arc<Exporter<P>>,
     stream: R::TcpStream,
 ) -> Result<(), String> {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let exporter = Arc::clone(&exporter);
-        async move { Ok::<_, Infallible>(exporter.respond::<R>(&request).await) }
+    let accepted = Instant::now();
+    // hyper calls the service once the request head is read.
+    let head_read = Arc::new(AtomicBool::new(false));
+    let service = hyper::service::service_fn({
+        let head_read = Arc::clone(&head_read);
+        move |request: Request<Incoming>| {
+            head_read.store(true, Ordering::Relaxed);
+            let exporter = Arc::clone(&exporter);
+            async move { Ok::<_, Infallible>(exporter.respond::<R>(&request).await) }
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(false).max_buf_size(MAX_REQUEST_HEAD);
     let connection = builder.serve_connection(HyperIo(R::Stream::from(stream)), service);
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
     futures_lite::future::or(
         async { connection.await.map_err(|error| error.to_string()) },
         async {
-            R::sleep_until(deadline).await;
+            R::sleep_until(accepted + REQUEST_HEAD_TIMEOUT).await;
+            if !head_read.load(Ordering::Relaxed) {
+                return Err("no request head in time".to_owned());
+            }
+            R::sleep_until(accepted + REQUEST_TIMEOUT).await;
             Err("timed out".to_owned())
         },
     )

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row};
-use wur2_engine::{MessageId, PendingMessage, Role, StoredMessage, username_key};
+use wur2_engine::{AccountChange, MessageId, PendingMessage, Role, StoredMessage, username_key};
 
 use crate::config::StoreConfig;
 use crate::{OpenError, User};
@@ -34,6 +34,29 @@ const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
 const SQLITE_CACHE_KIB: u32 = 128;
 /// Values per `IN (...)` list on SQLite.
 const SQLITE_KEYS_PER_STATEMENT: usize = 500;
+
+/// `account_changes.change` of a role change: the account's role is read again.
+const CHANGE_ROLE: &str = "role";
+/// `account_changes.change` of a purged account.
+const CHANGE_PURGE: &str = "purge";
+/// How long an account change is kept: far longer than any running server takes to read
+/// it (about half a second), and short enough that the table stays small.
+const CHANGE_KEEP_MS: i64 = 3_600_000;
+
+/// Records an account change: bound with the username key, the kind and now.
+const INSERT_CHANGE: &str =
+    "INSERT INTO account_changes (username_key, change, created_at_ms) VALUES ($1, $2, $3)";
+/// Forgets account changes written before the bound cutoff (see [`CHANGE_KEEP_MS`]).
+const PRUNE_CHANGES: &str = "DELETE FROM account_changes WHERE created_at_ms < $1";
+
+/// A row of `account_changes`, with the account it names as it is now (if it still is).
+struct ChangeRow {
+    id: i64,
+    key: String,
+    kind: String,
+    username: Option<String>,
+    role: Option<String>,
+}
 
 /// What [`Db::set_role`] did.
 pub(crate) enum RoleChange {
@@ -209,26 +232,131 @@ impl Db {
     }
 
     /// Sets an account's role, unless that would take the admin role from the last admin
-    /// (one statement: the check and the change cannot be split by another change).
-    pub(crate) async fn set_role(&self, key: &str, role: Role) -> Result<RoleChange, sqlx::Error> {
+    /// (one statement: the check and the change cannot be split by another change). With
+    /// `record_at` (now, for a change made outside the server), the change is recorded for
+    /// running servers in the same transaction.
+    pub(crate) async fn set_role(
+        &self,
+        key: &str,
+        role: Role,
+        record_at: Option<i64>,
+    ) -> Result<RoleChange, sqlx::Error> {
         let sql = "UPDATE users SET role = $1 WHERE username_key = $2 \
                    AND ($1 = 'admin' OR role <> 'admin' \
                         OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1) \
                    RETURNING username, role, created_at_ms";
         let exists = "SELECT 1 FROM users WHERE username_key = $1";
+        let lock = self.change_lock();
         on_pool!(self, pool => {
-            match sqlx::query(sql).bind(role.as_str()).bind(key).fetch_optional(pool).await? {
-                Some(row) => Ok(RoleChange::Changed(User {
-                    username: row.try_get("username")?,
-                    role: role_from_db(row.try_get("role")?)?,
-                    created_at_unix_ms: row.try_get("created_at_ms")?,
-                })),
-                None => match sqlx::query(exists).bind(key).fetch_optional(pool).await? {
+            let mut tx = pool.begin().await?;
+            match sqlx::query(sql).bind(role.as_str()).bind(key).fetch_optional(&mut *tx).await? {
+                Some(row) => {
+                    let user = User {
+                        username: row.try_get("username")?,
+                        role: role_from_db(row.try_get("role")?)?,
+                        created_at_unix_ms: row.try_get("created_at_ms")?,
+                    };
+                    if let Some(now_ms) = record_at {
+                        if let Some(lock) = lock {
+                            sqlx::query(lock).execute(&mut *tx).await?;
+                        }
+                        sqlx::query(INSERT_CHANGE)
+                            .bind(key)
+                            .bind(CHANGE_ROLE)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query(PRUNE_CHANGES)
+                            .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(RoleChange::Changed(user))
+                }
+                None => match sqlx::query(exists).bind(key).fetch_optional(&mut *tx).await? {
                     Some(_) => Ok(RoleChange::LastAdmin),
                     None => Ok(RoleChange::UnknownUser),
                 },
             }
         })
+    }
+
+    /// PostgreSQL's statement that makes writers of `account_changes` take turns until
+    /// they commit, so ids become visible in order (a reader that has seen id 7 never
+    /// misses a 6 committed later). SQLite has one writer at a time anyway.
+    fn change_lock(&self) -> Option<&'static str> {
+        match self {
+            Db::Sqlite { .. } => None,
+            Db::Postgres(_) => Some("LOCK TABLE account_changes IN EXCLUSIVE MODE"),
+        }
+    }
+
+    /// The id of the latest recorded account change (0 when there is none): a server
+    /// starts reading after it.
+    pub(crate) async fn latest_account_change(&self) -> Result<i64, sqlx::Error> {
+        let sql = "SELECT COALESCE(MAX(id), 0) AS latest FROM account_changes";
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).fetch_one(pool).await?;
+            row.try_get::<i64, _>("latest")
+        })
+    }
+
+    /// Up to `limit` account changes recorded after id `after`, oldest first: a role
+    /// change with the account's role now (so changes that raced each other end in the
+    /// role the database holds), a purge as such. Returns the last id read (`after` when
+    /// none), and the changes; rows of kinds this version does not know, and role changes
+    /// of accounts gone since, are skipped.
+    pub(crate) async fn account_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<(String, AccountChange)>), sqlx::Error> {
+        let sql = "SELECT c.id, c.username_key, c.change, u.username, u.role \
+                   FROM account_changes c LEFT JOIN users u ON u.username_key = c.username_key \
+                   WHERE c.id > $1 ORDER BY c.id LIMIT $2";
+        let rows: Vec<ChangeRow> = on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(after).bind(limit).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ChangeRow {
+                        id: row.try_get("id")?,
+                        key: row.try_get("username_key")?,
+                        kind: row.try_get("change")?,
+                        username: row.try_get("username")?,
+                        role: row.try_get("role")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?
+        });
+        let mut last = after;
+        let mut changes = Vec::with_capacity(rows.len());
+        for ChangeRow {
+            id,
+            key,
+            kind,
+            username,
+            role,
+        } in rows
+        {
+            last = last.max(id);
+            match (kind.as_str(), username, role) {
+                (CHANGE_ROLE, Some(username), Some(role)) => {
+                    changes.push((username, AccountChange::Role(role_from_db(&role)?)));
+                }
+                // The account was purged since: its purge follows.
+                (CHANGE_ROLE, _, _) => {}
+                (CHANGE_PURGE, _, _) => changes.push((key, AccountChange::Purged)),
+                (other, _, _) => {
+                    tracing::debug!(
+                        id,
+                        kind = other,
+                        "account change of an unknown kind skipped"
+                    );
+                }
+            }
+        }
+        Ok((last, changes))
     }
 
     pub(crate) async fn list_users(&self) -> Result<Vec<User>, sqlx::Error> {
@@ -266,12 +394,18 @@ impl Db {
             .rows_affected()))
     }
 
-    /// Deletes the account with `key` and every message it sent or was sent, in one
-    /// transaction: the messages deleted, or `None` (nothing deleted) for an unknown user.
-    pub(crate) async fn purge_user(&self, key: &str) -> Result<Option<(String, u64)>, sqlx::Error> {
+    /// Deletes the account with `key` and every message it sent or was sent, and records
+    /// the purge for running servers, in one transaction: the messages deleted, or `None`
+    /// (nothing deleted) for an unknown user.
+    pub(crate) async fn purge_user(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<(String, u64)>, sqlx::Error> {
         // `sender` holds the name as registered; names match without regard to ASCII case.
         let messages = "DELETE FROM messages WHERE recipient_key = $1 OR LOWER(sender) = $1";
         let user = "DELETE FROM users WHERE username_key = $1 RETURNING username";
+        let lock = self.change_lock();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let Some(row) = sqlx::query(user).bind(key).fetch_optional(&mut *tx).await? else {
@@ -279,6 +413,19 @@ impl Db {
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            sqlx::query(INSERT_CHANGE)
+                .bind(key)
+                .bind(CHANGE_PURGE)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(PRUNE_CHANGES)
+                .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(Some((username, deleted)))
         })

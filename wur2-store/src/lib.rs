@@ -38,7 +38,7 @@ mod store;
 mod writer;
 
 pub use config::{PasswordConfig, StoreConfig};
-pub use store::{PRUNE_BATCH, Purged, Store};
+pub use store::{ACCOUNT_CHANGES_BATCH, PRUNE_BATCH, Purged, Store};
 pub use writer::AppendWriter;
 
 use wur2_engine::Role;

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use wur2_engine::{
-    ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError, StoreReply,
-    StoreRequest, channel_key, username_key,
+    AccountChange, ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError,
+    StoreReply, StoreRequest, channel_key, username_key,
 };
 
 use crate::config::StoreConfig;
@@ -15,6 +15,9 @@ use crate::db::{AppendRow, Db, RoleChange};
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
+
+/// Account changes read at most per [`Store::account_changes_after`].
+pub const ACCOUNT_CHANGES_BATCH: i64 = 256;
 
 /// Rows deleted per statement by [`Store::prune_history`].
 pub const PRUNE_BATCH: i64 = 10_000;
@@ -321,11 +324,13 @@ impl Store {
         }
     }
 
-    /// Sets a user's role (for the operator's command line); the account after the change,
+    /// Sets a user's role (for the operator's command line), recorded for running servers
+    /// on the same database, which apply it to the user's live sessions within about a
+    /// second (see [`Store::account_changes_after`]); the account after the change,
     /// `StoreError::UnknownUser`, or `StoreError::LastAdmin` when the account is the last
     /// admin and `role` is not admin.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<User, StoreError> {
-        let user = set_role(self.shared(), username, role).await?;
+        let user = set_role(self.shared(), username, role, Some(now_ms())).await?;
         tracing::info!(username = %user.username, role = %role, "role changed");
         Ok(user)
     }
@@ -360,17 +365,48 @@ impl Store {
     /// Removes an account and every message it sent or received (channel and private),
     /// in one transaction; `StoreError::UnknownUser` when there is no such account.
     ///
-    /// Sessions of the user on a running server stay open until they log out: kick the
-    /// user first. Appends still queued in this store are written before the purge.
+    /// The purge is recorded for running servers on the same database, which close the
+    /// user's sessions within about a second (see [`Store::account_changes_after`]).
+    /// Appends still queued in this store are written before the purge.
     pub async fn purge_user(&self, username: &str) -> Result<Purged, StoreError> {
         let shared = self.shared();
         shared.flushed(Box::pin(shared.queue.flush())).await?;
         let purged = shared
-            .in_time(shared.db.purge_user(&username_key(username)))
+            .in_time(shared.db.purge_user(&username_key(username), now_ms()))
             .await?;
         let (username, messages) = purged.ok_or(StoreError::UnknownUser)?;
         tracing::info!(%username, messages, "account purged");
         Ok(Purged { username, messages })
+    }
+
+    /// Where the record of account changes stands now: the id of the latest change (0
+    /// when there is none). A server starts reading after it, so changes made before it
+    /// started (its sessions log in with the roles stored now) are not applied again.
+    pub async fn latest_account_change(&self) -> Result<i64, StoreError> {
+        let shared = self.shared();
+        shared.in_time(shared.db.latest_account_change()).await
+    }
+
+    /// Account changes recorded after id `after` (by [`Store::set_role`] and
+    /// [`Store::purge_user`], the operator's commands), at most
+    /// [`ACCOUNT_CHANGES_BATCH`], oldest first, each with the username it applies to:
+    /// a role change carries the role the account holds now, so changes that raced each
+    /// other end in what the database holds. Returns the id to read after next time
+    /// (`after` when nothing was recorded since), and the changes for
+    /// [`Engine::handle_account_changed`](wur2_engine::Engine::handle_account_changed).
+    /// Changes are kept for an hour.
+    pub async fn account_changes_after(
+        &self,
+        after: i64,
+    ) -> Result<(i64, Vec<(String, AccountChange)>), StoreError> {
+        let shared = self.shared();
+        shared
+            .in_time(
+                shared
+                    .db
+                    .account_changes_after(after, ACCOUNT_CHANGES_BATCH),
+            )
+            .await
     }
 
     /// Whether the database answers a trivial query within `timeout` (for health checks).
@@ -490,10 +526,16 @@ async fn answer(work: impl Future<Output = Result<StoreReply, StoreError>>) -> S
     work.await.unwrap_or_else(StoreReply::Failed)
 }
 
-/// Sets `username`'s role, unless it is the last admin's and `role` is not admin.
-async fn set_role(shared: &Shared, username: &str, role: Role) -> Result<User, StoreError> {
+/// Sets `username`'s role, unless it is the last admin's and `role` is not admin; with
+/// `record_at`, records the change for running servers (see [`Db::set_role`]).
+async fn set_role(
+    shared: &Shared,
+    username: &str,
+    role: Role,
+    record_at: Option<i64>,
+) -> Result<User, StoreError> {
     match shared
-        .in_time(shared.db.set_role(&username_key(username), role))
+        .in_time(shared.db.set_role(&username_key(username), role, record_at))
         .await?
     {
         RoleChange::Changed(user) => Ok(user),
@@ -508,7 +550,9 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         StoreRequest::Register { username, password } => register(shared, username, password).await,
         StoreRequest::Login { username, password } => login(shared, username, password).await,
         StoreRequest::SetRole { username, role } => {
-            let user = set_role(shared, &username, role).await?;
+            // The engine that asked applies the change itself: not recorded, so it is
+            // never applied (and told) twice.
+            let user = set_role(shared, &username, role, None).await?;
             Ok(StoreReply::Account {
                 username: user.username,
                 role: user.role,

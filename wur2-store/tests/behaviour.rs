@@ -9,7 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, Harness, TestDb, fast_config};
-use wur2_engine::{Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest};
+use wur2_engine::{
+    AccountChange, Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest,
+};
 use wur2_store::{PasswordConfig, Store, StoreConfig};
 
 /// Each scenario becomes one `#[tokio::test]` per backend: `sqlite::name`, `postgres::name`.
@@ -54,6 +56,7 @@ behaviour!(
     purge_user_removes_the_account_and_every_message_to_or_from_it,
     ping_answers_while_open_and_fails_once_closed,
     a_channel_deleted_behind_the_stores_back_is_recreated_by_the_next_append,
+    role_changes_and_purges_are_read_back_in_order_after_the_last_seen,
 );
 
 fn account(username: &str, role: Role) -> StoreReply {
@@ -134,6 +137,66 @@ mod scenarios {
         assert_eq!(h.db.count_messages().await, 2);
         // Nothing older is left: a second pass deletes nothing.
         assert_eq!(h.store.prune_history(cutoff).await.unwrap(), 0);
+        h.finish().await;
+    }
+
+    pub async fn role_changes_and_purges_are_read_back_in_order_after_the_last_seen(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Boss", "pw").await;
+        h.register("Pat", "pw").await;
+        h.store.set_role("boss", Role::Admin).await.unwrap();
+        // A server started now reads only what comes after.
+        let start = h.store.latest_account_change().await.unwrap();
+        assert!(start > 0, "the role change above was recorded");
+        assert_eq!(
+            h.store.account_changes_after(start).await.unwrap(),
+            (start, Vec::new())
+        );
+        h.store.set_role("PAT", Role::Mod).await.unwrap();
+        // The engine's own role requests are not: it applies them itself.
+        h.run(StoreRequest::SetRole {
+            username: "pat".into(),
+            role: Role::User,
+        })
+        .await;
+        h.store.set_role("boss", Role::Admin).await.unwrap();
+        // Refused changes are not recorded.
+        assert_eq!(
+            h.store.set_role("ghost", Role::Mod).await,
+            Err(StoreError::UnknownUser)
+        );
+        let (cursor, changes) = h.store.account_changes_after(start).await.unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                // Read as the role held now.
+                ("Pat".to_owned(), AccountChange::Role(Role::User)),
+                ("Boss".to_owned(), AccountChange::Role(Role::Admin)),
+            ]
+        );
+        // A role change reads the role the account holds now: changes that raced each
+        // other end in what the database holds.
+        h.store.set_role("pat", Role::User).await.unwrap();
+        h.store.set_role("pat", Role::Admin).await.unwrap();
+        let (next, changes) = h.store.account_changes_after(cursor).await.unwrap();
+        assert!(next > cursor);
+        assert_eq!(
+            changes,
+            vec![("Pat".to_owned(), AccountChange::Role(Role::Admin)); 2]
+        );
+        // Role changes of an account purged since are skipped: its purge says it all.
+        h.store.set_role("pat", Role::Mod).await.unwrap();
+        h.store.purge_user("Pat").await.unwrap();
+        let (last, changes) = h.store.account_changes_after(next).await.unwrap();
+        assert_eq!(changes, vec![("pat".to_owned(), AccountChange::Purged)]);
+        assert_eq!(
+            h.store.account_changes_after(last).await.unwrap(),
+            (last, Vec::new())
+        );
         h.finish().await;
     }
 

@@ -112,6 +112,7 @@ macro_rules! suite {
             offline_message_arrives_at_next_login,
             kick_closes_every_session_of_the_target,
             the_last_admin_stays_admin,
+            an_operator_role_change_reaches_a_live_session,
             accounts_and_history_survive_a_restart,
             bad_input_is_answered_not_fatal,
             flooder_is_closed_others_unaffected,

@@ -304,7 +304,8 @@ where
     let mut witness = Client::register(addr, mode, &unique("wi")).await;
 
     grant(m.clone()).await;
-    // Roles are read at login: log in again to get the new role.
+    // The live session learns the new role within about a second; a new login reads
+    // it at once.
     moderator.send("/close").await;
     moderator.expect_closed().await;
     let mut moderator = Client::login(addr, mode, &m).await;
@@ -558,6 +559,40 @@ pub async fn many_connections_dropped_at_once(addr: Target, mode: Mode, count: u
         .await;
 }
 
+/// The operator's role change (made by `grant` through another store on the same
+/// database, as `wur2 role` does) reaches a session already logged in within two seconds:
+/// it is told, and its new powers work without logging in again.
+pub async fn an_operator_role_change_reaches_a_live_session<F, Fut>(
+    addr: Target,
+    mode: Mode,
+    grant: F,
+) where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let m = unique("lv");
+    let t = unique("tg");
+    let mut moderator = Client::register(addr, mode, &m).await;
+    let mut target = Client::register(addr, mode, &t).await;
+    moderator.barrier().await;
+
+    grant(m.clone()).await;
+    let told = Event::Role {
+        role: "mod".into(),
+        by: Some("the operator".into()),
+    };
+    let within = std::time::Duration::from_secs(2);
+    if tokio::time::timeout(within, moderator.expect(told))
+        .await
+        .is_err()
+    {
+        panic!("{m}: the operator's role change did not arrive within {within:?}");
+    }
+    moderator.send(&format!("/kick {t} bye")).await;
+    moderator.expect(Event::KickDone { user: t.clone() }).await;
+    target.expect_closed().await;
+}
+
 /// The only admin (made by `grant`, as the operator's `wur2 role` does, on a database with
 /// no other admin) cannot take the admin role from themselves; once they have made
 /// someone else admin, they can.
@@ -571,7 +606,8 @@ where
     let admin = Client::register(addr, mode, &a).await;
     let mut other = Client::register(addr, mode, &b).await;
     grant(a.clone()).await;
-    // Roles are read at login: log in again to get the new role.
+    // The live session learns the new role within about a second; a new login reads
+    // it at once.
     drop(admin);
     let mut admin = Client::login(addr, mode, &a).await;
 

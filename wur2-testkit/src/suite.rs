@@ -80,6 +80,13 @@ fn with_operator_granting<Fut: Future<Output = ()>>(
     }
 }
 
+/// A role set from the operator's side reaches a live session within two seconds.
+pub fn an_operator_role_change_reaches_a_live_session(driver: &impl Driver, mode: Mode) {
+    with_operator_granting(driver, Role::Mod, |addr, grant| {
+        scenarios::an_operator_role_change_reaches_a_live_session(addr, mode, grant)
+    });
+}
+
 /// The last admin cannot take the admin role from themselves.
 pub fn the_last_admin_stays_admin(driver: &impl Driver, mode: Mode) {
     with_operator_granting(driver, Role::Admin, |addr, grant| {

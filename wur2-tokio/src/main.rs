@@ -51,7 +51,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Set a user's role (this is how the first admin is made).
+    /// Set a user's role (this is how the first admin is made). A running server on the
+    /// same database applies it to the user's live sessions within about a second.
     Role {
         /// The username (matched without regard to case).
         user: String,
@@ -61,7 +62,7 @@ enum Command {
     /// List every account with its role.
     Users,
     /// Delete an account and every message it sent or received (a user leaving for good).
-    /// Kick the user first if they are online.
+    /// A running server on the same database closes their sessions within about a second.
     PurgeUser {
         /// The username (matched without regard to case).
         user: String,
@@ -126,7 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = store.set_role(&user, role).await;
             store.close().await;
             let account = result.with_context(|| format!("cannot set the role of {user}"))?;
-            println!("{} is now {}", account.username, account.role);
+            println!(
+                "{} is now {} (a running server applies it to their sessions within about a second)",
+                account.username, account.role
+            );
             Ok(())
         }
         Some(Command::PurgeUser { user }) => {
@@ -135,7 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let purged = result.with_context(|| format!("cannot purge {user}"))?;
             println!(
-                "{} purged: the account and its {} message(s) are deleted",
+                "{} purged: the account and its {} message(s) are deleted (a running server \
+                 closes their sessions within about a second)",
                 purged.username, purged.messages
             );
             Ok(())

@@ -111,6 +111,16 @@ pub(crate) struct ServeArgs {
         default_value_t = Config::default().transfer_idle_timeout.as_secs()
     )]
     pub transfer_idle_timeout_secs: u64,
+    /// Usernames no one may register (any letter case), comma-separated: names that would
+    /// pass for the server or its staff. Accounts that already have one keep working.
+    /// An empty value (`--reserved-names ''`) reserves none.
+    #[arg(
+        long,
+        env = "WUR2_RESERVED_NAMES",
+        value_delimiter = ',',
+        default_values_t = Config::default().reserved_usernames
+    )]
+    pub reserved_names: Vec<String>,
     /// Seconds a graceful shutdown (SIGINT, SIGTERM) may take at most.
     #[arg(
         long,
@@ -139,6 +149,13 @@ impl ServeArgs {
             demo_roles: self.demo_roles,
             max_file_bytes: self.max_file_bytes,
             transfer_idle_timeout: Duration::from_secs(self.transfer_idle_timeout_secs),
+            reserved_usernames: self
+                .reserved_names
+                .iter()
+                .map(|name| name.trim())
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect(),
             server_files: self.files_dir.is_some(),
             message_id_origin: message_id_origin(),
             ..Config::default()
@@ -198,6 +215,7 @@ mod tests {
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
         let options = cli.serve.options();
         assert_eq!(ours.transfer_idle_timeout, engine.transfer_idle_timeout);
+        assert_eq!(ours.reserved_usernames, engine.reserved_usernames);
         assert_eq!(
             options.shutdown_timeout,
             Options::default().shutdown_timeout
@@ -206,5 +224,17 @@ mod tests {
             options.max_handshakes_per_address,
             Options::default().max_handshakes_per_address
         );
+    }
+
+    #[test]
+    fn reserved_names_are_a_comma_separated_list_and_an_empty_one_reserves_none() {
+        let cli = Cli::try_parse_from(["wur2", "--reserved-names", "boss, Staff,,"])
+            .expect("a list parses");
+        assert_eq!(
+            cli.serve.engine_config().reserved_usernames,
+            ["boss", "Staff"]
+        );
+        let cli = Cli::try_parse_from(["wur2", "--reserved-names", ""]).expect("empty parses");
+        assert!(cli.serve.engine_config().reserved_usernames.is_empty());
     }
 }

@@ -251,7 +251,12 @@ async fn after_kill_9_every_message_a_client_received_is_in_history_exactly_once
     use std::io::Write;
     let dir = tempfile::tempdir().expect("temporary directory");
     for db in databases().await {
-        let args = ["--flood-lines-per-second", "0", "--max-registrations-per-ip", "0"];
+        let args = [
+            "--flood-lines-per-second",
+            "0",
+            "--max-registrations-per-ip",
+            "0",
+        ];
         let mut server = Wur2::start(dir.path(), &db.url, &args);
         let addr = server.addr;
         let clients: Vec<CrashClient> = (0..5).map(|_| CrashClient::join(addr)).collect();

@@ -380,6 +380,43 @@ async fn metrics_follow_the_chat_and_healthz_follows_the_listener_and_the_store(
     let _ = tokio::time::timeout(STEP, server.writer).await;
 }
 
+#[tokio::test]
+async fn idle_connections_to_the_metrics_port_cannot_keep_healthz_waiting() {
+    let server = start().await;
+    let exporter = metrics::serve::<wur2_tokio::Tokio, _>(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        server.metrics.clone(),
+        server.handle.status(),
+        server.store.clone(),
+    )
+    .expect("serve metrics");
+    let metrics_addr = exporter.local_addr();
+    // More silent connections than the exporter serves at once.
+    let mut idle = Vec::new();
+    for _ in 0..metrics::MAX_REQUESTS + 16 {
+        idle.push(TcpStream::connect(metrics_addr).await.expect("connect"));
+    }
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        get(metrics_addr, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "/healthz took {took:?} behind {} idle connections",
+        idle.len()
+    );
+    // The silent connections were closed, not kept.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(STEP, idle[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    exporter.stop();
+    server.handle.shutdown().await.expect("shutdown");
+    drop(server.store);
+    let _ = tokio::time::timeout(STEP, server.writer).await;
+}
+
 /// A self-signed certificate for `localhost`, written as PEM files in `dir`.
 fn write_certificate(
     dir: &std::path::Path,

@@ -48,8 +48,9 @@ impl Engine {
             Login::AskUsername { existing } if trimmed.is_empty() => {
                 Login::AskUsername { existing }
             }
-            Login::AskUsername { existing } if !existing && !is_valid_username(trimmed) => {
-                self.username_rules(connection);
+            Login::AskUsername { existing }
+                if !existing && self.refuse_new_username(connection, trimmed) =>
+            {
                 self.ask_username(connection, existing)
             }
             Login::AskUsername { existing } => {
@@ -158,8 +159,7 @@ impl Engine {
             self.config.min_password_bytes,
             self.config.max_password_bytes,
         );
-        if !is_valid_username(&username) {
-            self.username_rules(connection);
+        if self.refuse_new_username(connection, &username) {
             return self.ask_again(connection);
         }
         if !(min..=max).contains(&password_len) {
@@ -384,12 +384,25 @@ impl Engine {
         Login::AskUsername { existing }
     }
 
-    fn username_rules(&mut self, connection: ConnectionId) {
-        self.error(
-            connection,
-            ErrorCode::InvalidUsername,
-            format_args!("usernames are 1 to 32 letters, digits, '_', '-' or '.'"),
-        );
+    /// Whether `username` may not be registered; if so, `connection` is told why.
+    fn refuse_new_username(&mut self, connection: ConnectionId, username: &str) -> bool {
+        if !is_valid_username(username) {
+            self.error(
+                connection,
+                ErrorCode::InvalidUsername,
+                format_args!("usernames are 1 to 32 letters, digits, '_', '-' or '.'"),
+            );
+            true
+        } else if self.config.is_reserved_username(username) {
+            self.error(
+                connection,
+                ErrorCode::UsernameReserved,
+                format_args!("the username {username} is reserved; choose another"),
+            );
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! invariants. `login` holds the login flow and `chat` the commands of logged-in users.
 //! Nothing here reads a clock, touches I/O or iterates a randomly seeded map.
 
+mod account_changes;
 mod accounts;
 mod channels;
 mod chat;
@@ -29,7 +30,7 @@ use crate::login_guard::LoginGuard;
 use crate::output::{CloseReason, Output};
 use crate::registration_limit::RegistrationLimit;
 use crate::stats::Stats;
-use crate::store::{Role, StoreReply, StoreRequest};
+use crate::store::{AccountChange, Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
 use accounts::Accounts;
@@ -414,6 +415,17 @@ impl Engine {
                 _ => {}
             }
         }
+        self.finish_input();
+    }
+
+    /// Account `username` (matched without regard to case) was changed outside this engine
+    /// at `now`: by the operator's command line, or another node sharing the accounts.
+    /// A new role applies to every live session of the account at once, and each is told
+    /// (as after `/role`); a role it already has changes nothing. A purged account's
+    /// sessions are told and closed. An account that is not online is ignored.
+    pub fn handle_account_changed(&mut self, username: &str, change: AccountChange, now: Instant) {
+        self.outbox.begin_input(now);
+        self.apply_account_change(username, change);
         self.finish_input();
     }
 

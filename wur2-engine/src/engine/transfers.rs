@@ -30,7 +30,7 @@ use crate::wire::{ErrorCode, Line};
 
 /// What a file name may be, as told to a sender whose name breaks the rules.
 const FILE_NAME_RULE: &str =
-    "file names are 1 to 255 bytes, without '/', '\\' or control characters";
+    "file names are 1 to 255 bytes, without '/', '\\', control or invisible characters";
 
 /// One running transfer.
 #[derive(Debug)]
