@@ -105,6 +105,19 @@ pub enum ParseError {
     Usage(&'static str),
 }
 
+/// Whether a raw line (without its line ending) is a message: plain text (or `//` text) or
+/// `/msg`, the commands whose effect waits for a store commit without holding up the next
+/// message.
+pub(crate) fn is_message_line(line: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let Some(body) = text.trim_start().strip_prefix('/') else {
+        return true;
+    };
+    body.starts_with('/') || split_word(body).0.eq_ignore_ascii_case("msg")
+}
+
 /// Parses one line (without its line ending).
 pub fn parse_command(line: &str) -> Result<Command, ParseError> {
     let line = line.trim();
@@ -438,6 +451,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_line_is_a_message_exactly_when_it_parses_as_one(
+            line in prop_oneof![
+                any::<String>(),
+                "[ \u{3000}]{0,2}/{1,2}(msg|MSG|join|history|kick)?[ a-z]{0,12}",
+            ],
+        ) {
+            match parse_command(&line) {
+                Ok(Command::Say(_) | Command::Msg { .. }) => {
+                    prop_assert!(is_message_line(line.as_bytes()));
+                }
+                Ok(_) => prop_assert!(!is_message_line(line.as_bytes())),
+                Err(_) => {}
+            }
+        }
+
         #[test]
         fn parser_is_total_and_what_parses_reparses_the_same(line in any::<String>()) {
             if let Ok(command) = parse_command(&line) {

@@ -27,6 +27,12 @@ pub struct Config {
     /// What the engine holds is bounded in bytes either way, by
     /// [`Config::max_held_input_bytes`].
     pub max_pending_lines: usize,
+    /// Messages (channel or private) of one connection that may wait for their commit at
+    /// once. A message is delivered only once stored; meanwhile its sender may go on
+    /// sending messages up to this many, which lets a busy sender's messages share commits,
+    /// while any other command waits until they are delivered (so what a user does reaches
+    /// others in the order they did it). Past it the connection's input waits.
+    pub max_uncommitted_messages: usize,
     /// Time from connecting to a successful login before the connection is closed.
     pub login_timeout: Duration,
     /// Failed logins on one connection before it is closed.
@@ -132,6 +138,7 @@ impl Default for Config {
             flood_lines_per_second: 10,
             flood_burst: 20,
             max_pending_lines: 200,
+            max_uncommitted_messages: 32,
             login_timeout: Duration::from_secs(60),
             max_login_failures_per_connection: 5,
             max_login_failures_per_account_and_address: 5,

@@ -4,7 +4,7 @@
 mod support;
 
 use support::{PASSWORD, World};
-use wur2_engine::StoreError;
+use wur2_engine::{Config, StoreError};
 
 /// A world whose store answers only when the test releases it.
 fn holding_world() -> World {
@@ -177,4 +177,38 @@ fn a_private_message_whose_recipient_left_before_the_commit_waits_for_their_next
             .any(|l| l.starts_with("[offline DM") && l.ends_with("bob: catch you later")),
         "{lines:?}"
     );
+}
+
+#[test]
+fn a_sender_may_send_messages_up_to_the_limit_before_the_first_is_committed() {
+    // Flood control off: the limit under test is the only one.
+    let mut w = World::new(Config {
+        flood_lines_per_second: 0,
+        ..Config::default()
+    });
+    w.store.set_holding(true);
+    let limit = w.engine.config().max_uncommitted_messages;
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(ann);
+    let sent: Vec<String> = (0..limit + 8).map(|n| format!("line {n}")).collect();
+    let appends = |w: &World| {
+        w.store_log
+            .iter()
+            .filter(|r| r.starts_with("AppendChannelMessage"))
+            .count()
+    };
+    let before = appends(&w);
+    w.send(bob, &(sent.join("\n") + "\n"));
+    assert_eq!(
+        appends(&w) - before,
+        limit,
+        "the first {limit} go to the store at once"
+    );
+    assert!(w.paused.contains(&bob), "then bob's input waits");
+    assert!(w.lines(ann).is_empty());
+    w.release_store();
+    let expected: Vec<String> = sent.iter().map(|t| format!("[Global] bob: {t}")).collect();
+    assert_eq!(w.lines(ann), expected, "all of them, in order");
+    assert!(!w.paused.contains(&bob));
 }

@@ -91,6 +91,27 @@ macro_rules! on_pool {
     };
 }
 
+/// In transaction `$tx` (either backend's): takes the change lock `$lock` where the
+/// database has one, records change `$kind` of the account with `$key` for running servers,
+/// and forgets changes older than [`CHANGE_KEEP_MS`].
+macro_rules! record_change {
+    ($tx:ident, $lock:expr, $key:expr, $kind:expr, $now_ms:expr) => {
+        if let Some(lock) = $lock {
+            sqlx::query(lock).execute(&mut *$tx).await?;
+        }
+        sqlx::query(INSERT_CHANGE)
+            .bind($key)
+            .bind($kind)
+            .bind($now_ms)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(PRUNE_CHANGES)
+            .bind($now_ms.saturating_sub(CHANGE_KEEP_MS))
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
 /// One message waiting to be written.
 #[derive(Debug)]
 pub(crate) struct AppendRow {
@@ -257,19 +278,7 @@ impl Db {
                         created_at_unix_ms: row.try_get("created_at_ms")?,
                     };
                     if let Some(now_ms) = record_at {
-                        if let Some(lock) = lock {
-                            sqlx::query(lock).execute(&mut *tx).await?;
-                        }
-                        sqlx::query(INSERT_CHANGE)
-                            .bind(key)
-                            .bind(CHANGE_ROLE)
-                            .bind(now_ms)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query(PRUNE_CHANGES)
-                            .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
-                            .execute(&mut *tx)
-                            .await?;
+                        record_change!(tx, lock, key, CHANGE_ROLE, now_ms);
                     }
                     tx.commit().await?;
                     Ok(RoleChange::Changed(user))
@@ -413,19 +422,7 @@ impl Db {
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
-            if let Some(lock) = lock {
-                sqlx::query(lock).execute(&mut *tx).await?;
-            }
-            sqlx::query(INSERT_CHANGE)
-                .bind(key)
-                .bind(CHANGE_PURGE)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(PRUNE_CHANGES)
-                .bind(now_ms.saturating_sub(CHANGE_KEEP_MS))
-                .execute(&mut *tx)
-                .await?;
+            record_change!(tx, lock, key, CHANGE_PURGE, now_ms);
             tx.commit().await?;
             Ok(Some((username, deleted)))
         })

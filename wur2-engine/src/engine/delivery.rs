@@ -1,8 +1,10 @@
 //! Durable delivery: a message reaches its readers only once the store has committed it.
 //!
 //! A channel message or a private message to someone online is *held* when accepted: its
-//! append goes to the store and its sender's later lines wait (so what a user does takes
-//! effect in the order they did it). When the store answers, the message is settled;
+//! append goes to the store. Its sender may go on sending messages (up to
+//! `Config::max_uncommitted_messages` held at once, so a busy sender's messages share
+//! commits), but any other command waits until they are released, so what a user does
+//! reaches others in the order they did it. When the store answers, the message is settled;
 //! settled messages are released in the order they were accepted: delivered when the
 //! store committed them, or, when it could not, never delivered and the sender told why.
 //! So whatever anyone received is in history, even if the process dies the next moment.
@@ -55,7 +57,9 @@ impl Audience {
 
 impl Engine {
     /// Sends `request` (the append of message `id` with `text` from `sender`) and holds
-    /// the message for `to` until the store answers; `connection`'s input waits meanwhile.
+    /// the message for `to` until the store answers (see [`Session::waits_for_commits`]).
+    ///
+    /// [`Session::waits_for_commits`]: super::sessions::Session::waits_for_commits
     pub(super) fn hold(
         &mut self,
         connection: ConnectionId,
@@ -76,7 +80,7 @@ impl Engine {
             text,
         });
         if let Some(session) = self.sessions.get_mut(connection) {
-            session.awaiting += 1;
+            session.uncommitted += 1;
         }
     }
 
@@ -123,7 +127,7 @@ impl Engine {
             }
         }
         if let Some(session) = self.sessions.get_mut(held.sender) {
-            session.awaiting = session.awaiting.saturating_sub(1);
+            session.uncommitted = session.uncommitted.saturating_sub(1);
             self.process_input(held.sender, now);
         }
     }

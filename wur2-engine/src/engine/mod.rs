@@ -237,6 +237,7 @@ impl Engine {
             flood: Default::default(),
             throttled_until: None,
             awaiting: 0,
+            uncommitted: 0,
             reading_paused: false,
             login_failures: 0,
             login_deadline: None,
@@ -526,7 +527,8 @@ impl Engine {
             let Some(session) = self.sessions.get_mut(connection) else {
                 return;
             };
-            if dropping || session.is_blocked() {
+            let max_uncommitted = self.config.max_uncommitted_messages;
+            if dropping || session.is_blocked() || session.waits_for_commits(max_uncommitted) {
                 break;
             }
             if session.upload.is_some() {
@@ -596,7 +598,9 @@ impl Engine {
             self.close(connection, CloseReason::Flood, Departure::Announced);
             return;
         }
-        let must_wait = bytes > 0 && session.is_blocked();
+        let blocked =
+            session.is_blocked() || session.waits_for_commits(self.config.max_uncommitted_messages);
+        let must_wait = bytes > 0 && blocked;
         if must_wait != session.reading_paused {
             session.reading_paused = must_wait;
             let output = if must_wait {

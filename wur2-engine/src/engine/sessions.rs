@@ -72,6 +72,8 @@ pub(crate) struct Session {
     pub(crate) throttled_until: Option<Instant>,
     /// Store requests whose answers this connection's input waits for.
     pub(crate) awaiting: u32,
+    /// This connection's messages waiting for their commit (see [`Session::waits_for_commits`]).
+    pub(crate) uncommitted: usize,
     pub(crate) reading_paused: bool,
     pub(crate) login_failures: u32,
     /// Set until the login succeeds.
@@ -98,6 +100,20 @@ impl Session {
 
     /// Whether input must wait (for the store, for flood control or for a slowed-down
     /// login).
+    /// Whether the next line must wait for this connection's messages to be committed:
+    /// `max` of them wait already, or the next complete line is not one more message.
+    pub(crate) fn waits_for_commits(&self, max: usize) -> bool {
+        if self.uncommitted == 0 {
+            return false;
+        }
+        let mut next_is_message = true;
+        self.framer.lines_until(|line| {
+            next_is_message = crate::command::is_message_line(line);
+            true
+        });
+        self.uncommitted >= max || !next_is_message
+    }
+
     pub(crate) fn is_blocked(&self) -> bool {
         self.awaiting > 0
             || self.throttled_until.is_some()
