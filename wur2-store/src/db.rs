@@ -153,7 +153,11 @@ impl Db {
                 // In WAL mode NORMAL loses no committed data on a crash of the process.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(config.acquire_timeout)
-                .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
+                .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
+                // No commit runs a checkpoint (a few milliseconds of copying and syncing
+                // that the messages waiting on that commit would share): the append
+                // writer's checkpointer does it beside the commits (`Db::checkpoint`).
+                .pragma("wal_autocheckpoint", "0");
             // Each connection to an in-memory database has a database of its own: keep one
             // connection, for ever.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -195,6 +199,36 @@ impl Db {
         } else {
             Err(OpenError::UnsupportedUrl)
         }
+    }
+
+    /// Whether [`Db::checkpoint`] has work to do: an SQLite file database, whose
+    /// connections never checkpoint on commit.
+    pub(crate) fn needs_checkpoints(&self) -> bool {
+        matches!(
+            self,
+            Db::Sqlite {
+                single_connection: false,
+                ..
+            }
+        )
+    }
+
+    /// Copies what SQLite's write-ahead log holds into the database file as far as no
+    /// reader needs it (`PASSIVE`: it waits for no lock), on the append writer's own
+    /// connection when `writer` is given, else on any. Nothing on PostgreSQL.
+    pub(crate) async fn checkpoint(
+        &self,
+        writer: Option<&mut AppendSession>,
+    ) -> Result<(), sqlx::Error> {
+        let Db::Sqlite { pool, .. } = self else {
+            return Ok(());
+        };
+        let sql = "PRAGMA wal_checkpoint(PASSIVE)";
+        match writer.and_then(|session| session.held.as_mut()) {
+            Some(HeldConnection::Sqlite(conn)) => sqlx::query(sql).execute(&mut **conn).await?,
+            _ => sqlx::query(sql).execute(pool).await?,
+        };
+        Ok(())
     }
 
     /// Closes every connection, waiting for those in use.

@@ -439,7 +439,8 @@ impl Store {
         let shared = Arc::clone(self.shared());
         shared.queue.begin_close();
         if shared.queue.writer_never_started() {
-            crate::writer::run_writer(Arc::clone(&shared)).await;
+            let no_checkpoint = std::sync::atomic::AtomicBool::new(false);
+            crate::writer::run_writer(&shared, &no_checkpoint).await;
         }
         shared.queue.writer_finished().await;
         shared.db.close().await;

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -273,9 +274,50 @@ impl std::fmt::Debug for AppendWriter {
 }
 
 impl AppendWriter {
-    /// Writes appends until the store closes and its queue is empty.
+    /// Writes appends until the store closes and its queue is empty (and, on an SQLite
+    /// file, checkpoints its write-ahead log every second meanwhile).
     pub async fn run(self) {
-        run_writer(self.shared).await;
+        let tail_due = AtomicBool::new(false);
+        let checkpoints = checkpoint_every_second(&self.shared, &tail_due);
+        futures_lite::future::or(run_writer(&self.shared, &tail_due), checkpoints).await;
+    }
+}
+
+/// How often the write-ahead log of an SQLite file is checkpointed.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checkpoints an SQLite file's write-ahead log every [`CHECKPOINT_INTERVAL`], in two
+/// steps so that no commit waits for the bulk of it: this task copies what the log holds
+/// on a pool connection of its own while commits go on, then sets `tail_due`, and the
+/// writer copies the few pages committed meanwhile after its next batch. That second
+/// step completes the checkpoint (no commit runs beside it), so the log starts over at
+/// the next commit and holds about a second of writes at most. Never ends (the writer's
+/// end ends it).
+async fn checkpoint_every_second(shared: &Shared, tail_due: &AtomicBool) {
+    if !shared.db.needs_checkpoints() {
+        return std::future::pending().await;
+    }
+    loop {
+        async_io::Timer::after(CHECKPOINT_INTERVAL).await;
+        if checkpoint(shared, None).await {
+            tail_due.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One checkpoint, on the writer's connection when `writer` is given; `false` (after a
+/// warning) when it failed.
+async fn checkpoint(shared: &Shared, writer: Option<&mut AppendSession>) -> bool {
+    match timed(shared.config.request_timeout, shared.db.checkpoint(writer)).await {
+        Some(Ok(())) => true,
+        Some(Err(error)) => {
+            tracing::warn!("checkpointing the write-ahead log failed: {error}");
+            false
+        }
+        None => {
+            tracing::warn!("checkpointing the write-ahead log took too long");
+            false
+        }
     }
 }
 
@@ -288,12 +330,14 @@ impl Drop for StopGuard {
     }
 }
 
-pub(crate) async fn run_writer(shared: Arc<Shared>) {
+/// The writer's loop: takes what is queued, writes it in one commit, answers it; after a
+/// batch, completes a checkpoint when `tail_due` says one is due.
+pub(crate) async fn run_writer(shared: &Arc<Shared>, tail_due: &AtomicBool) {
     if !shared.queue.claim_writer() {
         tracing::warn!("an append writer already ran for this store; this one does nothing");
         return;
     }
-    let _guard = StopGuard(Arc::clone(&shared));
+    let _guard = StopGuard(Arc::clone(shared));
     let config = &shared.config;
     let mut batch: Vec<Append> = Vec::new();
     let mut session = AppendSession::default();
@@ -321,8 +365,13 @@ pub(crate) async fn run_writer(shared: Arc<Shared>) {
             shared.queue.take_more(config.max_batch, &mut batch);
         }
         last_batch = Some(Instant::now());
-        match write_batch(&shared, &mut batch, &mut session).await {
-            Ok(()) => backoff = config.retry_backoff_min,
+        match write_batch(shared, &mut batch, &mut session).await {
+            Ok(()) => {
+                backoff = config.retry_backoff_min;
+                if tail_due.swap(false, Ordering::Relaxed) {
+                    checkpoint(shared, Some(&mut session)).await;
+                }
+            }
             Err(error) => {
                 tracing::warn!(
                     waiting = batch.len(),

@@ -1076,3 +1076,29 @@ async fn a_batch_waits_out_the_commit_interval_after_the_previous_one() {
     );
     h.finish().await;
 }
+
+/// On an SQLite file no commit checkpoints the write-ahead log (that would hold up the
+/// messages waiting on the commit): the append writer's checkpointer copies the log into
+/// the database file beside the commits, within about a second.
+#[tokio::test]
+async fn the_append_writer_checkpoints_sqlites_write_ahead_log_by_itself() {
+    let harness = Harness::open(Backend::Sqlite).await.unwrap();
+    let path = harness.db.url.strip_prefix("sqlite://").unwrap().to_owned();
+    let file_size = || std::fs::metadata(&path).unwrap().len();
+    let before = file_size();
+    let text = "a message long enough to fill a few pages of the log ".repeat(4);
+    for _ in 0..300 {
+        let append = harness.channel_message("Global", "alice", &text);
+        assert_eq!(harness.run(append).await, StoreReply::Done);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while file_size() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the database file is still {before} bytes: the log was never checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(harness.history_texts("Global", 1).await, [text]);
+    harness.finish().await;
+}
