@@ -30,10 +30,10 @@ use arbitrary::Arbitrary;
 use serde_json::Value;
 use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
-    AccountChange, CloseReason, Config, ConnectionId, Engine, FileError, MessageId, Output,
-    PendingMessage, RequestId, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
-    TransferId, WallClock, check_relative_path, is_valid_channel_name, is_valid_username,
-    sanitize_text, username_key,
+    AccountChange, CLUSTER_PROTOCOL_VERSION, CloseReason, ClusterConfig, Config, ConnectionId,
+    Engine, FileError, MessageId, Output, PendingMessage, RequestId, Role, StoreError, StoreReply,
+    StoreRequest, StoredMessage, TransferId, WallClock, check_relative_path, is_valid_channel_name,
+    is_valid_username, sanitize_text, username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -77,6 +77,8 @@ pub struct Limits {
     transfer_chunk_bytes: u8,
     server_files: bool,
     wall_clock_unix_ms: Option<i64>,
+    /// Cluster mode, as node `fuzz`: peers' payloads and the bus coming up are events.
+    cluster: bool,
 }
 
 impl Limits {
@@ -117,6 +119,7 @@ impl Limits {
             wall_clock: self
                 .wall_clock_unix_ms
                 .map(|unix_ms| WallClock { at: start, unix_ms }),
+            cluster: self.cluster.then(|| ClusterConfig::new(OWN_NODE)),
             ..Config::default()
         }
     }
@@ -174,6 +177,108 @@ pub enum Event {
     Shutdown,
     /// The operator changed an account from the shell: a new role, or (`None`) a purge.
     AccountChanged { user: Name, role: Option<RoleName> },
+    /// Cluster mode: the bus to the other nodes is up (again).
+    BusConnected,
+    /// Cluster mode: a payload from the bus.
+    Published(PeerPayload),
+}
+
+/// This node's name in cluster mode.
+const OWN_NODE: &str = "fuzz";
+/// Node names peers publish under: two peers, this node's own, and no valid name.
+const NODES: &[&str] = &["n1", "n2", OWN_NODE, "bad node"];
+
+/// What another node publishes: any bytes, or a publication made of fuzzed parts.
+#[derive(Arbitrary, Debug)]
+pub enum PeerPayload {
+    Raw(Vec<u8>),
+    Publication {
+        node: u8,
+        inc: u8,
+        seq: u8,
+        /// For this node alone (else for all).
+        to_me: bool,
+        body: PeerBody,
+    },
+}
+
+/// The body of a fuzzed publication.
+#[derive(Arbitrary, Debug)]
+pub enum PeerBody {
+    Chat {
+        channel: ChannelName,
+        from: Name,
+        text: Text,
+    },
+    Enter {
+        session: u8,
+        user: Name,
+        channel: ChannelName,
+    },
+    Exit {
+        session: u8,
+        announce: bool,
+    },
+    Alive,
+    Hello,
+    State {
+        sessions: Vec<(u8, Name, ChannelName)>,
+    },
+}
+
+impl PeerPayload {
+    fn render(&self) -> Vec<u8> {
+        let (node, inc, seq, to_me, body) = match self {
+            PeerPayload::Raw(bytes) => return bytes.clone(),
+            PeerPayload::Publication {
+                node,
+                inc,
+                seq,
+                to_me,
+                body,
+            } => (node, inc, seq, to_me, body),
+        };
+        let channel = |c: &ChannelName| CHANNELS[usize::from(c.0) % CHANNELS.len()];
+        let mut value = match body {
+            PeerBody::Chat {
+                channel: c,
+                from,
+                text,
+            } => serde_json::json!({
+                "type": "chat", "id": format!("{:016x}{:016x}", inc, seq),
+                "channel": channel(c), "from": from.as_str(), "text": text.render(),
+            }),
+            PeerBody::Enter {
+                session,
+                user,
+                channel: c,
+            } => serde_json::json!({
+                "type": "enter", "session": session, "user": user.as_str(), "channel": channel(c),
+            }),
+            PeerBody::Exit { session, announce } => {
+                serde_json::json!({ "type": "exit", "session": session, "announce": announce })
+            }
+            PeerBody::Alive => serde_json::json!({ "type": "alive" }),
+            PeerBody::Hello => serde_json::json!({ "type": "hello" }),
+            PeerBody::State { sessions } => serde_json::json!({
+                "type": "state",
+                "sessions": sessions.iter().map(|(session, user, c)| serde_json::json!({
+                    "session": session, "user": user.as_str(), "channel": channel(c),
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        if let Value::Object(fields) = &mut value {
+            fields.insert("v".into(), Value::from(CLUSTER_PROTOCOL_VERSION));
+            let node = NODES[usize::from(*node) % NODES.len()];
+            fields.insert("node".into(), Value::from(node));
+            fields.insert("inc".into(), Value::from(*inc));
+            fields.insert("seq".into(), Value::from(*seq));
+            if *to_me {
+                fields.insert("to".into(), Value::from(OWN_NODE));
+            }
+        }
+        value.to_string().into_bytes()
+    }
 }
 
 /// How the store answers one request.
@@ -891,6 +996,10 @@ impl Harness {
                 self.engine
                     .handle_account_changed(user.as_str(), change, self.now);
             }
+            Event::BusConnected => self.engine.handle_bus_connected(self.now),
+            Event::Published(payload) => {
+                self.engine.handle_published(&payload.render(), self.now);
+            }
         }
     }
 
@@ -1099,6 +1208,18 @@ impl Harness {
                             let other = format!("{other:?}");
                             self.fail(format_args!("close of file {transfer}: {other}"));
                         }
+                    }
+                }
+                Output::Publish { topic, payload } => {
+                    self.trace.push(format!("  publish to {topic:?}"));
+                    if self.config.cluster.is_none() {
+                        self.fail(format_args!("published to {topic:?} without a cluster"));
+                    }
+                    let version = serde_json::from_slice::<Value>(&payload)
+                        .ok()
+                        .and_then(|value| value.get("v").and_then(Value::as_u64));
+                    if version != Some(u64::from(CLUSTER_PROTOCOL_VERSION)) {
+                        self.fail(format_args!("a publication that is not one: {payload:?}"));
                     }
                 }
             }

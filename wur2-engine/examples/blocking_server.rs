@@ -108,6 +108,8 @@ fn run_engine(inbox: &mpsc::Receiver<Event>, events: &Sender<Event>) {
                 }
                 // `Config::server_files` is off: the engine never asks for files.
                 Output::OpenFile { .. } | Output::ReadFile { .. } | Output::CloseFile { .. } => {}
+                // No `Config::cluster`: the engine publishes nothing.
+                Output::Publish { .. } => {}
             }
         }
     }

@@ -76,6 +76,8 @@ impl Hub {
                 Output::PauseReading(_) | Output::ResumeReading(_) => {}
                 // `Config::server_files` is off: the engine never asks for files.
                 Output::OpenFile { .. } | Output::ReadFile { .. } | Output::CloseFile { .. } => {}
+                // No `Config::cluster`: the engine publishes nothing.
+                Output::Publish { .. } => {}
             }
         }
     }

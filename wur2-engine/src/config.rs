@@ -125,8 +125,13 @@ pub struct Config {
     pub wall_clock: Option<WallClock>,
     /// The `origin` of every [`MessageId`](crate::MessageId) this engine makes. Give each
     /// engine run a different value (for example start time in nanoseconds mixed with the
-    /// process id) so ids never repeat across restarts.
+    /// process id) so ids never repeat across restarts. In a cluster it is also this
+    /// node's incarnation.
     pub message_id_origin: u64,
+    /// Cluster mode: this engine is one node of several sharing one store (see
+    /// [`ClusterConfig`](crate::ClusterConfig)). `None` (the default): a single node, no
+    /// [`Output::Publish`](crate::Output::Publish) ever.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -175,6 +180,7 @@ impl Default for Config {
             server_files: false,
             wall_clock: None,
             message_id_origin: 0,
+            cluster: None,
         }
     }
 }

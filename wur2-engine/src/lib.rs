@@ -92,6 +92,7 @@
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
 //! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set or an account purged from the operator's shell): its live sessions follow |
 //! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
+//! | [`Engine::handle_bus_connected`], [`Engine::handle_published`] | cluster mode ([`Config::cluster`]) only: the link to the other nodes is up, and a payload came from one of them |
 //!
 //! Every input takes `now`, a monotonic [`Instant`](std::time::Instant) from the caller's
 //! clock: any input may emit lines (a peer's close tells its channel, a write lets a
@@ -113,9 +114,11 @@
 //! | [`Output::PauseReading`], [`Output::ResumeReading`] | stop and restart reading from a connection (backpressure) |
 //! | [`Output::Store`] | run the request (anything slow off the engine's thread, so nobody else waits) and answer with `handle_store_reply` and the same id; what answers which request is listed on each [`StoreRequest`] variant |
 //! | [`Output::OpenFile`], [`Output::ReadFile`], [`Output::CloseFile`] | open, read and close a server-side file inside the operator's files directory (only when [`Config::server_files`] is on) |
+//! | [`Output::Publish`] | cluster mode only: carry the payload to the other nodes on its [`Topic`], in order, to their `handle_published` |
 //!
 //! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`]
-//! (login deadlines, flood-control waits, idle file transfers); `None` means no timer is set. Check it after
+//! (login deadlines, flood-control waits, idle file transfers, the cluster heartbeat); `None`
+//! means no timer is set. Check it after
 //! every input: an input may set an earlier timer.
 //!
 //! ## The drain-until-empty rule
@@ -230,6 +233,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cluster;
 mod command;
 mod config;
 mod engine;
@@ -251,6 +255,7 @@ mod stats;
 mod store;
 mod wire;
 
+pub use cluster::{CLUSTER_PROTOCOL_VERSION, ClusterConfig, Topic};
 pub use command::{Command, ParseError, parse_command};
 pub use config::{Config, RESERVED_USERNAMES, WallClock};
 pub use engine::Engine;

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::cluster::Topic;
 use crate::ids::{ConnectionId, RequestId, TransferId};
 use crate::store::StoreRequest;
 
@@ -85,6 +86,16 @@ pub enum Output {
         id: RequestId,
         /// What to do (boxed to keep the common `Transmit` small).
         request: Box<StoreRequest>,
+    },
+    /// Cluster mode only ([`Config::cluster`](crate::Config::cluster)): carry `payload`
+    /// to the other nodes on `topic`, after the publications before it, and hand it to
+    /// their engines' [`Engine::handle_published`](crate::Engine::handle_published). A
+    /// driver without a cluster never sees this.
+    Publish {
+        /// Which nodes it is for.
+        topic: Topic,
+        /// What to carry, as it is.
+        payload: Bytes,
     },
 }
 

@@ -41,4 +41,18 @@ pub struct Stats {
     pub transfers_completed: u64,
     /// File transfers that were cancelled or failed.
     pub transfers_cancelled: u64,
+    /// Gauge, cluster mode: other nodes known.
+    pub peers: u64,
+    /// Gauge, cluster mode: sessions known on other nodes.
+    pub peer_sessions: u64,
+    /// Cluster mode: publications made (`Output::Publish`).
+    pub bus_published: u64,
+    /// Cluster mode: payloads received from the bus (this node's own included).
+    pub bus_received: u64,
+    /// Cluster mode: payloads dropped as invalid, of another protocol version, or from
+    /// a node past the limits.
+    pub bus_refused: u64,
+    /// Cluster mode: times publications from a node were found missing (a gap in its
+    /// numbering); each asks that node for its state.
+    pub bus_gaps: u64,
 }

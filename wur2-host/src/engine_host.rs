@@ -212,6 +212,10 @@ impl EngineHost {
                     self.in_flight += 1;
                     carry(Work::Store(id, *request));
                 }
+                // The host builds its engines without `Config::cluster`.
+                Some(Output::Publish { topic, .. }) => {
+                    tracing::error!(?topic, "a publication without a cluster bus; dropped");
+                }
                 // `route` keeps every connection output.
                 Some(
                     Output::Transmit { .. }

@@ -36,9 +36,11 @@ impl Accounts {
         self.by_key.len()
     }
 
-    /// The usernames online, ordered by key.
-    pub(super) fn usernames(&self) -> Vec<&str> {
-        self.by_key.values().map(|a| a.username.as_str()).collect()
+    /// The accounts online: key and username, ordered by key.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_key
+            .iter()
+            .map(|(key, account)| (key.as_str(), account.username.as_str()))
     }
 
     /// `connection` logged in as `username` (key `key`) with `role`, the account's role

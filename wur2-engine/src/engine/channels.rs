@@ -52,12 +52,11 @@ impl Channels {
         self.get(key).map(|c| c.name.clone()).unwrap_or_default()
     }
 
-    /// Every channel's name and member count, ordered by key.
-    pub(super) fn list(&self) -> Vec<(&str, usize)> {
+    /// Every channel's key, name and member count, ordered by key.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&str, (&str, usize))> {
         self.by_key
-            .values()
-            .map(|c| (c.name.as_str(), c.members.len()))
-            .collect()
+            .iter()
+            .map(|(key, c)| (key.as_str(), (c.name.as_str(), c.members.len())))
     }
 
     /// Adds `connection` to channel `name`, created when missing, when the engine's

@@ -1,6 +1,7 @@
 //! The commands of logged-in users: chat, private messages, channels, roles, kicks,
 //! history, and the store answers that complete them.
 
+use super::cluster::{channels_everywhere, usernames_everywhere};
 use super::delivery::Audience;
 use super::{Departure, Engine, Pending, Sender, Stage};
 use crate::command::{Command, ParseError, parse_command};
@@ -47,12 +48,12 @@ impl Engine {
             }
             Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
-                let names = self.accounts.usernames();
+                let names = usernames_everywhere(&self.accounts, self.cluster.as_ref());
                 self.outbox
                     .send(&mut self.sessions, connection, &Line::Users(names));
             }
             Command::Channels => {
-                let entries = self.channels.list();
+                let entries = channels_everywhere(&self.channels, self.cluster.as_ref());
                 self.outbox
                     .send(&mut self.sessions, connection, &Line::Channels(entries));
             }
@@ -105,15 +106,16 @@ impl Engine {
             return;
         };
         let id = self.next_message_id();
+        let channel = self.channels.name(&sender.channel);
+        let to = Audience::channel(&sender.channel, &channel);
         let message = ChannelMessage {
             id,
-            channel: self.channels.name(&sender.channel),
+            channel,
             sender: sender.username.clone(),
             text: text.clone(),
         };
         self.stats.channel_messages += 1;
         let request = StoreRequest::AppendChannelMessage(message);
-        let to = Audience::channel(&sender.channel);
         self.hold(connection, &sender, request, to, id, text);
     }
 

@@ -37,16 +37,20 @@ pub(super) struct Held {
 /// Whom a held message is for.
 #[derive(Debug)]
 pub(super) enum Audience {
-    /// The members of the channel with this key (except the sender's connection).
-    Channel(String),
+    /// The members of the channel with this key (except the sender's connection), on
+    /// this node and, in a cluster, on every other (where the channel is `name`).
+    Channel { key: String, name: String },
     /// Every session of the account with this key.
     Direct(String),
 }
 
 impl Audience {
-    /// The channel with `key`.
-    pub(super) fn channel(key: &str) -> Audience {
-        Audience::Channel(key.to_owned())
+    /// The channel with `key`, named `name`.
+    pub(super) fn channel(key: &str, name: &str) -> Audience {
+        Audience::Channel {
+            key: key.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     /// The account named `user` (any letter case).
@@ -122,7 +126,10 @@ impl Engine {
     fn release(&mut self, held: Held, now: std::time::Instant) {
         if held.committed == Some(true) {
             match &held.to {
-                Audience::Channel(key) => self.deliver_to_channel(&held, key),
+                Audience::Channel { key, name } => {
+                    self.deliver_to_channel(&held, key);
+                    self.publish_chat(held.id, name, &held.from, &held.text);
+                }
                 Audience::Direct(key) => self.deliver_direct(&held, key),
             }
         }

@@ -11,9 +11,11 @@ mod account_changes;
 mod accounts;
 mod channels;
 mod chat;
+mod cluster;
 mod delivery;
 mod login;
 mod outbox;
+mod peers;
 mod sessions;
 mod timers;
 mod transfers;
@@ -35,6 +37,7 @@ use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
 use accounts::Accounts;
 use channels::{Channels, Left};
+use cluster::Cluster;
 use delivery::Held;
 use outbox::Outbox;
 use sessions::{Login, Member, Session, Sessions, Stage};
@@ -67,6 +70,8 @@ pub struct Engine {
     line: Vec<u8>,
     /// Counters for [`Engine::stats`] (gauges and delivery counts are filled in there).
     stats: Stats,
+    /// This node's part in a cluster, if [`Config::cluster`] is set.
+    cluster: Option<Cluster>,
 }
 
 /// Whether a waiting line is `/send <user> <name> <size>`, whose size in raw bytes follows.
@@ -144,6 +149,7 @@ impl Engine {
         config.transfer_chunk_bytes = config.transfer_chunk_bytes.max(1);
         config.transfer_window_bytes = config.transfer_window_bytes.max(1);
         Engine {
+            cluster: config.cluster.clone().map(Cluster::new),
             outbox: Outbox::new(&config),
             login_guard: LoginGuard::new(&config),
             registrations: RegistrationLimit::new(&config),
@@ -189,6 +195,11 @@ impl Engine {
             transfers_active: self.transfers.len() as u64,
             deliveries: self.outbox.deliveries,
             bytes_out: self.outbox.bytes_out,
+            peers: self.cluster.as_ref().map_or(0, |c| c.peers.len() as u64),
+            peer_sessions: self
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.peers.session_count() as u64),
             ..self.stats
         }
     }
@@ -416,6 +427,28 @@ impl Engine {
                 _ => {}
             }
         }
+        self.cluster_timeout(now);
+        self.finish_input();
+    }
+
+    /// Cluster mode ([`Config::cluster`]): the driver's link to the other nodes is up at
+    /// `now`, first or again after it was lost. The engine asks every node for its state
+    /// and starts its heartbeat ([`Engine::poll_timeout`] then includes it). Without
+    /// `Config::cluster` this does nothing.
+    pub fn handle_bus_connected(&mut self, now: Instant) {
+        self.outbox.begin_input(now);
+        self.bus_connected(now);
+        self.finish_input();
+    }
+
+    /// Cluster mode: `payload` arrived at `now` from another node, on any
+    /// [`Topic`](crate::Topic) this node listens to (its own publications may come back
+    /// too: they are ignored). A payload that is not a valid publication of this
+    /// version is dropped whole and counted ([`Stats::bus_refused`]). Without
+    /// `Config::cluster` this does nothing.
+    pub fn handle_published(&mut self, payload: &[u8], now: Instant) {
+        self.outbox.begin_input(now);
+        self.on_published(payload, now);
         self.finish_input();
     }
 
@@ -461,7 +494,11 @@ impl Engine {
 
     /// When to call [`Engine::handle_timeout`] next, if anything waits for time.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        let heartbeat = self.cluster.as_ref().and_then(|c| c.next_heartbeat);
+        match (self.timers.next(), heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- internals shared by login and chat -----
@@ -676,6 +713,7 @@ impl Engine {
         }
         if let Some(member) = session.member() {
             self.accounts.log_out(&member.account, connection);
+            self.publish_exit(connection, departure);
         }
         Some(session)
     }
@@ -719,6 +757,11 @@ impl Engine {
     /// Puts logged-in `connection` into channel `name` (created when missing) and tells
     /// the other members. Returns the channel's display name.
     fn enter_channel(&mut self, connection: ConnectionId, name: &str) -> String {
+        // A channel new here but in use on another node keeps the name it has there.
+        let name = match &self.cluster {
+            Some(cluster) => cluster.peers.channel_name(name).unwrap_or(name),
+            None => name,
+        };
         let (key, position) = self.channels.join(name, connection, self.next_message);
         if let Some(Stage::Chatting(member)) =
             self.sessions.get_mut(connection).map(|s| &mut s.stage)
@@ -742,6 +785,7 @@ impl Engine {
             Some(connection),
             &line,
         );
+        self.publish_enter(connection, &user, &display);
         display
     }
 

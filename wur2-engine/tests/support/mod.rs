@@ -7,8 +7,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use wur2_engine::memory_store::MemoryStore;
-use wur2_engine::{CloseReason, Config, ConnectionId, Engine, FileError, Output, TransferId};
+use wur2_engine::{
+    CloseReason, Config, ConnectionId, Engine, FileError, Output, Topic, TransferId,
+};
+
+/// xorshift64*: small, fast, and the same everywhere (seeded schedules of simulations).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
 
 /// A password long enough for the default rules.
 pub const PASSWORD: &str = "correct-horse";
@@ -36,6 +60,8 @@ pub struct World {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Open server-side files: transfer → (path, offset).
     pub open_files: BTreeMap<TransferId, (String, usize)>,
+    /// Cluster mode: publications not yet carried to other worlds, in order.
+    pub published: Vec<(Topic, Bytes)>,
     next_port: u16,
 }
 
@@ -55,6 +81,7 @@ impl World {
             violations: Vec::new(),
             files: BTreeMap::new(),
             open_files: BTreeMap::new(),
+            published: Vec::new(),
             next_port: 10_000,
         }
     }
@@ -186,6 +213,7 @@ impl World {
                         self.engine.handle_store_reply(id, reply, self.now);
                     }
                 }
+                Output::Publish { topic, payload } => self.published.push((topic, payload)),
             }
         }
     }

@@ -1,0 +1,327 @@
+//! Cluster mode, the engine's side: what one node publishes for the others, and the parser
+//! for what they publish (see `docs/design/cluster.md` in the repository).
+//!
+//! Several engines sharing one store form one chat when their drivers carry each
+//! [`Output::Publish`](crate::Output::Publish) to the other nodes and hand what arrives to
+//! [`Engine::handle_published`](crate::Engine::handle_published). The engine encodes and
+//! parses every payload itself: a peer's bytes are as hostile as a client's, so a payload
+//! is checked whole (version, sizes, names, texts) before any of it is applied.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MessageId;
+use crate::names::{is_valid_channel_name, is_valid_username};
+
+/// The version of the payloads below: a node ignores (and counts) payloads of another.
+pub const CLUSTER_PROTOCOL_VERSION: u32 = 1;
+
+/// How this engine takes part in a cluster ([`Config::cluster`](crate::Config::cluster)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (a username's characters, 1 to 32); its
+    /// incarnation is [`Config::message_id_origin`](crate::Config::message_id_origin),
+    /// new at every start, so a restarted node is a new peer.
+    pub node: String,
+    /// How often this node says it is alive.
+    pub heartbeat_interval: Duration,
+    /// A peer that publishes nothing for this long is lost: its sessions leave.
+    pub node_timeout: Duration,
+    /// Sessions kept for any one peer; a peer announcing more is not believed beyond it.
+    pub max_sessions_per_peer: usize,
+    /// Peers kept at once; payloads from further nodes are ignored.
+    pub max_peers: usize,
+    /// Longest payload accepted from a peer.
+    pub max_payload_bytes: usize,
+}
+
+impl ClusterConfig {
+    /// A node named `node`, with the default heartbeat (1 s), timeout (5 s) and limits.
+    pub fn new(node: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            node: node.into(),
+            heartbeat_interval: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(5),
+            max_sessions_per_peer: 200_000,
+            max_peers: 64,
+            max_payload_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a publication goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// Every node of the cluster (this one included: it ignores its own).
+    All,
+    /// The node with this name only.
+    Node(String),
+}
+
+/// One publication: the envelope every payload shares, and what it says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// [`CLUSTER_PROTOCOL_VERSION`].
+    pub(crate) v: u32,
+    /// The publishing node's name.
+    pub(crate) node: String,
+    /// The publishing node's incarnation.
+    pub(crate) inc: u64,
+    /// The publisher's count of its publications on [`Topic::All`]: this one's number
+    /// there, or (on a node's own topic) the last one published before it.
+    pub(crate) seq: u64,
+    /// The node a publication on its own topic is for; `None` on [`Topic::All`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) to: Option<String>,
+    #[serde(flatten)]
+    pub(crate) body: Body,
+}
+
+/// What a node tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Body {
+    /// A committed channel message, for every node's members of `channel`.
+    Chat {
+        id: String,
+        channel: String,
+        from: String,
+        text: String,
+    },
+    /// Session `session` of `user` is now in `channel` (logged in, or moved there).
+    Enter {
+        session: u64,
+        user: String,
+        channel: String,
+    },
+    /// Session `session` ended; `announce`: its channel hears that it left.
+    Exit { session: u64, announce: bool },
+    /// The publisher is alive.
+    Alive,
+    /// The publisher (new, or back on the bus, or missing something) asks for the
+    /// receivers' full state, on its own topic.
+    Hello,
+    /// Every session of the publisher, replacing what the receiver knew of it.
+    State { sessions: Vec<PeerSession> },
+}
+
+/// A session as [`Body::State`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PeerSession {
+    pub(crate) session: u64,
+    pub(crate) user: String,
+    pub(crate) channel: String,
+}
+
+/// Why a payload from a peer was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("payload of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("payload is not a cluster message: {0}")]
+    Malformed(String),
+    #[error("cluster protocol version {0}, this node speaks {CLUSTER_PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+impl Envelope {
+    /// Encodes this publication.
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        // Serializing plain strings and integers into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default().into()
+    }
+
+    /// Parses and checks a peer's payload: every name by the rules clients' names follow,
+    /// every text within `max_text` bytes.
+    pub(crate) fn decode(
+        payload: &[u8],
+        max_payload: usize,
+        max_text: usize,
+    ) -> Result<Envelope, Refusal> {
+        if payload.len() > max_payload {
+            return Err(Refusal::TooLarge(payload.len()));
+        }
+        // The version first, so a newer peer's unknown payloads read as a version
+        // mismatch, not as garbage.
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(payload).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if version.v != CLUSTER_PROTOCOL_VERSION {
+            return Err(Refusal::Version(version.v));
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(payload).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        envelope.check(max_text)?;
+        Ok(envelope)
+    }
+
+    fn check(&self, max_text: usize) -> Result<(), Refusal> {
+        if !is_valid_username(&self.node)
+            || self.to.as_deref().is_some_and(|to| !is_valid_username(to))
+        {
+            return Err(Refusal::Invalid("node name"));
+        }
+        match &self.body {
+            Body::Chat {
+                id,
+                channel,
+                from,
+                text,
+            } => {
+                if id.parse::<MessageId>().is_err() {
+                    return Err(Refusal::Invalid("message id"));
+                }
+                check_names(from, channel)?;
+                if text.len() > max_text {
+                    return Err(Refusal::Invalid("message text"));
+                }
+            }
+            Body::Enter { user, channel, .. } => check_names(user, channel)?,
+            Body::State { sessions } => {
+                for session in sessions {
+                    check_names(&session.user, &session.channel)?;
+                }
+            }
+            Body::Exit { .. } | Body::Alive | Body::Hello => {}
+        }
+        Ok(())
+    }
+}
+
+fn check_names(user: &str, channel: &str) -> Result<(), Refusal> {
+    if !is_valid_username(user) {
+        return Err(Refusal::Invalid("username"));
+    }
+    if !is_valid_channel_name(channel) {
+        return Err(Refusal::Invalid("channel name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn envelope(body: Body) -> Envelope {
+        Envelope {
+            v: CLUSTER_PROTOCOL_VERSION,
+            node: "a".into(),
+            inc: 7,
+            seq: 3,
+            to: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_payload_of_another_version_is_refused_as_such() {
+        let payload = br#"{"v":2,"node":"a","inc":1,"seq":1,"type":"something_new"}"#;
+        assert_eq!(
+            Envelope::decode(payload, 1 << 20, 2048),
+            Err(Refusal::Version(2))
+        );
+    }
+
+    #[test]
+    fn names_and_texts_are_checked_as_a_clients_would_be() {
+        let chat = |from: &str, channel: &str, text: &str| {
+            envelope(Body::Chat {
+                id: MessageId {
+                    origin: 1,
+                    sequence: 2,
+                }
+                .to_string(),
+                channel: channel.into(),
+                from: from.into(),
+                text: text.into(),
+            })
+            .encode()
+        };
+        assert!(Envelope::decode(&chat("bob", "Global", "hi"), 1 << 20, 2048).is_ok());
+        let refused = |payload: &[u8]| Envelope::decode(payload, 1 << 20, 4).unwrap_err();
+        assert_eq!(
+            refused(&chat("bob\u{1b}", "Global", "hi")),
+            Refusal::Invalid("username")
+        );
+        assert_eq!(
+            refused(&chat("bob", "no spaces", "hi")),
+            Refusal::Invalid("channel name")
+        );
+        assert_eq!(
+            refused(&chat("bob", "Global", "too long")),
+            Refusal::Invalid("message text")
+        );
+        assert_eq!(
+            Envelope::decode(&chat("bob", "Global", "hi"), 10, 2048),
+            Err(Refusal::TooLarge(chat("bob", "Global", "hi").len()))
+        );
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.-]{1,32}"
+    }
+
+    fn body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>(), name(), name(), ".{0,40}").prop_map(
+                |(origin, sequence, channel, from, text)| Body::Chat {
+                    id: MessageId { origin, sequence }.to_string(),
+                    channel,
+                    from,
+                    text,
+                }
+            ),
+            (any::<u64>(), name(), name()).prop_map(|(session, user, channel)| Body::Enter {
+                session,
+                user,
+                channel
+            }),
+            (any::<u64>(), any::<bool>())
+                .prop_map(|(session, announce)| Body::Exit { session, announce }),
+            Just(Body::Alive),
+            Just(Body::Hello),
+            proptest::collection::vec((any::<u64>(), name(), name()), 0..5).prop_map(|sessions| {
+                Body::State {
+                    sessions: sessions
+                        .into_iter()
+                        .map(|(session, user, channel)| PeerSession {
+                            session,
+                            user,
+                            channel,
+                        })
+                        .collect(),
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_publication_decodes_to_itself(
+            body in body(),
+            node in name(),
+            inc in any::<u64>(),
+            seq in any::<u64>(),
+            to in proptest::option::of(name()),
+        ) {
+            let sent = Envelope { v: CLUSTER_PROTOCOL_VERSION, node, inc, seq, to, body };
+            let got = Envelope::decode(&sent.encode(), usize::MAX, usize::MAX);
+            prop_assert_eq!(got, Ok(sent));
+        }
+
+        #[test]
+        fn any_bytes_decode_or_are_refused_without_panicking(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let _ = Envelope::decode(&bytes, 1 << 20, 2048);
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The other nodes of a cluster as this node knows them: each peer's sessions and where
+//! they are, and what follows from them (who is online through a peer, how many members
+//! each channel has there). It sends nothing; the engine announces what changes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::names::{channel_key, username_key};
+
+/// A session on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RemoteSession {
+    /// The username as registered.
+    pub(super) user: String,
+    /// The channel's name as the peer shows it.
+    pub(super) channel: String,
+}
+
+/// One peer node.
+#[derive(Debug)]
+struct Peer {
+    incarnation: u64,
+    /// The last `seq` of its publications on the all-nodes topic seen.
+    last_seq: u64,
+    last_heard: Instant,
+    sessions: BTreeMap<u64, RemoteSession>,
+}
+
+/// How a publication fits what was heard from its node before.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// The next one: apply it.
+    InOrder,
+    /// Later than the next one: some were lost on the way; apply it, and ask the peer for
+    /// its state.
+    AfterGap,
+    /// A node not known before, or a known node's new incarnation (its old sessions, now
+    /// gone, are returned): apply it, and ask for its state.
+    New(Vec<RemoteSession>),
+    /// Seen before (or older): drop it.
+    Duplicate,
+    /// A node beyond `max_peers`: drop it.
+    TooManyPeers,
+}
+
+/// Every peer node, with counts derived from their sessions.
+#[derive(Debug, Default)]
+pub(super) struct Peers {
+    by_node: BTreeMap<String, Peer>,
+    /// Remote sessions per account key: the username and how many.
+    accounts: BTreeMap<String, (String, usize)>,
+    /// Remote members per channel key: the channel's name and how many.
+    channels: BTreeMap<String, (String, usize)>,
+}
+
+impl Peers {
+    /// Records a publication from `node` (incarnation `incarnation`) heard at `now`:
+    /// `seq` is its number on the all-nodes topic when `ordered`, else the last number
+    /// published before it (a directed publication, which is never a duplicate).
+    pub(super) fn heard(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        ordered: bool,
+        now: Instant,
+        max_peers: usize,
+    ) -> Heard {
+        let mut gone = Vec::new();
+        match self.by_node.get(node) {
+            Some(peer) if peer.incarnation == incarnation => {}
+            Some(_) => gone = self.remove(node),
+            None if self.by_node.len() >= max_peers => return Heard::TooManyPeers,
+            None => {}
+        }
+        let new = !self.by_node.contains_key(node);
+        let peer = self.by_node.entry(node.to_owned()).or_insert_with(|| Peer {
+            incarnation,
+            last_seq: if ordered { seq.saturating_sub(1) } else { seq },
+            last_heard: now,
+            sessions: BTreeMap::new(),
+        });
+        peer.last_heard = now;
+        if new {
+            if ordered {
+                peer.last_seq = seq;
+            }
+            return Heard::New(gone);
+        }
+        if !ordered {
+            peer.last_seq = peer.last_seq.max(seq);
+            return Heard::InOrder;
+        }
+        if seq <= peer.last_seq {
+            return Heard::Duplicate;
+        }
+        let gap = seq > peer.last_seq + 1;
+        peer.last_seq = seq;
+        if gap { Heard::AfterGap } else { Heard::InOrder }
+    }
+
+    /// Session `session` of `node` is now in `channel`; returns where it was before
+    /// (`None`: it is new). A peer already at `max_sessions` gets no new session
+    /// (`Err(())`).
+    pub(super) fn enter(
+        &mut self,
+        node: &str,
+        session: u64,
+        entered: RemoteSession,
+        max_sessions: usize,
+    ) -> Result<Option<RemoteSession>, ()> {
+        let Some(peer) = self.by_node.get_mut(node) else {
+            return Err(());
+        };
+        if !peer.sessions.contains_key(&session) && peer.sessions.len() >= max_sessions {
+            return Err(());
+        }
+        count(
+            &mut self.channels,
+            &channel_key(&entered.channel),
+            &entered.channel,
+            1,
+        );
+        let before = peer.sessions.insert(session, entered.clone());
+        match &before {
+            Some(before) => {
+                count(
+                    &mut self.channels,
+                    &channel_key(&before.channel),
+                    &before.channel,
+                    -1,
+                );
+            }
+            None => count(
+                &mut self.accounts,
+                &username_key(&entered.user),
+                &entered.user,
+                1,
+            ),
+        }
+        Ok(before)
+    }
+
+    /// Session `session` of `node` ended; returns it if it was known.
+    pub(super) fn exit(&mut self, node: &str, session: u64) -> Option<RemoteSession> {
+        let gone = self.by_node.get_mut(node)?.sessions.remove(&session)?;
+        self.uncount(&gone);
+        Some(gone)
+    }
+
+    /// Replaces what is known of `node`'s sessions with `sessions` (at most
+    /// `max_sessions` of them).
+    pub(super) fn replace(
+        &mut self,
+        node: &str,
+        sessions: impl IntoIterator<Item = (u64, RemoteSession)>,
+        max_sessions: usize,
+    ) {
+        let Some(peer) = self.by_node.get_mut(node) else {
+            return;
+        };
+        let old = std::mem::take(&mut peer.sessions);
+        for gone in old.values() {
+            self.uncount(gone);
+        }
+        for (session, entered) in sessions.into_iter() {
+            // Errors only past `max_sessions`: the rest is not believed.
+            if self.enter(node, session, entered, max_sessions).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Removes every peer not heard from since `deadline`; returns each one's name and
+    /// sessions.
+    pub(super) fn expire(&mut self, deadline: Instant) -> Vec<(String, Vec<RemoteSession>)> {
+        let lost: Vec<String> = self
+            .by_node
+            .iter()
+            .filter(|(_, peer)| peer.last_heard < deadline)
+            .map(|(node, _)| node.clone())
+            .collect();
+        lost.into_iter()
+            .map(|node| {
+                let sessions = self.remove(&node);
+                (node, sessions)
+            })
+            .collect()
+    }
+
+    /// Forgets `node`; returns its sessions.
+    fn remove(&mut self, node: &str) -> Vec<RemoteSession> {
+        let Some(peer) = self.by_node.remove(node) else {
+            return Vec::new();
+        };
+        let sessions: Vec<RemoteSession> = peer.sessions.into_values().collect();
+        for gone in &sessions {
+            self.uncount(gone);
+        }
+        sessions
+    }
+
+    fn uncount(&mut self, gone: &RemoteSession) {
+        count(
+            &mut self.channels,
+            &channel_key(&gone.channel),
+            &gone.channel,
+            -1,
+        );
+        count(
+            &mut self.accounts,
+            &username_key(&gone.user),
+            &gone.user,
+            -1,
+        );
+    }
+
+    /// Accounts with a session on some peer: key and username, ordered by key.
+    pub(super) fn accounts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.accounts
+            .iter()
+            .map(|(key, (name, _))| (key.as_str(), name.as_str()))
+    }
+
+    /// Channels with members on some peer: key, name and how many, ordered by key.
+    pub(super) fn channels(&self) -> impl Iterator<Item = (&str, &str, usize)> {
+        self.channels
+            .iter()
+            .map(|(key, (name, members))| (key.as_str(), name.as_str(), *members))
+    }
+
+    /// The name channel `name` (any letter case) has on the peers, if it has members
+    /// there.
+    pub(super) fn channel_name(&self, name: &str) -> Option<&str> {
+        let (name, _) = self.channels.get(&channel_key(name))?;
+        Some(name)
+    }
+
+    /// Peers known.
+    pub(super) fn len(&self) -> usize {
+        self.by_node.len()
+    }
+
+    /// Sessions known on all peers together.
+    pub(super) fn session_count(&self) -> usize {
+        self.by_node.values().map(|peer| peer.sessions.len()).sum()
+    }
+}
+
+/// Adds `delta` to the count of `key` (named `name`), which goes when it reaches zero.
+fn count(table: &mut BTreeMap<String, (String, usize)>, key: &str, name: &str, delta: isize) {
+    let entry = table
+        .entry(key.to_owned())
+        .or_insert_with(|| (name.to_owned(), 0));
+    entry.1 = entry.1.saturating_add_signed(delta);
+    if entry.1 == 0 {
+        table.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str, channel: &str) -> RemoteSession {
+        RemoteSession {
+            user: user.into(),
+            channel: channel.into(),
+        }
+    }
+
+    #[test]
+    fn publications_are_taken_in_order_once_and_a_gap_is_noticed() {
+        let now = Instant::now();
+        let mut peers = Peers::default();
+        assert_eq!(peers.heard("a", 1, 5, true, now, 8), Heard::New(vec![]));
+        assert_eq!(peers.heard("a", 1, 6, true, now, 8), Heard::InOrder);
+        assert_eq!(peers.heard("a", 1, 6, true, now, 8), Heard::Duplicate);
+        assert_eq!(peers.heard("a", 1, 9, true, now, 8), Heard::AfterGap);
+        assert_eq!(peers.heard("a", 1, 8, true, now, 8), Heard::Duplicate);
+        assert_eq!(peers.heard("b", 1, 1, true, now, 1), Heard::TooManyPeers);
+    }
+
+    #[test]
+    fn counts_follow_sessions_and_a_new_incarnation_drops_the_old_ones() {
+        let now = Instant::now();
+        let mut peers = Peers::default();
+        peers.heard("a", 1, 1, true, now, 8);
+        assert_eq!(peers.enter("a", 10, session("Bob", "Global"), 8), Ok(None));
+        assert_eq!(peers.enter("a", 11, session("Bob", "dev"), 8), Ok(None));
+        assert_eq!(
+            peers.enter("a", 10, session("Bob", "dev"), 8),
+            Ok(Some(session("Bob", "Global")))
+        );
+        assert_eq!(peers.accounts().collect::<Vec<_>>(), [("bob", "Bob")]);
+        assert_eq!(peers.channels().collect::<Vec<_>>(), [("dev", "dev", 2)]);
+        assert_eq!(peers.exit("a", 11), Some(session("Bob", "dev")));
+        assert_eq!(peers.accounts().collect::<Vec<_>>(), [("bob", "Bob")]);
+        let gone = peers.heard("a", 2, 1, true, now, 8);
+        assert_eq!(gone, Heard::New(vec![session("Bob", "dev")]));
+        assert_eq!(peers.accounts().count(), 0);
+        assert_eq!(peers.channels().count(), 0);
+        assert_eq!(peers.session_count(), 0);
+    }
+
+    #[test]
+    fn a_peer_gets_no_sessions_past_its_limit_and_a_silent_one_expires() {
+        let now = Instant::now();
+        let mut peers = Peers::default();
+        peers.heard("a", 1, 1, true, now, 8);
+        peers.replace(
+            "a",
+            (0..5).map(|i| (i, session(&format!("u{i}"), "Global"))),
+            3,
+        );
+        assert_eq!(peers.session_count(), 3);
+        assert_eq!(peers.enter("a", 9, session("late", "Global"), 3), Err(()));
+        let later = now + std::time::Duration::from_secs(10);
+        peers.heard("b", 1, 1, true, later, 8);
+        let lost = peers.expire(later);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, "a");
+        assert_eq!(lost[0].1.len(), 3);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers.accounts().count(), 0);
+    }
+}

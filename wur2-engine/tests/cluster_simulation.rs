@@ -1,0 +1,374 @@
+//! Cluster mode, simulated: several engines joined by a bus that delays, reorders between
+//! publishers, duplicates, loses and partitions, as NATS can (one publisher's messages to
+//! one receiver stay in order). Checked against what one node would do: every member on
+//! every node gets each channel message once, in each sender's order; `/list` and
+//! `/channels` count every node; joins and departures are heard across nodes; a silent
+//! node's users leave. Replay one seed of the randomized test with
+//! `WUR2_SIM_SEED=<seed> cargo test -p wur2-engine --test cluster_simulation`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::{Rng, World};
+use wur2_engine::{ClusterConfig, Config, ConnectionId, Topic};
+
+/// The nodes and the bus between them.
+struct Net {
+    nodes: Vec<World>,
+    rng: Rng,
+    /// What is on its way from one node to another, in the order published.
+    links: BTreeMap<(usize, usize), VecDeque<Bytes>>,
+    /// Chance (in percent) that a publication reaches a node twice.
+    duplicate_percent: u64,
+    /// Nodes cut off from the bus: what they publish and what is for them is lost.
+    cut: BTreeSet<usize>,
+}
+
+fn node_name(index: usize) -> String {
+    format!("n{index}")
+}
+
+impl Net {
+    fn new(nodes: usize, seed: u64) -> Net {
+        let mut net = Net {
+            nodes: (0..nodes)
+                .map(|i| {
+                    World::new(Config {
+                        cluster: Some(ClusterConfig::new(node_name(i))),
+                        message_id_origin: i as u64 + 1,
+                        flood_lines_per_second: 0,
+                        ..Config::default()
+                    })
+                })
+                .collect(),
+            rng: Rng::new(seed),
+            links: BTreeMap::new(),
+            duplicate_percent: 0,
+            cut: BTreeSet::new(),
+        };
+        for node in &mut net.nodes {
+            let now = node.now;
+            node.engine.handle_bus_connected(now);
+            node.drain();
+        }
+        net.settle();
+        net
+    }
+
+    /// Puts what every node published on its way.
+    fn collect(&mut self) {
+        for from in 0..self.nodes.len() {
+            for (topic, payload) in std::mem::take(&mut self.nodes[from].published) {
+                let targets: Vec<usize> = match &topic {
+                    // NATS hands a subscriber its own publications too.
+                    Topic::All => (0..self.nodes.len()).collect(),
+                    Topic::Node(name) => (0..self.nodes.len())
+                        .filter(|&i| &node_name(i) == name)
+                        .collect(),
+                };
+                for to in targets {
+                    if self.cut.contains(&from) || self.cut.contains(&to) {
+                        continue;
+                    }
+                    let link = self.links.entry((from, to)).or_default();
+                    link.push_back(payload.clone());
+                    if self.rng.chance(self.duplicate_percent) {
+                        link.push_back(payload.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers one publication from a random link; `false` when none is on its way.
+    fn step(&mut self) -> bool {
+        self.collect();
+        let busy: Vec<(usize, usize)> = self
+            .links
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(&pair, _)| pair)
+            .collect();
+        if busy.is_empty() {
+            return false;
+        }
+        let (from, to) = busy[self.rng.below(busy.len())];
+        let Some(payload) = self
+            .links
+            .get_mut(&(from, to))
+            .and_then(VecDeque::pop_front)
+        else {
+            return false;
+        };
+        let node = &mut self.nodes[to];
+        let now = node.now;
+        node.engine.handle_published(&payload, now);
+        node.drain();
+        true
+    }
+
+    /// Delivers everything on its way, and what that makes the nodes publish.
+    fn settle(&mut self) {
+        while self.step() {}
+    }
+
+    /// Moves every node's clock on by `by` in steps of 500 ms, settling the bus each time.
+    fn advance(&mut self, by: Duration) {
+        let step = Duration::from_millis(500);
+        let mut done = Duration::ZERO;
+        while done < by {
+            for node in &mut self.nodes {
+                node.advance(step);
+            }
+            self.settle();
+            done += step;
+        }
+    }
+
+    /// Registers `name` on node `node`; returns its connection there.
+    fn user(&mut self, node: usize, name: &str) -> ConnectionId {
+        let connection = self.nodes[node].user(name);
+        self.settle();
+        connection
+    }
+
+    fn send(&mut self, node: usize, connection: ConnectionId, line: &str) {
+        self.nodes[node].send(connection, &format!("{line}\n"));
+        self.settle();
+    }
+
+    fn lines(&mut self, node: usize, connection: ConnectionId) -> Vec<String> {
+        self.nodes[node].lines(connection)
+    }
+
+    /// The answer to `line` (one line) from `connection` on `node`, earlier lines dropped.
+    fn ask(&mut self, node: usize, connection: ConnectionId, line: &str) -> String {
+        self.lines(node, connection);
+        self.send(node, connection, line);
+        let mut lines = self.lines(node, connection);
+        assert_eq!(lines.len(), 1, "{line}: {lines:?}");
+        lines.remove(0)
+    }
+}
+
+#[test]
+fn a_channel_message_reaches_every_member_on_every_node_once() {
+    let mut net = Net::new(3, 1);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    let carol = net.user(2, "carol");
+    let dave = net.user(2, "dave");
+    net.send(2, dave, "/join rust");
+    for (node, connection) in [(0, alice), (1, bob), (2, carol), (2, dave)] {
+        net.lines(node, connection);
+    }
+    net.send(0, alice, "hello everywhere");
+    assert_eq!(net.lines(1, bob), ["[Global] alice: hello everywhere"]);
+    assert_eq!(net.lines(2, carol), ["[Global] alice: hello everywhere"]);
+    assert!(net.lines(2, dave).is_empty(), "not in Global");
+    assert!(net.lines(0, alice).is_empty(), "the sender");
+    // Stored once, by the node that accepted it.
+    let stored: Vec<usize> = net
+        .nodes
+        .iter()
+        .map(|node| node.store.history("Global").len())
+        .collect();
+    assert_eq!(stored, [1, 0, 0]);
+    // One publication for the whole cluster, however many members elsewhere.
+    assert_eq!(net.nodes[1].engine.stats().bus_gaps, 0);
+}
+
+#[test]
+fn list_and_channels_count_the_users_of_every_node() {
+    let mut net = Net::new(3, 2);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    let carol = net.user(2, "carol");
+    net.nodes[1].login("bob"); // a second session, on the same node
+    net.settle();
+    net.send(1, bob, "/join rust");
+    assert_eq!(
+        net.ask(2, carol, "/list"),
+        "Connected users: alice, bob, carol"
+    );
+    assert_eq!(
+        net.ask(0, alice, "/channels"),
+        "Channels: Global (3), rust (1)"
+    );
+    assert_eq!(net.nodes[0].engine.stats().peers, 2);
+    assert_eq!(net.nodes[0].engine.stats().peer_sessions, 3);
+}
+
+#[test]
+fn members_on_other_nodes_hear_joins_and_departures() {
+    let mut net = Net::new(2, 3);
+    let alice = net.user(0, "alice");
+    net.lines(0, alice);
+    let bob = net.user(1, "bob");
+    assert_eq!(net.lines(0, alice), ["* bob joined Global"]);
+    net.send(1, bob, "/join rust");
+    assert_eq!(net.lines(0, alice), ["* bob left Global"]);
+    net.send(0, alice, "/join RUST");
+    net.lines(0, alice);
+    net.send(1, bob, "/close");
+    assert_eq!(net.lines(0, alice), ["* bob left rust"]);
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice");
+}
+
+#[test]
+fn a_node_that_goes_silent_is_lost_and_its_users_leave_until_it_is_back() {
+    let mut net = Net::new(2, 4);
+    let alice = net.user(0, "alice");
+    net.user(1, "bob");
+    net.lines(0, alice);
+    net.cut.insert(1);
+    net.advance(Duration::from_secs(4));
+    assert!(
+        net.lines(0, alice).is_empty(),
+        "not lost before the timeout"
+    );
+    net.advance(Duration::from_secs(3));
+    assert_eq!(net.lines(0, alice), ["* bob left Global"]);
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice");
+    // Back on the bus: its next heartbeat makes it a peer again, and its state follows.
+    net.cut.clear();
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice, bob");
+}
+
+#[test]
+fn a_lost_publication_is_noticed_and_the_nodes_state_fills_the_gap() {
+    let mut net = Net::new(2, 5);
+    let alice = net.user(0, "alice");
+    net.cut.insert(1);
+    net.user(1, "bob"); // its `enter` is lost on the way
+    net.cut.clear();
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice");
+    net.advance(Duration::from_secs(1)); // the next heartbeat shows the gap
+    assert_eq!(net.nodes[0].engine.stats().bus_gaps, 1);
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice, bob");
+}
+
+#[test]
+fn a_peers_bad_payload_is_refused_whole() {
+    let mut net = Net::new(2, 6);
+    let alice = net.user(0, "alice");
+    net.lines(0, alice);
+    let bad: [&[u8]; 5] = [
+        b"not json",
+        br#"{"v":2,"node":"n1","inc":2,"seq":9,"type":"chat"}"#,
+        br#"{"v":1,"node":"n1","inc":2,"seq":9,"type":"chat","id":"00000000000000020000000000000009","channel":"Global","from":"bob\u001b[2J","text":"x"}"#,
+        br#"{"v":1,"node":"n1","inc":2,"seq":9,"type":"enter","session":1,"user":"bob","channel":"no spaces"}"#,
+        // A node with this node's name but another incarnation.
+        br#"{"v":1,"node":"n0","inc":99,"seq":1,"type":"alive"}"#,
+    ];
+    let node = &mut net.nodes[0];
+    let before = node.engine.stats().bus_refused;
+    for payload in bad {
+        let now = node.now;
+        node.engine.handle_published(payload, now);
+        node.drain();
+    }
+    assert_eq!(node.engine.stats().bus_refused - before, 5);
+    assert!(node.lines(alice).is_empty());
+    assert_eq!(node.engine.stats().peer_sessions, 0);
+}
+
+/// What the randomized run checks: each message reached each member of its channel on
+/// every node once, and each receiver saw each sender's messages in the order sent.
+#[test]
+fn randomized_traffic_over_a_bus_that_reorders_and_duplicates_is_delivered_once_in_order() {
+    let seeds: Vec<u64> = match std::env::var("WUR2_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("WUR2_SIM_SEED is a number")],
+        Err(_) => (100..120).collect(),
+    };
+    for seed in seeds {
+        run_randomized(seed);
+    }
+}
+
+fn run_randomized(seed: u64) {
+    const CHANNELS: [&str; 3] = ["Global", "rust", "#ops"];
+    let mut net = Net::new(3, seed);
+    net.duplicate_percent = 15;
+    let mut rng = Rng::new(seed ^ 0xC1u64);
+    // (node, connection, name, channel)
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let node = i % 3;
+        let name = format!("u{i}");
+        let connection = net.user(node, &name);
+        let channel = CHANNELS[rng.below(CHANNELS.len())];
+        if channel != "Global" {
+            net.send(node, connection, &format!("/join {channel}"));
+        }
+        clients.push((node, connection, name, channel));
+    }
+    for &(node, connection, _, _) in &clients {
+        net.lines(node, connection);
+    }
+    // Messages go out while the bus is busy: several before anything is carried.
+    let mut sent: Vec<(usize, String)> = Vec::new(); // (sender index, text)
+    for k in 0..150 {
+        let who = rng.below(clients.len());
+        let (node, connection, _, _) = clients[who];
+        let text = format!("m{k}");
+        net.nodes[node].send(connection, &format!("{text}\n"));
+        sent.push((who, text));
+        for _ in 0..rng.below(4) {
+            net.step();
+        }
+    }
+    net.settle();
+    for (receiver, &(node, connection, _, channel)) in clients.iter().enumerate() {
+        let lines = net.lines(node, connection);
+        let mut expected = Vec::new();
+        for (who, text) in &sent {
+            let (_, _, from, from_channel) = &clients[*who];
+            if *who != receiver && *from_channel == channel {
+                expected.push(format!("[{channel}] {from}: {text}"));
+            }
+        }
+        assert_eq!(
+            sorted(&lines),
+            sorted(&expected),
+            "seed {seed}: what u{receiver} on n{node} got"
+        );
+        // Each sender's messages in the order sent.
+        for (who, (_, _, from, _)) in clients.iter().enumerate() {
+            let prefix = format!("] {from}: ");
+            let theirs = |all: &[String]| -> Vec<String> {
+                all.iter()
+                    .filter(|l| l.contains(&prefix))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                theirs(&lines),
+                theirs(&expected),
+                "seed {seed}: order of u{who}'s messages at u{receiver}"
+            );
+        }
+    }
+    // Every node stored what it accepted, once.
+    let stored: usize = net
+        .nodes
+        .iter()
+        .map(|node| {
+            CHANNELS
+                .iter()
+                .map(|c| node.store.history(c).len())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(stored, sent.len(), "seed {seed}");
+}
+
+fn sorted(lines: &[String]) -> Vec<String> {
+    let mut lines = lines.to_vec();
+    lines.sort();
+    lines
+}
