@@ -214,6 +214,7 @@ pub enum PeerBody {
         session: u8,
         user: Name,
         channel: ChannelName,
+        role: RoleName,
     },
     Exit {
         session: u8,
@@ -222,12 +223,37 @@ pub enum PeerBody {
     Alive,
     Hello,
     State {
-        sessions: Vec<(u8, Name, ChannelName)>,
+        sessions: Vec<(u8, Name, ChannelName, RoleName)>,
+    },
+    Direct {
+        sequence: u8,
+        recipient: Name,
+        from: Name,
+        text: Text,
+        /// Whether this node is among the nodes named.
+        to_me: bool,
+    },
+    Delivered {
+        sequence: u8,
+        delivered: bool,
+    },
+    Kick {
+        user: Name,
+        by: Name,
+        reason: Text,
+        channels: Vec<ChannelName>,
+    },
+    Role {
+        user: Name,
+        role: RoleName,
+        by: Name,
     },
 }
 
 impl PeerPayload {
-    fn render(&self) -> Vec<u8> {
+    /// The payload's bytes; `own_origin` is this node's message id origin (answers to
+    /// its private messages carry its ids).
+    fn render(&self, own_origin: u64) -> Vec<u8> {
         let (node, inc, seq, to_me, body) = match self {
             PeerPayload::Raw(bytes) => return bytes.clone(),
             PeerPayload::Publication {
@@ -252,8 +278,10 @@ impl PeerPayload {
                 session,
                 user,
                 channel: c,
+                role,
             } => serde_json::json!({
                 "type": "enter", "session": session, "user": user.as_str(), "channel": channel(c),
+                "role": role.role().as_str(),
             }),
             PeerBody::Exit { session, announce } => {
                 serde_json::json!({ "type": "exit", "session": session, "announce": announce })
@@ -262,9 +290,43 @@ impl PeerPayload {
             PeerBody::Hello => serde_json::json!({ "type": "hello" }),
             PeerBody::State { sessions } => serde_json::json!({
                 "type": "state",
-                "sessions": sessions.iter().map(|(session, user, c)| serde_json::json!({
+                "sessions": sessions.iter().map(|(session, user, c, role)| serde_json::json!({
                     "session": session, "user": user.as_str(), "channel": channel(c),
+                    "role": role.role().as_str(),
                 })).collect::<Vec<_>>(),
+            }),
+            PeerBody::Direct {
+                sequence,
+                recipient,
+                from,
+                text,
+                to_me,
+            } => serde_json::json!({
+                "type": "direct", "id": format!("{:016x}{:016x}", inc, sequence),
+                "recipient": recipient.as_str(), "from": from.as_str(), "text": text.render(),
+                "nodes": if *to_me { vec![OWN_NODE, "n2"] } else { vec!["n2"] },
+            }),
+            PeerBody::Delivered {
+                sequence,
+                delivered,
+            } => serde_json::json!({
+                // This node's own ids: it may be waiting for this answer.
+                "type": "delivered", "id": format!("{:016x}{:016x}", own_origin, sequence),
+                "delivered": delivered,
+            }),
+            PeerBody::Kick {
+                user,
+                by,
+                reason,
+                channels,
+            } => serde_json::json!({
+                "type": "kick", "user": user.as_str(), "by": by.as_str(),
+                "reason": reason.render(),
+                "channels": channels.iter().map(channel).collect::<Vec<_>>(),
+            }),
+            PeerBody::Role { user, role, by } => serde_json::json!({
+                "type": "role", "user": user.as_str(), "role": role.role().as_str(),
+                "by": by.as_str(),
             }),
         };
         if let Value::Object(fields) = &mut value {
@@ -998,7 +1060,8 @@ impl Harness {
             }
             Event::BusConnected => self.engine.handle_bus_connected(self.now),
             Event::Published(payload) => {
-                self.engine.handle_published(&payload.render(), self.now);
+                let payload = payload.render(self.config.message_id_origin);
+                self.engine.handle_published(&payload, self.now);
             }
         }
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::MessageId;
 use crate::names::{is_valid_channel_name, is_valid_username};
+use crate::store::Role;
 
 /// The version of the payloads below: a node ignores (and counts) payloads of another.
 pub const CLUSTER_PROTOCOL_VERSION: u32 = 1;
@@ -89,11 +90,13 @@ pub(crate) enum Body {
         from: String,
         text: String,
     },
-    /// Session `session` of `user` is now in `channel` (logged in, or moved there).
+    /// Session `session` of `user`, whose role is `role`, is now in `channel` (logged in,
+    /// moved there, or its role changed).
     Enter {
         session: u64,
         user: String,
         channel: String,
+        role: String,
     },
     /// Session `session` ended; `announce`: its channel hears that it left.
     Exit { session: u64, announce: bool },
@@ -104,7 +107,36 @@ pub(crate) enum Body {
     Hello,
     /// Every session of the publisher, replacing what the receiver knew of it.
     State { sessions: Vec<PeerSession> },
+    /// A committed private message for `recipient`'s sessions on the nodes in `nodes`
+    /// (not `to`: that is the envelope's).
+    Direct {
+        id: String,
+        recipient: String,
+        from: String,
+        text: String,
+        nodes: Vec<String>,
+    },
+    /// The answer of a node named in a [`Body::Direct`]: whether it showed message `id`
+    /// to a session of its recipient.
+    Delivered { id: String, delivered: bool },
+    /// `user` was kicked by `by`: every node closes its sessions of `user` and tells its
+    /// members of `channels` (where the user's sessions were).
+    Kick {
+        user: String,
+        by: String,
+        reason: String,
+        channels: Vec<String>,
+    },
+    /// `by` (an admin, with `/role`) gave account `user` role `role`.
+    Role {
+        user: String,
+        role: String,
+        by: String,
+    },
 }
+
+/// Most nodes or channels a publication may list.
+const MAX_LISTED: usize = 1024;
 
 /// A session as [`Body::State`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +144,7 @@ pub(crate) struct PeerSession {
     pub(crate) session: u64,
     pub(crate) user: String,
     pub(crate) channel: String,
+    pub(crate) role: String,
 }
 
 /// Why a payload from a peer was not applied.
@@ -174,19 +207,65 @@ impl Envelope {
                 from,
                 text,
             } => {
-                if id.parse::<MessageId>().is_err() {
-                    return Err(Refusal::Invalid("message id"));
-                }
+                check_id(id)?;
                 check_names(from, channel)?;
                 if text.len() > max_text {
                     return Err(Refusal::Invalid("message text"));
                 }
             }
-            Body::Enter { user, channel, .. } => check_names(user, channel)?,
+            Body::Enter {
+                user,
+                channel,
+                role,
+                ..
+            } => {
+                check_names(user, channel)?;
+                check_role(role)?;
+            }
             Body::State { sessions } => {
                 for session in sessions {
                     check_names(&session.user, &session.channel)?;
+                    check_role(&session.role)?;
                 }
+            }
+            Body::Direct {
+                id,
+                recipient,
+                from,
+                text,
+                nodes,
+            } => {
+                check_id(id)?;
+                check_user(recipient)?;
+                check_user(from)?;
+                if text.len() > max_text {
+                    return Err(Refusal::Invalid("message text"));
+                }
+                if nodes.len() > MAX_LISTED || !nodes.iter().all(|n| is_valid_username(n)) {
+                    return Err(Refusal::Invalid("node list"));
+                }
+            }
+            Body::Delivered { id, .. } => check_id(id)?,
+            Body::Kick {
+                user,
+                by,
+                reason,
+                channels,
+            } => {
+                check_user(user)?;
+                check_user(by)?;
+                if reason.len() > max_text {
+                    return Err(Refusal::Invalid("kick reason"));
+                }
+                if channels.len() > MAX_LISTED || !channels.iter().all(|c| is_valid_channel_name(c))
+                {
+                    return Err(Refusal::Invalid("channel list"));
+                }
+            }
+            Body::Role { user, role, by } => {
+                check_user(user)?;
+                check_user(by)?;
+                check_role(role)?;
             }
             Body::Exit { .. } | Body::Alive | Body::Hello => {}
         }
@@ -194,10 +273,31 @@ impl Envelope {
     }
 }
 
-fn check_names(user: &str, channel: &str) -> Result<(), Refusal> {
-    if !is_valid_username(user) {
-        return Err(Refusal::Invalid("username"));
+/// The role `text` names, if it names one.
+pub(crate) fn parse_role(text: &str) -> Option<Role> {
+    text.parse().ok()
+}
+
+fn check_role(text: &str) -> Result<(), Refusal> {
+    parse_role(text).map(|_| ()).ok_or(Refusal::Invalid("role"))
+}
+
+fn check_id(id: &str) -> Result<(), Refusal> {
+    id.parse::<MessageId>()
+        .map(|_| ())
+        .map_err(|_| Refusal::Invalid("message id"))
+}
+
+fn check_user(user: &str) -> Result<(), Refusal> {
+    if is_valid_username(user) {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid("username"))
     }
+}
+
+fn check_names(user: &str, channel: &str) -> Result<(), Refusal> {
+    check_user(user)?;
     if !is_valid_channel_name(channel) {
         return Err(Refusal::Invalid("channel name"));
     }
@@ -279,28 +379,71 @@ mod tests {
                     text,
                 }
             ),
-            (any::<u64>(), name(), name()).prop_map(|(session, user, channel)| Body::Enter {
-                session,
-                user,
-                channel
+            (any::<u64>(), name(), name(), role()).prop_map(|(session, user, channel, role)| {
+                Body::Enter {
+                    session,
+                    user,
+                    channel,
+                    role,
+                }
             }),
             (any::<u64>(), any::<bool>())
                 .prop_map(|(session, announce)| Body::Exit { session, announce }),
             Just(Body::Alive),
             Just(Body::Hello),
-            proptest::collection::vec((any::<u64>(), name(), name()), 0..5).prop_map(|sessions| {
-                Body::State {
+            proptest::collection::vec((any::<u64>(), name(), name(), role()), 0..5).prop_map(
+                |sessions| Body::State {
                     sessions: sessions
                         .into_iter()
-                        .map(|(session, user, channel)| PeerSession {
+                        .map(|(session, user, channel, role)| PeerSession {
                             session,
                             user,
                             channel,
+                            role,
                         })
                         .collect(),
                 }
+            ),
+            (
+                any::<(u64, u64)>(),
+                name(),
+                name(),
+                ".{0,40}",
+                proptest::collection::vec(name(), 0..4)
+            )
+                .prop_map(|((origin, sequence), recipient, from, text, nodes)| {
+                    Body::Direct {
+                        id: MessageId { origin, sequence }.to_string(),
+                        recipient,
+                        from,
+                        text,
+                        nodes,
+                    }
+                }),
+            (any::<(u64, u64)>(), any::<bool>()).prop_map(|((origin, sequence), delivered)| {
+                Body::Delivered {
+                    id: MessageId { origin, sequence }.to_string(),
+                    delivered,
+                }
             }),
+            (
+                name(),
+                name(),
+                ".{0,40}",
+                proptest::collection::vec(name(), 0..4)
+            )
+                .prop_map(|(user, by, reason, channels)| Body::Kick {
+                    user,
+                    by,
+                    reason,
+                    channels,
+                }),
+            (name(), role(), name()).prop_map(|(user, role, by)| Body::Role { user, role, by }),
         ]
+    }
+
+    fn role() -> impl Strategy<Value = String> {
+        prop_oneof![Just("user"), Just("mod"), Just("admin")].prop_map(String::from)
     }
 
     proptest! {

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{Rng, World};
-use wur2_engine::{ClusterConfig, Config, ConnectionId, Topic};
+use support::{PASSWORD, Rng, World};
+use wur2_engine::{ClusterConfig, Config, ConnectionId, Role, Topic};
 
 /// The nodes and the bus between them.
 struct Net {
@@ -128,9 +128,23 @@ impl Net {
         }
     }
 
-    /// Registers `name` on node `node`; returns its connection there.
+    /// Registers `name` on node `node`; returns its connection there. The nodes share
+    /// their accounts as they would one database: the account is added to every other
+    /// node's store too (history stays apart, so what each node stored can be counted).
     fn user(&mut self, node: usize, name: &str) -> ConnectionId {
         let connection = self.nodes[node].user(name);
+        for (other, world) in self.nodes.iter_mut().enumerate() {
+            if other != node {
+                world.store.add_account(name, PASSWORD, Role::User);
+            }
+        }
+        self.settle();
+        connection
+    }
+
+    /// Logs account `name` in (again) on node `node`.
+    fn login(&mut self, node: usize, name: &str) -> ConnectionId {
+        let connection = self.nodes[node].login(name);
         self.settle();
         connection
     }
@@ -312,12 +326,21 @@ fn run_randomized(seed: u64) {
     }
     // Messages go out while the bus is busy: several before anything is carried.
     let mut sent: Vec<(usize, String)> = Vec::new(); // (sender index, text)
+    let mut direct: Vec<(usize, usize, String)> = Vec::new(); // (sender, recipient, text)
     for k in 0..150 {
         let who = rng.below(clients.len());
         let (node, connection, _, _) = clients[who];
-        let text = format!("m{k}");
-        net.nodes[node].send(connection, &format!("{text}\n"));
-        sent.push((who, text));
+        if rng.chance(20) {
+            let to = (who + 1 + rng.below(clients.len() - 1)) % clients.len();
+            let text = format!("d{k}");
+            let line = format!("/msg {} {text}\n", clients[to].2);
+            net.nodes[node].send(connection, &line);
+            direct.push((who, to, text));
+        } else {
+            let text = format!("m{k}");
+            net.nodes[node].send(connection, &format!("{text}\n"));
+            sent.push((who, text));
+        }
         for _ in 0..rng.below(4) {
             net.step();
         }
@@ -332,6 +355,11 @@ fn run_randomized(seed: u64) {
                 expected.push(format!("[{channel}] {from}: {text}"));
             }
         }
+        for (who, to, text) in &direct {
+            if *to == receiver {
+                expected.push(format!("[DM] {}: {text}", clients[*who].2));
+            }
+        }
         assert_eq!(
             sorted(&lines),
             sorted(&expected),
@@ -339,7 +367,7 @@ fn run_randomized(seed: u64) {
         );
         // Each sender's messages in the order sent.
         for (who, (_, _, from, _)) in clients.iter().enumerate() {
-            let prefix = format!("] {from}: ");
+            let prefix = format!("] {from}: m");
             let theirs = |all: &[String]| -> Vec<String> {
                 all.iter()
                     .filter(|l| l.contains(&prefix))
@@ -365,10 +393,133 @@ fn run_randomized(seed: u64) {
         })
         .sum();
     assert_eq!(stored, sent.len(), "seed {seed}");
+    for (who, to, _) in &direct {
+        let (from_node, _, _, _) = clients[*who];
+        assert!(
+            !marked_pending(&net, from_node),
+            "seed {seed}: u{to} was online, yet a message to them was put back"
+        );
+    }
 }
 
 fn sorted(lines: &[String]) -> Vec<String> {
     let mut lines = lines.to_vec();
     lines.sort();
     lines
+}
+
+/// Whether node `node` asked its store to put a private message back for a later login.
+fn marked_pending(net: &Net, node: usize) -> bool {
+    net.nodes[node]
+        .store_log
+        .iter()
+        .any(|request| request.starts_with("MarkPending"))
+}
+
+#[test]
+fn a_private_message_reaches_the_recipients_sessions_on_every_node_live() {
+    let mut net = Net::new(3, 7);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    let bob_too = net.login(2, "bob");
+    net.lines(1, bob);
+    net.lines(2, bob_too);
+    net.send(0, alice, "/msg bob psst");
+    assert_eq!(net.lines(1, bob), ["[DM] alice: psst"]);
+    assert_eq!(net.lines(2, bob_too), ["[DM] alice: psst"]);
+    assert!(!marked_pending(&net, 0), "shown live: not put back");
+    // Stored once, as delivered, by the sender's node.
+    assert_eq!(net.nodes[0].store.private_messages("bob").len(), 1);
+}
+
+#[test]
+fn a_private_message_whose_recipient_left_before_it_arrived_waits_for_their_login() {
+    let mut net = Net::new(2, 8);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    // Sent while bob is online on n1; bob leaves before the bus carries it.
+    net.nodes[0].send(alice, "/msg bob are you there\n");
+    net.nodes[1].send(bob, "/close\n");
+    net.settle();
+    assert!(
+        marked_pending(&net, 0),
+        "n1 had no session to show it: put back"
+    );
+}
+
+#[test]
+fn a_private_message_for_a_node_that_is_then_lost_waits_for_the_recipients_login() {
+    let mut net = Net::new(2, 9);
+    let alice = net.user(0, "alice");
+    net.user(1, "bob");
+    net.cut.insert(1);
+    net.send(0, alice, "/msg bob hello");
+    assert!(!marked_pending(&net, 0), "n1 may still answer");
+    net.advance(Duration::from_secs(7));
+    assert!(marked_pending(&net, 0), "n1 was lost without answering");
+}
+
+#[test]
+fn a_kick_closes_the_users_sessions_on_every_node_and_each_of_their_channels_hears_it() {
+    let mut net = Net::new(3, 10);
+    net.nodes[0].store.add_account("boss", PASSWORD, Role::Mod);
+    let boss = net.nodes[0].login("boss");
+    net.settle();
+    let bob = net.user(1, "bob");
+    let bob_too = net.login(2, "bob");
+    let carol = net.user(2, "carol");
+    net.send(2, bob_too, "/join rust");
+    net.send(2, carol, "/join rust");
+    net.lines(2, carol);
+    net.lines(0, boss);
+    net.lines(1, bob);
+    net.send(0, boss, "/kick bob spam");
+    assert_eq!(
+        net.lines(0, boss),
+        ["* bob was kicked by boss: spam", "You kicked bob."]
+    );
+    assert_eq!(net.lines(1, bob), ["You were kicked by boss: spam"]);
+    assert!(net.nodes[1].is_closed(bob) && net.nodes[2].is_closed(bob_too));
+    assert_eq!(net.lines(2, carol), ["* bob was kicked by boss: spam"]);
+    assert_eq!(net.ask(0, boss, "/list"), "Connected users: boss, carol");
+}
+
+#[test]
+fn a_moderator_cannot_kick_a_moderator_on_another_node() {
+    let mut net = Net::new(2, 11);
+    net.nodes[0].store.add_account("boss", PASSWORD, Role::Mod);
+    net.nodes[1].store.add_account("other", PASSWORD, Role::Mod);
+    let boss = net.nodes[0].login("boss");
+    let other = net.nodes[1].login("other");
+    net.settle();
+    assert_eq!(
+        net.ask(0, boss, "/kick other"),
+        "Error: moderators cannot kick moderators or admins"
+    );
+    assert!(!net.nodes[1].is_closed(other));
+}
+
+#[test]
+fn a_role_set_on_one_node_reaches_the_accounts_sessions_on_every_node() {
+    let mut net = Net::new(2, 12);
+    let admin_store = &mut net.nodes[0].store;
+    admin_store.add_account("root2", PASSWORD, Role::Admin);
+    admin_store.add_account("bob", PASSWORD, Role::User);
+    let admin = net.nodes[0].login("root2");
+    net.nodes[1].store.add_account("bob", PASSWORD, Role::User);
+    let bob = net.nodes[1].login("bob");
+    net.settle();
+    net.lines(1, bob);
+    assert_eq!(net.ask(0, admin, "/role bob mod"), "bob is now mod");
+    assert_eq!(net.lines(1, bob), ["Your role is now mod (set by root2)"]);
+    // Every node's view has the new role: a moderator may not kick bob any more.
+    net.nodes[0]
+        .store
+        .add_account("modest", PASSWORD, Role::Mod);
+    let modest = net.nodes[0].login("modest");
+    net.settle();
+    assert_eq!(
+        net.ask(0, modest, "/kick bob"),
+        "Error: moderators cannot kick moderators or admins"
+    );
 }

@@ -7,7 +7,7 @@
 use super::{Departure, Engine};
 use crate::names::username_key;
 use crate::output::CloseReason;
-use crate::store::AccountChange;
+use crate::store::{AccountChange, Role};
 use crate::wire::Line;
 
 /// Who users are told changed their account. Not a valid username (it has a space), so it
@@ -17,37 +17,50 @@ pub(super) const OPERATOR: &str = "the operator";
 impl Engine {
     pub(super) fn apply_account_change(&mut self, username: &str, change: AccountChange) {
         let key = username_key(username);
-        let Some(account) = self.accounts.get(&key) else {
+        match change {
+            AccountChange::Role(role) => self.apply_role(&key, role, OPERATOR),
+            AccountChange::Purged => self.close_purged(&key),
+        }
+    }
+
+    /// Account `key` was deleted: its sessions here are told and closed.
+    fn close_purged(&mut self, key: &str) {
+        let Some(account) = self.accounts.get(key) else {
             return;
         };
-        match change {
-            AccountChange::Role(role) => {
-                if account.role == role {
-                    return;
-                }
-                let name = account.username.clone();
-                let Some(account) = self.accounts.set_role(&key, role) else {
-                    return;
-                };
-                let line = Line::RoleChanged { role, by: OPERATOR };
-                self.outbox
-                    .broadcast(&mut self.sessions, &account.sessions, None, &line);
-                tracing::info!(user = %name, %role, "role changed outside the server");
-            }
-            AccountChange::Purged => {
-                let name = account.username.clone();
-                for session in account.sessions.clone() {
-                    self.send(
-                        session,
-                        Line::Kicked {
-                            by: OPERATOR,
-                            reason: "your account was deleted",
-                        },
-                    );
-                    self.close(session, CloseReason::AccountDeleted, Departure::Announced);
-                }
-                tracing::info!(user = %name, "account purged; its sessions are closed");
-            }
+        let name = account.username.clone();
+        for session in account.sessions.clone() {
+            self.send(
+                session,
+                Line::Kicked {
+                    by: OPERATOR,
+                    reason: "your account was deleted",
+                },
+            );
+            self.close(session, CloseReason::AccountDeleted, Departure::Announced);
         }
+        tracing::info!(user = %name, "account purged; its sessions are closed");
+    }
+
+    /// Account `key` was given role `role` elsewhere (by `by`: the operator, or an admin
+    /// on another node): its sessions here are told, as after `/role` here, and in a
+    /// cluster the view of the other nodes follows. A role it already has changes nothing.
+    pub(super) fn apply_role(&mut self, key: &str, role: Role, by: &str) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.peers.set_role(key, role);
+        }
+        let Some(account) = self.accounts.get(key) else {
+            return;
+        };
+        if account.role == role {
+            return;
+        }
+        let name = account.username.clone();
+        if let Some(account) = self.accounts.set_role(key, role) {
+            let line = Line::RoleChanged { role, by };
+            self.outbox
+                .broadcast(&mut self.sessions, &account.sessions, None, &line);
+        }
+        tracing::info!(user = %name, %role, %by, "role changed elsewhere");
     }
 }

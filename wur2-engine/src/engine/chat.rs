@@ -127,7 +127,12 @@ impl Engine {
             return;
         };
         let id = self.next_message_id();
-        let online = self.accounts.get(&username_key(to)).is_some();
+        let key = username_key(to);
+        let online = self.accounts.is_online(&key)
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.peers.account(&key).is_some());
         self.stats.direct_messages += 1;
         let message = |text| PrivateMessage {
             id,
@@ -198,7 +203,17 @@ impl Engine {
                 format_args!("you cannot kick yourself"),
             );
         }
-        let Some(target) = self.accounts.get(&key).filter(|_| is_valid_username(user)) else {
+        // The target's registered name and role, from its sessions here or elsewhere.
+        let local = self
+            .accounts
+            .get(&key)
+            .map(|a| (a.username.clone(), a.role));
+        let remote = self.cluster.as_ref().and_then(|cluster| {
+            let account = cluster.peers.account(&key)?;
+            Some((account.name.clone(), account.role))
+        });
+        let Some((target_name, target_role)) = local.or(remote).filter(|_| is_valid_username(user))
+        else {
             let user = sanitize_text(user);
             return self.error(
                 connection,
@@ -206,48 +221,70 @@ impl Engine {
                 format_args!("{user} is not online"),
             );
         };
-        if sender.role == Role::Mod && target.role >= Role::Mod {
+        if sender.role == Role::Mod && target_role >= Role::Mod {
             return self.error(
                 connection,
                 ErrorCode::Forbidden,
                 format_args!("moderators cannot kick moderators or admins"),
             );
         }
-        let target_name = target.username.clone();
-        let sessions = target.sessions.clone();
         let reason = reason
             .map(|r| sanitize_text(&r).into_owned())
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "no reason given".to_string());
+        // The channels of the user's sessions here, then (in a cluster) elsewhere.
         let mut channels: Vec<String> = Vec::new();
-        for session in sessions {
+        let sessions = self.accounts.get(&key).map(|a| a.sessions.as_slice());
+        for &session in sessions.unwrap_or_default() {
             if let Some(member) = self.sessions.get(session).and_then(|s| s.member())
                 && !channels.contains(&member.channel)
             {
                 channels.push(member.channel.clone());
             }
-            self.send(
-                session,
-                Line::Kicked {
-                    by: &sender.username,
-                    reason: &reason,
-                },
-            );
+        }
+        // Named on other nodes as the channels are named here.
+        let mut channel_names: Vec<String> =
+            channels.iter().map(|k| self.channels.name(k)).collect();
+        if let Some(cluster) = &self.cluster {
+            for name in cluster.peers.channels_of(&key) {
+                if !channels.contains(&channel_key(&name)) {
+                    channels.push(channel_key(&name));
+                    channel_names.push(name);
+                }
+            }
+        }
+        self.kick_out(&key, &target_name, &sender.username, &reason, &channels);
+        self.publish_kick(&target_name, &sender.username, &reason, &channel_names);
+        tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
+        self.send(connection, Line::KickDone { user: &target_name });
+    }
+
+    /// Closes this node's sessions of account `key` (named `user`), telling each it was
+    /// kicked by `by`, then tells this node's members of `channels` (keys).
+    pub(super) fn kick_out(
+        &mut self,
+        key: &str,
+        user: &str,
+        by: &str,
+        reason: &str,
+        channels: &[String],
+    ) {
+        let sessions = self
+            .accounts
+            .get(key)
+            .map(|account| account.sessions.clone())
+            .unwrap_or_default();
+        for session in sessions {
+            self.send(session, Line::Kicked { by, reason });
             self.close(session, CloseReason::Kicked, Departure::Silent);
         }
-        let line = Line::KickNotice {
-            user: &target_name,
-            by: &sender.username,
-            reason: &reason,
-        };
-        for key in &channels {
+        let line = Line::KickNotice { user, by, reason };
+        for key in channels {
             if let Some(channel) = self.channels.get(key) {
                 self.outbox
                     .broadcast(&mut self.sessions, &channel.members, None, &line);
             }
         }
-        tracing::info!(by = %sender.username, user = %target_name, %reason, "kick");
-        self.send(connection, Line::KickDone { user: &target_name });
     }
 
     fn show_role(&mut self, connection: ConnectionId, sender: &Sender) {
@@ -318,6 +355,7 @@ impl Engine {
             self.outbox
                 .broadcast(&mut self.sessions, &account.sessions, None, &line);
         }
+        self.publish_role(&username, role, &by);
         tracing::info!(%by, user = %username, %role, "role set");
         if !told_requester {
             self.send(

@@ -8,17 +8,21 @@
 //! all-nodes topic are numbered: a duplicate is dropped, a gap asks the node for its state.
 //! A node silent for the node timeout is lost: its users leave.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::accounts::Accounts;
 use super::channels::Channels;
 use super::peers::{Heard, Peers, RemoteSession};
 use super::{Departure, Engine};
-use crate::cluster::{Body, CLUSTER_PROTOCOL_VERSION, ClusterConfig, Envelope, PeerSession, Topic};
+use crate::cluster::{
+    Body, CLUSTER_PROTOCOL_VERSION, ClusterConfig, Envelope, PeerSession, Topic, parse_role,
+};
 use crate::ids::{ConnectionId, MessageId};
-use crate::names::channel_key;
+use crate::names::{channel_key, username_key};
 use crate::output::Output;
 use crate::sanitize::sanitize_text;
+use crate::store::{Role, StoreRequest};
 use crate::wire::Line;
 
 /// This node's part in the cluster.
@@ -31,6 +35,20 @@ pub(super) struct Cluster {
     /// When to say this node is alive next (and look for lost peers); `None` until the
     /// bus is connected.
     pub(super) next_heartbeat: Option<Instant>,
+    /// Private messages published for other nodes, waiting for their answers.
+    awaiting: BTreeMap<MessageId, AwaitingDirect>,
+}
+
+/// A private message published for the recipient's sessions on other nodes.
+#[derive(Debug)]
+struct AwaitingDirect {
+    /// The nodes that have not answered yet.
+    nodes: BTreeSet<String>,
+    /// Whether a session of the recipient has shown it (here or on a node that answered).
+    delivered: bool,
+    /// When it was published: past the node timeout, the nodes still silent count as
+    /// not having shown it.
+    since: Instant,
 }
 
 impl Cluster {
@@ -40,6 +58,7 @@ impl Cluster {
             seq: 0,
             peers: Peers::default(),
             next_heartbeat: None,
+            awaiting: BTreeMap::new(),
         }
     }
 }
@@ -73,16 +92,34 @@ impl Engine {
         });
     }
 
-    /// Publishes that logged-in `connection`, of user `user`, is now in `channel`.
-    pub(super) fn publish_enter(&mut self, connection: ConnectionId, user: &str, channel: &str) {
-        if self.cluster.is_some() {
-            let body = Body::Enter {
-                session: connection.as_u64(),
-                user: user.to_owned(),
-                channel: channel.to_owned(),
-            };
-            self.publish(Topic::All, body);
+    /// Publishes that logged-in `connection` is now in its channel (or has a new role).
+    pub(super) fn publish_enter(&mut self, connection: ConnectionId) {
+        if self.cluster.is_none() {
+            return;
         }
+        let Some(session) = self.peer_session(connection) else {
+            return;
+        };
+        let body = Body::Enter {
+            session: session.session,
+            user: session.user,
+            channel: session.channel,
+            role: session.role,
+        };
+        self.publish(Topic::All, body);
+    }
+
+    /// Logged-in `connection` as [`Body::Enter`] and [`Body::State`] describe it.
+    fn peer_session(&self, connection: ConnectionId) -> Option<PeerSession> {
+        let member = self.sessions.get(connection)?.member()?;
+        let account = self.accounts.get(&member.account)?;
+        let channel = self.channels.get(&member.channel)?;
+        Some(PeerSession {
+            session: connection.as_u64(),
+            user: account.username.clone(),
+            channel: channel.name.clone(),
+            role: account.role.as_str().to_owned(),
+        })
     }
 
     /// Publishes that logged-in `connection` ended.
@@ -139,7 +176,9 @@ impl Engine {
             for session in &sessions {
                 self.announce_remote(Announce::Left, session);
             }
+            self.node_gone(&node);
         }
+        self.expire_awaiting(now);
         self.publish(Topic::All, Body::Alive);
     }
 
@@ -200,6 +239,8 @@ impl Engine {
                 for session in &gone {
                     self.announce_remote(Announce::Left, session);
                 }
+                // A restarted node answers nothing its last incarnation was asked.
+                self.node_gone(&envelope.node);
                 true
             }
         };
@@ -210,7 +251,7 @@ impl Engine {
         self.apply(&node, envelope.body);
     }
 
-    /// Applies what `node` published.
+    /// Applies what `node` published (checked whole already).
     fn apply(&mut self, node: &str, body: Body) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
@@ -227,14 +268,25 @@ impl Engine {
                 session,
                 user,
                 channel,
+                role,
             } => {
-                let entered = RemoteSession { user, channel };
+                let role = parse_role(&role).unwrap_or_default();
+                let entered = RemoteSession {
+                    user,
+                    channel,
+                    role,
+                };
                 match peers.enter(node, session, entered.clone(), max_sessions) {
                     Ok(before) => {
-                        if let Some(before) = before {
-                            self.announce_remote(Announce::Left, &before);
+                        let moved = before.as_ref().is_none_or(|before| {
+                            channel_key(&before.channel) != channel_key(&entered.channel)
+                        });
+                        if moved {
+                            if let Some(before) = before {
+                                self.announce_remote(Announce::Left, &before);
+                            }
+                            self.announce_remote(Announce::Joined, &entered);
                         }
-                        self.announce_remote(Announce::Joined, &entered);
                     }
                     Err(()) => {
                         self.stats.bus_refused += 1;
@@ -260,34 +312,206 @@ impl Engine {
                     let entered = RemoteSession {
                         user: s.user,
                         channel: s.channel,
+                        role: parse_role(&s.role).unwrap_or_default(),
                     };
                     (s.session, entered)
                 });
                 peers.replace(node, sessions, max_sessions);
+            }
+            Body::Direct {
+                id,
+                recipient,
+                from,
+                text,
+                nodes,
+            } => {
+                if nodes.contains(&cluster.config.node) {
+                    let delivered = self.deliver_remote_direct(&id, &recipient, &from, &text);
+                    let answer = Body::Delivered { id, delivered };
+                    self.publish(Topic::Node(node.to_owned()), answer);
+                }
+            }
+            Body::Delivered { id, delivered } => {
+                if let Ok(id) = id.parse::<MessageId>() {
+                    self.answered(id, node, delivered);
+                }
+            }
+            Body::Kick {
+                user,
+                by,
+                reason,
+                channels,
+            } => self.apply_kick(&user, &by, &reason, &channels),
+            Body::Role { user, role, by } => {
+                let role = parse_role(&role).unwrap_or_default();
+                self.apply_role(&username_key(&user), role, &by);
             }
         }
     }
 
     /// Sends every logged-in session of this node to `node`.
     fn publish_state(&mut self, node: &str) {
-        let mut sessions = Vec::new();
-        for connection in self.sessions.ids() {
-            let Some(member) = self.sessions.get(connection).and_then(|s| s.member()) else {
-                continue;
-            };
-            let (Some(account), Some(channel)) = (
-                self.accounts.get(&member.account),
-                self.channels.get(&member.channel),
-            ) else {
-                continue;
-            };
-            sessions.push(PeerSession {
-                session: connection.as_u64(),
-                user: account.username.clone(),
-                channel: channel.name.clone(),
-            });
-        }
+        let sessions = self
+            .sessions
+            .ids()
+            .into_iter()
+            .filter_map(|connection| self.peer_session(connection))
+            .collect();
         self.publish(Topic::Node(node.to_owned()), Body::State { sessions });
+    }
+
+    /// Publishes committed private message `id` for the sessions of account `key` on
+    /// other nodes, if it has any there, and waits for their answers (see
+    /// `Engine::answered`); `shown_here`: a session on this node showed it already.
+    /// Returns whether it was published.
+    pub(super) fn publish_direct(
+        &mut self,
+        id: MessageId,
+        key: &str,
+        from: &str,
+        text: &str,
+        shown_here: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return false;
+        };
+        let Some(account) = cluster.peers.account(key) else {
+            return false;
+        };
+        let nodes: BTreeSet<String> = account.nodes.keys().cloned().collect();
+        let recipient = account.name.clone();
+        let waiting = AwaitingDirect {
+            nodes: nodes.clone(),
+            delivered: shown_here,
+            since: now,
+        };
+        cluster.awaiting.insert(id, waiting);
+        let body = Body::Direct {
+            id: id.to_string(),
+            recipient,
+            from: from.to_owned(),
+            text: text.to_owned(),
+            nodes: nodes.into_iter().collect(),
+        };
+        self.publish(Topic::All, body);
+        true
+    }
+
+    /// `node` answered whether it showed private message `id` (or, `delivered` false,
+    /// it is gone); once every node has answered, a message nobody saw is put back to
+    /// wait for the recipient's next login.
+    fn answered(&mut self, id: MessageId, node: &str, delivered: bool) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(waiting) = cluster.awaiting.get_mut(&id) else {
+            return;
+        };
+        if !waiting.nodes.remove(node) {
+            return;
+        }
+        waiting.delivered |= delivered;
+        if waiting.nodes.is_empty() {
+            let shown = waiting.delivered;
+            cluster.awaiting.remove(&id);
+            if !shown {
+                self.request(StoreRequest::MarkPending { ids: vec![id] });
+            }
+        }
+    }
+
+    /// `node` is gone (lost, or restarted): it will answer no private message.
+    fn node_gone(&mut self, node: &str) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let waiting: Vec<MessageId> = cluster
+            .awaiting
+            .iter()
+            .filter(|(_, waiting)| waiting.nodes.contains(node))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            self.answered(id, node, false);
+        }
+    }
+
+    /// Private messages whose nodes did not all answer within the node timeout: the
+    /// silent ones count as not having shown them.
+    fn expire_awaiting(&mut self, now: Instant) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let timeout = cluster.config.node_timeout;
+        let late: Vec<(MessageId, Vec<String>)> = cluster
+            .awaiting
+            .iter()
+            .filter(|(_, waiting)| now.saturating_duration_since(waiting.since) >= timeout)
+            .map(|(&id, waiting)| (id, waiting.nodes.iter().cloned().collect()))
+            .collect();
+        for (id, nodes) in late {
+            for node in nodes {
+                self.answered(id, &node, false);
+            }
+        }
+    }
+
+    /// Private message `id` from another node for `to`: to this node's sessions of `to`;
+    /// returns whether there were any.
+    fn deliver_remote_direct(&mut self, id: &str, to: &str, from: &str, text: &str) -> bool {
+        let (Ok(id), Some(recipient)) = (
+            id.parse::<MessageId>(),
+            self.accounts.get(&username_key(to)),
+        ) else {
+            return false;
+        };
+        let text = sanitize_text(text);
+        let line = Line::Direct {
+            from,
+            text: &text,
+            id,
+        };
+        self.outbox
+            .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
+        true
+    }
+
+    /// Publishes that `user` was kicked by `by` from `channels` (the channels of all
+    /// their sessions, on every node).
+    pub(super) fn publish_kick(&mut self, user: &str, by: &str, reason: &str, channels: &[String]) {
+        if self.cluster.is_some() {
+            let body = Body::Kick {
+                user: user.to_owned(),
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                channels: channels.to_vec(),
+            };
+            self.publish(Topic::All, body);
+        }
+    }
+
+    /// Another node kicked `user`: this node closes its sessions of `user` and tells its
+    /// members of `channels`.
+    fn apply_kick(&mut self, user: &str, by: &str, reason: &str, channels: &[String]) {
+        let reason = sanitize_text(reason);
+        let keys: Vec<String> = channels.iter().map(|name| channel_key(name)).collect();
+        self.kick_out(&username_key(user), user, by, &reason, &keys);
+        tracing::info!(%by, %user, "kick from another node");
+    }
+
+    /// Publishes that `by` gave account `user` role `role` with `/role` (and notes it in
+    /// this node's view of the others).
+    pub(super) fn publish_role(&mut self, user: &str, role: Role, by: &str) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.peers.set_role(&username_key(user), role);
+            let body = Body::Role {
+                user: user.to_owned(),
+                role: role.as_str().to_owned(),
+                by: by.to_owned(),
+            };
+            self.publish(Topic::All, body);
+        }
     }
 
     /// A channel message committed on another node: to this node's members of its

@@ -130,7 +130,7 @@ impl Engine {
                     self.deliver_to_channel(&held, key);
                     self.publish_chat(held.id, name, &held.from, &held.text);
                 }
-                Audience::Direct(key) => self.deliver_direct(&held, key),
+                Audience::Direct(key) => self.deliver_direct(&held, key, now),
             }
         }
         if let Some(session) = self.sessions.get_mut(held.sender) {
@@ -176,18 +176,26 @@ impl Engine {
             .broadcast(&mut self.sessions, &before_join, Some(held.sender), &line);
     }
 
-    fn deliver_direct(&mut self, held: &Held, key: &str) {
-        let Some(recipient) = self.accounts.get(key) else {
+    /// To the recipient's sessions here and, in a cluster, on other nodes; when it has
+    /// none left anywhere, it waits for their login.
+    fn deliver_direct(&mut self, held: &Held, key: &str, now: std::time::Instant) {
+        let shown_here = match self.accounts.get(key) {
+            Some(recipient) => {
+                let line = Line::Direct {
+                    from: &held.from,
+                    text: &held.text,
+                    id: held.id,
+                };
+                self.outbox
+                    .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
+                true
+            }
+            None => false,
+        };
+        let published = self.publish_direct(held.id, key, &held.from, &held.text, shown_here, now);
+        if !shown_here && !published {
             // Every session of the recipient ended meanwhile: it waits for their login.
             self.request(StoreRequest::MarkPending { ids: vec![held.id] });
-            return;
-        };
-        let line = Line::Direct {
-            from: &held.from,
-            text: &held.text,
-            id: held.id,
-        };
-        self.outbox
-            .broadcast(&mut self.sessions, &recipient.sessions, None, &line);
+        }
     }
 }

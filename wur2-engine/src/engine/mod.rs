@@ -785,7 +785,7 @@ impl Engine {
             Some(connection),
             &line,
         );
-        self.publish_enter(connection, &user, &display);
+        self.publish_enter(connection);
         display
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::names::{channel_key, username_key};
+use crate::store::Role;
 
 /// A session on another node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,18 @@ pub(super) struct RemoteSession {
     pub(super) user: String,
     /// The channel's name as the peer shows it.
     pub(super) channel: String,
+    /// The account's role as the peer last said.
+    pub(super) role: Role,
+}
+
+/// An account with sessions on other nodes.
+#[derive(Debug)]
+pub(super) struct RemoteAccount {
+    /// The username as registered.
+    pub(super) name: String,
+    pub(super) role: Role,
+    /// How many of its sessions each node has.
+    pub(super) nodes: BTreeMap<String, usize>,
 }
 
 /// One peer node.
@@ -47,8 +60,8 @@ pub(super) enum Heard {
 #[derive(Debug, Default)]
 pub(super) struct Peers {
     by_node: BTreeMap<String, Peer>,
-    /// Remote sessions per account key: the username and how many.
-    accounts: BTreeMap<String, (String, usize)>,
+    /// Accounts with remote sessions, by key.
+    accounts: BTreeMap<String, RemoteAccount>,
     /// Remote members per channel key: the channel's name and how many.
     channels: BTreeMap<String, (String, usize)>,
 }
@@ -121,7 +134,14 @@ impl Peers {
             &entered.channel,
             1,
         );
-        let before = peer.sessions.insert(session, entered.clone());
+        let key = username_key(&entered.user);
+        let account = self.accounts.entry(key).or_insert_with(|| RemoteAccount {
+            name: entered.user.clone(),
+            role: entered.role,
+            nodes: BTreeMap::new(),
+        });
+        account.role = entered.role;
+        let before = peer.sessions.insert(session, entered);
         match &before {
             Some(before) => {
                 count(
@@ -131,12 +151,7 @@ impl Peers {
                     -1,
                 );
             }
-            None => count(
-                &mut self.accounts,
-                &username_key(&entered.user),
-                &entered.user,
-                1,
-            ),
+            None => *account.nodes.entry(node.to_owned()).or_default() += 1,
         }
         Ok(before)
     }
@@ -144,7 +159,7 @@ impl Peers {
     /// Session `session` of `node` ended; returns it if it was known.
     pub(super) fn exit(&mut self, node: &str, session: u64) -> Option<RemoteSession> {
         let gone = self.by_node.get_mut(node)?.sessions.remove(&session)?;
-        self.uncount(&gone);
+        self.uncount(node, &gone);
         Some(gone)
     }
 
@@ -161,7 +176,7 @@ impl Peers {
         };
         let old = std::mem::take(&mut peer.sessions);
         for gone in old.values() {
-            self.uncount(gone);
+            self.uncount(node, gone);
         }
         for (session, entered) in sessions.into_iter() {
             // Errors only past `max_sessions`: the rest is not believed.
@@ -195,31 +210,84 @@ impl Peers {
         };
         let sessions: Vec<RemoteSession> = peer.sessions.into_values().collect();
         for gone in &sessions {
-            self.uncount(gone);
+            self.uncount(node, gone);
         }
         sessions
     }
 
-    fn uncount(&mut self, gone: &RemoteSession) {
+    /// Account `key`, if it has sessions on other nodes.
+    pub(super) fn account(&self, key: &str) -> Option<&RemoteAccount> {
+        self.accounts.get(key)
+    }
+
+    /// Account `key` has role `role` now (on every node).
+    pub(super) fn set_role(&mut self, key: &str, role: Role) {
+        let Some(account) = self.accounts.get_mut(key) else {
+            return;
+        };
+        account.role = role;
+        for node in account.nodes.keys() {
+            if let Some(peer) = self.by_node.get_mut(node) {
+                for session in peer.sessions.values_mut() {
+                    if username_key(&session.user) == key {
+                        session.role = role;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The channels account `key` has sessions in on other nodes (names, each once).
+    pub(super) fn channels_of(&self, key: &str) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        let Some(account) = self.accounts.get(key) else {
+            return channels;
+        };
+        for node in account.nodes.keys() {
+            let Some(peer) = self.by_node.get(node) else {
+                continue;
+            };
+            for session in peer.sessions.values() {
+                if username_key(&session.user) == key
+                    && !channels
+                        .iter()
+                        .any(|c| channel_key(c) == channel_key(&session.channel))
+                {
+                    channels.push(session.channel.clone());
+                }
+            }
+        }
+        channels
+    }
+
+    /// Takes session `gone` of `node` out of the counts.
+    fn uncount(&mut self, node: &str, gone: &RemoteSession) {
         count(
             &mut self.channels,
             &channel_key(&gone.channel),
             &gone.channel,
             -1,
         );
-        count(
-            &mut self.accounts,
-            &username_key(&gone.user),
-            &gone.user,
-            -1,
-        );
+        let key = username_key(&gone.user);
+        let Some(account) = self.accounts.get_mut(&key) else {
+            return;
+        };
+        if let Some(sessions) = account.nodes.get_mut(node) {
+            *sessions = sessions.saturating_sub(1);
+            if *sessions == 0 {
+                account.nodes.remove(node);
+            }
+        }
+        if account.nodes.is_empty() {
+            self.accounts.remove(&key);
+        }
     }
 
     /// Accounts with a session on some peer: key and username, ordered by key.
     pub(super) fn accounts(&self) -> impl Iterator<Item = (&str, &str)> {
         self.accounts
             .iter()
-            .map(|(key, (name, _))| (key.as_str(), name.as_str()))
+            .map(|(key, account)| (key.as_str(), account.name.as_str()))
     }
 
     /// Channels with members on some peer: key, name and how many, ordered by key.
@@ -266,6 +334,7 @@ mod tests {
         RemoteSession {
             user: user.into(),
             channel: channel.into(),
+            role: Role::User,
         }
     }
 
