@@ -1,9 +1,11 @@
-//! Where the client connects, and how: plain TCP, or TLS with the server's certificate
-//! verified (the bundled Mozilla roots, or only the operator's CA with `--ca`). It owns
-//! opening the byte stream; it never reads or writes a chat line.
+//! Where the client connects, and how: one server or several nodes of a cluster (tried in
+//! turn, the one that answered last first), over plain TCP or TLS with the server's
+//! certificate verified (the bundled Mozilla roots, or only the operator's CA with
+//! `--ca`). It owns opening the byte stream; it never reads or writes a chat line.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use rustls_pki_types::pem::PemObject;
@@ -19,11 +21,16 @@ pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing half of a connection, plain or TLS.
 pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// A server address, with TLS settings when the link is encrypted.
+/// The addresses of a server (or of the nodes of a cluster, any of which will do), with
+/// TLS settings when the link is encrypted.
 #[derive(Clone)]
 pub struct Endpoint {
-    address: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Each address, with the name its certificate must have when over TLS.
+    addresses: Vec<(String, Option<ServerName<'static>>)>,
+    tls: Option<TlsConnector>,
+    /// The address tried first: the one that answered last (shared by clones, so a
+    /// reconnect starts where the last connection was).
+    preferred: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -34,27 +41,43 @@ impl std::fmt::Debug for Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.tls {
-            Some(_) => write!(f, "{} (TLS)", self.address),
-            None => f.write_str(&self.address),
+        let list: Vec<&str> = self.addresses.iter().map(|(a, _)| a.as_str()).collect();
+        f.write_str(&list.join(","))?;
+        if self.tls.is_some() {
+            f.write_str(" (TLS)")?;
         }
+        Ok(())
     }
 }
 
+/// `host:port` addresses from a comma-separated list (spaces and empty items ignored).
+fn split_addresses(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Endpoint {
-    /// Plain TCP to `address` (`host:port`).
-    pub fn plain(address: impl Into<String>) -> Endpoint {
+    /// Plain TCP to `addresses`: `host:port`, or several separated by commas (nodes of
+    /// one cluster).
+    pub fn plain(addresses: impl AsRef<str>) -> Endpoint {
         Endpoint {
-            address: address.into(),
+            addresses: split_addresses(addresses.as_ref())
+                .into_iter()
+                .map(|address| (address, None))
+                .collect(),
             tls: None,
+            preferred: Arc::default(),
         }
     }
 
-    /// TLS to `address` (`host:port`), verifying that the certificate names `host` and is
-    /// signed by a trusted CA: the CA certificates in the PEM file `ca` when given (and
-    /// only those: a private or self-signed server), otherwise the bundled Mozilla roots.
-    pub fn tls(address: impl Into<String>, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
-        let address = address.into();
+    /// TLS to `addresses` (as for [`Endpoint::plain`]), verifying that the certificate
+    /// names the host connected to and is signed by a trusted CA: the CA certificates in
+    /// the PEM file `ca` when given (and only those: a private or self-signed server),
+    /// otherwise the bundled Mozilla roots.
+    pub fn tls(addresses: impl AsRef<str>, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
         let mut roots = RootCertStore::empty();
         match ca {
             Some(path) => {
@@ -80,26 +103,52 @@ impl Endpoint {
             .context("TLS setup")?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let name = ServerName::try_from(host_of(&address).to_owned())
-            .with_context(|| format!("{address}: not a host name or address"))?;
+        let mut named = Vec::new();
+        for address in split_addresses(addresses.as_ref()) {
+            let name = ServerName::try_from(host_of(&address).to_owned())
+                .with_context(|| format!("{address}: not a host name or address"))?;
+            named.push((address, Some(name)));
+        }
         Ok(Endpoint {
-            address,
-            tls: Some((TlsConnector::from(Arc::new(config)), name)),
+            addresses: named,
+            tls: Some(TlsConnector::from(Arc::new(config))),
+            preferred: Arc::default(),
         })
     }
 
-    /// Opens the byte stream: TCP, then the TLS handshake when asked for.
+    /// Opens the byte stream to the first address that answers, starting with the one
+    /// that answered last: TCP, then the TLS handshake when asked for. Fails with the
+    /// last address's error when none answers.
     pub(crate) async fn open(&self) -> std::io::Result<(ReadHalf, WriteHalf)> {
-        let stream = TcpStream::connect(&self.address).await?;
-        stream.set_nodelay(true)?;
-        match &self.tls {
-            None => {
-                let (read, write) = stream.into_split();
-                Ok((Box::new(read), Box::new(write)))
+        let count = self.addresses.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last_error =
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no server address given");
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            match self.open_one(index).await {
+                Ok(stream) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(error) => last_error = error,
             }
-            Some((connector, name)) => {
+        }
+        Err(last_error)
+    }
+
+    async fn open_one(&self, index: usize) -> std::io::Result<(ReadHalf, WriteHalf)> {
+        let (address, name) = &self.addresses[index];
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        match (&self.tls, name) {
+            (Some(connector), Some(name)) => {
                 let stream = connector.connect(name.clone(), stream).await?;
                 let (read, write) = tokio::io::split(stream);
+                Ok((Box::new(read), Box::new(write)))
+            }
+            _ => {
+                let (read, write) = stream.into_split();
                 Ok((Box::new(read), Box::new(write)))
             }
         }
@@ -129,5 +178,30 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:6697"), "127.0.0.1");
         assert_eq!(host_of("[::1]:6697"), "::1");
         assert_eq!(host_of("chat.example.org"), "chat.example.org");
+    }
+
+    #[test]
+    fn a_comma_separated_list_names_every_node() {
+        let endpoint = Endpoint::plain("a:6969, b:6969,,c:7000");
+        assert_eq!(endpoint.to_string(), "a:6969,b:6969,c:7000");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_is_skipped_and_the_one_that_does_is_tried_first_next_time()
+    {
+        // A port nobody listens on: bound, then let go.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = gone.local_addr().unwrap();
+        drop(gone);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let alive = live.local_addr().unwrap();
+        let endpoint = Endpoint::plain(format!("{dead},{alive}"));
+        let accepted = tokio::spawn(async move { live.accept().await.map(|_| ()) });
+        assert!(endpoint.open().await.is_ok());
+        accepted.await.unwrap().unwrap();
+        assert_eq!(endpoint.clone().preferred.load(Ordering::Relaxed), 1);
+        // Nothing answers at all: the error says so.
+        let nobody = Endpoint::plain(dead.to_string());
+        assert!(nobody.open().await.is_err());
     }
 }

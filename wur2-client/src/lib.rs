@@ -41,7 +41,9 @@ use crate::net::Credentials;
 /// `wur2 chat`: connect to a WUR2 server and chat in a full-screen terminal.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
-    /// The server's address.
+    /// The server's address; or the addresses of several nodes of one cluster, separated
+    /// by commas (`a:6969,b:6969`): the client connects to the first that answers, and
+    /// after losing its connection logs in again on whichever answers then.
     #[arg(long, env = "WUR2_SERVER", default_value = "127.0.0.1:6969")]
     pub server: String,
     /// Your username (asked when missing).
