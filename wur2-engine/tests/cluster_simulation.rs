@@ -523,3 +523,24 @@ fn a_role_set_on_one_node_reaches_the_accounts_sessions_on_every_node() {
         "Error: moderators cannot kick moderators or admins"
     );
 }
+
+#[test]
+fn a_file_for_a_user_on_another_node_is_refused_clearly() {
+    let mut net = Net::new(2, 13);
+    let alice = net.user(0, "alice");
+    net.user(1, "bob");
+    net.lines(0, alice);
+    net.send(0, alice, "/send bob notes.txt 3\nabc");
+    assert_eq!(
+        net.lines(0, alice),
+        [
+            "Error: bob is on another node of this cluster; files cannot go between nodes yet; \
+          the 3 bytes that follow are discarded"
+        ]
+    );
+    assert_eq!(
+        net.ask(0, alice, "/ping 1"),
+        "PONG 1",
+        "the refused bytes were skipped"
+    );
+}

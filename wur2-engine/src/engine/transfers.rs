@@ -668,6 +668,17 @@ impl Engine {
     /// name if so.
     fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), (ErrorCode, String)> {
         let key = username_key(to);
+        let elsewhere = || {
+            let cluster = self.cluster.as_ref();
+            cluster.is_some_and(|cluster| cluster.peers.account(&key).is_some())
+        };
+        if is_valid_username(to) && !self.accounts.is_online(&key) && elsewhere() {
+            let reason = format!(
+                "{} is on another node of this cluster; files cannot go between nodes yet",
+                sanitize_text(to)
+            );
+            return Err((ErrorCode::OnOtherNode, reason));
+        }
         if !is_valid_username(to) || !self.accounts.is_online(&key) {
             return Err((
                 ErrorCode::NotOnline,
