@@ -544,3 +544,21 @@ fn a_file_for_a_user_on_another_node_is_refused_clearly() {
         "the refused bytes were skipped"
     );
 }
+
+#[test]
+fn a_node_back_on_the_bus_after_being_lost_is_whole_again_at_once() {
+    let mut net = Net::new(2, 14);
+    let alice = net.user(0, "alice");
+    net.user(1, "bob");
+    net.cut.insert(1);
+    net.advance(Duration::from_secs(7));
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice");
+    // Its bus connection comes back: its `hello` is the first thing n0 hears from it.
+    net.cut.clear();
+    let node = &mut net.nodes[1];
+    let now = node.now;
+    node.engine.handle_bus_connected(now);
+    node.drain();
+    net.settle();
+    assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice, bob");
+}

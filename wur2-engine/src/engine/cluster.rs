@@ -245,7 +245,10 @@ impl Engine {
             }
         };
         let node = envelope.node;
-        if ask_state && !matches!(envelope.body, Body::State { .. } | Body::Hello) {
+        // A state is the answer itself; anything else from a new node (its `hello`
+        // included: it may be an old node back on the bus, with sessions) or after a gap
+        // asks for one.
+        if ask_state && !matches!(envelope.body, Body::State { .. }) {
             self.publish(Topic::Node(node.clone()), Body::Hello);
         }
         self.apply(&node, envelope.body);
