@@ -333,6 +333,12 @@ impl BusInbox {
             .map_err(|_| Stopped)
     }
 
+    /// Whether the bus is up, as last said by [`BusInbox::connected`] and
+    /// [`BusInbox::disconnected`].
+    pub fn is_up(&self) -> bool {
+        self.shared.state.borrow().up
+    }
+
     /// The connection is lost: local users are still served, publications wait (within
     /// the bound) until [`BusInbox::connected`].
     pub fn disconnected(&self) {
