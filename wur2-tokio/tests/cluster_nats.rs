@@ -99,6 +99,27 @@ impl Node {
         Target::plain(self.addr)
     }
 
+    /// SIGTERM, then waits for the exit status, within `limit`.
+    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for wur2") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not stop in {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `kill -9`: the node says nothing to anyone.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -341,6 +362,38 @@ async fn users_of_a_killed_node_leave_the_other_nodes_within_seven_seconds() {
     let users = alice_a.users().await;
     assert!(!users.contains(&bob), "{users:?}");
     assert!(users.contains(&alice), "{users:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_node_stopped_with_sigterm_leave_the_other_nodes_lists_at_once() {
+    let Some((db, nats)) = cluster_world("graceful stop").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
+    let mut b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let (alice, bob) = (unique("al"), unique("bo"));
+    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+
+    let stopping = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = b.terminate(Duration::from_secs(20));
+        (status, b)
+    });
+    assert!(bob_b.expect_closed().await.contains(&Event::Shutdown));
+    // The engine publishes a shutdown's departures unannounced (no "left" notice), but at
+    // once: nobody waits for the node timeout.
+    wait_list(&mut alice_a, "without bob", |users| !users.contains(&bob)).await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "a stopping node's users leave without waiting for the node timeout: {took:?}"
+    );
+    let (status, _b) = status.await.expect("terminate task");
+    assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
 }
 
 /// A NATS server of the test's own, on a fixed port so it can come back there.
