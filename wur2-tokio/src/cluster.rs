@@ -187,6 +187,9 @@ impl Cluster {
             .name(format!("wur2 node {}", self.node))
             .connection_timeout(CONNECT_TIMEOUT)
             .ping_interval(PING_INTERVAL)
+            // This node's own publications need not come back (the engine would ignore
+            // them); a second node with this node's name still reaches it, and is refused.
+            .no_echo()
             .reconnect_delay_callback(|attempts| match attempts {
                 0 | 1 => Duration::ZERO,
                 _ => RECONNECT_DELAY,
