@@ -305,24 +305,24 @@ pub struct BusInbox {
 /// The server has stopped: nothing takes what the bus receives any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server has stopped")]
-pub struct Stopped;
+pub struct ServerStopped;
 
 impl BusInbox {
     /// Another node published `payload`; waits while the engine's loop is behind.
-    pub async fn received(&self, payload: Bytes) -> Result<(), Stopped> {
+    pub async fn received(&self, payload: Bytes) -> Result<(), ServerStopped> {
         self.shared
             .received_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         self.events
             .send(BusEvent::Received(payload))
             .await
-            .map_err(|_| Stopped)
+            .map_err(|_| ServerStopped)
     }
 
     /// The connection is up: the first time, or again. Subscribe first: the engine
     /// publishes at once a request for every node's state, and the answers must find
     /// this node listening. Saying it twice does nothing more.
-    pub async fn connected(&self) -> Result<(), Stopped> {
+    pub async fn connected(&self) -> Result<(), ServerStopped> {
         if !self.shared.set_up(true) {
             return Ok(());
         }
@@ -330,7 +330,7 @@ impl BusInbox {
         self.events
             .send(BusEvent::Connected)
             .await
-            .map_err(|_| Stopped)
+            .map_err(|_| ServerStopped)
     }
 
     /// Whether the bus is up, as last said by [`BusInbox::connected`] and

@@ -50,7 +50,7 @@ mod tls;
 pub use account_changes::ACCOUNT_CHANGES_POLL;
 pub use bus::{
     BUS_QUEUE_BYTES, BUS_QUEUE_MESSAGES, BusInbox, BusLink, BusPort, BusStatus, Publication,
-    Stopped, bus,
+    ServerStopped, bus,
 };
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{

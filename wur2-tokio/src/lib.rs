@@ -45,7 +45,7 @@ pub use runtime::{Tokio, TokioStream};
 pub use wur2_host::metrics;
 pub use wur2_host::{
     BusInbox, BusLink, BusPort, BusStatus, Options, Publication, ServeError as Error, ServerStatus,
-    Storage, TlsAcceptor, TlsError, bus,
+    ServerStopped, Storage, TlsAcceptor, TlsError, bus,
 };
 
 /// A running server on Tokio. Dropping it leaves the server running (detached); call
