@@ -1,7 +1,7 @@
 //! The one task that owns the [`Engine`] (inside an [`EngineHost`]): it feeds it
 //! connection events, store replies, file results, what the cluster bus brings and time,
-//! and carries out what the engine asks, on any [`Runtime`]. It holds no chat state of its own, and it never waits
-//! on a socket or on the store.
+//! and carries out what the engine asks, on any [`Runtime`]. It holds no chat state of its
+//! own, and it never waits on a socket, on the store or on the bus.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
