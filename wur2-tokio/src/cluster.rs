@@ -42,7 +42,12 @@ pub(crate) struct ClusterArgs {
     /// Run as one node of a cluster whose nodes meet on this NATS server
     /// (`nats://host:4222`; several comma-separated). Needs --node-name, and a PostgreSQL
     /// database that every node of the cluster shares.
-    #[arg(long = "cluster", env = "WUR2_CLUSTER", value_name = "NATS_URL")]
+    #[arg(
+        long = "cluster",
+        env = "WUR2_CLUSTER",
+        value_name = "NATS_URL",
+        hide_env_values = true
+    )]
     pub nats_url: Option<String>,
     /// This node's name, unique in the cluster: 1 to 32 ASCII letters, digits, `_` and
     /// `-`. Required with --cluster.
