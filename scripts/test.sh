@@ -11,6 +11,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 # PostgreSQL for the wur2-store suite (exports WUR2_TEST_POSTGRES_URL; fails in CI when it
 # cannot start, warns and lets those tests skip elsewhere).
 source scripts/postgres.sh
+# NATS for the cluster tests (exports WUR2_TEST_NATS_URL and WUR2_TEST_NATS_SERVER; installs
+# Debian's nats-server when missing; fails in CI when it cannot start, warns and lets those
+# tests skip elsewhere; stops it at exit).
+source scripts/nats.sh
 # tmux for the `wur2 chat` end-to-end test (wur2-tokio/tests/chat_tmux.rs).
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; } || echo "warning: cannot install tmux" >&2
 cargo test --workspace
@@ -22,7 +26,7 @@ cargo run -q -p wur2-tokio --example embed_tokio -- --self-test
 # (wur2-async-std/README.md).
 cargo run -q -p wur2-async-std --example serve -- --self-test
 # The libraries carry only what an embedder needs (wur2-tokio/README.md, wur2-host/README.md).
-forbidden='^(clap|ratatui|crossterm|dotenvy|tracing-subscriber|anyhow|hyper|axum|sqlx) '
+forbidden='^(clap|ratatui|crossterm|dotenvy|tracing-subscriber|anyhow|hyper|axum|sqlx|async-nats) '
 if cargo tree -q -p wur2-tokio --no-default-features -e normal --prefix none | grep -E "$forbidden"; then
   echo "error: wur2-tokio without default features depends on the above" >&2; exit 1
 fi

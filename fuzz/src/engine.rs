@@ -179,6 +179,8 @@ pub enum Event {
     AccountChanged { user: Name, role: Option<RoleName> },
     /// Cluster mode: the bus to the other nodes is up (again).
     BusConnected,
+    /// Cluster mode: the bus to the other nodes is lost.
+    BusDisconnected,
     /// Cluster mode: a payload from the bus.
     Published(PeerPayload),
 }
@@ -1059,6 +1061,7 @@ impl Harness {
                     .handle_account_changed(user.as_str(), change, self.now);
             }
             Event::BusConnected => self.engine.handle_bus_connected(self.now),
+            Event::BusDisconnected => self.engine.handle_bus_disconnected(self.now),
             Event::Published(payload) => {
                 let payload = payload.render(self.config.message_id_origin);
                 self.engine.handle_published(&payload, self.now);

@@ -92,7 +92,7 @@
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
 //! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set or an account purged from the operator's shell): its live sessions follow |
 //! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
-//! | [`Engine::handle_bus_connected`], [`Engine::handle_published`] | cluster mode ([`Config::cluster`]) only: the link to the other nodes is up, and a payload came from one of them |
+//! | [`Engine::handle_bus_connected`], [`Engine::handle_bus_disconnected`], [`Engine::handle_published`] | cluster mode ([`Config::cluster`]) only: the link to the other nodes is up or lost, and a payload came from one of them |
 //!
 //! Every input takes `now`, a monotonic [`Instant`](std::time::Instant) from the caller's
 //! clock: any input may emit lines (a peer's close tells its channel, a write lets a

@@ -562,3 +562,71 @@ fn a_node_back_on_the_bus_after_being_lost_is_whole_again_at_once() {
     net.settle();
     assert_eq!(net.ask(0, alice, "/list"), "Connected users: alice, bob");
 }
+
+#[test]
+fn a_state_that_overtakes_the_nodes_earlier_broadcasts_does_not_swallow_them() {
+    let mut net = Net::new(2, 15);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    net.lines(0, alice);
+    // n1 publishes a chat message, then (asked by n0) its state: the state reaches n0
+    // first, as when a driver's two subscriptions are read apart.
+    net.nodes[1].send(bob, "before the state\n");
+    let hello = br#"{"v":1,"node":"n0","inc":1,"seq":1000,"to":"n1","type":"hello"}"#;
+    let node = &mut net.nodes[1];
+    let now = node.now;
+    node.engine.handle_published(hello, now);
+    node.drain();
+    let mut published = std::mem::take(&mut net.nodes[1].published);
+    assert_eq!(published.len(), 2, "the chat message, then the state");
+    published.reverse();
+    let n0 = &mut net.nodes[0];
+    for (_, payload) in published {
+        let now = n0.now;
+        n0.engine.handle_published(&payload, now);
+        n0.drain();
+    }
+    assert_eq!(n0.lines(alice), ["[Global] bob: before the state"]);
+}
+
+#[test]
+fn users_of_a_node_that_shuts_down_are_seen_leaving_on_the_other_nodes() {
+    let mut net = Net::new(2, 16);
+    let alice = net.user(0, "alice");
+    net.user(1, "bob");
+    net.lines(0, alice);
+    let node = &mut net.nodes[1];
+    let now = node.now;
+    node.engine.handle_shutdown(now);
+    node.drain();
+    net.settle();
+    assert_eq!(net.lines(0, alice), ["* bob left Global"]);
+}
+
+#[test]
+fn no_heartbeat_is_published_while_the_bus_is_down() {
+    let mut net = Net::new(2, 17);
+    let node = &mut net.nodes[0];
+    let now = node.now;
+    node.engine.handle_bus_disconnected(now);
+    node.drain();
+    let before = node.engine.stats().bus_published;
+    node.advance(Duration::from_secs(30));
+    assert_eq!(
+        node.engine.stats().bus_published,
+        before,
+        "silent while down"
+    );
+    assert_eq!(
+        node.engine.stats().peers,
+        0,
+        "n1, unheard, is lost meanwhile"
+    );
+    let now = node.now;
+    node.engine.handle_bus_connected(now);
+    node.advance(Duration::from_secs(2));
+    assert!(
+        node.engine.stats().bus_published >= before + 2,
+        "hello, then heartbeats"
+    );
+}

@@ -1,7 +1,7 @@
 //! The one task that owns the [`Engine`] (inside an [`EngineHost`]): it feeds it
-//! connection events, store replies, file results and time, and carries out what the
-//! engine asks, on any [`Runtime`]. It holds no chat state of its own, and it never waits
-//! on a socket or on the store.
+//! connection events, store replies, file results, what the cluster bus brings and time,
+//! and carries out what the engine asks, on any [`Runtime`]. It holds no chat state of its
+//! own, and it never waits on a socket, on the store or on the bus.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use wur2_engine::{ConnectionId, Engine, RequestId, StoreReply};
 
 use crate::account_changes::{self, ChangeBatch};
+use crate::bus::{BusEvent, BusLink, BusOutbox};
 use crate::connection::{self, Reports};
 use crate::connections::ConnectionEvent;
 use crate::engine_host::{Arrived, EngineHost, Work};
@@ -44,6 +45,8 @@ pub(crate) struct Driver<R: Runtime, S> {
     pub status: Arc<StatusCell>,
     /// Tells the accept loops to stop (at shutdown).
     pub stop_accepting: watch::Sender<bool>,
+    /// Cluster mode: where publications leave.
+    pub bus: Option<BusOutbox>,
 }
 
 /// The engine's loop, its channels, and where the accept loops hand over new clients.
@@ -63,6 +66,8 @@ pub(crate) struct Channels<S> {
     pub changes: mpsc::UnboundedReceiver<ChangeBatch>,
     /// The server handle's request to stop.
     pub shutdown: oneshot::Receiver<()>,
+    /// Cluster mode: what the bus brings.
+    pub bus: Option<mpsc::Receiver<BusEvent>>,
 }
 
 /// What woke the engine's loop.
@@ -75,6 +80,8 @@ enum Wake {
     Reply((RequestId, StoreReply)),
     File(FileEvent),
     AccountsChanged(ChangeBatch),
+    /// The bus brought something, or its transport is gone (`None`).
+    Bus(Option<BusEvent>),
     Timeout,
     StopBy,
 }
@@ -123,6 +130,11 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                     if let Poll::Ready(Some(batch)) = channels.changes.poll_recv(cx) {
                         return Poll::Ready(Wake::AccountsChanged(batch));
                     }
+                    if let Some(bus) = channels.bus.as_mut()
+                        && let Poll::Ready(event) = bus.poll_recv(cx)
+                    {
+                        return Poll::Ready(Wake::Bus(event));
+                    }
                     if timeout.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Wake::Timeout);
                     }
@@ -160,6 +172,21 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                                 .handle_account_changed(&username, change, now);
                         }
                     }
+                    Wake::Bus(Some(event)) => {
+                        let now = Instant::now();
+                        self.bus_event(event, now);
+                        // What else arrived meanwhile, within a turn's budget.
+                        if let Some(bus) = channels.bus.as_mut() {
+                            for _ in 0..EVENT_BATCH {
+                                let Ok(event) = bus.try_recv() else { break };
+                                self.bus_event(event, now);
+                            }
+                        }
+                    }
+                    Wake::Bus(None) => {
+                        warn!("the cluster bus's transport has stopped");
+                        channels.bus = None;
+                    }
                     Wake::Timeout => {}
                     Wake::StopBy => {
                         warn!(
@@ -188,7 +215,12 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
                         R::spawn(connection::run::<R>(id, stream, link, reports));
                     }
                 },
-                carrier::<R, S>(&self.store, &self.replies_tx, &self.files_tx),
+                carrier::<R, S>(
+                    &self.store,
+                    &self.replies_tx,
+                    &self.files_tx,
+                    self.bus.as_ref(),
+                ),
             );
             self.status
                 .publish(self.host.engine.stats(), self.host.in_flight());
@@ -222,6 +254,15 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
         info!("server stopped");
     }
 
+    /// Gives the engine what the bus brought.
+    fn bus_event(&mut self, event: BusEvent, now: Instant) {
+        match event {
+            BusEvent::Connected => self.host.engine.handle_bus_connected(now),
+            BusEvent::Disconnected => self.host.engine.handle_bus_disconnected(now),
+            BusEvent::Received(payload) => self.host.engine.handle_published(&payload, now),
+        }
+    }
+
     fn begin_shutdown(&mut self) {
         self.stop_accepting.send_replace(true);
         self.status.set_accepting(false);
@@ -229,17 +270,24 @@ impl<R: Runtime, S: Storage> Driver<R, S> {
         // channel closes and the loop knows every client has been written to.
         self.reports = None;
         self.host.begin_shutdown(Instant::now());
-        let carry = carrier::<R, S>(&self.store, &self.replies_tx, &self.files_tx);
+        let carry = carrier::<R, S>(
+            &self.store,
+            &self.replies_tx,
+            &self.files_tx,
+            self.bus.as_ref(),
+        );
         self.host.drain_outputs(carry);
     }
 }
 
 /// Carries out a drain's [`Work`] on the runtime: file jobs on its blocking pool, store
-/// requests started now (in the engine's order) and awaited in their own tasks.
+/// requests started now (in the engine's order) and awaited in their own tasks,
+/// publications queued on the bus.
 fn carrier<'a, R: Runtime, S: Storage>(
     store: &'a Arc<S>,
     replies: &'a mpsc::UnboundedSender<(RequestId, StoreReply)>,
     files: &'a mpsc::UnboundedSender<FileEvent>,
+    bus: Option<&'a BusOutbox>,
 ) -> impl FnMut(Work) + 'a {
     move |work| match work {
         Work::File(job) => {
@@ -255,6 +303,11 @@ fn carrier<'a, R: Runtime, S: Storage>(
                 let _ = replies.send((id, reply.await));
             });
         }
+        Work::Publish(topic, payload) => match bus {
+            Some(bus) => bus.publish(topic, payload),
+            // `serve_with` refuses `Config::cluster` without a bus.
+            None => tracing::error!(?topic, "a publication without a cluster bus; dropped"),
+        },
     }
 }
 
@@ -267,7 +320,12 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
     status: Arc<StatusCell>,
     shutdown: oneshot::Receiver<()>,
     stop_accepting: watch::Sender<bool>,
+    bus: Option<BusLink>,
 ) -> Wired<R, S> {
+    let (bus_outbox, bus_events) = match bus {
+        Some(BusLink { outbox, events }) => (Some(outbox), Some(events)),
+        None => (None, None),
+    };
     let (events_tx, events) = mpsc::channel(EVENT_CHANNEL);
     let intake = events_tx.clone();
     let (written_tx, written) = mpsc::unbounded_channel();
@@ -288,6 +346,7 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
         changes_tx: Some(changes_tx),
         status,
         stop_accepting,
+        bus: bus_outbox,
     };
     let channels = Channels {
         events,
@@ -296,6 +355,7 @@ pub(crate) fn driver<R: Runtime, S: Storage>(
         replies,
         changes,
         shutdown,
+        bus: bus_events,
     };
     Wired {
         driver,

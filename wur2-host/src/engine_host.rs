@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tracing::{info, warn};
-use wur2_engine::{ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest};
+use wur2_engine::{
+    ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest, Topic,
+};
 
 use crate::connections::{Closing, ConnectionEvent, Connections, Link, input_budget};
 use crate::files::{FileEvent, FileJob, Files};
@@ -24,6 +27,9 @@ pub enum Work {
     /// A store request: call [`Storage::execute`](crate::Storage::execute) now (order
     /// matters), await the reply anywhere, give it to [`EngineHost::store_reply`].
     Store(RequestId, StoreRequest),
+    /// Cluster mode: a publication for the other nodes, to hand to the bus now (order
+    /// matters: peers number what they receive).
+    Publish(Topic, Bytes),
 }
 
 /// What arrived on a driver's channels since its last turn, drained without waiting.
@@ -212,10 +218,7 @@ impl EngineHost {
                     self.in_flight += 1;
                     carry(Work::Store(id, *request));
                 }
-                // The host builds its engines without `Config::cluster`.
-                Some(Output::Publish { topic, .. }) => {
-                    tracing::error!(?topic, "a publication without a cluster bus; dropped");
-                }
+                Some(Output::Publish { topic, payload }) => carry(Work::Publish(topic, payload)),
                 // `route` keeps every connection output.
                 Some(
                     Output::Transmit { .. }

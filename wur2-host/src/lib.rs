@@ -7,7 +7,9 @@
 //! else is here: the server's [`Options`], the clocks the engine is given, what the driver
 //! needs from its store ([`Storage`]), TLS certificates ([`TlsAcceptor`]), server-side
 //! files opened only inside their directory, the per-connection bookkeeping of the
-//! engine's outputs, and the [`ServerStatus`] that metrics and health checks read.
+//! engine's outputs, the [`ServerStatus`] that metrics and health checks read, and the
+//! cluster [`bus`] a driver's transport (NATS in the `wur2` binary) attaches with
+//! [`serve_with_bus`].
 //!
 //! It names no async runtime and no database: tasks, timers and sockets come from the
 //! [`Runtime`]; its channels are Tokio's `sync` primitives, which need no Tokio runtime.
@@ -28,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod account_changes;
+mod bus;
 mod clock;
 mod connection;
 mod connections;
@@ -45,6 +48,10 @@ mod storage;
 mod tls;
 
 pub use account_changes::ACCOUNT_CHANGES_POLL;
+pub use bus::{
+    BUS_QUEUE_BYTES, BUS_QUEUE_MESSAGES, BusInbox, BusLink, BusPort, BusStatus, Publication,
+    ServerStopped, bus,
+};
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{
     Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT, LINGER_TIME, Link,
@@ -54,7 +61,9 @@ pub use engine_host::{Arrived, EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
 pub use options::{Options, prepare};
 pub use runtime::{Runtime, Transport};
-pub use server::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, ServeError, ServerHandle, serve_with};
+pub use server::{
+    HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, ServeError, ServerHandle, serve_with, serve_with_bus,
+};
 pub use status::ServerStatus;
 pub use storage::{AccountChanges, Storage};
 pub use tls::{TlsAcceptor, TlsError};

@@ -202,7 +202,9 @@ impl MetricsServer {
 ///
 /// `/healthz` answers `200 ok` only while `status` says the chat listener accepts
 /// connections and `store` answers within [`HEALTH_TIMEOUT`]; otherwise `503` and the
-/// reason in one line.
+/// reason in one line. In cluster mode, while the bus is down, it answers
+/// `200 degraded: <reason>`: the node serves its own users, and restarting it would not
+/// bring the bus back (alert on `wur2_bus_up` instead).
 pub fn serve<R: Runtime, P: StoreProbe>(
     listener: R::TcpListener,
     metrics: Metrics,
@@ -393,12 +395,42 @@ impl<P: StoreProbe> Collector for ServerCollector<P> {
                 len as u64,
             ));
         }
+        let bus = self.status.bus();
+        if let Some(bus) = bus {
+            gauges.extend([
+                (
+                    "wur2_bus_up",
+                    "Cluster mode: 1 while the bus (NATS) is connected.",
+                    u64::from(bus.up),
+                ),
+                (
+                    "wur2_bus_queued",
+                    "Cluster mode: publications waiting for the bus.",
+                    bus.queued as u64,
+                ),
+                (
+                    "wur2_bus_queued_bytes",
+                    "Cluster mode: bytes of publications waiting for the bus.",
+                    bus.queued_bytes as u64,
+                ),
+                (
+                    "wur2_peers",
+                    "Cluster mode: other nodes known.",
+                    stats.peers,
+                ),
+                (
+                    "wur2_peer_sessions",
+                    "Cluster mode: sessions known on other nodes.",
+                    stats.peer_sessions,
+                ),
+            ]);
+        }
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         // Names without `_total`: the encoder appends it to every counter.
-        let counters: [(&str, &str, u64); 16] = [
+        let mut counters: Vec<(&str, &str, u64)> = vec![
             (
                 "wur2_tls_handshakes",
                 "TLS handshakes completed (0 without --tls-listen).",
@@ -480,6 +512,45 @@ impl<P: StoreProbe> Collector for ServerCollector<P> {
                 stats.transfers_cancelled,
             ),
         ];
+        if let Some(bus) = bus {
+            counters.extend([
+                (
+                    "wur2_bus_published",
+                    "Cluster mode: publications the engine made (messages out).",
+                    stats.bus_published,
+                ),
+                (
+                    "wur2_bus_received",
+                    "Cluster mode: payloads received from the bus (messages in).",
+                    stats.bus_received,
+                ),
+                (
+                    "wur2_bus_sent_bytes",
+                    "Cluster mode: bytes of publications handed to the bus.",
+                    bus.sent_bytes,
+                ),
+                (
+                    "wur2_bus_received_bytes",
+                    "Cluster mode: bytes received from the bus.",
+                    bus.received_bytes,
+                ),
+                (
+                    "wur2_bus_refused",
+                    "Cluster mode: payloads refused (invalid, another protocol version, over a limit).",
+                    stats.bus_refused,
+                ),
+                (
+                    "wur2_bus_gaps",
+                    "Cluster mode: times publications of a node were found missing.",
+                    stats.bus_gaps,
+                ),
+                (
+                    "wur2_bus_dropped",
+                    "Cluster mode: publications dropped before the bus took them (queue full, or refused by the bus).",
+                    bus.dropped,
+                ),
+            ]);
+        }
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
@@ -513,7 +584,10 @@ impl<P: StoreProbe> Exporter<P> {
                 }
             },
             (&Method::GET, "/healthz") => match self.health::<R>().await {
-                Ok(()) => (StatusCode::OK, text, "ok\n".to_owned()),
+                Ok(()) => match self.degraded() {
+                    None => (StatusCode::OK, text, "ok\n".to_owned()),
+                    Some(reason) => (StatusCode::OK, text, format!("degraded: {reason}\n")),
+                },
                 Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, text, format!("{reason}\n")),
             },
             (_, "/metrics" | "/healthz") => (
@@ -557,6 +631,20 @@ impl<P: StoreProbe> Exporter<P> {
         }
     }
 
+    /// Why the server serves less than it should while still serving its own users: the
+    /// cluster bus is down. `/healthz` still answers 200 then (restarting this node would
+    /// not bring the bus back), with `degraded: <reason>`.
+    fn degraded(&self) -> Option<String> {
+        let bus = self.status.bus().filter(|bus| !bus.up)?;
+        let now = crate::clock::wall_clock_now().unix_ms;
+        let seconds = now.saturating_sub(bus.changed_unix_ms).max(0) / 1000;
+        Some(format!(
+            "cluster bus down for {seconds} s (since Unix ms {}): this node's users are \
+             served, other nodes are not reached; {} publications wait, {} dropped",
+            bus.changed_unix_ms, bus.queued, bus.dropped
+        ))
+    }
+
     /// The whole exposition, in the Prometheus text format.
     fn render(&self) -> Result<String, std::fmt::Error> {
         let mut body = String::with_capacity(8 * 1024);
@@ -585,6 +673,55 @@ mod tests {
         fn hash_queue_len(&self) -> Option<usize> {
             Some(31)
         }
+    }
+
+    #[test]
+    fn cluster_mode_adds_the_bus_numbers_and_healthz_says_degraded_while_it_is_down() {
+        let (link, port) = crate::bus::bus();
+        let cell = Arc::new(StatusCell::with_bus(Arc::clone(&link.outbox.shared)));
+        let mut stats = wur2_engine::Stats::default();
+        stats.peers = 2;
+        stats.peer_sessions = 3;
+        stats.bus_published = 4;
+        stats.bus_received = 5;
+        stats.bus_refused = 6;
+        stats.bus_gaps = 7;
+        cell.publish(stats, 0);
+        link.outbox
+            .publish(wur2_engine::Topic::All, Bytes::from_static(b"12345678"));
+        port.lost(&"test");
+        let status = ServerStatus::new(cell);
+        let registry = registry(Metrics::new(), status.clone(), Arc::new(Queues));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).expect("a String takes any text");
+        for (name, value) in [
+            ("wur2_bus_up", 0),
+            ("wur2_bus_queued", 1),
+            ("wur2_bus_queued_bytes", 8),
+            ("wur2_peers", 2),
+            ("wur2_peer_sessions", 3),
+            ("wur2_bus_published_total", 4),
+            ("wur2_bus_received_total", 5),
+            ("wur2_bus_refused_total", 6),
+            ("wur2_bus_gaps_total", 7),
+            ("wur2_bus_dropped_total", 1),
+            ("wur2_bus_sent_bytes_total", 0),
+            ("wur2_bus_received_bytes_total", 0),
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} {value}\n")),
+                "{name} is not {value} in\n{text}"
+            );
+        }
+        let exporter = Exporter {
+            registry,
+            status,
+            store: Arc::new(Queues),
+        };
+        let degraded = exporter.degraded().expect("the bus is down");
+        assert!(degraded.starts_with("cluster bus down for "), "{degraded}");
+        futures_lite::future::block_on(port.inbox().connected()).expect("the loop listens");
+        assert_eq!(exporter.degraded(), None);
     }
 
     #[test]

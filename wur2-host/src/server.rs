@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use wur2_engine::{Config, Engine};
 
+use crate::bus::BusLink;
 use crate::connections::ConnectionEvent;
 use crate::driver::{Wired, driver};
 use crate::runtime::Runtime;
@@ -41,6 +42,13 @@ pub enum ServeError {
     /// reported instead of propagated.
     #[error("the server task failed")]
     Task,
+    /// [`Config::cluster`] is set but no bus carries its publications: serve with
+    /// [`serve_with_bus`].
+    #[error("cluster mode (Config::cluster) needs a bus: serve with serve_with_bus")]
+    ClusterWithoutBus,
+    /// A bus was given but [`Config::cluster`] is `None`: the engine would never use it.
+    #[error("a cluster bus needs Config::cluster (this node's name)")]
+    BusWithoutCluster,
 }
 
 /// Runs a chat server on `listener` (bound by the caller) with `store` (opened by the
@@ -48,18 +56,53 @@ pub enum ServeError {
 /// `None` and `server_files` from [`Options::files_dir`]. Returns at once; the server runs
 /// in tasks of `R` until [`ServerHandle::shutdown`]. Call it where `R`'s runtime is
 /// current.
+///
+/// [`Config::cluster`] must be `None` here ([`ServeError::ClusterWithoutBus`]).
 pub fn serve_with<R: Runtime, S: Storage>(
+    listener: R::TcpListener,
+    store: S,
+    config: Config,
+    options: Options,
+) -> Result<ServerHandle<R>, ServeError> {
+    if config.cluster.is_some() {
+        return Err(ServeError::ClusterWithoutBus);
+    }
+    start::<R, S>(listener, store, config, options, None)
+}
+
+/// Runs one node of a cluster, like [`serve_with`]: `config` names the node
+/// ([`Config::cluster`], else [`ServeError::BusWithoutCluster`]), and its publications
+/// leave through `bus` (made by [`bus`](crate::bus()), whose [`BusPort`](crate::BusPort)
+/// a transport serves). Local users are served whether or not the bus is up.
+pub fn serve_with_bus<R: Runtime, S: Storage>(
+    listener: R::TcpListener,
+    store: S,
+    config: Config,
+    options: Options,
+    bus: BusLink,
+) -> Result<ServerHandle<R>, ServeError> {
+    if config.cluster.is_none() {
+        return Err(ServeError::BusWithoutCluster);
+    }
+    start::<R, S>(listener, store, config, options, Some(bus))
+}
+
+fn start<R: Runtime, S: Storage>(
     listener: R::TcpListener,
     store: S,
     mut config: Config,
     mut options: Options,
+    bus: Option<BusLink>,
 ) -> Result<ServerHandle<R>, ServeError> {
     let local_addr = R::local_addr(&listener)?;
     prepare(&mut config, &mut options)?;
     let (shutdown, shutdown_rx) = oneshot::channel();
     let (stopped_tx, stopped) = oneshot::channel();
     let (stop_accepting, stop_rx) = watch::channel(false);
-    let status = Arc::new(StatusCell::default());
+    let status = Arc::new(match &bus {
+        Some(bus) => StatusCell::with_bus(Arc::clone(&bus.outbox.shared)),
+        None => StatusCell::default(),
+    });
     status.set_accepting(true);
     let backoff = options.accept_backoff;
     let max_handshakes_per_address = options.max_handshakes_per_address;
@@ -74,6 +117,7 @@ pub fn serve_with<R: Runtime, S: Storage>(
         Arc::clone(&status),
         shutdown_rx,
         stop_accepting,
+        bus,
     );
     let intake = events.downgrade();
     R::spawn(accept_plain::<R>(

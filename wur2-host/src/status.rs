@@ -1,12 +1,15 @@
 //! What a running server shows the outside (metrics, health checks) without touching its
 //! engine: the driver copies the engine's [`Stats`] here once per loop turn, and says
-//! whether it still accepts connections. Readers never wait on the driver, and the driver
+//! whether it still accepts connections; in cluster mode the bus's own numbers are read
+//! from both of its ends. Readers never wait on the driver, and the driver
 //! never waits on a reader for longer than one uncontended lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wur2_engine::Stats;
+
+use crate::bus::{BusShared, BusStatus};
 
 /// The cell the driver writes and [`ServerStatus`] reads.
 #[derive(Debug, Default)]
@@ -16,9 +19,19 @@ pub(crate) struct StatusCell {
     store_in_flight: AtomicUsize,
     tls_handshakes: AtomicU64,
     tls_handshake_failures: AtomicU64,
+    /// The cluster bus, when the server has one.
+    bus: Option<Arc<BusShared>>,
 }
 
 impl StatusCell {
+    /// The cell of a server whose cluster bus shares `bus`.
+    pub(crate) fn with_bus(bus: Arc<BusShared>) -> StatusCell {
+        StatusCell {
+            bus: Some(bus),
+            ..StatusCell::default()
+        }
+    }
+
     /// Copies the engine's latest counters and the store requests not answered yet.
     pub(crate) fn publish(&self, stats: Stats, store_in_flight: usize) {
         // A poisoned lock holds plain numbers that are still valid.
@@ -87,6 +100,12 @@ impl ServerStatus {
     /// plain text on the TLS port) or timed out since start.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.cell.tls_handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// The cluster bus's state and numbers; `None` without cluster mode. The engine's own
+    /// bus counters (publications, peers, gaps) are in [`ServerStatus::stats`].
+    pub fn bus(&self) -> Option<BusStatus> {
+        self.cell.bus.as_ref().map(|bus| bus.snapshot())
     }
 
     /// Store requests the engine is waiting for: a growing number means a slow database.

@@ -12,10 +12,11 @@
 //! | feature | what it adds | default |
 //! |---|---|---|
 //! | `metrics` | `metrics`: Prometheus metrics and `/healthz` over HTTP (hyper) | yes |
-//! | `cli` | the `wur2` binary: flags, `.env`, logging, operator commands, `wur2 chat` | yes |
+//! | `cli` | the `wur2` binary: flags, `.env`, logging, operator commands, `wur2 chat`, cluster mode over NATS (`async-nats`) | yes |
 //!
-//! An embedder who adds this crate with `default-features = false` gets the server and TLS
-//! and builds no HTTP server, CLI parser or terminal UI.
+//! An embedder who adds this crate with `default-features = false` gets the server, TLS
+//! and the cluster bus's two ends ([`serve_with_bus`]) and builds no HTTP server, CLI
+//! parser, terminal UI or NATS client.
 //!
 //! ## Embedding
 //!
@@ -42,7 +43,10 @@ pub use runtime::{Tokio, TokioStream};
 /// with `metrics::serve::<Tokio, _>(listener, metrics, server.status(), store)`.
 #[cfg(feature = "metrics")]
 pub use wur2_host::metrics;
-pub use wur2_host::{Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError};
+pub use wur2_host::{
+    BusInbox, BusLink, BusPort, BusStatus, Options, Publication, ServeError as Error, ServerStatus,
+    ServerStopped, Storage, TlsAcceptor, TlsError, bus,
+};
 
 /// A running server on Tokio. Dropping it leaves the server running (detached); call
 /// [`ServerHandle::shutdown`](wur2_host::ServerHandle::shutdown) to stop it, and
@@ -77,4 +81,19 @@ pub fn serve_with<S: Storage>(
     options: Options,
 ) -> Result<ServerHandle, Error> {
     wur2_host::serve_with::<Tokio, S>(listener, store, config, options)
+}
+
+/// Runs one node of a cluster, like [`serve_with`]: `config.cluster` names the node, and
+/// the engine's publications leave through `bus` (from [`bus()`]), whose [`BusPort`] the
+/// caller's transport serves (the `wur2` binary's is NATS).
+///
+/// Must be called from within a Tokio runtime.
+pub fn serve_with_bus<S: Storage>(
+    listener: TcpListener,
+    store: S,
+    config: Config,
+    options: Options,
+    bus: BusLink,
+) -> Result<ServerHandle, Error> {
+    wur2_host::serve_with_bus::<Tokio, S>(listener, store, config, options, bus)
 }

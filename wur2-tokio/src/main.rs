@@ -4,6 +4,7 @@
 //! work on the same database. Every flag is also an environment variable, read from a
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
+mod cluster;
 mod operator;
 mod serve_args;
 
@@ -41,6 +42,9 @@ struct Cli {
 
     #[command(flatten)]
     operator: operator::OperatorArgs,
+
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 
     /// Threads running chat I/O: 0 means one per core; 1 runs everything on one thread
     /// (the least memory per connection, and no cross-thread hand-offs when the server is
@@ -120,7 +124,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (url, location) = database_url(cli.database_url.as_deref())?;
     match cli.command {
-        None => serve(cli.serve, cli.operator, &url, &location).await,
+        None => serve(cli.serve, cli.operator, cli.cluster, &url, &location).await,
         Some(Command::Chat(args)) => wur2_client::run(args).await,
         Some(Command::Role { user, role }) => {
             let (store, _writer) = open_store(&url, &location).await?;
@@ -196,6 +200,7 @@ async fn open_store(url: &str, location: &str) -> anyhow::Result<(Store, AppendW
 async fn serve(
     args: ServeArgs,
     operator: operator::OperatorArgs,
+    cluster: cluster::ClusterArgs,
     url: &str,
     location: &str,
 ) -> anyhow::Result<()> {
@@ -203,7 +208,16 @@ async fn serve(
         check_files_dir(dir)?;
     }
     let started = std::time::Instant::now();
-    let config = args.engine_config();
+    let mut config = args.engine_config();
+    let cluster = cluster.cluster(url, location)?;
+    // The bus first: a node that cannot meet its cluster says so before touching the store.
+    let nats = match &cluster {
+        Some(cluster) => {
+            config.cluster = Some(cluster.config());
+            Some(cluster.connect().await?)
+        }
+        None => None,
+    };
     let (store, writer) = open_store(url, location).await?;
     let writer = tokio::spawn(writer.run());
     info!("data lives in {location}");
@@ -226,12 +240,19 @@ async fn serve(
         None => info!("server-side files are off (no --files-dir)"),
     }
     let metrics = wur2_tokio::metrics::Metrics::new();
-    let mut server = wur2_tokio::serve_with(
-        listener,
-        metrics.meter(store.clone()),
-        config,
-        args.options(),
-    )?;
+    let metered = metrics.meter(store.clone());
+    let (mut server, bus) = match nats {
+        Some(nats) => {
+            let (link, port) = wur2_tokio::bus();
+            let server =
+                wur2_tokio::serve_with_bus(listener, metered, config, args.options(), link)?;
+            (server, Some(nats.carry(port).await))
+        }
+        None => (
+            wur2_tokio::serve_with(listener, metered, config, args.options())?,
+            None,
+        ),
+    };
     let running = prepared.start(&mut server, metrics, &store)?;
     info!(
         "listening on {} (ready in {} ms)",
@@ -242,6 +263,9 @@ async fn serve(
     info!("signal received; shutting down");
     // The server closes the store last, once every pending append is written.
     server.shutdown().await?;
+    if let Some(bus) = bus {
+        bus.stop().await;
+    }
     running.stop();
     drop(store);
     if tokio::time::timeout(Duration::from_secs(5), writer)

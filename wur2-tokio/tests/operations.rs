@@ -243,6 +243,84 @@ const FAMILIES: [(&str, &str); 25] = [
     ("wur2_store_request_duration_seconds", "histogram"),
 ];
 
+/// The families a node in cluster mode serves besides [`FAMILIES`].
+const CLUSTER_FAMILIES: [(&str, &str); 12] = [
+    ("wur2_bus_up", "gauge"),
+    ("wur2_bus_queued", "gauge"),
+    ("wur2_bus_queued_bytes", "gauge"),
+    ("wur2_peers", "gauge"),
+    ("wur2_peer_sessions", "gauge"),
+    ("wur2_bus_published_total", "counter"),
+    ("wur2_bus_received_total", "counter"),
+    ("wur2_bus_sent_bytes_total", "counter"),
+    ("wur2_bus_received_bytes_total", "counter"),
+    ("wur2_bus_refused_total", "counter"),
+    ("wur2_bus_gaps_total", "counter"),
+    ("wur2_bus_dropped_total", "counter"),
+];
+
+#[tokio::test]
+async fn a_cluster_node_serves_the_bus_families_and_healthz_follows_the_bus() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let (store, writer) = Store::open(&url, store_config())
+        .await
+        .expect("open the store");
+    let writer = tokio::spawn(writer.run());
+    let metrics = Metrics::new();
+    let (link, port) = wur2_tokio::bus();
+    let config = wur2_engine::Config {
+        cluster: Some(wur2_engine::ClusterConfig::new("a")),
+        ..config()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let handle = wur2_tokio::serve_with_bus(
+        listener,
+        metrics.meter(store.clone()),
+        config,
+        Options::default(),
+        link,
+    )
+    .expect("serve");
+    let exporter = metrics::serve::<wur2_tokio::Tokio, _>(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        metrics,
+        handle.status(),
+        store.clone(),
+    )
+    .expect("serve metrics");
+    let addr = exporter.local_addr();
+
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 200, "a node without its bus still serves its users");
+    assert!(
+        body.starts_with("degraded: cluster bus down for "),
+        "{body}"
+    );
+    let (_, _, text) = get_with_type(addr, "/metrics").await;
+    let exposition = parse_exposition(&text);
+    let expected: HashMap<String, String> = FAMILIES
+        .iter()
+        .chain(&CLUSTER_FAMILIES)
+        .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
+        .collect();
+    assert_eq!(exposition.types, expected);
+    assert_eq!(exposition.value("wur2_bus_up"), 0.0);
+
+    port.inbox().connected().await.expect("the server listens");
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+    let (_, _, text) = get_with_type(addr, "/metrics").await;
+    let exposition = parse_exposition(&text);
+    assert_eq!(exposition.value("wur2_bus_up"), 1.0);
+    // The engine said hello to the other nodes as the bus came up.
+    assert!(exposition.value("wur2_bus_published_total") >= 1.0);
+
+    exporter.stop();
+    handle.shutdown().await.expect("stops");
+    drop(store);
+    let _ = writer.await;
+}
+
 #[test]
 fn the_operations_guide_lists_every_served_metric_with_its_type() {
     let guide = std::fs::read_to_string(concat!(
@@ -263,6 +341,7 @@ fn the_operations_guide_lists_every_served_metric_with_its_type() {
     documented.sort();
     let mut served: Vec<(String, String)> = FAMILIES
         .iter()
+        .chain(&CLUSTER_FAMILIES)
         .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
         .collect();
     served.sort();

@@ -37,6 +37,9 @@ pub(super) struct Cluster {
     pub(super) next_heartbeat: Option<Instant>,
     /// Private messages published for other nodes, waiting for their answers.
     awaiting: BTreeMap<MessageId, AwaitingDirect>,
+    /// Whether the driver's link to the other nodes is up: no heartbeat is published
+    /// while it is down (it would only fill the driver's waiting queue).
+    bus_up: bool,
 }
 
 /// A private message published for the recipient's sessions on other nodes.
@@ -59,6 +62,7 @@ impl Cluster {
             peers: Peers::default(),
             next_heartbeat: None,
             awaiting: BTreeMap::new(),
+            bus_up: false,
         }
     }
 }
@@ -125,9 +129,11 @@ impl Engine {
     /// Publishes that logged-in `connection` ended.
     pub(super) fn publish_exit(&mut self, connection: ConnectionId, departure: Departure) {
         if self.cluster.is_some() {
+            // Closed by a shutdown, the node's sessions were told here; the other nodes'
+            // members hear that they left.
             let body = Body::Exit {
                 session: connection.as_u64(),
-                announce: departure == Departure::Announced,
+                announce: departure == Departure::Announced || self.shutting_down,
             };
             self.publish(Topic::All, body);
         }
@@ -155,7 +161,15 @@ impl Engine {
         if cluster.next_heartbeat.is_none() {
             cluster.next_heartbeat = Some(now + cluster.config.heartbeat_interval);
         }
+        cluster.bus_up = true;
         self.publish(Topic::All, Body::Hello);
+    }
+
+    /// The bus is down: no more heartbeats until it is back (peers still expire).
+    pub(super) fn bus_disconnected(&mut self) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.bus_up = false;
+        }
     }
 
     /// The heartbeat, if due: says this node is alive and drops peers that went silent.
@@ -179,7 +193,9 @@ impl Engine {
             self.node_gone(&node);
         }
         self.expire_awaiting(now);
-        self.publish(Topic::All, Body::Alive);
+        if self.cluster.as_ref().is_some_and(|cluster| cluster.bus_up) {
+            self.publish(Topic::All, Body::Alive);
+        }
     }
 
     /// A payload another node published, on either topic.

@@ -441,6 +441,16 @@ impl Engine {
         self.finish_input();
     }
 
+    /// Cluster mode: the driver's link to the other nodes is lost at `now`. The engine
+    /// stops its heartbeat until [`Engine::handle_bus_connected`] (what it publishes
+    /// meanwhile waits in the driver); peers it no longer hears from are lost after the
+    /// node timeout as usual. Without `Config::cluster` this does nothing.
+    pub fn handle_bus_disconnected(&mut self, now: Instant) {
+        self.outbox.begin_input(now);
+        self.bus_disconnected();
+        self.finish_input();
+    }
+
     /// Cluster mode: `payload` arrived at `now` from another node, on any
     /// [`Topic`](crate::Topic) this node listens to (its own publications may come back
     /// too: they are ignored). A payload that is not a valid publication of this

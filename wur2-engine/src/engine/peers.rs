@@ -33,8 +33,9 @@ pub(super) struct RemoteAccount {
 #[derive(Debug)]
 struct Peer {
     incarnation: u64,
-    /// The last `seq` of its publications on the all-nodes topic seen.
-    last_seq: u64,
+    /// The last `seq` of its publications on the all-nodes topic seen (`None` before the
+    /// first: a peer first heard through a directed publication).
+    last_seq: Option<u64>,
     last_heard: Instant,
     sessions: BTreeMap<u64, RemoteSession>,
 }
@@ -68,8 +69,10 @@ pub(super) struct Peers {
 
 impl Peers {
     /// Records a publication from `node` (incarnation `incarnation`) heard at `now`:
-    /// `seq` is its number on the all-nodes topic when `ordered`, else the last number
-    /// published before it (a directed publication, which is never a duplicate).
+    /// `seq` is its number on the all-nodes topic when `ordered`. A directed publication
+    /// (`ordered` false: a `state`, a `hello`, an answer) is never a duplicate and moves
+    /// no numbering: broadcasts numbered before it may still be on their way (a `state`
+    /// is no substitute for the chat messages among them).
     pub(super) fn heard(
         &mut self,
         node: &str,
@@ -89,27 +92,22 @@ impl Peers {
         let new = !self.by_node.contains_key(node);
         let peer = self.by_node.entry(node.to_owned()).or_insert_with(|| Peer {
             incarnation,
-            last_seq: if ordered { seq.saturating_sub(1) } else { seq },
+            last_seq: None,
             last_heard: now,
             sessions: BTreeMap::new(),
         });
         peer.last_heard = now;
-        if new {
-            if ordered {
-                peer.last_seq = seq;
-            }
-            return Heard::New(gone);
+        let heard = match (ordered, peer.last_seq) {
+            (false, _) => Heard::InOrder,
+            (true, None) => Heard::InOrder,
+            (true, Some(last)) if seq <= last => return Heard::Duplicate,
+            (true, Some(last)) if seq > last + 1 => Heard::AfterGap,
+            (true, Some(_)) => Heard::InOrder,
+        };
+        if ordered {
+            peer.last_seq = Some(seq);
         }
-        if !ordered {
-            peer.last_seq = peer.last_seq.max(seq);
-            return Heard::InOrder;
-        }
-        if seq <= peer.last_seq {
-            return Heard::Duplicate;
-        }
-        let gap = seq > peer.last_seq + 1;
-        peer.last_seq = seq;
-        if gap { Heard::AfterGap } else { Heard::InOrder }
+        if new { Heard::New(gone) } else { heard }
     }
 
     /// Session `session` of `node` is now in `channel`; returns where it was before
@@ -348,6 +346,12 @@ mod tests {
         assert_eq!(peers.heard("a", 1, 9, true, now, 8), Heard::AfterGap);
         assert_eq!(peers.heard("a", 1, 8, true, now, 8), Heard::Duplicate);
         assert_eq!(peers.heard("b", 1, 1, true, now, 1), Heard::TooManyPeers);
+        // A state (directed) numbered 20 does not swallow broadcasts 10 to 20.
+        assert_eq!(peers.heard("a", 1, 20, false, now, 8), Heard::InOrder);
+        assert_eq!(peers.heard("a", 1, 10, true, now, 8), Heard::InOrder);
+        // A node first heard through a state takes its next broadcast as the first.
+        assert_eq!(peers.heard("c", 1, 30, false, now, 8), Heard::New(vec![]));
+        assert_eq!(peers.heard("c", 1, 25, true, now, 8), Heard::InOrder);
     }
 
     #[test]

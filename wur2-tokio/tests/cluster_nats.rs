@@ -1,0 +1,557 @@
+//! Cluster mode end to end: real `wur2` processes on one PostgreSQL database and one NATS
+//! server, clients on real sockets to different nodes. Needs `WUR2_TEST_POSTGRES_URL`
+//! (`scripts/postgres.sh`) and `WUR2_TEST_NATS_URL` (`scripts/nats.sh`); without them the
+//! tests say loudly that they skip. Each test has its own database and its own NATS
+//! subjects (`--cluster-subject-prefix`), so they run side by side.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wur2_testkit::scenarios::{Client, Event, Mode, unique};
+use wur2_testkit::{Target, TestDb, databases};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
+
+/// A `wur2` node serving on 127.0.0.1 at a port it chose.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    /// Its metrics listener.
+    metrics: SocketAddr,
+    /// Its log so far, printed if the test fails.
+    log: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Node {
+    /// Starts node `name` of the cluster on `nats` with subjects under `prefix`, on the
+    /// database `url`; waits until it listens.
+    fn start(dir: &Path, url: &str, nats: &str, prefix: &str, name: &str) -> Node {
+        let mut child = Command::new(BINARY)
+            .current_dir(dir)
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "info")
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--flood-lines-per-second",
+                "0",
+                "--max-registrations-per-ip",
+                "0",
+            ])
+            .args(["--cluster", nats, "--node-name", name])
+            .args(["--cluster-subject-prefix", prefix])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wur2");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let found = |marker: &str| {
+                    line.split(marker)
+                        .nth(1)
+                        .and_then(|rest| rest.split(['/', ' ']).next())
+                        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                };
+                if let Some(addr) = found("metrics on http://") {
+                    let _ = tx.send(("metrics", addr));
+                }
+                if let Some(addr) = found("listening on ") {
+                    let _ = tx.send(("chat", addr));
+                }
+                if let Ok(mut log) = kept.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() || metrics.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("chat", found)) => addr = Some(found),
+                Ok((_, found)) => metrics = Some(found),
+                Err(error) => {
+                    let _ = child.kill();
+                    let log = log.lock().map(|log| log.join("\n")).unwrap_or_default();
+                    panic!("node {name} did not start ({error}):\n{log}");
+                }
+            }
+        }
+        Node {
+            child,
+            addr: addr.expect("found"),
+            metrics: metrics.expect("found"),
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    fn target(&self) -> Target {
+        Target::plain(self.addr)
+    }
+
+    /// SIGTERM, then waits for the exit status, within `limit`.
+    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for wur2") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not stop in {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`: the node says nothing to anyone.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Kill exactly our own child, if the test did not.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            eprintln!("node {}'s log:\n{}", self.name, log.join("\n"));
+        }
+    }
+}
+
+/// What every cluster test needs: a fresh PostgreSQL database and the shared NATS server;
+/// `None` (said loudly) when either is not configured.
+async fn cluster_world(test: &str) -> Option<(TestDb, String)> {
+    let nats = std::env::var("WUR2_TEST_NATS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let db = databases()
+        .await
+        .into_iter()
+        .find(|db| db.label == "postgres");
+    match (db, nats) {
+        (Some(db), Some(nats)) => Some((db, nats)),
+        (db, nats) => {
+            eprintln!(
+                "SKIPPED {test}: needs WUR2_TEST_POSTGRES_URL (set: {}) and WUR2_TEST_NATS_URL \
+                 (set: {}); source scripts/postgres.sh and scripts/nats.sh",
+                db.is_some(),
+                nats.is_some()
+            );
+            None
+        }
+    }
+}
+
+/// Asks `/list` until `present` says the users listed are as wanted.
+async fn wait_list(client: &mut Client, what: &str, present: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let users = client.users().await;
+        if present(&users) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {users:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_listed(client: &mut Client, users: &[&str]) {
+    wait_list(client, "all listed", |listed| {
+        users.iter().all(|user| listed.iter().any(|l| l == user))
+    })
+    .await;
+}
+
+fn message(channel: &str, from: &str, text: &str) -> Event {
+    Event::Message {
+        channel: channel.into(),
+        from: from.into(),
+        text: text.into(),
+        id: None,
+    }
+}
+
+/// Reads `client`'s events up to `last` (expected); returns how many before it equal
+/// `event`.
+async fn count_until(client: &mut Client, event: &Event, last: Event) -> usize {
+    let (wanted, last) = (event.portable(), last.portable());
+    let mut count = 0;
+    client
+        .expect_with(format_args!("{last:?}"), |seen| {
+            let seen = seen.portable();
+            if seen == wanted {
+                count += 1;
+            }
+            (seen == last).then_some(())
+        })
+        .await;
+    count
+}
+
+/// One HTTP GET: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (code, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_message_reaches_every_other_node_once_and_is_in_history_once() {
+    let Some((db, nats)) = cluster_world("channel messages").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Node::start(dir.path(), &db.url, &nats, &prefix, name))
+        .collect();
+    let (alice, bob, carol) = (unique("al"), unique("bo"), unique("ca"));
+    let mut alice_a = Client::register(nodes[0].target(), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(nodes[1].target(), Mode::Json, &bob).await;
+    let mut carol_c = Client::register(nodes[2].target(), Mode::Text, &carol).await;
+    for client in [&mut alice_a, &mut bob_b, &mut carol_c] {
+        wait_listed(client, &[&alice, &bob, &carol]).await;
+    }
+
+    alice_a.send("hello, cluster").await;
+    let hello = message("Global", &alice, "hello, cluster");
+    alice_a.send("second").await;
+    let second = message("Global", &alice, "second");
+    assert_eq!(count_until(&mut bob_b, &hello, second.clone()).await, 1);
+    assert_eq!(count_until(&mut carol_c, &hello, second).await, 1);
+
+    // History is the store's: a message stored once is replayed once (at login), on any
+    // node.
+    let mut dave_b = Client::register(nodes[1].target(), Mode::Text, &unique("da")).await;
+    let replayed = |text: &str| Event::History {
+        channel: "Global".into(),
+        from: alice.clone(),
+        text: text.into(),
+        id: None,
+    };
+    assert_eq!(
+        count_until(&mut dave_b, &replayed("hello, cluster"), replayed("second")).await,
+        1
+    );
+    let after = dave_b.barrier().await;
+    assert!(
+        !after
+            .iter()
+            .any(|event| matches!(event, Event::History { .. })),
+        "history is replayed once: {after:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_channels_and_join_leave_notices_count_the_users_of_every_node() {
+    let Some((db, nats)) = cluster_world("presence").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
+    let b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let (alice, amy, bob) = (unique("al"), unique("am"), unique("bo"));
+    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
+    let mut amy_a = Client::register(a.target(), Mode::Text, &amy).await;
+    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
+    // Everyone who logged in on a was announced on b, once each.
+    let channels = bob_b.channels().await;
+    assert!(
+        channels.contains(&("Global".to_owned(), 3)),
+        "b counts a's users in Global: {channels:?}"
+    );
+
+    // A move on a is a departure and an arrival on b.
+    alice_a.send("/join Lounge").await;
+    bob_b
+        .expect(Event::Part {
+            user: alice.clone(),
+            channel: "Global".into(),
+        })
+        .await;
+    bob_b.send("/join Lounge").await;
+    alice_a
+        .expect(Event::Join {
+            user: bob.clone(),
+            channel: "Lounge".into(),
+        })
+        .await;
+    let channels = amy_a.channels().await;
+    assert!(
+        channels.contains(&("Lounge".to_owned(), 2))
+            && channels.contains(&("Global".to_owned(), 1)),
+        "a counts b's user in Lounge: {channels:?}"
+    );
+    bob_b.send("in the lounge").await;
+    alice_a
+        .expect(message("Lounge", &bob, "in the lounge"))
+        .await;
+
+    // A private message to a user on another node is shown to them live.
+    bob_b.send(&format!("/msg {amy} psst")).await;
+    amy_a
+        .expect(Event::Dm {
+            from: bob.clone(),
+            text: "psst".into(),
+            offline: false,
+            id: None,
+        })
+        .await;
+
+    // A user who closes on b leaves a's lists and channel.
+    bob_b.send("/close").await;
+    bob_b.expect_closed().await;
+    alice_a
+        .expect(Event::Part {
+            user: bob.clone(),
+            channel: "Lounge".into(),
+        })
+        .await;
+    wait_list(&mut amy_a, "without bob", |users| !users.contains(&bob)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_killed_node_leave_the_other_nodes_within_seven_seconds() {
+    let Some((db, nats)) = cluster_world("node loss").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
+    let mut b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let (alice, bob) = (unique("al"), unique("bo"));
+    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
+    let _bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+
+    b.kill();
+    let killed = Instant::now();
+    alice_a
+        .expect(Event::Part {
+            user: bob.clone(),
+            channel: "Global".into(),
+        })
+        .await;
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(7), "bob left after {took:?}");
+    let users = alice_a.users().await;
+    assert!(!users.contains(&bob), "{users:?}");
+    assert!(users.contains(&alice), "{users:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_node_stopped_with_sigterm_leave_the_other_nodes_lists_at_once() {
+    let Some((db, nats)) = cluster_world("graceful stop").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
+    let mut b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let (alice, bob) = (unique("al"), unique("bo"));
+    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+
+    let stopping = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = b.terminate(Duration::from_secs(20));
+        (status, b)
+    });
+    assert!(bob_b.expect_closed().await.contains(&Event::Shutdown));
+    // A shutdown's departures are published at once, with their "left" notices: nobody
+    // waits for the node timeout.
+    alice_a
+        .expect(Event::Part {
+            user: bob.clone(),
+            channel: "Global".into(),
+        })
+        .await;
+    wait_list(&mut alice_a, "without bob", |users| !users.contains(&bob)).await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "a stopping node's users leave without waiting for the node timeout: {took:?}"
+    );
+    let (status, _b) = status.await.expect("terminate task");
+    assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
+}
+
+/// A NATS server of the test's own, on a fixed port so it can come back there.
+struct OwnNats {
+    child: Child,
+    port: u16,
+}
+
+impl OwnNats {
+    /// Starts `server` on `port`, logging into `dir`.
+    fn start(server: &str, port: u16, dir: &Path) -> OwnNats {
+        let child = Command::new(server)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-l")
+            .arg(dir.join("nats.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OwnNats { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it abruptly (by its own pid).
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by_itself() {
+    let Some((db, _shared)) = cluster_world("NATS restart").await else {
+        return;
+    };
+    let Ok(server) = std::env::var("WUR2_TEST_NATS_SERVER") else {
+        eprintln!("SKIPPED NATS restart: WUR2_TEST_NATS_SERVER is not set (scripts/nats.sh)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let nats_dir = tempfile::tempdir().expect("temporary directory");
+    let nats = OwnNats::start(&server, port, nats_dir.path());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let a = Node::start(dir.path(), &db.url, &nats.url(), "wur2", "a");
+    let b = Node::start(dir.path(), &db.url, &nats.url(), "wur2", "b");
+    let (alice, amy, bob) = (unique("al"), unique("am"), unique("bo"));
+    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
+    let mut amy_a = Client::register(a.target(), Mode::Text, &amy).await;
+    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
+    assert_eq!(get(a.metrics, "/healthz").await, (200, "ok\n".to_owned()));
+
+    nats.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = get(a.metrics, "/healthz").await;
+        if body.starts_with("degraded: cluster bus down") {
+            assert_eq!(code, 200, "a node without its bus still serves its users");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthz never said degraded: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Local chat does not wait for the bus.
+    alice_a.send("while the bus is down").await;
+    amy_a
+        .expect(message("Global", &alice, "while the bus is down"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let _nats = OwnNats::start(&server, port, nats_dir.path());
+    // What alice said while the bus was down waited for it, and comes first.
+    bob_b
+        .expect(message("Global", &alice, "while the bus is down"))
+        .await;
+    alice_a.send("after the restart").await;
+    bob_b
+        .expect(message("Global", &alice, "after the restart"))
+        .await;
+    bob_b.send("heard you").await;
+    alice_a.expect(message("Global", &bob, "heard you")).await;
+    wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(a.metrics, "/healthz").await != (200, "ok\n".to_owned()) {
+        assert!(Instant::now() < deadline, "healthz never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = get(a.metrics, "/metrics").await;
+    assert!(metrics.contains("\nwur2_bus_up 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nwur2_bus_dropped_total 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nwur2_peers 1\n"), "{metrics}");
+}
+
+#[test]
+fn cluster_mode_on_an_sqlite_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("x.db").display()),
+        )
+        .args(["--listen", "127.0.0.1:0", "--cluster", "nats://127.0.0.1:1"])
+        .args(["--node-name", "a"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wur2");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(
+            "wur2: error: cluster mode needs PostgreSQL: every node must share one store"
+        ),
+        "{said}"
+    );
+    assert!(!dir.path().join("x.db").exists(), "no store was opened");
+}
