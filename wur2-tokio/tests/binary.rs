@@ -1,25 +1,17 @@
 //! The real `wur2` binary: chat through it, the operator subcommands on its database,
 //! SIGTERM, a restart on the same database, and one-line errors for bad configuration.
 
+mod server_process;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use server_process::{BINARY, ServerProcess};
 use wur2_testkit::scenarios::{self, Client, Event, Mode, unique};
 use wur2_testkit::{TEST_TIMEOUT, Target, databases};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
-
-/// A `wur2` process serving on 127.0.0.1 at a port it chose.
-struct Wur2 {
-    child: Child,
-    addr: SocketAddr,
-    /// Its log so far, printed if the test fails.
-    log: Arc<Mutex<Vec<String>>>,
-}
 
 /// A command for the binary that reads no `.env` of the repository and uses `url`.
 fn wur2(dir: &Path, url: &str) -> Command {
@@ -32,75 +24,10 @@ fn wur2(dir: &Path, url: &str) -> Command {
     command
 }
 
-impl Wur2 {
-    /// Starts `wur2 --listen 127.0.0.1:0 <args>` and waits for its "listening on" line.
-    fn start(dir: &Path, url: &str, args: &[&str]) -> Wur2 {
-        let mut child = wur2(dir, url)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wur2");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr);
-                }
-                if let Ok(mut log) = kept.lock() {
-                    log.push(line);
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(addr)) => Wur2 { child, addr, log },
-            other => {
-                let _ = child.kill();
-                panic!("wur2 did not report its address: {other:?}");
-            }
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status, within `limit`.
-    fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for wur2") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("wur2 did not stop within {limit:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Wur2 {
-    fn drop(&mut self) {
-        // Only if a test failed before stopping it; kill exactly our own child.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking()
-            && let Ok(log) = self.log.lock()
-        {
-            eprintln!("wur2's log:\n{}", log.join("\n"));
-        }
-    }
+/// Starts `wur2 --listen 127.0.0.1:0 <args>` on the database `url` and waits until it
+/// listens.
+fn start(dir: &Path, url: &str, args: &[&str]) -> ServerProcess {
+    ServerProcess::start(dir, args, &[("DATABASE_URL", url), ("RUST_LOG", "info")])
 }
 
 /// Runs an operator subcommand to completion.
@@ -138,7 +65,7 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
             "--max-registrations-per-ip",
             "0",
         ];
-        let server = Wur2::start(dir.path(), &url, &flags);
+        let mut server = start(dir.path(), &url, &flags);
         let addr = Target::plain(server.addr);
         tokio::time::timeout(TEST_TIMEOUT, async {
             for mode in Mode::ALL {
@@ -196,7 +123,7 @@ async fn the_binary_serves_chat_operator_commands_sigterm_and_restart() {
         let status = stopping.await.expect("terminate task");
         assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
 
-        let server = Wur2::start(dir.path(), &url, &[]);
+        let mut server = start(dir.path(), &url, &[]);
         tokio::time::timeout(
             TEST_TIMEOUT,
             scenarios::restart_after(Target::plain(server.addr), Mode::Text, kept),
@@ -257,7 +184,7 @@ async fn after_kill_9_every_message_a_client_received_is_in_history_exactly_once
             "--max-registrations-per-ip",
             "0",
         ];
-        let mut server = Wur2::start(dir.path(), &db.url, &args);
+        let mut server = start(dir.path(), &db.url, &args);
         let addr = server.addr;
         let clients: Vec<CrashClient> = (0..5).map(|_| CrashClient::join(addr)).collect();
         let mut senders = Vec::new();
@@ -273,8 +200,7 @@ async fn after_kill_9_every_message_a_client_received_is_in_history_exactly_once
             }));
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        server.child.kill().expect("kill -9 wur2");
-        server.child.wait().expect("reap wur2");
+        server.kill();
         for sender in senders {
             sender.join().expect("sender thread");
         }

@@ -4,142 +4,46 @@
 //! tests say loudly that they skip. Each test has its own database and its own NATS
 //! subjects (`--cluster-subject-prefix`), so they run side by side.
 
-use std::io::{BufRead, BufReader};
+mod server_process;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use server_process::{BINARY, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wur2_testkit::scenarios::{Client, Event, Mode, unique};
 use wur2_testkit::{Target, TestDb, databases};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_wur2");
-
-/// A `wur2` node serving on 127.0.0.1 at a port it chose.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    /// Its metrics listener.
-    metrics: SocketAddr,
-    /// Its log so far, printed if the test fails.
-    log: Arc<Mutex<Vec<String>>>,
-    name: String,
+/// Starts node `name` of the cluster on `nats` with subjects under `prefix`, on the
+/// database `url` (with its metrics listener); waits until it listens.
+fn node(dir: &Path, url: &str, nats: &str, prefix: &str, name: &str) -> ServerProcess {
+    let args = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--flood-lines-per-second",
+        "0",
+        "--max-registrations-per-ip",
+        "0",
+        "--cluster",
+        nats,
+        "--node-name",
+        name,
+        "--cluster-subject-prefix",
+        prefix,
+    ];
+    ServerProcess::start(dir, &args, &[("DATABASE_URL", url), ("RUST_LOG", "info")])
 }
 
-impl Node {
-    /// Starts node `name` of the cluster on `nats` with subjects under `prefix`, on the
-    /// database `url`; waits until it listens.
-    fn start(dir: &Path, url: &str, nats: &str, prefix: &str, name: &str) -> Node {
-        let mut child = Command::new(BINARY)
-            .current_dir(dir)
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "info")
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args([
-                "--flood-lines-per-second",
-                "0",
-                "--max-registrations-per-ip",
-                "0",
-            ])
-            .args(["--cluster", nats, "--node-name", name])
-            .args(["--cluster-subject-prefix", prefix])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wur2");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let found = |marker: &str| {
-                    line.split(marker)
-                        .nth(1)
-                        .and_then(|rest| rest.split(['/', ' ']).next())
-                        .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                };
-                if let Some(addr) = found("metrics on http://") {
-                    let _ = tx.send(("metrics", addr));
-                }
-                if let Some(addr) = found("listening on ") {
-                    let _ = tx.send(("chat", addr));
-                }
-                if let Ok(mut log) = kept.lock() {
-                    log.push(line);
-                }
-            }
-        });
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() || metrics.is_none() {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(("chat", found)) => addr = Some(found),
-                Ok((_, found)) => metrics = Some(found),
-                Err(error) => {
-                    let _ = child.kill();
-                    let log = log.lock().map(|log| log.join("\n")).unwrap_or_default();
-                    panic!("node {name} did not start ({error}):\n{log}");
-                }
-            }
-        }
-        Node {
-            child,
-            addr: addr.expect("found"),
-            metrics: metrics.expect("found"),
-            log,
-            name: name.to_owned(),
-        }
-    }
-
-    fn target(&self) -> Target {
-        Target::plain(self.addr)
-    }
-
-    /// SIGTERM, then waits for the exit status, within `limit`.
-    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for wur2") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not stop in {limit:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `kill -9`: the node says nothing to anyone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Where a node serves chat.
+fn target(node: &ServerProcess) -> Target {
+    Target::plain(node.addr)
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Kill exactly our own child, if the test did not.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking()
-            && let Ok(log) = self.log.lock()
-        {
-            eprintln!("node {}'s log:\n{}", self.name, log.join("\n"));
-        }
-    }
+/// Where a node serves metrics and health.
+fn metrics(node: &ServerProcess) -> SocketAddr {
+    node.metrics.expect("started with --metrics-listen")
 }
 
 /// What every cluster test needs: a fresh PostgreSQL database and the shared NATS server;
@@ -235,14 +139,14 @@ async fn a_channel_message_reaches_every_other_node_once_and_is_in_history_once(
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let prefix = unique("t");
-    let nodes: Vec<Node> = ["a", "b", "c"]
+    let nodes: Vec<ServerProcess> = ["a", "b", "c"]
         .iter()
-        .map(|name| Node::start(dir.path(), &db.url, &nats, &prefix, name))
+        .map(|name| node(dir.path(), &db.url, &nats, &prefix, name))
         .collect();
     let (alice, bob, carol) = (unique("al"), unique("bo"), unique("ca"));
-    let mut alice_a = Client::register(nodes[0].target(), Mode::Text, &alice).await;
-    let mut bob_b = Client::register(nodes[1].target(), Mode::Json, &bob).await;
-    let mut carol_c = Client::register(nodes[2].target(), Mode::Text, &carol).await;
+    let mut alice_a = Client::register(target(&nodes[0]), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(target(&nodes[1]), Mode::Json, &bob).await;
+    let mut carol_c = Client::register(target(&nodes[2]), Mode::Text, &carol).await;
     for client in [&mut alice_a, &mut bob_b, &mut carol_c] {
         wait_listed(client, &[&alice, &bob, &carol]).await;
     }
@@ -256,7 +160,7 @@ async fn a_channel_message_reaches_every_other_node_once_and_is_in_history_once(
 
     // History is the store's: a message stored once is replayed once (at login), on any
     // node.
-    let mut dave_b = Client::register(nodes[1].target(), Mode::Text, &unique("da")).await;
+    let mut dave_b = Client::register(target(&nodes[1]), Mode::Text, &unique("da")).await;
     let replayed = |text: &str| Event::History {
         channel: "Global".into(),
         from: alice.clone(),
@@ -283,12 +187,12 @@ async fn list_channels_and_join_leave_notices_count_the_users_of_every_node() {
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let prefix = unique("t");
-    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
-    let b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let a = node(dir.path(), &db.url, &nats, &prefix, "a");
+    let b = node(dir.path(), &db.url, &nats, &prefix, "b");
     let (alice, amy, bob) = (unique("al"), unique("am"), unique("bo"));
-    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
-    let mut amy_a = Client::register(a.target(), Mode::Text, &amy).await;
-    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+    let mut amy_a = Client::register(target(&a), Mode::Text, &amy).await;
+    let mut bob_b = Client::register(target(&b), Mode::Text, &bob).await;
     wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
     // Everyone who logged in on a was announced on b, once each.
     let channels = bob_b.channels().await;
@@ -353,11 +257,11 @@ async fn users_of_a_killed_node_leave_the_other_nodes_within_seven_seconds() {
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let prefix = unique("t");
-    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
-    let mut b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let a = node(dir.path(), &db.url, &nats, &prefix, "a");
+    let mut b = node(dir.path(), &db.url, &nats, &prefix, "b");
     let (alice, bob) = (unique("al"), unique("bo"));
-    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
-    let _bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+    let _bob_b = Client::register(target(&b), Mode::Text, &bob).await;
     wait_listed(&mut alice_a, &[&alice, &bob]).await;
 
     b.kill();
@@ -382,11 +286,11 @@ async fn users_of_a_node_stopped_with_sigterm_leave_the_other_nodes_lists_at_onc
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let prefix = unique("t");
-    let a = Node::start(dir.path(), &db.url, &nats, &prefix, "a");
-    let mut b = Node::start(dir.path(), &db.url, &nats, &prefix, "b");
+    let a = node(dir.path(), &db.url, &nats, &prefix, "a");
+    let mut b = node(dir.path(), &db.url, &nats, &prefix, "b");
     let (alice, bob) = (unique("al"), unique("bo"));
-    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
-    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(target(&b), Mode::Text, &bob).await;
     wait_listed(&mut alice_a, &[&alice, &bob]).await;
 
     let stopping = Instant::now();
@@ -475,19 +379,19 @@ async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by
     let nats_dir = tempfile::tempdir().expect("temporary directory");
     let nats = OwnNats::start(&server, port, nats_dir.path());
     let dir = tempfile::tempdir().expect("temporary directory");
-    let a = Node::start(dir.path(), &db.url, &nats.url(), "wur2", "a");
-    let b = Node::start(dir.path(), &db.url, &nats.url(), "wur2", "b");
+    let a = node(dir.path(), &db.url, &nats.url(), "wur2", "a");
+    let b = node(dir.path(), &db.url, &nats.url(), "wur2", "b");
     let (alice, amy, bob) = (unique("al"), unique("am"), unique("bo"));
-    let mut alice_a = Client::register(a.target(), Mode::Text, &alice).await;
-    let mut amy_a = Client::register(a.target(), Mode::Text, &amy).await;
-    let mut bob_b = Client::register(b.target(), Mode::Text, &bob).await;
+    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+    let mut amy_a = Client::register(target(&a), Mode::Text, &amy).await;
+    let mut bob_b = Client::register(target(&b), Mode::Text, &bob).await;
     wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
-    assert_eq!(get(a.metrics, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(metrics(&a), "/healthz").await, (200, "ok\n".to_owned()));
 
     nats.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, body) = get(a.metrics, "/healthz").await;
+        let (code, body) = get(metrics(&a), "/healthz").await;
         if body.starts_with("degraded: cluster bus down") {
             assert_eq!(code, 200, "a node without its bus still serves its users");
             break;
@@ -518,11 +422,11 @@ async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by
     alice_a.expect(message("Global", &bob, "heard you")).await;
     wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while get(a.metrics, "/healthz").await != (200, "ok\n".to_owned()) {
+    while get(metrics(&a), "/healthz").await != (200, "ok\n".to_owned()) {
         assert!(Instant::now() < deadline, "healthz never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, metrics) = get(a.metrics, "/metrics").await;
+    let (_, metrics) = get(metrics(&a), "/metrics").await;
     assert!(metrics.contains("\nwur2_bus_up 1\n"), "{metrics}");
     assert!(
         metrics.contains("\nwur2_bus_dropped_total 0\n"),
