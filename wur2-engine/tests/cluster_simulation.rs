@@ -40,6 +40,9 @@ impl Net {
                         cluster: Some(ClusterConfig::new(node_name(i))),
                         message_id_origin: i as u64 + 1,
                         flood_lines_per_second: 0,
+                        // Every test user registers from 127.0.0.1.
+                        max_registrations_per_address: 0,
+                        max_registrations_per_minute: 0,
                         ..Config::default()
                     })
                 })
@@ -629,4 +632,24 @@ fn no_heartbeat_is_published_while_the_bus_is_down() {
         node.engine.stats().bus_published >= before + 2,
         "hello, then heartbeats"
     );
+}
+
+#[test]
+fn a_channel_message_is_one_publication_whatever_the_number_of_members_elsewhere() {
+    let mut net = Net::new(3, 18);
+    let sender = net.user(0, "sender");
+    for i in 0..60 {
+        net.user(1 + i % 2, &format!("member{i}"));
+    }
+    let before = net.nodes[0].engine.stats().bus_published;
+    for k in 0..25 {
+        net.send(0, sender, &format!("to all {k}"));
+    }
+    assert_eq!(net.nodes[0].engine.stats().bus_published - before, 25);
+    // And every member elsewhere got every one.
+    let delivered: u64 = net.nodes[1..]
+        .iter()
+        .map(|node| node.engine.stats().deliveries)
+        .sum();
+    assert!(delivered >= 60 * 25, "{delivered}");
 }
