@@ -70,6 +70,46 @@ async fn cluster_world(test: &str) -> Option<(TestDb, String)> {
     }
 }
 
+/// Two nodes, `a` and `b`, with alice logged in on `a` and bob on `b`, each seeing the
+/// other listed.
+struct Pair {
+    /// Kept for the nodes' lifetime: dropping it drops the database.
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+    /// Node a, running for the pair's lifetime.
+    _a: ServerProcess,
+    b: ServerProcess,
+    alice: String,
+    bob: String,
+    alice_a: Client,
+    bob_b: Client,
+}
+
+impl Pair {
+    /// `None` (after saying so) without PostgreSQL and NATS.
+    async fn start(test: &str) -> Option<Pair> {
+        let (db, nats) = cluster_world(test).await?;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let prefix = unique("t");
+        let a = node(dir.path(), &db.url, &nats, &prefix, "a");
+        let b = node(dir.path(), &db.url, &nats, &prefix, "b");
+        let (alice, bob) = (unique("al"), unique("bo"));
+        let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+        let bob_b = Client::register(target(&b), Mode::Text, &bob).await;
+        wait_listed(&mut alice_a, &[&alice, &bob]).await;
+        Some(Pair {
+            _db: db,
+            _dir: dir,
+            _a: a,
+            b,
+            alice,
+            bob,
+            alice_a,
+            bob_b,
+        })
+    }
+}
+
 /// Asks `/list` until `present` says the users listed are as wanted.
 async fn wait_list(client: &mut Client, what: &str, present: impl Fn(&[String]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -252,17 +292,16 @@ async fn list_channels_and_join_leave_notices_count_the_users_of_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_of_a_killed_node_leave_the_other_nodes_within_seven_seconds() {
-    let Some((db, nats)) = cluster_world("node loss").await else {
+    let Some(pair) = Pair::start("node loss").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let prefix = unique("t");
-    let a = node(dir.path(), &db.url, &nats, &prefix, "a");
-    let mut b = node(dir.path(), &db.url, &nats, &prefix, "b");
-    let (alice, bob) = (unique("al"), unique("bo"));
-    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
-    let _bob_b = Client::register(target(&b), Mode::Text, &bob).await;
-    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+    let Pair {
+        mut b,
+        alice,
+        bob,
+        mut alice_a,
+        ..
+    } = pair;
 
     b.kill();
     let killed = Instant::now();
@@ -281,17 +320,16 @@ async fn users_of_a_killed_node_leave_the_other_nodes_within_seven_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_of_a_node_stopped_with_sigterm_leave_the_other_nodes_lists_at_once() {
-    let Some((db, nats)) = cluster_world("graceful stop").await else {
+    let Some(pair) = Pair::start("graceful stop").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let prefix = unique("t");
-    let a = node(dir.path(), &db.url, &nats, &prefix, "a");
-    let mut b = node(dir.path(), &db.url, &nats, &prefix, "b");
-    let (alice, bob) = (unique("al"), unique("bo"));
-    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
-    let mut bob_b = Client::register(target(&b), Mode::Text, &bob).await;
-    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+    let Pair {
+        mut b,
+        bob,
+        mut alice_a,
+        mut bob_b,
+        ..
+    } = pair;
 
     let stopping = Instant::now();
     let status = tokio::task::spawn_blocking(move || {
