@@ -85,18 +85,20 @@ pub(crate) struct Envelope {
 pub(crate) enum Body {
     /// A committed channel message, for every node's members of `channel`.
     Chat {
-        id: String,
+        #[serde(with = "as_text")]
+        id: MessageId,
         channel: String,
         from: String,
         text: String,
     },
     /// Session `session` of `user`, whose role is `role`, is now in `channel` (logged in,
-    /// moved there, or its role changed).
+    /// or moved there).
     Enter {
         session: u64,
         user: String,
         channel: String,
-        role: String,
+        #[serde(with = "as_text")]
+        role: Role,
     },
     /// Session `session` ended; `announce`: its channel hears that it left.
     Exit { session: u64, announce: bool },
@@ -110,7 +112,8 @@ pub(crate) enum Body {
     /// A committed private message for `recipient`'s sessions on the nodes in `nodes`
     /// (not `to`: that is the envelope's).
     Direct {
-        id: String,
+        #[serde(with = "as_text")]
+        id: MessageId,
         recipient: String,
         from: String,
         text: String,
@@ -118,7 +121,11 @@ pub(crate) enum Body {
     },
     /// The answer of a node named in a [`Body::Direct`]: whether it showed message `id`
     /// to a session of its recipient.
-    Delivered { id: String, delivered: bool },
+    Delivered {
+        #[serde(with = "as_text")]
+        id: MessageId,
+        delivered: bool,
+    },
     /// `user` was kicked by `by`: every node closes its sessions of `user` and tells its
     /// members of `channels` (where the user's sessions were).
     Kick {
@@ -130,9 +137,37 @@ pub(crate) enum Body {
     /// `by` (an admin, with `/role`) gave account `user` role `role`.
     Role {
         user: String,
-        role: String,
+        #[serde(with = "as_text")]
+        role: Role,
         by: String,
     },
+}
+
+/// A message id or a role as its text on the wire (`Display` out, `FromStr` in), so a
+/// payload that parses holds only valid ones.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(
+        value: &T,
+        out: S,
+    ) -> Result<S::Ok, S::Error> {
+        out.collect_str(value)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(input: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(input)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
 }
 
 /// Most nodes or channels a publication may list.
@@ -144,7 +179,8 @@ pub(crate) struct PeerSession {
     pub(crate) session: u64,
     pub(crate) user: String,
     pub(crate) channel: String,
-    pub(crate) role: String,
+    #[serde(with = "as_text")]
+    pub(crate) role: Role,
 }
 
 /// Why a payload from a peer was not applied.
@@ -202,40 +238,29 @@ impl Envelope {
         }
         match &self.body {
             Body::Chat {
-                id,
                 channel,
                 from,
                 text,
+                ..
             } => {
-                check_id(id)?;
                 check_names(from, channel)?;
                 if text.len() > max_text {
                     return Err(Refusal::Invalid("message text"));
                 }
             }
-            Body::Enter {
-                user,
-                channel,
-                role,
-                ..
-            } => {
-                check_names(user, channel)?;
-                check_role(role)?;
-            }
+            Body::Enter { user, channel, .. } => check_names(user, channel)?,
             Body::State { sessions } => {
                 for session in sessions {
                     check_names(&session.user, &session.channel)?;
-                    check_role(&session.role)?;
                 }
             }
             Body::Direct {
-                id,
                 recipient,
                 from,
                 text,
                 nodes,
+                ..
             } => {
-                check_id(id)?;
                 check_user(recipient)?;
                 check_user(from)?;
                 if text.len() > max_text {
@@ -245,7 +270,6 @@ impl Envelope {
                     return Err(Refusal::Invalid("node list"));
                 }
             }
-            Body::Delivered { id, .. } => check_id(id)?,
             Body::Kick {
                 user,
                 by,
@@ -262,30 +286,14 @@ impl Envelope {
                     return Err(Refusal::Invalid("channel list"));
                 }
             }
-            Body::Role { user, role, by } => {
+            Body::Role { user, by, .. } => {
                 check_user(user)?;
                 check_user(by)?;
-                check_role(role)?;
             }
-            Body::Exit { .. } | Body::Alive | Body::Hello => {}
+            Body::Exit { .. } | Body::Alive | Body::Hello | Body::Delivered { .. } => {}
         }
         Ok(())
     }
-}
-
-/// The role `text` names, if it names one.
-pub(crate) fn parse_role(text: &str) -> Option<Role> {
-    text.parse().ok()
-}
-
-fn check_role(text: &str) -> Result<(), Refusal> {
-    parse_role(text).map(|_| ()).ok_or(Refusal::Invalid("role"))
-}
-
-fn check_id(id: &str) -> Result<(), Refusal> {
-    id.parse::<MessageId>()
-        .map(|_| ())
-        .map_err(|_| Refusal::Invalid("message id"))
 }
 
 fn check_user(user: &str) -> Result<(), Refusal> {
@@ -331,14 +339,24 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_with_a_bad_message_id_or_role_is_refused() {
+        let bad_id =
+            br#"{"v":1,"node":"a","inc":1,"seq":1,"type":"delivered","id":"xyz","delivered":true}"#;
+        let bad_role = br#"{"v":1,"node":"a","inc":1,"seq":1,"type":"role","user":"bob","role":"king","by":"ann"}"#;
+        for payload in [&bad_id[..], &bad_role[..]] {
+            let refusal = Envelope::decode(payload, 1 << 20, 2048);
+            assert!(matches!(refusal, Err(Refusal::Malformed(_))), "{refusal:?}");
+        }
+    }
+
+    #[test]
     fn names_and_texts_are_checked_as_a_clients_would_be() {
         let chat = |from: &str, channel: &str, text: &str| {
             envelope(Body::Chat {
                 id: MessageId {
                     origin: 1,
                     sequence: 2,
-                }
-                .to_string(),
+                },
                 channel: channel.into(),
                 from: from.into(),
                 text: text.into(),
@@ -373,7 +391,7 @@ mod tests {
         prop_oneof![
             (any::<u64>(), any::<u64>(), name(), name(), ".{0,40}").prop_map(
                 |(origin, sequence, channel, from, text)| Body::Chat {
-                    id: MessageId { origin, sequence }.to_string(),
+                    id: MessageId { origin, sequence },
                     channel,
                     from,
                     text,
@@ -413,7 +431,7 @@ mod tests {
             )
                 .prop_map(|((origin, sequence), recipient, from, text, nodes)| {
                     Body::Direct {
-                        id: MessageId { origin, sequence }.to_string(),
+                        id: MessageId { origin, sequence },
                         recipient,
                         from,
                         text,
@@ -422,7 +440,7 @@ mod tests {
                 }),
             (any::<(u64, u64)>(), any::<bool>()).prop_map(|((origin, sequence), delivered)| {
                 Body::Delivered {
-                    id: MessageId { origin, sequence }.to_string(),
+                    id: MessageId { origin, sequence },
                     delivered,
                 }
             }),
@@ -442,8 +460,8 @@ mod tests {
         ]
     }
 
-    fn role() -> impl Strategy<Value = String> {
-        prop_oneof![Just("user"), Just("mod"), Just("admin")].prop_map(String::from)
+    fn role() -> impl Strategy<Value = Role> {
+        prop_oneof![Just(Role::User), Just(Role::Mod), Just(Role::Admin)]
     }
 
     proptest! {

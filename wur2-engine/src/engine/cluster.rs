@@ -15,9 +15,7 @@ use super::accounts::Accounts;
 use super::channels::Channels;
 use super::peers::{Heard, Peers, RemoteSession};
 use super::{Departure, Engine};
-use crate::cluster::{
-    Body, CLUSTER_PROTOCOL_VERSION, ClusterConfig, Envelope, PeerSession, Topic, parse_role,
-};
+use crate::cluster::{Body, CLUSTER_PROTOCOL_VERSION, ClusterConfig, Envelope, PeerSession, Topic};
 use crate::ids::{ConnectionId, MessageId};
 use crate::names::{channel_key, username_key};
 use crate::output::Output;
@@ -96,7 +94,7 @@ impl Engine {
         });
     }
 
-    /// Publishes that logged-in `connection` is now in its channel (or has a new role).
+    /// Publishes that logged-in `connection` is now in its channel.
     pub(super) fn publish_enter(&mut self, connection: ConnectionId) {
         if self.cluster.is_none() {
             return;
@@ -122,7 +120,7 @@ impl Engine {
             session: connection.as_u64(),
             user: account.username.clone(),
             channel: channel.name.clone(),
-            role: account.role.as_str().to_owned(),
+            role: account.role,
         })
     }
 
@@ -143,7 +141,7 @@ impl Engine {
     pub(super) fn publish_chat(&mut self, id: MessageId, channel: &str, from: &str, text: &str) {
         if self.cluster.is_some() {
             let body = Body::Chat {
-                id: id.to_string(),
+                id,
                 channel: channel.to_owned(),
                 from: from.to_owned(),
                 text: text.to_owned(),
@@ -282,14 +280,13 @@ impl Engine {
                 channel,
                 from,
                 text,
-            } => self.deliver_remote_chat(&id, &channel, &from, &text),
+            } => self.deliver_remote_chat(id, &channel, &from, &text),
             Body::Enter {
                 session,
                 user,
                 channel,
                 role,
             } => {
-                let role = parse_role(&role).unwrap_or_default();
                 let entered = RemoteSession {
                     user,
                     channel,
@@ -331,7 +328,7 @@ impl Engine {
                     let entered = RemoteSession {
                         user: s.user,
                         channel: s.channel,
-                        role: parse_role(&s.role).unwrap_or_default(),
+                        role: s.role,
                     };
                     (s.session, entered)
                 });
@@ -345,26 +342,19 @@ impl Engine {
                 nodes,
             } => {
                 if nodes.contains(&cluster.config.node) {
-                    let delivered = self.deliver_remote_direct(&id, &recipient, &from, &text);
+                    let delivered = self.deliver_remote_direct(id, &recipient, &from, &text);
                     let answer = Body::Delivered { id, delivered };
                     self.publish(Topic::Node(node.to_owned()), answer);
                 }
             }
-            Body::Delivered { id, delivered } => {
-                if let Ok(id) = id.parse::<MessageId>() {
-                    self.answered(id, node, delivered);
-                }
-            }
+            Body::Delivered { id, delivered } => self.answered(id, node, delivered),
             Body::Kick {
                 user,
                 by,
                 reason,
                 channels,
             } => self.apply_kick(&user, &by, &reason, &channels),
-            Body::Role { user, role, by } => {
-                let role = parse_role(&role).unwrap_or_default();
-                self.apply_role(&username_key(&user), role, &by);
-            }
+            Body::Role { user, role, by } => self.apply_role(&username_key(&user), role, &by),
         }
     }
 
@@ -407,7 +397,7 @@ impl Engine {
         };
         cluster.awaiting.insert(id, waiting);
         let body = Body::Direct {
-            id: id.to_string(),
+            id,
             recipient,
             from: from.to_owned(),
             text: text.to_owned(),
@@ -478,11 +468,8 @@ impl Engine {
 
     /// Private message `id` from another node for `to`: to this node's sessions of `to`;
     /// returns whether there were any.
-    fn deliver_remote_direct(&mut self, id: &str, to: &str, from: &str, text: &str) -> bool {
-        let (Ok(id), Some(recipient)) = (
-            id.parse::<MessageId>(),
-            self.accounts.get(&username_key(to)),
-        ) else {
+    fn deliver_remote_direct(&mut self, id: MessageId, to: &str, from: &str, text: &str) -> bool {
+        let Some(recipient) = self.accounts.get(&username_key(to)) else {
             return false;
         };
         let text = sanitize_text(text);
@@ -526,7 +513,7 @@ impl Engine {
             cluster.peers.set_role(&username_key(user), role);
             let body = Body::Role {
                 user: user.to_owned(),
-                role: role.as_str().to_owned(),
+                role,
                 by: by.to_owned(),
             };
             self.publish(Topic::All, body);
@@ -535,11 +522,8 @@ impl Engine {
 
     /// A channel message committed on another node: to this node's members of its
     /// channel, encoded once.
-    fn deliver_remote_chat(&mut self, id: &str, channel: &str, from: &str, text: &str) {
-        let (Ok(id), Some(members)) = (
-            id.parse::<MessageId>(),
-            self.channels.get(&channel_key(channel)),
-        ) else {
+    fn deliver_remote_chat(&mut self, id: MessageId, channel: &str, from: &str, text: &str) {
+        let Some(members) = self.channels.get(&channel_key(channel)) else {
             return;
         };
         let text = sanitize_text(text);
