@@ -9,19 +9,8 @@
 # it prints a loud SKIPPED warning and the cluster tests skip themselves.
 # Override by exporting WUR2_TEST_NATS_URL yourself before running scripts/test.sh.
 
-wur2_nats_skip() {
-    if [ "${CI:-}" = "true" ]; then
-        echo "ERROR: NATS cluster tests cannot run: $1 (CI=true, so this fails)" >&2
-        return 1
-    fi
-    echo "" >&2
-    echo "######################################################################" >&2
-    echo "## SKIPPED: every NATS cluster test: $1" >&2
-    echo "######################################################################" >&2
-    echo "" >&2
-    unset WUR2_TEST_NATS_URL WUR2_TEST_NATS_SERVER
-    return 0
-}
+source "$(dirname "${BASH_SOURCE[0]}")/service-skip.sh"
+wur2_nats_skip() { wur2_skip_service "every NATS cluster test" "$1" WUR2_TEST_NATS_URL WUR2_TEST_NATS_SERVER; }
 
 # Installs Debian's nats-server; policy-rc.d (exit 101) keeps apt from starting its service.
 wur2_nats_install() {

@@ -7,19 +7,8 @@
 # prints a loud SKIPPED warning and the PostgreSQL tests skip themselves.
 # Override by exporting WUR2_TEST_POSTGRES_URL yourself before running scripts/test.sh.
 
-wur2_pg_skip() {
-    if [ "${CI:-}" = "true" ]; then
-        echo "ERROR: PostgreSQL tests cannot run: $1 (CI=true, so this fails)" >&2
-        return 1
-    fi
-    echo "" >&2
-    echo "######################################################################" >&2
-    echo "## SKIPPED: every PostgreSQL test: $1" >&2
-    echo "######################################################################" >&2
-    echo "" >&2
-    unset WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_CTL
-    return 0
-}
+source "$(dirname "${BASH_SOURCE[0]}")/service-skip.sh"
+wur2_pg_skip() { wur2_skip_service "every PostgreSQL test" "$1" WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_CTL; }
 
 wur2_pg_setup() {
     if [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
