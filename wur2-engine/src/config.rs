@@ -30,8 +30,9 @@ pub struct Config {
     /// Messages (channel or private) of one connection that may wait for their commit at
     /// once. A message is delivered only once stored; meanwhile its sender may go on
     /// sending messages up to this many, which lets a busy sender's messages share commits,
-    /// while any other command waits until they are delivered (so what a user does reaches
-    /// others in the order they did it). Past it the connection's input waits.
+    /// while any other command waits until the messages accepted before it are delivered
+    /// (so what a user does reaches others in the order they did it). Past it the
+    /// connection's input waits.
     pub max_uncommitted_messages: usize,
     /// Time from connecting to a successful login before the connection is closed.
     pub login_timeout: Duration,

@@ -114,32 +114,29 @@ fn a_member_who_joins_while_a_message_is_held_reads_it_once_in_history() {
     let mut w = holding_world();
     let ann = user(&mut w, "ann");
     let bob = user(&mut w, "bob");
-    w.send(ann, "/join Lobby\n");
-    w.release_store();
-    w.send(bob, "/join Lobby\n");
-    w.release_store();
     w.lines(ann);
     w.lines(bob);
     let asked_before = w.store_log.len();
     w.send(bob, "welcome\n");
     let cat = w.connect();
-    w.send(cat, &format!("/register cat {PASSWORD}\n/join Lobby\n"));
-    // cat registers and joins while bob's append (the oldest request) is still held; the
-    // history of the join is asked after the append, so it is answered after it (as a
-    // real store's history waits for the appends queued before it).
-    let asked_lobby = |w: &World| {
+    w.send(cat, &format!("/register cat {PASSWORD}\n"));
+    // cat logs in, and so joins Global, while bob's append (the oldest request) is still
+    // held; the history of the join is asked after the append, so it is answered after
+    // it (as a real store's history waits for the appends queued before it). (A `/join`
+    // typed while a message is held waits for it instead: see the tests below.)
+    let asked_global = |w: &World| {
         w.store_log[asked_before..]
             .iter()
-            .any(|r| r.starts_with("FetchHistory { channel: \"Lobby\""))
+            .any(|r| r.starts_with("FetchHistory { channel: \"Global\""))
     };
-    while !asked_lobby(&w) {
+    while !asked_global(&w) {
         let (id, reply) = w.store.release(1).expect("held");
         w.engine.handle_store_reply(id, reply, w.now);
         w.drain();
     }
-    assert_eq!(w.lines(ann), ["* cat joined Lobby"]);
+    assert_eq!(w.lines(ann), ["* cat joined Global"]);
     w.release_store();
-    assert_eq!(w.lines(ann), ["[Lobby] bob: welcome"]);
+    assert_eq!(w.lines(ann), ["[Global] bob: welcome"]);
     let cat_lines = w.lines(cat);
     let copies = cat_lines
         .iter()
@@ -211,4 +208,52 @@ fn a_sender_may_send_messages_up_to_the_limit_before_the_first_is_committed() {
     let expected: Vec<String> = sent.iter().map(|t| format!("[Global] bob: {t}")).collect();
     assert_eq!(w.lines(ann), expected, "all of them, in order");
     assert!(!w.paused.contains(&bob));
+}
+
+#[test]
+fn a_command_waits_for_older_messages_of_others_even_when_its_senders_commit_first() {
+    let mut w = holding_world();
+    let _ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    let cat = user(&mut w, "cat");
+    w.lines(bob);
+    w.send(cat, "older\n");
+    w.send(bob, "mine\n/join elsewhere\n");
+    // The store answers bob's append first: his /join must still wait for cat's message.
+    let (id, reply) = w.store.release(1).expect("bob's append is held");
+    w.engine.handle_store_reply(id, reply, w.now);
+    w.drain();
+    assert!(w.lines(bob).is_empty(), "bob is still in Global, waiting");
+    w.release_store();
+    let lines = w.lines(bob);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("[Global] cat: older"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "Switched from Global to elsewhere"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn steady_chat_by_others_does_not_hold_a_command_up_for_ever() {
+    let mut w = holding_world();
+    let ann = user(&mut w, "ann");
+    let bob = user(&mut w, "bob");
+    w.lines(bob);
+    w.send(ann, "one\n");
+    w.send(bob, "/ping waiting\n");
+    // ann's first message is committed; newer ones are held, accepted after bob's line.
+    let (id, reply) = w.store.release(0).expect("ann's append is held");
+    w.send(ann, "two\n");
+    w.engine.handle_store_reply(id, reply, w.now);
+    w.drain();
+    assert!(
+        w.saw(bob, "PONG waiting"),
+        "answered while ann's later message is still held"
+    );
 }

@@ -3,8 +3,9 @@
 //! A channel message or a private message to someone online is *held* when accepted: its
 //! append goes to the store. Its sender may go on sending messages (up to
 //! `Config::max_uncommitted_messages` held at once, so a busy sender's messages share
-//! commits), but any other command waits until they are released, so what a user does
-//! reaches others in the order they did it. When the store answers, the message is settled;
+//! commits), but any other command of a logged-in user waits until every message accepted
+//! before it (anyone's) is released, so what a user does reaches others in the order they
+//! did it and a `/join` never overtakes a message its sender should still get. When the store answers, the message is settled;
 //! settled messages are released in the order they were accepted: delivered when the
 //! store committed them, or, when it could not, never delivered and the sender told why.
 //! So whatever anyone received is in history, even if the process dies the next moment.
@@ -61,9 +62,7 @@ impl Audience {
 
 impl Engine {
     /// Sends `request` (the append of message `id` with `text` from `sender`) and holds
-    /// the message for `to` until the store answers (see [`Session::waits_for_commits`]).
-    ///
-    /// [`Session::waits_for_commits`]: super::sessions::Session::waits_for_commits
+    /// the message for `to` until the store answers (see [`Engine::waits_for_held`]).
     pub(super) fn hold(
         &mut self,
         connection: ConnectionId,
@@ -110,19 +109,66 @@ impl Engine {
             tracing::warn!(request = %request, reply = ?reply, "a message was not stored");
             self.store_failed(sender, reply);
         }
+        // Everything releasable goes out before any waiting input runs: a line that
+        // arrived after these messages must not act before them (a `/join` would take
+        // its sender out of a channel that still has a message for them).
+        let mut resume = std::mem::take(&mut self.held_waiters);
         while self
             .held
             .front()
             .is_some_and(|held| held.committed.is_some())
         {
             if let Some(held) = self.held.pop_front() {
+                resume.push(held.sender);
                 self.release(held, now);
             }
+        }
+        resume.sort_unstable();
+        resume.dedup();
+        for connection in resume {
+            self.process_input(connection, now);
         }
         true
     }
 
-    /// Delivers a settled message (if committed) and lets its sender's input go on.
+    /// Whether `connection`'s next line must wait for held messages: `max_uncommitted`
+    /// of its own are held already, or the line is not a message and messages accepted
+    /// before it (anyone's) are still held. Such a line waits only for those, never for
+    /// messages accepted after it, so steady chat cannot hold it up for ever.
+    pub(super) fn waits_for_held(&mut self, connection: ConnectionId) -> bool {
+        let newest = self.held.back().map(|held| held.request);
+        let oldest = self.held.front().map(|held| held.request);
+        let max = self.config.max_uncommitted_messages;
+        let Some(session) = self.sessions.get_mut(connection) else {
+            return false;
+        };
+        if newest.is_none() {
+            // Nothing held (the usual case): no line to look at.
+            session.held_barrier = None;
+            return false;
+        }
+        let waits = match session.next_line() {
+            _ if session.uncommitted > 0 && session.uncommitted >= max => true,
+            None | Some(true) => false,
+            // Before login no line touches a channel.
+            Some(false) if session.member().is_none() => false,
+            Some(false) => {
+                if session.held_barrier.is_none() {
+                    session.held_barrier = newest;
+                }
+                let barrier = session.held_barrier;
+                barrier.is_some_and(|barrier| oldest.is_some_and(|oldest| oldest <= barrier))
+            }
+        };
+        if !waits {
+            session.held_barrier = None;
+        } else if !self.held_waiters.contains(&connection) {
+            self.held_waiters.push(connection);
+        }
+        waits
+    }
+
+    /// Delivers a settled message (if committed) and lets its sender send more.
     fn release(&mut self, held: Held, now: std::time::Instant) {
         if held.committed == Some(true) {
             match &held.to {
@@ -135,7 +181,6 @@ impl Engine {
         }
         if let Some(session) = self.sessions.get_mut(held.sender) {
             session.uncommitted = session.uncommitted.saturating_sub(1);
-            self.process_input(held.sender, now);
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Engine {
     pending: BTreeMap<RequestId, Pending>,
     /// Accepted messages waiting for the store to commit them, in the order accepted.
     held: VecDeque<Held>,
+    /// Connections whose next line waits for held messages to be released.
+    held_waiters: Vec<ConnectionId>,
     next_request: u64,
     next_message: u64,
     /// Set by `handle_shutdown`: every connection from then on is refused.
@@ -161,6 +163,7 @@ impl Engine {
             timers: Timers::default(),
             pending: BTreeMap::new(),
             held: VecDeque::new(),
+            held_waiters: Vec::new(),
             next_request: 0,
             next_message: 0,
             shutting_down: false,
@@ -249,6 +252,7 @@ impl Engine {
             throttled_until: None,
             awaiting: 0,
             uncommitted: 0,
+            held_barrier: None,
             reading_paused: false,
             login_failures: 0,
             login_deadline: None,
@@ -571,11 +575,11 @@ impl Engine {
     fn process_input(&mut self, connection: ConnectionId, now: Instant) {
         loop {
             let dropping = self.sessions.is_dropping(connection);
+            let waits = self.waits_for_held(connection);
             let Some(session) = self.sessions.get_mut(connection) else {
                 return;
             };
-            let max_uncommitted = self.config.max_uncommitted_messages;
-            if dropping || session.is_blocked() || session.waits_for_commits(max_uncommitted) {
+            if dropping || session.is_blocked() || waits {
                 break;
             }
             if session.upload.is_some() {
@@ -621,6 +625,7 @@ impl Engine {
     /// bytes held are bounded by [`Config::max_held_input_bytes`], past which (a driver
     /// that read ahead of the pause) the connection is closed too.
     fn apply_backpressure(&mut self, connection: ConnectionId) {
+        let waits = self.waits_for_held(connection);
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
         };
@@ -645,8 +650,7 @@ impl Engine {
             self.close(connection, CloseReason::Flood, Departure::Announced);
             return;
         }
-        let blocked =
-            session.is_blocked() || session.waits_for_commits(self.config.max_uncommitted_messages);
+        let blocked = session.is_blocked() || waits;
         let must_wait = bytes > 0 && blocked;
         if must_wait != session.reading_paused {
             session.reading_paused = must_wait;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::flood::FloodBucket;
 use crate::framer::LineFramer;
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, RequestId};
 use crate::store::Password;
 use crate::wire::Mode;
 
@@ -72,8 +72,12 @@ pub(crate) struct Session {
     pub(crate) throttled_until: Option<Instant>,
     /// Store requests whose answers this connection's input waits for.
     pub(crate) awaiting: u32,
-    /// This connection's messages waiting for their commit (see [`Session::waits_for_commits`]).
+    /// This connection's messages waiting for their commit (see [`Session::next_line`]).
     pub(crate) uncommitted: usize,
+    /// Set when its next line, not a message, arrived while messages were held: that line
+    /// waits until every held message up to this append is released (see
+    /// `Engine::waits_for_held`).
+    pub(crate) held_barrier: Option<RequestId>,
     pub(crate) reading_paused: bool,
     pub(crate) login_failures: u32,
     /// Set until the login succeeds.
@@ -98,22 +102,19 @@ impl Session {
         }
     }
 
-    /// Whether input must wait (for the store, for flood control or for a slowed-down
-    /// login).
-    /// Whether the next line must wait for this connection's messages to be committed:
-    /// `max` of them wait already, or the next complete line is not one more message.
-    pub(crate) fn waits_for_commits(&self, max: usize) -> bool {
-        if self.uncommitted == 0 {
-            return false;
-        }
-        let mut next_is_message = true;
+    /// What the next complete line is, for durable delivery's ordering: `None` when there
+    /// is none, `Some(true)` for one more chat or private message.
+    pub(crate) fn next_line(&self) -> Option<bool> {
+        let mut next_is_message = None;
         self.framer.lines_until(|line| {
-            next_is_message = crate::command::is_message_line(line);
+            next_is_message = Some(crate::command::is_message_line(line));
             true
         });
-        self.uncommitted >= max || !next_is_message
+        next_is_message
     }
 
+    /// Whether input must wait (for the store, for flood control or for a slowed-down
+    /// login).
     pub(crate) fn is_blocked(&self) -> bool {
         self.awaiting > 0
             || self.throttled_until.is_some()
