@@ -229,13 +229,13 @@ impl Store {
         async move {
             match step {
                 Step::Now(reply) => reply,
-                Step::AfterWrite(written) => {
-                    match timed(shared.config.request_timeout, written).await {
-                        Some(Ok(reply)) => reply,
-                        Some(Err(_)) => unavailable("the append writer has stopped"),
-                        None => unavailable("the append was not written in time"),
-                    }
-                }
+                // No time limit: a queued append is written sooner or later (the writer
+                // retries while the database fails), and answering "unavailable" before
+                // that would tell the sender it failed while it is then stored (and a
+                // private message stored as delivered that nobody was shown).
+                Step::AfterWrite(written) => written
+                    .await
+                    .unwrap_or_else(|_| unavailable("the append writer has stopped")),
                 Step::History {
                     flushed,
                     channel,

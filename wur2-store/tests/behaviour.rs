@@ -45,6 +45,7 @@ behaviour!(
     history_is_the_last_messages_oldest_first,
     channel_names_match_without_regard_to_case,
     pending_private_messages_are_handed_out_until_marked_delivered,
+    a_private_message_stored_as_delivered_is_pending_again_after_mark_pending,
     a_pending_message_to_an_unknown_user_is_refused,
     a_fetch_issued_after_a_mark_delivered_never_sees_those_messages,
     appends_are_stored_in_the_order_they_were_queued,
@@ -428,6 +429,35 @@ mod scenarios {
         h.run(h.channel_message("Rust", "alice", "one")).await;
         h.run(h.channel_message("RUST", "bob", "two")).await;
         assert_eq!(h.history_texts("rust", 10).await, ["one", "two"]);
+        h.finish().await;
+    }
+
+    /// What the engine asks when a private message's recipient left before its commit.
+    pub async fn a_private_message_stored_as_delivered_is_pending_again_after_mark_pending(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        let live = h.private_message("alice", "bob", "missed", true);
+        let StoreRequest::AppendPrivateMessage(message) = &live else {
+            panic!("a private message append")
+        };
+        let id = message.id;
+        assert_eq!(h.run(live).await, StoreReply::Done);
+        let fetch = || StoreRequest::FetchPending {
+            username: "bob".into(),
+        };
+        assert_eq!(pending_texts(h.run(fetch()).await), vec![]);
+        assert_eq!(
+            h.run(StoreRequest::MarkPending { ids: vec![id] }).await,
+            StoreReply::Done
+        );
+        assert_eq!(
+            pending_texts(h.run(fetch()).await),
+            vec![("alice".to_owned(), "missed".to_owned())]
+        );
         h.finish().await;
     }
 
