@@ -233,6 +233,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod address;
 mod cluster;
 mod command;
 mod config;
@@ -255,6 +256,7 @@ mod stats;
 mod store;
 mod wire;
 
+pub use address::address_key;
 pub use cluster::{CLUSTER_PROTOCOL_VERSION, ClusterConfig, Topic};
 pub use command::{Command, ParseError, parse_command};
 pub use config::{Config, RESERVED_USERNAMES, WallClock};

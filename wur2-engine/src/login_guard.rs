@@ -17,9 +17,10 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::address::address_key;
 use crate::config::Config;
 
 /// What the guard says about a login attempt, before its password is checked.
@@ -117,21 +118,6 @@ impl LoginGuard {
         self.slowdown_first
             .saturating_mul(factor)
             .min(self.slowdown_max)
-    }
-}
-
-/// The key an address is counted under: IPv4 as it is (an IPv4-mapped IPv6 address as its
-/// IPv4), IPv6 by its /64, the block one host or home usually gets.
-pub(crate) fn address_key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let network = u128::from(v6) & !(u128::from(u64::MAX));
-                IpAddr::V6(Ipv6Addr::from(network))
-            }
-        },
     }
 }
 
@@ -441,19 +427,6 @@ mod tests {
         assert_eq!(guard.accounts.len(), 0);
         guard.record_failure(None, ip("10.0.0.1"), now);
         assert_eq!(guard.admit("bob", ip("10.0.0.1"), now), Admission::Locked);
-    }
-
-    #[test]
-    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
-        assert_eq!(
-            address_key(ip("2001:db8:1:2:aaaa::1")),
-            address_key(ip("2001:db8:1:2:bbbb::2"))
-        );
-        assert_ne!(
-            address_key(ip("2001:db8:1:2::1")),
-            address_key(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(address_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

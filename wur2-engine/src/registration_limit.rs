@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::address::address_key;
 use crate::config::Config;
-use crate::login_guard::address_key;
 
 /// The window of the limit on registrations in total.
 const TOTAL_WINDOW: Duration = Duration::from_secs(60);

@@ -1189,6 +1189,21 @@ fn a_reader_that_falls_behind_is_dropped_and_nobody_else_waits() {
 }
 
 #[test]
+fn the_per_address_connection_limit_counts_an_ipv6_64_as_one_address() {
+    let config = Config {
+        max_connections_per_address: 2,
+        ..Config::default()
+    };
+    let mut w = World::new(config);
+    let _a = w.connect_from("[2001:db8:1:2::1]");
+    let _b = w.connect_from("[2001:db8:1:2::2]");
+    let c = w.connect_from("[2001:db8:1:2:ffff::3]");
+    assert!(w.saw(c, "too many connections from your address"));
+    let d = w.connect_from("[2001:db8:1:3::1]");
+    assert!(!w.is_closed(d), "another /64 is another address");
+}
+
+#[test]
 fn connection_limits_in_total_and_per_address_hold() {
     let config = Config {
         max_connections: 3,

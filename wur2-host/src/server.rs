@@ -324,6 +324,8 @@ struct HandshakesByAddress {
 impl HandshakesByAddress {
     /// A slot for one more handshake from `ip`, or `None` when `limit` are in progress.
     fn enter(this: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<HandshakeSlot> {
+        // One host's IPv6 /64 counts as one address, as for every per-address limit.
+        let ip = wur2_engine::address_key(ip);
         let mut counts = this.lock();
         let count = counts.entry(ip).or_insert(0);
         if *count >= limit {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::address::address_key;
 use crate::flood::FloodBucket;
 use crate::framer::LineFramer;
 use crate::ids::{ConnectionId, RequestId};
@@ -160,7 +161,7 @@ pub(crate) struct Sessions {
     /// join `free` at the end of that drain ([`Sessions::recycle`]).
     retired: Vec<usize>,
     live: usize,
-    /// Live connections per peer address.
+    /// Live connections per peer address (by [`address_key`]).
     per_address: BTreeMap<IpAddr, usize>,
     /// Sum of `queued_bytes` over live connections.
     queued_total: usize,
@@ -168,7 +169,10 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     pub(crate) fn insert(&mut self, session: Session) -> ConnectionId {
-        *self.per_address.entry(session.peer.ip()).or_insert(0) += 1;
+        *self
+            .per_address
+            .entry(address_key(session.peer.ip()))
+            .or_insert(0) += 1;
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -286,7 +290,7 @@ impl Sessions {
         }
         self.live -= 1;
         self.queued_total -= queued;
-        let ip = session.peer.ip();
+        let ip = address_key(session.peer.ip());
         if let Some(count) = self.per_address.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
@@ -302,9 +306,9 @@ impl Sessions {
         self.free.append(&mut self.retired);
     }
 
-    /// Live connections from `ip`.
+    /// Live connections from `ip` (or its IPv6 /64: [`address_key`]).
     pub(crate) fn count_from(&self, ip: IpAddr) -> usize {
-        self.per_address.get(&ip).copied().unwrap_or(0)
+        self.per_address.get(&address_key(ip)).copied().unwrap_or(0)
     }
 
     pub(crate) fn len(&self) -> usize {
