@@ -42,6 +42,10 @@ wur2_nats_stop() {
 wur2_nats_setup() {
     if [ -n "${WUR2_TEST_NATS_URL:-}" ]; then
         echo "Using WUR2_TEST_NATS_URL from the environment" >&2
+        # The NATS-restart test runs a server of its own: name the binary when there is one.
+        if [ -z "${WUR2_TEST_NATS_SERVER:-}" ] && command -v nats-server >/dev/null; then
+            export WUR2_TEST_NATS_SERVER="$(command -v nats-server)"
+        fi
         return 0
     fi
     local server

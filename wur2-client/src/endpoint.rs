@@ -59,6 +59,10 @@ fn split_addresses(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// How long one address may take to accept the connection (and finish the TLS
+/// handshake) before the next is tried.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Endpoint {
     /// Plain TCP to `addresses`: `host:port`, or several separated by commas (nodes of
     /// one cluster).
@@ -126,12 +130,22 @@ impl Endpoint {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no server address given");
         for offset in 0..count {
             let index = (first + offset) % count;
-            match self.open_one(index).await {
-                Ok(stream) => {
+            // A node that went away silently (no reset) must not hold up the next one.
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.open_one(index)).await {
+                Ok(Ok(stream)) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(stream);
                 }
-                Err(error) => last_error = error,
+                Ok(Err(error)) => last_error = error,
+                Err(_) => {
+                    last_error = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: no answer within {CONNECT_TIMEOUT:?}",
+                            self.addresses[index].0
+                        ),
+                    );
+                }
             }
         }
         Err(last_error)
@@ -147,10 +161,15 @@ impl Endpoint {
                 let (read, write) = tokio::io::split(stream);
                 Ok((Box::new(read), Box::new(write)))
             }
-            _ => {
+            (None, _) => {
                 let (read, write) = stream.into_split();
                 Ok((Box::new(read), Box::new(write)))
             }
+            // Never plaintext when TLS was asked for (`Endpoint::tls` names every address).
+            (Some(_), None) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{address}: no certificate name to check"),
+            )),
         }
     }
 }

@@ -59,6 +59,11 @@ async fn cluster_world(test: &str) -> Option<(TestDb, String)> {
     match (db, nats) {
         (Some(db), Some(nats)) => Some((db, nats)),
         (db, nats) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "{test}: PostgreSQL and NATS must be set up in CI (scripts/postgres.sh, scripts/nats.sh)"
+            );
             eprintln!(
                 "SKIPPED {test}: needs WUR2_TEST_POSTGRES_URL (set: {}) and WUR2_TEST_NATS_URL \
                  (set: {}); source scripts/postgres.sh and scripts/nats.sh",
@@ -407,6 +412,11 @@ async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by
         return;
     };
     let Ok(server) = std::env::var("WUR2_TEST_NATS_SERVER") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "WUR2_TEST_NATS_SERVER must be set in CI (scripts/nats.sh)"
+        );
         eprintln!("SKIPPED NATS restart: WUR2_TEST_NATS_SERVER is not set (scripts/nats.sh)");
         return;
     };

@@ -26,7 +26,12 @@ fn postgres() -> Option<TestDb> {
         .into_iter()
         .find(|db| db.label == "postgres");
     if db.is_none() {
-        eprintln!("skipped: WUR2_TEST_POSTGRES_URL is not set");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "WUR2_TEST_POSTGRES_URL must be set in CI (scripts/postgres.sh)"
+        );
+        eprintln!("SKIPPED: WUR2_TEST_POSTGRES_URL is not set");
     }
     db
 }

@@ -49,6 +49,8 @@ impl ServerProcess {
                 format!("sqlite://{}", dir.join("server.db").display()),
             )
             .env("RUST_LOG", "warn,wur2=info")
+            // Tests register many accounts from 127.0.0.1 within a minute.
+            .env("WUR2_MAX_REGISTRATIONS_PER_MINUTE", "0")
             .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
