@@ -286,8 +286,10 @@ impl Db {
         Ok(())
     }
 
-    /// Sets an account's role, unless that would take the admin role from the last admin
-    /// (one statement: the check and the change cannot be split by another change). With
+    /// Sets an account's role, unless that would take the admin role from the last admin.
+    /// On PostgreSQL the admins' rows are locked first, so two demotions of different
+    /// admins take turns and the second counts the first's result (on SQLite one writer
+    /// at a time does that already). With
     /// `record_at` (now, for a change made outside the server), the change is recorded for
     /// running servers in the same transaction.
     pub(crate) async fn set_role(
@@ -302,8 +304,15 @@ impl Db {
                    RETURNING username, role, created_at_ms";
         let exists = "SELECT 1 FROM users WHERE username_key = $1";
         let lock = self.change_lock();
+        let lock_admins = match self {
+            Db::Sqlite { .. } => None,
+            Db::Postgres(_) => Some("SELECT 1 FROM users WHERE role = 'admin' FOR UPDATE"),
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if let Some(lock_admins) = lock_admins {
+                sqlx::query(lock_admins).execute(&mut *tx).await?;
+            }
             match sqlx::query(sql).bind(role.as_str()).bind(key).fetch_optional(&mut *tx).await? {
                 Some(row) => {
                     let user = User {

@@ -42,6 +42,7 @@ behaviour!(
     login_with_the_right_password_returns_the_account_as_registered,
     a_wrong_password_and_an_unknown_user_get_the_same_answer,
     roles_are_changed_and_kept_and_the_last_admin_stays_admin,
+    two_admins_demoted_at_once_leave_one_admin,
     history_is_the_last_messages_oldest_first,
     channel_names_match_without_regard_to_case,
     pending_private_messages_are_handed_out_until_marked_delivered,
@@ -311,6 +312,44 @@ mod scenarios {
         assert_eq!(h.login("Alice", "Correct horse").await, refused);
         assert_eq!(h.login("Alice", "").await, refused);
         assert_eq!(h.login("Mallory", "correct horse").await, refused);
+        h.finish().await;
+    }
+
+    /// Two demotions of the only two admins at the same moment (two nodes, or the shell
+    /// and a chat): one of them is refused, whatever the timing.
+    pub async fn two_admins_demoted_at_once_leave_one_admin(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        for round in 0..10 {
+            let (a, b) = (format!("a{round}"), format!("b{round}"));
+            h.register(&a, "pw").await;
+            h.register(&b, "pw").await;
+            h.store.set_role(&a, Role::Admin).await.expect("admin");
+            h.store.set_role(&b, Role::Admin).await.expect("admin");
+            let (first, second) = futures::future::join(
+                h.store.set_role(&a, Role::User),
+                h.store.set_role(&b, Role::User),
+            )
+            .await;
+            let admins = h
+                .store
+                .list_users()
+                .await
+                .expect("users")
+                .into_iter()
+                .filter(|user| user.role == Role::Admin)
+                .count();
+            assert_eq!(admins, 1, "round {round}: {first:?} {second:?}");
+            // Back to no admin for the next round: the one left steps down last.
+            let left = if first.is_ok() { &b } else { &a };
+            let mut db_left = left.clone();
+            db_left.make_ascii_lowercase();
+            h.db.execute(&format!(
+                "UPDATE users SET role = 'user' WHERE username_key = '{db_left}'"
+            ))
+            .await;
+        }
         h.finish().await;
     }
 
