@@ -230,6 +230,22 @@ impl Client {
         }
     }
 
+    /// Reads events up to `last` (expected); returns how many of them (before it) are
+    /// `event`: a message that must arrive exactly once, say.
+    pub async fn count_until(&mut self, event: &Event, last: Event) -> usize {
+        let (wanted, last) = (event.portable(), last.portable());
+        let mut count = 0;
+        self.expect_with(format_args!("{last:?}"), |seen| {
+            let seen = seen.portable();
+            if seen == wanted {
+                count += 1;
+            }
+            (seen == last).then_some(())
+        })
+        .await;
+        count
+    }
+
     /// Reads events until `pick` returns something; returns that. `what` names the
     /// expectation in the failure message.
     pub async fn expect_with<T>(

@@ -135,32 +135,6 @@ async fn wait_listed(client: &mut Client, users: &[&str]) {
     .await;
 }
 
-fn message(channel: &str, from: &str, text: &str) -> Event {
-    Event::Message {
-        channel: channel.into(),
-        from: from.into(),
-        text: text.into(),
-        id: None,
-    }
-}
-
-/// Reads `client`'s events up to `last` (expected); returns how many before it equal
-/// `event`.
-async fn count_until(client: &mut Client, event: &Event, last: Event) -> usize {
-    let (wanted, last) = (event.portable(), last.portable());
-    let mut count = 0;
-    client
-        .expect_with(format_args!("{last:?}"), |seen| {
-            let seen = seen.portable();
-            if seen == wanted {
-                count += 1;
-            }
-            (seen == last).then_some(())
-        })
-        .await;
-    count
-}
-
 /// One HTTP GET: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -197,23 +171,20 @@ async fn a_channel_message_reaches_every_other_node_once_and_is_in_history_once(
     }
 
     alice_a.send("hello, cluster").await;
-    let hello = message("Global", &alice, "hello, cluster");
+    let hello = Event::message("Global", &alice, "hello, cluster");
     alice_a.send("second").await;
-    let second = message("Global", &alice, "second");
-    assert_eq!(count_until(&mut bob_b, &hello, second.clone()).await, 1);
-    assert_eq!(count_until(&mut carol_c, &hello, second).await, 1);
+    let second = Event::message("Global", &alice, "second");
+    assert_eq!(bob_b.count_until(&hello, second.clone()).await, 1);
+    assert_eq!(carol_c.count_until(&hello, second).await, 1);
 
     // History is the store's: a message stored once is replayed once (at login), on any
     // node.
     let mut dave_b = Client::register(target(&nodes[1]), Mode::Text, &unique("da")).await;
-    let replayed = |text: &str| Event::History {
-        channel: "Global".into(),
-        from: alice.clone(),
-        text: text.into(),
-        id: None,
-    };
+    let replayed = |text: &str| Event::history("Global", &alice, text);
     assert_eq!(
-        count_until(&mut dave_b, &replayed("hello, cluster"), replayed("second")).await,
+        dave_b
+            .count_until(&replayed("hello, cluster"), replayed("second"))
+            .await,
         1
     );
     let after = dave_b.barrier().await;
@@ -269,19 +240,12 @@ async fn list_channels_and_join_leave_notices_count_the_users_of_every_node() {
     );
     bob_b.send("in the lounge").await;
     alice_a
-        .expect(message("Lounge", &bob, "in the lounge"))
+        .expect(Event::message("Lounge", &bob, "in the lounge"))
         .await;
 
     // A private message to a user on another node is shown to them live.
     bob_b.send(&format!("/msg {amy} psst")).await;
-    amy_a
-        .expect(Event::Dm {
-            from: bob.clone(),
-            text: "psst".into(),
-            offline: false,
-            id: None,
-        })
-        .await;
+    amy_a.expect(Event::dm(&bob, "psst", false)).await;
 
     // A user who closes on b leaves a's lists and channel.
     bob_b.send("/close").await;
@@ -453,21 +417,23 @@ async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by
     // Local chat does not wait for the bus.
     alice_a.send("while the bus is down").await;
     amy_a
-        .expect(message("Global", &alice, "while the bus is down"))
+        .expect(Event::message("Global", &alice, "while the bus is down"))
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let _nats = OwnNats::start(&server, port, nats_dir.path());
     // What alice said while the bus was down waited for it, and comes first.
     bob_b
-        .expect(message("Global", &alice, "while the bus is down"))
+        .expect(Event::message("Global", &alice, "while the bus is down"))
         .await;
     alice_a.send("after the restart").await;
     bob_b
-        .expect(message("Global", &alice, "after the restart"))
+        .expect(Event::message("Global", &alice, "after the restart"))
         .await;
     bob_b.send("heard you").await;
-    alice_a.expect(message("Global", &bob, "heard you")).await;
+    alice_a
+        .expect(Event::message("Global", &bob, "heard you"))
+        .await;
     wait_listed(&mut bob_b, &[&alice, &amy, &bob]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(metrics(&a), "/healthz").await != (200, "ok\n".to_owned()) {
