@@ -78,7 +78,7 @@ async fn cluster_world(test: &str) -> Option<(TestDb, String)> {
 /// Two nodes, `a` and `b`, with alice logged in on `a` and bob on `b`, each seeing the
 /// other listed.
 struct Pair {
-    /// Kept for the nodes' lifetime: dropping it drops the database.
+    /// The test's database, kept for the nodes' lifetime (never dropped: see TestDb).
     _db: TestDb,
     _dir: tempfile::TempDir,
     /// Node a, running for the pair's lifetime.
