@@ -250,6 +250,35 @@ pub enum PeerBody {
         role: RoleName,
         by: Name,
     },
+    /// A file offered to a user of this node (as the peer's transfer `transfer`).
+    FileOffer {
+        transfer: u8,
+        recipient: Name,
+        from: Name,
+        name: FileName,
+        size: u16,
+    },
+    /// Bytes of the peer's transfer `transfer` (maybe out of place, maybe past credit).
+    FileChunk {
+        transfer: u8,
+        offset: u16,
+        data: Vec<u8>,
+    },
+    /// Credit for this node's transfer `transfer`.
+    FileCredit {
+        transfer: u8,
+        upto: u32,
+    },
+    /// The peer's transfer `transfer` ended on the sender's side.
+    FileAbort {
+        transfer: u8,
+        reason: Text,
+    },
+    /// This node's transfer `transfer` ended on the recipient's side.
+    FileOutcome {
+        transfer: u8,
+        failure: Option<Text>,
+    },
 }
 
 impl PeerPayload {
@@ -330,6 +359,31 @@ impl PeerPayload {
                 "type": "role", "user": user.as_str(), "role": role.role().as_str(),
                 "by": by.as_str(),
             }),
+            PeerBody::FileOffer {
+                transfer,
+                recipient,
+                from,
+                name,
+                size,
+            } => serde_json::json!({
+                "type": "file_offer", "transfer": transfer, "recipient": recipient.as_str(),
+                "from": from.as_str(), "name": name.as_str(), "size": size,
+            }),
+            PeerBody::FileChunk {
+                transfer, offset, ..
+            } => {
+                serde_json::json!({ "type": "file_chunk", "transfer": transfer, "offset": offset })
+            }
+            PeerBody::FileCredit { transfer, upto } => {
+                serde_json::json!({ "type": "file_credit", "transfer": transfer, "upto": upto })
+            }
+            PeerBody::FileAbort { transfer, reason } => serde_json::json!({
+                "type": "file_abort", "transfer": transfer, "reason": reason.render(),
+            }),
+            PeerBody::FileOutcome { transfer, failure } => serde_json::json!({
+                "type": "file_outcome", "transfer": transfer,
+                "failure": failure.as_ref().map(Text::render),
+            }),
         };
         if let Value::Object(fields) = &mut value {
             fields.insert("v".into(), Value::from(CLUSTER_PROTOCOL_VERSION));
@@ -341,7 +395,13 @@ impl PeerPayload {
                 fields.insert("to".into(), Value::from(OWN_NODE));
             }
         }
-        value.to_string().into_bytes()
+        let mut payload = value.to_string().into_bytes();
+        if let PeerBody::FileChunk { data, .. } = body {
+            // A chunk's bytes follow the envelope's line.
+            payload.push(b'\n');
+            payload.extend_from_slice(data);
+        }
+        payload
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::file::is_valid_file_name;
 use crate::ids::MessageId;
 use crate::names::{is_valid_channel_name, is_valid_username};
 use crate::store::Role;
@@ -141,6 +142,31 @@ pub(crate) enum Body {
         role: Role,
         by: String,
     },
+    /// The sender's node offers `recipient` (a user with sessions on the receiving node)
+    /// file `name` of `size` bytes from `from`: its transfer `transfer` there, which every
+    /// other file payload of it names.
+    FileOffer {
+        transfer: u64,
+        recipient: String,
+        from: String,
+        name: String,
+        size: u64,
+    },
+    /// The bytes of transfer `transfer` from `offset` on, after the envelope's line (from
+    /// the sender's node, never past the credit the recipient's node granted).
+    FileChunk { transfer: u64, offset: u64 },
+    /// The recipient's node lets the sender's node send transfer `transfer`'s bytes up to
+    /// `upto` (the file's first `upto` bytes; credits only grow).
+    FileCredit { transfer: u64, upto: u64 },
+    /// The sender's node ended transfer `transfer` before the recipient had it all.
+    FileAbort { transfer: u64, reason: String },
+    /// The recipient's node ended transfer `transfer`: the recipient has every byte
+    /// (`failure` is `None`), or why not.
+    FileOutcome {
+        transfer: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+    },
 }
 
 /// A message id or a role as its text on the wire (`Display` out, `FromStr` in), so a
@@ -197,22 +223,34 @@ pub(crate) enum Refusal {
 }
 
 impl Envelope {
-    /// Encodes this publication.
-    pub(crate) fn encode(&self) -> bytes::Bytes {
+    /// Encodes this publication with `data` after it, on the line after the envelope's
+    /// (a [`Body::FileChunk`]'s bytes; JSON has no raw newline, so the first one ends it).
+    pub(crate) fn encode_with(&self, data: &[u8]) -> bytes::Bytes {
         // Serializing plain strings and integers into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default().into()
+        let mut payload = serde_json::to_vec(self).unwrap_or_default();
+        if !data.is_empty() {
+            payload.reserve(1 + data.len());
+            payload.push(b'\n');
+            payload.extend_from_slice(data);
+        }
+        payload.into()
     }
 
     /// Parses and checks a peer's payload: every name by the rules clients' names follow,
-    /// every text within `max_text` bytes.
+    /// every text within `max_text` bytes. Returns it with the data after its line, which
+    /// only a [`Body::FileChunk`] has (and must have).
     pub(crate) fn decode(
         payload: &[u8],
         max_payload: usize,
         max_text: usize,
-    ) -> Result<Envelope, Refusal> {
+    ) -> Result<(Envelope, &[u8]), Refusal> {
         if payload.len() > max_payload {
             return Err(Refusal::TooLarge(payload.len()));
         }
+        let (payload, data) = match payload.iter().position(|&b| b == b'\n') {
+            Some(end) => (&payload[..end], &payload[end + 1..]),
+            None => (payload, &[][..]),
+        };
         // The version first, so a newer peer's unknown payloads read as a version
         // mismatch, not as garbage.
         #[derive(Deserialize)]
@@ -227,7 +265,11 @@ impl Envelope {
         let envelope: Envelope =
             serde_json::from_slice(payload).map_err(|e| Refusal::Malformed(e.to_string()))?;
         envelope.check(max_text)?;
-        Ok(envelope)
+        let carries_data = matches!(envelope.body, Body::FileChunk { .. });
+        if carries_data == data.is_empty() {
+            return Err(Refusal::Invalid("data after the envelope"));
+        }
+        Ok((envelope, data))
     }
 
     fn check(&self, max_text: usize) -> Result<(), Refusal> {
@@ -290,7 +332,34 @@ impl Envelope {
                 check_user(user)?;
                 check_user(by)?;
             }
-            Body::Exit { .. } | Body::Alive | Body::Hello | Body::Delivered { .. } => {}
+            Body::FileOffer {
+                recipient,
+                from,
+                name,
+                ..
+            } => {
+                check_user(recipient)?;
+                check_user(from)?;
+                if !is_valid_file_name(name) {
+                    return Err(Refusal::Invalid("file name"));
+                }
+            }
+            Body::FileAbort { reason, .. }
+            | Body::FileOutcome {
+                failure: Some(reason),
+                ..
+            } => {
+                if reason.len() > max_text {
+                    return Err(Refusal::Invalid("transfer's end reason"));
+                }
+            }
+            Body::Exit { .. }
+            | Body::Alive
+            | Body::Hello
+            | Body::Delivered { .. }
+            | Body::FileChunk { .. }
+            | Body::FileCredit { .. }
+            | Body::FileOutcome { failure: None, .. } => {}
         }
         Ok(())
     }
@@ -350,6 +419,38 @@ mod tests {
     }
 
     #[test]
+    fn only_a_file_chunk_carries_data_and_it_must() {
+        let chunk = envelope(Body::FileChunk {
+            transfer: 1,
+            offset: 0,
+        });
+        assert_eq!(
+            Envelope::decode(&chunk.encode_with(&[]), 1 << 20, 2048),
+            Err(Refusal::Invalid("data after the envelope"))
+        );
+        let alive = envelope(Body::Alive);
+        assert_eq!(
+            Envelope::decode(&alive.encode_with(b"x"), 1 << 20, 2048),
+            Err(Refusal::Invalid("data after the envelope"))
+        );
+        let offer = |name: &str| {
+            envelope(Body::FileOffer {
+                transfer: 1,
+                recipient: "bob".into(),
+                from: "ann".into(),
+                name: name.into(),
+                size: 3,
+            })
+            .encode_with(&[])
+        };
+        assert!(Envelope::decode(&offer("notes.txt"), 1 << 20, 2048).is_ok());
+        assert_eq!(
+            Envelope::decode(&offer("../etc/passwd"), 1 << 20, 2048),
+            Err(Refusal::Invalid("file name"))
+        );
+    }
+
+    #[test]
     fn names_and_texts_are_checked_as_a_clients_would_be() {
         let chat = |from: &str, channel: &str, text: &str| {
             envelope(Body::Chat {
@@ -361,7 +462,7 @@ mod tests {
                 from: from.into(),
                 text: text.into(),
             })
-            .encode()
+            .encode_with(&[])
         };
         assert!(Envelope::decode(&chat("bob", "Global", "hi"), 1 << 20, 2048).is_ok());
         let refused = |payload: &[u8]| Envelope::decode(payload, 1 << 20, 4).unwrap_err();
@@ -457,6 +558,21 @@ mod tests {
                     channels,
                 }),
             (name(), role(), name()).prop_map(|(user, role, by)| Body::Role { user, role, by }),
+            (any::<u64>(), name(), name(), name(), any::<u64>()).prop_map(
+                |(transfer, recipient, from, name, size)| Body::FileOffer {
+                    transfer,
+                    recipient,
+                    from,
+                    name,
+                    size,
+                }
+            ),
+            any::<(u64, u64)>().prop_map(|(transfer, offset)| Body::FileChunk { transfer, offset }),
+            any::<(u64, u64)>().prop_map(|(transfer, upto)| Body::FileCredit { transfer, upto }),
+            (any::<u64>(), ".{0,40}")
+                .prop_map(|(transfer, reason)| Body::FileAbort { transfer, reason }),
+            (any::<u64>(), proptest::option::of(".{0,40}"))
+                .prop_map(|(transfer, failure)| Body::FileOutcome { transfer, failure }),
         ]
     }
 
@@ -472,10 +588,14 @@ mod tests {
             inc in any::<u64>(),
             seq in any::<u64>(),
             to in proptest::option::of(name()),
+            chunk in proptest::collection::vec(any::<u8>(), 1..64),
         ) {
+            // Only a chunk carries data, and it may hold any bytes, newlines included.
+            let data = if matches!(body, Body::FileChunk { .. }) { &chunk[..] } else { &[][..] };
             let sent = Envelope { v: CLUSTER_PROTOCOL_VERSION, node, inc, seq, to, body };
-            let got = Envelope::decode(&sent.encode(), usize::MAX, usize::MAX);
-            prop_assert_eq!(got, Ok(sent));
+            let payload = sent.encode_with(data);
+            let got = Envelope::decode(&payload, usize::MAX, usize::MAX);
+            prop_assert_eq!(got, Ok((sent, data)));
         }
 
         #[test]

@@ -100,9 +100,6 @@ pub enum ErrorCode {
     FileUnreadable,
     /// Too many transfers running.
     TooManyTransfers,
-    /// Cluster mode: a file for a user whose sessions are all on another node (not
-    /// supported yet).
-    OnOtherNode,
     /// No such transfer (or not yours).
     NoSuchTransfer,
     /// Sending a file to yourself.
@@ -148,7 +145,6 @@ impl ErrorCode {
             ErrorCode::FileNotAllowed => "file_not_allowed",
             ErrorCode::FileUnreadable => "file_unreadable",
             ErrorCode::TooManyTransfers => "too_many_transfers",
-            ErrorCode::OnOtherNode => "on_other_node",
             ErrorCode::NoSuchTransfer => "no_such_transfer",
             ErrorCode::CannotSendToSelf => "cannot_send_to_self",
         }

@@ -33,6 +33,11 @@ fn node_name(index: usize) -> String {
 
 impl Net {
     fn new(nodes: usize, seed: u64) -> Net {
+        Net::with_config(nodes, seed, Config::default())
+    }
+
+    /// Nodes with `config`, each with its own name and message ids.
+    fn with_config(nodes: usize, seed: u64, config: Config) -> Net {
         let mut net = Net {
             nodes: (0..nodes)
                 .map(|i| {
@@ -43,7 +48,7 @@ impl Net {
                         // Every test user registers from 127.0.0.1.
                         max_registrations_per_address: 0,
                         max_registrations_per_minute: 0,
-                        ..Config::default()
+                        ..config.clone()
                     })
                 })
                 .collect(),
@@ -527,25 +532,229 @@ fn a_role_set_on_one_node_reaches_the_accounts_sessions_on_every_node() {
     );
 }
 
+/// A file of `size` bytes, every byte value in turn.
+fn file_bytes(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+impl Net {
+    /// `connection` on `node` sends `data` as the bytes of its upload the way a client
+    /// does, 64 KiB at a time while its node reads; returns how many it sent in all.
+    fn upload_while_read(
+        &mut self,
+        node: usize,
+        connection: ConnectionId,
+        data: &[u8],
+        mut sent: usize,
+    ) -> usize {
+        while sent < data.len() && !self.nodes[node].paused.contains(&connection) {
+            let end = (sent + 64 * 1024).min(data.len());
+            self.nodes[node].send_bytes(connection, &data[sent..end]);
+            self.settle();
+            sent = end;
+        }
+        sent
+    }
+
+    /// What `connection` on `node` received so far: its lines and files.
+    fn received(&self, node: usize, connection: ConnectionId) -> support::Received {
+        let transcript = self.nodes[node].transcript.get(&connection);
+        support::parse_received(transcript.map_or(&[][..], Vec::as_slice))
+    }
+}
+
 #[test]
-fn a_file_for_a_user_on_another_node_is_refused_clearly() {
+fn a_file_goes_byte_exact_to_a_user_on_another_node_and_no_node_holds_more_than_the_window() {
     let mut net = Net::new(2, 13);
     let alice = net.user(0, "alice");
-    net.user(1, "bob");
+    let bob = net.user(1, "bob");
     net.lines(0, alice);
-    net.send(0, alice, "/send bob notes.txt 3\nabc");
+    net.lines(1, bob);
+    // Bob reads only when the test says: what waits for him is what his node holds.
+    net.nodes[1].not_reading.insert(bob);
+    let data = file_bytes(1024 * 1024);
+    net.send(0, alice, &format!("/send bob big.bin {}", data.len()));
+    let window = net.nodes[1].engine.config().transfer_window_bytes;
+    let chunk = net.nodes[1].engine.config().transfer_chunk_bytes;
+    let mut sent = net.upload_while_read(0, alice, &data, 0);
+    assert!(
+        sent < data.len(),
+        "the sender waits for the recipient's node"
+    );
+    let mut reads = 0;
+    while net.nodes[1].engine.queued_bytes(bob) > 0 {
+        assert!(
+            net.nodes[1].engine.queued_bytes(bob) <= window + chunk,
+            "the recipient's node holds {} bytes",
+            net.nodes[1].engine.queued_bytes(bob)
+        );
+        net.nodes[1].start_reading(bob);
+        net.nodes[1].not_reading.insert(bob);
+        net.settle();
+        sent = net.upload_while_read(0, alice, &data, sent);
+        reads += 1;
+    }
+    assert_eq!(sent, data.len());
+    assert!(reads >= 4, "the window held the file back ({reads} reads)");
+    let received = net.received(1, bob);
+    assert_eq!(received.files[&1], data, "byte-exact");
+    let size = data.len();
+    assert!(
+        received
+            .lines
+            .contains(&format!("[file 1] alice is sending big.bin ({size} bytes)")),
+        "{:?}",
+        received.lines
+    );
+    assert!(
+        received
+            .lines
+            .contains(&format!("[file 1 done] big.bin ({size} bytes) from alice"))
+    );
+    let lines = net.lines(0, alice);
     assert_eq!(
-        net.lines(0, alice),
+        lines,
         [
-            "Error: bob is on another node of this cluster; files cannot go between nodes yet; \
-          the 3 bytes that follow are discarded"
+            format!("[file 1] sending big.bin ({size} bytes) to bob"),
+            "[file 1 done] big.bin sent to bob".to_string()
         ]
     );
+    // The sender's node records it, once.
+    let recorded = |node: usize| {
+        let store = &net.nodes[node].store;
+        store
+            .private_messages("bob")
+            .iter()
+            .filter(|m| m.text.starts_with("[file] big.bin"))
+            .count()
+    };
+    assert_eq!((recorded(0), recorded(1)), (1, 0));
+    assert_eq!(net.ask(0, alice, "/ping 1"), "PONG 1", "lines again after");
+}
+
+#[test]
+fn an_empty_file_and_one_in_json_mode_reach_a_user_on_another_node() {
+    let mut net = Net::new(2, 14);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    net.send(1, bob, "/mode json");
+    net.lines(0, alice);
+    net.lines(1, bob);
+    net.send(0, alice, "/send bob empty.txt 0");
+    net.send(0, alice, "/send bob three.txt 3\nabc");
+    let lines = net.lines(1, bob);
+    for expected in [
+        r#""data":"YWJj","id":2,"type":"file_chunk""#,
+        r#""from":"alice","id":1,"name":"empty.txt","size":0,"type":"file_done""#,
+        r#""from":"alice","id":2,"name":"three.txt","size":3,"type":"file_done""#,
+    ] {
+        assert!(lines.iter().any(|l| l.contains(expected)), "{lines:?}");
+    }
     assert_eq!(
-        net.ask(0, alice, "/ping 1"),
-        "PONG 1",
-        "the refused bytes were skipped"
+        net.lines(0, alice)
+            .iter()
+            .filter(|l| l.contains("done]"))
+            .count(),
+        2
     );
+}
+
+#[test]
+fn a_server_side_file_reaches_a_user_on_another_node_read_only_as_credit_allows() {
+    let config = Config {
+        server_files: true,
+        ..Config::default()
+    };
+    let mut net = Net::with_config(2, 16, config);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    net.lines(0, alice);
+    let data = file_bytes(700_000);
+    net.nodes[0].files.insert("big.bin".into(), data.clone());
+    net.nodes[1].not_reading.insert(bob);
+    net.send(0, alice, "/send bob big.bin");
+    let window = net.nodes[1].engine.config().transfer_window_bytes;
+    let chunk = net.nodes[1].engine.config().transfer_chunk_bytes;
+    while net.nodes[1].engine.queued_bytes(bob) > 0 {
+        assert!(net.nodes[1].engine.queued_bytes(bob) <= window + chunk);
+        net.nodes[1].start_reading(bob);
+        net.nodes[1].not_reading.insert(bob);
+        net.settle();
+    }
+    assert_eq!(net.received(1, bob).files[&1], data);
+    assert!(
+        net.lines(0, alice)
+            .contains(&"[file 1 done] big.bin sent to bob".to_string())
+    );
+    assert!(net.nodes[0].open_files.is_empty(), "the file is closed");
+}
+
+#[test]
+fn a_transfer_between_nodes_ends_on_both_when_either_side_stops_or_a_node_is_lost() {
+    let mut net = Net::new(3, 15);
+    let alice = net.user(0, "alice");
+    let bob = net.user(1, "bob");
+    let carol = net.user(2, "carol");
+    for (node, connection) in [(0, alice), (1, bob), (2, carol)] {
+        net.lines(node, connection);
+    }
+    // The recipient cancels: the sender hears why, the rest of its upload is dropped.
+    net.send(0, alice, "/send bob one.bin 100");
+    net.send(1, bob, "/cancel 1");
+    assert!(
+        net.lines(1, bob)
+            .contains(&"[file 1 cancelled] cancelled by bob".to_string())
+    );
+    assert!(
+        net.lines(0, alice)
+            .contains(&"[file 1 cancelled] cancelled by bob".to_string())
+    );
+    net.nodes[0].send_bytes(alice, &[b'x'; 100]);
+    net.settle();
+    assert_eq!(net.ask(0, alice, "/ping 2"), "PONG 2");
+    // The sender cancels (from another session: this one's next bytes are the file's).
+    net.send(0, alice, "/send bob two.bin 100");
+    let alice_again = net.login(0, "alice");
+    net.send(0, alice_again, "/cancel 2");
+    assert!(
+        net.lines(1, bob)
+            .contains(&"[file 2 cancelled] cancelled by alice".to_string())
+    );
+    net.nodes[0].send_bytes(alice, &[b'x'; 100]);
+    net.settle();
+    net.lines(0, alice);
+    // The sender leaves.
+    let dave = net.user(0, "dave");
+    net.send(0, dave, "/send bob three.bin 100");
+    net.nodes[0].peer_closes(dave);
+    net.settle();
+    assert!(
+        net.lines(1, bob)
+            .contains(&"[file 3 cancelled] the sender disconnected".to_string())
+    );
+    // The recipient's node is lost.
+    net.send(0, alice, "/send carol four.bin 100");
+    net.lines(0, alice);
+    net.cut.insert(2);
+    net.advance(Duration::from_secs(6));
+    assert!(
+        net.lines(0, alice)
+            .iter()
+            .any(|l| l.ends_with("cancelled] the recipient's node left the cluster")),
+    );
+    // The cut-off node loses the sender's node, and ends its side too.
+    assert!(
+        net.lines(2, carol)
+            .iter()
+            .any(|l| l.ends_with("cancelled] the sender's node left the cluster")),
+    );
+    for node in 0..3 {
+        let stats = net.nodes[node].engine.stats();
+        assert_eq!(
+            stats.transfers_active, 0,
+            "node {node} still runs a transfer"
+        );
+    }
 }
 
 #[test]

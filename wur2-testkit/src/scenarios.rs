@@ -836,7 +836,12 @@ pub async fn oversized_upload_closes_the_connection(addr: Target, mode: Mode) {
 /// Reads a transfer from `from` of the file `name` (transfer `id` when known): its offer,
 /// every chunk in order (other lines may arrive between them) and its done line; returns
 /// the file.
-async fn receive_file(client: &mut Client, known: Option<u64>, from: &str, name: &str) -> Vec<u8> {
+pub async fn receive_file(
+    client: &mut Client,
+    known: Option<u64>,
+    from: &str,
+    name: &str,
+) -> Vec<u8> {
     let (id, size) = client
         .expect_with(format_args!("the offer of {name}"), |event| match event {
             Event::FileOffer {

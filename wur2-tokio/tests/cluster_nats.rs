@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use server_process::{BINARY, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wur2_testkit::scenarios::{Client, Event, Mode, unique};
+use wur2_testkit::scenarios::{Client, Event, Mode, Peer, receive_file, unique};
 use wur2_testkit::{Target, TestDb, databases};
 
 /// Starts node `name` of the cluster on `nats` with subjects under `prefix`, on the
@@ -322,6 +322,47 @@ async fn users_of_a_node_stopped_with_sigterm_leave_the_other_nodes_lists_at_onc
     );
     let (status, _b) = status.await.expect("terminate task");
     assert!(status.success(), "wur2 exits 0 after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_goes_byte_exact_to_a_user_on_another_node_in_text_and_json() {
+    let Some(pair) = Pair::start("file between nodes").await else {
+        return;
+    };
+    let Pair {
+        b,
+        alice,
+        bob,
+        mut alice_a,
+        mut bob_b,
+        ..
+    } = pair;
+    // Four times the transfer window, every byte value: the recipient's node paces the
+    // sender through NATS, and text mode sends binary chunks as base64.
+    let content: Vec<u8> = (0..1_048_576u32).map(|n| (n % 251) as u8).collect();
+    let mut json_b = Client::register(target(&b), Mode::Json, &unique("js")).await;
+    wait_listed(&mut alice_a, &[&bob, &json_b.name]).await;
+    for recipient in [&mut bob_b, &mut json_b] {
+        let name = recipient.name.clone();
+        let mut upload = format!("/send {name} big.bin {}\n", content.len()).into_bytes();
+        upload.extend_from_slice(&content);
+        let receiving = receive_file(recipient, None, &alice, "big.bin");
+        let ((), received) = tokio::join!(alice_a.send_raw(&upload), receiving);
+        assert_eq!(received.len(), content.len());
+        assert!(received == content, "the file arrived changed for {name}");
+        alice_a
+            .expect_with("the sender's done line", |event| {
+                matches!(
+                    event,
+                    Event::FileDone { name: file, peer: Peer::To(to), .. }
+                        if file == "big.bin" && *to == name
+                )
+                .then_some(())
+            })
+            .await;
+    }
+    // The sender's connection reads lines again.
+    alice_a.barrier().await;
 }
 
 /// A NATS server of the test's own, on a fixed port so it can come back there.

@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::accounts::Accounts;
 use super::channels::Channels;
 use super::peers::{Heard, Peers, RemoteSession};
@@ -68,30 +70,37 @@ impl Cluster {
 impl Engine {
     /// Publishes `body` on `topic`, if this engine is part of a cluster.
     pub(super) fn publish(&mut self, topic: Topic, body: Body) {
-        let inc = self.config.message_id_origin;
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        let to = match &topic {
-            Topic::All => {
-                cluster.seq += 1;
-                None
-            }
+        if topic == Topic::All {
+            cluster.seq += 1;
+        }
+        let payload = self.publication(&topic, body, &[]);
+        self.stats.bus_published += 1;
+        self.outbox.push(Output::Publish { topic, payload });
+    }
+
+    /// `body` for `topic`, with `data` after it (see [`Envelope::encode_with`]), numbered
+    /// as the last publication on the all-nodes topic.
+    pub(super) fn publication(&self, topic: &Topic, body: Body, data: &[u8]) -> Bytes {
+        let (node, seq) = match &self.cluster {
+            Some(cluster) => (cluster.config.node.clone(), cluster.seq),
+            None => (String::new(), 0),
+        };
+        let to = match topic {
+            Topic::All => None,
             Topic::Node(node) => Some(node.clone()),
         };
         let envelope = Envelope {
             v: CLUSTER_PROTOCOL_VERSION,
-            node: cluster.config.node.clone(),
-            inc,
-            seq: cluster.seq,
+            node,
+            inc: self.config.message_id_origin,
+            seq,
             to,
             body,
         };
-        self.stats.bus_published += 1;
-        self.outbox.push(Output::Publish {
-            topic,
-            payload: envelope.encode(),
-        });
+        envelope.encode_with(data)
     }
 
     /// Publishes that logged-in `connection` is now in its channel.
@@ -204,14 +213,15 @@ impl Engine {
             return;
         };
         self.stats.bus_received += 1;
-        let envelope = match Envelope::decode(payload, cluster.config.max_payload_bytes, max_text) {
-            Ok(envelope) => envelope,
-            Err(refusal) => {
-                self.stats.bus_refused += 1;
-                tracing::warn!("refused a payload from the cluster bus: {refusal}");
-                return;
-            }
-        };
+        let (envelope, data) =
+            match Envelope::decode(payload, cluster.config.max_payload_bytes, max_text) {
+                Ok(decoded) => decoded,
+                Err(refusal) => {
+                    self.stats.bus_refused += 1;
+                    tracing::warn!("refused a payload from the cluster bus: {refusal}");
+                    return;
+                }
+            };
         if envelope.node == cluster.config.node {
             if envelope.inc != inc {
                 self.stats.bus_refused += 1;
@@ -265,11 +275,12 @@ impl Engine {
         if ask_state && !matches!(envelope.body, Body::State { .. }) {
             self.publish(Topic::Node(node.clone()), Body::Hello);
         }
-        self.apply(&node, envelope.body);
+        self.apply(&node, envelope.body, data, now);
     }
 
-    /// Applies what `node` published (checked whole already).
-    fn apply(&mut self, node: &str, body: Body) {
+    /// Applies what `node` published (checked whole already), with the data after its
+    /// envelope.
+    fn apply(&mut self, node: &str, body: Body, data: &[u8], now: Instant) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -355,6 +366,21 @@ impl Engine {
                 channels,
             } => self.apply_kick(&user, &by, &reason, &channels),
             Body::Role { user, role, by } => self.apply_role(&username_key(&user), role, &by),
+            Body::FileOffer {
+                transfer,
+                recipient,
+                from,
+                name,
+                size,
+            } => self.on_file_offer(node, transfer, &recipient, &from, &name, size),
+            Body::FileChunk { transfer, offset } => {
+                self.on_file_chunk(node, transfer, offset, data);
+            }
+            Body::FileCredit { transfer, upto } => self.on_file_credit(node, transfer, upto, now),
+            Body::FileAbort { transfer, reason } => self.on_file_abort(node, transfer, &reason),
+            Body::FileOutcome { transfer, failure } => {
+                self.on_file_outcome(node, transfer, failure.as_deref());
+            }
         }
     }
 
@@ -430,8 +456,10 @@ impl Engine {
         }
     }
 
-    /// `node` is gone (lost, or restarted): it will answer no private message.
+    /// `node` is gone (lost, or restarted): it will answer no private message, and its
+    /// side of every transfer between it and this node is gone.
     fn node_gone(&mut self, node: &str) {
+        self.end_transfers_with(node);
         let Some(cluster) = self.cluster.as_ref() else {
             return;
         };

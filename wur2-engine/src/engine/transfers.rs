@@ -12,6 +12,12 @@
 //! never holds one of its sender's slots for ever. An upload announcing more than
 //! `max_file_bytes` closes its connection: its bytes could not be skipped in any
 //! reasonable time.
+//!
+//! In a cluster, the sender and the recipient may be on different nodes: the transfer then
+//! runs on both, linked by the payloads of [`between_nodes`], and the window is the
+//! recipient's node's to grant.
+
+mod between_nodes;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,6 +26,7 @@ use bytes::Bytes;
 
 use super::timers::Timer;
 use super::{Departure, Engine, Sender};
+use crate::cluster::{Body, Topic};
 use crate::file::{FileError, check_relative_path, is_valid_file_name};
 use crate::ids::{ConnectionId, TransferId};
 use crate::names::{is_valid_username, username_key};
@@ -37,9 +44,10 @@ const FILE_NAME_RULE: &str =
 struct Transfer {
     sender_account: String,
     sender_name: String,
-    /// The connection that asked for the transfer.
-    requester: ConnectionId,
-    recipient: ConnectionId,
+    /// Who asked for the transfer.
+    requester: Requester,
+    /// The session the file goes to.
+    recipient: Recipient,
     recipient_name: String,
     name: String,
     size: u64,
@@ -47,6 +55,59 @@ struct Transfer {
     source: Source,
     /// `None` when `transfer_idle_timeout` is off.
     idle: Option<IdleTimer>,
+}
+
+impl Transfer {
+    /// The sender's connection, when it is on this node.
+    fn requester_here(&self) -> Option<ConnectionId> {
+        match self.requester {
+            Requester::Here(connection) => Some(connection),
+            Requester::Node { .. } => None,
+        }
+    }
+
+    /// The recipient's connection, when it is on this node.
+    fn recipient_here(&self) -> Option<ConnectionId> {
+        match self.recipient {
+            Recipient::Here(connection) => Some(connection),
+            Recipient::Node { .. } => None,
+        }
+    }
+
+    /// The connection the transfer's idle timer goes with: the sender's if it is here,
+    /// else the recipient's (one of them always is).
+    fn timer_owner(&self) -> Option<ConnectionId> {
+        self.requester_here().or(self.recipient_here())
+    }
+
+    /// File bytes that went to the recipient (or, to another node, were sent there).
+    fn moved(&self) -> u64 {
+        self.size - self.remaining
+    }
+}
+
+/// Where the sender of a transfer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requester {
+    /// The connection of this node that typed `/send`.
+    Here(ConnectionId),
+    /// Another node, whose transfer `transfer` this is; `granted`: how many of the file's
+    /// bytes this node has let it send (the recipient is here).
+    Node {
+        node: String,
+        transfer: u64,
+        granted: u64,
+    },
+}
+
+/// Where the recipient of a transfer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recipient {
+    /// A session of this node.
+    Here(ConnectionId),
+    /// A session on another node; `credit`: how many of the file's bytes that node lets
+    /// this one send (the sender is here).
+    Node { node: String, credit: u64 },
 }
 
 /// When a transfer last moved bytes, and when its idle timer is due.
@@ -97,20 +158,20 @@ impl Transfers {
         self.running.remove(&id)
     }
 
-    /// How many transfers account `account` is sending.
+    /// How many transfers account `account` is sending from this node.
     fn sent_by(&self, account: &str) -> usize {
         self.running
             .values()
-            .filter(|t| t.sender_account == account)
+            .filter(|t| t.sender_account == account && t.requester_here().is_some())
             .count()
     }
 
-    /// The transfers `connection` receives, with where their bytes come from.
-    fn received_by(&self, connection: ConnectionId) -> Vec<(TransferId, Source)> {
+    /// The transfers `connection` receives.
+    fn received_by(&self, connection: ConnectionId) -> Vec<TransferId> {
         self.running
             .iter()
-            .filter(|(_, t)| t.recipient == connection)
-            .map(|(id, t)| (*id, t.source))
+            .filter(|(_, t)| t.recipient_here() == Some(connection))
+            .map(|(id, _)| *id)
             .collect()
     }
 
@@ -119,9 +180,11 @@ impl Transfers {
         self.running
             .iter()
             .filter_map(|(id, t)| {
-                if t.recipient == connection {
+                if t.recipient_here() == Some(connection) {
                     Some((*id, "the recipient disconnected"))
-                } else if t.requester == connection || t.source == Source::Upload(connection) {
+                } else if t.requester_here() == Some(connection)
+                    || t.source == Source::Upload(connection)
+                {
                     Some((*id, "the sender disconnected"))
                 } else {
                     None
@@ -143,6 +206,8 @@ enum Source {
         /// A `ReadFile` is out and unanswered.
         reading: bool,
     },
+    /// Another node's publications ([`Requester::Node`]).
+    Peer,
 }
 
 /// What an upload does next with the bytes in front of it ([`Engine::plan_upload`]).
@@ -153,13 +218,20 @@ enum UploadStep {
     Stall,
     /// Drop this many bytes of a refused or ended upload.
     Discard(usize),
-    /// Send `len` bytes to the recipient as `chunk` (rendered in its mode; `None`: it is
-    /// gone).
+    /// Send `len` bytes to the recipient as `chunk`.
     Forward {
         id: TransferId,
         len: usize,
-        chunk: Option<Bytes>,
+        chunk: Chunk,
     },
+}
+
+/// A chunk of file bytes, made ready for where the recipient is.
+enum Chunk {
+    /// A line for the recipient's connection here, in its mode (`None`: it is gone).
+    Line(Option<Bytes>),
+    /// A [`Body::FileChunk`](crate::cluster::Body::FileChunk) for the recipient's node.
+    Publication(Topic, Bytes),
 }
 
 impl UploadStep {
@@ -220,20 +292,26 @@ impl Engine {
                 stalled: false,
             });
         }
-        let refusal = if !is_valid_file_name(name) {
-            Some((ErrorCode::InvalidFileName, FILE_NAME_RULE.to_string()))
+        let checked = if is_valid_file_name(name) {
+            self.check_new_transfer(sender, to)
         } else {
-            self.check_new_transfer(sender, to).err()
+            Err((ErrorCode::InvalidFileName, FILE_NAME_RULE.to_string()))
         };
-        if let Some((code, reason)) = refusal {
-            let dropped = if size > 0 {
-                format!("; the {size} bytes that follow are discarded")
-            } else {
-                String::new()
-            };
-            return self.error(connection, code, format_args!("{reason}{dropped}"));
-        }
-        let id = self.new_transfer(connection, sender, to, name, Source::Upload(connection));
+        let recipient = match checked {
+            Ok(recipient) => recipient,
+            Err((code, reason)) => {
+                let dropped = if size > 0 {
+                    format!("; the {size} bytes that follow are discarded")
+                } else {
+                    String::new()
+                };
+                return self.error(connection, code, format_args!("{reason}{dropped}"));
+            }
+        };
+        let requester = Requester::Here(connection);
+        let source = Source::Upload(connection);
+        let from = (sender.account.as_str(), sender.username.as_str());
+        let id = self.new_transfer(from, requester, recipient, name, source);
         if let Some(upload) = self
             .sessions
             .get_mut(connection)
@@ -276,14 +354,17 @@ impl Engine {
                 format_args!("{FILE_NAME_RULE}"),
             );
         }
-        if let Err((code, reason)) = self.check_new_transfer(sender, to) {
-            return self.error(connection, code, format_args!("{reason}"));
-        }
+        let recipient = match self.check_new_transfer(sender, to) {
+            Ok(recipient) => recipient,
+            Err((code, reason)) => return self.error(connection, code, format_args!("{reason}")),
+        };
         let source = Source::File {
             opened: false,
             reading: false,
         };
-        let transfer = self.new_transfer(connection, sender, to, &name, source);
+        let requester = Requester::Here(connection);
+        let from = (sender.account.as_str(), sender.username.as_str());
+        let transfer = self.new_transfer(from, requester, recipient, &name, source);
         self.outbox.push(Output::OpenFile {
             transfer,
             path: path.to_string(),
@@ -319,7 +400,9 @@ impl Engine {
         {
             return;
         }
-        let requester = transfer.requester;
+        let Some(requester) = transfer.requester_here() else {
+            return;
+        };
         let size = match result {
             Ok(size) if size > self.config.max_file_bytes => {
                 let max = self.config.max_file_bytes;
@@ -407,9 +490,9 @@ impl Engine {
         if deadline > now {
             // Bytes moved since the timer was set.
             idle.due = deadline;
-            let requester = transfer.requester;
-            self.timers
-                .set(deadline, requester, Timer::TransferIdle(id));
+            if let Some(owner) = transfer.timer_owner() {
+                self.timers.set(deadline, owner, Timer::TransferIdle(id));
+            }
             return;
         }
         let source = transfer.source;
@@ -417,7 +500,7 @@ impl Engine {
             "the recipient read nothing"
         } else {
             match source {
-                Source::Upload(_) => "the sender sent nothing",
+                Source::Upload(_) | Source::Peer => "the sender sent nothing",
                 Source::File { .. } => "the file could not be read",
             }
         };
@@ -492,14 +575,28 @@ impl Engine {
             limit,
             upload.remaining,
         );
-        let line = Line::FileChunk {
-            id,
-            data: &ahead[..len],
-        };
-        let chunk = self
-            .outbox
-            .render(&self.sessions, transfer.recipient, &line);
+        let chunk = self.chunk(id, transfer, &ahead[..len]);
         UploadStep::Forward { id, len, chunk }
+    }
+
+    /// File bytes `data` of transfer `id` made ready for its recipient, here or on its
+    /// node.
+    fn chunk(&self, id: TransferId, transfer: &Transfer, data: &[u8]) -> Chunk {
+        match &transfer.recipient {
+            Recipient::Here(recipient) => {
+                let line = Line::FileChunk { id, data };
+                Chunk::Line(self.outbox.render(&self.sessions, *recipient, &line))
+            }
+            Recipient::Node { node, .. } => {
+                let body = Body::FileChunk {
+                    transfer: id.0,
+                    offset: transfer.moved(),
+                };
+                let topic = Topic::Node(node.clone());
+                let payload = self.publication(&topic, body, data);
+                Chunk::Publication(topic, payload)
+            }
+        }
     }
 
     /// Carries out a planned step whose bytes have left the input; returns whether the
@@ -529,6 +626,13 @@ impl Engine {
             }
             UploadStep::Forward { id, len, chunk } => {
                 upload.remaining -= len as u64;
+                if upload.remaining == 0
+                    && let Some(session) = self.sessions.get_mut(connection)
+                {
+                    // Every byte is sent: what follows is lines again (a recipient on
+                    // another node may not have them all yet).
+                    session.upload = None;
+                }
                 self.forward_rendered(id, len, chunk);
                 true
             }
@@ -537,28 +641,38 @@ impl Engine {
 
     /// The recipient `connection` wrote some of its queue: let waiting sources go on.
     pub(super) fn recipient_drained(&mut self, connection: ConnectionId, now: Instant) {
-        for (id, source) in self.transfers.received_by(connection) {
-            if self.window_room(id) == 0 {
-                continue;
-            }
-            match source {
-                Source::Upload(sender) => {
-                    let stalled = self
-                        .sessions
-                        .get_mut(sender)
-                        .and_then(|s| s.upload.as_mut())
-                        .filter(|u| u.stalled);
-                    if let Some(upload) = stalled {
-                        upload.stalled = false;
-                        self.process_input(sender, now);
-                    }
+        for id in self.transfers.received_by(connection) {
+            self.go_on(id, now);
+        }
+    }
+
+    /// The recipient of transfer `id` has room again (it wrote some of its queue, or its
+    /// node granted credit): the source goes on if it waited.
+    fn go_on(&mut self, id: TransferId, now: Instant) {
+        if self.window_room(id) == 0 {
+            return;
+        }
+        let Some(source) = self.transfers.get(id).map(|t| t.source) else {
+            return;
+        };
+        match source {
+            Source::Upload(sender) => {
+                let stalled = self
+                    .sessions
+                    .get_mut(sender)
+                    .and_then(|s| s.upload.as_mut())
+                    .filter(|u| u.stalled);
+                if let Some(upload) = stalled {
+                    upload.stalled = false;
+                    self.process_input(sender, now);
                 }
-                Source::File {
-                    opened: true,
-                    reading: false,
-                } => self.read_more(id),
-                Source::File { .. } => {}
             }
+            Source::File {
+                opened: true,
+                reading: false,
+            } => self.read_more(id),
+            Source::File { .. } => {}
+            Source::Peer => self.grant_credit(id),
         }
     }
 
@@ -577,23 +691,24 @@ impl Engine {
     /// `connection` is going away: every transfer it takes part in ends.
     pub(super) fn end_transfers_of(&mut self, connection: ConnectionId) {
         for (id, reason) in self.transfers.involving(connection) {
-            self.end_transfer_without(id, Some(reason.to_string()), Some(connection));
+            let untold = Untold::Connection(connection);
+            self.end_transfer_without(id, Some(reason.to_string()), untold);
         }
     }
 
-    /// Ends a transfer: completed (`failure` is `None`) or cancelled, both sides told, the
-    /// outcome recorded in the history and the log.
+    /// Ends a transfer: completed (`failure` is `None`) or cancelled, both sides told (and
+    /// the other node, when one side is there), the outcome recorded in the history (by
+    /// the sender's node) and the log.
     pub(super) fn end_transfer(&mut self, id: TransferId, failure: Option<String>) {
-        self.end_transfer_without(id, failure, None);
+        self.end_transfer_without(id, failure, Untold::Nobody);
     }
 
-    /// [`Engine::end_transfer`], telling nothing to `departing` (a connection going away).
-    fn end_transfer_without(
-        &mut self,
-        id: TransferId,
-        failure: Option<String>,
-        departing: Option<ConnectionId>,
-    ) {
+    /// [`Engine::end_transfer`], telling nothing to `untold`.
+    fn end_transfer_without(&mut self, id: TransferId, failure: Option<String>, untold: Untold) {
+        let departing = match untold {
+            Untold::Connection(connection) => Some(connection),
+            Untold::Nobody | Untold::Node => None,
+        };
         let Some(transfer) = self.take_transfer(id) else {
             return;
         };
@@ -614,30 +729,37 @@ impl Engine {
                 }
             }
             Source::File { .. } => self.outbox.push(Output::CloseFile { transfer: id }),
+            Source::Peer => {}
+        }
+        if untold != Untold::Node {
+            self.tell_other_node(id, &transfer, failure.as_deref());
         }
         let (name, size) = (&transfer.name, transfer.size);
         match failure {
             None => self.stats.transfers_completed += 1,
             Some(_) => self.stats.transfers_cancelled += 1,
         }
+        let (requester, recipient) = (transfer.requester_here(), transfer.recipient_here());
         let outcome = match &failure {
             None => {
-                let to = &transfer.recipient_name;
-                self.send(transfer.requester, Line::FileSent { id, name, to });
-                let from = &transfer.sender_name;
-                self.send(
-                    transfer.recipient,
-                    Line::FileReceived {
+                if let Some(requester) = requester {
+                    let to = &transfer.recipient_name;
+                    self.send(requester, Line::FileSent { id, name, to });
+                }
+                if let Some(recipient) = recipient {
+                    let from = &transfer.sender_name;
+                    let line = Line::FileReceived {
                         id,
                         name,
                         size,
                         from,
-                    },
-                );
+                    };
+                    self.send(recipient, line);
+                }
                 "completed".to_string()
             }
             Some(reason) => {
-                for side in [transfer.requester, transfer.recipient] {
+                for side in [requester, recipient].into_iter().flatten() {
                     if Some(side) != departing {
                         self.send(side, Line::FileCancelled { id, reason });
                     }
@@ -654,6 +776,10 @@ impl Engine {
             %outcome,
             "file transfer ended"
         );
+        if requester.is_none() {
+            // The sender's node records it.
+            return;
+        }
         let record = PrivateMessage {
             id: self.next_message_id(),
             sender: transfer.sender_name.clone(),
@@ -664,27 +790,29 @@ impl Engine {
         self.request(StoreRequest::AppendPrivateMessage(record));
     }
 
-    /// Whether `sender` may start a transfer to `to` now; the recipient's connection and
-    /// name if so.
-    fn check_new_transfer(&self, sender: &Sender, to: &str) -> Result<(), (ErrorCode, String)> {
+    /// Whether `sender` may start a transfer to `to` now; where the recipient is, and
+    /// their name, if so: their newest session here, else a node that has one.
+    fn check_new_transfer(
+        &self,
+        sender: &Sender,
+        to: &str,
+    ) -> Result<(Recipient, String), (ErrorCode, String)> {
         let key = username_key(to);
+        let here = self.accounts.get(&key).and_then(|account| {
+            let newest = account.sessions.last()?;
+            Some((Recipient::Here(*newest), account.username.clone()))
+        });
         let elsewhere = || {
-            let cluster = self.cluster.as_ref();
-            cluster.is_some_and(|cluster| cluster.peers.account(&key).is_some())
+            let account = self.cluster.as_ref()?.peers.account(&key)?;
+            let node = account.nodes.keys().next()?.clone();
+            Some((Recipient::Node { node, credit: 0 }, account.name.clone()))
         };
-        if is_valid_username(to) && !self.accounts.is_online(&key) && elsewhere() {
-            let reason = format!(
-                "{} is on another node of this cluster; files cannot go between nodes yet",
-                sanitize_text(to)
-            );
-            return Err((ErrorCode::OnOtherNode, reason));
-        }
-        if !is_valid_username(to) || !self.accounts.is_online(&key) {
+        let Some(recipient) = here.or_else(elsewhere).filter(|_| is_valid_username(to)) else {
             return Err((
                 ErrorCode::NotOnline,
                 format!("{} is not online", sanitize_text(to)),
             ));
-        }
+        };
         if key == sender.account {
             let reason = "you cannot send a file to yourself".to_string();
             return Err((ErrorCode::CannotSendToSelf, reason));
@@ -695,23 +823,19 @@ impl Engine {
             let reason = format!("you already have {max} transfers running; wait or /cancel one");
             return Err((ErrorCode::TooManyTransfers, reason));
         }
-        Ok(())
+        Ok(recipient)
     }
 
+    /// Starts a transfer from `sender` to the recipient found by
+    /// [`Engine::check_new_transfer`] (or named by the sender's node).
     fn new_transfer(
         &mut self,
-        requester: ConnectionId,
-        sender: &Sender,
-        to: &str,
+        (account, username): (&str, &str),
+        requester: Requester,
+        (recipient, recipient_name): (Recipient, String),
         name: &str,
         source: Source,
     ) -> TransferId {
-        // `check_new_transfer` found the account online; its newest session receives.
-        let account = self.accounts.get(&username_key(to));
-        let recipient = account
-            .and_then(|a| a.sessions.last().copied())
-            .unwrap_or(requester);
-        let recipient_name = account.map(|a| a.username.clone()).unwrap_or_default();
         let timeout = self.config.transfer_idle_timeout;
         let idle = self
             .outbox
@@ -725,8 +849,8 @@ impl Engine {
                 })
             });
         let transfer = Transfer {
-            sender_account: sender.account.clone(),
-            sender_name: sender.username.clone(),
+            sender_account: account.to_owned(),
+            sender_name: username.to_owned(),
             requester,
             recipient,
             recipient_name,
@@ -736,11 +860,13 @@ impl Engine {
             source,
             idle,
         };
+        let owner = transfer.timer_owner();
+        if let Some(recipient) = transfer.recipient_here() {
+            self.sessions.set_receiving(recipient, 1);
+        }
         let id = self.transfers.start(transfer);
-        self.sessions.set_receiving(recipient, 1);
-        if let Some(idle) = idle {
-            self.timers
-                .set(idle.due, requester, Timer::TransferIdle(id));
+        if let (Some(idle), Some(owner)) = (idle, owner) {
+            self.timers.set(idle.due, owner, Timer::TransferIdle(id));
         }
         id
     }
@@ -749,15 +875,17 @@ impl Engine {
     /// failed before anyone was told of it); its recipient receives one transfer less.
     fn take_transfer(&mut self, id: TransferId) -> Option<Transfer> {
         let transfer = self.transfers.remove(id)?;
-        self.sessions.set_receiving(transfer.recipient, -1);
-        if let Some(idle) = transfer.idle {
-            let timer = Timer::TransferIdle(id);
-            self.timers.cancel(idle.due, transfer.requester, timer);
+        if let Some(recipient) = transfer.recipient_here() {
+            self.sessions.set_receiving(recipient, -1);
+        }
+        if let (Some(idle), Some(owner)) = (transfer.idle, transfer.timer_owner()) {
+            self.timers.cancel(idle.due, owner, Timer::TransferIdle(id));
         }
         Some(transfer)
     }
 
-    /// Both sides hear of the transfer; an empty file completes at once.
+    /// Both sides hear of the transfer (a recipient on another node through its node);
+    /// an empty file for a recipient here completes at once.
     fn announce(&mut self, id: TransferId, size: u64) {
         let Some(transfer) = self.transfers.get_mut(id) else {
             return;
@@ -769,27 +897,31 @@ impl Engine {
             transfer.sender_name.clone(),
             transfer.recipient_name.clone(),
         );
-        let (requester, recipient) = (transfer.requester, transfer.recipient);
-        self.send(
-            requester,
-            Line::FileSending {
+        let (requester, recipient) = (transfer.requester_here(), transfer.recipient.clone());
+        if let Some(requester) = requester {
+            let line = Line::FileSending {
                 id,
                 to: &to,
                 name: &name,
                 size,
-            },
-        );
-        self.send(
-            recipient,
-            Line::FileOffer {
-                id,
-                from: &from,
-                name: &name,
-                size,
-            },
-        );
-        if size == 0 {
-            self.end_transfer(id, None);
+            };
+            self.send(requester, line);
+        }
+        match recipient {
+            Recipient::Here(recipient) => {
+                let line = Line::FileOffer {
+                    id,
+                    from: &from,
+                    name: &name,
+                    size,
+                };
+                self.send(recipient, line);
+                if size == 0 {
+                    self.end_transfer(id, None);
+                }
+            }
+            // The recipient's node completes it, even an empty one, and says so.
+            Recipient::Node { node, .. } => self.offer_to_node(id, node, to, from, name, size),
         }
     }
 
@@ -798,16 +930,13 @@ impl Engine {
         let Some(transfer) = self.transfers.get(id) else {
             return;
         };
-        let line = Line::FileChunk { id, data };
-        let chunk = self
-            .outbox
-            .render(&self.sessions, transfer.recipient, &line);
+        let chunk = self.chunk(id, transfer, data);
         self.forward_rendered(id, data.len(), chunk);
     }
 
-    /// Sends a chunk of `len` file bytes, rendered for the recipient (`None`: the
-    /// recipient is gone); the last one completes the transfer.
-    fn forward_rendered(&mut self, id: TransferId, len: usize, chunk: Option<Bytes>) {
+    /// Sends a chunk of `len` file bytes, ready for the recipient; the last one completes
+    /// the transfer (for a recipient on another node: once its node says so).
+    fn forward_rendered(&mut self, id: TransferId, len: usize, chunk: Chunk) {
         let now = self.outbox.now();
         let Some(transfer) = self.transfers.get_mut(id) else {
             return;
@@ -816,12 +945,21 @@ impl Engine {
             idle.last_progress = now;
         }
         transfer.remaining -= len as u64;
-        let (recipient, done) = (transfer.recipient, transfer.remaining == 0);
-        if let Some(chunk) = chunk {
-            self.outbox.transmit(&mut self.sessions, recipient, chunk);
-        }
-        if done {
-            self.end_transfer(id, None);
+        let done = transfer.remaining == 0;
+        match (chunk, &transfer.recipient) {
+            (Chunk::Line(line), &Recipient::Here(recipient)) => {
+                if let Some(line) = line {
+                    self.outbox.transmit(&mut self.sessions, recipient, line);
+                }
+                if done {
+                    self.end_transfer(id, None);
+                }
+            }
+            (Chunk::Publication(topic, payload), Recipient::Node { .. }) => {
+                self.stats.bus_published += 1;
+                self.outbox.push(Output::Publish { topic, payload });
+            }
+            _ => {}
         }
     }
 
@@ -843,14 +981,34 @@ impl Engine {
         self.outbox.push(Output::ReadFile { transfer: id, max });
     }
 
-    /// How many more bytes the recipient of `id` may have queued.
+    /// How many more bytes the recipient of `id` may have queued (on another node: how
+    /// many more its node's credit allows).
     fn window_room(&self, id: TransferId) -> usize {
         let Some(transfer) = self.transfers.get(id) else {
             return 0;
         };
-        let queued = self.sessions.queued_bytes(transfer.recipient);
-        self.config.transfer_window_bytes.saturating_sub(queued)
+        let window = self.config.transfer_window_bytes;
+        match transfer.recipient {
+            Recipient::Here(recipient) => {
+                window.saturating_sub(self.sessions.queued_bytes(recipient))
+            }
+            Recipient::Node { credit, .. } => {
+                let room = credit.saturating_sub(transfer.moved());
+                usize::try_from(room).map_or(window, |room| room.min(window))
+            }
+        }
     }
+}
+
+/// Whom ending a transfer tells nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untold {
+    /// Every side is told.
+    Nobody,
+    /// This connection, going away.
+    Connection(ConnectionId),
+    /// The other node: it ended the transfer and knows.
+    Node,
 }
 
 /// How many of `limit` bytes to take so a chunk does not end inside a UTF-8 character when
