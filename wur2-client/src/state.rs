@@ -746,6 +746,40 @@ impl ChatState {
                 };
                 self.push(ViewId::Dm(from), entry, true);
             }
+            ServerEvent::DmHistory {
+                with,
+                from,
+                text,
+                sent_at,
+                ..
+            } => {
+                let style = if from.eq_ignore_ascii_case(&self.user) {
+                    Style::Own
+                } else {
+                    Style::Chat
+                };
+                let entry = Entry {
+                    time: Some(sent_at),
+                    from: Some(from),
+                    text,
+                    style,
+                };
+                self.push(ViewId::Dm(with), entry, false);
+            }
+            ServerEvent::PasswordChanged => {
+                let text = "Password changed; your other sessions were logged out".to_string();
+                self.notice(Style::Success, text, time);
+            }
+            ServerEvent::AccountDeleted { user } => {
+                let text = format!("Your account {user} was deleted");
+                self.notice(Style::Error, text.clone(), time);
+                self.connection = Connection::Offline(text);
+            }
+            ServerEvent::LoggedOut { reason } => {
+                let text = format!("You were logged out: {reason}");
+                self.notice(Style::Error, text.clone(), time);
+                self.connection = Connection::Offline(text);
+            }
             ServerEvent::DmStored { to } => {
                 let text = format!("{to} is offline; they will get it at their next login");
                 let entry = Entry {
@@ -854,6 +888,7 @@ impl ChatState {
             | ServerEvent::FileDone { .. }
             | ServerEvent::FileCancelled { .. }
             | ServerEvent::Mode { .. }
+            | ServerEvent::HistoryMore { .. }
             | ServerEvent::Prompt { .. }
             | ServerEvent::Unknown => {}
         }

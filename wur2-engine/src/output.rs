@@ -123,8 +123,11 @@ pub enum CloseReason {
     /// The client announced an upload larger than `max_file_bytes`: its bytes could not
     /// be read and dropped in any reasonable time, so the connection ends instead.
     UploadTooLarge,
-    /// The account was deleted (`wur2 purge-user`) while the user was logged in.
+    /// The account was deleted (`wur2 purge-user`, or `/delete-account` by its user)
+    /// while the user was logged in.
     AccountDeleted,
+    /// Another session of the account changed its password.
+    LoggedOut,
 }
 
 impl CloseReason {
@@ -142,6 +145,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutdown",
             CloseReason::UploadTooLarge => "upload too large",
             CloseReason::AccountDeleted => "account deleted",
+            CloseReason::LoggedOut => "logged out",
         }
     }
 }

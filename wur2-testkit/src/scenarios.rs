@@ -289,6 +289,102 @@ pub async fn offline_message_arrives_at_next_login(addr: Target, mode: Mode) {
         .await;
 }
 
+/// `/history` pages back through a channel with the `before` id each full page names,
+/// without gaps or repeats, and `/history @user` shows a private conversation both ways.
+pub async fn history_pages_back_and_shows_private_conversations(addr: Target, mode: Mode) {
+    let mut alice = Client::register(addr, mode, &unique("ha")).await;
+    let mut bob = Client::register(addr, mode, &unique("hb")).await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    let room = unique("hr");
+    for client in [&mut alice, &mut bob] {
+        client.send(&format!("/join {room}")).await;
+        client.barrier().await;
+    }
+    for i in 0..5 {
+        alice.send(&format!("page {i}")).await;
+    }
+    alice.send(&format!("/msg {b} psst")).await;
+    alice.barrier().await;
+    bob.send(&format!("/msg {a} hush")).await;
+    bob.barrier().await;
+
+    // Pages of two, newest first: [3, 4], [1, 2], [0].
+    bob.send("/history 2").await;
+    let mut shown = Vec::new();
+    loop {
+        let page = bob.barrier().await;
+        let texts: Vec<String> = page
+            .iter()
+            .filter_map(|event| match event {
+                Event::History { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        shown.splice(0..0, texts);
+        let more = page.iter().find_map(|event| match event {
+            Event::HistoryMore {
+                with: None,
+                count: 2,
+                before,
+            } => Some(before.clone()),
+            _ => None,
+        });
+        let Some(before) = more else { break };
+        bob.send(&format!("/history 2 before {before}")).await;
+    }
+    let expected: Vec<String> = (0..5).map(|i| format!("page {i}")).collect();
+    assert_eq!(shown, expected, "{b} paged back through {room}");
+
+    alice.send(&format!("/history @{b} 10")).await;
+    for (from, text) in [(&a, "psst"), (&b, "hush")] {
+        alice
+            .expect(Event::DmHistory {
+                with: b.clone(),
+                from: from.clone(),
+                text: text.into(),
+                id: None,
+            })
+            .await;
+    }
+}
+
+/// A user changes their password (their other session is logged out, the new one works,
+/// the old one not), then deletes their account (closed; the name is free again).
+pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Target, mode: Mode) {
+    let name = unique("sv");
+    let mut first = Client::register(addr, mode, &name).await;
+    let mut second = Client::login(addr, mode, &name).await;
+    let new_password = "another-good-password";
+    first
+        .send(&format!("/password {PASSWORD} {new_password}"))
+        .await;
+    first.expect(Event::PasswordChanged).await;
+    second
+        .expect_with("logged out", |event| {
+            matches!(event, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    second.expect_closed().await;
+
+    let mut stale = Client::connect(addr, mode).await;
+    stale.send(&format!("/login {name} {PASSWORD}")).await;
+    stale.expect_error("invalid_credentials").await;
+    let mut again = Client::connect(addr, mode).await;
+    again.name = name.clone();
+    again.send(&format!("/login {name} {new_password}")).await;
+    again.expect_welcome(&name, false).await;
+    again.send("/close").await;
+    again.expect_closed().await;
+
+    first.send("/delete-account wrong-password").await;
+    first.expect_error("invalid_credentials").await;
+    first.send(&format!("/delete-account {new_password}")).await;
+    first.expect(Event::AccountDeleted(name.clone())).await;
+    first.expect_closed().await;
+    let reborn = Client::register(addr, mode, &name).await;
+    assert_eq!(reborn.name, name, "the name may be registered again");
+}
+
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
 /// session of the target and tells the channel.
 pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: Target, mode: Mode, grant: F)

@@ -36,6 +36,26 @@ pub fn history_is_replayed_on_join(driver: &impl Driver, mode: Mode) {
     );
 }
 
+/// `/history` pages and private conversations.
+pub fn history_pages_back_and_shows_private_conversations(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::history_pages_back_and_shows_private_conversations,
+    );
+}
+
+/// `/password` and `/delete-account`.
+pub fn a_user_changes_their_password_then_deletes_their_account(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::a_user_changes_their_password_then_deletes_their_account,
+    );
+}
+
 /// A private message to an offline user arrives at their next login.
 pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
     on_every_database(

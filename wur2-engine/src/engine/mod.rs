@@ -13,9 +13,11 @@ mod channels;
 mod chat;
 mod cluster;
 mod delivery;
+mod history;
 mod login;
 mod outbox;
 mod peers;
+mod self_service;
 mod sessions;
 mod timers;
 mod transfers;
@@ -109,8 +111,7 @@ enum Pending {
     },
     History {
         connection: ConnectionId,
-        channel: String,
-        asked: bool,
+        page: history::Page,
     },
     OfflineMessages {
         connection: ConnectionId,
@@ -120,6 +121,14 @@ enum Pending {
         recipient: String,
     },
     SetRole {
+        connection: ConnectionId,
+        /// Whose role, as typed.
+        user: String,
+    },
+    ChangePassword {
+        connection: ConnectionId,
+    },
+    DeleteAccount {
         connection: ConnectionId,
     },
 }
@@ -131,7 +140,9 @@ impl Pending {
             | Pending::History { connection, .. }
             | Pending::OfflineMessages { connection }
             | Pending::OfflineDirect { connection, .. }
-            | Pending::SetRole { connection } => *connection,
+            | Pending::SetRole { connection, .. }
+            | Pending::ChangePassword { connection }
+            | Pending::DeleteAccount { connection } => *connection,
         }
     }
 }
@@ -388,14 +399,14 @@ impl Engine {
             } => {
                 self.on_authenticated(connection, existing, &account, registration, reply, now);
             }
-            Pending::History { channel, asked, .. } => {
-                self.on_history(connection, &channel, asked, reply);
-            }
+            Pending::History { page, .. } => self.on_history(connection, page, reply),
             Pending::OfflineMessages { .. } => self.on_offline_messages(connection, reply),
             Pending::OfflineDirect { recipient, .. } => {
                 self.on_offline_direct_stored(connection, &recipient, reply);
             }
-            Pending::SetRole { .. } => self.on_role_set(connection, reply),
+            Pending::SetRole { user, .. } => self.on_role_set(connection, &user, reply),
+            Pending::ChangePassword { .. } => self.on_password_changed(connection, reply, now),
+            Pending::DeleteAccount { .. } => self.on_account_deleted(connection, reply, now),
         }
         self.process_input(connection, now);
         self.finish_input();
