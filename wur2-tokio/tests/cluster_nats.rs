@@ -117,15 +117,9 @@ impl Pair {
 
 /// Asks `/list` until `present` says the users listed are as wanted.
 async fn wait_list(client: &mut Client, what: &str, present: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let users = client.users().await;
-        if present(&users) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {users:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    client
+        .list_until(what, Duration::from_secs(15), present)
+        .await;
 }
 
 async fn wait_listed(client: &mut Client, users: &[&str]) {
