@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
 pub use scenarios::Mode;
-pub use target::{Certificate, Target, certificate, target};
+pub use target::{Certificate, MAX_NODES, Target, certificate, target};
 use wur2_engine::Config;
 
 /// A way to run the WUR2 server under test.
