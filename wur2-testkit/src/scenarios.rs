@@ -523,7 +523,8 @@ pub async fn pipelined_lines_are_all_answered_in_order(addr: Target, mode: Mode)
     let mut away = Client::register(addr, mode, &offline).await;
     away.send("/close").await;
     away.expect_closed().await;
-    // One message in each room, for the replays.
+    // One message in each room, for the replays (and `/history 2`: a page not full, so
+    // no "older messages" line follows it).
     let rooms = [unique("ra"), unique("rb"), unique("rc")];
     let mut author = Client::register(addr, mode, &unique("pa")).await;
     for room in &rooms {
@@ -543,7 +544,7 @@ pub async fn pipelined_lines_are_all_answered_in_order(addr: Target, mode: Mode)
     for i in 0..100 {
         let room = &rooms[i % rooms.len()];
         script.push_str(&format!(
-            "/join {room}\n/history 1\n/msg {offline} pipelined {i}\n"
+            "/join {room}\n/history 2\n/msg {offline} pipelined {i}\n"
         ));
         let note = Event::history(room, &a, &format!("note in {room}"));
         expected.extend([
