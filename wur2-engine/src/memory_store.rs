@@ -1,7 +1,7 @@
 //! An in-memory store that answers every [`StoreRequest`] as its documentation says, for
 //! tests, simulations, fuzzing and examples (feature `memory-store`).
 //!
-//! It owns accounts, channel history and private messages, plus two knobs a test needs: a
+//! It owns accounts, registered channels, channel history and private messages, plus two knobs a test needs: a
 //! *delay* (requests are held until the test releases them, in any order) and a *failure*
 //! (requests fail with a chosen [`StoreError`]). Like the engine it reads no clock, starts
 //! no thread and draws no random number: stored messages are stamped from a clock the
@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::ids::{MessageId, RequestId};
 use crate::names::{channel_key, username_key};
 use crate::store::{
-    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
+    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredChannel,
+    StoredMessage,
 };
 
 /// One account (its password hidden from `Debug`).
@@ -44,6 +45,8 @@ struct Private {
 pub struct MemoryStore {
     /// By username key.
     accounts: BTreeMap<String, Account>,
+    /// Registered channels by channel key.
+    channels: BTreeMap<String, StoredChannel>,
     /// (channel key, message), in append order.
     channel_messages: Vec<(String, StoredMessage)>,
     private_messages: Vec<Private>,
@@ -61,6 +64,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             accounts: BTreeMap::new(),
+            channels: BTreeMap::new(),
             channel_messages: Vec::new(),
             private_messages: Vec::new(),
             stored_ids: BTreeSet::new(),
@@ -95,6 +99,11 @@ impl MemoryStore {
         self.accounts
             .get(&username_key(username))
             .map(|account| account.role)
+    }
+
+    /// A registered channel (matched without regard to case), as stored.
+    pub fn channel(&self, name: &str) -> Option<&StoredChannel> {
+        self.channels.get(&channel_key(name))
     }
 
     /// Every message stored for a channel (matched without regard to case), oldest first.
@@ -329,6 +338,12 @@ impl MemoryStore {
                     }
                     Some(_) => {
                         self.accounts.remove(&key);
+                        for channel in self.channels.values_mut() {
+                            channel.invited.retain(|user| username_key(user) != key);
+                            if channel.owner.as_deref().map(username_key) == Some(key.clone()) {
+                                channel.owner = None;
+                            }
+                        }
                         self.channel_messages
                             .retain(|(_, message)| username_key(&message.sender) != key);
                         self.private_messages.retain(|private| {
@@ -339,7 +354,55 @@ impl MemoryStore {
                     }
                 }
             }
+            StoreRequest::LoadChannels => {
+                StoreReply::Channels(self.channels.values().cloned().collect())
+            }
+            StoreRequest::RegisterChannel { name, owner } => {
+                let channel =
+                    self.channels
+                        .entry(channel_key(name))
+                        .or_insert_with(|| StoredChannel {
+                            name: name.clone(),
+                            owner: owner.clone(),
+                            ..StoredChannel::default()
+                        });
+                StoreReply::Channels(vec![channel.clone()])
+            }
+            StoreRequest::SetTopic { channel, topic } => {
+                self.registered(channel).topic = topic.clone();
+                StoreReply::Done
+            }
+            StoreRequest::SetPrivate { channel, private } => {
+                self.registered(channel).private = *private;
+                StoreReply::Done
+            }
+            StoreRequest::Invite { channel, username } => {
+                let Some(account) = self.accounts.get(&username_key(username)) else {
+                    return StoreReply::Failed(StoreError::UnknownUser);
+                };
+                let (invitee, role) = (account.username.clone(), account.role);
+                let invited = &mut self.registered(channel).invited;
+                if let Err(at) =
+                    invited.binary_search_by_key(&username_key(&invitee), |u| username_key(u))
+                {
+                    invited.insert(at, invitee.clone());
+                }
+                StoreReply::Account {
+                    username: invitee,
+                    role,
+                }
+            }
         }
+    }
+
+    /// Channel `name`, registered without owner if it was not.
+    fn registered(&mut self, name: &str) -> &mut StoredChannel {
+        self.channels
+            .entry(channel_key(name))
+            .or_insert_with(|| StoredChannel {
+                name: name.to_owned(),
+                ..StoredChannel::default()
+            })
     }
 
     /// Every private message between `a` and `b`, both ways, oldest first.

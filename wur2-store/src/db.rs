@@ -16,7 +16,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row};
-use wur2_engine::{AccountChange, MessageId, PendingMessage, Role, StoredMessage, username_key};
+use wur2_engine::{
+    AccountChange, MessageId, PendingMessage, Role, StoredChannel, StoredMessage, username_key,
+};
 
 use crate::config::StoreConfig;
 use crate::{OpenError, User};
@@ -77,6 +79,27 @@ pub(crate) enum RoleChange {
     /// The account is the last admin, and the new role is not admin: nothing changed.
     LastAdmin,
 }
+
+/// What [`Db::invite`] did.
+pub(crate) enum Invitation {
+    /// The invitee, as registered, may join now.
+    Invited(User),
+    /// No account has this name: nothing changed.
+    UnknownUser,
+}
+
+/// A change to a channel's settings, by [`Db::set_channel`].
+pub(crate) enum ChannelSetting<'a> {
+    Topic(Option<&'a str>),
+    Private(bool),
+}
+
+/// Registered channels with their owners' names, ordered by key; filtered by `$1` (a key)
+/// when `$2` is true.
+const SELECT_CHANNELS: &str = "SELECT c.name, c.name_key, u.username AS owner, c.topic,                                       c.private                                FROM channels c LEFT JOIN users u ON u.username_key = c.owner_key                                WHERE $2 = FALSE OR c.name_key = $1                                ORDER BY c.name_key";
+/// Invitations with the invitees' names, ordered by channel key and name key; filtered as
+/// [`SELECT_CHANNELS`].
+const SELECT_INVITES: &str = "SELECT i.channel_key, u.username                               FROM channel_invites i JOIN users u ON u.username_key = i.username_key                               WHERE $2 = FALSE OR i.channel_key = $1                               ORDER BY i.channel_key, i.username_key";
 
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
@@ -498,9 +521,131 @@ impl Db {
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
+            // A name registered again later owns and is invited to nothing.
+            sqlx::query("DELETE FROM channel_invites WHERE username_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE channels SET owner_key = NULL WHERE owner_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
             record_change!(tx, lock, key, CHANGE_PURGE, now_ms);
             tx.commit().await?;
             Ok(Purge::Purged { username, messages: deleted })
+        })
+    }
+
+    /// Registered channels with their invitations, ordered by key: all of them, or (with
+    /// `only`, a key) that one.
+    pub(crate) async fn channels(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<StoredChannel>, sqlx::Error> {
+        let (key, filtered) = (only.unwrap_or_default(), only.is_some());
+        let (channels, invites) = on_pool!(self, pool => {
+            let mut channels = Vec::new();
+            for row in sqlx::query(SELECT_CHANNELS).bind(key).bind(filtered).fetch_all(pool).await? {
+                let channel = StoredChannel {
+                    name: row.try_get("name")?,
+                    owner: row.try_get("owner")?,
+                    topic: row.try_get("topic")?,
+                    private: row.try_get("private")?,
+                    invited: Vec::new(),
+                };
+                channels.push((row.try_get::<String, _>("name_key")?, channel));
+            }
+            let mut invites = Vec::new();
+            for row in sqlx::query(SELECT_INVITES).bind(key).bind(filtered).fetch_all(pool).await? {
+                invites.push((
+                    row.try_get::<String, _>("channel_key")?,
+                    row.try_get::<String, _>("username")?,
+                ));
+            }
+            (channels, invites)
+        });
+        let mut by_key: std::collections::BTreeMap<String, StoredChannel> =
+            channels.into_iter().collect();
+        for (channel, user) in invites {
+            if let Some(stored) = by_key.get_mut(&channel) {
+                stored.invited.push(user);
+            }
+        }
+        Ok(by_key.into_values().collect())
+    }
+
+    /// Registers channel `name` with the owner with key `owner_key`, unless its key is
+    /// taken (then it stays as it is).
+    pub(crate) async fn register_channel(
+        &self,
+        name: &str,
+        key: &str,
+        owner_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO channels (name, name_key, owner_key, created_at_ms)                    VALUES ($1, $2, $3, $4) ON CONFLICT (name_key) DO NOTHING";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(name).bind(key).bind(owner_key).bind(now_ms).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Sets a setting of channel `name` (key `key`), registering it without owner first if
+    /// needed.
+    pub(crate) async fn set_channel(
+        &self,
+        name: &str,
+        key: &str,
+        setting: ChannelSetting<'_>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let (column, topic, private) = match setting {
+            ChannelSetting::Topic(topic) => ("topic", topic, false),
+            ChannelSetting::Private(private) => ("private", None, private),
+        };
+        // The column name is one of two constants, never input.
+        let sql = format!(
+            "INSERT INTO channels (name, name_key, topic, private, created_at_ms)              VALUES ($1, $2, $3, $4, $5)              ON CONFLICT (name_key) DO UPDATE SET {column} = excluded.{column}"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(key)
+                .bind(topic)
+                .bind(private)
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Invites the account with key `user_key` to channel `name` (key `key`), registering
+    /// the channel without owner first if needed; inviting twice keeps one invitation.
+    pub(crate) async fn invite(
+        &self,
+        name: &str,
+        key: &str,
+        user_key: &str,
+        now_ms: i64,
+    ) -> Result<Invitation, sqlx::Error> {
+        let user = "SELECT username, role, created_at_ms FROM users WHERE username_key = $1";
+        let channel = "INSERT INTO channels (name, name_key, created_at_ms) VALUES ($1, $2, $3)                        ON CONFLICT (name_key) DO NOTHING";
+        let invite = "INSERT INTO channel_invites (channel_key, username_key, created_at_ms)                       VALUES ($1, $2, $3) ON CONFLICT (channel_key, username_key) DO NOTHING";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(user).bind(user_key).fetch_optional(&mut *tx).await? else {
+                return Ok(Invitation::UnknownUser);
+            };
+            let invitee = User {
+                username: row.try_get("username")?,
+                role: role_from_db(row.try_get("role")?)?,
+                created_at_unix_ms: row.try_get("created_at_ms")?,
+            };
+            sqlx::query(channel).bind(name).bind(key).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(invite).bind(key).bind(user_key).bind(now_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Invitation::Invited(invitee))
         })
     }
 

@@ -3,7 +3,7 @@
 //! It knows nothing of connections beyond their ids and never sends: the engine keeps it
 //! in step with the sessions that log in and end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::ConnectionId;
 use crate::store::Role;
@@ -15,6 +15,17 @@ pub(super) struct Account {
     pub(super) role: Role,
     /// Oldest first.
     pub(super) sessions: Vec<ConnectionId>,
+    /// Set by `/away <text>`; gone with `/away` or when the account goes offline.
+    pub(super) away: Option<Away>,
+}
+
+/// An away message, and whom it answered already.
+#[derive(Debug)]
+pub(super) struct Away {
+    pub(super) text: String,
+    /// The username keys of the senders of private messages told the text already: each
+    /// hears it once per away message.
+    pub(super) answered: BTreeSet<String>,
 }
 
 /// Accounts with at least one logged-in session, by username key.
@@ -43,6 +54,30 @@ impl Accounts {
             .map(|(key, account)| (key.as_str(), account.username.as_str()))
     }
 
+    /// The away message of online account `key`, if it has one.
+    pub(super) fn away_text(&self, key: &str) -> Option<&str> {
+        Some(self.by_key.get(key)?.away.as_ref()?.text.as_str())
+    }
+
+    /// Sets (or with `None` clears) the away message of online account `key`.
+    pub(super) fn set_away(&mut self, key: &str, text: Option<String>) {
+        if let Some(account) = self.by_key.get_mut(key) {
+            account.away = text.map(|text| Away {
+                text,
+                answered: BTreeSet::new(),
+            });
+        }
+    }
+
+    /// The away message of account `key` for a private message from `sender` (a key),
+    /// the first time only for each away message.
+    pub(super) fn away_reply(&mut self, key: &str, sender: &str) -> Option<String> {
+        let away = self.by_key.get_mut(key)?.away.as_mut()?;
+        away.answered
+            .insert(sender.to_owned())
+            .then(|| away.text.clone())
+    }
+
     /// `connection` logged in as `username` (key `key`) with `role`, the account's role
     /// for all its sessions from now on.
     pub(super) fn log_in(
@@ -56,6 +91,7 @@ impl Accounts {
             username: username.to_string(),
             role,
             sessions: Vec::new(),
+            away: None,
         });
         account.role = role;
         account.sessions.push(connection);
