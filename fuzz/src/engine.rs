@@ -32,8 +32,8 @@ use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
     AccountChange, CLUSTER_PROTOCOL_VERSION, CloseReason, ClusterConfig, Config, ConnectionId,
     Engine, FileError, MessageId, Output, PendingMessage, RequestId, Role, StoreError, StoreReply,
-    StoreRequest, StoredMessage, TransferId, WallClock, check_relative_path, is_valid_channel_name,
-    is_valid_username, sanitize_text, username_key,
+    StoreRequest, StoredChannel, StoredMessage, TransferId, WallClock, check_relative_path,
+    is_valid_channel_name, is_valid_username, sanitize_text, username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -420,6 +420,8 @@ pub enum Reply {
     History(Vec<(u64, Name, Text, i64)>),
     /// Pending private messages, whatever was asked.
     Pending(Vec<(u64, Name, Text, i64)>),
+    /// Registered channels (name, owner, topic, private, invited), whatever was asked.
+    Channels(Vec<(ChannelName, Option<Name>, Option<Text>, bool, Vec<Name>)>),
 }
 
 /// How the driver answers an `OpenFile` or a `ReadFile`.
@@ -464,18 +466,33 @@ impl Failure {
 /// that users meet, channels fill and roles matter), and free text.
 #[derive(Arbitrary, Debug)]
 pub enum Line {
-    Register { user: Name, password: Secret },
-    Login { user: Name, password: Secret },
+    Register {
+        user: Name,
+        password: Secret,
+    },
+    Login {
+        user: Name,
+        password: Secret,
+    },
     Yes,
     No,
     Username(Name),
     Password(Secret),
     Join(ChannelName),
     Say(Text),
-    Msg { to: Name, text: Text },
-    Kick { user: Name, reason: Option<Text> },
+    Msg {
+        to: Name,
+        text: Text,
+    },
+    Kick {
+        user: Name,
+        reason: Option<Text>,
+    },
     ShowRole,
-    SetRole { user: Name, role: RoleName },
+    SetRole {
+        user: Name,
+        role: RoleName,
+    },
     History(Option<u8>),
     /// `/history [@user] [n] [before <id>]` (ids made of one byte: mostly unknown ones).
     HistoryPage {
@@ -483,15 +500,30 @@ pub enum Line {
         count: Option<u8>,
         before: Option<u8>,
     },
-    ChangePassword { old: Secret, new: Secret },
+    ChangePassword {
+        old: Secret,
+        new: Secret,
+    },
     DeleteAccount(Secret),
+    /// `/topic`, `/topic <text>`.
+    Topic(Option<Text>),
+    /// `/topic -`.
+    ClearTopic,
+    /// `/private on|off` (or a wrong word).
+    Private(u8),
+    Invite(Name),
+    Names,
+    Away(Option<Text>),
     Ping(Text),
     List,
     Channels,
     Profile,
     Help,
     Close,
-    SendFile { to: Name, path: FilePath },
+    SendFile {
+        to: Name,
+        path: FilePath,
+    },
     Cancel(u8),
     Mode(u8),
     Other(String),
@@ -719,6 +751,17 @@ impl Line {
                 format!("/password {} {}", secret(old), secret(new))
             }
             Line::DeleteAccount(password) => format!("/delete-account {}", secret(password)),
+            Line::Topic(None) => "/topic".into(),
+            Line::Topic(Some(text)) => format!("/topic {}", text.render()),
+            Line::ClearTopic => "/topic -".into(),
+            Line::Private(word) => format!(
+                "/private {}",
+                ["on", "off", "ON", "maybe"][usize::from(*word) % 4]
+            ),
+            Line::Invite(user) => format!("/invite {}", user.as_str()),
+            Line::Names => "/names".into(),
+            Line::Away(None) => "/away".into(),
+            Line::Away(Some(text)) => format!("/away {}", text.render()),
             Line::Ping(text) => format!("/ping {}", text.render()),
             Line::List => "/list".into(),
             Line::Channels => "/channels".into(),
@@ -803,6 +846,18 @@ fn reply(store: &mut MemoryStore, request: &StoreRequest, reply: &Reply) -> Stor
                 }
             }))
         }
+        Reply::Channels(channels) => StoreReply::Channels(
+            channels
+                .iter()
+                .map(|(name, owner, topic, private, invited)| StoredChannel {
+                    name: CHANNELS[usize::from(name.0) % CHANNELS.len()].to_string(),
+                    owner: owner.map(|owner| owner.as_str().to_string()),
+                    topic: topic.as_ref().map(Text::render),
+                    private: *private,
+                    invited: invited.iter().map(|u| u.as_str().to_string()).collect(),
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -1192,6 +1247,9 @@ impl Harness {
         let texts: Vec<&str> = match reply {
             StoreReply::History(messages) => messages.iter().map(|m| m.text.as_str()).collect(),
             StoreReply::Pending(messages) => messages.iter().map(|m| m.text.as_str()).collect(),
+            StoreReply::Channels(channels) => {
+                channels.iter().filter_map(|c| c.topic.as_deref()).collect()
+            }
             _ => Vec::new(),
         };
         if texts.iter().any(|t| may_carry_password(t.as_bytes())) {
@@ -1775,9 +1833,35 @@ impl Harness {
                     self.fail(format_args!("deletion of {username:?}"));
                 }
             }
+            StoreRequest::RegisterChannel { name, owner } => {
+                if !is_valid_channel_name(name)
+                    || owner.as_deref().is_some_and(|o| !is_valid_username(o))
+                {
+                    self.fail(format_args!("registration of {name:?} for {owner:?}"));
+                }
+            }
+            StoreRequest::SetTopic { channel, topic } => {
+                if let Some(topic) = topic {
+                    self.check_text(topic);
+                }
+                if !is_valid_channel_name(channel) {
+                    self.fail(format_args!("topic of {channel:?}"));
+                }
+            }
+            StoreRequest::SetPrivate { channel, .. } => {
+                if !is_valid_channel_name(channel) {
+                    self.fail(format_args!("privacy of {channel:?}"));
+                }
+            }
+            StoreRequest::Invite { channel, username } => {
+                if !is_valid_channel_name(channel) || !is_valid_username(username) {
+                    self.fail(format_args!("invitation of {username:?} to {channel:?}"));
+                }
+            }
             StoreRequest::FetchPending { .. }
             | StoreRequest::MarkDelivered { .. }
-            | StoreRequest::MarkPending { .. } => {}
+            | StoreRequest::MarkPending { .. }
+            | StoreRequest::LoadChannels => {}
         }
     }
 
