@@ -58,6 +58,19 @@ impl Engine {
         self.catalogue_requests.insert(id, CatalogueRequest::Load);
     }
 
+    /// Asks the store for the catalogue again (unless a load is on its way), after a
+    /// cluster peer's publications may have been missed; commands do not wait for it.
+    pub(super) fn refresh_catalogue(&mut self) {
+        let loading = self
+            .catalogue_requests
+            .values()
+            .any(|r| matches!(r, CatalogueRequest::Load));
+        if self.channels.loaded && !loading {
+            let id = self.request(StoreRequest::LoadChannels);
+            self.catalogue_requests.insert(id, CatalogueRequest::Load);
+        }
+    }
+
     /// Whether `command` needs the catalogue and must wait for it: then it is kept, with
     /// `connection`'s input held, until the catalogue arrives.
     pub(super) fn waits_for_catalogue(
@@ -97,6 +110,7 @@ impl Engine {
             }
             (CatalogueRequest::Load, other) => {
                 tracing::warn!(reply = ?other, "loading the channel catalogue failed");
+                // A failed refresh keeps the catalogue loaded before.
                 self.run_catalogue_waiters(Some(other), now);
             }
             (CatalogueRequest::Register(_), StoreReply::Channels(channels)) => {

@@ -275,6 +275,10 @@ impl Engine {
         if ask_state && !matches!(envelope.body, Body::State { .. }) {
             self.publish(Topic::Node(node.clone()), Body::Hello);
         }
+        // Channel changes may have been lost with the publications: the store has them.
+        if ask_state {
+            self.refresh_catalogue();
+        }
         self.apply(&node, envelope.body, data, now);
     }
 
