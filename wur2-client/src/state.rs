@@ -1475,6 +1475,39 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_follows_joins_changes_and_channel_lists_and_names_show_in_the_channel() {
+        let mut state = ChatState::new("alice", "user");
+        for line in [
+            r#"{"type":"switched","from":"Global","to":"rust"}"#,
+            r#"{"type":"topic","channel":"rust","topic":"crabs"}"#,
+        ] {
+            state.handle_server(event(line), 0);
+        }
+        assert_eq!(state.topic.as_deref(), Some("crabs"));
+        state.handle_server(event(r#"{"type":"topic","channel":"rust","by":"bob"}"#), 0);
+        assert_eq!(state.topic, None, "cleared");
+        state.handle_server(
+            event(r#"{"type":"channels","channels":[{"name":"rust","members":2,"topic":"new"}]}"#),
+            0,
+        );
+        assert_eq!(state.topic.as_deref(), Some("new"));
+        state.handle_server(event(r#"{"type":"switched","from":"rust","to":"side"}"#), 0);
+        assert_eq!(state.topic, None, "a channel without a topic line has none");
+        state.handle_server(
+            event(r#"{"type":"names","channel":"side","users":["alice","bob"]}"#),
+            0,
+        );
+        assert_eq!(
+            texts(state.active_view()).last().map(String::as_str),
+            Some("In side: alice, bob")
+        );
+        state.handle_server(event(r#"{"type":"away_set","text":"lunch"}"#), 0);
+        assert_eq!(state.away.as_deref(), Some("lunch"));
+        state.handle_server(event(r#"{"type":"away_set"}"#), 0);
+        assert_eq!(state.away, None);
+    }
+
+    #[test]
     fn status_follows_welcome_role_and_profile() {
         let mut state = ChatState::new("alice", "user");
         state.handle_server(event(r#"{"type":"role","role":"mod","by":"root"}"#), 0);

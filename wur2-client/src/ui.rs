@@ -344,10 +344,19 @@ mod tests {
         ] {
             state.handle_server(ServerLine::parse(line).unwrap(), 0);
         }
+        state.handle_server(
+            ServerLine::parse(r#"{"type":"topic","channel":"Global","topic":"all welcome"}"#)
+                .unwrap(),
+            0,
+        );
         let local = state.upload_started("bob", "a.bin", 10, 0);
         state.upload_progress(local, 5);
         let shown = screen(&state);
         assert!(shown.contains("bob: hello there"), "{shown}");
+        assert!(
+            shown.contains("Global — all welcome"),
+            "the topic heads the channel: {shown}"
+        );
         assert!(shown.contains("Global (3)"), "{shown}");
         assert!(shown.contains("rust (1)"), "{shown}");
         assert!(shown.contains("@carol [1]"), "{shown}");

@@ -67,6 +67,7 @@ behaviour!(
     a_registered_channel_keeps_its_first_owner_topic_privacy_and_invitations,
     a_deleted_account_owns_and_is_invited_to_nothing_even_when_its_name_returns,
     channels_and_their_settings_survive_reopening_the_store,
+    a_database_from_before_channels_lasted_upgrades_with_its_channels_unowned,
 );
 
 /// The channels of a catalogue reply.
@@ -502,6 +503,37 @@ mod scenarios {
             [("#ann", None, vec!["Bob"]), ("#bob", Some("Bob"), vec![])]
         );
         h.finish().await;
+    }
+
+    pub async fn a_database_from_before_channels_lasted_upgrades_with_its_channels_unowned(
+        backend: Backend,
+    ) {
+        let Some(db) = TestDb::create(backend).await else {
+            return;
+        };
+        db.migrate_before(20261207000004).await;
+        db.execute(
+            "INSERT INTO channels (name, name_key, created_at_ms) VALUES ('Rust', 'rust', 1)",
+        )
+        .await;
+        let (store, writer) = Store::open(&db.url, fast_config()).await.unwrap();
+        let writer = tokio::spawn(writer.run());
+        let rust = StoredChannel {
+            name: "Rust".into(),
+            ..StoredChannel::default()
+        };
+        assert_eq!(
+            channels(store.execute(StoreRequest::LoadChannels).await),
+            [rust.clone()]
+        );
+        assert_eq!(
+            channels(store.execute(register_channel("rust", Some("ann"))).await),
+            [rust],
+            "a channel older than registration stays without owner"
+        );
+        store.close().await;
+        writer.await.unwrap();
+        db.remove().await;
     }
 
     pub async fn channels_and_their_settings_survive_reopening_the_store(backend: Backend) {
