@@ -45,8 +45,10 @@ struct Private {
 pub struct MemoryStore {
     /// By username key.
     accounts: BTreeMap<String, Account>,
-    /// Registered channels by channel key.
+    /// Channels by channel key: registered, or created by a setting.
     channels: BTreeMap<String, StoredChannel>,
+    /// The keys of the channels registered by a first joiner.
+    registered_channels: BTreeSet<String>,
     /// (channel key, message), in append order.
     channel_messages: Vec<(String, StoredMessage)>,
     private_messages: Vec<Private>,
@@ -65,6 +67,7 @@ impl Default for MemoryStore {
         MemoryStore {
             accounts: BTreeMap::new(),
             channels: BTreeMap::new(),
+            registered_channels: BTreeSet::new(),
             channel_messages: Vec::new(),
             private_messages: Vec::new(),
             stored_ids: BTreeSet::new(),

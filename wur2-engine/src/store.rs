@@ -290,8 +290,10 @@ pub enum StoreRequest {
     /// at the next channel command when that failed). Answer: [`StoreReply::Channels`].
     LoadChannels,
     /// Register channel `name` with `owner`, unless a channel with its key is registered
-    /// already (then it is kept as it is). Answer: [`StoreReply::Channels`] with the one
-    /// channel as stored now, whoever registered it.
+    /// already (then it is kept as it is). A channel stored but never registered (by a
+    /// message appended to it, which may be committed first, or a setting) is claimed.
+    /// Answer: [`StoreReply::Channels`] with the one channel as stored now, whoever
+    /// registered it.
     RegisterChannel {
         /// The display name.
         name: String,

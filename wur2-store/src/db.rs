@@ -96,10 +96,18 @@ pub(crate) enum ChannelSetting<'a> {
 
 /// Registered channels with their owners' names, ordered by key; filtered by `$1` (a key)
 /// when `$2` is true.
-const SELECT_CHANNELS: &str = "SELECT c.name, c.name_key, u.username AS owner, c.topic,                                       c.private                                FROM channels c LEFT JOIN users u ON u.username_key = c.owner_key                                WHERE $2 = FALSE OR c.name_key = $1                                ORDER BY c.name_key";
+const SELECT_CHANNELS: &str = "SELECT c.name, c.name_key, u.username AS owner, c.topic, c.private \
+                               FROM channels c \
+                               LEFT JOIN users u ON u.username_key = c.owner_key \
+                               WHERE $2 = FALSE OR c.name_key = $1 \
+                               ORDER BY c.name_key";
 /// Invitations with the invitees' names, ordered by channel key and name key; filtered as
 /// [`SELECT_CHANNELS`].
-const SELECT_INVITES: &str = "SELECT i.channel_key, u.username                               FROM channel_invites i JOIN users u ON u.username_key = i.username_key                               WHERE $2 = FALSE OR i.channel_key = $1                               ORDER BY i.channel_key, i.username_key";
+const SELECT_INVITES: &str = "SELECT i.channel_key, u.username \
+                              FROM channel_invites i \
+                              JOIN users u ON u.username_key = i.username_key \
+                              WHERE $2 = FALSE OR i.channel_key = $1 \
+                              ORDER BY i.channel_key, i.username_key";
 
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
@@ -574,8 +582,10 @@ impl Db {
         Ok(by_key.into_values().collect())
     }
 
-    /// Registers channel `name` with the owner with key `owner_key`, unless its key is
-    /// taken (then it stays as it is).
+    /// Registers channel `name` with the owner with key `owner_key`, unless it is
+    /// registered already (then it stays as it is). A row that exists unregistered (the
+    /// append writer creates one for a channel's first message, which may be committed
+    /// before its registration) is claimed.
     pub(crate) async fn register_channel(
         &self,
         name: &str,
@@ -583,7 +593,12 @@ impl Db {
         owner_key: Option<&str>,
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO channels (name, name_key, owner_key, created_at_ms)                    VALUES ($1, $2, $3, $4) ON CONFLICT (name_key) DO NOTHING";
+        let sql = "INSERT INTO channels \
+                       (name, name_key, owner_key, registered_at_ms, created_at_ms) \
+                   VALUES ($1, $2, $3, $4, $4) \
+                   ON CONFLICT (name_key) DO UPDATE \
+                   SET owner_key = excluded.owner_key, registered_at_ms = excluded.registered_at_ms \
+                   WHERE channels.registered_at_ms IS NULL";
         on_pool!(self, pool => {
             sqlx::query(sql).bind(name).bind(key).bind(owner_key).bind(now_ms).execute(pool).await?;
         });
@@ -605,7 +620,9 @@ impl Db {
         };
         // The column name is one of two constants, never input.
         let sql = format!(
-            "INSERT INTO channels (name, name_key, topic, private, created_at_ms)              VALUES ($1, $2, $3, $4, $5)              ON CONFLICT (name_key) DO UPDATE SET {column} = excluded.{column}"
+            "INSERT INTO channels (name, name_key, topic, private, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name_key) DO UPDATE SET {column} = excluded.{column}"
         );
         on_pool!(self, pool => {
             sqlx::query(&sql)
@@ -630,8 +647,10 @@ impl Db {
         now_ms: i64,
     ) -> Result<Invitation, sqlx::Error> {
         let user = "SELECT username, role, created_at_ms FROM users WHERE username_key = $1";
-        let channel = "INSERT INTO channels (name, name_key, created_at_ms) VALUES ($1, $2, $3)                        ON CONFLICT (name_key) DO NOTHING";
-        let invite = "INSERT INTO channel_invites (channel_key, username_key, created_at_ms)                       VALUES ($1, $2, $3) ON CONFLICT (channel_key, username_key) DO NOTHING";
+        let channel = "INSERT INTO channels (name, name_key, created_at_ms) VALUES ($1, $2, $3) \
+                       ON CONFLICT (name_key) DO NOTHING";
+        let invite = "INSERT INTO channel_invites (channel_key, username_key, created_at_ms) \
+                      VALUES ($1, $2, $3) ON CONFLICT (channel_key, username_key) DO NOTHING";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let Some(row) = sqlx::query(user).bind(user_key).fetch_optional(&mut *tx).await? else {

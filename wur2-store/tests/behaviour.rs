@@ -400,8 +400,11 @@ mod scenarios {
         };
         h.register("Ann", "pw").await;
         h.register("Bob", "pw").await;
-        // A channel with messages from before registration has no owner.
+        // A channel with messages but no registration has no owner.
         h.run(h.channel_message("Global", "Ann", "hi")).await;
+        // A first message may be committed before its channel's registration: the
+        // registration still gives it its owner.
+        h.run(h.channel_message("#Club", "Ann", "first")).await;
         let club = |owner: Option<&str>| StoredChannel {
             name: "#Club".into(),
             owner: owner.map(str::to_owned),
@@ -526,10 +529,14 @@ mod scenarios {
             channels(store.execute(StoreRequest::LoadChannels).await),
             [rust.clone()]
         );
+        let register = store.execute(register_channel("rust", Some("ann"))).await;
         assert_eq!(
-            channels(store.execute(register_channel("rust", Some("ann"))).await),
-            [rust],
-            "a channel older than registration stays without owner"
+            channels(register),
+            [StoredChannel {
+                owner: None,
+                ..rust
+            }],
+            "ann has no account: the channel is registered to nobody"
         );
         store.close().await;
         writer.await.unwrap();

@@ -5,6 +5,10 @@
 -- The owner's username_key; NULL for the default channel, older channels, and channels
 -- whose owner deleted their account.
 ALTER TABLE channels ADD COLUMN owner_key TEXT;
+-- When the first joiner registered the channel; NULL for a row created otherwise (by a
+-- message, a topic or privacy set on it, an invitation, or before this migration): a
+-- registration claims such a row, with its owner.
+ALTER TABLE channels ADD COLUMN registered_at_ms INTEGER;
 -- NULL when no topic is set.
 ALTER TABLE channels ADD COLUMN topic TEXT;
 -- 1 when only the owner, the invited, mods and admins may join.
