@@ -361,14 +361,11 @@ impl MemoryStore {
                 StoreReply::Channels(self.channels.values().cloned().collect())
             }
             StoreRequest::RegisterChannel { name, owner } => {
-                let channel =
-                    self.channels
-                        .entry(channel_key(name))
-                        .or_insert_with(|| StoredChannel {
-                            name: name.clone(),
-                            owner: owner.clone(),
-                            ..StoredChannel::default()
-                        });
+                let claimed = self.registered_channels.insert(channel_key(name));
+                let channel = self.registered(name);
+                if claimed {
+                    channel.owner.clone_from(owner);
+                }
                 StoreReply::Channels(vec![channel.clone()])
             }
             StoreRequest::SetTopic { channel, topic } => {
@@ -475,6 +472,30 @@ mod tests {
             sender: "al".into(),
             text: format!("message {sequence}"),
         })
+    }
+
+    #[test]
+    fn the_first_registration_owns_a_channel_even_one_a_setting_created() {
+        let mut store = MemoryStore::new();
+        let register = |owner: &str| StoreRequest::RegisterChannel {
+            name: "#Club".into(),
+            owner: Some(owner.into()),
+        };
+        let topic = StoreRequest::SetTopic {
+            channel: "#club".into(),
+            topic: Some("t".into()),
+        };
+        assert_eq!(store.answer(&topic), StoreReply::Done);
+        let owner = |reply: StoreReply| match reply {
+            StoreReply::Channels(channels) => channels[0].owner.clone(),
+            other => panic!("expected channels, got {other:?}"),
+        };
+        assert_eq!(owner(store.answer(&register("ann"))), Some("ann".into()));
+        assert_eq!(owner(store.answer(&register("bob"))), Some("ann".into()));
+        assert_eq!(
+            store.channel("#CLUB").map(|c| c.topic.clone()),
+            Some(Some("t".into()))
+        );
     }
 
     #[test]

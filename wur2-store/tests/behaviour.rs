@@ -527,7 +527,7 @@ mod scenarios {
         };
         assert_eq!(
             channels(store.execute(StoreRequest::LoadChannels).await),
-            [rust.clone()]
+            std::slice::from_ref(&rust)
         );
         let register = store.execute(register_channel("rust", Some("ann"))).await;
         assert_eq!(
