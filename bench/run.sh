@@ -614,9 +614,9 @@ if cluster:
     out.append("Cluster (wur2-cluster: 3 nodes + NATS) against one node (wur2-pg), every repetition:")
     out.append("")
     out.append("| config | server | rep | deliveries/s | cluster / one node | p50 | p99 | lost | dup | history "
-               "| bus pub. per chat msg | bus bytes per chat msg | NATS CPU s measured (µs/msg) | NATS CPU s whole run "
+               "| bus pub. per chat msg | bus bytes per chat msg | NATS CPU s measured (µs/msg) | NATS reads, writes per msg | NATS CPU s whole run "
                "| servers' CPU µs/msg | bus dropped, gaps | warnings | clients per node | load |")
-    out.append("|" + "---|" * 19)
+    out.append("|" + "---|" * 20)
     def f(r, key, fmt="{}"):
         return fmt.format(float(r[key])) if key in r else "–"
     for config, server in sorted(cluster, key=lambda cs: (order.get(cs[0], 9), cs[1] != "wur2-pg")):
@@ -627,12 +627,13 @@ if cluster:
                 ratio_text = f"{float(r['deliveries_per_s']) / float(base[0]['deliveries_per_s']):.2f}×"
             d = r.get("deliveries_per_s")
             nats = "–" if "bus_cpu_s" not in r else f"{float(r['bus_cpu_s']):.2f} ({float(r['bus_cpu_us_per_msg']):.0f})"
+            calls = "–" if "bus_reads_per_msg" not in r else f"{float(r['bus_reads_per_msg']):.2f}, {float(r['bus_writes_per_msg']):.2f}"
             drops = "–" if "bus_dropped_total" not in r else f"{r['bus_dropped_total']}, {r['bus_gaps_total']}"
             out.append(
                 f"| {config} | {server} | {r.get('rep')} | {'failed' if d is None else f'{float(d)/1e6:.3f} M'} | {ratio_text} "
                 f"| {fmt_us(med([r], 'p50_us'))} | {fmt_us(med([r], 'p99_us'))} | {r.get('lost', '–')} | {r.get('dup', '–')} "
                 f"| {r.get('history', '–')} | {f(r, 'bus_pub_per_msg', '{:.4f}')} | {f(r, 'bus_bytes_per_msg', '{:.0f}')} "
-                f"| {nats} | {f(r, 'nats_cpu_total_s', '{:.2f}')} | {f(r, 'server_cpu_us_per_msg', '{:.0f}')} "
+                f"| {nats} | {calls} | {f(r, 'nats_cpu_total_s', '{:.2f}')} | {f(r, 'server_cpu_us_per_msg', '{:.0f}')} "
                 f"| {drops} | {r.get('warnings', '–')} | {r.get('clients_per_addr', '–')} | {r.get('load')} |"
             )
     for config in sorted({c for c, _ in cluster}, key=lambda c: order.get(c, 9)):

@@ -1,7 +1,8 @@
 //! A process's CPU time as the kernel reports it (`/proc/<pid>/stat`): user plus system
-//! time, in seconds. Read-only; a missing process is `None`, not an error. The load
-//! generator reads it for the server's processes and the cluster bus (NATS) at the start
-//! and the end of the measured part, so a run can say what each message cost them.
+//! time, in seconds; and its read and write system calls (`/proc/<pid>/io`). Read-only; a
+//! missing process is `None`, not an error. The load generator reads them for the server's
+//! processes and the cluster bus (NATS) at the start and the end of the measured part, so a
+//! run can say what each message cost them.
 
 /// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`). The kernel shows
 /// user space 100 ticks a second whatever its internal tick rate, on every architecture
@@ -34,9 +35,76 @@ pub fn parse_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
+/// Read and write system calls a process made so far (`syscr`, `syscw`): a server that
+/// handles each message alone makes a few per message, one that batches them far fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Syscalls {
+    /// `syscr`: `read`-family calls (socket reads among them).
+    pub reads: u64,
+    /// `syscw`: `write`-family calls.
+    pub writes: u64,
+}
+
+impl Syscalls {
+    /// What happened since an `earlier` reading of the same process.
+    pub fn since(self, earlier: Syscalls) -> Syscalls {
+        Syscalls {
+            reads: self.reads.saturating_sub(earlier.reads),
+            writes: self.writes.saturating_sub(earlier.writes),
+        }
+    }
+}
+
+/// Reads `/proc/<pid>/io` (readable by the process's owner or root); `None` when the
+/// process is gone or the file cannot be read.
+pub fn syscalls(pid: u32) -> Option<Syscalls> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    parse_io(&io)
+}
+
+/// The `syscr` and `syscw` fields of a `/proc/<pid>/io` text.
+pub fn parse_io(io: &str) -> Option<Syscalls> {
+    let field = |name: &str| {
+        io.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(':')?;
+            value.trim().parse::<u64>().ok()
+        })
+    };
+    Some(Syscalls {
+        reads: field("syscr")?,
+        writes: field("syscw")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_calls_are_read_from_proc_io() {
+        let io = "rchar: 6976\nwchar: 12\nsyscr: 10\nsyscw: 3\nread_bytes: 0\n";
+        let counted = parse_io(io).expect("both fields");
+        assert_eq!(
+            counted,
+            Syscalls {
+                reads: 10,
+                writes: 3
+            }
+        );
+        let later = Syscalls {
+            reads: 15,
+            writes: 3,
+        };
+        assert_eq!(
+            later.since(counted),
+            Syscalls {
+                reads: 5,
+                writes: 0
+            }
+        );
+        assert_eq!(parse_io("rchar: 1\n"), None);
+        assert!(syscalls(std::process::id()).is_some());
+    }
 
     #[test]
     fn utime_and_stime_are_found_after_the_command_name() {

@@ -88,8 +88,8 @@ pub struct LoadConfig {
     /// The server's process ids (one per node of a cluster), for memory snapshots (summed)
     /// and the servers' CPU seconds in the measured part.
     pub server_pids: Vec<u32>,
-    /// The cluster bus's process id (the NATS server), for its CPU seconds in the measured
-    /// part.
+    /// The cluster bus's process id (the NATS server), for its CPU seconds and system calls
+    /// in the measured part.
     pub bus_pid: Option<u32>,
     /// The servers' Prometheus endpoints (`wur2 --metrics-listen`), read at the start and
     /// the end of the measured part: chat messages, deliveries and bus counters.
@@ -210,6 +210,8 @@ pub struct Report {
     pub server_cpu_secs: Option<f64>,
     /// CPU seconds of the bus process ([`LoadConfig::bus_pid`]) in the measured part.
     pub bus_cpu_secs: Option<f64>,
+    /// Read and write system calls of the bus process in the measured part.
+    pub bus_syscalls: Option<crate::cpu::Syscalls>,
     /// What the servers' counters ([`LoadConfig::metrics`], summed over nodes) moved by in
     /// the measured part.
     pub counters_measured: Option<Counters>,
@@ -299,6 +301,14 @@ impl Report {
                 out,
                 " bus_cpu_s={secs:.2} bus_cpu_us_per_msg={:.1}",
                 per_message(secs * 1e6, messages)
+            );
+        }
+        if let Some(calls) = self.bus_syscalls {
+            let _ = write!(
+                out,
+                " bus_reads_per_msg={:.3} bus_writes_per_msg={:.3}",
+                per_message(calls.reads as f64, messages),
+                per_message(calls.writes as f64, messages)
             );
         }
         if let Some(c) = self.counters_measured {
@@ -445,6 +455,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let counters_ready = read_counters(config).await;
     let server_cpu_ready = crate::cpu::read_all(&config.server_pids);
     let bus_cpu_ready = config.bus_pid.and_then(crate::cpu::read);
+    let bus_calls_ready = config.bus_pid.and_then(crate::cpu::syscalls);
 
     // Measure.
     let receivers = receivers(config);
@@ -474,6 +485,11 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let cpu_since = |ready: Option<f64>, now: Option<f64>| Some(now? - ready?);
     report.server_cpu_secs = cpu_since(server_cpu_ready, crate::cpu::read_all(&config.server_pids));
     report.bus_cpu_secs = cpu_since(bus_cpu_ready, config.bus_pid.and_then(crate::cpu::read));
+    report.bus_syscalls = config
+        .bus_pid
+        .and_then(crate::cpu::syscalls)
+        .zip(bus_calls_ready)
+        .map(|(now, ready)| now.since(ready));
     report.counters_end = read_counters(config).await;
     report.counters_measured = report
         .counters_end
@@ -1017,6 +1033,10 @@ mod tests {
             clients_per_addr: vec![4, 3, 3],
             sent: 2000,
             bus_cpu_secs: Some(0.5),
+            bus_syscalls: Some(crate::cpu::Syscalls {
+                reads: 1000,
+                writes: 3000,
+            }),
             counters_measured: Some(Counters {
                 bus: true,
                 chat_messages: 2000,
@@ -1034,6 +1054,7 @@ mod tests {
         for field in [
             " addrs=3 clients_per_addr=4/3/3",
             " bus_cpu_s=0.50 bus_cpu_us_per_msg=250.0",
+            " bus_reads_per_msg=0.500 bus_writes_per_msg=1.500",
             " chat_msgs=2000 ",
             " bus_pub=2010 ",
             " bus_pub_per_msg=1.0050 ",

@@ -74,7 +74,8 @@ struct Cli {
     /// part; for a cluster, its nodes' pids comma-separated (memory and CPU summed).
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
-    /// The cluster bus's pid (NATS), for its CPU seconds in the measured part.
+    /// The cluster bus's pid (NATS), for its CPU seconds and read/write system calls in
+    /// the measured part.
     #[arg(long)]
     bus_pid: Option<u32>,
     /// The servers' metrics endpoints (`wur2 --metrics-listen`), comma-separated (loopback
