@@ -44,6 +44,7 @@ fn a_changed_password_logs_the_other_sessions_out_and_replaces_the_old_one() {
     );
     w.send(c, "/login ann brand-new-secret\n");
     assert!(w.saw(c, "Welcome back"));
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
 #[test]
@@ -107,6 +108,7 @@ fn a_deleted_account_closes_its_sessions_loses_its_messages_and_frees_its_name()
         w.saw(again, "Welcome ann!"),
         "the name may be registered again"
     );
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
 #[test]
