@@ -485,6 +485,10 @@ pub enum Line {
     },
     ChangePassword { old: Secret, new: Secret },
     DeleteAccount(Secret),
+    Token,
+    /// `/resume <user> <token>` with a token made of one byte (almost never a real one).
+    Resume { user: Name, token: u8 },
+    LogoutEverywhere,
     Ping(Text),
     List,
     Channels,
@@ -719,6 +723,9 @@ impl Line {
                 format!("/password {} {}", secret(old), secret(new))
             }
             Line::DeleteAccount(password) => format!("/delete-account {}", secret(password)),
+            Line::Token => "/token".into(),
+            Line::Resume { user, token } => format!("/resume {} {token:032x}", user.as_str()),
+            Line::LogoutEverywhere => "/logout-everywhere".into(),
             Line::Ping(text) => format!("/ping {}", text.render()),
             Line::List => "/list".into(),
             Line::Channels => "/channels".into(),
@@ -744,6 +751,7 @@ impl Line {
                 | Line::Login { .. }
                 | Line::ChangePassword { .. }
                 | Line::DeleteAccount(_)
+                | Line::Resume { .. }
         )
     }
 }
@@ -1770,9 +1778,18 @@ impl Harness {
                     self.fail(format_args!("unvalidated password change of {username:?}"));
                 }
             }
-            StoreRequest::DeleteAccount { username, .. } => {
+            StoreRequest::DeleteAccount { username, .. }
+            | StoreRequest::IssueToken { username }
+            | StoreRequest::RevokeTokens { username } => {
                 if !is_valid_username(username) {
-                    self.fail(format_args!("deletion of {username:?}"));
+                    self.fail(format_args!("account request for {username:?}"));
+                }
+            }
+            StoreRequest::Resume { username, token } => {
+                if !is_valid_username(username)
+                    || token.expose().len() > config.max_password_bytes
+                {
+                    self.fail(format_args!("unvalidated resume of {username:?}"));
                 }
             }
             StoreRequest::FetchPending { .. }

@@ -876,6 +876,17 @@ impl ChatState {
                     self.push(view, entry, false);
                 }
             }
+            ServerEvent::Token { token } => {
+                let text = format!(
+                    "Your resume token (keep it private): {token}; log in with /resume {} {token}",
+                    self.user
+                );
+                self.notice(Style::Success, text, time);
+            }
+            ServerEvent::LoggedOutEverywhere => {
+                let text = "Your resume tokens were revoked and your other sessions logged out";
+                self.notice(Style::Success, text.to_string(), time);
+            }
             ServerEvent::PasswordChanged => {
                 let text = "Password changed; your other sessions were logged out".to_string();
                 self.notice(Style::Success, text, time);

@@ -142,9 +142,9 @@ pub(crate) enum Body {
         role: Role,
         by: String,
     },
-    /// Account `user`'s password was changed on the publisher: every other node logs its
-    /// sessions of `user` out.
-    LoggedOut { user: String },
+    /// A session of account `user` on the publisher logged the account's other sessions
+    /// out (`cause`): every other node logs its sessions of `user` out.
+    LoggedOut { user: String, cause: LogoutCause },
     /// The sender's node offers `recipient` (a user with sessions on the receiving node)
     /// file `name` of `size` bytes from `from`: its transfer `transfer` there, which every
     /// other file payload of it names.
@@ -170,6 +170,26 @@ pub(crate) enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
     },
+}
+
+/// Why a session logged its account's other sessions out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LogoutCause {
+    /// `/password`.
+    PasswordChanged,
+    /// `/logout-everywhere`.
+    Everywhere,
+}
+
+impl LogoutCause {
+    /// What the sessions logged out are told.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            LogoutCause::PasswordChanged => "the account's password was changed in another session",
+            LogoutCause::Everywhere => "another session of the account logged out everywhere",
+        }
+    }
 }
 
 /// A message id or a role as its text on the wire (`Display` out, `FromStr` in), so a
@@ -347,7 +367,7 @@ impl Envelope {
                     return Err(Refusal::Invalid("file name"));
                 }
             }
-            Body::LoggedOut { user } => check_user(user)?,
+            Body::LoggedOut { user, .. } => check_user(user)?,
             Body::FileAbort { reason, .. }
             | Body::FileOutcome {
                 failure: Some(reason),
@@ -562,7 +582,14 @@ mod tests {
                     channels,
                 }),
             (name(), role(), name()).prop_map(|(user, role, by)| Body::Role { user, role, by }),
-            name().prop_map(|user| Body::LoggedOut { user }),
+            (name(), any::<bool>()).prop_map(|(user, everywhere)| Body::LoggedOut {
+                user,
+                cause: if everywhere {
+                    LogoutCause::Everywhere
+                } else {
+                    LogoutCause::PasswordChanged
+                },
+            }),
             (any::<u64>(), name(), name(), name(), any::<u64>()).prop_map(
                 |(transfer, recipient, from, name, size)| Body::FileOffer {
                     transfer,

@@ -88,6 +88,18 @@ pub enum Command {
         /// Your password (the rest of the line).
         password: Password,
     },
+    /// `/token`: a new resume token for this account, shown once.
+    Token,
+    /// `/resume <user> <token>`: log in with a resume token instead of the password.
+    Resume {
+        /// The username.
+        username: String,
+        /// The token (one word), as secret as a password.
+        token: Password,
+    },
+    /// `/logout-everywhere`: revoke every resume token of the account and log its other
+    /// sessions out.
+    LogoutEverywhere,
     /// `/ping [token]`: answered `PONG <token>` once everything before it is processed.
     Ping(String),
     /// `/mode <text|json>`: how the server writes its lines to this connection.
@@ -212,6 +224,18 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
                 new: Password::new(new),
             }
         }
+        "token" => no_args(rest, Command::Token, "/token")?,
+        "resume" => {
+            let (username, token) = split_word(rest);
+            if username.is_empty() || token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(ParseError::Usage("/resume <user> <token>"));
+            }
+            Command::Resume {
+                username: username.to_string(),
+                token: Password::new(token),
+            }
+        }
+        "logout-everywhere" => no_args(rest, Command::LogoutEverywhere, "/logout-everywhere")?,
         "delete-account" => {
             if rest.is_empty() {
                 return Err(ParseError::Usage("/delete-account <password>"));
@@ -326,8 +350,8 @@ fn is_decimal(text: &str) -> bool {
 impl Command {
     /// The canonical line for this command; parsing it gives the command back.
     ///
-    /// For `Register`, `Login`, `ChangePassword` and `DeleteAccount` the line contains a
-    /// password: never log it.
+    /// For `Register`, `Login`, `ChangePassword`, `DeleteAccount` and `Resume` the line
+    /// contains a secret: never log it.
     pub fn to_line(&self) -> String {
         let mut line = String::new();
         // Writing to a String cannot fail.
@@ -372,6 +396,11 @@ impl Command {
             Command::DeleteAccount { password } => {
                 write!(line, "/delete-account {}", password.expose())
             }
+            Command::Token => write!(line, "/token"),
+            Command::Resume { username, token } => {
+                write!(line, "/resume {username} {}", token.expose())
+            }
+            Command::LogoutEverywhere => write!(line, "/logout-everywhere"),
             Command::Ping(token) if token.is_empty() => write!(line, "/ping"),
             Command::Ping(token) => write!(line, "/ping {token}"),
             Command::Mode(Mode::Text) => write!(line, "/mode text"),
@@ -602,6 +631,12 @@ mod tests {
             text().prop_map(|p| Command::DeleteAccount {
                 password: Password::new(p)
             }),
+            Just(Command::Token),
+            Just(Command::LogoutEverywhere),
+            (word(), word()).prop_map(|(username, token)| Command::Resume {
+                username,
+                token: Password::new(token)
+            }),
             proptest::option::of(text()).prop_map(|t| Command::Ping(t.unwrap_or_default())),
             Just(Command::Close),
             Just(Command::Mode(Mode::Json)),
@@ -646,7 +681,7 @@ mod tests {
         fn parser_is_total_on_command_like_lines(
             name in prop_oneof![Just("msg"), Just("join"), Just("kick"), Just("role"),
                 Just("history"), Just("login"), Just("register"), Just("ping"), Just("send"),
-                Just("password"), Just("delete-account")],
+                Just("password"), Just("delete-account"), Just("resume"), Just("token")],
             args in "[ a-zA-Z0-9\\t]{0,20}",
         ) {
             let line = format!("/{name} {args}");

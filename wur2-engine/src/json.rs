@@ -208,6 +208,13 @@ pub enum ServerEvent<S = String> {
     },
     /// Your `/password` took effect; your other sessions were logged out.
     PasswordChanged,
+    /// Your `/token`: a resume token, shown once (`/resume <user> <token>`).
+    Token {
+        /// The token.
+        token: S,
+    },
+    /// Your `/logout-everywhere` took effect.
+    LoggedOutEverywhere,
     /// Your `/delete-account` took effect; the connection closes.
     AccountDeleted {
         /// The account's name.

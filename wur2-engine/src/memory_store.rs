@@ -55,7 +55,14 @@ pub struct MemoryStore {
     /// The stamp of the next stored message, and how much later each one after it is.
     clock_unix_ms: i64,
     tick_ms: i64,
+    /// Resume tokens: the account's key and when the token expires (by the store's clock).
+    /// Made from a counter, not random: this store is for tests.
+    tokens: BTreeMap<String, (String, i64)>,
+    tokens_issued: u64,
 }
+
+/// How long a resume token of the memory store lasts: 30 days, as the real store's default.
+pub const MEMORY_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -69,6 +76,8 @@ impl Default for MemoryStore {
             held: VecDeque::new(),
             clock_unix_ms: 0,
             tick_ms: 1,
+            tokens: BTreeMap::new(),
+            tokens_issued: 0,
         }
     }
 }
@@ -304,13 +313,22 @@ impl MemoryStore {
                 }
             }
             StoreRequest::ChangePassword { username, old, new } => {
-                match self.accounts.get_mut(&username_key(username)) {
+                let key = username_key(username);
+                match self.accounts.get_mut(&key) {
                     Some(account) if account.password.expose() == old.expose() => {
                         account.password = new.clone();
+                        self.tokens.retain(|_, (owner, _)| *owner != key);
                         StoreReply::Done
                     }
                     _ => StoreReply::Failed(StoreError::InvalidCredentials),
                 }
+            }
+            StoreRequest::IssueToken { username } => self.issue_token(username),
+            StoreRequest::Resume { username, token } => self.resume(username, token),
+            StoreRequest::RevokeTokens { username } => {
+                let key = username_key(username);
+                self.tokens.retain(|_, (owner, _)| *owner != key);
+                StoreReply::Done
             }
             StoreRequest::DeleteAccount { username, password } => {
                 let key = username_key(username);
@@ -329,6 +347,7 @@ impl MemoryStore {
                     }
                     Some(_) => {
                         self.accounts.remove(&key);
+                        self.tokens.retain(|_, (owner, _)| *owner != key);
                         self.channel_messages
                             .retain(|(_, message)| username_key(&message.sender) != key);
                         self.private_messages.retain(|private| {
@@ -339,6 +358,35 @@ impl MemoryStore {
                     }
                 }
             }
+        }
+    }
+
+    /// A new resume token for `username`, or why not.
+    fn issue_token(&mut self, username: &str) -> StoreReply {
+        let key = username_key(username);
+        if !self.accounts.contains_key(&key) {
+            return StoreReply::Failed(StoreError::UnknownUser);
+        }
+        self.tokens_issued += 1;
+        let token = format!("{:032x}", self.tokens_issued);
+        let expires = self.clock_unix_ms.saturating_add(MEMORY_TOKEN_LIFETIME_MS);
+        self.tokens.insert(token.clone(), (key, expires));
+        StoreReply::Token(Password::new(token))
+    }
+
+    /// The account a live resume token of `username` logs in to.
+    fn resume(&self, username: &str, token: &Password) -> StoreReply {
+        let key = username_key(username);
+        let live = self
+            .tokens
+            .get(token.expose())
+            .is_some_and(|(owner, expires)| *owner == key && *expires > self.clock_unix_ms);
+        match self.accounts.get(&key).filter(|_| live) {
+            Some(account) => StoreReply::Account {
+                username: account.username.clone(),
+                role: account.role,
+            },
+            None => StoreReply::Failed(StoreError::InvalidCredentials),
         }
     }
 

@@ -257,6 +257,28 @@ pub enum StoreRequest {
         /// The new one, already checked for length by the engine.
         new: Password,
     },
+    /// Make a resume token for a user: 128 random bits from the OS, kept only as a hash
+    /// with the account, its creation and its expiry. Answer: [`StoreReply::Token`] with
+    /// the token (shown to the user once), or `Failed(UnknownUser)`.
+    IssueToken {
+        /// Matched without regard to case.
+        username: String,
+    },
+    /// Log in with a resume token: one hash lookup, no password hashing. Answer:
+    /// [`StoreReply::Account`], or `Failed(InvalidCredentials)` for a token that is
+    /// unknown, another account's, revoked or expired.
+    Resume {
+        /// As the user typed it; matched without regard to case.
+        username: String,
+        /// As the user typed it.
+        token: Password,
+    },
+    /// Revoke every resume token of a user. Answer: [`StoreReply::Done`]. A password
+    /// change and an account's deletion revoke them too, by themselves.
+    RevokeTokens {
+        /// Matched without regard to case.
+        username: String,
+    },
     /// Delete an account and every message it sent or received, if `password` is its
     /// password, as the operator's purge does (recorded as an account change, so every
     /// server on the database closes its sessions); the name may then be registered again.
@@ -286,6 +308,9 @@ pub enum StoreReply {
     History(Vec<StoredMessage>),
     /// Undelivered private messages, oldest first.
     Pending(Vec<PendingMessage>),
+    /// A new resume token ([`StoreRequest::IssueToken`]), as secret as a password (so it
+    /// never shows in `Debug` output).
+    Token(Password),
     /// The request failed.
     Failed(StoreError),
 }

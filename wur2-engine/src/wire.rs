@@ -214,6 +214,13 @@ pub(crate) enum Line<'a> {
     },
     /// Your `/password` took effect.
     PasswordChanged,
+    /// Your `/token`: shown once.
+    Token {
+        user: &'a str,
+        token: &'a str,
+    },
+    /// Your `/logout-everywhere` took effect.
+    LoggedOutEverywhere,
     /// Your `/delete-account` took effect; the connection closes.
     AccountDeleted {
         user: &'a str,
@@ -405,6 +412,15 @@ impl Line<'_> {
                 out,
                 "Your password was changed; your other sessions were logged out."
             ),
+            Line::Token { user, token } => write!(
+                out,
+                "Your resume token (shown once; keep it private, like your password): {token} \
+                 (log in with /resume {user} {token})"
+            ),
+            Line::LoggedOutEverywhere => write!(
+                out,
+                "Your resume tokens were revoked and your other sessions logged out."
+            ),
             Line::AccountDeleted { user } => {
                 write!(
                     out,
@@ -581,6 +597,8 @@ impl Line<'_> {
                 }
             }
             Line::PasswordChanged => ServerEvent::PasswordChanged,
+            Line::Token { token, .. } => ServerEvent::Token { token },
+            Line::LoggedOutEverywhere => ServerEvent::LoggedOutEverywhere,
             Line::AccountDeleted { user } => ServerEvent::AccountDeleted { user },
             Line::LoggedOut { reason } => ServerEvent::LoggedOut { reason },
             Line::KickNotice { user, by, reason } => ServerEvent::Kick { user, by, reason },
@@ -724,6 +742,7 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         return vec![
             ("/register <user> <password>", "create an account"),
             ("/login <user> <password>", "log in"),
+            ("/resume <user> <token>", "log in with a resume token"),
             ("/mode <text|json>", "how the server writes its lines"),
             ("/ping [token]", "answered PONG [token]"),
             ("/close", "leave"),
@@ -765,6 +784,14 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         (
             "/delete-account <password>",
             "delete your account and its messages",
+        ),
+        (
+            "/token",
+            "a resume token: log in again without the password",
+        ),
+        (
+            "/logout-everywhere",
+            "revoke your resume tokens, log your other sessions out",
         ),
     ];
     if role >= Role::Mod {
@@ -1098,7 +1125,7 @@ mod tests {
             (Line::ShuttingDown, r#"{"type":"shutdown"}"#),
             (
                 Line::Help(None),
-                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
+                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/resume <user> <token>","log in with a resume token"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
             ),
             (
                 Line::ModeSet(Mode::Json),

@@ -468,6 +468,7 @@ impl Db {
     ) -> Result<Purge, sqlx::Error> {
         // `sender` holds the name as registered; names match without regard to ASCII case.
         let messages = "DELETE FROM messages WHERE recipient_key = $1 OR LOWER(sender) = $1";
+        let tokens = "DELETE FROM resume_tokens WHERE username_key = $1";
         let user = "DELETE FROM users WHERE username_key = $1 \
                     AND ($2 = FALSE OR role <> 'admin' \
                          OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1) \
@@ -498,10 +499,78 @@ impl Db {
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(tokens).bind(key).execute(&mut *tx).await?;
             record_change!(tx, lock, key, CHANGE_PURGE, now_ms);
             tx.commit().await?;
             Ok(Purge::Purged { username, messages: deleted })
         })
+    }
+
+    /// Keeps a resume token (by its hash) for the account with `key` until `expires_ms`,
+    /// and forgets the tokens expired at `now_ms`.
+    pub(crate) async fn insert_token(
+        &self,
+        token_hash: &str,
+        key: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let expired = "DELETE FROM resume_tokens WHERE expires_at_ms <= $1";
+        let insert = "INSERT INTO resume_tokens \
+                      (token_hash, username_key, created_at_ms, expires_at_ms) \
+                      VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(expired).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(insert)
+                .bind(token_hash)
+                .bind(key)
+                .bind(now_ms)
+                .bind(expires_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The account a live token (by its hash) of the account with `key` logs in to.
+    pub(crate) async fn token_user(
+        &self,
+        token_hash: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let sql = "SELECT u.username, u.role, u.created_at_ms FROM resume_tokens t \
+                   JOIN users u ON u.username_key = t.username_key \
+                   WHERE t.token_hash = $1 AND t.username_key = $2 AND t.expires_at_ms > $3";
+        let row = on_pool!(self, pool => {
+            match sqlx::query(sql).bind(token_hash).bind(key).bind(now_ms).fetch_optional(pool).await? {
+                None => None,
+                Some(row) => Some((
+                    row.try_get::<String, _>("username")?,
+                    row.try_get::<String, _>("role")?,
+                    row.try_get::<i64, _>("created_at_ms")?,
+                )),
+            }
+        });
+        row.map(|(username, role, created_at_unix_ms)| {
+            Ok(User {
+                username,
+                role: role_from_db(&role)?,
+                created_at_unix_ms,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets every resume token of the account with `key`.
+    pub(crate) async fn revoke_tokens(&self, key: &str) -> Result<(), sqlx::Error> {
+        let sql = "DELETE FROM resume_tokens WHERE username_key = $1";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(key).execute(pool).await?;
+        });
+        Ok(())
     }
 
     /// A trivial query: whether the database answers at all.

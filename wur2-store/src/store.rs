@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures::channel::oneshot;
+use sha2::{Digest, Sha256};
 use wur2_engine::{
     AccountChange, ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError,
     StoreReply, StoreRequest, channel_key, username_key,
@@ -604,6 +606,14 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         StoreRequest::DeleteAccount { username, password } => {
             delete_account(shared, &username, password).await
         }
+        StoreRequest::IssueToken { username } => issue_token(shared, &username).await,
+        StoreRequest::Resume { username, token } => resume(shared, &username, &token).await,
+        StoreRequest::RevokeTokens { username } => {
+            let key = username_key(&username);
+            shared.in_time(shared.db.revoke_tokens(&key)).await?;
+            tracing::info!(%username, "resume tokens revoked");
+            Ok(StoreReply::Done)
+        }
         // Handled synchronously in `execute`.
         StoreRequest::AppendChannelMessage(_)
         | StoreRequest::AppendPrivateMessage(_)
@@ -716,7 +726,8 @@ async fn change_password(
     };
     let hash = hash.map_err(StoreError::Unavailable)?;
     shared.in_time(shared.db.update_hash(&key, &hash)).await?;
-    tracing::info!(%username, "password changed");
+    shared.in_time(shared.db.revoke_tokens(&key)).await?;
+    tracing::info!(%username, "password changed; resume tokens revoked");
     Ok(StoreReply::Done)
 }
 
@@ -755,4 +766,57 @@ async fn delete_account(
         Purge::LastAdmin => Err(StoreError::LastAdmin),
         Purge::UnknownUser => Err(StoreError::InvalidCredentials),
     }
+}
+
+/// `/token`: 128 random bits from the OS, as 32 hex digits; only their SHA-256 is stored.
+async fn issue_token(shared: &Shared, username: &str) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    if shared.in_time(shared.db.find_user(&key)).await?.is_none() {
+        return Err(StoreError::UnknownUser);
+    }
+    let mut bits = [0u8; 16];
+    OsRng.fill_bytes(&mut bits);
+    let token: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+    let now = now_ms();
+    let lifetime =
+        i64::try_from(shared.config.resume_token_lifetime.as_millis()).unwrap_or(i64::MAX);
+    let hash = token_hash(&token);
+    let insert = shared
+        .db
+        .insert_token(&hash, &key, now, now.saturating_add(lifetime));
+    shared.in_time(insert).await?;
+    tracing::info!(%username, "resume token issued");
+    Ok(StoreReply::Token(Password::new(token)))
+}
+
+/// `/resume`: one hash lookup.
+async fn resume(
+    shared: &Shared,
+    username: &str,
+    token: &Password,
+) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    let found = shared
+        .in_time(
+            shared
+                .db
+                .token_user(&token_hash(token.expose()), &key, now_ms()),
+        )
+        .await?;
+    let Some(user) = found else {
+        tracing::debug!("resume refused");
+        return Err(StoreError::InvalidCredentials);
+    };
+    Ok(StoreReply::Account {
+        username: user.username,
+        role: user.role,
+    })
+}
+
+/// The stored form of a resume token: its SHA-256, as 64 hex digits.
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

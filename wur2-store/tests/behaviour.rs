@@ -63,6 +63,7 @@ behaviour!(
     a_conversation_is_both_directions_between_two_users_only,
     a_password_change_needs_the_old_password_and_replaces_it,
     a_deleted_account_is_purged_and_recorded_but_never_the_last_admin,
+    a_resume_token_logs_its_account_in_until_revoked_or_expired,
 );
 
 /// The texts of a history reply, oldest first, with their ids.
@@ -361,6 +362,85 @@ mod scenarios {
         assert_eq!(
             h.register("ann", "pw-new").await,
             account("ann", Role::User)
+        );
+        h.finish().await;
+    }
+
+    pub async fn a_resume_token_logs_its_account_in_until_revoked_or_expired(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw-ann-1").await;
+        h.register("Bob", "pw-bob-1").await;
+        let issue = |username: &str| StoreRequest::IssueToken {
+            username: username.into(),
+        };
+        let resume = |username: &str, token: &Password| StoreRequest::Resume {
+            username: username.into(),
+            token: token.clone(),
+        };
+        let token = |reply: StoreReply| match reply {
+            StoreReply::Token(token) => token,
+            other => panic!("expected a token, got {other:?}"),
+        };
+        let first = token(h.run(issue("ann")).await);
+        assert_eq!(first.expose().len(), 32);
+        let second = token(h.run(issue("ANN")).await);
+        assert_ne!(first, second, "random");
+        assert_eq!(
+            h.run(resume("ann", &first)).await,
+            account("Ann", Role::User)
+        );
+        assert_eq!(
+            h.run(resume("bob", &first)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials),
+            "another account's token"
+        );
+        // Revoked, by a password change, then by /logout-everywhere's request.
+        let changed = StoreRequest::ChangePassword {
+            username: "ann".into(),
+            old: Password::new("pw-ann-1"),
+            new: Password::new("pw-ann-2"),
+        };
+        assert_eq!(h.run(changed).await, StoreReply::Done);
+        for revoked in [&first, &second] {
+            assert_eq!(
+                h.run(resume("ann", revoked)).await,
+                StoreReply::Failed(StoreError::InvalidCredentials)
+            );
+        }
+        let third = token(h.run(issue("ann")).await);
+        let revoke = StoreRequest::RevokeTokens {
+            username: "Ann".into(),
+        };
+        assert_eq!(h.run(revoke).await, StoreReply::Done);
+        assert_eq!(
+            h.run(resume("ann", &third)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        // A purge takes them too: the name registered again is not logged in by an old one.
+        let fourth = token(h.run(issue("bob")).await);
+        h.store.purge_user("bob").await.unwrap();
+        h.register("bob", "pw-bob-2").await;
+        assert_eq!(
+            h.run(resume("bob", &fourth)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        h.finish().await;
+
+        // Expired: with a lifetime of zero, a token never logs in.
+        let config = StoreConfig {
+            resume_token_lifetime: Duration::ZERO,
+            ..fast_config()
+        };
+        let Some(h) = Harness::open_with(backend, config).await else {
+            return;
+        };
+        h.register("Cat", "pw-cat-1").await;
+        let expired = token(h.run(issue("cat")).await);
+        assert_eq!(
+            h.run(resume("cat", &expired)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
         );
         h.finish().await;
     }

@@ -123,6 +123,10 @@ pub enum Event {
     },
     /// The answer to `/password`.
     PasswordChanged,
+    /// The answer to `/token`: the token.
+    Token(String),
+    /// The answer to `/logout-everywhere`.
+    LoggedOutEverywhere,
     /// The answer to `/delete-account`: the account's name.
     AccountDeleted(String),
     /// This session was logged out: why.
@@ -426,6 +430,14 @@ fn text_event(line: &str) -> Option<Event> {
     if line == "Your password was changed; your other sessions were logged out." {
         return Some(Event::PasswordChanged);
     }
+    if line == "Your resume tokens were revoked and your other sessions logged out." {
+        return Some(Event::LoggedOutEverywhere);
+    }
+    if let Some(rest) = line.strip_prefix("Your resume token (shown once; ") {
+        let (_, rest) = rest.split_once("): ")?;
+        let (token, _) = rest.split_once(' ')?;
+        return Some(Event::Token(owned(token)));
+    }
     if let Some(rest) = line.strip_prefix("Your account ") {
         let user = rest.strip_suffix(" was deleted, with its messages. Goodbye.")?;
         return Some(Event::AccountDeleted(owned(user)));
@@ -682,6 +694,8 @@ pub(crate) fn parse_json(line: &str) -> Event {
             before: text("before"),
         },
         "password_changed" => Event::PasswordChanged,
+        "token" => Event::Token(text("token")),
+        "logged_out_everywhere" => Event::LoggedOutEverywhere,
         "account_deleted" => Event::AccountDeleted(text("user")),
         "logged_out" => Event::LoggedOut(text("reason")),
         "join" => Event::Join {

@@ -111,6 +111,7 @@ macro_rules! suite {
             history_is_replayed_on_join,
             history_pages_back_and_shows_private_conversations,
             a_user_changes_their_password_then_deletes_their_account,
+            a_resume_token_logs_in_until_revoked,
             offline_message_arrives_at_next_login,
             kick_closes_every_session_of_the_target,
             the_last_admin_stays_admin,

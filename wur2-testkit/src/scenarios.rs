@@ -393,6 +393,36 @@ pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Targ
     assert_eq!(reborn.name, name, "the name may be registered again");
 }
 
+/// A resume token logs its account in without the password until `/logout-everywhere`
+/// revokes it (which also logs the other sessions out).
+pub async fn a_resume_token_logs_in_until_revoked(addr: Target, mode: Mode) {
+    let name = unique("rt");
+    let mut first = Client::register(addr, mode, &name).await;
+    first.send("/token").await;
+    let token = first
+        .expect_with("a token", |event| match event {
+            Event::Token(token) => Some(token.clone()),
+            _ => None,
+        })
+        .await;
+    let mut resumed = Client::connect(addr, mode).await;
+    resumed.name = name.clone();
+    resumed.send(&format!("/resume {name} {token}")).await;
+    resumed.expect_welcome(&name, false).await;
+
+    first.send("/logout-everywhere").await;
+    first.expect(Event::LoggedOutEverywhere).await;
+    resumed
+        .expect_with("logged out", |event| {
+            matches!(event, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    resumed.expect_closed().await;
+    let mut refused = Client::connect(addr, mode).await;
+    refused.send(&format!("/resume {name} {token}")).await;
+    refused.expect_error("invalid_credentials").await;
+}
+
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
 /// session of the target and tells the channel.
 pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: Target, mode: Mode, grant: F)

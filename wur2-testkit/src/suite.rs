@@ -56,6 +56,16 @@ pub fn a_user_changes_their_password_then_deletes_their_account(driver: &impl Dr
     );
 }
 
+/// `/token`, `/resume` and `/logout-everywhere`.
+pub fn a_resume_token_logs_in_until_revoked(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::a_resume_token_logs_in_until_revoked,
+    );
+}
+
 /// A private message to an offline user arrives at their next login.
 pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
     on_every_database(

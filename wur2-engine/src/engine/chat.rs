@@ -83,6 +83,8 @@ impl Engine {
             Command::DeleteAccount { password } => {
                 self.delete_account(connection, &sender, password);
             }
+            Command::Token => self.issue_token(connection, &sender),
+            Command::LogoutEverywhere => self.logout_everywhere(connection, &sender),
             Command::Ping(token) => self.send(connection, Line::Pong(&sanitize_text(&token))),
             Command::Close => {
                 self.send(connection, Line::Goodbye);
@@ -90,7 +92,7 @@ impl Engine {
             }
             Command::Help => self.send(connection, Line::Help(Some(sender.role))),
             Command::Mode(mode) => self.set_mode(connection, mode),
-            Command::Register { .. } | Command::Login { .. } => {
+            Command::Register { .. } | Command::Login { .. } | Command::Resume { .. } => {
                 self.error(
                     connection,
                     ErrorCode::AlreadyLoggedIn,

@@ -131,6 +131,12 @@ enum Pending {
     DeleteAccount {
         connection: ConnectionId,
     },
+    IssueToken {
+        connection: ConnectionId,
+    },
+    LogoutEverywhere {
+        connection: ConnectionId,
+    },
 }
 
 impl Pending {
@@ -142,7 +148,9 @@ impl Pending {
             | Pending::OfflineDirect { connection, .. }
             | Pending::SetRole { connection, .. }
             | Pending::ChangePassword { connection }
-            | Pending::DeleteAccount { connection } => *connection,
+            | Pending::DeleteAccount { connection }
+            | Pending::IssueToken { connection }
+            | Pending::LogoutEverywhere { connection } => *connection,
         }
     }
 }
@@ -407,6 +415,8 @@ impl Engine {
             Pending::SetRole { user, .. } => self.on_role_set(connection, &user, reply),
             Pending::ChangePassword { .. } => self.on_password_changed(connection, reply, now),
             Pending::DeleteAccount { .. } => self.on_account_deleted(connection, reply, now),
+            Pending::IssueToken { .. } => self.on_token_issued(connection, reply),
+            Pending::LogoutEverywhere { .. } => self.on_tokens_revoked(connection, reply),
         }
         self.process_input(connection, now);
         self.finish_input();
