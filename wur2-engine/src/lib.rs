@@ -39,7 +39,7 @@
 //!         Output::Store { id, request } => {
 //!             let reply = match *request {
 //!                 StoreRequest::Register { username, .. } => {
-//!                     StoreReply::Account { username, role: Role::User }
+//!                     StoreReply::Account { username, role: Role::User, mute: None }
 //!                 }
 //!                 StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
 //!                 StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
@@ -251,6 +251,7 @@ pub mod memory_store;
 mod names;
 mod output;
 mod registration_limit;
+mod sanction;
 mod sanitize;
 mod stats;
 mod store;
@@ -269,6 +270,10 @@ pub use framer::{Frame, LineFramer};
 pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId, TransferId};
 pub use names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 pub use output::{CloseReason, Output};
+pub use sanction::{
+    DurationError, Expiry, MAX_SANCTION_DURATION, Sanction, SanctionKind, format_duration,
+    parse_duration,
+};
 pub use sanitize::sanitize_text;
 pub use stats::Stats;
 pub use store::{

@@ -125,6 +125,8 @@ pub enum CloseReason {
     UploadTooLarge,
     /// The account was deleted (`wur2 purge-user`) while the user was logged in.
     AccountDeleted,
+    /// The account is banned: at login, or a ban set while the user was logged in.
+    Banned,
 }
 
 impl CloseReason {
@@ -142,6 +144,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutdown",
             CloseReason::UploadTooLarge => "upload too large",
             CloseReason::AccountDeleted => "account deleted",
+            CloseReason::Banned => "banned",
         }
     }
 }

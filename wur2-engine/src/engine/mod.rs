@@ -16,6 +16,7 @@ mod delivery;
 mod login;
 mod outbox;
 mod peers;
+mod sanctions;
 mod sessions;
 mod timers;
 mod transfers;
@@ -122,6 +123,18 @@ enum Pending {
     SetRole {
         connection: ConnectionId,
     },
+    Sanction {
+        connection: ConnectionId,
+    },
+    Lift {
+        connection: ConnectionId,
+        kind: crate::sanction::SanctionKind,
+        /// As typed, for the answer when there is nothing to lift.
+        user: String,
+    },
+    Sanctions {
+        connection: ConnectionId,
+    },
 }
 
 impl Pending {
@@ -131,7 +144,10 @@ impl Pending {
             | Pending::History { connection, .. }
             | Pending::OfflineMessages { connection }
             | Pending::OfflineDirect { connection, .. }
-            | Pending::SetRole { connection } => *connection,
+            | Pending::SetRole { connection }
+            | Pending::Sanction { connection }
+            | Pending::Lift { connection, .. }
+            | Pending::Sanctions { connection } => *connection,
         }
     }
 }
@@ -396,6 +412,9 @@ impl Engine {
                 self.on_offline_direct_stored(connection, &recipient, reply);
             }
             Pending::SetRole { .. } => self.on_role_set(connection, reply),
+            Pending::Sanction { .. } => self.on_sanctioned(connection, reply),
+            Pending::Lift { kind, user, .. } => self.on_lifted(connection, kind, &user, reply),
+            Pending::Sanctions { .. } => self.on_sanctions(connection, reply),
         }
         self.process_input(connection, now);
         self.finish_input();
@@ -469,8 +488,11 @@ impl Engine {
     /// Account `username` (matched without regard to case) was changed outside this engine
     /// at `now`: by the operator's command line, or another node sharing the accounts.
     /// A new role applies to every live session of the account at once, and each is told
-    /// (as after `/role`); a role it already has changes nothing. A purged account's
-    /// sessions are told and closed. An account that is not online is ignored.
+    /// (as after `/role`); a role it already has changes nothing. A purged or banned
+    /// account's sessions are told and closed. A mute applies to the account's messages
+    /// from `now` until its [`Expiry::remaining`](crate::Expiry::remaining) has passed
+    /// (a mute the sessions already know is not told again); a lifted mute stops
+    /// applying. An account that is not online is ignored.
     pub fn handle_account_changed(&mut self, username: &str, change: AccountChange, now: Instant) {
         self.outbox.begin_input(now);
         self.apply_account_change(username, change);
