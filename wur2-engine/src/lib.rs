@@ -90,7 +90,7 @@
 //! | [`Engine::handle_store_reply`] | a [`StoreRequest`] finished; pass its [`RequestId`] and [`StoreReply`] |
 //! | [`Engine::handle_file_opened`], [`Engine::handle_file_data`], [`Engine::handle_file_failed`] | a server-side file was opened or read, or could not be |
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
-//! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set or an account purged from the operator's shell): its live sessions follow |
+//! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set, an account purged, a ban or mute set or lifted, from the operator's shell or another node): its live sessions follow |
 //! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
 //! | [`Engine::handle_bus_connected`], [`Engine::handle_bus_disconnected`], [`Engine::handle_published`] | cluster mode ([`Config::cluster`]) only: the link to the other nodes is up or lost, and a payload came from one of them |
 //!

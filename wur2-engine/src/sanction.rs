@@ -128,7 +128,7 @@ pub fn format_duration(duration: Duration) -> String {
     let (letter, length) = UNITS
         .iter()
         .copied()
-        .find(|(_, length)| seconds % length == 0 && seconds > 0)
+        .find(|(_, length)| seconds > 0 && seconds.is_multiple_of(*length))
         .unwrap_or(('s', 1));
     format!("{}{letter}", seconds / length)
 }

@@ -30,7 +30,7 @@ fn world() -> (World, [wur2_engine::ConnectionId; 3]) {
 
 /// Moves both clocks on: the engine's `now` and the store's wall clock.
 fn advance(w: &mut World, by: Duration, store_ms: &mut i64) {
-    *store_ms += i64::try_from(by.as_millis()).unwrap();
+    *store_ms += i64::try_from(by.as_millis()).expect("a test duration");
     w.store.set_clock(*store_ms, 0);
     w.advance(by);
 }
