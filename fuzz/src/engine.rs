@@ -542,6 +542,14 @@ pub enum Line {
     },
     Bans,
     History(Option<u8>),
+    /// `/history [@user] [n] [before <id>]` (ids made of one byte: mostly unknown ones).
+    HistoryPage {
+        with: Option<Name>,
+        count: Option<u8>,
+        before: Option<u8>,
+    },
+    ChangePassword { old: Secret, new: Secret },
+    DeleteAccount(Secret),
     Ping(Text),
     List,
     Channels,
@@ -798,6 +806,27 @@ impl Line {
             Line::Bans => "/bans".into(),
             Line::History(None) => "/history".into(),
             Line::History(Some(n)) => format!("/history {n}"),
+            Line::HistoryPage {
+                with,
+                count,
+                before,
+            } => {
+                let mut line = String::from("/history");
+                if let Some(with) = with {
+                    line.push_str(&format!(" @{}", with.as_str()));
+                }
+                if let Some(count) = count {
+                    line.push_str(&format!(" {count}"));
+                }
+                if let Some(before) = before {
+                    line.push_str(&format!(" before {before:032x}"));
+                }
+                line
+            }
+            Line::ChangePassword { old, new } => {
+                format!("/password {} {}", secret(old), secret(new))
+            }
+            Line::DeleteAccount(password) => format!("/delete-account {}", secret(password)),
             Line::Ping(text) => format!("/ping {}", text.render()),
             Line::List => "/list".into(),
             Line::Channels => "/channels".into(),
@@ -817,7 +846,13 @@ impl Line {
     /// Whether the line carries a password in a place the engine must keep secret
     /// (a one-line login or registration: never echoed, whatever the session's state).
     fn hides_its_password(&self) -> bool {
-        matches!(self, Line::Register { .. } | Line::Login { .. })
+        matches!(
+            self,
+            Line::Register { .. }
+                | Line::Login { .. }
+                | Line::ChangePassword { .. }
+                | Line::DeleteAccount(_)
+        )
     }
 }
 
@@ -1834,7 +1869,7 @@ impl Harness {
                     self.fail(format_args!("role set for {username:?}"));
                 }
             }
-            StoreRequest::FetchHistory { channel, limit } => {
+            StoreRequest::FetchHistory { channel, limit, .. } => {
                 if *limit == 0 || !is_valid_channel_name(channel) {
                     self.fail(format_args!("history of {channel:?}, {limit} messages"));
                 }
@@ -1857,6 +1892,29 @@ impl Harness {
             StoreRequest::FetchSanctions { limit } => {
                 if *limit == 0 {
                     self.fail(format_args!("bans listed, {limit} at most"));
+                }
+            }
+            StoreRequest::FetchConversation {
+                username,
+                with,
+                limit,
+                ..
+            } => {
+                if *limit == 0 || !is_valid_username(username) || !is_valid_username(with) {
+                    self.fail(format_args!("conversation of {username:?} with {with:?}"));
+                }
+            }
+            StoreRequest::ChangePassword { username, new, .. } => {
+                let len = new.expose().len();
+                if !is_valid_username(username)
+                    || !(config.min_password_bytes..=config.max_password_bytes).contains(&len)
+                {
+                    self.fail(format_args!("unvalidated password change of {username:?}"));
+                }
+            }
+            StoreRequest::DeleteAccount { username, .. } => {
+                if !is_valid_username(username) {
+                    self.fail(format_args!("deletion of {username:?}"));
                 }
             }
             StoreRequest::FetchPending { .. }

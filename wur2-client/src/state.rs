@@ -51,6 +51,12 @@ fn until_text(until: Option<i64>) -> String {
 /// Lines kept per view; older ones scroll away for good.
 const MAX_ENTRIES: usize = 2000;
 
+/// Messages asked for per older page, when scrolling past the top of a view.
+const OLDER_PAGE: usize = 50;
+
+/// The `/ping` token that follows a request for an older page: its answer ends the page.
+const OLDER_PAGE_END: &str = "wur2-chat-older-page";
+
 /// Typed lines remembered for Up/Down.
 const MAX_HISTORY: usize = 200;
 
@@ -174,6 +180,10 @@ pub struct View {
     /// Entries scrolled back from the bottom (0: the newest is visible).
     pub scroll: usize,
     entries: Vec<Entry>,
+    /// The stored id of the oldest message shown, which the page before it is asked by.
+    oldest: Option<String>,
+    /// The server said there is nothing older.
+    at_start: bool,
 }
 
 impl View {
@@ -183,6 +193,15 @@ impl View {
             unread: 0,
             scroll: 0,
             entries: Vec::new(),
+            oldest: None,
+            at_start: false,
+        }
+    }
+
+    /// Notes `id` as the oldest message shown, unless an older one is known.
+    fn seen(&mut self, id: Option<&str>) {
+        if self.oldest.is_none() {
+            self.oldest = id.map(str::to_owned);
         }
     }
 
@@ -440,6 +459,20 @@ pub struct ChatState {
     /// Channels or members changed; the caller should ask `/channels` again.
     refresh_wanted: bool,
     next_upload: u64,
+    /// The older page being read, if one was asked for.
+    older: Option<OlderPage>,
+}
+
+/// An older page of a view's history on its way (`/history … before <id>`): its lines are
+/// kept apart until the page's end, then go above what the view shows.
+#[derive(Debug)]
+struct OlderPage {
+    view: ViewId,
+    /// The channel the client was in when it asked.
+    channel: String,
+    entries: Vec<Entry>,
+    /// The id to ask the next page before, when this one was full.
+    more: Option<String>,
 }
 
 impl ChatState {
@@ -461,6 +494,7 @@ impl ChatState {
             quiet_lists: 0,
             refresh_wanted: false,
             next_upload: 1,
+            older: None,
         }
     }
 
@@ -536,7 +570,12 @@ impl ChatState {
             Key::PrevView => self.activate((self.active + self.views.len() - 1) % self.views.len()),
             Key::PageUp => {
                 let view = &mut self.views[self.active];
-                view.scroll = (view.scroll + 10).min(view.entries.len().saturating_sub(1));
+                let top = view.entries.len().saturating_sub(1);
+                let was_at_top = view.scroll >= top;
+                view.scroll = (view.scroll + 10).min(top);
+                if was_at_top {
+                    return self.ask_older_page();
+                }
             }
             Key::PageDown => {
                 let view = &mut self.views[self.active];
@@ -655,6 +694,69 @@ impl ChatState {
         self.views.len() - 1
     }
 
+    /// Asks for the page before the oldest message of the view on screen, unless one is
+    /// on its way, the view is at its start, or it is full.
+    fn ask_older_page(&mut self) -> Vec<Action> {
+        let view = &self.views[self.active];
+        let Some(oldest) = view.oldest.as_ref() else {
+            return Vec::new();
+        };
+        if self.older.is_some() || view.at_start || view.entries.len() >= MAX_ENTRIES {
+            return Vec::new();
+        }
+        let with = match &view.id {
+            ViewId::Channel => String::new(),
+            ViewId::Dm(user) => format!("@{user} "),
+        };
+        let ask = format!("/history {with}{OLDER_PAGE} before {oldest}");
+        self.older = Some(OlderPage {
+            view: view.id.clone(),
+            channel: self.channel.clone(),
+            entries: Vec::new(),
+            more: None,
+        });
+        vec![
+            Action::Send(ask),
+            Action::Send(format!("/ping {OLDER_PAGE_END}")),
+        ]
+    }
+
+    /// The older page on its way for `view`, if any.
+    fn older_page_for(&mut self, view: &ViewId) -> Option<&mut OlderPage> {
+        self.older.as_mut().filter(|page| page.view == *view)
+    }
+
+    /// The older page has all arrived: its lines go above the view's (as many as fit),
+    /// and the view knows what to ask next, or that it is at its start.
+    fn older_page_done(&mut self) {
+        let Some(page) = self.older.take() else {
+            return;
+        };
+        if page.view == ViewId::Channel && !page.channel.eq_ignore_ascii_case(&self.channel) {
+            return;
+        }
+        let Some(at) = self.views.iter().position(|view| view.id == page.view) else {
+            return;
+        };
+        let view = &mut self.views[at];
+        let room = MAX_ENTRIES.saturating_sub(view.entries.len());
+        let skip = page.entries.len().saturating_sub(room);
+        let above: Vec<Entry> = page.entries.into_iter().skip(skip).collect();
+        match page.more {
+            Some(before) if skip == 0 => view.oldest = Some(before),
+            _ => view.at_start = true,
+        }
+        view.entries.splice(0..0, above.iter().cloned());
+        if page.view == ViewId::Channel {
+            let log = self
+                .channel_logs
+                .entry(self.channel.to_lowercase())
+                .or_default();
+            log.splice(0..0, above);
+            log.truncate(MAX_ENTRIES);
+        }
+    }
+
     /// Adds an entry to a view; `counts` makes it unread when the view is not on screen.
     fn push(&mut self, id: ViewId, entry: Entry, counts: bool) {
         let at = match &id {
@@ -720,9 +822,10 @@ impl ChatState {
                 channel,
                 from,
                 text,
-                ..
+                id,
             } => {
                 if channel.eq_ignore_ascii_case(&self.channel) {
+                    self.views[0].seen(id.as_deref());
                     let entry = Entry {
                         time,
                         from: Some(from),
@@ -736,27 +839,37 @@ impl ChatState {
                 from,
                 text,
                 sent_at,
+                id,
                 ..
             } => {
-                let style = if from.eq_ignore_ascii_case(&self.user) {
-                    Style::Own
+                let entry = self.past_entry(from, text, sent_at);
+                if let Some(page) = self.older_page_for(&ViewId::Channel) {
+                    page.entries.push(entry);
                 } else {
-                    Style::Chat
+                    self.views[0].seen(id.as_deref());
+                    self.push(ViewId::Channel, entry, false);
+                }
+            }
+            ServerEvent::HistoryMore { with, before, .. } => {
+                let view = match with {
+                    None => ViewId::Channel,
+                    Some(user) => ViewId::Dm(user),
                 };
-                let entry = Entry {
-                    time: Some(sent_at),
-                    from: Some(from),
-                    text,
-                    style,
-                };
-                self.push(ViewId::Channel, entry, false);
+                if let Some(page) = self.older_page_for(&view) {
+                    page.more = Some(before);
+                } else if let Some(view) = self.views.iter_mut().find(|v| v.id == view) {
+                    view.oldest = Some(before);
+                }
             }
             ServerEvent::Dm {
                 from,
                 text,
                 sent_at,
+                id,
                 ..
             } => {
+                let at = self.dm_view(&from);
+                self.views[at].seen(id.as_deref());
                 let entry = Entry {
                     time: sent_at.or(time),
                     from: Some(from.clone()),
@@ -764,6 +877,37 @@ impl ChatState {
                     style: Style::Chat,
                 };
                 self.push(ViewId::Dm(from), entry, true);
+            }
+            ServerEvent::DmHistory {
+                with,
+                from,
+                text,
+                sent_at,
+                id,
+            } => {
+                let entry = self.past_entry(from, text, sent_at);
+                let view = ViewId::Dm(with.clone());
+                if let Some(page) = self.older_page_for(&view) {
+                    page.entries.push(entry);
+                } else {
+                    let at = self.dm_view(&with);
+                    self.views[at].seen(Some(&id));
+                    self.push(view, entry, false);
+                }
+            }
+            ServerEvent::PasswordChanged => {
+                let text = "Password changed; your other sessions were logged out".to_string();
+                self.notice(Style::Success, text, time);
+            }
+            ServerEvent::AccountDeleted { user } => {
+                let text = format!("Your account {user} was deleted");
+                self.notice(Style::Error, text.clone(), time);
+                self.connection = Connection::Offline(text);
+            }
+            ServerEvent::LoggedOut { reason } => {
+                let text = format!("You were logged out: {reason}");
+                self.notice(Style::Error, text.clone(), time);
+                self.connection = Connection::Offline(text);
             }
             ServerEvent::DmStored { to } => {
                 let text = format!("{to} is offline; they will get it at their next login");
@@ -888,6 +1032,7 @@ impl ChatState {
                     self.notice(Style::Notice, text, time);
                 }
             }
+            ServerEvent::Pong { token } if token == OLDER_PAGE_END => self.older_page_done(),
             ServerEvent::Pong { token } => {
                 self.notice(Style::Notice, format!("pong {token}"), time);
             }
@@ -925,6 +1070,21 @@ impl ChatState {
         Vec::new()
     }
 
+    /// A message of the past, in the style of its author (us, or someone else).
+    fn past_entry(&self, from: String, text: String, sent_at: i64) -> Entry {
+        let style = if from.eq_ignore_ascii_case(&self.user) {
+            Style::Own
+        } else {
+            Style::Chat
+        };
+        Entry {
+            time: Some(sent_at),
+            from: Some(from),
+            text,
+            style,
+        }
+    }
+
     fn enter_channel(&mut self, channel: &str, time: Option<i64>) {
         self.channel = channel.to_string();
         let log = self
@@ -935,6 +1095,10 @@ impl ChatState {
         let view = &mut self.views[0];
         view.entries = log;
         view.scroll = 0;
+        // Paging starts again from what the new channel's replay shows (a page of the
+        // old channel still on its way is dropped when it ends).
+        view.oldest = None;
+        view.at_start = false;
         self.channel_notice(Style::Notice, format!("You are in {channel}"), time);
     }
 
@@ -1589,5 +1753,112 @@ mod tests {
         state.handle_key(Key::PageDown, 0);
         state.handle_key(Key::PageDown, 0);
         assert_eq!(state.active_view().scroll, 0);
+    }
+
+    fn history_line(id: u32, text: &str) -> ServerLine {
+        event(&format!(
+            r#"{{"type":"history","channel":"Global","from":"bob","text":"{text}","sent_at":1,"id":"{id:032x}","ts":2}}"#
+        ))
+    }
+
+    fn pong(token: &str) -> ServerLine {
+        event(&format!(r#"{{"type":"pong","token":"{token}","ts":2}}"#))
+    }
+
+    /// Scrolls the view on screen to its top, then once more; returns what that asked.
+    fn scroll_past_the_top(state: &mut ChatState) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for _ in 0..=state.active_view().entries().len() / 10 + 1 {
+            actions = state.handle_key(Key::PageUp, 0);
+            if !actions.is_empty() {
+                break;
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn scrolling_past_the_top_loads_the_page_before_the_oldest_message_above_it() {
+        let mut state = ChatState::new("alice", "user");
+        for id in 100..103 {
+            state.handle_server(history_line(id, &format!("m{id}")), 0);
+        }
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked,
+            [
+                Action::Send(format!("/history {OLDER_PAGE} before {:032x}", 100)),
+                Action::Send(format!("/ping {OLDER_PAGE_END}"))
+            ]
+        );
+        // Nothing more is asked while the page is on its way.
+        assert!(state.handle_key(Key::PageUp, 0).is_empty());
+        for id in 50..52 {
+            state.handle_server(history_line(id, &format!("m{id}")), 0);
+        }
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"history_more","count":2,"before":"{:032x}","ts":2}}"#,
+                50
+            )),
+            0,
+        );
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        let shown = texts(state.active_view());
+        assert_eq!(shown[..5], ["m50", "m51", "m100", "m101", "m102"]);
+        assert!(
+            !shown.iter().any(|t| t.contains(OLDER_PAGE_END)),
+            "the end mark is not shown"
+        );
+        // The page was full: the next one is asked before its oldest.
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked.first(),
+            Some(&Action::Send(format!(
+                "/history {OLDER_PAGE} before {:032x}",
+                50
+            )))
+        );
+        // A page that is not full is the beginning: nothing more is asked.
+        state.handle_server(history_line(7, "m7"), 0);
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        assert_eq!(texts(state.active_view())[0], "m7");
+        assert!(scroll_past_the_top(&mut state).is_empty());
+    }
+
+    #[test]
+    fn a_private_conversation_pages_back_with_its_user() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"dm","from":"bob","text":"live","id":"{:032x}","ts":2}}"#,
+                9
+            )),
+            0,
+        );
+        let at = state
+            .views()
+            .iter()
+            .position(|v| v.id == ViewId::Dm("bob".into()))
+            .unwrap();
+        state.activate(at);
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked.first(),
+            Some(&Action::Send(format!(
+                "/history @bob {OLDER_PAGE} before {:032x}",
+                9
+            )))
+        );
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"dm_history","with":"bob","from":"alice","text":"earlier","sent_at":1,"id":"{:032x}","ts":2}}"#,
+                3
+            )),
+            0,
+        );
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        assert_eq!(texts(state.active_view()), ["earlier", "live"]);
+        assert_eq!(state.active_view().entries()[0].style, Style::Own);
     }
 }

@@ -142,6 +142,9 @@ pub(crate) enum Body {
         role: Role,
         by: String,
     },
+    /// Account `user`'s password was changed on the publisher: every other node logs its
+    /// sessions of `user` out.
+    LoggedOut { user: String },
     /// The sender's node offers `recipient` (a user with sessions on the receiving node)
     /// file `name` of `size` bytes from `from`: its transfer `transfer` there, which every
     /// other file payload of it names.
@@ -344,6 +347,7 @@ impl Envelope {
                     return Err(Refusal::Invalid("file name"));
                 }
             }
+            Body::LoggedOut { user } => check_user(user)?,
             Body::FileAbort { reason, .. }
             | Body::FileOutcome {
                 failure: Some(reason),
@@ -558,6 +562,7 @@ mod tests {
                     channels,
                 }),
             (name(), role(), name()).prop_map(|(user, role, by)| Body::Role { user, role, by }),
+            name().prop_map(|user| Body::LoggedOut { user }),
             (any::<u64>(), name(), name(), name(), any::<u64>()).prop_map(
                 |(transfer, recipient, from, name, size)| Body::FileOffer {
                     transfer,

@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::ids::MessageId;
 use crate::sanction::{DurationError, SanctionKind, format_duration, parse_duration};
 use crate::store::{Password, Role};
 use crate::wire::Mode;
@@ -88,8 +89,28 @@ pub enum Command {
         /// The new role.
         role: Role,
     },
-    /// `/history [n]`.
-    History(Option<usize>),
+    /// `/history [@user] [n] [before <id>]`: the current channel's history, or the
+    /// private conversation with a user; the latest `n`, or the `n` before message `id`.
+    History {
+        /// The other user of a private conversation (`@user`), or `None` for the channel.
+        with: Option<String>,
+        /// How many messages, if given.
+        count: Option<usize>,
+        /// Only messages older than this one (the page before it).
+        before: Option<MessageId>,
+    },
+    /// `/password <old> <new>`: change your password.
+    ChangePassword {
+        /// The current password (one word).
+        old: Password,
+        /// The new password (the rest of the line).
+        new: Password,
+    },
+    /// `/delete-account <password>`: delete your account and its messages.
+    DeleteAccount {
+        /// Your password (the rest of the line).
+        password: Password,
+    },
     /// `/ping [token]`: answered `PONG <token>` once everything before it is processed.
     Ping(String),
     /// `/mode <text|json>`: how the server writes its lines to this connection.
@@ -214,18 +235,23 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
                 _ => return Err(ParseError::Usage(USAGE)),
             }
         }
-        "history" => {
-            const USAGE: &str = "/history [count]";
+        "history" => parse_history(rest)?,
+        "password" => {
+            let (old, new) = split_word(rest);
+            if old.is_empty() || new.is_empty() {
+                return Err(ParseError::Usage("/password <old> <new>"));
+            }
+            Command::ChangePassword {
+                old: Password::new(old),
+                new: Password::new(new),
+            }
+        }
+        "delete-account" => {
             if rest.is_empty() {
-                Command::History(None)
-            } else {
-                let count = one_word(rest, USAGE)?;
-                match count.parse::<usize>() {
-                    Ok(n) if n > 0 && count.bytes().all(|b| b.is_ascii_digit()) => {
-                        Command::History(Some(n))
-                    }
-                    _ => return Err(ParseError::Usage(USAGE)),
-                }
+                return Err(ParseError::Usage("/delete-account <password>"));
+            }
+            Command::DeleteAccount {
+                password: Password::new(rest),
             }
         }
         "ping" => Command::Ping(rest.to_string()),
@@ -299,6 +325,45 @@ fn parse_sanction(
     })
 }
 
+/// Usage of `/history`.
+const HISTORY_USAGE: &str = "/history [@user] [count] [before <message id>]";
+
+/// `[@user] [count] [before <id>]`, each part optional, in this order.
+fn parse_history(rest: &str) -> Result<Command, ParseError> {
+    let usage = || ParseError::Usage(HISTORY_USAGE);
+    let (mut word, mut rest) = split_word(rest);
+    let mut with = None;
+    if let Some(user) = word.strip_prefix('@') {
+        if user.is_empty() {
+            return Err(usage());
+        }
+        with = Some(user.to_string());
+        (word, rest) = split_word(rest);
+    }
+    let mut count = None;
+    if is_decimal(word) {
+        match word.parse::<usize>() {
+            Ok(n) if n > 0 => count = Some(n),
+            _ => return Err(usage()),
+        }
+        (word, rest) = split_word(rest);
+    }
+    let mut before = None;
+    if word.eq_ignore_ascii_case("before") {
+        let id = one_word(rest, HISTORY_USAGE)?;
+        before = Some(id.parse().map_err(|_| usage())?);
+        (word, rest) = ("", "");
+    }
+    if !word.is_empty() || !rest.is_empty() {
+        return Err(usage());
+    }
+    Ok(Command::History {
+        with,
+        count,
+        before,
+    })
+}
+
 /// Usage of `/send`, both forms.
 pub(crate) const SEND_USAGE: &str =
     "/send <user> <name> <size> (then the bytes) or /send <user> <path>";
@@ -334,7 +399,8 @@ fn is_decimal(text: &str) -> bool {
 impl Command {
     /// The canonical line for this command; parsing it gives the command back.
     ///
-    /// For `Register` and `Login` the line contains the password: never log it.
+    /// For `Register`, `Login`, `ChangePassword` and `DeleteAccount` the line contains a
+    /// password: never log it.
     pub fn to_line(&self) -> String {
         let mut line = String::new();
         // Writing to a String cannot fail.
@@ -385,8 +451,29 @@ impl Command {
             Command::Sanctions => write!(line, "/bans"),
             Command::ShowRole => write!(line, "/role"),
             Command::SetRole { user, role } => write!(line, "/role {user} {role}"),
-            Command::History(None) => write!(line, "/history"),
-            Command::History(Some(n)) => write!(line, "/history {n}"),
+            Command::History {
+                with,
+                count,
+                before,
+            } => {
+                let _ = write!(line, "/history");
+                if let Some(with) = with {
+                    let _ = write!(line, " @{with}");
+                }
+                if let Some(count) = count {
+                    let _ = write!(line, " {count}");
+                }
+                match before {
+                    Some(id) => write!(line, " before {id}"),
+                    None => Ok(()),
+                }
+            }
+            Command::ChangePassword { old, new } => {
+                write!(line, "/password {} {}", old.expose(), new.expose())
+            }
+            Command::DeleteAccount { password } => {
+                write!(line, "/delete-account {}", password.expose())
+            }
             Command::Ping(token) if token.is_empty() => write!(line, "/ping"),
             Command::Ping(token) => write!(line, "/ping {token}"),
             Command::Mode(Mode::Text) => write!(line, "/mode text"),
@@ -463,6 +550,64 @@ mod tests {
             panic!("not a login");
         };
         assert_eq!((username.as_str(), password.expose()), ("al", "pass word"));
+    }
+
+    #[test]
+    fn history_takes_a_user_a_count_and_a_page_in_that_order() {
+        let id: MessageId = "00000000000000010000000000000002".parse().unwrap();
+        assert_eq!(
+            parse_command("/history @Bob 50 BEFORE 00000000000000010000000000000002"),
+            Ok(Command::History {
+                with: Some("Bob".into()),
+                count: Some(50),
+                before: Some(id)
+            })
+        );
+        assert_eq!(
+            parse_command("/history before 00000000000000010000000000000002"),
+            Ok(Command::History {
+                with: None,
+                count: None,
+                before: Some(id)
+            })
+        );
+        for bad in [
+            "/history @",
+            "/history 0",
+            "/history 5 @bob",
+            "/history before",
+            "/history before xyz",
+            "/history 5 6",
+            "/history before 00000000000000010000000000000002 more",
+        ] {
+            assert_eq!(
+                parse_command(bad),
+                Err(ParseError::Usage(HISTORY_USAGE)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_takes_one_word_then_the_rest_and_delete_account_the_rest() {
+        let Ok(Command::ChangePassword { old, new }) = parse_command("/password old pw new pw")
+        else {
+            panic!("not a password change");
+        };
+        assert_eq!((old.expose(), new.expose()), ("old", "pw new pw"));
+        assert!(matches!(
+            parse_command("/password onlyone"),
+            Err(ParseError::Usage(_))
+        ));
+        let Ok(Command::DeleteAccount { password }) = parse_command("/delete-account my pass")
+        else {
+            panic!("not a deletion");
+        };
+        assert_eq!(password.expose(), "my pass");
+        assert!(matches!(
+            parse_command("/delete-account"),
+            Err(ParseError::Usage(_))
+        ));
     }
 
     #[test]
@@ -543,7 +688,14 @@ mod tests {
             parse_command("/history +3"),
             Err(ParseError::Usage(_))
         ));
-        assert_eq!(parse_command("/history 3"), Ok(Command::History(Some(3))));
+        assert_eq!(
+            parse_command("/history 3"),
+            Ok(Command::History {
+                with: None,
+                count: Some(3),
+                before: None
+            })
+        );
         assert_eq!(parse_command("   "), Err(ParseError::Empty));
     }
 
@@ -599,7 +751,23 @@ mod tests {
             Just(Command::Sanctions),
             Just(Command::ShowRole),
             (word(), role).prop_map(|(user, role)| Command::SetRole { user, role }),
-            proptest::option::of(1usize..100_000).prop_map(Command::History),
+            (
+                proptest::option::of(word()),
+                proptest::option::of(1usize..100_000),
+                proptest::option::of(any::<(u64, u64)>())
+            )
+                .prop_map(|(with, count, before)| Command::History {
+                    with,
+                    count,
+                    before: before.map(|(origin, sequence)| MessageId { origin, sequence }),
+                }),
+            (word(), text()).prop_map(|(old, new)| Command::ChangePassword {
+                old: Password::new(old),
+                new: Password::new(new)
+            }),
+            text().prop_map(|p| Command::DeleteAccount {
+                password: Password::new(p)
+            }),
             proptest::option::of(text()).prop_map(|t| Command::Ping(t.unwrap_or_default())),
             Just(Command::Close),
             Just(Command::Mode(Mode::Json)),
@@ -644,7 +812,8 @@ mod tests {
         fn parser_is_total_on_command_like_lines(
             name in prop_oneof![Just("msg"), Just("join"), Just("kick"), Just("role"),
                 Just("history"), Just("login"), Just("register"), Just("ping"), Just("send"),
-                Just("ban"), Just("mute"), Just("unban"), Just("unmute"), Just("bans")],
+                Just("ban"), Just("mute"), Just("unban"), Just("unmute"), Just("bans"),
+                Just("password"), Just("delete-account")],
             args in "[ a-zA-Z0-9\\t]{0,20}",
         ) {
             let line = format!("/{name} {args}");

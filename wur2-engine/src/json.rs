@@ -200,6 +200,43 @@ pub enum ServerEvent<S = String> {
         /// Why.
         reason: S,
     },
+    /// A private message of the past (`/history @user`), between you and `with`.
+    DmHistory {
+        /// The other user of the conversation.
+        with: S,
+        /// The author (you or `with`).
+        from: S,
+        /// The words.
+        text: S,
+        /// When it was sent (ms since the epoch).
+        sent_at: i64,
+        /// The stored message id (32 hex digits), for `/history … before <id>`.
+        id: S,
+    },
+    /// A page of history was full: older messages may be had with
+    /// `/history [@with] <count> before <before>`.
+    HistoryMore {
+        /// The conversation's other user; absent for a channel's history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<S>,
+        /// The page's size.
+        count: usize,
+        /// The oldest message id of the page.
+        before: S,
+    },
+    /// Your `/password` took effect; your other sessions were logged out.
+    PasswordChanged,
+    /// Your `/delete-account` took effect; the connection closes.
+    AccountDeleted {
+        /// The account's name.
+        user: S,
+    },
+    /// This session was logged out (another session changed the account's password);
+    /// the connection closes.
+    LoggedOut {
+        /// Why.
+        reason: S,
+    },
     /// You were kicked; the connection closes.
     Kicked {
         /// Who kicked you.

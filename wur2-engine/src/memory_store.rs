@@ -270,10 +270,22 @@ impl MemoryStore {
                 }
                 StoreReply::Done
             }
-            StoreRequest::FetchHistory { channel, limit } => {
-                let all = self.history(channel);
-                let recent = &all[all.len().saturating_sub(*limit)..];
-                StoreReply::History(recent.iter().map(|&m| m.clone()).collect())
+            StoreRequest::FetchHistory {
+                channel,
+                limit,
+                before,
+            } => {
+                let all: Vec<StoredMessage> = self.history(channel).into_iter().cloned().collect();
+                StoreReply::History(page(all, *limit, *before))
+            }
+            StoreRequest::FetchConversation {
+                username,
+                with,
+                limit,
+                before,
+            } => {
+                let all = self.conversation(username, with);
+                StoreReply::History(page(all, *limit, *before))
             }
             StoreRequest::FetchPending { username } => {
                 let key = username_key(username);
@@ -374,6 +386,44 @@ impl MemoryStore {
                     .collect();
                 StoreReply::Sanctions(in_force)
             }
+            StoreRequest::ChangePassword { username, old, new } => {
+                match self.accounts.get_mut(&username_key(username)) {
+                    Some(account) if account.password.expose() == old.expose() => {
+                        account.password = new.clone();
+                        StoreReply::Done
+                    }
+                    _ => StoreReply::Failed(StoreError::InvalidCredentials),
+                }
+            }
+            StoreRequest::DeleteAccount { username, password } => {
+                let key = username_key(username);
+                let admins = self
+                    .accounts
+                    .values()
+                    .filter(|account| account.role == Role::Admin)
+                    .count();
+                match self.accounts.get(&key) {
+                    Some(account) if account.password.expose() != password.expose() => {
+                        StoreReply::Failed(StoreError::InvalidCredentials)
+                    }
+                    None => StoreReply::Failed(StoreError::InvalidCredentials),
+                    Some(account) if account.role == Role::Admin && admins == 1 => {
+                        StoreReply::Failed(StoreError::LastAdmin)
+                    }
+                    Some(_) => {
+                        self.accounts.remove(&key);
+                        self.sanctions
+                            .retain(|(sanctioned, _), _| *sanctioned != key);
+                        self.channel_messages
+                            .retain(|(_, message)| username_key(&message.sender) != key);
+                        self.private_messages.retain(|private| {
+                            private.recipient_key != key
+                                && username_key(&private.message.sender) != key
+                        });
+                        StoreReply::Done
+                    }
+                }
+            }
         }
     }
 
@@ -409,6 +459,25 @@ impl MemoryStore {
         })
     }
 
+    /// Every private message between `a` and `b`, both ways, oldest first.
+    fn conversation(&self, a: &str, b: &str) -> Vec<StoredMessage> {
+        let (a, b) = (username_key(a), username_key(b));
+        self.private_messages
+            .iter()
+            .filter(|private| {
+                let sender = username_key(&private.message.sender);
+                (private.recipient_key == a && sender == b)
+                    || (private.recipient_key == b && sender == a)
+            })
+            .map(|private| StoredMessage {
+                id: private.message.id,
+                sender: private.message.sender.clone(),
+                text: private.message.text.clone(),
+                sent_at_unix_ms: private.message.sent_at_unix_ms,
+            })
+            .collect()
+    }
+
     /// The stamp for a message or sanction stored now; the clock moves on by one tick.
     fn stamp(&mut self) -> i64 {
         let now = self.clock_unix_ms;
@@ -422,6 +491,24 @@ impl MemoryStore {
 fn expires_at(set_at_unix_ms: i64, duration: Duration) -> i64 {
     let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
     set_at_unix_ms.saturating_add(ms)
+}
+
+/// The last `limit` of `messages` (oldest first) stored before message `before` (none
+/// when `before` is not among them).
+fn page(
+    messages: Vec<StoredMessage>,
+    limit: usize,
+    before: Option<MessageId>,
+) -> Vec<StoredMessage> {
+    let end = match before {
+        None => messages.len(),
+        Some(id) => match messages.iter().position(|message| message.id == id) {
+            Some(end) => end,
+            None => return Vec::new(),
+        },
+    };
+    let start = end.saturating_sub(limit);
+    messages.into_iter().take(end).skip(start).collect()
 }
 
 #[cfg(test)]
@@ -507,6 +594,7 @@ mod tests {
         let fetch = StoreRequest::FetchHistory {
             channel: "rust".into(),
             limit: 1,
+            before: None,
         };
         let StoreReply::History(last) = store.answer(&fetch) else {
             panic!("history expected");

@@ -123,10 +123,13 @@ pub enum CloseReason {
     /// The client announced an upload larger than `max_file_bytes`: its bytes could not
     /// be read and dropped in any reasonable time, so the connection ends instead.
     UploadTooLarge,
-    /// The account was deleted (`wur2 purge-user`) while the user was logged in.
+    /// The account was deleted (`wur2 purge-user`, or `/delete-account` by its user)
+    /// while the user was logged in.
     AccountDeleted,
     /// The account is banned: at login, or a ban set while the user was logged in.
     Banned,
+    /// Another session of the account changed its password.
+    LoggedOut,
 }
 
 impl CloseReason {
@@ -145,6 +148,7 @@ impl CloseReason {
             CloseReason::UploadTooLarge => "upload too large",
             CloseReason::AccountDeleted => "account deleted",
             CloseReason::Banned => "banned",
+            CloseReason::LoggedOut => "logged out",
         }
     }
 }

@@ -202,12 +202,29 @@ pub enum StoreRequest {
     /// Store a private message. Answer: [`StoreReply::Done`] once committed (the engine
     /// delivers it only then), or `Failed(UnknownUser)` when the recipient has no account.
     AppendPrivateMessage(PrivateMessage),
-    /// The last `limit` messages of a channel. Answer: [`StoreReply::History`], oldest first.
+    /// The last `limit` messages of a channel (before message `before`, when given).
+    /// Answer: [`StoreReply::History`], oldest first; empty when `before` names no message
+    /// of the channel.
     FetchHistory {
         /// The channel's display name; matched without regard to case.
         channel: String,
         /// How many messages at most.
         limit: usize,
+        /// Only messages stored before this one.
+        before: Option<MessageId>,
+    },
+    /// The last `limit` private messages between two users, both ways, delivered or not
+    /// (before message `before`, when given). Answer: [`StoreReply::History`], oldest
+    /// first; empty when `before` names no message of the conversation.
+    FetchConversation {
+        /// One user (the one asking), matched without regard to case.
+        username: String,
+        /// The other user, matched without regard to case.
+        with: String,
+        /// How many messages at most.
+        limit: usize,
+        /// Only messages stored before this one.
+        before: Option<MessageId>,
     },
     /// The undelivered private messages of a user. Answer: [`StoreReply::Pending`], oldest
     /// first. They stay pending until a `MarkDelivered`.
@@ -272,6 +289,28 @@ pub enum StoreRequest {
     FetchSanctions {
         /// How many at most.
         limit: usize,
+    },
+    /// Replace a user's password, if `old` is the current one; hash `new`. Answer:
+    /// [`StoreReply::Done`], or `Failed(InvalidCredentials)` when `old` is wrong (or the
+    /// account is gone).
+    ChangePassword {
+        /// Matched without regard to case.
+        username: String,
+        /// The current password, as typed.
+        old: Password,
+        /// The new one, already checked for length by the engine.
+        new: Password,
+    },
+    /// Delete an account and every message it sent or received, if `password` is its
+    /// password, as the operator's purge does (recorded as an account change, so every
+    /// server on the database closes its sessions); the name may then be registered again.
+    /// Answer: [`StoreReply::Done`], `Failed(InvalidCredentials)` for a wrong password, or
+    /// `Failed(LastAdmin)` for the only admin.
+    DeleteAccount {
+        /// Matched without regard to case.
+        username: String,
+        /// As typed.
+        password: Password,
     },
 }
 

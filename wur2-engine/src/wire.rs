@@ -207,6 +207,31 @@ pub(crate) enum Line<'a> {
         sent_at: i64,
         id: MessageId,
     },
+    /// A private message of the past, between the reader and `with`.
+    DmHistory {
+        with: &'a str,
+        from: &'a str,
+        text: &'a str,
+        sent_at: i64,
+        id: MessageId,
+    },
+    /// A page of history was full: older messages may be had with `/history … before`.
+    HistoryMore {
+        /// The conversation's other user, or `None` for the channel's history.
+        with: Option<&'a str>,
+        count: usize,
+        before: MessageId,
+    },
+    /// Your `/password` took effect.
+    PasswordChanged,
+    /// Your `/delete-account` took effect; the connection closes.
+    AccountDeleted {
+        user: &'a str,
+    },
+    /// Another session of your account changed its password: this one closes.
+    LoggedOut {
+        reason: &'a str,
+    },
     StoredForLater {
         to: &'a str,
     },
@@ -374,6 +399,41 @@ impl Line<'_> {
             Line::Left { user, channel } => write!(out, "* {user} left {channel}"),
             Line::Switched { from, to } => write!(out, "Switched from {from} to {to}"),
             Line::Kicked { by, reason } => write!(out, "You were kicked by {by}: {reason}"),
+            Line::DmHistory {
+                with,
+                from,
+                text,
+                sent_at,
+                ..
+            } => {
+                write!(
+                    out,
+                    "[history {}] [@{with}] {from}: {text}",
+                    Timestamp(*sent_at)
+                )
+            }
+            Line::HistoryMore {
+                with,
+                count,
+                before,
+            } => {
+                let with = with.map(|user| format!("@{user} ")).unwrap_or_default();
+                write!(
+                    out,
+                    "Older messages: /history {with}{count} before {before}"
+                )
+            }
+            Line::PasswordChanged => write!(
+                out,
+                "Your password was changed; your other sessions were logged out."
+            ),
+            Line::AccountDeleted { user } => {
+                write!(
+                    out,
+                    "Your account {user} was deleted, with its messages. Goodbye."
+                )
+            }
+            Line::LoggedOut { reason } => write!(out, "You were logged out: {reason}"),
             Line::KickNotice { user, by, reason } => {
                 write!(out, "* {user} was kicked by {by}: {reason}")
             }
@@ -558,6 +618,37 @@ impl Line<'_> {
             Line::Left { user, channel } => ServerEvent::Part { user, channel },
             Line::Switched { from, to } => ServerEvent::Switched { from, to },
             Line::Kicked { by, reason } => ServerEvent::Kicked { by, reason },
+            Line::DmHistory {
+                with,
+                from,
+                text,
+                sent_at,
+                id: message,
+            } => {
+                id = message.to_string();
+                ServerEvent::DmHistory {
+                    with,
+                    from,
+                    text,
+                    sent_at,
+                    id: id.as_str(),
+                }
+            }
+            Line::HistoryMore {
+                with,
+                count,
+                before,
+            } => {
+                id = before.to_string();
+                ServerEvent::HistoryMore {
+                    with,
+                    count,
+                    before: id.as_str(),
+                }
+            }
+            Line::PasswordChanged => ServerEvent::PasswordChanged,
+            Line::AccountDeleted { user } => ServerEvent::AccountDeleted { user },
+            Line::LoggedOut { reason } => ServerEvent::LoggedOut { reason },
             Line::KickNotice { user, by, reason } => ServerEvent::Kick { user, by, reason },
             Line::KickDone { user } => ServerEvent::KickDone { user },
             Line::Banned(ban) => ServerEvent::Banned {
@@ -750,6 +841,14 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         ("/profile", "your name, channel and role"),
         ("/history [n]", "the channel's last n messages"),
         (
+            "/history @<user> [n]",
+            "your last n private messages with a user",
+        ),
+        (
+            "/history [@<user>] <n> before <id>",
+            "the n messages before message <id>",
+        ),
+        (
             "/send <user> <name> <size>",
             "send a file: the <size> bytes follow the line",
         ),
@@ -759,6 +858,14 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         ),
         ("/cancel <id>", "stop a file transfer"),
         ("/role", "your role"),
+        (
+            "/password <old> <new>",
+            "change your password (logs your other sessions out)",
+        ),
+        (
+            "/delete-account <password>",
+            "delete your account and its messages",
+        ),
     ];
     if role >= Role::Mod {
         commands.extend([

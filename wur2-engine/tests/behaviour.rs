@@ -660,8 +660,12 @@ fn join_announces_switches_and_replays_history_oldest_first() {
     assert_eq!(w.lines(b), vec!["Channels: Rust (2)"]);
     w.send(b, "/history 3\n");
     let lines = w.lines(b);
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     assert!(lines[2].ends_with("vic: message 24"));
+    assert!(
+        lines[3].starts_with("Older messages: /history 3 before "),
+        "a full page says how to ask for the one before: {lines:?}"
+    );
 }
 
 #[test]
@@ -761,7 +765,11 @@ fn an_admin_sets_a_role_that_applies_to_live_sessions_at_once() {
     w.send(u, "/role root user\n");
     assert!(w.saw(u, "only admins can set roles"));
     w.send(admin, "/role ghost mod\n");
-    assert!(w.saw(admin, "no such user"));
+    assert_eq!(
+        w.lines(admin),
+        ["Error: no such user: ghost"],
+        "the one no-such-user text"
+    );
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn mods_sanction_users_only_and_admins_users_and_mods() {
         vec!["Error: you cannot ban or mute yourself"]
     );
     w.send(boss, "/mute ghost\n");
-    assert_eq!(w.lines(boss), vec!["Error: no such user"]);
+    assert_eq!(w.lines(boss), vec!["Error: no such user: ghost"]);
     w.send(boss, "/mute no/such\n");
     assert_eq!(w.lines(boss), vec!["Error: no such user: no/such"]);
     w.send(boss, "/ban bob 0m\n");

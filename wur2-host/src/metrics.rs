@@ -44,7 +44,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Request kinds timed separately (argon2 makes logins slow on purpose).
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 15] = [
     "register",
     "login",
     "append_channel_message",
@@ -54,6 +54,9 @@ const KINDS: [&str; 12] = [
     "mark_delivered",
     "set_role",
     "mark_pending",
+    "fetch_conversation",
+    "change_password",
+    "delete_account",
     "sanction",
     "lift_sanction",
     "fetch_sanctions",
@@ -90,9 +93,12 @@ fn kind_index(request: &StoreRequest) -> usize {
         StoreRequest::MarkDelivered { .. } => 6,
         StoreRequest::SetRole { .. } => 7,
         StoreRequest::MarkPending { .. } => 8,
-        StoreRequest::Sanction { .. } => 9,
-        StoreRequest::LiftSanction { .. } => 10,
-        StoreRequest::FetchSanctions { .. } => 11,
+        StoreRequest::FetchConversation { .. } => 9,
+        StoreRequest::ChangePassword { .. } => 10,
+        StoreRequest::DeleteAccount { .. } => 11,
+        StoreRequest::Sanction { .. } => 12,
+        StoreRequest::LiftSanction { .. } => 13,
+        StoreRequest::FetchSanctions { .. } => 14,
     }
 }
 

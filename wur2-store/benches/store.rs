@@ -125,6 +125,7 @@ async fn appends(label: &str, url: &str) {
     let flushed = store.execute(StoreRequest::FetchHistory {
         channel: "Global".into(),
         limit: 1,
+        before: None,
     });
     assert!(matches!(flushed.await, StoreReply::History(_)));
     let group = rate(GROUP_APPENDS, started.elapsed());

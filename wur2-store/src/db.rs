@@ -72,6 +72,16 @@ struct ChangeRow {
     role: Option<String>,
 }
 
+/// What [`Db::purge_user`] did.
+pub(crate) enum Purge {
+    /// The account (its name as registered) and this many messages are gone.
+    Purged { username: String, messages: u64 },
+    /// No account has this name.
+    UnknownUser,
+    /// The account is the last admin, and was spared: nothing changed.
+    LastAdmin,
+}
+
 /// What [`Db::set_role`] did.
 pub(crate) enum RoleChange {
     /// The account, with its new role.
@@ -664,21 +674,44 @@ impl Db {
     }
 
     /// Deletes the account with `key` and every message it sent or was sent, and records
-    /// the purge for running servers, in one transaction: the messages deleted, or `None`
-    /// (nothing deleted) for an unknown user.
+    /// the purge for running servers, in one transaction. With `spare_last_admin`, the
+    /// only admin is not deleted (admins' rows locked first on PostgreSQL, as for
+    /// [`Db::set_role`]).
     pub(crate) async fn purge_user(
         &self,
         key: &str,
         now_ms: i64,
-    ) -> Result<Option<(String, u64)>, sqlx::Error> {
+        spare_last_admin: bool,
+    ) -> Result<Purge, sqlx::Error> {
         // `sender` holds the name as registered; names match without regard to ASCII case.
         let messages = "DELETE FROM messages WHERE recipient_key = $1 OR LOWER(sender) = $1";
-        let user = "DELETE FROM users WHERE username_key = $1 RETURNING username";
+        let user = "DELETE FROM users WHERE username_key = $1 \
+                    AND ($2 = FALSE OR role <> 'admin' \
+                         OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1) \
+                    RETURNING username";
+        let exists = "SELECT 1 FROM users WHERE username_key = $1";
         let lock = self.change_lock();
+        let lock_admins = match self {
+            Db::Postgres(_) if spare_last_admin => {
+                Some("SELECT 1 FROM users WHERE role = 'admin' FOR UPDATE")
+            }
+            _ => None,
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let Some(row) = sqlx::query(user).bind(key).fetch_optional(&mut *tx).await? else {
-                return Ok(None);
+            if let Some(lock_admins) = lock_admins {
+                sqlx::query(lock_admins).execute(&mut *tx).await?;
+            }
+            let deleted = sqlx::query(user)
+                .bind(key)
+                .bind(spare_last_admin)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = deleted else {
+                return match sqlx::query(exists).bind(key).fetch_optional(&mut *tx).await? {
+                    Some(_) => Ok(Purge::LastAdmin),
+                    None => Ok(Purge::UnknownUser),
+                };
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
@@ -689,7 +722,7 @@ impl Db {
                 .await?;
             record_change!(tx, lock, key, CHANGE_PURGE, now_ms);
             tx.commit().await?;
-            Ok(Some((username, deleted)))
+            Ok(Purge::Purged { username, messages: deleted })
         })
     }
 
@@ -701,19 +734,72 @@ impl Db {
         Ok(())
     }
 
-    /// The last `limit` messages of a channel, oldest first.
+    /// The last `limit` messages of a channel, oldest first; with `before`, those stored
+    /// before that message of the channel (none when it is not one).
     pub(crate) async fn history(
         &self,
         channel_key: &str,
         limit: usize,
+        before: Option<MessageId>,
     ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let sql = "SELECT message_id, sender, body, created_at_ms FROM ( \
-                     SELECT seq, message_id, sender, body, created_at_ms FROM messages \
-                     WHERE channel_key = $1 ORDER BY seq DESC LIMIT $2 \
-                   ) AS recent ORDER BY seq ASC";
+        let page = "channel_key = $1 AND seq < (SELECT seq FROM messages \
+                    WHERE message_id = $3 AND channel_key = $1)";
+        let filter = if before.is_some() {
+            page
+        } else {
+            "channel_key = $1"
+        };
+        self.last_messages(filter, (channel_key, ""), limit, before)
+            .await
+    }
+
+    /// The last `limit` private messages between the users with keys `a` and `b`, both
+    /// ways, oldest first; with `before`, those stored before that message of theirs
+    /// (none when it is not one).
+    pub(crate) async fn conversation(
+        &self,
+        a: &str,
+        b: &str,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        // `sender` holds the name as registered; names match without regard to ASCII case
+        // (and are ASCII), so LOWER gives their key (indexed, see the migration).
+        let between = "((recipient_key = $1 AND LOWER(sender) = $2) \
+                        OR (recipient_key = $2 AND LOWER(sender) = $1))";
+        let page = format!(
+            "{between} AND seq < (SELECT seq FROM messages \
+             WHERE message_id = $3 AND {between})"
+        );
+        let filter = if before.is_some() {
+            page.as_str()
+        } else {
+            between
+        };
+        self.last_messages(filter, (a, b), limit, before).await
+    }
+
+    /// The last `limit` messages matching `filter` (over `$1`, `$2` = `keys` and `$3` =
+    /// `before`), oldest first.
+    async fn last_messages(
+        &self,
+        filter: &str,
+        keys: (&str, &str),
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let sql = format!(
+            "SELECT message_id, sender, body, created_at_ms FROM ( \
+               SELECT seq, message_id, sender, body, created_at_ms FROM messages \
+               WHERE {filter} ORDER BY seq DESC LIMIT $4 \
+             ) AS recent ORDER BY seq ASC"
+        );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.map(|id| id.to_string()).unwrap_or_default();
         on_pool!(self, pool => {
-            let rows = sqlx::query(sql).bind(channel_key).bind(limit).fetch_all(pool).await?;
+            // Every placeholder is bound, used by `filter` or not.
+            let query = sqlx::query(&sql).bind(keys.0).bind(keys.1).bind(before).bind(limit);
+            let rows = query.fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
                     Ok(StoredMessage {

@@ -11,7 +11,7 @@ use wur2_engine::{
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, Db, NewSanction, RoleChange, SanctionChange};
+use crate::db::{AppendRow, Db, NewSanction, Purge, RoleChange, SanctionChange};
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
@@ -207,10 +207,26 @@ impl Store {
         let step = match request {
             StoreRequest::AppendChannelMessage(message) => self.queue_channel(message),
             StoreRequest::AppendPrivateMessage(message) => self.queue_private(message),
-            StoreRequest::FetchHistory { channel, limit } => Step::History {
-                flushed: Box::pin(shared.queue.flush()),
+            StoreRequest::FetchHistory {
                 channel,
                 limit,
+                before,
+            } => Step::History {
+                flushed: Box::pin(shared.queue.flush()),
+                of: Past::Channel(channel_key(&channel)),
+                limit,
+                before,
+            },
+            StoreRequest::FetchConversation {
+                username,
+                with,
+                limit,
+                before,
+            } => Step::History {
+                flushed: Box::pin(shared.queue.flush()),
+                of: Past::Conversation(username_key(&username), username_key(&with)),
+                limit,
+                before,
             },
             StoreRequest::FetchPending { username } => Step::Pending {
                 flushed: Box::pin(shared.queue.flush()),
@@ -241,14 +257,22 @@ impl Store {
                     .unwrap_or_else(|_| unavailable("the append writer has stopped")),
                 Step::History {
                     flushed,
-                    channel,
+                    of,
                     limit,
+                    before,
                 } => {
                     answer(async {
                         shared.flushed(flushed).await?;
-                        let messages = shared
-                            .in_time(shared.db.history(&channel_key(&channel), limit))
-                            .await?;
+                        let messages = match &of {
+                            Past::Channel(channel) => {
+                                let read = shared.db.history(channel, limit, before);
+                                shared.in_time(read).await?
+                            }
+                            Past::Conversation(a, b) => {
+                                let read = shared.db.conversation(a, b, limit, before);
+                                shared.in_time(read).await?
+                            }
+                        };
                         Ok(StoreReply::History(messages))
                     })
                     .await
@@ -405,9 +429,15 @@ impl Store {
         let shared = self.shared();
         shared.flushed(Box::pin(shared.queue.flush())).await?;
         let purged = shared
-            .in_time(shared.db.purge_user(&username_key(username), now_ms()))
+            .in_time(
+                shared
+                    .db
+                    .purge_user(&username_key(username), now_ms(), false),
+            )
             .await?;
-        let (username, messages) = purged.ok_or(StoreError::UnknownUser)?;
+        let Purge::Purged { username, messages } = purged else {
+            return Err(StoreError::UnknownUser);
+        };
         tracing::info!(%username, messages, "account purged");
         Ok(Purged { username, messages })
     }
@@ -503,8 +533,9 @@ enum Step {
     AfterWrite(oneshot::Receiver<StoreReply>),
     History {
         flushed: Flushed,
-        channel: String,
+        of: Past,
         limit: usize,
+        before: Option<MessageId>,
     },
     Pending {
         flushed: Flushed,
@@ -518,6 +549,14 @@ enum Step {
         turn: DeliveryTurn,
     },
     Later(StoreRequest),
+}
+
+/// Whose messages a history read is of, by key.
+enum Past {
+    /// A channel's.
+    Channel(String),
+    /// Two users' private conversation.
+    Conversation(String, String),
 }
 
 impl Shared {
@@ -630,10 +669,17 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
                 .await?;
             Ok(StoreReply::Sanctions(sanctions))
         }
+        StoreRequest::ChangePassword { username, old, new } => {
+            change_password(shared, &username, old, new).await
+        }
+        StoreRequest::DeleteAccount { username, password } => {
+            delete_account(shared, &username, password).await
+        }
         // Handled synchronously in `execute`.
         StoreRequest::AppendChannelMessage(_)
         | StoreRequest::AppendPrivateMessage(_)
         | StoreRequest::FetchHistory { .. }
+        | StoreRequest::FetchConversation { .. }
         | StoreRequest::FetchPending { .. }
         | StoreRequest::MarkDelivered { .. }
         | StoreRequest::MarkPending { .. } => Err(StoreError::Unavailable(
@@ -805,5 +851,71 @@ fn refused(change: SanctionChange) -> StoreError {
         SanctionChange::Set(_) | SanctionChange::Lifted(_) => {
             StoreError::Unavailable("internal: a sanction change mistaken for a refusal".into())
         }
+    }
+}
+
+/// `/password`: the new password's hash replaces the old one's, if `old` is right.
+async fn change_password(
+    shared: &Shared,
+    username: &str,
+    old: Password,
+    new: Password,
+) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    let user = shared.in_time(shared.db.find_user(&key)).await?;
+    let stored = match &user {
+        Some(user) => user.password_hash.clone(),
+        None => shared.dummy_hash.clone(),
+    };
+    // Verify, then hash the new one, in one job on the login queue.
+    let hashed = shared
+        .hashing(Priority::Login, move |hasher| {
+            hasher.verify(&old, &stored).then(|| hasher.hash(&new))
+        })
+        .await?;
+    let (Some(_), Some(hash)) = (user, hashed) else {
+        tracing::debug!("password change refused");
+        return Err(StoreError::InvalidCredentials);
+    };
+    let hash = hash.map_err(StoreError::Unavailable)?;
+    shared.in_time(shared.db.update_hash(&key, &hash)).await?;
+    tracing::info!(%username, "password changed");
+    Ok(StoreReply::Done)
+}
+
+/// `/delete-account`: the operator's purge, if `password` is right and the account is not
+/// the last admin.
+async fn delete_account(
+    shared: &Shared,
+    username: &str,
+    password: Password,
+) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    let user = shared.in_time(shared.db.find_user(&key)).await?;
+    let stored = match &user {
+        Some(user) => user.password_hash.clone(),
+        None => shared.dummy_hash.clone(),
+    };
+    let matches = shared
+        .hashing(Priority::Login, move |hasher| {
+            hasher.verify(&password, &stored)
+        })
+        .await?;
+    if user.is_none() || !matches {
+        tracing::debug!("account deletion refused");
+        return Err(StoreError::InvalidCredentials);
+    }
+    // Appends queued before the request are written first, so none outlives the purge.
+    shared.flushed(Box::pin(shared.queue.flush())).await?;
+    match shared
+        .in_time(shared.db.purge_user(&key, now_ms(), true))
+        .await?
+    {
+        Purge::Purged { username, messages } => {
+            tracing::info!(%username, messages, "account deleted by its user");
+            Ok(StoreReply::Done)
+        }
+        Purge::LastAdmin => Err(StoreError::LastAdmin),
+        Purge::UnknownUser => Err(StoreError::InvalidCredentials),
     }
 }

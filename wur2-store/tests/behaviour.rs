@@ -65,7 +65,23 @@ behaviour!(
     only_accounts_of_a_lower_role_are_sanctioned_and_a_mute_comes_with_the_login,
     sanctions_are_recorded_for_running_servers_and_go_with_a_purged_account,
     bans_survive_a_reopen_of_the_store,
+    a_page_before_a_message_is_the_messages_stored_before_it,
+    a_conversation_is_both_directions_between_two_users_only,
+    a_password_change_needs_the_old_password_and_replaces_it,
+    a_deleted_account_is_purged_and_recorded_but_never_the_last_admin,
 );
+
+/// The texts of a history reply, oldest first, with their ids.
+fn page(reply: StoreReply) -> Vec<(wur2_engine::MessageId, String)> {
+    match reply {
+        StoreReply::History(messages) => messages.into_iter().map(|m| (m.id, m.text)).collect(),
+        other => panic!("expected history, got {other:?}"),
+    }
+}
+
+fn texts(page: &[(wur2_engine::MessageId, String)]) -> Vec<&str> {
+    page.iter().map(|(_, text)| text.as_str()).collect()
+}
 
 fn account(username: &str, role: Role) -> StoreReply {
     StoreReply::Account {
@@ -427,6 +443,153 @@ mod scenarios {
         h.finish().await;
     }
 
+    pub async fn a_page_before_a_message_is_the_messages_stored_before_it(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw").await;
+        for i in 0..6 {
+            h.run(h.channel_message("Global", "Ann", &format!("g{i}")))
+                .await;
+            h.run(h.channel_message("rust", "Ann", &format!("r{i}")))
+                .await;
+        }
+        let fetch = |limit, before| StoreRequest::FetchHistory {
+            channel: "GLOBAL".into(),
+            limit,
+            before,
+        };
+        let latest = page(h.run(fetch(2, None)).await);
+        assert_eq!(texts(&latest), ["g4", "g5"]);
+        let older = page(h.run(fetch(3, Some(latest[0].0))).await);
+        assert_eq!(texts(&older), ["g1", "g2", "g3"]);
+        let oldest = page(h.run(fetch(3, Some(older[0].0))).await);
+        assert_eq!(texts(&oldest), ["g0"]);
+        // An id of another channel, or of nothing, gives an empty page.
+        let rust = page(
+            h.run(StoreRequest::FetchHistory {
+                channel: "rust".into(),
+                limit: 1,
+                before: None,
+            })
+            .await,
+        );
+        assert!(page(h.run(fetch(3, Some(rust[0].0))).await).is_empty());
+        let nothing = wur2_engine::MessageId {
+            origin: 9,
+            sequence: 9,
+        };
+        assert!(page(h.run(fetch(3, Some(nothing))).await).is_empty());
+        h.finish().await;
+    }
+
+    pub async fn a_conversation_is_both_directions_between_two_users_only(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        for name in ["Ann", "Bob", "Cat"] {
+            h.register(name, "pw").await;
+        }
+        h.run(h.private_message("Ann", "bob", "a1", true)).await;
+        h.run(h.private_message("Cat", "bob", "c1", false)).await;
+        h.run(h.private_message("Bob", "ANN", "b1", false)).await;
+        h.run(h.private_message("Ann", "cat", "a2", true)).await;
+        h.run(h.private_message("Ann", "Bob", "a3", true)).await;
+        let fetch = |limit, before| StoreRequest::FetchConversation {
+            username: "ann".into(),
+            with: "BOB".into(),
+            limit,
+            before,
+        };
+        let all = page(h.run(fetch(10, None)).await);
+        assert_eq!(texts(&all), ["a1", "b1", "a3"]);
+        let before_last = page(h.run(fetch(1, Some(all[2].0))).await);
+        assert_eq!(texts(&before_last), ["b1"]);
+        h.finish().await;
+    }
+
+    pub async fn a_password_change_needs_the_old_password_and_replaces_it(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "old-password").await;
+        let change = |old: &str, new: &str| StoreRequest::ChangePassword {
+            username: "ANN".into(),
+            old: Password::new(old),
+            new: Password::new(new),
+        };
+        assert_eq!(
+            h.run(change("wrong", "new-password")).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        assert_eq!(
+            h.login("ann", "old-password").await,
+            account("Ann", Role::User)
+        );
+        assert_eq!(
+            h.run(change("old-password", "new-password")).await,
+            StoreReply::Done
+        );
+        assert_eq!(
+            h.login("ann", "old-password").await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        assert_eq!(
+            h.login("ann", "new-password").await,
+            account("Ann", Role::User)
+        );
+        let nobody = StoreRequest::ChangePassword {
+            username: "nobody".into(),
+            old: Password::new("x"),
+            new: Password::new("new-password"),
+        };
+        assert_eq!(
+            h.run(nobody).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        h.finish().await;
+    }
+
+    pub async fn a_deleted_account_is_purged_and_recorded_but_never_the_last_admin(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw-ann").await;
+        h.register("Root", "pw-root").await;
+        h.store.set_role("root", Role::Admin).await.unwrap();
+        h.run(h.channel_message("Global", "Ann", "from ann")).await;
+        h.run(h.private_message("Root", "ann", "to ann", false))
+            .await;
+        let seen = h.store.latest_account_change().await.unwrap();
+        let delete = |username: &str, password: &str| StoreRequest::DeleteAccount {
+            username: username.into(),
+            password: Password::new(password),
+        };
+        assert_eq!(
+            h.run(delete("ann", "wrong")).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        assert_eq!(
+            h.run(delete("root", "pw-root")).await,
+            StoreReply::Failed(StoreError::LastAdmin)
+        );
+        assert_eq!(h.run(delete("ANN", "pw-ann")).await, StoreReply::Done);
+        assert!(h.history_texts("Global", 10).await.is_empty());
+        assert_eq!(
+            h.login("ann", "pw-ann").await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        let (_, changes) = h.store.account_changes_after(seen).await.unwrap();
+        assert_eq!(changes, [("ann".to_string(), AccountChange::Purged)]);
+        assert_eq!(
+            h.register("ann", "pw-new").await,
+            account("ann", Role::User)
+        );
+        h.finish().await;
+    }
+
     pub async fn purge_user_removes_the_account_and_every_message_to_or_from_it(backend: Backend) {
         let Some(h) = Harness::open(backend).await else {
             return;
@@ -670,6 +833,7 @@ mod scenarios {
             .run(StoreRequest::FetchHistory {
                 channel: "global".into(),
                 limit: 1,
+                before: None,
             })
             .await
         {
@@ -890,6 +1054,7 @@ mod scenarios {
             .execute(StoreRequest::FetchHistory {
                 channel: "Global".into(),
                 limit: 1000,
+                before: None,
             })
             .await
         {
@@ -983,6 +1148,7 @@ mod scenarios {
                 let history = StoreRequest::FetchHistory {
                     channel: "global".into(),
                     limit: 3,
+                    before: None,
                 };
                 let StoreReply::History(messages) = store.execute(history).await else {
                     panic!("expected history")
@@ -1242,6 +1408,7 @@ async fn a_full_append_buffer_refuses_and_close_still_writes_the_queue() {
     let history = StoreRequest::FetchHistory {
         channel: "Global".into(),
         limit: 10,
+        before: None,
     };
     let StoreReply::History(messages) = again.execute(history).await else {
         panic!("history")
@@ -1291,6 +1458,7 @@ async fn an_in_memory_sqlite_store_keeps_its_data() {
         let history = StoreRequest::FetchHistory {
             channel: "Global".into(),
             limit: 10,
+            before: None,
         };
         let StoreReply::History(messages) = store.execute(history).await else {
             panic!("history after an append")
@@ -1323,6 +1491,7 @@ async fn appends_continue_after_the_database_closes_the_writers_connection() {
             .run(StoreRequest::FetchHistory {
                 channel: "Global".into(),
                 limit: 10,
+                before: None,
             })
             .await;
         if let StoreReply::History(messages) = &reply

@@ -116,6 +116,7 @@ async fn upgrade_keeps_the_data_and_adds_bans(backend: Backend) {
         .execute(StoreRequest::FetchHistory {
             channel: "global".into(),
             limit: 10,
+            before: None,
         })
         .await;
     assert!(

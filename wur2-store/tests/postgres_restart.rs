@@ -96,6 +96,7 @@ async fn every_append_is_stored_once_across_postgres_restarts() {
             .run(StoreRequest::FetchHistory {
                 channel: "Global".into(),
                 limit: 1,
+                before: None,
             })
             .await;
         assert!(
@@ -156,6 +157,7 @@ async fn round_trip_ok(h: &Harness) -> bool {
         let read = h.run(StoreRequest::FetchHistory {
             channel: "Global".into(),
             limit: 1,
+            before: None,
         });
         if let StoreReply::History(_) = read.await {
             return true;

@@ -19,6 +19,10 @@ use crate::target::{Read, Target, Write};
 
 /// Longest wait for any one expected line.
 pub const STEP: Duration = Duration::from_secs(15);
+/// How long a cluster's nodes may take to learn of each other's logins and departures
+/// (presence crosses the bus): how long [`Client::users_seen`] asks again on a cluster
+/// target.
+pub const PRESENCE_DELAY: Duration = Duration::from_secs(10);
 /// A password every scenario account uses.
 pub const PASSWORD: &str = "correct-horse-battery";
 
@@ -48,6 +52,9 @@ pub struct Client {
     /// Events read while switching to JSON mode, not yet handed out.
     pending: VecDeque<Event>,
     pings: u64,
+    /// Whether it connected to a node of a cluster target, whose presence is eventually
+    /// consistent.
+    in_cluster: bool,
 }
 
 impl Client {
@@ -69,6 +76,7 @@ impl Client {
             json: false,
             pending: VecDeque::new(),
             pings: 0,
+            in_cluster: target.is_cluster(),
         };
         if mode == Mode::Json {
             client.send("/mode json").await;
@@ -341,6 +349,46 @@ impl Client {
             _ => None,
         })
         .await
+    }
+
+    /// Asks `/list` until `wanted` holds for the users listed, for up to `within` (asking
+    /// again every 50 ms); returns that list. Panics, naming `what` and the last list, when
+    /// it never holds.
+    pub async fn list_until(
+        &mut self,
+        what: impl Display,
+        within: Duration,
+        wanted: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let users = self.users().await;
+            if wanted(&users) {
+                return users;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: never {what} within {within:?}: {users:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `/list` and checks that `wanted` holds for the users listed; returns them. On
+    /// a cluster target, where other nodes' logins and departures reach this client's node
+    /// a moment later, it asks again until `wanted` holds, for up to [`PRESENCE_DELAY`]; on
+    /// a single server the first answer must hold.
+    pub async fn users_seen(
+        &mut self,
+        what: impl Display,
+        wanted: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let within = match self.in_cluster {
+            true => PRESENCE_DELAY,
+            false => Duration::ZERO,
+        };
+        self.list_until(what, within, wanted).await
     }
 
     /// Sends `/channels`; returns the active channels and their member counts.

@@ -101,6 +101,32 @@ pub enum Event {
         /// The stored message id (JSON only).
         id: Option<String>,
     },
+    /// A private message of the past (`/history @with`).
+    DmHistory {
+        /// The other user of the conversation, as the reader typed it.
+        with: String,
+        /// The author.
+        from: String,
+        /// The text.
+        text: String,
+        /// The stored message id (JSON only).
+        id: Option<String>,
+    },
+    /// A full page of history: the one before it is `/history [@with] count before …`.
+    HistoryMore {
+        /// The conversation's other user; `None` for a channel.
+        with: Option<String>,
+        /// The page's size.
+        count: u64,
+        /// The oldest message id of the page.
+        before: String,
+    },
+    /// The answer to `/password`.
+    PasswordChanged,
+    /// The answer to `/delete-account`: the account's name.
+    AccountDeleted(String),
+    /// This session was logged out: why.
+    LoggedOut(String),
     /// Someone entered the channel.
     Join {
         /// Who.
@@ -305,9 +331,10 @@ impl Event {
     pub fn portable(&self) -> Event {
         let mut event = self.clone();
         match &mut event {
-            Event::Message { id, .. } | Event::Dm { id, .. } | Event::History { id, .. } => {
-                *id = None
-            }
+            Event::Message { id, .. }
+            | Event::Dm { id, .. }
+            | Event::History { id, .. }
+            | Event::DmHistory { id, .. } => *id = None,
             Event::Welcome { role, .. } => *role = None,
             Event::Error { code, .. } => *code = None,
             _ => {}
@@ -318,9 +345,10 @@ impl Event {
     /// The stored message id of a chat, private or replayed message (JSON mode only).
     pub fn id(&self) -> Option<&str> {
         match self {
-            Event::Message { id, .. } | Event::Dm { id, .. } | Event::History { id, .. } => {
-                id.as_deref()
-            }
+            Event::Message { id, .. }
+            | Event::Dm { id, .. }
+            | Event::History { id, .. }
+            | Event::DmHistory { id, .. } => id.as_deref(),
             _ => None,
         }
     }
@@ -410,7 +438,37 @@ fn text_event(line: &str) -> Option<Event> {
         let (_, rest) = rest.split_once("] [")?;
         let (channel, rest) = rest.split_once("] ")?;
         let (from, text) = rest.split_once(": ")?;
+        if let Some(with) = channel.strip_prefix('@') {
+            return Some(Event::DmHistory {
+                with: owned(with),
+                from: owned(from),
+                text: owned(text),
+                id: None,
+            });
+        }
         return Some(Event::history(channel, from, text));
+    }
+    if let Some(rest) = line.strip_prefix("Older messages: /history ") {
+        let (rest, before) = rest.split_once(" before ")?;
+        let (with, count) = match rest.split_once(' ') {
+            Some((with, count)) => (Some(owned(with.strip_prefix('@')?)), count),
+            None => (None, rest),
+        };
+        return Some(Event::HistoryMore {
+            with,
+            count: count.parse().ok()?,
+            before: owned(before),
+        });
+    }
+    if line == "Your password was changed; your other sessions were logged out." {
+        return Some(Event::PasswordChanged);
+    }
+    if let Some(rest) = line.strip_prefix("Your account ") {
+        let user = rest.strip_suffix(" was deleted, with its messages. Goodbye.")?;
+        return Some(Event::AccountDeleted(owned(user)));
+    }
+    if let Some(reason) = line.strip_prefix("You were logged out: ") {
+        return Some(Event::LoggedOut(owned(reason)));
     }
     if let Some(rest) = line.strip_prefix('[') {
         let (channel, rest) = rest.split_once("] ")?;
@@ -674,6 +732,23 @@ pub(crate) fn parse_json(line: &str) -> Event {
                 id: Some(object.message_id()),
             }
         }
+        "dm_history" => {
+            object.sent_at();
+            Event::DmHistory {
+                with: text("with"),
+                from: text("from"),
+                text: text("text"),
+                id: Some(object.message_id()),
+            }
+        }
+        "history_more" => Event::HistoryMore {
+            with: object.value.get("with").map(|_| text("with")),
+            count: object.uint("count"),
+            before: text("before"),
+        },
+        "password_changed" => Event::PasswordChanged,
+        "account_deleted" => Event::AccountDeleted(text("user")),
+        "logged_out" => Event::LoggedOut(text("reason")),
         "join" => Event::Join {
             user: text("user"),
             channel: text("channel"),

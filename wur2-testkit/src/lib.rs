@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
 pub use scenarios::Mode;
-pub use target::{Certificate, Target, certificate, target};
+pub use target::{Certificate, MAX_NODES, Target, certificate, target};
 use wur2_engine::Config;
 
 /// A way to run the WUR2 server under test.
@@ -109,6 +109,8 @@ macro_rules! suite {
             every_command_works_with_three_clients,
             every_login_path_works,
             history_is_replayed_on_join,
+            history_pages_back_and_shows_private_conversations,
+            a_user_changes_their_password_then_deletes_their_account,
             offline_message_arrives_at_next_login,
             kick_closes_every_session_of_the_target,
             the_last_admin_stays_admin,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
-pub use crate::client::{Client, Mode, PASSWORD, STEP};
+pub use crate::client::{Client, Mode, PASSWORD, PRESENCE_DELAY, STEP};
 pub use crate::event::{Event, Peer, Prompt};
 pub use crate::target::Target;
 
@@ -83,10 +83,12 @@ pub async fn every_command_with_three_clients(addr: Target, mode: Mode) {
     bob.send("//shrug").await;
     alice.expect(Event::message("Global", &b, "/shrug")).await;
 
-    let users = alice.users().await;
-    for name in [&a, &b, &c] {
-        assert!(users.contains(name), "{users:?}");
-    }
+    // In a cluster, bob's and carol's logins reach alice's node a moment later.
+    alice
+        .users_seen("all three listed", |users| {
+            [&a, &b, &c].iter().all(|name| users.contains(name))
+        })
+        .await;
     let channels = alice.channels().await;
     assert!(
         channels.iter().any(|(name, _)| name == "Global"),
@@ -176,8 +178,9 @@ pub async fn every_command_with_three_clients(addr: Target, mode: Mode) {
     bob.send("/close").await;
     let last = bob.expect_closed().await;
     assert!(last.contains(&Event::Goodbye), "bob: {last:#?}");
-    let users = alice.users().await;
-    assert!(!users.contains(&b), "{users:?}");
+    alice
+        .users_seen("bob gone", |users| !users.contains(&b))
+        .await;
 }
 
 /// Every way to log in: interactive (y and n), `/register`, `/login`, and the refusals.
@@ -276,6 +279,11 @@ pub async fn offline_message_arrives_at_next_login(addr: Target, mode: Mode) {
     bob.expect_closed().await;
 
     let mut alice = Client::register(addr, mode, &unique("oa")).await;
+    // In a cluster, bob's departure reaches alice's node a moment later; a message sent
+    // before that is on its way to bob's node (and waits for his next login from there).
+    alice
+        .users_seen("bob gone", |users| !users.contains(&b))
+        .await;
     alice.send(&format!("/msg {b} see you later")).await;
     alice.expect(Event::DmStored { to: b.clone() }).await;
     // To someone who never existed: an error, nothing stored.
@@ -287,6 +295,102 @@ pub async fn offline_message_arrives_at_next_login(addr: Target, mode: Mode) {
     let mut bob = Client::login(addr, mode, &b).await;
     bob.expect(Event::dm(&alice.name, "see you later", true))
         .await;
+}
+
+/// `/history` pages back through a channel with the `before` id each full page names,
+/// without gaps or repeats, and `/history @user` shows a private conversation both ways.
+pub async fn history_pages_back_and_shows_private_conversations(addr: Target, mode: Mode) {
+    let mut alice = Client::register(addr, mode, &unique("ha")).await;
+    let mut bob = Client::register(addr, mode, &unique("hb")).await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    let room = unique("hr");
+    for client in [&mut alice, &mut bob] {
+        client.send(&format!("/join {room}")).await;
+        client.barrier().await;
+    }
+    for i in 0..5 {
+        alice.send(&format!("page {i}")).await;
+    }
+    alice.send(&format!("/msg {b} psst")).await;
+    alice.barrier().await;
+    bob.send(&format!("/msg {a} hush")).await;
+    bob.barrier().await;
+
+    // Pages of two, newest first: [3, 4], [1, 2], [0].
+    bob.send("/history 2").await;
+    let mut shown = Vec::new();
+    loop {
+        let page = bob.barrier().await;
+        let texts: Vec<String> = page
+            .iter()
+            .filter_map(|event| match event {
+                Event::History { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        shown.splice(0..0, texts);
+        let more = page.iter().find_map(|event| match event {
+            Event::HistoryMore {
+                with: None,
+                count: 2,
+                before,
+            } => Some(before.clone()),
+            _ => None,
+        });
+        let Some(before) = more else { break };
+        bob.send(&format!("/history 2 before {before}")).await;
+    }
+    let expected: Vec<String> = (0..5).map(|i| format!("page {i}")).collect();
+    assert_eq!(shown, expected, "{b} paged back through {room}");
+
+    alice.send(&format!("/history @{b} 10")).await;
+    for (from, text) in [(&a, "psst"), (&b, "hush")] {
+        alice
+            .expect(Event::DmHistory {
+                with: b.clone(),
+                from: from.clone(),
+                text: text.into(),
+                id: None,
+            })
+            .await;
+    }
+}
+
+/// A user changes their password (their other session is logged out, the new one works,
+/// the old one not), then deletes their account (closed; the name is free again).
+pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Target, mode: Mode) {
+    let name = unique("sv");
+    let mut first = Client::register(addr, mode, &name).await;
+    let mut second = Client::login(addr, mode, &name).await;
+    let new_password = "another-good-password";
+    first
+        .send(&format!("/password {PASSWORD} {new_password}"))
+        .await;
+    first.expect(Event::PasswordChanged).await;
+    second
+        .expect_with("logged out", |event| {
+            matches!(event, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    second.expect_closed().await;
+
+    let mut stale = Client::connect(addr, mode).await;
+    stale.send(&format!("/login {name} {PASSWORD}")).await;
+    stale.expect_error("invalid_credentials").await;
+    let mut again = Client::connect(addr, mode).await;
+    again.name = name.clone();
+    again.send(&format!("/login {name} {new_password}")).await;
+    again.expect_welcome(&name, false).await;
+    again.send("/close").await;
+    again.expect_closed().await;
+
+    first.send("/delete-account wrong-password").await;
+    first.expect_error("invalid_credentials").await;
+    first.send(&format!("/delete-account {new_password}")).await;
+    first.expect(Event::AccountDeleted(name.clone())).await;
+    first.expect_closed().await;
+    let reborn = Client::register(addr, mode, &name).await;
+    assert_eq!(reborn.name, name, "the name may be registered again");
 }
 
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
@@ -337,8 +441,9 @@ where
             reason: "spamming".into(),
         })
         .await;
-    let users = witness.users().await;
-    assert!(!users.contains(&t), "{users:?}");
+    witness
+        .users_seen("the kicked user gone", |users| !users.contains(&t))
+        .await;
 }
 
 /// Logs `name` in again after the operator made it a moderator (with `grant`): a new
@@ -587,7 +692,8 @@ pub async fn pipelined_lines_are_all_answered_in_order(addr: Target, mode: Mode)
     let mut away = Client::register(addr, mode, &offline).await;
     away.send("/close").await;
     away.expect_closed().await;
-    // One message in each room, for the replays.
+    // One message in each room, for the replays (and `/history 2`: a page not full, so
+    // no "older messages" line follows it).
     let rooms = [unique("ra"), unique("rb"), unique("rc")];
     let mut author = Client::register(addr, mode, &unique("pa")).await;
     for room in &rooms {
@@ -598,14 +704,16 @@ pub async fn pipelined_lines_are_all_answered_in_order(addr: Target, mode: Mode)
     let a = author.name.clone();
 
     let mut bot = Client::register(addr, mode, &unique("pb")).await;
-    bot.barrier().await;
+    // In a cluster, the offline user's departure reaches the bot's node a moment later.
+    bot.users_seen("the offline user gone", |users| !users.contains(&offline))
+        .await;
     let mut script = String::new();
     let mut expected = Vec::new();
     let mut previous = "Global".to_string();
     for i in 0..100 {
         let room = &rooms[i % rooms.len()];
         script.push_str(&format!(
-            "/join {room}\n/history 1\n/msg {offline} pipelined {i}\n"
+            "/join {room}\n/history 2\n/msg {offline} pipelined {i}\n"
         ));
         let note = Event::history(room, &a, &format!("note in {room}"));
         expected.extend([
@@ -841,7 +949,7 @@ pub async fn server_file_arrives_byte_exact(
             _ => None,
         })
         .await;
-    let received = receive_file(&mut bob, Some(id), &a, path).await;
+    let received = receive_file(&mut bob, recipients_id(addr, id), &a, path).await;
     assert_eq!(received.len(), content.len());
     assert!(received == content, "the file arrived changed");
     alice
@@ -874,7 +982,7 @@ pub async fn server_file_arrives_byte_exact(
             _ => None,
         })
         .await;
-    let received = receive_file(&mut bob, Some(again), &a, path).await;
+    let received = receive_file(&mut bob, recipients_id(addr, again), &a, path).await;
     assert!(
         received == content,
         "the file arrived changed after the FIFOs"
@@ -959,10 +1067,24 @@ pub async fn stalled_upload_is_cancelled(addr: Target, mode: Mode) {
         })
         .await;
     assert!(reason.starts_with("idle for "), "{reason}");
+    let offered = bob
+        .expect_with("the offer", |event| match event {
+            Event::FileOffer { id, from, name, .. } if *from == a && name == "stalled.bin" => {
+                Some(*id)
+            }
+            _ => None,
+        })
+        .await;
+    if let Some(same) = recipients_id(addr, id) {
+        assert_eq!(
+            offered, same,
+            "one server: both sides name the transfer alike"
+        );
+    }
     let told = bob
         .expect_with("the cancellation", |event| match event {
-            Event::FileDone { id: of, .. } if *of == id => Some(None),
-            Event::FileCancelled { id: of, reason } if *of == id => Some(Some(reason.clone())),
+            Event::FileDone { id: of, .. } if *of == offered => Some(None),
+            Event::FileCancelled { id: of, reason } if *of == offered => Some(Some(reason.clone())),
             _ => None,
         })
         .await;
@@ -1000,6 +1122,13 @@ pub async fn oversized_upload_closes_the_connection(addr: Target, mode: Mode) {
         _ => None,
     })
     .await;
+}
+
+/// The id the recipient of the sender's transfer `id` sees, when it is known: on one
+/// server the same; in a cluster the recipient's node numbers the transfers it shows
+/// itself (docs/PROTOCOL.md, "Between nodes"), so it is known only from the offer.
+fn recipients_id(addr: Target, id: u64) -> Option<u64> {
+    (!addr.is_cluster()).then_some(id)
 }
 
 /// Reads a transfer from `from` of the file `name` (transfer `id` when known): its offer,

@@ -36,6 +36,26 @@ pub fn history_is_replayed_on_join(driver: &impl Driver, mode: Mode) {
     );
 }
 
+/// `/history` pages and private conversations.
+pub fn history_pages_back_and_shows_private_conversations(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::history_pages_back_and_shows_private_conversations,
+    );
+}
+
+/// `/password` and `/delete-account`.
+pub fn a_user_changes_their_password_then_deletes_their_account(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::a_user_changes_their_password_then_deletes_their_account,
+    );
+}
+
 /// A private message to an offline user arrives at their next login.
 pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
     on_every_database(
@@ -208,6 +228,8 @@ pub fn a_full_server_refuses_with_a_reason(driver: &impl Driver, mode: Mode) {
         ..config()
     };
     on_every_database(driver, config, mode, |addr, mode| async move {
+        // `max_connections` is each node's own: in a cluster, all three on one node.
+        let addr = addr.first_node();
         let mut first = Client::register(addr, mode, &unique("f1")).await;
         let _second = Client::connect(addr, mode).await;
         let mut third = Client::connect(addr, Mode::Text).await;
@@ -361,12 +383,11 @@ pub fn oversized_upload_closes_the_connection(driver: &impl Driver, mode: Mode) 
 /// Wrong passwords from one address lock that address out of the account, not its owner;
 /// a new address gets in after the account-wide slowdown.
 pub fn failed_logins_lock_the_attackers_address_not_the_owner(driver: &impl Driver, mode: Mode) {
-    on_every_database(
-        driver,
-        config(),
-        mode,
-        scenarios::failed_logins_lock_the_attacker_not_the_owner,
-    );
+    // Failed logins are counted by each node (per address and per account): in a cluster,
+    // every attempt goes to one node.
+    on_every_database(driver, config(), mode, |addr, mode| {
+        scenarios::failed_logins_lock_the_attacker_not_the_owner(addr.first_node(), mode)
+    });
 }
 
 /// Registrations past the per-address limit get `too_many_registrations`; other addresses
@@ -379,7 +400,9 @@ pub fn registrations_over_the_limit_are_refused_with_a_clear_error(
         max_registrations_per_address: 2,
         ..config()
     };
+    // Registrations are counted by each node (per address): in a cluster, every attempt
+    // goes to one node.
     on_every_database(driver, config, mode, |addr, mode| {
-        scenarios::registrations_over_the_limit_are_refused(addr, mode, 2)
+        scenarios::registrations_over_the_limit_are_refused(addr.first_node(), mode, 2)
     });
 }

@@ -1,7 +1,9 @@
 //! Where the scenarios' clients connect, and how: a [`Target`] is the server's address and
-//! whether its listener speaks TLS. TLS targets use one self-signed certificate for the
-//! whole test process ([`certificate`]), which the drivers' TLS listeners serve.
+//! whether its listener speaks TLS, or the addresses of a cluster's nodes, which the clients
+//! are spread over in turn. TLS targets use one self-signed certificate for the whole test
+//! process ([`certificate`]), which the drivers' TLS listeners serve.
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -30,24 +32,95 @@ pub fn target<R: Runtime>(
     Target::tls(server.serve_tls(listener, acceptor).expect("serve TLS"))
 }
 
-/// A server the scenarios connect to.
+/// The most nodes a cluster [`Target`] holds.
+pub const MAX_NODES: usize = 4;
+
+thread_local! {
+    /// The node the next client of this thread's cluster target connects to. A scenario runs
+    /// on its test's thread, so its clients go to nodes 0, 1, 2, 0, … in the order they
+    /// connect, whatever tests run beside it; [`Target::cluster`] starts it again at 0.
+    static NEXT_NODE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A server the scenarios connect to: one listener, or the listeners of a cluster's nodes.
+///
+/// It is `Copy`, as scenarios pass it to every client they make; a cluster's turn (which
+/// node the next client gets) is kept per thread (see [`Target::cluster`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// Its listener.
+    /// Its listener; in a cluster, the first node's.
     pub addr: SocketAddr,
     /// Whether the listener speaks TLS with [`certificate`].
     pub tls: bool,
+    /// In a cluster, every node's listener (`addr` first), and how many there are.
+    nodes: Option<([SocketAddr; MAX_NODES], usize)>,
 }
 
 impl Target {
     /// A plain TCP listener.
     pub fn plain(addr: SocketAddr) -> Target {
-        Target { addr, tls: false }
+        Target {
+            addr,
+            tls: false,
+            nodes: None,
+        }
     }
 
     /// A TLS listener serving [`certificate`].
     pub fn tls(addr: SocketAddr) -> Target {
-        Target { addr, tls: true }
+        Target {
+            addr,
+            tls: true,
+            nodes: None,
+        }
+    }
+
+    /// The plain listeners of a cluster's nodes (2 to [`MAX_NODES`]): each client that
+    /// connects goes to the next node, round-robin, starting from the first for the clients
+    /// this thread makes from now on.
+    pub fn cluster(addrs: &[SocketAddr]) -> Target {
+        assert!(
+            (2..=MAX_NODES).contains(&addrs.len()),
+            "a cluster target has 2 to {MAX_NODES} nodes, not {}",
+            addrs.len()
+        );
+        let mut nodes = [addrs[0]; MAX_NODES];
+        nodes[..addrs.len()].copy_from_slice(addrs);
+        NEXT_NODE.with(|next| next.set(0));
+        Target {
+            addr: addrs[0],
+            tls: false,
+            nodes: Some((nodes, addrs.len())),
+        }
+    }
+
+    /// Whether clients are spread over several nodes, where what one node learns reaches
+    /// the others a moment later (presence, over the cluster bus).
+    pub fn is_cluster(&self) -> bool {
+        self.nodes.is_some()
+    }
+
+    /// Only the first node: for scenarios that count per address, whose limits are each
+    /// node's own (a cluster target's clients would spread the count over the nodes).
+    /// Itself for a single server.
+    pub fn first_node(&self) -> Target {
+        Target {
+            nodes: None,
+            ..*self
+        }
+    }
+
+    /// Where the next client connects: the listener, or in a cluster the node whose turn
+    /// it is.
+    fn next_addr(&self) -> SocketAddr {
+        match self.nodes {
+            None => self.addr,
+            Some((nodes, count)) => NEXT_NODE.with(|next| {
+                let node = next.get() % count;
+                next.set(node + 1);
+                nodes[node]
+            }),
+        }
     }
 
     /// Connects from 127.0.0.1, with the TLS handshake done for a TLS target; both halves
@@ -67,7 +140,7 @@ impl Target {
         socket
             .bind(SocketAddr::new(source, 0))
             .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-        let stream = tokio::time::timeout(STEP, socket.connect(self.addr))
+        let stream = tokio::time::timeout(STEP, socket.connect(self.next_addr()))
             .await
             .expect("connect timed out")
             .expect("connect failed");

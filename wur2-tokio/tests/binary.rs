@@ -224,6 +224,7 @@ async fn after_kill_9_every_message_a_client_received_is_in_history_exactly_once
         let history = wur2_engine::StoreRequest::FetchHistory {
             channel: "Global".into(),
             limit: 10_000_000,
+            before: None,
         };
         let wur2_engine::StoreReply::History(stored) = store.execute(history).await else {
             panic!("history after the crash on {}", db.label)

@@ -138,6 +138,12 @@ impl Tmux {
         self.sessions.push(session.to_string());
     }
 
+    /// Presses the key named `key` (tmux's names: `PPage`, `Enter`, …).
+    fn press(&self, session: &str, key: &str) {
+        let out = self.run(&["send-keys", "-t", session, key]);
+        assert!(out.status.success(), "tmux send-keys: {out:?}");
+    }
+
     /// Types `text` literally, then Enter.
     fn type_line(&self, session: &str, text: &str) {
         let out = self.run(&["send-keys", "-t", session, "-l", text]);
@@ -335,6 +341,65 @@ fn two_people_chat_send_a_file_and_survive_a_server_restart() {
     // /quit leaves cleanly.
     tmux.type_line("alice", "/quit");
     tmux.wait_for("alice", "client exited: 0");
+    drop(tmux);
+    server.stop();
+}
+
+/// Writes `count` channel messages as a new user over a plain connection, and waits until
+/// the server has handled them all.
+fn post_messages(server: SocketAddr, user: &str, count: usize) {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(server).expect("connect");
+    stream
+        .set_read_timeout(Some(SCREEN_TIMEOUT))
+        .expect("a read timeout");
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut script = format!("/register {user} {user}-password\n");
+    for n in 0..count {
+        script.push_str(&format!("old message {n:03}\n"));
+    }
+    script.push_str("/ping posted\n");
+    writer.write_all(script.as_bytes()).expect("write");
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "PONG posted" => return,
+            Some(Ok(_)) => {}
+            other => panic!("no PONG from the server: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn scrolling_past_the_top_loads_older_messages_from_the_server() {
+    let _turn = take_turn();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some(mut tmux) = tmux_or_skip(dir.path()) else {
+        return;
+    };
+    let server = Server::start(dir.path(), "127.0.0.1:0");
+    // More than the 20 a login replays.
+    post_messages(server.addr, "dave", 45);
+    let downloads = dir.path().join("downloads");
+    tmux.register("erin", "erin-password", server.addr, &downloads);
+    tmux.wait_for("erin", "old message 044");
+    assert!(
+        !tmux.screen("erin").contains("old message 000"),
+        "only the replay is shown at first"
+    );
+    // Up past the top: the client asks for the page before, and shows it above.
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    while !tmux.screen("erin").contains("old message 000") {
+        assert!(
+            Instant::now() < deadline,
+            "older messages never showed:\n{}",
+            tmux.screen("erin")
+        );
+        tmux.press("erin", "PPage");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.type_line("erin", "/quit");
+    tmux.wait_for("erin", "client exited: 0");
     drop(tmux);
     server.stop();
 }

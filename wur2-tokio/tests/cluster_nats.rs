@@ -7,11 +7,15 @@
 mod server_process;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use server_process::{BINARY, ServerProcess};
+use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wur2_testkit::scenarios::{Client, Event, Mode, Peer, receive_file, unique};
 use wur2_testkit::{Target, TestDb, databases};
@@ -117,15 +121,9 @@ impl Pair {
 
 /// Asks `/list` until `present` says the users listed are as wanted.
 async fn wait_list(client: &mut Client, what: &str, present: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let users = client.users().await;
-        if present(&users) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {users:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    client
+        .list_until(what, Duration::from_secs(15), present)
+        .await;
 }
 
 async fn wait_listed(client: &mut Client, users: &[&str]) {
@@ -488,6 +486,329 @@ async fn across_a_nats_restart_local_chat_goes_on_and_cross_node_chat_resumes_by
         "{metrics}"
     );
     assert!(metrics.contains("\nwur2_peers 1\n"), "{metrics}");
+}
+
+/// A PostgreSQL server of the test's own, made by `initdb` in a temporary directory and
+/// served on a fixed port so it comes back there after a crash: the shared server, which
+/// other tests use, is never stopped. Its programs run as the `postgres` user when the
+/// test runs as root (PostgreSQL refuses to run as root).
+struct OwnPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// The server programs (`initdb`, `pg_ctl`) of the newest PostgreSQL installed the
+    /// Debian way, under `/usr/lib/postgresql/<version>/bin`.
+    fn programs() -> Option<PathBuf> {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+        versions
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let bin = entry.path().join("bin");
+                (bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+                    .then_some((version, bin))
+            })
+            .max()
+            .map(|(_, bin)| bin)
+    }
+
+    /// A fresh database cluster (trusting connections from this host) served on `port`.
+    fn start(bin: PathBuf, port: u16) -> OwnPostgres {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        if as_root() {
+            let owned = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .expect("run chown");
+            assert!(owned.success(), "chown postgres {}", dir.path().display());
+        }
+        let postgres = OwnPostgres { bin, dir, port };
+        let data = postgres.data();
+        let data = data.to_string_lossy();
+        postgres.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
+        postgres.serve();
+        postgres
+    }
+
+    /// Its data directory.
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The command that runs `program` of the server's, as `postgres` when the test is
+    /// root.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = match as_root() {
+            true => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(path);
+                command
+            }
+            false => Command::new(path),
+        };
+        command.current_dir(self.dir.path()).stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `program` with `args`; it must succeed.
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts the server on its port (listening on 127.0.0.1 only, its socket in its
+    /// directory) and waits until it accepts connections.
+    fn serve(&self) {
+        let (data, log) = (self.data(), self.dir.path().join("postgres.log"));
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let (data, log) = (data.to_string_lossy(), log.to_string_lossy());
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+        );
+    }
+
+    /// Stops the server the way a crash would: `pg_ctl stop -m immediate` (every server
+    /// process quits at once, without a checkpoint; the next start recovers from the WAL).
+    fn crash(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// The `postgres` database, as its superuser, over TCP.
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Whether this test process runs as root.
+fn as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|proc| proc.uid() == 0)
+}
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until `done` holds, checking every 10 ms for up to 15 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads `client`'s events up to `last` (expected); returns them, `last` included.
+async fn events_until(client: &mut Client, last: Event) -> Vec<Event> {
+    let mut events = Vec::new();
+    let wanted = last.portable();
+    client
+        .expect_with(format_args!("{last:?}"), |event| {
+            events.push(event.clone());
+            (event.portable() == wanted).then_some(())
+        })
+        .await;
+    events
+}
+
+/// The numbers `n` of `from`'s channel messages `<prefix> <n>` in `events`, in the order
+/// they came.
+fn numbered(events: &[Event], from: &str, prefix: &str) -> Vec<usize> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Message {
+                from: sender, text, ..
+            } if sender == from => text.strip_prefix(prefix)?.trim().parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_a_postgres_crash_every_message_is_acknowledged_delivered_and_stored_once() {
+    let test = "PostgreSQL crash";
+    let nats = std::env::var("WUR2_TEST_NATS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let programs = OwnPostgres::programs();
+    let (Some(nats), Some(bin)) = (nats.clone(), programs.clone()) else {
+        // Required in CI, and wherever the PostgreSQL and NATS tests run (both URLs set):
+        // then missing programs are a failure, not a skip.
+        let in_ci = std::env::var("CI").as_deref() == Ok("true");
+        let services = nats.is_some()
+            && std::env::var("WUR2_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty());
+        let missing = format!(
+            "WUR2_TEST_NATS_URL set: {}; PostgreSQL's initdb and pg_ctl under \
+             /usr/lib/postgresql/<version>/bin: {programs:?}",
+            nats.is_some()
+        );
+        assert!(!in_ci && !services, "{test} cannot run: {missing}");
+        eprintln!("SKIPPED {test}: {missing}; source scripts/nats.sh and scripts/postgres.sh");
+        return;
+    };
+    let postgres = Arc::new(OwnPostgres::start(bin, free_port()));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let prefix = unique("t");
+    let a = node(dir.path(), &postgres.url(), &nats, &prefix, "a");
+    let b = node(dir.path(), &postgres.url(), &nats, &prefix, "b");
+    let (alice, bob) = (unique("al"), unique("bo"));
+    let mut alice_a = Client::register(target(&a), Mode::Text, &alice).await;
+    let mut bob_b = Client::register(target(&b), Mode::Json, &bob).await;
+    wait_listed(&mut alice_a, &[&alice, &bob]).await;
+    wait_listed(&mut bob_b, &[&alice, &bob]).await;
+
+    // Traffic: alice on a and bob on b each send a numbered message every 10 ms, from
+    // before PostgreSQL dies until 30 rounds after it is back.
+    let sent = AtomicUsize::new(0);
+    let back = AtomicBool::new(false);
+    let traffic = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut rounds_after = 0;
+        while rounds_after < 30 {
+            tick.tick().await;
+            let n = sent.load(Ordering::Relaxed);
+            alice_a.send(&format!("from a {n}")).await;
+            bob_b.send(&format!("from b {n}")).await;
+            if n == 40 {
+                alice_a
+                    .send(&format!("/msg {bob} private while down"))
+                    .await;
+            }
+            sent.store(n + 1, Ordering::Relaxed);
+            if back.load(Ordering::Relaxed) {
+                rounds_after += 1;
+            }
+        }
+    };
+    let outage = async {
+        // Once traffic flows, PostgreSQL dies; appends in flight at that instant fail.
+        wait_for("traffic", || sent.load(Ordering::Relaxed) >= 30).await;
+        let pg = Arc::clone(&postgres);
+        tokio::task::spawn_blocking(move || pg.crash())
+            .await
+            .expect("crash PostgreSQL");
+        // Messages wait in each node's append buffer (the writer retries). What cannot
+        // wait is refused with an error, not silence: a registration needs the database
+        // now (the pool tries for its acquire timeout, 5 s).
+        let mut carol = Client::connect(target(&b), Mode::Json).await;
+        carol
+            .send(&format!("/register {} correct-horse-battery", unique("ca")))
+            .await;
+        carol.expect_error("storage_unavailable").await;
+        let (code, body) = get(metrics(&a), "/healthz").await;
+        assert_eq!(code, 503, "healthz while the store is down: {body}");
+        assert!(body.starts_with("store: "), "{body}");
+        let pg = Arc::clone(&postgres);
+        tokio::task::spawn_blocking(move || pg.serve())
+            .await
+            .expect("start PostgreSQL again");
+        back.store(true, Ordering::Relaxed);
+    };
+    tokio::join!(traffic, outage);
+    let count = sent.load(Ordering::Relaxed);
+
+    // The pongs answer once every message before them is committed and delivered: the
+    // senders' acknowledgments. Nothing was refused.
+    let mut alice_saw = alice_a.barrier().await;
+    let mut bob_saw = bob_b.barrier().await;
+    let refused = |events: &[Event]| {
+        let errors = events
+            .iter()
+            .filter(|event| matches!(event, Event::Error { .. }));
+        errors.cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(refused(&alice_saw), [], "{alice}'s messages");
+    assert_eq!(refused(&bob_saw), [], "{bob}'s messages");
+    alice_a.send("end").await;
+    bob_b.send("end").await;
+    alice_saw.extend(events_until(&mut alice_a, Event::message("Global", &bob, "end")).await);
+    bob_saw.extend(events_until(&mut bob_b, Event::message("Global", &alice, "end")).await);
+
+    // Every message reached the other node once, in order; the private message too.
+    let in_order: Vec<usize> = (0..count).collect();
+    assert_eq!(numbered(&bob_saw, &alice, "from a "), in_order);
+    assert_eq!(numbered(&alice_saw, &bob, "from b "), in_order);
+    let private = Event::dm(&alice, "private while down", false).portable();
+    let privates = bob_saw.iter().filter(|event| event.portable() == private);
+    assert_eq!(privates.count(), 1, "{bob_saw:#?}");
+
+    // And each is stored once.
+    let mut db = sqlx::PgConnection::connect(&postgres.url())
+        .await
+        .expect("connect to the test's PostgreSQL");
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT body, count(*) FROM messages GROUP BY body ORDER BY body")
+            .fetch_all(&mut db)
+            .await
+            .expect("read the messages");
+    db.close().await.expect("close");
+    let mut expected: Vec<(String, i64)> = ["from a", "from b"]
+        .iter()
+        .flat_map(|prefix| (0..count).map(move |n| (format!("{prefix} {n}"), 1)))
+        .chain([("private while down".to_owned(), 1), ("end".to_owned(), 2)])
+        .collect();
+    expected.sort();
+    assert_eq!(stored, expected, "what is stored, each once");
+
+    // Both nodes serve again: an account made on one logs in on the other.
+    let dave = unique("da");
+    Client::register(target(&a), Mode::Text, &dave).await;
+    Client::login(target(&b), Mode::Text, &dave).await;
 }
 
 #[test]

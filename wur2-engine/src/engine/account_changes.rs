@@ -29,7 +29,7 @@ impl Engine {
     }
 
     /// Account `key` was deleted: its sessions here are told and closed.
-    fn close_purged(&mut self, key: &str) {
+    pub(super) fn close_purged(&mut self, key: &str) {
         let Some(account) = self.accounts.get(key) else {
             return;
         };

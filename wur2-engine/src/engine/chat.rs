@@ -1,5 +1,5 @@
-//! The commands of logged-in users: chat, private messages, channels, roles, kicks,
-//! history, and the store answers that complete them.
+//! The commands of logged-in users: chat, private messages, channels, roles, kicks, and
+//! the store answers that complete them.
 
 use super::cluster::{channels_everywhere, usernames_everywhere};
 use super::delivery::Audience;
@@ -80,12 +80,16 @@ impl Engine {
             Command::Sanctions => self.list_sanctions(connection, &sender),
             Command::ShowRole => self.show_role(connection, &sender),
             Command::SetRole { user, role } => self.set_role(connection, &sender, &user, role),
-            Command::History(count) => {
-                let count = count
-                    .unwrap_or(self.config.history_replay)
-                    .min(self.config.max_history);
-                let channel = self.channels.name(&sender.channel);
-                self.replay_history(connection, channel, count, true);
+            Command::History {
+                with,
+                count,
+                before,
+            } => self.show_history(connection, &sender, with, count, before),
+            Command::ChangePassword { old, new } => {
+                self.change_password(connection, &sender, old, new);
+            }
+            Command::DeleteAccount { password } => {
+                self.delete_account(connection, &sender, password);
             }
             Command::Ping(token) => self.send(connection, Line::Pong(&sanitize_text(&token))),
             Command::Close => {
@@ -192,7 +196,7 @@ impl Engine {
                 to: &new,
             },
         );
-        self.replay_history(connection, new, self.config.history_replay, false);
+        self.replay_history(connection, new, self.config.history_replay, None);
     }
 
     fn kick(
@@ -311,13 +315,15 @@ impl Engine {
             return self.send(connection, Line::YourRole { role: sender.role });
         }
         let username = sender.username.clone();
-        self.request_for(
-            StoreRequest::SetRole {
-                username,
-                role: toggled,
-            },
-            Pending::SetRole { connection },
-        );
+        let pending = Pending::SetRole {
+            connection,
+            user: username.clone(),
+        };
+        let request = StoreRequest::SetRole {
+            username,
+            role: toggled,
+        };
+        self.request_for(request, pending);
     }
 
     fn set_role(&mut self, connection: ConnectionId, sender: &Sender, user: &str, role: Role) {
@@ -334,21 +340,18 @@ impl Engine {
         let username = user.to_string();
         self.request_for(
             StoreRequest::SetRole { username, role },
-            Pending::SetRole { connection },
+            Pending::SetRole {
+                connection,
+                user: user.to_string(),
+            },
         );
     }
 
     /// The store changed a role: apply it to the live sessions at once.
-    pub(super) fn on_role_set(&mut self, connection: ConnectionId, reply: StoreReply) {
+    pub(super) fn on_role_set(&mut self, connection: ConnectionId, user: &str, reply: StoreReply) {
         let StoreReply::Account { username, role, .. } = reply else {
             match reply {
-                StoreReply::Failed(StoreError::UnknownUser) => {
-                    self.error(
-                        connection,
-                        ErrorCode::NoSuchUser,
-                        format_args!("no such user"),
-                    );
-                }
+                StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, user),
                 StoreReply::Failed(StoreError::LastAdmin) => self.error(
                     connection,
                     ErrorCode::LastAdmin,
@@ -377,64 +380,6 @@ impl Engine {
                 Line::RoleSet {
                     user: &username,
                     role,
-                },
-            );
-        }
-    }
-
-    /// Asks the store for a channel's last `count` messages, and holds the connection's
-    /// input until they have been sent.
-    pub(super) fn replay_history(
-        &mut self,
-        connection: ConnectionId,
-        channel: String,
-        count: usize,
-        asked: bool,
-    ) {
-        if count == 0 {
-            return;
-        }
-        let request = StoreRequest::FetchHistory {
-            channel: channel.clone(),
-            limit: count,
-        };
-        self.request_for(
-            request,
-            Pending::History {
-                connection,
-                channel,
-                asked,
-            },
-        );
-    }
-
-    pub(super) fn on_history(
-        &mut self,
-        connection: ConnectionId,
-        channel: &str,
-        asked: bool,
-        reply: StoreReply,
-    ) {
-        let StoreReply::History(messages) = reply else {
-            return self.store_failed(connection, &reply);
-        };
-        if messages.is_empty() && asked {
-            self.send(
-                connection,
-                Line::Info(&format!("No messages in {channel} yet.")),
-            );
-        }
-        for message in messages {
-            let text = sanitize_text(&message.text);
-            let sender = sanitize_text(&message.sender);
-            self.send(
-                connection,
-                Line::History {
-                    channel,
-                    from: &sender,
-                    text: &text,
-                    sent_at: message.sent_at_unix_ms,
-                    id: message.id,
                 },
             );
         }

@@ -366,6 +366,7 @@ impl Engine {
                 channels,
             } => self.apply_kick(&user, &by, &reason, &channels),
             Body::Role { user, role, by } => self.apply_role(&username_key(&user), role, &by),
+            Body::LoggedOut { user } => self.log_out_sessions_of(&username_key(&user), None),
             Body::FileOffer {
                 transfer,
                 recipient,

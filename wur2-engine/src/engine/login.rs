@@ -30,8 +30,10 @@ impl Engine {
         match login {
             // Input waits while a slowed-down login waits (the session is blocked).
             login @ Login::Delayed { .. } => login,
+            // One rule wherever a password is typed: surrounding whitespace is not part of
+            // it (`/login` and `/register` lose theirs when the line is split).
             Login::AskPassword { existing, username } => {
-                self.authenticate(connection, existing, username, Password::new(text), now)
+                self.authenticate(connection, existing, username, Password::new(trimmed), now)
             }
             login if trimmed.starts_with('/') => {
                 self.on_login_command(connection, login, trimmed, now)
@@ -366,13 +368,9 @@ impl Engine {
         let default_channel = self.config.default_channel.clone();
         let channel = self.enter_channel(connection, &default_channel);
         self.send(connection, Line::InChannel { channel: &channel });
-        self.replay_history(connection, channel, self.config.history_replay, false);
-        if existing {
-            self.request_for(
-                StoreRequest::FetchPending { username },
-                Pending::OfflineMessages { connection },
-            );
-        }
+        // Private messages that waited come after the history, as documented.
+        let offline = existing.then_some(username);
+        self.replay_history(connection, channel, self.config.history_replay, offline);
     }
 
     /// Puts `connection`, still logging in, at step `next`.

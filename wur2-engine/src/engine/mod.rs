@@ -13,10 +13,12 @@ mod channels;
 mod chat;
 mod cluster;
 mod delivery;
+mod history;
 mod login;
 mod outbox;
 mod peers;
 mod sanctions;
+mod self_service;
 mod sessions;
 mod timers;
 mod transfers;
@@ -110,8 +112,7 @@ enum Pending {
     },
     History {
         connection: ConnectionId,
-        channel: String,
-        asked: bool,
+        page: history::Page,
     },
     OfflineMessages {
         connection: ConnectionId,
@@ -122,9 +123,19 @@ enum Pending {
     },
     SetRole {
         connection: ConnectionId,
+        /// Whose role, as typed.
+        user: String,
+    },
+    ChangePassword {
+        connection: ConnectionId,
+    },
+    DeleteAccount {
+        connection: ConnectionId,
     },
     Sanction {
         connection: ConnectionId,
+        /// As typed, for the answer when there is no such user.
+        user: String,
     },
     Lift {
         connection: ConnectionId,
@@ -144,10 +155,12 @@ impl Pending {
             | Pending::History { connection, .. }
             | Pending::OfflineMessages { connection }
             | Pending::OfflineDirect { connection, .. }
-            | Pending::SetRole { connection }
-            | Pending::Sanction { connection }
+            | Pending::SetRole { connection, .. }
+            | Pending::Sanction { connection, .. }
             | Pending::Lift { connection, .. }
-            | Pending::Sanctions { connection } => *connection,
+            | Pending::Sanctions { connection }
+            | Pending::ChangePassword { connection }
+            | Pending::DeleteAccount { connection } => *connection,
         }
     }
 }
@@ -404,15 +417,15 @@ impl Engine {
             } => {
                 self.on_authenticated(connection, existing, &account, registration, reply, now);
             }
-            Pending::History { channel, asked, .. } => {
-                self.on_history(connection, &channel, asked, reply);
-            }
+            Pending::History { page, .. } => self.on_history(connection, page, reply),
             Pending::OfflineMessages { .. } => self.on_offline_messages(connection, reply),
             Pending::OfflineDirect { recipient, .. } => {
                 self.on_offline_direct_stored(connection, &recipient, reply);
             }
-            Pending::SetRole { .. } => self.on_role_set(connection, reply),
-            Pending::Sanction { .. } => self.on_sanctioned(connection, reply),
+            Pending::SetRole { user, .. } => self.on_role_set(connection, &user, reply),
+            Pending::ChangePassword { .. } => self.on_password_changed(connection, reply, now),
+            Pending::DeleteAccount { .. } => self.on_account_deleted(connection, reply, now),
+            Pending::Sanction { user, .. } => self.on_sanctioned(connection, &user, reply),
             Pending::Lift { kind, user, .. } => self.on_lifted(connection, kind, &user, reply),
             Pending::Sanctions { .. } => self.on_sanctions(connection, reply),
         }

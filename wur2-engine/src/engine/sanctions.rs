@@ -49,7 +49,8 @@ impl Engine {
             duration,
             reason,
         };
-        self.request_for(request, Pending::Sanction { connection });
+        let user = user.to_string();
+        self.request_for(request, Pending::Sanction { connection, user });
     }
 
     /// `/unban` or `/unmute`.
@@ -122,9 +123,14 @@ impl Engine {
 
     /// The store set a ban or mute: the asker hears it, and the account's sessions here
     /// follow at once (other servers read it from the store's record of changes).
-    pub(super) fn on_sanctioned(&mut self, connection: ConnectionId, reply: StoreReply) {
+    pub(super) fn on_sanctioned(
+        &mut self,
+        connection: ConnectionId,
+        user: &str,
+        reply: StoreReply,
+    ) {
         let StoreReply::Sanctioned(sanction) = reply else {
-            return self.sanction_refused(connection, reply);
+            return self.sanction_refused(connection, user, reply);
         };
         let sanction = shown(&sanction);
         tracing::info!(
@@ -159,7 +165,7 @@ impl Engine {
                     format_args!("{user} is not {what}"),
                 );
             }
-            return self.sanction_refused(connection, reply);
+            return self.sanction_refused(connection, user, reply);
         };
         let username = sanitize_text(&username);
         tracing::info!(user = %username, %kind, "sanction lifted");
@@ -184,14 +190,10 @@ impl Engine {
         self.send(connection, Line::Sanctions(&sanctions));
     }
 
-    /// A refused `/ban`, `/mute`, `/unban` or `/unmute`.
-    fn sanction_refused(&mut self, connection: ConnectionId, reply: StoreReply) {
+    /// A refused `/ban`, `/mute`, `/unban` or `/unmute` of `user` (as typed).
+    fn sanction_refused(&mut self, connection: ConnectionId, user: &str, reply: StoreReply) {
         match reply {
-            StoreReply::Failed(StoreError::UnknownUser) => self.error(
-                connection,
-                ErrorCode::NoSuchUser,
-                format_args!("no such user"),
-            ),
+            StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, user),
             StoreReply::Failed(StoreError::Outranked) => self.error(
                 connection,
                 ErrorCode::Forbidden,

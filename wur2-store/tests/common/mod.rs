@@ -270,6 +270,7 @@ impl Harness {
             .run(StoreRequest::FetchHistory {
                 channel: channel.to_owned(),
                 limit,
+                before: None,
             })
             .await
         {
