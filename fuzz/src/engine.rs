@@ -31,9 +31,9 @@ use serde_json::Value;
 use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
     AccountChange, CLUSTER_PROTOCOL_VERSION, CloseReason, ClusterConfig, Config, ConnectionId,
-    Engine, FileError, MessageId, Output, PendingMessage, RequestId, Role, StoreError, StoreReply,
-    StoreRequest, StoredMessage, TransferId, WallClock, check_relative_path, is_valid_channel_name,
-    is_valid_username, sanitize_text, username_key,
+    Engine, Expiry, FileError, MessageId, Output, PendingMessage, RequestId, Role, Sanction,
+    SanctionKind, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, WallClock,
+    check_relative_path, is_valid_channel_name, is_valid_username, sanitize_text, username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -177,6 +177,8 @@ pub enum Event {
     Shutdown,
     /// The operator changed an account from the shell: a new role, or (`None`) a purge.
     AccountChanged { user: Name, role: Option<RoleName> },
+    /// A ban or mute (or a lifted mute) read from the store's record of changes.
+    Sanctioned { user: Name, change: SanctionChange },
     /// Cluster mode: the bus to the other nodes is up (again).
     BusConnected,
     /// Cluster mode: the bus to the other nodes is lost.
@@ -422,6 +424,33 @@ pub enum Reply {
     Pending(Vec<(u64, Name, Text, i64)>),
 }
 
+/// A sanction from elsewhere, as [`AccountChange`] carries it.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum SanctionChange {
+    /// Banned, for this many seconds (`None`: until lifted).
+    Banned(Option<u16>),
+    /// Muted, for this many seconds (`None`: until lifted).
+    Muted(Option<u16>),
+    /// The mute was lifted.
+    Unmuted,
+}
+
+/// A sanction of `user` as a store would give it, ending in `seconds` (`None`: until
+/// lifted).
+fn made_up_sanction(kind: SanctionKind, user: &str, seconds: Option<u16>) -> Sanction {
+    Sanction {
+        kind,
+        username: user.to_string(),
+        by: "mod".to_string(),
+        reason: "fuzz\u{1b}[31m".to_string(),
+        set_at_unix_ms: 60_000,
+        expires: seconds.map(|s| Expiry {
+            at_unix_ms: 60_000 + i64::from(s) * 1000,
+            remaining: Duration::from_secs(u64::from(s)),
+        }),
+    }
+}
+
 /// How the driver answers an `OpenFile` or a `ReadFile`.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum FileAnswer {
@@ -446,6 +475,9 @@ pub enum Failure {
     UnknownUser,
     Busy,
     Unavailable,
+    Banned,
+    Outranked,
+    NotSanctioned,
 }
 
 impl Failure {
@@ -456,6 +488,11 @@ impl Failure {
             Failure::UnknownUser => StoreError::UnknownUser,
             Failure::Busy => StoreError::Busy,
             Failure::Unavailable => StoreError::Unavailable("database is down".into()),
+            Failure::Banned => {
+                StoreError::Banned(made_up_sanction(SanctionKind::Ban, "alice", Some(60)))
+            }
+            Failure::Outranked => StoreError::Outranked,
+            Failure::NotSanctioned => StoreError::NotSanctioned,
         }
     }
 }
@@ -464,18 +501,46 @@ impl Failure {
 /// that users meet, channels fill and roles matter), and free text.
 #[derive(Arbitrary, Debug)]
 pub enum Line {
-    Register { user: Name, password: Secret },
-    Login { user: Name, password: Secret },
+    Register {
+        user: Name,
+        password: Secret,
+    },
+    Login {
+        user: Name,
+        password: Secret,
+    },
     Yes,
     No,
     Username(Name),
     Password(Secret),
     Join(ChannelName),
     Say(Text),
-    Msg { to: Name, text: Text },
-    Kick { user: Name, reason: Option<Text> },
+    Msg {
+        to: Name,
+        text: Text,
+    },
+    Kick {
+        user: Name,
+        reason: Option<Text>,
+    },
     ShowRole,
-    SetRole { user: Name, role: RoleName },
+    SetRole {
+        user: Name,
+        role: RoleName,
+    },
+    /// `/ban` (or `/mute` when not `ban`), with a duration drawn from [`DURATIONS`].
+    Sanction {
+        ban: bool,
+        user: Name,
+        duration: Option<u8>,
+        reason: Option<Text>,
+    },
+    /// `/unban` (or `/unmute`).
+    Lift {
+        ban: bool,
+        user: Name,
+    },
+    Bans,
     History(Option<u8>),
     /// `/history [@user] [n] [before <id>]` (ids made of one byte: mostly unknown ones).
     HistoryPage {
@@ -495,7 +560,10 @@ pub enum Line {
     Profile,
     Help,
     Close,
-    SendFile { to: Name, path: FilePath },
+    SendFile {
+        to: Name,
+        path: FilePath,
+    },
     Cancel(u8),
     Mode(u8),
     Other(String),
@@ -536,6 +604,21 @@ const TEXTS: &[&str] = &[
     "\u{9b}2J",
     "  ",
 ];
+/// Durations typed after `/ban` and `/mute`: valid, zero, too long, and words that are not
+/// durations at all (taken as the reason's first word).
+const DURATIONS: &[&str] = &[
+    "1s",
+    "10m",
+    "2h",
+    "7d",
+    "2w",
+    "forever",
+    "0m",
+    "3651d",
+    "99999999999999999999w",
+    "5x",
+];
+
 const SECRETS: &[&str] = &[PASSWORD, "short", "pass word", "Sixteen-bytes-pw"];
 
 /// Server-side files: a path and its size (contents follow from the path).
@@ -700,6 +783,31 @@ impl Line {
             },
             Line::ShowRole => "/role".into(),
             Line::SetRole { user, role } => format!("/role {} {}", user.as_str(), role.typed()),
+            Line::Sanction {
+                ban,
+                user,
+                duration,
+                reason,
+            } => {
+                let mut line = format!("/{} {}", if *ban { "ban" } else { "mute" }, user.as_str());
+                if let Some(duration) = duration {
+                    line.push(' ');
+                    line.push_str(DURATIONS[usize::from(*duration) % DURATIONS.len()]);
+                }
+                if let Some(reason) = reason {
+                    line.push(' ');
+                    line.push_str(&reason.render());
+                }
+                line
+            }
+            Line::Lift { ban, user } => {
+                format!(
+                    "/{} {}",
+                    if *ban { "unban" } else { "unmute" },
+                    user.as_str()
+                )
+            }
+            Line::Bans => "/bans".into(),
             Line::History(None) => "/history".into(),
             Line::History(Some(n)) => format!("/history {n}"),
             Line::HistoryPage {
@@ -789,6 +897,7 @@ fn reply(store: &mut MemoryStore, request: &StoreRequest, reply: &Reply) -> Stor
             StoreReply::Account {
                 username,
                 role: role.role(),
+                mute: None,
             }
         }
         Reply::History(messages) => {
@@ -1162,6 +1271,19 @@ impl Harness {
                 };
                 self.engine
                     .handle_account_changed(user.as_str(), change, self.now);
+            }
+            Event::Sanctioned { user, change } => {
+                let user = user.as_str();
+                let change = match *change {
+                    SanctionChange::Banned(seconds) => {
+                        AccountChange::Banned(made_up_sanction(SanctionKind::Ban, user, seconds))
+                    }
+                    SanctionChange::Muted(seconds) => {
+                        AccountChange::Muted(made_up_sanction(SanctionKind::Mute, user, seconds))
+                    }
+                    SanctionChange::Unmuted => AccountChange::Unmuted,
+                };
+                self.engine.handle_account_changed(user, change, self.now);
             }
             Event::BusConnected => self.engine.handle_bus_connected(self.now),
             Event::BusDisconnected => self.engine.handle_bus_disconnected(self.now),
@@ -1758,6 +1880,26 @@ impl Harness {
             StoreRequest::FetchHistory { channel, limit, .. } => {
                 if *limit == 0 || !is_valid_channel_name(channel) {
                     self.fail(format_args!("history of {channel:?}, {limit} messages"));
+                }
+            }
+            StoreRequest::Sanction {
+                username, reason, ..
+            } => {
+                if !is_valid_username(username) {
+                    self.fail(format_args!("sanction of {username:?}"));
+                }
+                if reason.is_empty() || reason.chars().any(is_forbidden) {
+                    self.fail(format_args!("sanction reason {reason:?}"));
+                }
+            }
+            StoreRequest::LiftSanction { username, .. } => {
+                if !is_valid_username(username) {
+                    self.fail(format_args!("sanction lifted of {username:?}"));
+                }
+            }
+            StoreRequest::FetchSanctions { limit } => {
+                if *limit == 0 {
+                    self.fail(format_args!("bans listed, {limit} at most"));
                 }
             }
             StoreRequest::FetchConversation {

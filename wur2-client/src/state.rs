@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Local};
 use wur2_engine::json::{ChannelInfo, ServerEvent, ServerLine};
 
 /// Commands offered by Tab completion: the server's and the client's own.
@@ -21,13 +22,31 @@ pub const COMMANDS: &[&str] = &[
     "/cancel",
     "/role",
     "/kick",
+    "/ban",
+    "/unban",
+    "/mute",
+    "/unmute",
+    "/bans",
     "/ping",
     "/help",
     "/quit",
 ];
 
 /// Commands whose first argument is a user, for completion.
-const USER_COMMANDS: &[&str] = &["/msg", "/dm", "/send", "/kick", "/role"];
+const USER_COMMANDS: &[&str] = &[
+    "/msg", "/dm", "/send", "/kick", "/role", "/ban", "/unban", "/mute", "/unmute",
+];
+
+/// When a ban or mute ends, in local time: `until 2026-12-07 11:00`, or `until lifted`.
+fn until_text(until: Option<i64>) -> String {
+    match until.and_then(DateTime::from_timestamp_millis) {
+        Some(utc) => {
+            let local = utc.with_timezone(&Local);
+            format!("until {}", local.format("%Y-%m-%d %H:%M"))
+        }
+        None => "until lifted".into(),
+    }
+}
 
 /// Lines kept per view; older ones scroll away for good.
 const MAX_ENTRIES: usize = 2000;
@@ -978,6 +997,52 @@ impl ChatState {
             ServerEvent::KickDone { user } => {
                 self.notice(Style::Notice, format!("You kicked {user}."), time);
             }
+            ServerEvent::Banned { by, reason, until } => {
+                let text = format!("You are banned by {by} {}: {reason}", until_text(until));
+                self.notice(Style::Error, text.clone(), time);
+                // Reconnecting would only be refused again.
+                self.connection = Connection::Offline(text);
+            }
+            ServerEvent::Muted { by, reason, until } => {
+                let text = format!("You are muted by {by} {}: {reason}", until_text(until));
+                self.notice(Style::Error, text, time);
+            }
+            ServerEvent::Unmuted => {
+                self.notice(Style::Notice, "You are no longer muted.".into(), time);
+            }
+            ServerEvent::Sanctioned {
+                kind,
+                user,
+                reason,
+                until,
+            } => {
+                let what = if kind == "ban" { "banned" } else { "muted" };
+                let text = format!("{user} is {what} {}: {reason}", until_text(until));
+                self.notice(Style::Notice, text, time);
+            }
+            ServerEvent::Lifted { kind, user } => {
+                let what = if kind == "ban" { "banned" } else { "muted" };
+                self.notice(Style::Notice, format!("{user} is no longer {what}"), time);
+            }
+            ServerEvent::Sanctions { sanctions } if sanctions.is_empty() => {
+                self.notice(Style::Notice, "No bans or mutes.".into(), time);
+            }
+            ServerEvent::Sanctions { sanctions } => {
+                let header = format!("Bans and mutes ({}):", sanctions.len());
+                self.notice(Style::Notice, header, time);
+                let width = sanctions.iter().map(|s| s.user.len()).max().unwrap_or(0);
+                for s in sanctions {
+                    let text = format!(
+                        "  {:<4} {:<width$}  by {}, {}: {}",
+                        s.kind,
+                        s.user,
+                        s.by,
+                        until_text(s.until),
+                        s.reason
+                    );
+                    self.notice(Style::Notice, text, time);
+                }
+            }
             ServerEvent::Pong { token } if token == OLDER_PAGE_END => self.older_page_done(),
             ServerEvent::Pong { token } => {
                 self.notice(Style::Notice, format!("pong {token}"), time);
@@ -1578,6 +1643,43 @@ mod tests {
         state.disconnected("closed by the server", 1);
         assert!(!state.wants_reconnect());
         assert!(matches!(state.connection, Connection::Offline(_)));
+    }
+
+    #[test]
+    fn banned_means_no_reconnect_and_says_why() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(event(r#"{"type":"banned","by":"mo","reason":"spam"}"#), 0);
+        state.disconnected("closed by the server", 1);
+        assert!(!state.wants_reconnect());
+        let texts = texts(state.active_view());
+        assert!(texts.contains(&"You are banned by mo until lifted: spam".to_string()));
+    }
+
+    #[test]
+    fn bans_are_listed_one_per_line_with_who_until_when_and_why() {
+        let mut state = ChatState::new("mo", "mod");
+        state.handle_server(
+            event(
+                r#"{"type":"sanctions","sanctions":[{"kind":"ban","user":"bob","by":"mo","reason":"spam","set_at":0},{"kind":"mute","user":"al","by":"root","reason":"noise","set_at":0}]}"#,
+            ),
+            0,
+        );
+        let texts = texts(state.active_view());
+        let start = texts.len() - 3;
+        assert_eq!(
+            texts[start..],
+            [
+                "Bans and mutes (2):",
+                "  ban  bob  by mo, until lifted: spam",
+                "  mute al   by root, until lifted: noise",
+            ]
+        );
+        state.handle_server(event(r#"{"type":"sanctions","sanctions":[]}"#), 0);
+        assert_eq!(texts_last(state.active_view()), "No bans or mutes.");
+    }
+
+    fn texts_last(view: &View) -> String {
+        texts(view).pop().unwrap_or_default()
     }
 
     #[test]

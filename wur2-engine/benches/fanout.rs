@@ -39,6 +39,7 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
                     StoreRequest::Register { username, .. } => StoreReply::Account {
                         username,
                         role: Role::User,
+                        mute: None,
                     },
                     StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
                     StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),

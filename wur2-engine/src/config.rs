@@ -90,6 +90,8 @@ pub struct Config {
     pub history_replay: usize,
     /// Most messages `/history n` may ask for.
     pub max_history: usize,
+    /// Most bans and mutes one `/bans` lists.
+    pub max_sanctions_listed: usize,
     /// The seed's demo mode: a bare `/role` toggles the caller between user and mod.
     pub demo_roles: bool,
     /// The channel everybody starts in.
@@ -166,6 +168,7 @@ impl Default for Config {
             max_connections_per_address: 100,
             history_replay: 20,
             max_history: 200,
+            max_sanctions_listed: 200,
             demo_roles: false,
             default_channel: "Global".to_string(),
             reserved_usernames: RESERVED_USERNAMES

@@ -245,3 +245,21 @@ fn a_password_change_logout_everywhere_and_expiry_revoke_tokens() {
     assert!(!resumes(&mut w, &third), "expired by the store's clock");
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
+
+#[test]
+fn a_ban_revokes_resume_tokens_and_a_banned_account_cannot_resume() {
+    let mut w = world();
+    let a = w.user("ann");
+    let token = new_token(&mut w, a);
+    w.store.add_account("mo", PASSWORD, Role::Mod);
+    let mo = w.login("mo");
+    w.send(mo, "/ban ann 10m spam\n");
+    assert!(w.is_closed(a), "the ban closed the session");
+    assert!(!resumes(&mut w, &token), "banned");
+    w.send(mo, "/unban ann\n");
+    assert!(
+        !resumes(&mut w, &token),
+        "revoked by the ban, even once it is lifted"
+    );
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}

@@ -44,7 +44,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Request kinds timed separately (argon2 makes logins slow on purpose).
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 18] = [
     "register",
     "login",
     "append_channel_message",
@@ -60,6 +60,9 @@ const KINDS: [&str; 15] = [
     "issue_token",
     "resume",
     "revoke_tokens",
+    "sanction",
+    "lift_sanction",
+    "fetch_sanctions",
 ];
 /// How long `/healthz` waits for the store to answer before calling it unhealthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -99,6 +102,9 @@ fn kind_index(request: &StoreRequest) -> usize {
         StoreRequest::IssueToken { .. } => 12,
         StoreRequest::Resume { .. } => 13,
         StoreRequest::RevokeTokens { .. } => 14,
+        StoreRequest::Sanction { .. } => 15,
+        StoreRequest::LiftSanction { .. } => 16,
+        StoreRequest::FetchSanctions { .. } => 17,
     }
 }
 

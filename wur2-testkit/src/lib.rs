@@ -117,6 +117,8 @@ macro_rules! suite {
             the_last_admin_stays_admin,
             an_operator_role_change_reaches_a_live_session,
             accounts_and_history_survive_a_restart,
+            bans_and_mutes_from_a_moderator,
+            bans_and_mutes_survive_a_restart,
             bad_input_is_answered_not_fatal,
             flooder_is_closed_others_unaffected,
             pipelined_lines_waiting_for_the_store_are_all_answered_in_order,

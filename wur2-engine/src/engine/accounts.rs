@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Instant;
+
 use crate::ids::ConnectionId;
+use crate::sanction::Sanction;
 use crate::store::Role;
 
 /// A logged-in account and its sessions.
@@ -15,6 +18,17 @@ pub(super) struct Account {
     pub(super) role: Role,
     /// Oldest first.
     pub(super) sessions: Vec<ConnectionId>,
+    /// The account's mute as the store last said, kept while the account is online so a
+    /// message costs no store round trip; it stops applying at its `until` by itself.
+    pub(super) mute: Option<Mute>,
+}
+
+/// A mute known to the engine: the store's record, and when it ends on the caller's clock.
+#[derive(Debug)]
+pub(super) struct Mute {
+    pub(super) sanction: Sanction,
+    /// `None`: until lifted.
+    pub(super) until: Option<Instant>,
 }
 
 /// Accounts with at least one logged-in session, by username key.
@@ -56,6 +70,7 @@ impl Accounts {
             username: username.to_string(),
             role,
             sessions: Vec::new(),
+            mute: None,
         });
         account.role = role;
         account.sessions.push(connection);
@@ -71,6 +86,11 @@ impl Accounts {
         if account.sessions.is_empty() {
             self.by_key.remove(key);
         }
+    }
+
+    /// Online account `key`, to change (`None`: offline).
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Account> {
+        self.by_key.get_mut(key)
     }
 
     /// Gives online account `key` its new role; returns the account (`None`: offline).

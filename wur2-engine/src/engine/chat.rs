@@ -70,6 +70,14 @@ impl Engine {
                 );
             }
             Command::Kick { user, reason } => self.kick(connection, &sender, &user, reason),
+            Command::Sanction {
+                kind,
+                user,
+                duration,
+                reason,
+            } => self.impose(connection, &sender, kind, &user, duration, reason),
+            Command::Lift { kind, user } => self.lift(connection, &sender, kind, &user),
+            Command::Sanctions => self.list_sanctions(connection, &sender),
             Command::ShowRole => self.show_role(connection, &sender),
             Command::SetRole { user, role } => self.set_role(connection, &sender, &user, role),
             Command::History {
@@ -105,10 +113,13 @@ impl Engine {
     /// Plain text: to the store, then (once committed) to every other member of the
     /// channel, encoded once.
     fn say(&mut self, connection: ConnectionId, text: &str) {
-        let Some(text) = self.checked_text(connection, text) else {
+        let Some(sender) = self.sender(connection) else {
             return;
         };
-        let Some(sender) = self.sender(connection) else {
+        if self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
+        let Some(text) = self.checked_text(connection, text) else {
             return;
         };
         let id = self.next_message_id();
@@ -126,6 +137,9 @@ impl Engine {
     }
 
     fn direct_message(&mut self, connection: ConnectionId, sender: &Sender, to: &str, text: &str) {
+        if self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
         if !is_valid_username(to) {
             return self.no_such_user(connection, to);
         }
@@ -337,7 +351,7 @@ impl Engine {
 
     /// The store changed a role: apply it to the live sessions at once.
     pub(super) fn on_role_set(&mut self, connection: ConnectionId, user: &str, reply: StoreReply) {
-        let StoreReply::Account { username, role } = reply else {
+        let StoreReply::Account { username, role, .. } = reply else {
             match reply {
                 StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, user),
                 StoreReply::Failed(StoreError::LastAdmin) => self.error(

@@ -13,6 +13,7 @@ use crate::login_guard::Admission;
 use crate::names::{is_valid_username, username_key};
 use crate::output::CloseReason;
 use crate::registration_limit::Refused;
+use crate::sanction::Sanction;
 use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Prompt};
 
@@ -271,9 +272,17 @@ impl Engine {
         let Some(address) = self.sessions.get(connection).map(|s| s.peer.ip()) else {
             return;
         };
-        if let StoreReply::Account { username, role } = reply {
+        if let StoreReply::Account {
+            username,
+            role,
+            mute,
+        } = reply
+        {
             self.login_guard.record_success(account, address, now);
-            return self.logged_in(connection, existing, username, role);
+            return self.logged_in(connection, existing, username, role, mute);
+        }
+        if let StoreReply::Failed(StoreError::Banned(ban)) = &reply {
+            return self.refuse_banned(connection, ban);
         }
         if let Some(at) = registration {
             self.registrations.release(address, at);
@@ -357,6 +366,7 @@ impl Engine {
         existing: bool,
         username: String,
         role: Role,
+        mute: Option<Sanction>,
     ) {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
@@ -373,13 +383,15 @@ impl Engine {
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
         self.stats.logins += 1;
-        self.accounts.log_in(key, &username, role, connection);
+        self.accounts
+            .log_in(key.clone(), &username, role, connection);
         let welcome = Line::Welcome {
             user: &username,
             role,
             new: !existing,
         };
         self.send(connection, welcome);
+        self.muted_at_login(connection, &key, mute);
         let default_channel = self.config.default_channel.clone();
         let channel = self.enter_channel(connection, &default_channel);
         self.send(connection, Line::InChannel { channel: &channel });

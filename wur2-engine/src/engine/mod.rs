@@ -17,6 +17,7 @@ mod history;
 mod login;
 mod outbox;
 mod peers;
+mod sanctions;
 mod self_service;
 mod sessions;
 mod timers;
@@ -137,6 +138,20 @@ enum Pending {
     LogoutEverywhere {
         connection: ConnectionId,
     },
+    Sanction {
+        connection: ConnectionId,
+        /// As typed, for the answer when there is no such user.
+        user: String,
+    },
+    Lift {
+        connection: ConnectionId,
+        kind: crate::sanction::SanctionKind,
+        /// As typed, for the answer when there is nothing to lift.
+        user: String,
+    },
+    Sanctions {
+        connection: ConnectionId,
+    },
 }
 
 impl Pending {
@@ -147,6 +162,9 @@ impl Pending {
             | Pending::OfflineMessages { connection }
             | Pending::OfflineDirect { connection, .. }
             | Pending::SetRole { connection, .. }
+            | Pending::Sanction { connection, .. }
+            | Pending::Lift { connection, .. }
+            | Pending::Sanctions { connection }
             | Pending::ChangePassword { connection }
             | Pending::DeleteAccount { connection }
             | Pending::IssueToken { connection }
@@ -417,6 +435,9 @@ impl Engine {
             Pending::DeleteAccount { .. } => self.on_account_deleted(connection, reply, now),
             Pending::IssueToken { .. } => self.on_token_issued(connection, reply),
             Pending::LogoutEverywhere { .. } => self.on_tokens_revoked(connection, reply),
+            Pending::Sanction { user, .. } => self.on_sanctioned(connection, &user, reply),
+            Pending::Lift { kind, user, .. } => self.on_lifted(connection, kind, &user, reply),
+            Pending::Sanctions { .. } => self.on_sanctions(connection, reply),
         }
         self.process_input(connection, now);
         self.finish_input();
@@ -490,8 +511,11 @@ impl Engine {
     /// Account `username` (matched without regard to case) was changed outside this engine
     /// at `now`: by the operator's command line, or another node sharing the accounts.
     /// A new role applies to every live session of the account at once, and each is told
-    /// (as after `/role`); a role it already has changes nothing. A purged account's
-    /// sessions are told and closed. An account that is not online is ignored.
+    /// (as after `/role`); a role it already has changes nothing. A purged or banned
+    /// account's sessions are told and closed. A mute applies to the account's messages
+    /// from `now` until its [`Expiry::remaining`](crate::Expiry::remaining) has passed
+    /// (a mute the sessions already know is not told again); a lifted mute stops
+    /// applying. An account that is not online is ignored.
     pub fn handle_account_changed(&mut self, username: &str, change: AccountChange, now: Instant) {
         self.outbox.begin_input(now);
         self.apply_account_change(username, change);
