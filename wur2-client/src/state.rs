@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
+use wur2_engine::Password;
 use wur2_engine::json::{ChannelInfo, ServerEvent, ServerLine};
 
 /// Commands offered by Tab completion: the server's and the client's own.
@@ -131,6 +132,8 @@ pub enum Action {
     },
     /// Say goodbye and leave.
     Quit,
+    /// Keep this resume token (the answer to the client's own `/token`).
+    KeepToken(Password),
 }
 
 /// Which conversation a view shows.
@@ -453,9 +456,11 @@ pub struct ChatState {
     active: usize,
     /// Messages of each channel visited, by lowercased name (the channel view shows one).
     channel_logs: HashMap<String, Vec<Entry>>,
-    /// `/channels` and `/list` this client asked for itself, whose answers are not shown.
+    /// `/channels`, `/list` and `/token` this client asked for itself, whose answers are
+    /// not shown.
     quiet_channels: u32,
     quiet_lists: u32,
+    quiet_tokens: u32,
     /// Channels or members changed; the caller should ask `/channels` again.
     refresh_wanted: bool,
     next_upload: u64,
@@ -492,6 +497,7 @@ impl ChatState {
             channel_logs: HashMap::new(),
             quiet_channels: 0,
             quiet_lists: 0,
+            quiet_tokens: 0,
             refresh_wanted: false,
             next_upload: 1,
             older: None,
@@ -530,6 +536,12 @@ impl ChatState {
     pub fn refresh_lines(&mut self) -> Vec<Action> {
         self.quiet_lists += 1;
         vec![self.channels_refresh(), Action::Send("/list".into())]
+    }
+
+    /// A `/token` whose answer is kept (see [`Action::KeepToken`]), not shown.
+    pub fn ask_token(&mut self) -> Action {
+        self.quiet_tokens += 1;
+        Action::Send("/token".into())
     }
 
     /// A `/channels` whose answer updates the side bar silently.
@@ -895,6 +907,10 @@ impl ChatState {
                     self.push(view, entry, false);
                 }
             }
+            ServerEvent::Token { token } if self.quiet_tokens > 0 => {
+                self.quiet_tokens -= 1;
+                return vec![Action::KeepToken(Password::new(token))];
+            }
             ServerEvent::Token { token } => {
                 let text = format!(
                     "Your resume token (keep it private): {token}; log in with /resume {} {token}",
@@ -1119,6 +1135,7 @@ impl ChatState {
     pub fn disconnected(&mut self, reason: &str, now_ms: i64) {
         self.quiet_channels = 0;
         self.quiet_lists = 0;
+        self.quiet_tokens = 0;
         if matches!(self.connection, Connection::Online) {
             self.connection = Connection::Reconnecting { attempt: 1 };
         }
