@@ -590,7 +590,7 @@ mod tests {
                     LogoutCause::PasswordChanged
                 },
             }),
-            (any::<u64>(), name(), name(), name(), any::<u64>()).prop_map(
+            (any::<u64>(), name(), name(), file_name(), any::<u64>()).prop_map(
                 |(transfer, recipient, from, name, size)| Body::FileOffer {
                     transfer,
                     recipient,
@@ -606,6 +606,11 @@ mod tests {
             (any::<u64>(), proptest::option::of(".{0,40}"))
                 .prop_map(|(transfer, failure)| Body::FileOutcome { transfer, failure }),
         ]
+    }
+
+    /// A file name by the upload rules (never `.` or `..`).
+    fn file_name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,12}(\\.[a-z]{1,4})?"
     }
 
     fn role() -> impl Strategy<Value = Role> {

@@ -568,9 +568,14 @@ impl Engine {
             .broadcast(&mut self.sessions, &members.members, None, &line);
     }
 
-    /// Tells this node's members of `session`'s channel that it joined or left.
+    /// Tells this node's members of `session`'s channel that it joined or left (unless
+    /// the channel is too large for such notices).
     fn announce_remote(&mut self, announce: Announce, session: &RemoteSession) {
-        let Some(channel) = self.channels.get(&channel_key(&session.channel)) else {
+        let key = channel_key(&session.channel);
+        if !self.announces_membership(&key) {
+            return;
+        }
+        let Some(channel) = self.channels.get(&key) else {
             return;
         };
         let (user, name) = (session.user.as_str(), channel.name.as_str());

@@ -790,6 +790,8 @@ impl Engine {
             Departure::Announced => self.username_of(connection).unwrap_or_default(),
             Departure::Silent => String::new(),
         };
+        // Counted with the one leaving: a channel just over the limit stays quiet.
+        let announce = departure == Departure::Announced && self.announces_membership(&key);
         let (channel, moved) = match self.channels.leave(&key, position, connection) {
             Left::Remaining { channel, moved } => (channel, moved),
             Left::Emptied => return,
@@ -803,7 +805,7 @@ impl Engine {
         {
             m.slot_in_channel = position;
         }
-        if departure == Departure::Announced {
+        if announce {
             let line = Line::Left {
                 user: &name,
                 channel: &channel.name,
@@ -834,18 +836,28 @@ impl Engine {
             return String::new();
         };
         let display = channel.name.clone();
-        let line = Line::Joined {
-            user: &user,
-            channel: &display,
-        };
-        self.outbox.broadcast(
-            &mut self.sessions,
-            &channel.members,
-            Some(connection),
-            &line,
-        );
+        if self.announces_membership(&key) {
+            let members = &channel.members;
+            let line = Line::Joined {
+                user: &user,
+                channel: &display,
+            };
+            self.outbox
+                .broadcast(&mut self.sessions, members, Some(connection), &line);
+        }
         self.publish_enter(connection);
         display
+    }
+
+    /// Whether channel `key` is small enough for join and leave notices
+    /// ([`Config::join_notices_max_members`]), counting its members on every node.
+    fn announces_membership(&self, key: &str) -> bool {
+        let here = self.channels.get(key).map_or(0, |c| c.members.len());
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.peers.members_of(key));
+        here.saturating_add(elsewhere) <= self.config.join_notices_max_members
     }
 
     fn username_of(&self, connection: ConnectionId) -> Option<String> {
