@@ -278,7 +278,7 @@ impl Engine {
             mute,
         } = reply
         {
-            self.login_guard.record_success(account, address, now);
+            self.login_guard.record_success(account, address);
             return self.logged_in(connection, existing, username, role, mute);
         }
         if let StoreReply::Failed(StoreError::Banned(ban)) = &reply {
