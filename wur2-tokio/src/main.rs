@@ -5,6 +5,7 @@
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
 mod cluster;
+mod listener;
 mod operator;
 mod serve_args;
 
@@ -277,7 +278,7 @@ async fn serve(
     let (store, writer) = open_store(url, location).await?;
     let writer = tokio::spawn(writer.run());
     info!("data lives in {location}");
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match listener::chat_listener(args.listen) {
         Ok(listener) => listener,
         Err(error) => {
             store.close().await;
