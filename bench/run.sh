@@ -20,9 +20,25 @@
 # (a self-signed certificate for localhost made with openssl in the work directory); the
 # load generator's clients then connect over TLS.
 #
-# Every server runs fresh on 127.0.0.1, pinned to core 0; the load generator runs on
-# core 1. Each load run has a hard timeout; each server is stopped by its pid. Setup time
-# (connecting, logging in, joining) is reported apart and never counted in throughput.
+# Cluster mode (issue 18): `wur2-cluster` is a NATS server (nats-server, or
+# WUR2_TEST_NATS_SERVER) and three wur2 nodes a, b, c on one PostgreSQL database, the
+# clients spread round-robin over the nodes; `wur2-pg` is one wur2 on PostgreSQL without a
+# cluster, its same-run baseline. Both need PostgreSQL (scripts/postgres.sh; each
+# configuration and server gets a database of its own, made for the run and dropped at
+# its end). Their results add the servers' CPU seconds, the counters of every node's
+# /metrics over the measured part (chat messages, bus publications and bytes per chat
+# message) and, for the cluster, the NATS process's CPU (measured part and whole life) and
+# the bus's drops and gaps. Configurations S and W send B's senders 10× its messages
+# (20 000) in a small channel (30 members) and in B's (1 000 members), so the bus's cost per
+# message can be compared across channel sizes; SR and WR send them at one fixed rate
+# (1 000 messages/s in all):
+#
+#   SERVERS="wur2-pg wur2-cluster" bench/run.sh B S W SR WR
+#
+# Every server runs fresh on 127.0.0.1, pinned to core 0 (a cluster's three nodes and its
+# NATS share core 0: the same CPU as one node); the load generator runs on core 1. Each
+# load run has a hard timeout; each process is stopped by its pid. Setup time (connecting,
+# logging in, joining) is reported apart and never counted in throughput.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,16 +57,19 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/wur2-bench.XXXXXX")
 RESULTS="$OUT/results.txt"
 TABLE="$OUT/table.md"
 : >"$RESULTS"
-RUNNING_PID=""
-PG_DB=""
+# The pids of the processes started and not yet stopped, oldest first.
+RUNNING_PIDS=""
+# The PostgreSQL databases this run made (dropped at exit).
+declare -A PG_MADE
 
 log() { echo "[$(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
 
 cleanup() {
-    if [ -n "$RUNNING_PID" ]; then stop_server "$RUNNING_PID"; fi
-    if [ -n "$PG_DB" ] && [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
-        psql -q "$WUR2_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
-    fi
+    stop_running
+    local url
+    for url in "${!PG_MADE[@]}"; do
+        psql -q "$WUR2_TEST_POSTGRES_URL" -c "DROP DATABASE IF EXISTS ${url##*/}" >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -175,15 +194,51 @@ wait_port() {
 
 stop_server() {
     local pid=$1 i
+    RUNNING_PIDS=$(tr ' ' '\n' <<<"$RUNNING_PIDS" | grep -vx "$pid" | xargs || true)
     kill -TERM "$pid" 2>/dev/null || return 0
     for i in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; RUNNING_PID=""; return 0; }
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
         sleep 0.1
     done
     log "pid $pid did not stop in 15 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    RUNNING_PID=""
+}
+
+# Stops every process still running, the newest first (a cluster's nodes before its NATS).
+stop_running() {
+    local pid
+    for pid in $(tr ' ' '\n' <<<"$RUNNING_PIDS" | tac); do stop_server "$pid"; done
+}
+
+# spawn LOG PORT COMMAND…: starts COMMAND pinned to the server core, its output appended to
+# $WORK/LOG, and waits until it listens on 127.0.0.1:PORT; sets LAST_PID. Exits the script
+# if it does not start.
+spawn() {
+    local logfile=$1 port=$2
+    shift 2
+    taskset -c "$SERVER_CPU" "$@" >>"$WORK/$logfile" 2>&1 &
+    LAST_PID=$!
+    RUNNING_PIDS="$RUNNING_PIDS $LAST_PID"
+    if ! wait_port "$port" "$LAST_PID"; then
+        log "$logfile: $1 did not start; its log:"
+        tail -20 "$WORK/$logfile" >&2 || true
+        exit 1
+    fi
+}
+
+# spawn_wur2 LOG WAIT_PORT BIN LISTEN_PORT DB ARGS…: a WUR2 server (wur2, wur2-base, the
+# async-std example: they take the same flags) listening on 127.0.0.1:LISTEN_PORT with the
+# bench's limits, through spawn; ARGS add a TLS listener, metrics, cluster flags.
+spawn_wur2() {
+    local logfile=$1 wait_for=$2 bin=$3 listen=$4 db=$5
+    shift 5
+    spawn "$logfile" "$wait_for" "$bin" --listen "127.0.0.1:$listen" --database-url "$db" "${WUR2_FLAGS[@]}" "$@"
+}
+
+# cpu_secs PID: user + system CPU seconds of a running process so far.
+cpu_secs() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
 # The limits every WUR2 server runs with (the async-std example takes them as wur2 does).
@@ -192,57 +247,81 @@ WUR2_FLAGS=(--flood-lines-per-second 0 --max-connections 20000 --max-connections
 # limits. Environment, not flags, so a wur2-base binary from before these limits still starts.
 export WUR2_MAX_REGISTRATIONS_PER_IP=0 WUR2_MAX_REGISTRATIONS_PER_MINUTE=0
 
-# start_server NAME DB_URL: starts it fresh, sets PORT, PROTO, CONC, CLIENT_TLS (the load
-# generator's TLS flags) and RUNNING_PID.
+# The cluster's NATS and its nodes' client and metrics ports.
+NATS_PORT=16690
+CLUSTER_NODES=(a b c)
+CLUSTER_PORT=16691
+CLUSTER_METRICS_PORT=16694
+
+# start_server NAME DB_URL: starts it fresh, sets PORT (the first address), ADDRS (every
+# address the clients spread over, comma-separated), PROTO, CONC, CLIENT_TLS (the load
+# generator's TLS flags), SERVER_PIDS (comma-separated), METRICS (the metrics endpoints,
+# comma-separated, or empty), BUS_PID (the cluster's NATS, or empty) and RUNNING_PID (the
+# first server process).
 start_server() {
     local name=$1 db=${2:-}
-    CLIENT_TLS=()
+    CLIENT_TLS=() METRICS="" BUS_PID=""
     case $name in
     wur2-async-std)
         # The same limits and login concurrency as wur2 (both share wur2-store's pools).
         PORT=16671 PROTO=wur2 CONC=16
-        taskset -c "$SERVER_CPU" "$WORK/wur2-async-std" --listen "127.0.0.1:$PORT" --database-url "$db" \
-            "${WUR2_FLAGS[@]}" >>"$WORK/$name.log" 2>&1 &
+        spawn_wur2 "$name.log" "$PORT" "$WORK/wur2-async-std" "$PORT" "$db"
+        ;;
+    wur2-cluster)
+        # NATS first (the nodes refuse to start without it), then the nodes, each on the
+        # one database; every process on the server core.
+        PORT=$CLUSTER_PORT PROTO=wur2 CONC=16
+        spawn "$name-nats.log" "$NATS_PORT" "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT"
+        BUS_PID=$LAST_PID
+        local i addrs=() metrics=() pids=()
+        for i in "${!CLUSTER_NODES[@]}"; do
+            local port=$((CLUSTER_PORT + i)) metrics_port=$((CLUSTER_METRICS_PORT + i))
+            spawn_wur2 "$name-${CLUSTER_NODES[$i]}.log" "$port" "$WORK/wur2" "$port" "$db" \
+                --metrics-listen "127.0.0.1:$metrics_port" \
+                --cluster "nats://127.0.0.1:$NATS_PORT" --node-name "${CLUSTER_NODES[$i]}"
+            addrs+=("127.0.0.1:$port") metrics+=("127.0.0.1:$metrics_port") pids+=("$LAST_PID")
+        done
+        ADDRS=$(IFS=,; echo "${addrs[*]}") METRICS=$(IFS=,; echo "${metrics[*]}")
+        SERVER_PIDS=$(IFS=,; echo "${pids[*]}") RUNNING_PID=${pids[0]}
+        return
         ;;
     wur2*)
         # Setup only: more logins at once than this starve the store's pools (PostgreSQL
         # answers "storage is unavailable") without hashing any faster.
-        local bin=$WORK/wur2 tls=()
+        local bin=$WORK/wur2 own=()
         PORT=16669 PROTO=wur2 CONC=16
         if [[ $name == wur2-base* ]]; then bin=$WORK/wur2-base PORT=16672; fi
         local listen=$PORT
         if [[ $name == *-tls ]]; then
             # The plain listener as usual; the clients use the TLS one beside it.
             PORT=$((PORT + 10))
-            tls=(--tls-listen "127.0.0.1:$PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+            own=(--tls-listen "127.0.0.1:$PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
             CLIENT_TLS=(--tls-ca "$WORK/cert.pem" --tls-server-name localhost)
         fi
-        taskset -c "$SERVER_CPU" "$bin" --listen "127.0.0.1:$listen" "${tls[@]}" --database-url "$db" \
-            "${WUR2_FLAGS[@]}" >>"$WORK/$name.log" 2>&1 &
+        # wur2-pg, the cluster's one-node baseline, has its metrics read as the nodes do.
+        if [ "$name" = wur2-pg ]; then
+            METRICS=127.0.0.1:16689
+            own+=(--metrics-listen "$METRICS")
+        fi
+        spawn_wur2 "$name.log" "$PORT" "$bin" "$listen" "$db" "${own[@]}"
         ;;
     ngircd)
         # ngircd listens with a backlog of 10.
         PORT=16667 PROTO=irc CONC=8
-        taskset -c "$SERVER_CPU" ngircd -n -f "$WORK/ngircd.conf" >>"$WORK/ngircd.log" 2>&1 &
+        spawn ngircd.log "$PORT" ngircd -n -f "$WORK/ngircd.conf"
         ;;
     inspircd)
         # InspIRCd completes registrations on a once-a-second timer: many at once.
         PORT=16668 PROTO=irc CONC=1000
-        taskset -c "$SERVER_CPU" inspircd --nofork --runasroot --config="$WORK/inspircd.conf" \
-            >>"$WORK/inspircd.out" 2>&1 &
+        spawn inspircd.out "$PORT" inspircd --nofork --runasroot --config="$WORK/inspircd.conf"
         ;;
     relay)
         PORT=16670 PROTO=line CONC=64
-        taskset -c "$SERVER_CPU" "$WORK/wur2-relay" --listen "127.0.0.1:$PORT" >>"$WORK/relay.log" 2>&1 &
+        spawn relay.log "$PORT" "$WORK/wur2-relay" --listen "127.0.0.1:$PORT"
         ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
     esac
-    RUNNING_PID=$!
-    if ! wait_port "$PORT" "$RUNNING_PID"; then
-        log "$name did not start; its log:"
-        tail -20 "$WORK"/"$name"* >&2 || true
-        exit 1
-    fi
+    RUNNING_PID=$LAST_PID SERVER_PIDS=$LAST_PID ADDRS=127.0.0.1:$PORT
 }
 
 # --- configurations ------------------------------------------------------------------------
@@ -252,6 +331,15 @@ load_args() {
     case $1 in
     A) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --window $WINDOW --timeout-secs 120" ;;
     B | P) echo "--clients 1000 --senders 10 --messages 200 --payload 64 --window $WINDOW --timeout-secs 300" ;;
+    # Cluster (issue 18): the bus's cost per message in a small channel (S) and in B's
+    # (W), with the same 20 000 messages, enough for CPU seconds to resolve.
+    S) echo "--clients 30 --senders 10 --messages 2000 --payload 64 --window $WINDOW --timeout-secs 120" ;;
+    W) echo "--clients 1000 --senders 10 --messages 2000 --payload 64 --window $WINDOW --timeout-secs 600" ;;
+    # The same two channels at one fixed rate (10 senders × 100/s for 20 s): the bus's cost
+    # per message depends on how many messages share NATS's writes, so only equal rates
+    # compare channel sizes alone.
+    SR) echo "--clients 30 --senders 10 --messages 2000 --payload 64 --rate 100 --timeout-secs 120" ;;
+    WR) echo "--clients 1000 --senders 10 --messages 2000 --payload 64 --rate 100 --timeout-secs 600" ;;
     L) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --rate 100 --timeout-secs 120" ;;
     C) echo "--clients 5000 --senders 0 --messages 0 --payload 64 --warmup 200 --settle-ms 2000 --timeout-secs 600" ;;
     esac
@@ -272,14 +360,32 @@ all_servers() {
     for config in "${CONFIGS[@]}"; do servers_for "$config"; done | tr ' ' '\n' | sort -u | xargs
 }
 
+# on_postgres SERVER: whether it runs on PostgreSQL.
+on_postgres() {
+    case $1 in wur2-postgres | wur2-pg | wur2-cluster) return 0 ;; *) return 1 ;; esac
+}
+
 # db_for CONFIG SERVER: the database a WUR2 run uses; one per configuration and server,
 # kept across repetitions so accounts are registered once (argon2 makes registering
 # thousands slow): every server registers in its first repetition and logs in after.
+# PostgreSQL ones are named after the run (PG_PREFIX) and made by run_one.
 db_for() {
-    case $2 in
-    wur2-postgres) echo "$PG_URL" ;;
-    *) echo "sqlite://$WORK/$1-$2.db" ;;
-    esac
+    if on_postgres "$2"; then
+        echo "$PG_BASE/${PG_PREFIX}_${1,,}_${2//-/_}"
+    else
+        echo "sqlite://$WORK/$1-$2.db"
+    fi
+}
+
+# arg_of CONFIG FLAG: a number of the configuration's load (arg_of B --messages: 200).
+arg_of() {
+    local args
+    read -ra args <<<"$(load_args "$1")"
+    local i
+    for i in "${!args[@]}"; do
+        if [ "${args[$i]}" = "$2" ]; then echo "${args[$((i + 1))]}"; return; fi
+    done
+    echo 0
 }
 
 # history_check RUN_TAG DB_URL EXPECTED: every message of the run stored exactly once.
@@ -295,6 +401,11 @@ history_check() {
 
 declare -A REGISTERED
 
+# server_warnings SERVER: WARN lines in its logs so far (a cluster's: every node's).
+server_warnings() {
+    cat "$WORK/$1.log" "$WORK/$1"-{a,b,c}.log 2>/dev/null | grep -c WARN || true
+}
+
 run_one() {
     local config=$1 server=$2 rep=$3 db="" auth=register line rc=0
     case $server in wur2*)
@@ -302,14 +413,34 @@ run_one() {
         if [ -n "${REGISTERED[$config/$server]:-}" ]; then auth=login; fi
         ;;
     esac
+    if [[ $db == postgres://* ]] && [ -z "${PG_MADE[$db]:-}" ]; then
+        psql -q "$WUR2_TEST_POSTGRES_URL" -c "CREATE DATABASE ${db##*/}" >/dev/null
+        PG_MADE[$db]=1
+    fi
+    local warnings_before
+    warnings_before=$(server_warnings "$server")
     start_server "$server" "$db"
-    local pid=$RUNNING_PID
-    log "$config $server rep $rep (pid $pid, $auth)"
+    local extra_args=()
+    if [ -n "$METRICS" ]; then extra_args+=(--metrics "$METRICS"); fi
+    if [ -n "$BUS_PID" ]; then extra_args+=(--bus-pid "$BUS_PID"); fi
+    log "$config $server rep $rep (pids $SERVER_PIDS${BUS_PID:+, NATS $BUS_PID}, $auth)"
     # shellcheck disable=SC2046
     line=$(timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol "$PROTO" \
-        --addr "127.0.0.1:$PORT" --connect-concurrency "$CONC" --auth "$auth" \
-        "${CLIENT_TLS[@]}" --server-pid "$pid" $(load_args "$config") 2>>"$WORK/loadgen.log") || rc=$?
-    stop_server "$pid"
+        --addr "$ADDRS" --connect-concurrency "$CONC" --auth "$auth" \
+        "${CLIENT_TLS[@]}" --server-pid "$SERVER_PIDS" "${extra_args[@]}" $(load_args "$config") \
+        2>>"$WORK/loadgen.log") || rc=$?
+    local extra=""
+    if [ -n "$BUS_PID" ]; then
+        # The nodes first, so the NATS figure covers their goodbyes; then NATS's whole life.
+        local pid
+        for pid in ${SERVER_PIDS//,/ }; do stop_server "$pid"; done
+        extra="nats_cpu_total_s=$(cpu_secs "$BUS_PID") "
+    fi
+    stop_running
+    if [[ $server == wur2* ]]; then
+        # Warnings the server logged in this run (the cluster bus's among them).
+        extra+="warnings=$(($(server_warnings "$server") - warnings_before)) "
+    fi
     if [ -z "$line" ]; then
         log "$config $server rep $rep: no result (exit $rc); loadgen log:"
         tail -3 "$WORK/loadgen.log" >&2
@@ -317,11 +448,10 @@ run_one() {
     else
         REGISTERED[$config/$server]=1
     fi
-    local extra=""
-    if [ "$config" = P ] && [ "$line" != "RESULT failed=1" ]; then
+    if [[ $config == P || $db == postgres://* ]] && [ "$line" != "RESULT failed=1" ]; then
         local tag
         tag=$(sed -n 's/.* run=\([0-9]*\).*/\1/p' <<<"$line")
-        extra=$(history_check "$tag" "$db" 2000)
+        extra+=$(history_check "$tag" "$db" $(($(arg_of "$config" --senders) * $(arg_of "$config" --messages))))
     fi
     echo "config=$config server=$server rep=$rep load=$(cut -d' ' -f1 /proc/loadavg) ${line#RESULT } $extra" | tee -a "$RESULTS" >&2
 }
@@ -334,17 +464,20 @@ write_configs
 ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt 12000 ]; then log "warning: ulimit -n is $(ulimit -n); config C needs ~10 000"; fi
 
-PG_URL=""
-if [[ " ${CONFIGS[*]} " == *" P "* ]]; then
+PG_BASE="" PG_PREFIX="wur2_bench_$(date +%s)"
+if [[ " $(all_servers) " =~ \ (wur2-postgres|wur2-pg|wur2-cluster)\  ]]; then
     # shellcheck source=/dev/null
     source "$ROOT/scripts/postgres.sh"
     if [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
-        PG_DB="wur2_bench_$(date +%s)"
-        psql -q "$WUR2_TEST_POSTGRES_URL" -c "CREATE DATABASE $PG_DB" >/dev/null
-        PG_URL="${WUR2_TEST_POSTGRES_URL%/*}/$PG_DB"
+        PG_BASE=${WUR2_TEST_POSTGRES_URL%/*}
     else
-        log "no PostgreSQL: P runs on SQLite only"
+        log "no PostgreSQL: the servers on PostgreSQL are left out"
     fi
+fi
+NATS_BIN=${WUR2_TEST_NATS_SERVER:-$(command -v nats-server || true)}
+if [[ " $(all_servers) " == *" wur2-cluster "* ]] && [ -z "$NATS_BIN" ]; then
+    echo "wur2-cluster needs nats-server (apt-get install nats-server, or WUR2_TEST_NATS_SERVER)" >&2
+    exit 1
 fi
 
 {
@@ -356,7 +489,7 @@ fi
 for rep in $(seq "$REPS"); do
     for config in "${CONFIGS[@]}"; do
         for server in $(servers_for "$config"); do
-            if [ "$server" = wur2-postgres ] && [ -z "$PG_URL" ]; then continue; fi
+            if on_postgres "$server" && [ -z "$PG_BASE" ]; then continue; fi
             run_one "$config" "$server" "$rep"
         done
     done
@@ -407,7 +540,7 @@ def fmt_us(v):
 out = []
 out.append("| config | server | runs | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | setup s | server memory | load avg |")
 out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-order = {"A": 0, "B": 1, "L": 2, "C": 3, "P": 4}
+order = {"A": 0, "B": 1, "S": 2, "W": 3, "SR": 4, "WR": 5, "L": 6, "C": 7, "P": 8}
 for (config, server), runs in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
     failed = sum(1 for r in runs if "failed" in r)
     lost = sum(int(r.get("lost", 0)) + int(r.get("dup", 0)) for r in runs)
@@ -473,6 +606,42 @@ if any(r for *_, r in lines):
     for c, a, b, k, what, r in lines:
         if r:
             out.append(f"- {c}: {what} ({a} / {b}) = {r:.3f}×")
+
+# Cluster mode (issue 18): every repetition, the cluster against one node on PostgreSQL.
+cluster = [(c, s) for (c, s) in rows if s in ("wur2-cluster", "wur2-pg")]
+if cluster:
+    out.append("")
+    out.append("Cluster (wur2-cluster: 3 nodes + NATS) against one node (wur2-pg), every repetition:")
+    out.append("")
+    out.append("| config | server | rep | deliveries/s | cluster / one node | p50 | p99 | lost | dup | history "
+               "| bus pub. per chat msg | bus bytes per chat msg | NATS CPU s measured (µs/msg) | NATS reads, writes per msg | NATS CPU s whole run "
+               "| servers' CPU µs/msg | bus dropped, gaps | warnings | clients per node | load |")
+    out.append("|" + "---|" * 20)
+    def f(r, key, fmt="{}"):
+        return fmt.format(float(r[key])) if key in r else "–"
+    for config, server in sorted(cluster, key=lambda cs: (order.get(cs[0], 9), cs[1] != "wur2-pg")):
+        for r in rows[(config, server)]:
+            base = [b for b in rows.get((config, "wur2-pg"), []) if b.get("rep") == r.get("rep")]
+            ratio_text = "–"
+            if server == "wur2-cluster" and base and "deliveries_per_s" in r and float(base[0].get("deliveries_per_s", 0)) > 0:
+                ratio_text = f"{float(r['deliveries_per_s']) / float(base[0]['deliveries_per_s']):.2f}×"
+            d = r.get("deliveries_per_s")
+            nats = "–" if "bus_cpu_s" not in r else f"{float(r['bus_cpu_s']):.2f} ({float(r['bus_cpu_us_per_msg']):.0f})"
+            calls = "–" if "bus_reads_per_msg" not in r else f"{float(r['bus_reads_per_msg']):.2f}, {float(r['bus_writes_per_msg']):.2f}"
+            drops = "–" if "bus_dropped_total" not in r else f"{r['bus_dropped_total']}, {r['bus_gaps_total']}"
+            out.append(
+                f"| {config} | {server} | {r.get('rep')} | {'failed' if d is None else f'{float(d)/1e6:.3f} M'} | {ratio_text} "
+                f"| {fmt_us(med([r], 'p50_us'))} | {fmt_us(med([r], 'p99_us'))} | {r.get('lost', '–')} | {r.get('dup', '–')} "
+                f"| {r.get('history', '–')} | {f(r, 'bus_pub_per_msg', '{:.4f}')} | {f(r, 'bus_bytes_per_msg', '{:.0f}')} "
+                f"| {nats} | {calls} | {f(r, 'nats_cpu_total_s', '{:.2f}')} | {f(r, 'server_cpu_us_per_msg', '{:.0f}')} "
+                f"| {drops} | {r.get('warnings', '–')} | {r.get('clients_per_addr', '–')} | {r.get('load')} |"
+            )
+    for config in sorted({c for c, _ in cluster}, key=lambda c: order.get(c, 9)):
+        r = ratio(config, "wur2-cluster", "wur2-pg", "deliveries_per_s")
+        bus = med(rows.get((config, "wur2-cluster"), []), "bus_pub_per_msg")
+        if r:
+            out.append(f"- {config}: cluster / one node deliveries/s = {r:.2f}× (medians); "
+                       f"bus publications per chat message {bus:.4f} (median)")
 text = "\n".join(out)
 print(text)
 open(sys.argv[2], "w").write(text + "\n")

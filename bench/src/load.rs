@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, Notify, Semaphore, mpsc, watch};
 
 use crate::memory::{self, Memory};
 use crate::payload::{Codec, Stamp};
+use crate::scrape::{self, Counters};
 use crate::transport::{Connector, ReadHalf, TlsClient, WriteHalf};
 
 /// What the server speaks.
@@ -48,8 +49,11 @@ pub enum Auth {
 /// One run's shape.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server, or the nodes of a cluster: client `i` connects to
+    /// `addrs[i % addrs.len()]` (round-robin, see [`LoadConfig::addr_for`]), so with one
+    /// address every client connects to it, and with several the senders, the observer and
+    /// the other members spread over all of them. Never empty.
+    pub addrs: Vec<SocketAddr>,
     /// TLS to the server; plain TCP when `None`.
     pub tls: Option<TlsClient>,
     /// What it speaks.
@@ -81,8 +85,15 @@ pub struct LoadConfig {
     pub warmup: usize,
     /// Wait after setup before the setup memory snapshot (lets announcements drain).
     pub settle: Duration,
-    /// The server's process id, for memory snapshots.
-    pub server_pid: Option<u32>,
+    /// The server's process ids (one per node of a cluster), for memory snapshots (summed)
+    /// and the servers' CPU seconds in the measured part.
+    pub server_pids: Vec<u32>,
+    /// The cluster bus's process id (the NATS server), for its CPU seconds and system calls
+    /// in the measured part.
+    pub bus_pid: Option<u32>,
+    /// The servers' Prometheus endpoints (`wur2 --metrics-listen`), read at the start and
+    /// the end of the measured part: chat messages, deliveries and bus counters.
+    pub metrics: Vec<SocketAddr>,
     /// The whole run, setup included, ends by this deadline.
     pub timeout: Duration,
     /// A file created once every client is ready (before `settle`), so a script can start
@@ -93,7 +104,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 6969)),
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], 6969))],
             tls: None,
             protocol: Protocol::Wur2,
             clients: 10,
@@ -109,10 +120,21 @@ impl Default for LoadConfig {
             auth: Auth::Register,
             warmup: 1,
             settle: Duration::from_millis(300),
-            server_pid: None,
+            server_pids: Vec::new(),
+            bus_pid: None,
+            metrics: Vec::new(),
             timeout: Duration::from_secs(120),
             ready_file: None,
         }
+    }
+}
+
+impl LoadConfig {
+    /// The address client `index` connects to: round-robin over [`LoadConfig::addrs`];
+    /// `None` only when there is no address.
+    pub fn addr_for(&self, index: usize) -> Option<SocketAddr> {
+        let count = self.addrs.len();
+        (count > 0).then(|| self.addrs[index % count])
     }
 }
 
@@ -147,6 +169,8 @@ pub struct Report {
     pub run_tag: u32,
     /// Clients that completed setup.
     pub clients: usize,
+    /// Clients that completed setup per address of [`LoadConfig::addrs`], in its order.
+    pub clients_per_addr: Vec<usize>,
     /// Seconds from the first connect to the last client ready.
     pub setup_secs: f64,
     /// Deliveries that should happen: every message to every other member.
@@ -157,6 +181,8 @@ pub struct Report {
     pub duplicates: u64,
     /// `expected − received`.
     pub lost: u64,
+    /// Chat messages the senders were to send (senders × messages).
+    pub sent: u64,
     /// Seconds from the first send to the last delivery.
     pub measure_secs: f64,
     /// Distinct deliveries per second of `measure_secs`.
@@ -179,6 +205,19 @@ pub struct Report {
     pub memory_connections: usize,
     /// Whether the run hit its deadline.
     pub timed_out: bool,
+    /// CPU seconds of the server processes ([`LoadConfig::server_pids`], summed) in the
+    /// measured part.
+    pub server_cpu_secs: Option<f64>,
+    /// CPU seconds of the bus process ([`LoadConfig::bus_pid`]) in the measured part.
+    pub bus_cpu_secs: Option<f64>,
+    /// Read and write system calls of the bus process in the measured part.
+    pub bus_syscalls: Option<crate::cpu::Syscalls>,
+    /// What the servers' counters ([`LoadConfig::metrics`], summed over nodes) moved by in
+    /// the measured part.
+    pub counters_measured: Option<Counters>,
+    /// The servers' counters at the end, summed over nodes (since they started: bus drops
+    /// and gaps of the whole run, setup included).
+    pub counters_end: Option<Counters>,
 }
 
 impl Report {
@@ -205,7 +244,7 @@ impl Report {
             "RESULT run={} clients={} setup_s={:.2} expected={} received={} dup={} lost={} measure_s={:.3} \
              deliveries_per_s={:.0} p50_us={} p99_us={} p999_us={} max_us={} \
              rss_before_kib={rss0} hwm_before_kib={hwm0} rss_ready_kib={rss1} hwm_ready_kib={hwm1} \
-             rss_after_kib={rss2} hwm_after_kib={hwm2} bytes_per_conn={:.0} timed_out={}",
+             rss_after_kib={rss2} hwm_after_kib={hwm2} bytes_per_conn={:.0} timed_out={}{}",
             self.run_tag,
             self.clients,
             self.setup_secs,
@@ -221,7 +260,85 @@ impl Report {
             self.max_us,
             self.bytes_per_connection().unwrap_or(0.0),
             self.timed_out,
+            self.extra_fields(),
         )
+    }
+
+    /// The fields only some runs have: clients per address with several addresses, CPU
+    /// seconds when pids were given, counters when metrics endpoints were.
+    fn extra_fields(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if self.clients_per_addr.len() > 1 {
+            let split: Vec<String> = self.clients_per_addr.iter().map(usize::to_string).collect();
+            let _ = write!(
+                out,
+                " addrs={} clients_per_addr={}",
+                split.len(),
+                split.join("/")
+            );
+        }
+        let per_message = |value: f64, messages: u64| {
+            if messages == 0 {
+                0.0
+            } else {
+                value / messages as f64
+            }
+        };
+        // Chat messages of the run: the servers' own count when there is one.
+        let messages = self
+            .counters_measured
+            .map_or(self.sent, |c| c.chat_messages);
+        if let Some(secs) = self.server_cpu_secs {
+            let _ = write!(
+                out,
+                " server_cpu_s={secs:.2} server_cpu_us_per_msg={:.1}",
+                per_message(secs * 1e6, messages)
+            );
+        }
+        if let Some(secs) = self.bus_cpu_secs {
+            let _ = write!(
+                out,
+                " bus_cpu_s={secs:.2} bus_cpu_us_per_msg={:.1}",
+                per_message(secs * 1e6, messages)
+            );
+        }
+        if let Some(calls) = self.bus_syscalls {
+            let _ = write!(
+                out,
+                " bus_reads_per_msg={:.3} bus_writes_per_msg={:.3}",
+                per_message(calls.reads as f64, messages),
+                per_message(calls.writes as f64, messages)
+            );
+        }
+        if let Some(c) = self.counters_measured {
+            let _ = write!(
+                out,
+                " chat_msgs={} srv_deliveries={}",
+                c.chat_messages, c.deliveries
+            );
+            if c.bus {
+                let _ = write!(
+                    out,
+                    " bus_pub={} bus_recv={} bus_sent_bytes={} bus_pub_per_msg={:.4} \
+                     bus_bytes_per_msg={:.1} bus_recv_per_msg={:.4}",
+                    c.bus_published,
+                    c.bus_received,
+                    c.bus_sent_bytes,
+                    per_message(c.bus_published as f64, c.chat_messages),
+                    per_message(c.bus_sent_bytes as f64, c.chat_messages),
+                    per_message(c.bus_received as f64, c.chat_messages),
+                );
+            }
+        }
+        if let Some(c) = self.counters_end.filter(|c| c.bus) {
+            let _ = write!(
+                out,
+                " bus_dropped_total={} bus_gaps_total={} bus_refused_total={}",
+                c.bus_dropped, c.bus_gaps, c.bus_refused
+            );
+        }
+        out
     }
 }
 
@@ -255,7 +372,7 @@ struct Seen {
     latencies_us: Vec<u32>,
 }
 
-/// Runs one load test against `config.addr`.
+/// Runs one load test against `config.addrs`.
 pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     validate(&config)?;
     let connector = Connector::new(config.tls.as_ref()).map_err(LoadError::Config)?;
@@ -318,10 +435,14 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
             }
         }
         if batch_end == warmup {
-            report.memory_before = config.server_pid.and_then(memory::read);
+            report.memory_before = memory::read_all(&config.server_pids);
         }
     }
     report.clients = ready;
+    report.clients_per_addr = vec![0; config.addrs.len()];
+    for index in (0..config.clients).filter(|&i| writers[i].is_some()) {
+        report.clients_per_addr[index % config.addrs.len()] += 1;
+    }
     report.memory_connections = config.clients - warmup;
     report.setup_secs = setup_started.elapsed().as_secs_f64();
     if let Some(path) = &config.ready_file
@@ -330,11 +451,16 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         eprintln!("wur2-loadgen: cannot write {}: {error}", path.display());
     }
     tokio::time::sleep(config.settle).await;
-    report.memory_ready = config.server_pid.and_then(memory::read);
+    report.memory_ready = memory::read_all(&config.server_pids);
+    let counters_ready = read_counters(config).await;
+    let server_cpu_ready = crate::cpu::read_all(&config.server_pids);
+    let bus_cpu_ready = config.bus_pid.and_then(crate::cpu::read);
+    let bus_calls_ready = config.bus_pid.and_then(crate::cpu::syscalls);
 
     // Measure.
     let receivers = receivers(config);
     report.expected = expected_total(config);
+    report.sent = (config.senders * config.messages) as u64;
     let measure_started_us = micros_since(shared.epoch);
     let mut senders = tokio::task::JoinSet::new();
     for (index, writer) in writers.iter().take(config.senders).enumerate() {
@@ -354,7 +480,21 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         };
         report.timed_out = tokio::time::timeout_at(deadline, all_in).await.is_err();
     }
-    report.memory_after = config.server_pid.and_then(memory::read);
+    report.memory_after = memory::read_all(&config.server_pids);
+    // CPU first: reading the counters costs the servers a little.
+    let cpu_since = |ready: Option<f64>, now: Option<f64>| Some(now? - ready?);
+    report.server_cpu_secs = cpu_since(server_cpu_ready, crate::cpu::read_all(&config.server_pids));
+    report.bus_cpu_secs = cpu_since(bus_cpu_ready, config.bus_pid.and_then(crate::cpu::read));
+    report.bus_syscalls = config
+        .bus_pid
+        .and_then(crate::cpu::syscalls)
+        .zip(bus_calls_ready)
+        .map(|(now, ready)| now.since(ready));
+    report.counters_end = read_counters(config).await;
+    report.counters_measured = report
+        .counters_end
+        .zip(counters_ready)
+        .map(|(end, ready)| end.since(ready));
     let _ = stop_tx.send(true);
     senders.abort_all();
     let last_us = shared.last_delivery_us.load(Ordering::Acquire);
@@ -380,7 +520,25 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     Ok(report)
 }
 
+/// The servers' counters summed over [`LoadConfig::metrics`]; `None` without endpoints,
+/// or (said on stderr) when one does not answer: the run's deliveries still count.
+async fn read_counters(config: &LoadConfig) -> Option<Counters> {
+    if config.metrics.is_empty() {
+        return None;
+    }
+    match scrape::scrape_all(&config.metrics).await {
+        Ok(counters) => Some(counters),
+        Err(error) => {
+            eprintln!("wur2-loadgen: {error}");
+            None
+        }
+    }
+}
+
 fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    if config.addrs.is_empty() {
+        return Err(LoadError::Config("no server address".into()));
+    }
     if config.clients == 0 {
         return Err(LoadError::Config("no clients".into()));
     }
@@ -611,9 +769,12 @@ async fn client(
 /// Connects and logs client `index` in, up to and including the protocol's barrier.
 async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), LoadError> {
     let config = &shared.config;
+    let addr = config
+        .addr_for(index)
+        .ok_or_else(|| setup_error(index, "no server address"))?;
     let (reader, mut writer) = shared
         .connector
-        .connect(config.addr)
+        .connect(addr)
         .await
         .map_err(|e| setup_error(index, format!("connect: {e}")))?;
     let mut lines = Lines::new(reader);
@@ -821,6 +982,87 @@ mod tests {
         };
         assert_eq!(expected_total(&idle), 0);
         assert_eq!(receivers(&idle), 0);
+    }
+
+    #[test]
+    fn clients_spread_round_robin_over_the_addresses() {
+        let node = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let cluster = LoadConfig {
+            addrs: vec![node(7001), node(7002), node(7003)],
+            clients: 1000,
+            senders: 10,
+            ..LoadConfig::default()
+        };
+        let at: Vec<SocketAddr> = (0..cluster.clients)
+            .filter_map(|i| cluster.addr_for(i))
+            .collect();
+        assert_eq!(at.len(), 1000);
+        let count = |port| at.iter().filter(|&&a| a == node(port)).count();
+        assert_eq!((count(7001), count(7002), count(7003)), (334, 333, 333));
+        // The senders (the first ten) are on every node, and so are the receivers: every
+        // message has recipients on the other nodes.
+        let senders: Vec<u16> = at[..10].iter().map(SocketAddr::port).collect();
+        assert_eq!(
+            senders,
+            [7001, 7002, 7003, 7001, 7002, 7003, 7001, 7002, 7003, 7001]
+        );
+        // The observer, the last client, is on the first node.
+        assert_eq!(at[999], node(7001));
+
+        // One address: every client on it, as before there were several.
+        let single = LoadConfig::default();
+        assert!((0..50).all(|i| single.addr_for(i) == Some(single.addrs[0])));
+        let none = LoadConfig {
+            addrs: Vec::new(),
+            ..LoadConfig::default()
+        };
+        assert_eq!(none.addr_for(0), None);
+        assert!(matches!(validate(&none), Err(LoadError::Config(_))));
+    }
+
+    #[test]
+    fn cluster_figures_appear_in_the_result_line_only_when_measured() {
+        let plain = Report {
+            clients_per_addr: vec![10],
+            sent: 100,
+            ..Report::default()
+        };
+        let line = plain.to_line();
+        assert!(!line.contains("addrs=") && !line.contains("bus_"), "{line}");
+        let cluster = Report {
+            clients_per_addr: vec![4, 3, 3],
+            sent: 2000,
+            bus_cpu_secs: Some(0.5),
+            bus_syscalls: Some(crate::cpu::Syscalls {
+                reads: 1000,
+                writes: 3000,
+            }),
+            counters_measured: Some(Counters {
+                bus: true,
+                chat_messages: 2000,
+                bus_published: 2010,
+                bus_sent_bytes: 400_000,
+                ..Counters::default()
+            }),
+            counters_end: Some(Counters {
+                bus: true,
+                ..Counters::default()
+            }),
+            ..Report::default()
+        };
+        let line = cluster.to_line();
+        for field in [
+            " addrs=3 clients_per_addr=4/3/3",
+            " bus_cpu_s=0.50 bus_cpu_us_per_msg=250.0",
+            " bus_reads_per_msg=0.500 bus_writes_per_msg=1.500",
+            " chat_msgs=2000 ",
+            " bus_pub=2010 ",
+            " bus_pub_per_msg=1.0050 ",
+            " bus_bytes_per_msg=200.0 ",
+            " bus_dropped_total=0 bus_gaps_total=0 bus_refused_total=0",
+        ] {
+            assert!(line.contains(field), "{field:?} missing from {line}");
+        }
     }
 
     #[test]

@@ -16,6 +16,21 @@ pub fn read(pid: u32) -> Option<Memory> {
     parse_status(&status)
 }
 
+/// The memory of several processes (the nodes of a cluster), summed; `None` when there
+/// are none or one is gone. For one process it is [`read`].
+pub fn read_all(pids: &[u32]) -> Option<Memory> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold(Memory::default(), |sum, &pid| {
+        let one = read(pid)?;
+        Some(Memory {
+            rss_kib: sum.rss_kib + one.rss_kib,
+            hwm_kib: sum.hwm_kib + one.hwm_kib,
+        })
+    })
+}
+
 /// The `VmRSS` and `VmHWM` fields of a `/proc/<pid>/status` text.
 pub fn parse_status(status: &str) -> Option<Memory> {
     let field = |name: &str| {

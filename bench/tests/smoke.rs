@@ -10,7 +10,7 @@ use wur2_bench::transport::TlsClient;
 
 fn small(addr: std::net::SocketAddr, protocol: Protocol) -> LoadConfig {
     LoadConfig {
-        addr,
+        addrs: vec![addr],
         protocol,
         clients: 5,
         senders: 2,
@@ -18,7 +18,7 @@ fn small(addr: std::net::SocketAddr, protocol: Protocol) -> LoadConfig {
         payload: 64,
         window: 4,
         settle: Duration::ZERO,
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
         timeout: Duration::from_secs(20),
         ..LoadConfig::default()
     }
@@ -52,6 +52,64 @@ async fn load_generator_and_relay_lose_nothing() {
     .await
     .expect("setup works");
     assert_eq!((paced.received, paced.lost), (2 * 10 * 4, 0));
+    relay.abort();
+}
+
+/// Clients split over three addresses (the relay itself and two forwarders in front of
+/// it, standing in for the nodes of a cluster) are counted as one run: every delivery
+/// across "nodes" arrives once, and each address got its round-robin share.
+#[tokio::test]
+async fn clients_over_several_addresses_are_one_run() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let relay_addr = listener.local_addr().expect("address");
+    let relay = tokio::spawn(wur2_bench::relay::serve(listener));
+    let mut addrs = vec![relay_addr];
+    let mut forwarders = Vec::new();
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addrs.push(front.local_addr().expect("address"));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        accepted.push(std::sync::Arc::clone(&count));
+        forwarders.push(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = front.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(relay_addr).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    let report = load::run(LoadConfig {
+        addrs: addrs.clone(),
+        clients: 7,
+        ..small(relay_addr, Protocol::Line)
+    })
+    .await
+    .expect("setup works");
+    assert_eq!(report.clients, 7);
+    // Clients 0, 3, 6 on the relay; 1, 4 and 2, 5 through the forwarders.
+    assert_eq!(report.clients_per_addr, [3, 2, 2]);
+    let through = |i: usize| accepted[i].load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!((through(0), through(1)), (2, 2));
+    // Sender 0 is on the relay, sender 1 behind the first forwarder: each one's messages
+    // reach the members behind the other addresses too.
+    assert_eq!(report.expected, 2 * 50 * 6);
+    assert_eq!(report.received, report.expected);
+    assert_eq!((report.lost, report.duplicates), (0, 0));
+    assert!(report.to_line().contains(" addrs=3 clients_per_addr=3/2/2"));
+    for forwarder in forwarders {
+        forwarder.abort();
+    }
     relay.abort();
 }
 

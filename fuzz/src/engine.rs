@@ -31,9 +31,10 @@ use serde_json::Value;
 use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
     AccountChange, CLUSTER_PROTOCOL_VERSION, CloseReason, ClusterConfig, Config, ConnectionId,
-    Engine, FileError, MessageId, Output, PendingMessage, RequestId, Role, StoreError, StoreReply,
-    StoreRequest, StoredChannel, StoredMessage, TransferId, WallClock, check_relative_path,
-    is_valid_channel_name, is_valid_username, sanitize_text, username_key,
+    Engine, Expiry, FileError, MessageId, Output, PendingMessage, RequestId, Role, Sanction,
+    SanctionKind, StoreError, StoreReply, StoreRequest, StoredChannel, StoredMessage, TransferId,
+    WallClock, check_relative_path, is_valid_channel_name, is_valid_username, sanitize_text,
+    username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -177,6 +178,8 @@ pub enum Event {
     Shutdown,
     /// The operator changed an account from the shell: a new role, or (`None`) a purge.
     AccountChanged { user: Name, role: Option<RoleName> },
+    /// A ban or mute (or a lifted mute) read from the store's record of changes.
+    Sanctioned { user: Name, change: SanctionChange },
     /// Cluster mode: the bus to the other nodes is up (again).
     BusConnected,
     /// Cluster mode: the bus to the other nodes is lost.
@@ -424,6 +427,33 @@ pub enum Reply {
     Channels(Vec<(ChannelName, Option<Name>, Option<Text>, bool, Vec<Name>)>),
 }
 
+/// A sanction from elsewhere, as [`AccountChange`] carries it.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum SanctionChange {
+    /// Banned, for this many seconds (`None`: until lifted).
+    Banned(Option<u16>),
+    /// Muted, for this many seconds (`None`: until lifted).
+    Muted(Option<u16>),
+    /// The mute was lifted.
+    Unmuted,
+}
+
+/// A sanction of `user` as a store would give it, ending in `seconds` (`None`: until
+/// lifted).
+fn made_up_sanction(kind: SanctionKind, user: &str, seconds: Option<u16>) -> Sanction {
+    Sanction {
+        kind,
+        username: user.to_string(),
+        by: "mod".to_string(),
+        reason: "fuzz\u{1b}[31m".to_string(),
+        set_at_unix_ms: 60_000,
+        expires: seconds.map(|s| Expiry {
+            at_unix_ms: 60_000 + i64::from(s) * 1000,
+            remaining: Duration::from_secs(u64::from(s)),
+        }),
+    }
+}
+
 /// How the driver answers an `OpenFile` or a `ReadFile`.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum FileAnswer {
@@ -448,6 +478,9 @@ pub enum Failure {
     UnknownUser,
     Busy,
     Unavailable,
+    Banned,
+    Outranked,
+    NotSanctioned,
 }
 
 impl Failure {
@@ -458,6 +491,11 @@ impl Failure {
             Failure::UnknownUser => StoreError::UnknownUser,
             Failure::Busy => StoreError::Busy,
             Failure::Unavailable => StoreError::Unavailable("database is down".into()),
+            Failure::Banned => {
+                StoreError::Banned(made_up_sanction(SanctionKind::Ban, "alice", Some(60)))
+            }
+            Failure::Outranked => StoreError::Outranked,
+            Failure::NotSanctioned => StoreError::NotSanctioned,
         }
     }
 }
@@ -493,6 +531,19 @@ pub enum Line {
         user: Name,
         role: RoleName,
     },
+    /// `/ban` (or `/mute` when not `ban`), with a duration drawn from [`DURATIONS`].
+    Sanction {
+        ban: bool,
+        user: Name,
+        duration: Option<u8>,
+        reason: Option<Text>,
+    },
+    /// `/unban` (or `/unmute`).
+    Lift {
+        ban: bool,
+        user: Name,
+    },
+    Bans,
     History(Option<u8>),
     /// `/history [@user] [n] [before <id>]` (ids made of one byte: mostly unknown ones).
     HistoryPage {
@@ -514,6 +565,13 @@ pub enum Line {
     Invite(Name),
     Names,
     Away(Option<Text>),
+    Token,
+    /// `/resume <user> <token>` with a token made of one byte (almost never a real one).
+    Resume {
+        user: Name,
+        token: u8,
+    },
+    LogoutEverywhere,
     Ping(Text),
     List,
     Channels,
@@ -564,6 +622,21 @@ const TEXTS: &[&str] = &[
     "\u{9b}2J",
     "  ",
 ];
+/// Durations typed after `/ban` and `/mute`: valid, zero, too long, and words that are not
+/// durations at all (taken as the reason's first word).
+const DURATIONS: &[&str] = &[
+    "1s",
+    "10m",
+    "2h",
+    "7d",
+    "2w",
+    "forever",
+    "0m",
+    "3651d",
+    "99999999999999999999w",
+    "5x",
+];
+
 const SECRETS: &[&str] = &[PASSWORD, "short", "pass word", "Sixteen-bytes-pw"];
 
 /// Server-side files: a path and its size (contents follow from the path).
@@ -728,6 +801,31 @@ impl Line {
             },
             Line::ShowRole => "/role".into(),
             Line::SetRole { user, role } => format!("/role {} {}", user.as_str(), role.typed()),
+            Line::Sanction {
+                ban,
+                user,
+                duration,
+                reason,
+            } => {
+                let mut line = format!("/{} {}", if *ban { "ban" } else { "mute" }, user.as_str());
+                if let Some(duration) = duration {
+                    line.push(' ');
+                    line.push_str(DURATIONS[usize::from(*duration) % DURATIONS.len()]);
+                }
+                if let Some(reason) = reason {
+                    line.push(' ');
+                    line.push_str(&reason.render());
+                }
+                line
+            }
+            Line::Lift { ban, user } => {
+                format!(
+                    "/{} {}",
+                    if *ban { "unban" } else { "unmute" },
+                    user.as_str()
+                )
+            }
+            Line::Bans => "/bans".into(),
             Line::History(None) => "/history".into(),
             Line::History(Some(n)) => format!("/history {n}"),
             Line::HistoryPage {
@@ -762,6 +860,9 @@ impl Line {
             Line::Names => "/names".into(),
             Line::Away(None) => "/away".into(),
             Line::Away(Some(text)) => format!("/away {}", text.render()),
+            Line::Token => "/token".into(),
+            Line::Resume { user, token } => format!("/resume {} {token:032x}", user.as_str()),
+            Line::LogoutEverywhere => "/logout-everywhere".into(),
             Line::Ping(text) => format!("/ping {}", text.render()),
             Line::List => "/list".into(),
             Line::Channels => "/channels".into(),
@@ -787,6 +888,7 @@ impl Line {
                 | Line::Login { .. }
                 | Line::ChangePassword { .. }
                 | Line::DeleteAccount(_)
+                | Line::Resume { .. }
         )
     }
 }
@@ -824,6 +926,7 @@ fn reply(store: &mut MemoryStore, request: &StoreRequest, reply: &Reply) -> Stor
             StoreReply::Account {
                 username,
                 role: role.role(),
+                mute: None,
             }
         }
         Reply::History(messages) => {
@@ -1209,6 +1312,19 @@ impl Harness {
                 };
                 self.engine
                     .handle_account_changed(user.as_str(), change, self.now);
+            }
+            Event::Sanctioned { user, change } => {
+                let user = user.as_str();
+                let change = match *change {
+                    SanctionChange::Banned(seconds) => {
+                        AccountChange::Banned(made_up_sanction(SanctionKind::Ban, user, seconds))
+                    }
+                    SanctionChange::Muted(seconds) => {
+                        AccountChange::Muted(made_up_sanction(SanctionKind::Mute, user, seconds))
+                    }
+                    SanctionChange::Unmuted => AccountChange::Unmuted,
+                };
+                self.engine.handle_account_changed(user, change, self.now);
             }
             Event::BusConnected => self.engine.handle_bus_connected(self.now),
             Event::BusDisconnected => self.engine.handle_bus_disconnected(self.now),
@@ -1810,6 +1926,26 @@ impl Harness {
                     self.fail(format_args!("history of {channel:?}, {limit} messages"));
                 }
             }
+            StoreRequest::Sanction {
+                username, reason, ..
+            } => {
+                if !is_valid_username(username) {
+                    self.fail(format_args!("sanction of {username:?}"));
+                }
+                if reason.is_empty() || reason.chars().any(is_forbidden) {
+                    self.fail(format_args!("sanction reason {reason:?}"));
+                }
+            }
+            StoreRequest::LiftSanction { username, .. } => {
+                if !is_valid_username(username) {
+                    self.fail(format_args!("sanction lifted of {username:?}"));
+                }
+            }
+            StoreRequest::FetchSanctions { limit } => {
+                if *limit == 0 {
+                    self.fail(format_args!("bans listed, {limit} at most"));
+                }
+            }
             StoreRequest::FetchConversation {
                 username,
                 with,
@@ -1828,9 +1964,17 @@ impl Harness {
                     self.fail(format_args!("unvalidated password change of {username:?}"));
                 }
             }
-            StoreRequest::DeleteAccount { username, .. } => {
+            StoreRequest::DeleteAccount { username, .. }
+            | StoreRequest::IssueToken { username }
+            | StoreRequest::RevokeTokens { username } => {
                 if !is_valid_username(username) {
-                    self.fail(format_args!("deletion of {username:?}"));
+                    self.fail(format_args!("account request for {username:?}"));
+                }
+            }
+            StoreRequest::Resume { username, token } => {
+                if !is_valid_username(username) || token.expose().len() > config.max_password_bytes
+                {
+                    self.fail(format_args!("unvalidated resume of {username:?}"));
                 }
             }
             StoreRequest::RegisterChannel { name, owner } => {

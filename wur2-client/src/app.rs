@@ -102,7 +102,11 @@ impl Client {
             downloads.dir().display()
         );
         state.notice(Style::Notice, text, Some(now_ms()));
+        let token_wanted = session.with_password && credentials.keeps_tokens();
         let outgoing = net::spawn(session, 0, net_tx.clone());
+        if token_wanted && let Action::Send(line) = state.ask_token() {
+            let _ = outgoing.send(Outgoing::Line(line));
+        }
         Client {
             state,
             downloads,
@@ -198,6 +202,12 @@ impl Client {
                         Some(now_ms()),
                     ),
                 },
+                Action::KeepToken(token) => {
+                    if let Err(error) = self.credentials.keep_token(token) {
+                        let text = format!("Cannot keep the resume token: {error}");
+                        self.state.notice(Style::Error, text, Some(now_ms()));
+                    }
+                }
                 Action::Quit => {
                     self.quit = true;
                     if let Some(outgoing) = self.outgoing.take() {
@@ -388,8 +398,12 @@ impl Client {
             Reconnect::Done(Ok(session)) => {
                 self.generation += 1;
                 let (user, role) = (session.user.clone(), session.role.clone());
+                let token_wanted = session.with_password && self.credentials.keeps_tokens();
                 self.outgoing = Some(net::spawn(session, self.generation, self.net_tx.clone()));
-                let actions = self.state.reconnected(&user, &role, now_ms());
+                let mut actions = self.state.reconnected(&user, &role, now_ms());
+                if token_wanted {
+                    actions.push(self.state.ask_token());
+                }
                 self.perform(actions);
             }
             Reconnect::Done(Err(error)) => {

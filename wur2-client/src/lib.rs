@@ -17,7 +17,9 @@
 //!   ratatui drawing.
 //!
 //! The password is asked before the screen opens, without echo, and kept only to log in
-//! again when the connection drops (reconnects back off from 0.5 s to 30 s).
+//! again when the connection drops (reconnects back off from 0.5 s to 30 s). After a login
+//! with the password the client keeps a resume token ([`token`]) in a file only its user
+//! can read, and logs in with it (no password asked) until the server refuses it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -27,6 +29,7 @@ mod endpoint;
 pub mod files;
 mod net;
 pub mod state;
+pub mod token;
 mod ui;
 
 use std::io::{BufRead, Write};
@@ -63,6 +66,13 @@ pub struct ChatArgs {
     /// implies --tls.
     #[arg(long, env = "WUR2_CA")]
     pub ca: Option<PathBuf>,
+    /// Where to keep the resume token that logs you in without the password (a file only
+    /// you can read; default `~/.local/state/wur2/tokens/<user>@<server>`).
+    #[arg(long, env = "WUR2_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Keep no resume token: always ask for the password.
+    #[arg(long)]
+    pub no_token: bool,
 }
 
 /// Asks for what is missing, logs in, then runs the full-screen client until the user
@@ -70,28 +80,66 @@ pub struct ChatArgs {
 /// as one clear error.
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let ChatArgs {
-        server,
+        server: address,
         user,
         register,
         download_dir,
         tls,
         ca,
+        token_file,
+        no_token,
     } = args;
     let server = if tls || ca.is_some() {
-        endpoint::Endpoint::tls(server, ca.as_deref())?
+        endpoint::Endpoint::tls(address.clone(), ca.as_deref())?
     } else {
-        endpoint::Endpoint::plain(server)
+        endpoint::Endpoint::plain(address.clone())
     };
-    let credentials = tokio::task::spawn_blocking(move || ask_credentials(user, register))
+    let user = tokio::task::spawn_blocking(move || ask_user(user))
         .await
         .context("the login prompt failed")??;
-    eprintln!("Connecting to {server} as {}...", credentials.user);
-    let session = net::connect(&server, &credentials, register)
-        .await
-        .with_context(|| match register {
-            true => format!("cannot register on {server}"),
-            false => format!("cannot log in on {server}"),
-        })?;
+    let token_file = match (no_token, token_file) {
+        (true, _) => None,
+        (false, Some(path)) => Some(token::TokenFile::new(path)),
+        (false, None) => token::TokenFile::default_for(&address, &user),
+    };
+    let mut credentials = Credentials::new(user, None, token_file);
+    // A kept token first (a refused one is forgotten), then the password.
+    let resumed = match credentials.token().filter(|_| !register) {
+        None => None,
+        Some(_) => {
+            eprintln!(
+                "Connecting to {server} as {} (resume token)...",
+                credentials.user
+            );
+            match net::connect(&server, &credentials, false).await {
+                Ok(session) => Some(session),
+                Err(error) if credentials.token().is_none() => {
+                    eprintln!("The resume token was refused ({error}); log in with the password.");
+                    None
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot log in on {server}"));
+                }
+            }
+        }
+    };
+    let session = match resumed {
+        Some(session) => session,
+        None => {
+            let user = credentials.user.clone();
+            let password = tokio::task::spawn_blocking(move || ask_password(&user, register))
+                .await
+                .context("the login prompt failed")??;
+            credentials.password = Some(password);
+            eprintln!("Connecting to {server} as {}...", credentials.user);
+            net::connect(&server, &credentials, register)
+                .await
+                .with_context(|| match register {
+                    true => format!("cannot register on {server}"),
+                    false => format!("cannot log in on {server}"),
+                })?
+        }
+    };
     app::run(
         server,
         credentials,
@@ -101,8 +149,8 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// The username (from the flag or asked) and the password, read without echo.
-fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Credentials> {
+/// The username, from the flag or asked.
+fn ask_user(user: Option<String>) -> anyhow::Result<String> {
     let user = match user.map(|user| user.trim().to_string()) {
         Some(user) if !user.is_empty() => user,
         _ => {
@@ -119,6 +167,11 @@ fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Crede
     if !is_valid_username(&user) {
         bail!("usernames are 1 to 32 letters, digits, '_', '-' or '.'");
     }
+    Ok(user)
+}
+
+/// The password, read without echo (twice to register).
+fn ask_password(user: &str, register: bool) -> anyhow::Result<Password> {
     let password = Password::new(
         rpassword::prompt_password(format!("Password for {user}: "))
             .context("cannot read the password")?,
@@ -132,5 +185,5 @@ fn ask_credentials(user: Option<String>, register: bool) -> anyhow::Result<Crede
             bail!("the passwords differ");
         }
     }
-    Ok(Credentials { user, password })
+    Ok(password)
 }

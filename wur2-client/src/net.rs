@@ -12,6 +12,7 @@ use wur2_engine::json::{ServerEvent, ServerLine};
 use wur2_engine::{ErrorCode, Password};
 
 use crate::endpoint::{Endpoint, ReadHalf, WriteHalf};
+use crate::token::TokenFile;
 
 /// How long the server has to answer a login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,9 +25,56 @@ const UPLOAD_CHUNK: usize = 64 * 1024;
 pub struct Credentials {
     /// The username.
     pub user: String,
-    /// The password, kept only to log in again after a reconnect (never printed, wiped on
-    /// drop).
-    pub password: Password,
+    /// The password, when it was typed in this run: kept only to log in again after a
+    /// reconnect (never printed, wiped on drop).
+    pub password: Option<Password>,
+    /// The resume token logins try first, and where it is kept (see [`crate::token`]).
+    token: std::sync::Mutex<Option<Password>>,
+    token_file: Option<TokenFile>,
+}
+
+impl Credentials {
+    /// `user` with `password` (typed) and the token kept in `token_file`, if any.
+    pub fn new(user: String, password: Option<Password>, token_file: Option<TokenFile>) -> Self {
+        let token = token_file.as_ref().and_then(TokenFile::load);
+        Credentials {
+            user,
+            password,
+            token: std::sync::Mutex::new(token),
+            token_file,
+        }
+    }
+
+    /// Whether tokens are kept at all (a token file is known).
+    pub fn keeps_tokens(&self) -> bool {
+        self.token_file.is_some()
+    }
+
+    /// The resume token to log in with, if one is kept.
+    pub fn token(&self) -> Option<Password> {
+        self.token.lock().map_or(None, |token| token.clone())
+    }
+
+    /// Keeps a new resume token, in memory and in the token file.
+    pub fn keep_token(&self, token: Password) -> std::io::Result<()> {
+        if let Ok(mut kept) = self.token.lock() {
+            *kept = Some(token.clone());
+        }
+        match &self.token_file {
+            Some(file) => file.save(&token),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a refused token.
+    fn forget_token(&self) {
+        if let Ok(mut kept) = self.token.lock() {
+            *kept = None;
+        }
+        if let Some(file) = &self.token_file {
+            file.forget();
+        }
+    }
 }
 
 /// Why connecting or logging in failed.
@@ -74,6 +122,8 @@ pub struct Session {
     pub user: String,
     /// Our role.
     pub role: String,
+    /// Logged in with the password (not a resume token): a token may be asked for.
+    pub with_password: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -85,22 +135,51 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Connects to `server`, switches to JSON lines and logs in (or, with `register`, creates
-/// the account first: only the first time, reconnects log in).
+/// Connects to `server`, switches to JSON lines and logs in: with the kept resume token
+/// when there is one, else (or when the server refuses the token, which is then forgotten)
+/// with the password; with `register`, creates the account first (only the first time,
+/// reconnects log in).
 pub async fn connect(
     server: &Endpoint,
     credentials: &Credentials,
     register: bool,
 ) -> Result<Session, LoginError> {
+    if !register && let Some(token) = credentials.token() {
+        match log_in(server, "resume", &credentials.user, &token).await {
+            Err(LoginError::Refused { code, message })
+                if code == ErrorCode::InvalidCredentials.as_str() =>
+            {
+                credentials.forget_token();
+                if credentials.password.is_none() {
+                    return Err(LoginError::Refused { code, message });
+                }
+            }
+            other => return other,
+        }
+    }
+    let Some(password) = &credentials.password else {
+        return Err(LoginError::Refused {
+            code: ErrorCode::InvalidCredentials.as_str().into(),
+            message: "no password or resume token to log in with".into(),
+        });
+    };
+    let verb = if register { "register" } else { "login" };
+    let mut session = log_in(server, verb, &credentials.user, password).await?;
+    session.with_password = true;
+    Ok(session)
+}
+
+/// Connects, switches to JSON lines and sends `/<verb> <user> <secret>`; the session once
+/// welcomed.
+async fn log_in(
+    server: &Endpoint,
+    verb: &str,
+    user: &str,
+    secret: &Password,
+) -> Result<Session, LoginError> {
     let (read, mut writer) = server.open().await?;
     let mut reader = BufReader::new(read);
-    let verb = if register { "register" } else { "login" };
-    let mut hello = format!(
-        "/mode json\n/{verb} {} {}\n",
-        credentials.user,
-        credentials.password.expose()
-    )
-    .into_bytes();
+    let mut hello = format!("/mode json\n/{verb} {user} {}\n", secret.expose()).into_bytes();
     let written = match writer.write_all(&hello).await {
         // TLS buffers records: they leave only on flush.
         Ok(()) => writer.flush().await,
@@ -138,6 +217,7 @@ pub async fn connect(
         writer,
         user,
         role,
+        with_password: false,
     })
 }
 
@@ -320,10 +400,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     fn alice() -> Credentials {
-        Credentials {
-            user: "alice".into(),
-            password: Password::new("correct horse"),
-        }
+        Credentials::new("alice".into(), Some(Password::new("correct horse")), None)
     }
 
     /// A fake server that checks our first two lines and answers with `reply`.
@@ -419,6 +496,7 @@ mod tests {
             writer: Box::new(writer),
             user: "alice".into(),
             role: "user".into(),
+            with_password: true,
         };
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let outgoing = spawn(session, 3, events_tx);

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Local};
+use wur2_engine::Password;
 use wur2_engine::json::{ChannelInfo, ServerEvent, ServerLine};
 
 /// Commands offered by Tab completion: the server's and the client's own.
@@ -21,16 +23,40 @@ pub const COMMANDS: &[&str] = &[
     "/cancel",
     "/role",
     "/kick",
+    "/ban",
+    "/unban",
+    "/mute",
+    "/unmute",
+    "/bans",
     "/ping",
     "/help",
     "/quit",
 ];
 
 /// Commands whose first argument is a user, for completion.
-const USER_COMMANDS: &[&str] = &["/msg", "/dm", "/send", "/kick", "/role"];
+const USER_COMMANDS: &[&str] = &[
+    "/msg", "/dm", "/send", "/kick", "/role", "/ban", "/unban", "/mute", "/unmute",
+];
+
+/// When a ban or mute ends, in local time: `until 2026-12-07 11:00`, or `until lifted`.
+fn until_text(until: Option<i64>) -> String {
+    match until.and_then(DateTime::from_timestamp_millis) {
+        Some(utc) => {
+            let local = utc.with_timezone(&Local);
+            format!("until {}", local.format("%Y-%m-%d %H:%M"))
+        }
+        None => "until lifted".into(),
+    }
+}
 
 /// Lines kept per view; older ones scroll away for good.
 const MAX_ENTRIES: usize = 2000;
+
+/// Messages asked for per older page, when scrolling past the top of a view.
+const OLDER_PAGE: usize = 50;
+
+/// The `/ping` token that follows a request for an older page: its answer ends the page.
+const OLDER_PAGE_END: &str = "wur2-chat-older-page";
 
 /// Typed lines remembered for Up/Down.
 const MAX_HISTORY: usize = 200;
@@ -106,6 +132,8 @@ pub enum Action {
     },
     /// Say goodbye and leave.
     Quit,
+    /// Keep this resume token (the answer to the client's own `/token`).
+    KeepToken(Password),
 }
 
 /// Which conversation a view shows.
@@ -155,6 +183,10 @@ pub struct View {
     /// Entries scrolled back from the bottom (0: the newest is visible).
     pub scroll: usize,
     entries: Vec<Entry>,
+    /// The stored id of the oldest message shown, which the page before it is asked by.
+    oldest: Option<String>,
+    /// The server said there is nothing older.
+    at_start: bool,
 }
 
 impl View {
@@ -164,6 +196,15 @@ impl View {
             unread: 0,
             scroll: 0,
             entries: Vec::new(),
+            oldest: None,
+            at_start: false,
+        }
+    }
+
+    /// Notes `id` as the oldest message shown, unless an older one is known.
+    fn seen(&mut self, id: Option<&str>) {
+        if self.oldest.is_none() {
+            self.oldest = id.map(str::to_owned);
         }
     }
 
@@ -419,12 +460,28 @@ pub struct ChatState {
     active: usize,
     /// Messages of each channel visited, by lowercased name (the channel view shows one).
     channel_logs: HashMap<String, Vec<Entry>>,
-    /// `/channels` and `/list` this client asked for itself, whose answers are not shown.
+    /// `/channels`, `/list` and `/token` this client asked for itself, whose answers are
+    /// not shown.
     quiet_channels: u32,
     quiet_lists: u32,
+    quiet_tokens: u32,
     /// Channels or members changed; the caller should ask `/channels` again.
     refresh_wanted: bool,
     next_upload: u64,
+    /// The older page being read, if one was asked for.
+    older: Option<OlderPage>,
+}
+
+/// An older page of a view's history on its way (`/history … before <id>`): its lines are
+/// kept apart until the page's end, then go above what the view shows.
+#[derive(Debug)]
+struct OlderPage {
+    view: ViewId,
+    /// The channel the client was in when it asked.
+    channel: String,
+    entries: Vec<Entry>,
+    /// The id to ask the next page before, when this one was full.
+    more: Option<String>,
 }
 
 impl ChatState {
@@ -446,8 +503,10 @@ impl ChatState {
             channel_logs: HashMap::new(),
             quiet_channels: 0,
             quiet_lists: 0,
+            quiet_tokens: 0,
             refresh_wanted: false,
             next_upload: 1,
+            older: None,
         }
     }
 
@@ -483,6 +542,12 @@ impl ChatState {
     pub fn refresh_lines(&mut self) -> Vec<Action> {
         self.quiet_lists += 1;
         vec![self.channels_refresh(), Action::Send("/list".into())]
+    }
+
+    /// A `/token` whose answer is kept (see [`Action::KeepToken`]), not shown.
+    pub fn ask_token(&mut self) -> Action {
+        self.quiet_tokens += 1;
+        Action::Send("/token".into())
     }
 
     /// A `/channels` whose answer updates the side bar silently.
@@ -523,7 +588,12 @@ impl ChatState {
             Key::PrevView => self.activate((self.active + self.views.len() - 1) % self.views.len()),
             Key::PageUp => {
                 let view = &mut self.views[self.active];
-                view.scroll = (view.scroll + 10).min(view.entries.len().saturating_sub(1));
+                let top = view.entries.len().saturating_sub(1);
+                let was_at_top = view.scroll >= top;
+                view.scroll = (view.scroll + 10).min(top);
+                if was_at_top {
+                    return self.ask_older_page();
+                }
             }
             Key::PageDown => {
                 let view = &mut self.views[self.active];
@@ -642,6 +712,69 @@ impl ChatState {
         self.views.len() - 1
     }
 
+    /// Asks for the page before the oldest message of the view on screen, unless one is
+    /// on its way, the view is at its start, or it is full.
+    fn ask_older_page(&mut self) -> Vec<Action> {
+        let view = &self.views[self.active];
+        let Some(oldest) = view.oldest.as_ref() else {
+            return Vec::new();
+        };
+        if self.older.is_some() || view.at_start || view.entries.len() >= MAX_ENTRIES {
+            return Vec::new();
+        }
+        let with = match &view.id {
+            ViewId::Channel => String::new(),
+            ViewId::Dm(user) => format!("@{user} "),
+        };
+        let ask = format!("/history {with}{OLDER_PAGE} before {oldest}");
+        self.older = Some(OlderPage {
+            view: view.id.clone(),
+            channel: self.channel.clone(),
+            entries: Vec::new(),
+            more: None,
+        });
+        vec![
+            Action::Send(ask),
+            Action::Send(format!("/ping {OLDER_PAGE_END}")),
+        ]
+    }
+
+    /// The older page on its way for `view`, if any.
+    fn older_page_for(&mut self, view: &ViewId) -> Option<&mut OlderPage> {
+        self.older.as_mut().filter(|page| page.view == *view)
+    }
+
+    /// The older page has all arrived: its lines go above the view's (as many as fit),
+    /// and the view knows what to ask next, or that it is at its start.
+    fn older_page_done(&mut self) {
+        let Some(page) = self.older.take() else {
+            return;
+        };
+        if page.view == ViewId::Channel && !page.channel.eq_ignore_ascii_case(&self.channel) {
+            return;
+        }
+        let Some(at) = self.views.iter().position(|view| view.id == page.view) else {
+            return;
+        };
+        let view = &mut self.views[at];
+        let room = MAX_ENTRIES.saturating_sub(view.entries.len());
+        let skip = page.entries.len().saturating_sub(room);
+        let above: Vec<Entry> = page.entries.into_iter().skip(skip).collect();
+        match page.more {
+            Some(before) if skip == 0 => view.oldest = Some(before),
+            _ => view.at_start = true,
+        }
+        view.entries.splice(0..0, above.iter().cloned());
+        if page.view == ViewId::Channel {
+            let log = self
+                .channel_logs
+                .entry(self.channel.to_lowercase())
+                .or_default();
+            log.splice(0..0, above);
+            log.truncate(MAX_ENTRIES);
+        }
+    }
+
     /// Adds an entry to a view; `counts` makes it unread when the view is not on screen.
     fn push(&mut self, id: ViewId, entry: Entry, counts: bool) {
         let at = match &id {
@@ -707,9 +840,10 @@ impl ChatState {
                 channel,
                 from,
                 text,
-                ..
+                id,
             } => {
                 if channel.eq_ignore_ascii_case(&self.channel) {
+                    self.views[0].seen(id.as_deref());
                     let entry = Entry {
                         time,
                         from: Some(from),
@@ -723,27 +857,37 @@ impl ChatState {
                 from,
                 text,
                 sent_at,
+                id,
                 ..
             } => {
-                let style = if from.eq_ignore_ascii_case(&self.user) {
-                    Style::Own
+                let entry = self.past_entry(from, text, sent_at);
+                if let Some(page) = self.older_page_for(&ViewId::Channel) {
+                    page.entries.push(entry);
                 } else {
-                    Style::Chat
+                    self.views[0].seen(id.as_deref());
+                    self.push(ViewId::Channel, entry, false);
+                }
+            }
+            ServerEvent::HistoryMore { with, before, .. } => {
+                let view = match with {
+                    None => ViewId::Channel,
+                    Some(user) => ViewId::Dm(user),
                 };
-                let entry = Entry {
-                    time: Some(sent_at),
-                    from: Some(from),
-                    text,
-                    style,
-                };
-                self.push(ViewId::Channel, entry, false);
+                if let Some(page) = self.older_page_for(&view) {
+                    page.more = Some(before);
+                } else if let Some(view) = self.views.iter_mut().find(|v| v.id == view) {
+                    view.oldest = Some(before);
+                }
             }
             ServerEvent::Dm {
                 from,
                 text,
                 sent_at,
+                id,
                 ..
             } => {
+                let at = self.dm_view(&from);
+                self.views[at].seen(id.as_deref());
                 let entry = Entry {
                     time: sent_at.or(time),
                     from: Some(from.clone()),
@@ -757,20 +901,32 @@ impl ChatState {
                 from,
                 text,
                 sent_at,
-                ..
+                id,
             } => {
-                let style = if from.eq_ignore_ascii_case(&self.user) {
-                    Style::Own
+                let entry = self.past_entry(from, text, sent_at);
+                let view = ViewId::Dm(with.clone());
+                if let Some(page) = self.older_page_for(&view) {
+                    page.entries.push(entry);
                 } else {
-                    Style::Chat
-                };
-                let entry = Entry {
-                    time: Some(sent_at),
-                    from: Some(from),
-                    text,
-                    style,
-                };
-                self.push(ViewId::Dm(with), entry, false);
+                    let at = self.dm_view(&with);
+                    self.views[at].seen(Some(&id));
+                    self.push(view, entry, false);
+                }
+            }
+            ServerEvent::Token { token } if self.quiet_tokens > 0 => {
+                self.quiet_tokens -= 1;
+                return vec![Action::KeepToken(Password::new(token))];
+            }
+            ServerEvent::Token { token } => {
+                let text = format!(
+                    "Your resume token (keep it private): {token}; log in with /resume {} {token}",
+                    self.user
+                );
+                self.notice(Style::Success, text, time);
+            }
+            ServerEvent::LoggedOutEverywhere => {
+                let text = "Your resume tokens were revoked and your other sessions logged out";
+                self.notice(Style::Success, text.to_string(), time);
             }
             ServerEvent::PasswordChanged => {
                 let text = "Password changed; your other sessions were logged out".to_string();
@@ -929,6 +1085,53 @@ impl ChatState {
             ServerEvent::KickDone { user } => {
                 self.notice(Style::Notice, format!("You kicked {user}."), time);
             }
+            ServerEvent::Banned { by, reason, until } => {
+                let text = format!("You are banned by {by} {}: {reason}", until_text(until));
+                self.notice(Style::Error, text.clone(), time);
+                // Reconnecting would only be refused again.
+                self.connection = Connection::Offline(text);
+            }
+            ServerEvent::Muted { by, reason, until } => {
+                let text = format!("You are muted by {by} {}: {reason}", until_text(until));
+                self.notice(Style::Error, text, time);
+            }
+            ServerEvent::Unmuted => {
+                self.notice(Style::Notice, "You are no longer muted.".into(), time);
+            }
+            ServerEvent::Sanctioned {
+                kind,
+                user,
+                reason,
+                until,
+            } => {
+                let what = if kind == "ban" { "banned" } else { "muted" };
+                let text = format!("{user} is {what} {}: {reason}", until_text(until));
+                self.notice(Style::Notice, text, time);
+            }
+            ServerEvent::Lifted { kind, user } => {
+                let what = if kind == "ban" { "banned" } else { "muted" };
+                self.notice(Style::Notice, format!("{user} is no longer {what}"), time);
+            }
+            ServerEvent::Sanctions { sanctions } if sanctions.is_empty() => {
+                self.notice(Style::Notice, "No bans or mutes.".into(), time);
+            }
+            ServerEvent::Sanctions { sanctions } => {
+                let header = format!("Bans and mutes ({}):", sanctions.len());
+                self.notice(Style::Notice, header, time);
+                let width = sanctions.iter().map(|s| s.user.len()).max().unwrap_or(0);
+                for s in sanctions {
+                    let text = format!(
+                        "  {:<4} {:<width$}  by {}, {}: {}",
+                        s.kind,
+                        s.user,
+                        s.by,
+                        until_text(s.until),
+                        s.reason
+                    );
+                    self.notice(Style::Notice, text, time);
+                }
+            }
+            ServerEvent::Pong { token } if token == OLDER_PAGE_END => self.older_page_done(),
             ServerEvent::Pong { token } => {
                 self.notice(Style::Notice, format!("pong {token}"), time);
             }
@@ -960,11 +1163,25 @@ impl ChatState {
             | ServerEvent::FileDone { .. }
             | ServerEvent::FileCancelled { .. }
             | ServerEvent::Mode { .. }
-            | ServerEvent::HistoryMore { .. }
             | ServerEvent::Prompt { .. }
             | ServerEvent::Unknown => {}
         }
         Vec::new()
+    }
+
+    /// A message of the past, in the style of its author (us, or someone else).
+    fn past_entry(&self, from: String, text: String, sent_at: i64) -> Entry {
+        let style = if from.eq_ignore_ascii_case(&self.user) {
+            Style::Own
+        } else {
+            Style::Chat
+        };
+        Entry {
+            time: Some(sent_at),
+            from: Some(from),
+            text,
+            style,
+        }
     }
 
     fn enter_channel(&mut self, channel: &str, time: Option<i64>) {
@@ -979,6 +1196,10 @@ impl ChatState {
         let view = &mut self.views[0];
         view.entries = log;
         view.scroll = 0;
+        // Paging starts again from what the new channel's replay shows (a page of the
+        // old channel still on its way is dropped when it ends).
+        view.oldest = None;
+        view.at_start = false;
         self.channel_notice(Style::Notice, format!("You are in {channel}"), time);
     }
 
@@ -988,6 +1209,7 @@ impl ChatState {
     pub fn disconnected(&mut self, reason: &str, now_ms: i64) {
         self.quiet_channels = 0;
         self.quiet_lists = 0;
+        self.quiet_tokens = 0;
         if matches!(self.connection, Connection::Online) {
             self.connection = Connection::Reconnecting { attempt: 1 };
         }
@@ -1548,6 +1770,43 @@ mod tests {
     }
 
     #[test]
+    fn banned_means_no_reconnect_and_says_why() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(event(r#"{"type":"banned","by":"mo","reason":"spam"}"#), 0);
+        state.disconnected("closed by the server", 1);
+        assert!(!state.wants_reconnect());
+        let texts = texts(state.active_view());
+        assert!(texts.contains(&"You are banned by mo until lifted: spam".to_string()));
+    }
+
+    #[test]
+    fn bans_are_listed_one_per_line_with_who_until_when_and_why() {
+        let mut state = ChatState::new("mo", "mod");
+        state.handle_server(
+            event(
+                r#"{"type":"sanctions","sanctions":[{"kind":"ban","user":"bob","by":"mo","reason":"spam","set_at":0},{"kind":"mute","user":"al","by":"root","reason":"noise","set_at":0}]}"#,
+            ),
+            0,
+        );
+        let texts = texts(state.active_view());
+        let start = texts.len() - 3;
+        assert_eq!(
+            texts[start..],
+            [
+                "Bans and mutes (2):",
+                "  ban  bob  by mo, until lifted: spam",
+                "  mute al   by root, until lifted: noise",
+            ]
+        );
+        state.handle_server(event(r#"{"type":"sanctions","sanctions":[]}"#), 0);
+        assert_eq!(texts_last(state.active_view()), "No bans or mutes.");
+    }
+
+    fn texts_last(view: &View) -> String {
+        texts(view).pop().unwrap_or_default()
+    }
+
+    #[test]
     fn backoff_doubles_up_to_thirty_seconds() {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(2), Duration::from_secs(1));
@@ -1629,5 +1888,112 @@ mod tests {
         state.handle_key(Key::PageDown, 0);
         state.handle_key(Key::PageDown, 0);
         assert_eq!(state.active_view().scroll, 0);
+    }
+
+    fn history_line(id: u32, text: &str) -> ServerLine {
+        event(&format!(
+            r#"{{"type":"history","channel":"Global","from":"bob","text":"{text}","sent_at":1,"id":"{id:032x}","ts":2}}"#
+        ))
+    }
+
+    fn pong(token: &str) -> ServerLine {
+        event(&format!(r#"{{"type":"pong","token":"{token}","ts":2}}"#))
+    }
+
+    /// Scrolls the view on screen to its top, then once more; returns what that asked.
+    fn scroll_past_the_top(state: &mut ChatState) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for _ in 0..=state.active_view().entries().len() / 10 + 1 {
+            actions = state.handle_key(Key::PageUp, 0);
+            if !actions.is_empty() {
+                break;
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn scrolling_past_the_top_loads_the_page_before_the_oldest_message_above_it() {
+        let mut state = ChatState::new("alice", "user");
+        for id in 100..103 {
+            state.handle_server(history_line(id, &format!("m{id}")), 0);
+        }
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked,
+            [
+                Action::Send(format!("/history {OLDER_PAGE} before {:032x}", 100)),
+                Action::Send(format!("/ping {OLDER_PAGE_END}"))
+            ]
+        );
+        // Nothing more is asked while the page is on its way.
+        assert!(state.handle_key(Key::PageUp, 0).is_empty());
+        for id in 50..52 {
+            state.handle_server(history_line(id, &format!("m{id}")), 0);
+        }
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"history_more","count":2,"before":"{:032x}","ts":2}}"#,
+                50
+            )),
+            0,
+        );
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        let shown = texts(state.active_view());
+        assert_eq!(shown[..5], ["m50", "m51", "m100", "m101", "m102"]);
+        assert!(
+            !shown.iter().any(|t| t.contains(OLDER_PAGE_END)),
+            "the end mark is not shown"
+        );
+        // The page was full: the next one is asked before its oldest.
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked.first(),
+            Some(&Action::Send(format!(
+                "/history {OLDER_PAGE} before {:032x}",
+                50
+            )))
+        );
+        // A page that is not full is the beginning: nothing more is asked.
+        state.handle_server(history_line(7, "m7"), 0);
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        assert_eq!(texts(state.active_view())[0], "m7");
+        assert!(scroll_past_the_top(&mut state).is_empty());
+    }
+
+    #[test]
+    fn a_private_conversation_pages_back_with_its_user() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"dm","from":"bob","text":"live","id":"{:032x}","ts":2}}"#,
+                9
+            )),
+            0,
+        );
+        let at = state
+            .views()
+            .iter()
+            .position(|v| v.id == ViewId::Dm("bob".into()))
+            .unwrap();
+        state.activate(at);
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked.first(),
+            Some(&Action::Send(format!(
+                "/history @bob {OLDER_PAGE} before {:032x}",
+                9
+            )))
+        );
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"dm_history","with":"bob","from":"alice","text":"earlier","sent_at":1,"id":"{:032x}","ts":2}}"#,
+                3
+            )),
+            0,
+        );
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        assert_eq!(texts(state.active_view()), ["earlier", "live"]);
+        assert_eq!(state.active_view().entries()[0].style, Style::Own);
     }
 }

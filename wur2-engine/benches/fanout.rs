@@ -1,6 +1,7 @@
-//! One line in, fan-out to a 1000-member channel, through the engine alone: time per
-//! message and allocations per recipient (counted by a wrapping global allocator), with
-//! every member in text mode and then with every member in JSON lines mode.
+//! One line in, fan-out to a 1 000-member and a 10 000-member channel, through the engine
+//! alone: time per message and per recipient, and allocations per recipient (counted by a
+//! wrapping global allocator), with every member in text mode and then with every member
+//! in JSON lines mode. The cost per recipient should not grow with the channel (issue 20).
 //!
 //! Run: `cargo bench -p wur2-engine --bench fanout`
 
@@ -13,8 +14,8 @@ use wur2_engine::{Config, ConnectionId, Engine, Output, Role, StoreReply, StoreR
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const MEMBERS: usize = 1000;
-const MESSAGES: usize = 20_000;
+/// Channel sizes, each with as many messages as make 20 million deliveries.
+const RUNS: [(usize, usize); 2] = [(1_000, 20_000), (10_000, 2_000)];
 
 /// Drains outputs the way a driver would: writes "succeed" at once, the store answers.
 fn drain(engine: &mut Engine, now: Instant) -> usize {
@@ -39,6 +40,7 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
                     StoreRequest::Register { username, .. } => StoreReply::Account {
                         username,
                         role: Role::User,
+                        mute: None,
                     },
                     StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
                     StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
@@ -53,22 +55,28 @@ fn drain(engine: &mut Engine, now: Instant) -> usize {
 }
 
 fn main() {
-    fanout("text", "");
-    fanout("JSON lines", "/mode json\n");
+    for (members, messages) in RUNS {
+        fanout("text", "", members, messages);
+        fanout("JSON lines", "/mode json\n", members, messages);
+    }
 }
 
-/// Measures one run: every member sends `setup` after registering, then one member talks.
-fn fanout(mode: &str, setup: &str) {
+/// Measures one run: `members` register and send `setup`, then one of them sends
+/// `messages` lines.
+fn fanout(mode: &str, setup: &str, members: usize, messages: usize) {
     let config = Config {
         flood_lines_per_second: 0,
-        max_connections_per_address: MEMBERS + 1,
+        max_connections_per_address: members + 1,
+        max_connections: members + 1,
+        max_registrations_per_address: 0,
+        max_registrations_per_minute: 0,
         max_queued_bytes: usize::MAX,
         ..Config::default()
     };
     let mut engine = Engine::new(config);
     let now = Instant::now();
     let peer = "127.0.0.1:1".parse().expect("address");
-    let members: Vec<ConnectionId> = (0..MEMBERS)
+    let connections: Vec<ConnectionId> = (0..members)
         .map(|i| {
             let c = engine.handle_connect(peer, now);
             engine.handle_received(
@@ -80,7 +88,7 @@ fn fanout(mode: &str, setup: &str) {
             c
         })
         .collect();
-    let sender = members[0];
+    let sender = connections[0];
     let line = format!("{}\n", "x".repeat(64));
 
     // Warm up, then measure time and allocations separately from setup.
@@ -91,7 +99,7 @@ fn fanout(mode: &str, setup: &str) {
     let region = Region::new(GLOBAL);
     let start = Instant::now();
     let mut deliveries = 0;
-    for _ in 0..MESSAGES {
+    for _ in 0..messages {
         engine.handle_received(sender, line.as_bytes(), now);
         deliveries += drain(&mut engine, now);
     }
@@ -99,14 +107,14 @@ fn fanout(mode: &str, setup: &str) {
     let stats = region.change();
     assert_eq!(
         deliveries,
-        MESSAGES * (MEMBERS - 1),
+        messages * (members - 1),
         "every member but the sender"
     );
 
-    let per_message = elapsed / MESSAGES as u32;
-    let allocations_per_message = stats.allocations as f64 / MESSAGES as f64;
+    let per_message = elapsed / messages as u32;
+    let allocations_per_message = stats.allocations as f64 / messages as f64;
     println!(
-        "fan-out to a {MEMBERS}-member channel in {mode} mode, {MESSAGES} messages of 64 bytes"
+        "fan-out to a {members}-member channel in {mode} mode, {messages} messages of 64 bytes"
     );
     println!(
         "  time per message:            {:>8.2} µs",
@@ -119,11 +127,11 @@ fn fanout(mode: &str, setup: &str) {
     println!("  allocations per message:     {allocations_per_message:>8.2}");
     println!(
         "  allocations per recipient:   {:>8.4}",
-        allocations_per_message / (MEMBERS - 1) as f64
+        allocations_per_message / (members - 1) as f64
     );
     println!(
         "  bytes allocated per message: {:>8.0}",
-        stats.bytes_allocated as f64 / MESSAGES as f64
+        stats.bytes_allocated as f64 / messages as f64
     );
 }
 

@@ -142,9 +142,9 @@ pub(crate) enum Body {
         role: Role,
         by: String,
     },
-    /// Account `user`'s password was changed on the publisher: every other node logs its
-    /// sessions of `user` out.
-    LoggedOut { user: String },
+    /// A session of account `user` on the publisher logged the account's other sessions
+    /// out (`cause`): every other node logs its sessions of `user` out.
+    LoggedOut { user: String, cause: LogoutCause },
     /// The publisher's store registered `channel` (its first joiner's there, or another
     /// node's first) with owner `owner`, as stored.
     Registered {
@@ -196,6 +196,26 @@ pub(crate) enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
     },
+}
+
+/// Why a session logged its account's other sessions out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LogoutCause {
+    /// `/password`.
+    PasswordChanged,
+    /// `/logout-everywhere`.
+    Everywhere,
+}
+
+impl LogoutCause {
+    /// What the sessions logged out are told.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            LogoutCause::PasswordChanged => "the account's password was changed in another session",
+            LogoutCause::Everywhere => "another session of the account logged out everywhere",
+        }
+    }
 }
 
 /// A message id or a role as its text on the wire (`Display` out, `FromStr` in), so a
@@ -373,7 +393,7 @@ impl Envelope {
                     return Err(Refusal::Invalid("file name"));
                 }
             }
-            Body::LoggedOut { user } => check_user(user)?,
+            Body::LoggedOut { user, .. } => check_user(user)?,
             Body::Registered { channel, owner } => {
                 check_channel(channel)?;
                 if let Some(owner) = owner {
@@ -647,7 +667,14 @@ mod tests {
                     channels,
                 }),
             (name(), role(), name()).prop_map(|(user, role, by)| Body::Role { user, role, by }),
-            name().prop_map(|user| Body::LoggedOut { user }),
+            (name(), any::<bool>()).prop_map(|(user, everywhere)| Body::LoggedOut {
+                user,
+                cause: if everywhere {
+                    LogoutCause::Everywhere
+                } else {
+                    LogoutCause::PasswordChanged
+                },
+            }),
             (name(), proptest::option::of(name()))
                 .prop_map(|(channel, owner)| Body::Registered { channel, owner }),
             (name(), proptest::option::of(".{0,40}"), name())
@@ -662,7 +689,7 @@ mod tests {
                 user,
                 by
             }),
-            (any::<u64>(), name(), name(), name(), any::<u64>()).prop_map(
+            (any::<u64>(), name(), name(), file_name(), any::<u64>()).prop_map(
                 |(transfer, recipient, from, name, size)| Body::FileOffer {
                     transfer,
                     recipient,
@@ -678,6 +705,11 @@ mod tests {
             (any::<u64>(), proptest::option::of(".{0,40}"))
                 .prop_map(|(transfer, failure)| Body::FileOutcome { transfer, failure }),
         ]
+    }
+
+    /// A file name by the upload rules (never `.` or `..`).
+    fn file_name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,12}(\\.[a-z]{1,4})?"
     }
 
     fn role() -> impl Strategy<Value = Role> {

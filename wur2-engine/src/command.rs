@@ -6,8 +6,10 @@
 //! does not start with `/` is chat text, and `//` at the start sends text beginning with `/`.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::ids::MessageId;
+use crate::sanction::{DurationError, SanctionKind, format_duration, parse_duration};
 use crate::store::{Password, Role};
 use crate::wire::Mode;
 
@@ -57,6 +59,27 @@ pub enum Command {
         /// Why, if given.
         reason: Option<String>,
     },
+    /// `/ban <user> [duration] [reason]` or `/mute <user> [duration] [reason]`.
+    Sanction {
+        /// Ban or mute.
+        kind: SanctionKind,
+        /// Whom.
+        user: String,
+        /// How long (`30s`, `10m`, `2h`, `7d`, `2w`); `None` (or the word `forever`):
+        /// until lifted.
+        duration: Option<Duration>,
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// `/unban <user>` or `/unmute <user>`.
+    Lift {
+        /// Ban or mute.
+        kind: SanctionKind,
+        /// Whose.
+        user: String,
+    },
+    /// `/bans`: the bans and mutes in force.
+    Sanctions,
     /// `/role`: show your role (toggle it in demo mode).
     ShowRole,
     /// `/role <user> <user|mod|admin>`.
@@ -100,6 +123,18 @@ pub enum Command {
     Names,
     /// `/away [text]`: mark yourself away with a message, or (without) back.
     Away(Option<String>),
+    /// `/token`: a new resume token for this account, shown once.
+    Token,
+    /// `/resume <user> <token>`: log in with a resume token instead of the password.
+    Resume {
+        /// The username.
+        username: String,
+        /// The token (one word), as secret as a password.
+        token: Password,
+    },
+    /// `/logout-everywhere`: revoke every resume token of the account and log its other
+    /// sessions out.
+    LogoutEverywhere,
     /// `/ping [token]`: answered `PONG <token>` once everything before it is processed.
     Ping(String),
     /// `/mode <text|json>`: how the server writes its lines to this connection.
@@ -200,6 +235,17 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
                 reason,
             }
         }
+        "ban" => parse_sanction(SanctionKind::Ban, rest, BAN_USAGE)?,
+        "mute" => parse_sanction(SanctionKind::Mute, rest, MUTE_USAGE)?,
+        "unban" => Command::Lift {
+            kind: SanctionKind::Ban,
+            user: one_word(rest, "/unban <user>")?,
+        },
+        "unmute" => Command::Lift {
+            kind: SanctionKind::Mute,
+            user: one_word(rest, "/unmute <user>")?,
+        },
+        "bans" => no_args(rest, Command::Sanctions, "/bans")?,
         "role" => {
             const USAGE: &str = "/role [<user> <user|mod|admin>]";
             let (user, rest) = split_word(rest);
@@ -224,6 +270,18 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
                 new: Password::new(new),
             }
         }
+        "token" => no_args(rest, Command::Token, "/token")?,
+        "resume" => {
+            let (username, token) = split_word(rest);
+            if username.is_empty() || token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(ParseError::Usage("/resume <user> <token>"));
+            }
+            Command::Resume {
+                username: username.to_string(),
+                token: Password::new(token),
+            }
+        }
+        "logout-everywhere" => no_args(rest, Command::LogoutEverywhere, "/logout-everywhere")?,
         "delete-account" => {
             if rest.is_empty() {
                 return Err(ParseError::Usage("/delete-account <password>"));
@@ -279,6 +337,44 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
 
 /// Usage of `/private`.
 const PRIVATE_USAGE: &str = "/private <on|off>";
+/// Usage of `/ban`.
+const BAN_USAGE: &str = "/ban <user> [30s|10m|2h|7d|2w|forever] [reason] (at most 3650d)";
+/// Usage of `/mute`.
+const MUTE_USAGE: &str = "/mute <user> [30s|10m|2h|7d|2w|forever] [reason] (at most 3650d)";
+/// The word that says "until lifted" where a duration may stand.
+const FOREVER: &str = "forever";
+
+/// `<user> [duration|forever] [reason]`: the word after the user is a duration when it
+/// reads as one (a number and a unit that breaks the limits is refused, not taken as the
+/// reason's first word).
+fn parse_sanction(
+    kind: SanctionKind,
+    rest: &str,
+    usage: &'static str,
+) -> Result<Command, ParseError> {
+    let (user, rest) = split_word(rest);
+    if user.is_empty() {
+        return Err(ParseError::Usage(usage));
+    }
+    let (word, after) = split_word(rest);
+    let (duration, reason) = if word.eq_ignore_ascii_case(FOREVER) {
+        (None, after)
+    } else {
+        match parse_duration(word) {
+            Ok(duration) => (Some(duration), after),
+            Err(DurationError::Malformed) => (None, rest),
+            Err(DurationError::Zero | DurationError::TooLong) => {
+                return Err(ParseError::Usage(usage));
+            }
+        }
+    };
+    Ok(Command::Sanction {
+        kind,
+        user: user.to_string(),
+        duration,
+        reason: (!reason.is_empty()).then(|| reason.to_string()),
+    })
+}
 
 /// Usage of `/history`.
 const HISTORY_USAGE: &str = "/history [@user] [count] [before <message id>]";
@@ -354,8 +450,8 @@ fn is_decimal(text: &str) -> bool {
 impl Command {
     /// The canonical line for this command; parsing it gives the command back.
     ///
-    /// For `Register`, `Login`, `ChangePassword` and `DeleteAccount` the line contains a
-    /// password: never log it.
+    /// For `Register`, `Login`, `ChangePassword`, `DeleteAccount` and `Resume` the line
+    /// contains a secret: never log it.
     pub fn to_line(&self) -> String {
         let mut line = String::new();
         // Writing to a String cannot fail.
@@ -375,6 +471,35 @@ impl Command {
                 user,
                 reason: Some(reason),
             } => write!(line, "/kick {user} {reason}"),
+            Command::Sanction {
+                kind,
+                user,
+                duration,
+                reason,
+            } => {
+                let _ = write!(line, "/{kind} {user}");
+                match (duration, reason) {
+                    (Some(duration), _) => {
+                        let _ = write!(line, " {}", format_duration(*duration));
+                    }
+                    // Said, so the reason's first word is never read as a duration.
+                    (None, Some(_)) => line.push_str(" forever"),
+                    (None, None) => {}
+                }
+                match reason {
+                    Some(reason) => write!(line, " {reason}"),
+                    None => Ok(()),
+                }
+            }
+            Command::Lift {
+                kind: SanctionKind::Ban,
+                user,
+            } => write!(line, "/unban {user}"),
+            Command::Lift {
+                kind: SanctionKind::Mute,
+                user,
+            } => write!(line, "/unmute {user}"),
+            Command::Sanctions => write!(line, "/bans"),
             Command::ShowRole => write!(line, "/role"),
             Command::SetRole { user, role } => write!(line, "/role {user} {role}"),
             Command::History {
@@ -409,6 +534,11 @@ impl Command {
             Command::Names => write!(line, "/names"),
             Command::Away(None) => write!(line, "/away"),
             Command::Away(Some(text)) => write!(line, "/away {text}"),
+            Command::Token => write!(line, "/token"),
+            Command::Resume { username, token } => {
+                write!(line, "/resume {username} {}", token.expose())
+            }
+            Command::LogoutEverywhere => write!(line, "/logout-everywhere"),
             Command::Ping(token) if token.is_empty() => write!(line, "/ping"),
             Command::Ping(token) => write!(line, "/ping {token}"),
             Command::Mode(Mode::Text) => write!(line, "/mode text"),
@@ -607,6 +737,50 @@ mod tests {
     }
 
     #[test]
+    fn ban_and_mute_take_an_optional_duration_then_an_optional_reason() {
+        let ban = |duration, reason: Option<&str>| Command::Sanction {
+            kind: SanctionKind::Ban,
+            user: "bob".into(),
+            duration,
+            reason: reason.map(Into::into),
+        };
+        assert_eq!(parse_command("/ban bob"), Ok(ban(None, None)));
+        assert_eq!(
+            parse_command("/ban bob 2h  spam and   more"),
+            Ok(ban(
+                Some(Duration::from_secs(7_200)),
+                Some("spam and   more")
+            ))
+        );
+        assert_eq!(parse_command("/ban bob spam"), Ok(ban(None, Some("spam"))));
+        assert_eq!(
+            parse_command("/ban bob forever 5m late"),
+            Ok(ban(None, Some("5m late")))
+        );
+        assert_eq!(
+            parse_command("/ban bob 0m"),
+            Err(ParseError::Usage(BAN_USAGE))
+        );
+        assert_eq!(
+            parse_command("/mute bob 9999999999999999999999w"),
+            Err(ParseError::Usage(MUTE_USAGE))
+        );
+        assert_eq!(parse_command("/ban"), Err(ParseError::Usage(BAN_USAGE)));
+        assert_eq!(
+            parse_command("/UNMUTE bob"),
+            Ok(Command::Lift {
+                kind: SanctionKind::Mute,
+                user: "bob".into()
+            })
+        );
+        assert!(matches!(
+            parse_command("/unban bob now"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(parse_command("/bans"), Ok(Command::Sanctions));
+    }
+
+    #[test]
     fn unknown_commands_and_bad_counts_are_errors() {
         assert_eq!(
             parse_command("/dance"),
@@ -641,6 +815,10 @@ mod tests {
             .prop_filter("empty", |s| !s.is_empty())
     }
 
+    fn kind() -> impl Strategy<Value = SanctionKind> {
+        prop_oneof![Just(SanctionKind::Ban), Just(SanctionKind::Mute)]
+    }
+
     fn any_command() -> impl Strategy<Value = Command> {
         let role = prop_oneof![Just(Role::User), Just(Role::Mod), Just(Role::Admin)];
         prop_oneof![
@@ -661,6 +839,22 @@ mod tests {
             Just(Command::Profile),
             (word(), proptest::option::of(text()))
                 .prop_map(|(user, reason)| Command::Kick { user, reason }),
+            (
+                kind(),
+                word(),
+                proptest::option::of(
+                    (1..=crate::MAX_SANCTION_DURATION.as_secs()).prop_map(Duration::from_secs)
+                ),
+                proptest::option::of(text()),
+            )
+                .prop_map(|(kind, user, duration, reason)| Command::Sanction {
+                    kind,
+                    user,
+                    duration,
+                    reason
+                }),
+            (kind(), word()).prop_map(|(kind, user)| Command::Lift { kind, user }),
+            Just(Command::Sanctions),
             Just(Command::ShowRole),
             (word(), role).prop_map(|(user, role)| Command::SetRole { user, role }),
             (
@@ -688,6 +882,12 @@ mod tests {
             word().prop_map(Command::Invite),
             Just(Command::Names),
             proptest::option::of(text()).prop_map(Command::Away),
+            Just(Command::Token),
+            Just(Command::LogoutEverywhere),
+            (word(), word()).prop_map(|(username, token)| Command::Resume {
+                username,
+                token: Password::new(token)
+            }),
             proptest::option::of(text()).prop_map(|t| Command::Ping(t.unwrap_or_default())),
             Just(Command::Close),
             Just(Command::Mode(Mode::Json)),
@@ -732,8 +932,9 @@ mod tests {
         fn parser_is_total_on_command_like_lines(
             name in prop_oneof![Just("msg"), Just("join"), Just("kick"), Just("role"),
                 Just("history"), Just("login"), Just("register"), Just("ping"), Just("send"),
-                Just("password"), Just("delete-account"), Just("topic"), Just("private"),
-                Just("invite"), Just("names"), Just("away")],
+                Just("ban"), Just("mute"), Just("unban"), Just("unmute"), Just("bans"),
+                Just("password"), Just("delete-account"), Just("resume"), Just("token"),
+                Just("topic"), Just("private"), Just("invite"), Just("names"), Just("away")],
             args in "[ a-zA-Z0-9\\t]{0,20}",
         ) {
             let line = format!("/{name} {args}");

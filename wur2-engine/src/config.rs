@@ -88,8 +88,16 @@ pub struct Config {
     pub max_connections_per_address: usize,
     /// Messages of a channel's history replayed on join.
     pub history_replay: usize,
+    /// Join and leave notices are sent in channels of at most this many members (on every
+    /// node together); in larger ones they are not, as in an IRC server's "auditorium"
+    /// channels: a login storm into a 10 000-member channel would otherwise send each of
+    /// them 10 000 notices (10^8 lines in all), holding up every other channel. `/channels`
+    /// keeps the counts. `usize::MAX` always sends them.
+    pub join_notices_max_members: usize,
     /// Most messages `/history n` may ask for.
     pub max_history: usize,
+    /// Most bans and mutes one `/bans` lists.
+    pub max_sanctions_listed: usize,
     /// The seed's demo mode: a bare `/role` toggles the caller between user and mod.
     pub demo_roles: bool,
     /// The channel everybody starts in.
@@ -165,7 +173,9 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_address: 100,
             history_replay: 20,
+            join_notices_max_members: 500,
             max_history: 200,
+            max_sanctions_listed: 200,
             demo_roles: false,
             default_channel: "Global".to_string(),
             reserved_usernames: RESERVED_USERNAMES

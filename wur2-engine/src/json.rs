@@ -36,6 +36,24 @@ pub struct ChannelInfo<S = String> {
     pub topic: Option<S>,
 }
 
+/// A ban or mute in force, from a `sanctions` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionInfo<S = String> {
+    /// `ban` or `mute`.
+    pub kind: S,
+    /// The sanctioned user.
+    pub user: S,
+    /// Who set it.
+    pub by: S,
+    /// Why.
+    pub reason: S,
+    /// When it was set, in milliseconds since the Unix epoch.
+    pub set_at: i64,
+    /// When it ends, in milliseconds since the Unix epoch; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+}
+
 /// Everything the server can say in JSON mode, one variant per `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -270,6 +288,13 @@ pub enum ServerEvent<S = String> {
     },
     /// Your `/password` took effect; your other sessions were logged out.
     PasswordChanged,
+    /// Your `/token`: a resume token, shown once (`/resume <user> <token>`).
+    Token {
+        /// The token.
+        token: S,
+    },
+    /// Your `/logout-everywhere` took effect.
+    LoggedOutEverywhere,
     /// Your `/delete-account` took effect; the connection closes.
     AccountDeleted {
         /// The account's name.
@@ -292,6 +317,54 @@ pub enum ServerEvent<S = String> {
     KickDone {
         /// Who was kicked.
         user: S,
+    },
+    /// You are banned: at login (whatever the password), or while logged in; the
+    /// connection closes.
+    Banned {
+        /// Who banned you.
+        by: S,
+        /// Why.
+        reason: S,
+        /// When the ban ends, in milliseconds since the Unix epoch; absent: until lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// You are muted (at login, or when a moderator mutes you): your messages, private
+    /// messages and files are refused until it ends.
+    Muted {
+        /// Who muted you.
+        by: S,
+        /// Why.
+        reason: S,
+        /// When the mute ends, in milliseconds since the Unix epoch; absent: until lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// Your mute was lifted.
+    Unmuted,
+    /// Your `/ban` or `/mute` succeeded.
+    Sanctioned {
+        /// `ban` or `mute`.
+        kind: S,
+        /// The sanctioned user, as registered.
+        user: S,
+        /// Why.
+        reason: S,
+        /// When it ends, in milliseconds since the Unix epoch; absent: until lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// Your `/unban` or `/unmute` succeeded.
+    Lifted {
+        /// `ban` or `mute`.
+        kind: S,
+        /// The user, as registered.
+        user: S,
+    },
+    /// The answer to `/bans`: the bans and mutes in force.
+    Sanctions {
+        /// Ordered by user, bans before mutes.
+        sanctions: Vec<SanctionInfo<S>>,
     },
     /// The answer to `/ping`.
     Pong {

@@ -39,7 +39,7 @@
 //!         Output::Store { id, request } => {
 //!             let reply = match *request {
 //!                 StoreRequest::Register { username, .. } => {
-//!                     StoreReply::Account { username, role: Role::User }
+//!                     StoreReply::Account { username, role: Role::User, mute: None }
 //!                 }
 //!                 StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
 //!                 StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
@@ -90,7 +90,7 @@
 //! | [`Engine::handle_store_reply`] | a [`StoreRequest`] finished; pass its [`RequestId`] and [`StoreReply`] |
 //! | [`Engine::handle_file_opened`], [`Engine::handle_file_data`], [`Engine::handle_file_failed`] | a server-side file was opened or read, or could not be |
 //! | [`Engine::handle_timeout`] | the instant from [`Engine::poll_timeout`] has come |
-//! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set or an account purged from the operator's shell): its live sessions follow |
+//! | [`Engine::handle_account_changed`] | the store reported an account changed outside the engine (a role set, an account purged, a ban or mute set or lifted, from the operator's shell or another node): its live sessions follow |
 //! | [`Engine::handle_shutdown`] | the server is stopping: everyone is told and closed, and every connection after it is refused |
 //! | [`Engine::handle_bus_connected`], [`Engine::handle_bus_disconnected`], [`Engine::handle_published`] | cluster mode ([`Config::cluster`]) only: the link to the other nodes is up or lost, and a payload came from one of them |
 //!
@@ -251,6 +251,7 @@ pub mod memory_store;
 mod names;
 mod output;
 mod registration_limit;
+mod sanction;
 mod sanitize;
 mod stats;
 mod store;
@@ -269,6 +270,10 @@ pub use framer::{Frame, LineFramer};
 pub use ids::{ConnectionId, InvalidMessageId, MessageId, RequestId, TransferId};
 pub use names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 pub use output::{CloseReason, Output};
+pub use sanction::{
+    DurationError, Expiry, MAX_SANCTION_DURATION, Sanction, SanctionKind, format_duration,
+    parse_duration,
+};
 pub use sanitize::sanitize_text;
 pub use stats::Stats;
 pub use store::{

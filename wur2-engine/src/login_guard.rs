@@ -102,10 +102,10 @@ impl LoginGuard {
     /// `address` logged in to (or registered) `account`: its failures there are forgotten
     /// and it is remembered as the owner's. The account's failures from elsewhere stay:
     /// they are someone else's.
-    pub(crate) fn record_success(&mut self, account: &str, address: IpAddr, now: Instant) {
+    pub(crate) fn record_success(&mut self, account: &str, address: IpAddr) {
         let address = address_key(address);
         self.pairs.clear(&(account.to_owned(), address));
-        self.known.remember(account, address, now);
+        self.known.remember(account, address);
     }
 
     /// The wait before checking a password of an account with `failures` recent failures.
@@ -125,13 +125,20 @@ impl LoginGuard {
 struct Failures {
     window_start: Instant,
     count: u32,
+    /// This entry's place in [`FailureLog::by_age`] (with `window_start`).
+    stamp: u64,
 }
 
 /// Counts failures per key within a fixed window; remembers at most `capacity` keys,
-/// forgetting expired ones first and then the oldest.
+/// forgetting expired ones first and then the oldest. Every step is logarithmic in the
+/// keys remembered (an attacker filling it makes no step slower than that).
 #[derive(Debug)]
 struct FailureLog<K: Ord + Clone> {
     entries: BTreeMap<K, Failures>,
+    /// The keys by window start (then by stamp, to tell equal starts apart): the oldest
+    /// first.
+    by_age: BTreeMap<(Instant, u64), K>,
+    next_stamp: u64,
     capacity: usize,
     window: Duration,
 }
@@ -140,9 +147,17 @@ impl<K: Ord + Clone> FailureLog<K> {
     fn new(capacity: usize, window: Duration) -> Self {
         FailureLog {
             entries: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            next_stamp: 0,
             capacity,
             window,
         }
+    }
+
+    /// A new stamp for an entry's place in `by_age`.
+    fn stamp(&mut self) -> u64 {
+        self.next_stamp += 1;
+        self.next_stamp
     }
 
     /// Failures of `key` in its current window (0 once the window has passed).
@@ -174,12 +189,19 @@ impl<K: Ord + Clone> FailureLog<K> {
         K: Borrow<Q>,
         Q: Ord + ToOwned<Owned = K> + ?Sized,
     {
+        let window = self.window;
+        let stamp = self.stamp();
         if let Some(failures) = self.entries.get_mut(key) {
-            if now.saturating_duration_since(failures.window_start) >= self.window {
+            if now.saturating_duration_since(failures.window_start) >= window {
+                let old = (failures.window_start, failures.stamp);
                 *failures = Failures {
                     window_start: now,
                     count: 0,
+                    stamp,
                 };
+                if let Some(key) = self.by_age.remove(&old) {
+                    self.by_age.insert((now, stamp), key);
+                }
             }
             failures.count = failures.count.saturating_add(1);
             return;
@@ -188,11 +210,14 @@ impl<K: Ord + Clone> FailureLog<K> {
             self.make_room(now);
         }
         if self.capacity > 0 {
+            let owned = key.to_owned();
+            self.by_age.insert((now, stamp), owned.clone());
             self.entries.insert(
-                key.to_owned(),
+                owned,
                 Failures {
                     window_start: now,
                     count: 1,
+                    stamp,
                 },
             );
         }
@@ -204,27 +229,27 @@ impl<K: Ord + Clone> FailureLog<K> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.entries.remove(key);
+        if let Some(failures) = self.entries.remove(key) {
+            self.by_age.remove(&(failures.window_start, failures.stamp));
+        }
     }
 
     fn expired(&self, failures: &Failures, now: Instant) -> bool {
         now.saturating_duration_since(failures.window_start) >= self.window
     }
 
+    /// Forgets the oldest entries, expired or not, until there is room for one more: the
+    /// expired ones are the oldest, so they go first.
     fn make_room(&mut self, now: Instant) {
         let window = self.window;
-        self.entries
-            .retain(|_, f| now.saturating_duration_since(f.window_start) < window);
-        while self.entries.len() >= self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, f)| f.window_start)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(key) => self.entries.remove(&key),
-                None => break,
-            };
+        while let Some(entry) = self.by_age.first_entry() {
+            let (start, _) = *entry.key();
+            let expired = now.saturating_duration_since(start) >= window;
+            if !expired && self.entries.len() < self.capacity {
+                break;
+            }
+            let key = entry.remove();
+            self.entries.remove(&key);
         }
     }
 
@@ -239,6 +264,10 @@ impl<K: Ord + Clone> FailureLog<K> {
 #[derive(Debug)]
 struct KnownAddresses {
     by_account: BTreeMap<String, Known>,
+    /// The accounts by their last success, the least recent first (a counter orders them:
+    /// the caller's instants never go back, and equal ones are told apart).
+    by_recency: BTreeMap<u64, String>,
+    next_success: u64,
     max_accounts: usize,
     per_account: usize,
 }
@@ -247,13 +276,16 @@ struct KnownAddresses {
 struct Known {
     /// Oldest first.
     addresses: Vec<IpAddr>,
-    last_success: Instant,
+    /// Its place in `by_recency`.
+    last_success: u64,
 }
 
 impl KnownAddresses {
     fn new(max_accounts: usize, per_account: usize) -> Self {
         KnownAddresses {
             by_account: BTreeMap::new(),
+            by_recency: BTreeMap::new(),
+            next_success: 0,
             max_accounts,
             per_account,
         }
@@ -265,28 +297,30 @@ impl KnownAddresses {
             .is_some_and(|known| known.addresses.contains(&address))
     }
 
-    fn remember(&mut self, account: &str, address: IpAddr, now: Instant) {
+    /// Remembers that `address` logged in to `account` (the most recent success), forgetting
+    /// the least recently successful account when `max_accounts` are remembered.
+    fn remember(&mut self, account: &str, address: IpAddr) {
         if self.max_accounts == 0 || self.per_account == 0 {
             return;
         }
-        if !self.by_account.contains_key(account) && self.by_account.len() >= self.max_accounts {
-            let least_recent = self
-                .by_account
-                .iter()
-                .min_by_key(|(_, known)| known.last_success)
-                .map(|(account, _)| account.clone());
-            if let Some(account) = least_recent {
-                self.by_account.remove(&account);
-            }
+        if !self.by_account.contains_key(account)
+            && self.by_account.len() >= self.max_accounts
+            && let Some((_, least_recent)) = self.by_recency.pop_first()
+        {
+            self.by_account.remove(&least_recent);
         }
+        self.next_success += 1;
+        let success = self.next_success;
         let known = self
             .by_account
             .entry(account.to_owned())
             .or_insert_with(|| Known {
                 addresses: Vec::new(),
-                last_success: now,
+                last_success: success,
             });
-        known.last_success = now;
+        self.by_recency.remove(&known.last_success);
+        self.by_recency.insert(success, account.to_owned());
+        known.last_success = success;
         known.addresses.retain(|&known| known != address);
         known.addresses.push(address);
         if known.addresses.len() > self.per_account {
@@ -382,7 +416,7 @@ mod tests {
         let now = Instant::now();
         let mut guard = guard();
         let owner = ip("192.0.2.7");
-        guard.record_success("bob", owner, now);
+        guard.record_success("bob", owner);
         for n in 0..10u8 {
             guard.record_failure(Some("bob"), IpAddr::from([10, 0, 0, n]), now);
         }
@@ -409,7 +443,7 @@ mod tests {
         for _ in 0..4 {
             guard.record_failure(Some("bob"), owner, now);
         }
-        guard.record_success("bob", owner, now);
+        guard.record_success("bob", owner);
         for _ in 0..4 {
             guard.record_failure(Some("bob"), owner, now);
         }
@@ -431,17 +465,15 @@ mod tests {
 
     #[test]
     fn known_addresses_stay_bounded_per_account_and_overall() {
-        let start = Instant::now();
         let mut known = KnownAddresses::new(3, 2);
         for n in 0..5u8 {
-            known.remember("bob", IpAddr::from([10, 0, 0, n]), start);
+            known.remember("bob", IpAddr::from([10, 0, 0, n]));
         }
         assert!(!known.contains("bob", IpAddr::from([10, 0, 0, 2])));
         assert!(known.contains("bob", IpAddr::from([10, 0, 0, 3])));
         assert!(known.contains("bob", IpAddr::from([10, 0, 0, 4])));
-        for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
-            let at = start + Duration::from_secs(n as u64 + 1);
-            known.remember(name, ip("10.0.0.9"), at);
+        for name in ["a", "b", "c"] {
+            known.remember(name, ip("10.0.0.9"));
         }
         assert_eq!(known.len(), 3);
         assert!(
@@ -449,5 +481,38 @@ mod tests {
             "the least recent account went first"
         );
         assert!(known.contains("a", ip("10.0.0.9")));
+        assert_eq!(
+            known.by_recency.len(),
+            3,
+            "the order holds exactly the accounts kept"
+        );
+    }
+
+    #[test]
+    fn a_full_failure_log_forgets_expired_entries_then_the_oldest_and_stays_consistent() {
+        let start = Instant::now();
+        let mut log: FailureLog<String> = FailureLog::new(3, WINDOW);
+        for (n, key) in ["a", "b", "c"].into_iter().enumerate() {
+            log.record(key, start + Duration::from_secs(n as u64));
+        }
+        // Full: a fourth key pushes out the oldest, "a".
+        log.record("d", start + Duration::from_secs(10));
+        assert_eq!(log.count("a", start + Duration::from_secs(10)), 0);
+        assert_eq!(log.count("b", start + Duration::from_secs(10)), 1);
+        // Past b's and c's windows: a new key finds them expired and keeps d.
+        let later = start + WINDOW + Duration::from_secs(5);
+        log.record("e", later);
+        assert_eq!(log.count("d", later), 1);
+        assert_eq!(log.count("e", later), 1);
+        // A window that restarts moves its key to the young end of the order.
+        let much_later = later + WINDOW;
+        log.record("d", much_later);
+        log.clear("e");
+        assert_eq!(
+            log.len(),
+            log.by_age.len(),
+            "the order holds exactly the keys kept"
+        );
+        assert_eq!(log.by_age.values().last().map(String::as_str), Some("d"));
     }
 }

@@ -11,9 +11,11 @@
 //! salted hash (`wur2-store` does) and runs requests off the engine's thread.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use crate::ids::{MessageId, RequestId};
 use crate::names::{channel_key, username_key};
+use crate::sanction::{Expiry, Sanction, SanctionKind};
 use crate::store::{
     Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredChannel,
     StoredMessage,
@@ -25,6 +27,15 @@ struct Account {
     username: String,
     password: Password,
     role: Role,
+}
+
+/// A ban or mute as stored: who, why, and when it was set and ends (store clock).
+#[derive(Debug, Clone)]
+struct Stored {
+    by: String,
+    reason: String,
+    set_at_unix_ms: i64,
+    expires_at_unix_ms: Option<i64>,
 }
 
 /// A private message and whether it reached its recipient.
@@ -54,13 +65,23 @@ pub struct MemoryStore {
     private_messages: Vec<Private>,
     /// Ids stored so far: storing one twice keeps one copy.
     stored_ids: BTreeSet<MessageId>,
+    /// Bans and mutes by username key and kind, expired ones included until replaced or
+    /// lifted (they no longer apply: the clock decides).
+    sanctions: BTreeMap<(String, SanctionKind), Stored>,
     failure: Option<StoreError>,
     holding: bool,
     held: VecDeque<(RequestId, StoreRequest)>,
     /// The stamp of the next stored message, and how much later each one after it is.
     clock_unix_ms: i64,
     tick_ms: i64,
+    /// Resume tokens: the account's key and when the token expires (by the store's clock).
+    /// Made from a counter, not random: this store is for tests.
+    tokens: BTreeMap<String, (String, i64)>,
+    tokens_issued: u64,
 }
+
+/// How long a resume token of the memory store lasts: 30 days, as the real store's default.
+pub const MEMORY_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -71,11 +92,14 @@ impl Default for MemoryStore {
             channel_messages: Vec::new(),
             private_messages: Vec::new(),
             stored_ids: BTreeSet::new(),
+            sanctions: BTreeMap::new(),
             failure: None,
             holding: false,
             held: VecDeque::new(),
             clock_unix_ms: 0,
             tick_ms: 1,
+            tokens: BTreeMap::new(),
+            tokens_issued: 0,
         }
     }
 }
@@ -130,9 +154,15 @@ impl MemoryStore {
             .collect()
     }
 
+    /// The ban or mute of `kind` of a user (matched without regard to case) in force by
+    /// the store's clock, if any.
+    pub fn sanction(&self, username: &str, kind: SanctionKind) -> Option<Sanction> {
+        self.sanction_in_force(&username_key(username), kind)
+    }
+
     /// Sets the store's clock: the next stored message is stamped `unix_ms`, and each one
     /// after it `tick_ms` later (a driver with a wall clock sets it before every request,
-    /// with a tick of 0).
+    /// with a tick of 0). Bans and mutes expire by this clock.
     pub fn set_clock(&mut self, unix_ms: i64, tick_ms: i64) {
         self.clock_unix_ms = unix_ms;
         self.tick_ms = tick_ms;
@@ -208,14 +238,21 @@ impl MemoryStore {
                 StoreReply::Account {
                     username: username.clone(),
                     role: Role::User,
+                    mute: None,
                 }
             }
             StoreRequest::Login { username, password } => {
-                match self.accounts.get(&username_key(username)) {
+                let key = username_key(username);
+                // Before the password: a banned account gets one answer whatever is typed.
+                if let Some(ban) = self.sanction_in_force(&key, SanctionKind::Ban) {
+                    return StoreReply::Failed(StoreError::Banned(ban));
+                }
+                match self.accounts.get(&key) {
                     Some(account) if account.password.expose() == password.expose() => {
                         StoreReply::Account {
                             username: account.username.clone(),
                             role: account.role,
+                            mute: self.sanction_in_force(&key, SanctionKind::Mute),
                         }
                     }
                     _ => StoreReply::Failed(StoreError::InvalidCredentials),
@@ -310,19 +347,87 @@ impl MemoryStore {
                         StoreReply::Account {
                             username: account.username.clone(),
                             role: *role,
+                            mute: None,
                         }
                     }
                     None => StoreReply::Failed(StoreError::UnknownUser),
                 }
             }
+            StoreRequest::Sanction {
+                kind,
+                username,
+                by,
+                by_role,
+                duration,
+                reason,
+            } => {
+                let key = username_key(username);
+                if let Err(refused) = self.check_rank(&key, *by_role) {
+                    return StoreReply::Failed(refused);
+                }
+                let set_at_unix_ms = self.stamp();
+                let stored = Stored {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    set_at_unix_ms,
+                    expires_at_unix_ms: duration.map(|d| expires_at(set_at_unix_ms, d)),
+                };
+                self.sanctions.insert((key.clone(), *kind), stored);
+                if *kind == SanctionKind::Ban {
+                    // A ban revokes the account's resume tokens.
+                    self.tokens.retain(|_, (owner, _)| *owner != key);
+                }
+                match self.sanction_in_force(&key, *kind) {
+                    Some(sanction) => StoreReply::Sanctioned(sanction),
+                    None => StoreReply::Failed(StoreError::Unavailable(
+                        "a sanction expired as it was set".into(),
+                    )),
+                }
+            }
+            StoreRequest::LiftSanction {
+                kind,
+                username,
+                by_role,
+            } => {
+                let key = username_key(username);
+                if let Err(refused) = self.check_rank(&key, *by_role) {
+                    return StoreReply::Failed(refused);
+                }
+                let in_force = self.sanction_in_force(&key, *kind);
+                self.sanctions.remove(&(key.clone(), *kind));
+                match (in_force, self.accounts.get(&key)) {
+                    (Some(_), Some(account)) => StoreReply::Lifted {
+                        username: account.username.clone(),
+                    },
+                    _ => StoreReply::Failed(StoreError::NotSanctioned),
+                }
+            }
+            StoreRequest::FetchSanctions { limit } => {
+                let in_force = self
+                    .sanctions
+                    .keys()
+                    .filter_map(|(key, kind)| self.sanction_in_force(key, *kind))
+                    .take(*limit)
+                    .collect();
+                StoreReply::Sanctions(in_force)
+            }
             StoreRequest::ChangePassword { username, old, new } => {
-                match self.accounts.get_mut(&username_key(username)) {
+                let key = username_key(username);
+                match self.accounts.get_mut(&key) {
                     Some(account) if account.password.expose() == old.expose() => {
                         account.password = new.clone();
+                        self.tokens.retain(|_, (owner, _)| *owner != key);
                         StoreReply::Done
                     }
                     _ => StoreReply::Failed(StoreError::InvalidCredentials),
                 }
+            }
+            StoreRequest::IssueToken { username } => self.issue_token(username),
+            StoreRequest::Resume { username, token } => self.resume(username, token),
+            StoreRequest::RevokeTokens { username } => {
+                let key = username_key(username);
+                self.tokens.retain(|_, (owner, _)| *owner != key);
+                StoreReply::Done
             }
             StoreRequest::DeleteAccount { username, password } => {
                 let key = username_key(username);
@@ -347,6 +452,9 @@ impl MemoryStore {
                                 channel.owner = None;
                             }
                         }
+                        self.tokens.retain(|_, (owner, _)| *owner != key);
+                        self.sanctions
+                            .retain(|(sanctioned, _), _| *sanctioned != key);
                         self.channel_messages
                             .retain(|(_, message)| username_key(&message.sender) != key);
                         self.private_messages.retain(|private| {
@@ -390,6 +498,7 @@ impl MemoryStore {
                 StoreReply::Account {
                     username: invitee,
                     role,
+                    mute: None,
                 }
             }
         }
@@ -403,6 +512,74 @@ impl MemoryStore {
                 name: name.to_owned(),
                 ..StoredChannel::default()
             })
+    }
+
+    /// A new resume token for `username`, or why not.
+    fn issue_token(&mut self, username: &str) -> StoreReply {
+        let key = username_key(username);
+        if !self.accounts.contains_key(&key) {
+            return StoreReply::Failed(StoreError::UnknownUser);
+        }
+        self.tokens_issued += 1;
+        let token = format!("{:032x}", self.tokens_issued);
+        let expires = self.clock_unix_ms.saturating_add(MEMORY_TOKEN_LIFETIME_MS);
+        self.tokens.insert(token.clone(), (key, expires));
+        StoreReply::Token(Password::new(token))
+    }
+
+    /// The account a live resume token of `username` logs in to (unless it is banned).
+    fn resume(&self, username: &str, token: &Password) -> StoreReply {
+        let key = username_key(username);
+        let live = self
+            .tokens
+            .get(token.expose())
+            .is_some_and(|(owner, expires)| *owner == key && *expires > self.clock_unix_ms);
+        if !live {
+            return StoreReply::Failed(StoreError::InvalidCredentials);
+        }
+        if let Some(ban) = self.sanction_in_force(&key, SanctionKind::Ban) {
+            return StoreReply::Failed(StoreError::Banned(ban));
+        }
+        match self.accounts.get(&key) {
+            Some(account) => StoreReply::Account {
+                username: account.username.clone(),
+                role: account.role,
+                mute: self.sanction_in_force(&key, SanctionKind::Mute),
+            },
+            None => StoreReply::Failed(StoreError::InvalidCredentials),
+        }
+    }
+
+    /// Whether someone of `by_role` may sanction account `key`: its role must be lower.
+    fn check_rank(&self, key: &str, by_role: Role) -> Result<(), StoreError> {
+        match self.accounts.get(key) {
+            None => Err(StoreError::UnknownUser),
+            Some(account) if account.role >= by_role => Err(StoreError::Outranked),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The sanction of `kind` of account `key` in force by the store's clock.
+    fn sanction_in_force(&self, key: &str, kind: SanctionKind) -> Option<Sanction> {
+        let stored = self.sanctions.get(&(key.to_string(), kind))?;
+        let account = self.accounts.get(key)?;
+        let now = self.clock_unix_ms;
+        let expires = match stored.expires_at_unix_ms {
+            Some(at) if at <= now => return None,
+            Some(at) => Some(Expiry {
+                at_unix_ms: at,
+                remaining: Duration::from_millis(u64::try_from(at - now).unwrap_or(0)),
+            }),
+            None => None,
+        };
+        Some(Sanction {
+            kind,
+            username: account.username.clone(),
+            by: stored.by.clone(),
+            reason: stored.reason.clone(),
+            set_at_unix_ms: stored.set_at_unix_ms,
+            expires,
+        })
     }
 
     /// Every private message between `a` and `b`, both ways, oldest first.
@@ -424,12 +601,19 @@ impl MemoryStore {
             .collect()
     }
 
-    /// The stamp for a message stored now; the clock moves on by one tick.
+    /// The stamp for a message or sanction stored now; the clock moves on by one tick.
     fn stamp(&mut self) -> i64 {
         let now = self.clock_unix_ms;
         self.clock_unix_ms = now.saturating_add(self.tick_ms);
         now
     }
+}
+
+/// When a sanction set at `set_at_unix_ms` for `duration` ends (saturating: the engine
+/// refuses durations that could overflow long before this).
+fn expires_at(set_at_unix_ms: i64, duration: Duration) -> i64 {
+    let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    set_at_unix_ms.saturating_add(ms)
 }
 
 /// The last `limit` of `messages` (oldest first) stored before message `before` (none

@@ -126,6 +126,8 @@ pub enum CloseReason {
     /// The account was deleted (`wur2 purge-user`, or `/delete-account` by its user)
     /// while the user was logged in.
     AccountDeleted,
+    /// The account is banned: at login, or a ban set while the user was logged in.
+    Banned,
     /// Another session of the account changed its password.
     LoggedOut,
 }
@@ -145,6 +147,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutdown",
             CloseReason::UploadTooLarge => "upload too large",
             CloseReason::AccountDeleted => "account deleted",
+            CloseReason::Banned => "banned",
             CloseReason::LoggedOut => "logged out",
         }
     }

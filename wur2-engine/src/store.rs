@@ -6,8 +6,10 @@
 //! Which reply answers which request is listed on each request variant.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::ids::MessageId;
+use crate::sanction::{Sanction, SanctionKind};
 
 /// A password as typed by a user.
 ///
@@ -49,9 +51,9 @@ pub enum Role {
     /// Chats, joins channels, sends private messages and files.
     #[default]
     User,
-    /// A user who may also kick users.
+    /// A user who may also kick users, and ban and mute them.
     Mod,
-    /// A moderator who may also kick moderators and set anyone's role.
+    /// A moderator who may also kick, ban and mute moderators, and set anyone's role.
     Admin,
 }
 
@@ -91,15 +93,21 @@ impl std::str::FromStr for Role {
 /// [`Engine::handle_account_changed`](crate::Engine::handle_account_changed), which applies
 /// it to the account's live sessions.
 ///
-/// `#[non_exhaustive]`: more kinds of change (bans) will come. Stores build these values;
-/// only the engine matches on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `#[non_exhaustive]`: more kinds of change will come. Stores build these values; only
+/// the engine matches on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AccountChange {
     /// The account's role is now this one.
     Role(Role),
     /// The account was deleted with its messages.
     Purged,
+    /// The account is banned (this ban is in force): its sessions are told and closed.
+    Banned(Sanction),
+    /// The account is muted (this mute is in force), or its mute changed.
+    Muted(Sanction),
+    /// The account's mute was lifted.
+    Unmuted,
 }
 
 /// A role name other than `user`, `mod` or `admin`.
@@ -264,6 +272,42 @@ pub enum StoreRequest {
         /// The new role.
         role: Role,
     },
+    /// Ban or mute a user, replacing a sanction of the same kind; expiry is reckoned by the
+    /// store's clock. Record the change for every server sharing the accounts (as the
+    /// operator's changes are: see [`AccountChange`]), in the same transaction. Answer:
+    /// [`StoreReply::Sanctioned`], `Failed(UnknownUser)`, or `Failed(Outranked)` when the
+    /// account's role is not below `by_role`.
+    Sanction {
+        /// Ban or mute.
+        kind: SanctionKind,
+        /// Matched without regard to case.
+        username: String,
+        /// Who sets it (a username as registered).
+        by: String,
+        /// The role of `by`: only accounts of a lower role may be sanctioned.
+        by_role: Role,
+        /// How long it lasts from now; `None`: until lifted.
+        duration: Option<Duration>,
+        /// Why (sanitised; may be empty).
+        reason: String,
+    },
+    /// Lift a user's ban or mute (a lifted mute is recorded like a new one). Answer:
+    /// [`StoreReply::Lifted`], `Failed(UnknownUser)`, `Failed(NotSanctioned)` when none is
+    /// in force, or `Failed(Outranked)` when the account's role is not below `by_role`.
+    LiftSanction {
+        /// Ban or mute.
+        kind: SanctionKind,
+        /// Matched without regard to case.
+        username: String,
+        /// The role of whoever lifts it.
+        by_role: Role,
+    },
+    /// The bans and mutes in force. Answer: [`StoreReply::Sanctions`], ordered by username
+    /// key, then bans before mutes.
+    FetchSanctions {
+        /// How many at most.
+        limit: usize,
+    },
     /// Replace a user's password, if `old` is the current one; hash `new`. Answer:
     /// [`StoreReply::Done`], or `Failed(InvalidCredentials)` when `old` is wrong (or the
     /// account is gone).
@@ -274,6 +318,28 @@ pub enum StoreRequest {
         old: Password,
         /// The new one, already checked for length by the engine.
         new: Password,
+    },
+    /// Make a resume token for a user: 128 random bits from the OS, kept only as a hash
+    /// with the account, its creation and its expiry. Answer: [`StoreReply::Token`] with
+    /// the token (shown to the user once), or `Failed(UnknownUser)`.
+    IssueToken {
+        /// Matched without regard to case.
+        username: String,
+    },
+    /// Log in with a resume token: one hash lookup, no password hashing. Answer:
+    /// [`StoreReply::Account`], or `Failed(InvalidCredentials)` for a token that is
+    /// unknown, another account's, revoked or expired.
+    Resume {
+        /// As the user typed it; matched without regard to case.
+        username: String,
+        /// As the user typed it.
+        token: Password,
+    },
+    /// Revoke every resume token of a user. Answer: [`StoreReply::Done`]. A password
+    /// change and an account's deletion revoke them too, by themselves.
+    RevokeTokens {
+        /// Matched without regard to case.
+        username: String,
     },
     /// Delete an account and every message it sent or received, if `password` is its
     /// password, as the operator's purge does (recorded as an account change, so every
@@ -339,13 +405,27 @@ pub enum StoreReply {
         username: String,
         /// The account's role now.
         role: Role,
+        /// Login only: the account's mute in force, if any (`None` for other requests).
+        mute: Option<Sanction>,
     },
+    /// The ban or mute just set.
+    Sanctioned(Sanction),
+    /// A ban or mute was lifted from this account.
+    Lifted {
+        /// The username as registered.
+        username: String,
+    },
+    /// The bans and mutes in force.
+    Sanctions(Vec<Sanction>),
     /// A channel's recent history, oldest first.
     History(Vec<StoredMessage>),
     /// Undelivered private messages, oldest first.
     Pending(Vec<PendingMessage>),
     /// Registered channels, ordered by key.
     Channels(Vec<StoredChannel>),
+    /// A new resume token ([`StoreRequest::IssueToken`]), as secret as a password (so it
+    /// never shows in `Debug` output).
+    Token(Password),
     /// The request failed.
     Failed(StoreError),
 }
@@ -366,6 +446,16 @@ pub enum StoreError {
     /// stay able to grant roles.
     #[error("the last admin cannot stop being admin")]
     LastAdmin,
+    /// Login: the account is banned (this ban is in force). Answered whatever the password,
+    /// so the answer tells nothing about it.
+    #[error("the account is banned")]
+    Banned(Sanction),
+    /// Sanction or lift: the account's role is not below the role of whoever asked.
+    #[error("the account's role is too high")]
+    Outranked,
+    /// Lift: the account has no sanction of that kind in force.
+    #[error("no such ban or mute")]
+    NotSanctioned,
     /// The store is overloaded (for example the password hashing queue is full); try again.
     #[error("busy, try again")]
     Busy,

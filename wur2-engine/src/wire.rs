@@ -11,7 +11,8 @@ use std::io::Write as _;
 use bytes::Bytes;
 
 use crate::ids::{MessageId, TransferId};
-use crate::json::{ChannelInfo, ServerEvent, ServerLine};
+use crate::json::{ChannelInfo, SanctionInfo, ServerEvent, ServerLine};
+use crate::sanction::{Sanction, SanctionKind};
 use crate::store::Role;
 
 /// How a connection wants server lines: readable text (the default) or JSON objects.
@@ -106,6 +107,12 @@ pub enum ErrorCode {
     CannotSendToSelf,
     /// Joining a private channel without an invitation.
     NotInvited,
+    /// A message, private message or file from a muted user; nothing was sent or stored.
+    Muted,
+    /// Banning or muting yourself.
+    CannotSanctionSelf,
+    /// `/unban` or `/unmute` of a user with no such sanction in force.
+    NotSanctioned,
 }
 
 impl ErrorCode {
@@ -150,6 +157,9 @@ impl ErrorCode {
             ErrorCode::NoSuchTransfer => "no_such_transfer",
             ErrorCode::CannotSendToSelf => "cannot_send_to_self",
             ErrorCode::NotInvited => "not_invited",
+            ErrorCode::Muted => "muted",
+            ErrorCode::CannotSanctionSelf => "cannot_sanction_self",
+            ErrorCode::NotSanctioned => "not_sanctioned",
         }
     }
 }
@@ -217,6 +227,13 @@ pub(crate) enum Line<'a> {
     },
     /// Your `/password` took effect.
     PasswordChanged,
+    /// Your `/token`: shown once.
+    Token {
+        user: &'a str,
+        token: &'a str,
+    },
+    /// Your `/logout-everywhere` took effect.
+    LoggedOutEverywhere,
     /// Your `/delete-account` took effect; the connection closes.
     AccountDeleted {
         user: &'a str,
@@ -252,6 +269,18 @@ pub(crate) enum Line<'a> {
     KickDone {
         user: &'a str,
     },
+    /// To a banned user (at login or live); the connection closes.
+    Banned(&'a Sanction),
+    /// To a user just muted (or muted at login).
+    Muted(&'a Sanction),
+    Unmuted,
+    /// To whoever set the ban or mute.
+    Sanctioned(&'a Sanction),
+    Lifted {
+        kind: SanctionKind,
+        user: &'a str,
+    },
+    Sanctions(&'a [Sanction]),
     YourRole {
         role: Role,
     },
@@ -449,6 +478,15 @@ impl Line<'_> {
                 out,
                 "Your password was changed; your other sessions were logged out."
             ),
+            Line::Token { user, token } => write!(
+                out,
+                "Your resume token (shown once; keep it private, like your password): {token} \
+                 (log in with /resume {user} {token})"
+            ),
+            Line::LoggedOutEverywhere => write!(
+                out,
+                "Your resume tokens were revoked and your other sessions logged out."
+            ),
             Line::AccountDeleted { user } => {
                 write!(
                     out,
@@ -460,6 +498,50 @@ impl Line<'_> {
                 write!(out, "* {user} was kicked by {by}: {reason}")
             }
             Line::KickDone { user } => write!(out, "You kicked {user}."),
+            Line::Banned(ban) => {
+                write!(
+                    out,
+                    "You are banned by {} {}: {}",
+                    ban.by,
+                    Until(ban),
+                    ban.reason
+                )
+            }
+            Line::Muted(mute) => write!(
+                out,
+                "You are muted by {} {}: {}",
+                mute.by,
+                Until(mute),
+                mute.reason
+            ),
+            Line::Unmuted => write!(out, "You are no longer muted."),
+            Line::Sanctioned(sanction) => write!(
+                out,
+                "{} is {} {}: {}",
+                sanction.username,
+                Participle(sanction.kind),
+                Until(sanction),
+                sanction.reason
+            ),
+            Line::Lifted { kind, user } => {
+                write!(out, "{user} is no longer {}", Participle(*kind))
+            }
+            Line::Sanctions([]) => write!(out, "No bans or mutes."),
+            Line::Sanctions(sanctions) => {
+                out.push_str("Bans and mutes:");
+                for sanction in sanctions.iter() {
+                    let _ = write!(
+                        out,
+                        "\n  {} {} by {} {}: {}",
+                        sanction.kind,
+                        sanction.username,
+                        sanction.by,
+                        Until(sanction),
+                        sanction.reason
+                    );
+                }
+                Ok(())
+            }
             Line::YourRole { role } => write!(out, "Your role is {role}"),
             Line::RoleSet { user, role } => write!(out, "{user} is now {role}"),
             Line::RoleChanged { role, by } => write!(out, "Your role is now {role} (set by {by})"),
@@ -678,10 +760,46 @@ impl Line<'_> {
                 }
             }
             Line::PasswordChanged => ServerEvent::PasswordChanged,
+            Line::Token { token, .. } => ServerEvent::Token { token },
+            Line::LoggedOutEverywhere => ServerEvent::LoggedOutEverywhere,
             Line::AccountDeleted { user } => ServerEvent::AccountDeleted { user },
             Line::LoggedOut { reason } => ServerEvent::LoggedOut { reason },
             Line::KickNotice { user, by, reason } => ServerEvent::Kick { user, by, reason },
             Line::KickDone { user } => ServerEvent::KickDone { user },
+            Line::Banned(ban) => ServerEvent::Banned {
+                by: ban.by.as_str(),
+                reason: ban.reason.as_str(),
+                until: until(ban),
+            },
+            Line::Muted(mute) => ServerEvent::Muted {
+                by: mute.by.as_str(),
+                reason: mute.reason.as_str(),
+                until: until(mute),
+            },
+            Line::Unmuted => ServerEvent::Unmuted,
+            Line::Sanctioned(sanction) => ServerEvent::Sanctioned {
+                kind: sanction.kind.as_str(),
+                user: sanction.username.as_str(),
+                reason: sanction.reason.as_str(),
+                until: until(sanction),
+            },
+            Line::Lifted { kind, user } => ServerEvent::Lifted {
+                kind: kind.as_str(),
+                user,
+            },
+            Line::Sanctions(sanctions) => ServerEvent::Sanctions {
+                sanctions: sanctions
+                    .iter()
+                    .map(|sanction| SanctionInfo {
+                        kind: sanction.kind.as_str(),
+                        user: sanction.username.as_str(),
+                        by: sanction.by.as_str(),
+                        reason: sanction.reason.as_str(),
+                        set_at: sanction.set_at_unix_ms,
+                        until: until(sanction),
+                    })
+                    .collect(),
+            },
             Line::YourRole { role } => ServerEvent::Role {
                 role: role.as_str(),
                 by: None,
@@ -853,6 +971,7 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         return vec![
             ("/register <user> <password>", "create an account"),
             ("/login <user> <password>", "log in"),
+            ("/resume <user> <token>", "log in with a resume token"),
             ("/mode <text|json>", "how the server writes its lines"),
             ("/ping [token]", "answered PONG [token]"),
             ("/close", "leave"),
@@ -909,9 +1028,30 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
             "/delete-account <password>",
             "delete your account and its messages",
         ),
+        (
+            "/token",
+            "a resume token: log in again without the password",
+        ),
+        (
+            "/logout-everywhere",
+            "revoke your resume tokens, log your other sessions out",
+        ),
     ];
     if role >= Role::Mod {
-        commands.push(("/kick <user> [reason]", "close every session of a user"));
+        commands.extend([
+            ("/kick <user> [reason]", "close every session of a user"),
+            (
+                "/ban <user> [duration] [reason]",
+                "keep a user out (10m, 2h, 7d...; none: until lifted)",
+            ),
+            ("/unban <user>", "lift a ban"),
+            (
+                "/mute <user> [duration] [reason]",
+                "stop a user's messages, DMs and files",
+            ),
+            ("/unmute <user>", "lift a mute"),
+            ("/bans", "the bans and mutes in force"),
+        ]);
     }
     if role == Role::Admin {
         commands.push(("/role <user> <role>", "set a role: user, mod or admin"));
@@ -965,6 +1105,35 @@ fn is_terminal_safe(data: &[u8]) -> bool {
     valid
         .chars()
         .all(|c| matches!(c, '\n' | '\r' | '\t') || !crate::sanitize::needs_removal(c))
+}
+
+/// When a sanction ends, for JSON: milliseconds since the Unix epoch, `None` until lifted.
+fn until(sanction: &Sanction) -> Option<i64> {
+    sanction.expires.map(|expiry| expiry.at_unix_ms)
+}
+
+/// When a sanction ends, for text: `until 2026-12-07 10:00 UTC` or `until lifted`.
+pub(crate) struct Until<'a>(pub(crate) &'a Sanction);
+
+impl std::fmt::Display for Until<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.expires {
+            Some(expiry) => write!(f, "until {}", Timestamp(expiry.at_unix_ms)),
+            None => f.write_str("until lifted"),
+        }
+    }
+}
+
+/// `banned` or `muted`.
+struct Participle(SanctionKind);
+
+impl std::fmt::Display for Participle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            SanctionKind::Ban => "banned",
+            SanctionKind::Mute => "muted",
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch, shown as `YYYY-MM-DD HH:MM UTC`.
@@ -1202,6 +1371,30 @@ mod tests {
                 r#"{"type":"kick_done","user":"al"}"#,
             ),
             (
+                Line::Banned(&SANCTIONS[0]),
+                r#"{"by":"mo","reason":"spam","type":"banned","until":7200000}"#,
+            ),
+            (
+                Line::Muted(&SANCTIONS[1]),
+                r#"{"by":"mo","reason":"noise","type":"muted"}"#,
+            ),
+            (Line::Unmuted, r#"{"type":"unmuted"}"#),
+            (
+                Line::Sanctioned(&SANCTIONS[0]),
+                r#"{"kind":"ban","reason":"spam","type":"sanctioned","until":7200000,"user":"al"}"#,
+            ),
+            (
+                Line::Lifted {
+                    kind: SanctionKind::Mute,
+                    user: "al",
+                },
+                r#"{"kind":"mute","type":"lifted","user":"al"}"#,
+            ),
+            (
+                Line::Sanctions(&*SANCTIONS),
+                r#"{"sanctions":[{"by":"mo","kind":"ban","reason":"spam","set_at":0,"until":7200000,"user":"al"},{"by":"mo","kind":"mute","reason":"noise","set_at":0,"user":"bo"}],"type":"sanctions"}"#,
+            ),
+            (
                 Line::YourRole { role: Role::User },
                 r#"{"role":"user","type":"role"}"#,
             ),
@@ -1312,7 +1505,7 @@ mod tests {
             (Line::ShuttingDown, r#"{"type":"shutdown"}"#),
             (
                 Line::Help(None),
-                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
+                r#"{"commands":[["/register <user> <password>","create an account"],["/login <user> <password>","log in"],["/resume <user> <token>","log in with a resume token"],["/mode <text|json>","how the server writes its lines"],["/ping [token]","answered PONG [token]"],["/close","leave"]],"type":"help"}"#,
             ),
             (
                 Line::ModeSet(Mode::Json),
@@ -1379,6 +1572,46 @@ mod tests {
                 r#"{"code":"not_online","message":"bo is not online","type":"error"}"#,
             ),
         ]
+    }
+
+    /// A ban of al for two hours and an open-ended mute of bo, both by mo.
+    static SANCTIONS: std::sync::LazyLock<[Sanction; 2]> = std::sync::LazyLock::new(|| {
+        let sanction = |kind, user: &str, reason: &str, expires| Sanction {
+            kind,
+            username: user.into(),
+            by: "mo".into(),
+            reason: reason.into(),
+            set_at_unix_ms: 0,
+            expires,
+        };
+        let two_hours = crate::sanction::Expiry {
+            at_unix_ms: 7_200_000,
+            remaining: std::time::Duration::from_secs(7_200),
+        };
+        [
+            sanction(SanctionKind::Ban, "al", "spam", Some(two_hours)),
+            sanction(SanctionKind::Mute, "bo", "noise", None),
+        ]
+    });
+
+    #[test]
+    fn sanction_lines_say_who_until_when_and_why() {
+        let [ban, mute] = &*SANCTIONS;
+        let text = |line: Line<'_>| String::from_utf8(line.text().to_vec()).unwrap();
+        assert_eq!(
+            text(Line::Banned(ban)),
+            "You are banned by mo until 1970-01-01 02:00 UTC: spam\n"
+        );
+        assert_eq!(
+            text(Line::Sanctioned(mute)),
+            "bo is muted until lifted: noise\n"
+        );
+        assert_eq!(
+            text(Line::Sanctions(&*SANCTIONS)),
+            "Bans and mutes:\n  ban al by mo until 1970-01-01 02:00 UTC: spam\n  \
+             mute bo by mo until lifted: noise\n"
+        );
+        assert_eq!(text(Line::Sanctions(&[])), "No bans or mutes.\n");
     }
 
     #[test]

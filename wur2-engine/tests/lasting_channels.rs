@@ -294,3 +294,23 @@ fn a_channel_registered_elsewhere_first_keeps_its_stored_owner() {
         ["Error: only the owner of #club, moderators and admins can do that"]
     );
 }
+
+#[test]
+fn a_muted_owner_sets_no_topic_and_a_muted_user_no_away_message() {
+    let mut w = world();
+    let ann = w.user("ann");
+    w.send(ann, "/join #club\n");
+    let max = moderator(&mut w, "max");
+    w.send(max, "/mute ann 10m noise\n");
+    w.lines(ann);
+    w.send(ann, "/topic look at me\n");
+    assert!(w.saw(ann, "you are muted"));
+    w.send(ann, "/away shouting elsewhere\n");
+    assert!(w.saw(ann, "you are muted"));
+    w.send(ann, "/topic\n");
+    assert_eq!(w.lines(ann), ["#club has no topic"], "reading it is fine");
+    assert_eq!(
+        w.store.channel("#club").map(|c| c.topic.clone()),
+        Some(None)
+    );
+}

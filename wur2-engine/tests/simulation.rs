@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use support::{PASSWORD, Rng, World};
 use wur2_engine::{
-    CloseReason, Config, ConnectionId, Role, channel_key, is_valid_username, username_key,
+    CloseReason, Config, ConnectionId, Role, SanctionKind, channel_key, is_valid_username,
+    username_key,
 };
 
 const CHANNELS: [&str; 4] = ["Global", "rust", "Ops", "#fun"];
@@ -36,6 +37,11 @@ struct Sim {
     last_seq_from: BTreeMap<(ConnectionId, String), u64>,
     registered: Vec<String>,
     said: Vec<String>,
+    /// Messages and DMs sent by a muted account (by the store of record when sent): each
+    /// must be refused, reach nobody and never be stored.
+    muted_said: Vec<String>,
+    /// Bans and mutes set and lifted, as their moderators were told.
+    sanctions_set: usize,
     /// Messages sent (`say-N`, `dm-N`) and who may, must and did receive them live.
     deliveries: BTreeMap<String, Delivery>,
     /// Pipelined batches sent.
@@ -65,6 +71,8 @@ impl Sim {
             last_seq_from: BTreeMap::new(),
             registered: vec!["admin".into(), "mod".into()],
             said: Vec::new(),
+            muted_said: Vec::new(),
+            sanctions_set: 0,
             deliveries: BTreeMap::new(),
             batches: 0,
             next_token: 0,
@@ -140,7 +148,20 @@ impl Sim {
                 }
             }
             Some(_) if self.rng.chance(1) => self.pipelined_batch(token),
+            Some(me) if self.is_muted(&me.account) && self.rng.chance(50) => {
+                // The engine knows the mute the store holds now: refused, at once.
+                let text = format!("muted-{token}");
+                self.muted_said.push(text.clone());
+                if self.rng.chance(50) {
+                    text
+                } else {
+                    let to = self.registered[self.rng.below(self.registered.len())].clone();
+                    format!("/msg {to} {text}")
+                }
+            }
             Some(me) => match self.rng.below(100) {
+                0..=39 if self.is_muted(&me.account) => "/list".to_string(),
+                40..=54 if self.is_muted(&me.account) => "/channels".to_string(),
                 0..=39 => {
                     let text = format!("say-{token}");
                     self.said.push(text.clone());
@@ -181,14 +202,24 @@ impl Sim {
                         .collect();
                     format!("/send {to} f.bin {size}\n{data}")
                 }
-                85..=89 => {
+                85..=87 => {
                     let target = self.registered[self.rng.below(self.registered.len())].clone();
                     format!("/kick {target} sim")
                 }
-                90..=92 => {
+                88..=89 => {
                     let target = self.registered[self.rng.below(self.registered.len())].clone();
                     let role = ["user", "mod"][self.rng.below(2)];
                     format!("/role {target} {role}")
+                }
+                90..=92 => {
+                    let target = self.registered[self.rng.below(self.registered.len())].clone();
+                    let command =
+                        ["/ban", "/unban", "/mute", "/unmute", "/mute", "/bans"][self.rng.below(6)];
+                    match command {
+                        "/bans" => command.to_string(),
+                        "/ban" | "/mute" => format!("{command} {target} sim"),
+                        _ => format!("{command} {target}"),
+                    }
                 }
                 93..=95 => "/close".to_string(),
                 _ => {
@@ -203,6 +234,11 @@ impl Sim {
         self.waiting.insert(connection, token);
         self.world
             .send(connection, &format!("{line}\n/ping {token}\n"));
+    }
+
+    /// Whether the store of record holds a mute of account `key` now.
+    fn is_muted(&self, key: &str) -> bool {
+        self.world.store.sanction(key, SanctionKind::Mute).is_some()
     }
 
     /// `connection` left its channel or closed: it may no longer get what was held.
@@ -320,6 +356,12 @@ impl Sim {
                     if self.waiting.get(&connection) == Some(&token) {
                         self.waiting.remove(&connection);
                     }
+                } else if line.contains(" is banned until ")
+                    || line.contains(" is muted until ")
+                    || line.ends_with(" is no longer banned")
+                    || line.ends_with(" is no longer muted")
+                {
+                    self.sanctions_set += 1;
                 } else if line.starts_with('[')
                     && !line.starts_with("[history")
                     && !line.starts_with("[offline")
@@ -369,6 +411,19 @@ impl Sim {
                         "step {step}: {connection} closed for flooding with flood control off"
                     ));
                 }
+            }
+        }
+        // A ban closes every session of its account as the store takes it.
+        for (connection, member) in &self.members {
+            let ban = self
+                .world
+                .store
+                .sanction(&member.account, SanctionKind::Ban);
+            if ban.is_some() {
+                return Err(format!(
+                    "step {step}: {connection} of banned {} is still logged in",
+                    member.account
+                ));
             }
         }
         let engine = &self.world.engine;
@@ -433,6 +488,28 @@ impl Sim {
                 ));
             }
         }
+        for text in &self.muted_said {
+            let in_history = CHANNELS
+                .iter()
+                .flat_map(|channel| self.world.store.history(channel))
+                .any(|m| &m.text == text);
+            let in_private = self
+                .registered
+                .iter()
+                .flat_map(|user| self.world.store.private_messages(user))
+                .any(|m| &m.text == text);
+            let stored = in_history || in_private;
+            let seen = self
+                .world
+                .transcript
+                .values()
+                .any(|t| String::from_utf8_lossy(t).contains(&format!(": {text}")));
+            if stored || seen {
+                return Err(format!(
+                    "{text}, sent while muted, was stored ({stored}) or delivered ({seen})"
+                ));
+            }
+        }
         for (text, delivery) in &self.deliveries {
             if !delivery.must.is_subset(&delivery.got) {
                 return Err(format!(
@@ -489,6 +566,9 @@ struct Coverage {
     kicks: usize,
     closes: usize,
     batches: usize,
+    sanctions: usize,
+    bans: usize,
+    muted_messages: usize,
 }
 
 fn run_seed(seed: u64, steps: usize) -> Coverage {
@@ -513,6 +593,12 @@ fn run_seed(seed: u64, steps: usize) -> Coverage {
             .count(),
         closes: closed.len(),
         batches: sim.batches,
+        sanctions: sim.sanctions_set,
+        bans: closed
+            .values()
+            .filter(|(r, _)| *r == CloseReason::Banned)
+            .count(),
+        muted_messages: sim.muted_said.len(),
     }
 }
 
@@ -533,11 +619,16 @@ fn seeded_simulations_keep_every_invariant() {
         total.kicks += coverage.kicks;
         total.closes += coverage.closes;
         total.batches += coverage.batches;
+        total.sanctions += coverage.sanctions;
+        total.bans += coverage.bans;
+        total.muted_messages += coverage.muted_messages;
     }
     eprintln!("simulation coverage: {total:?}");
     assert!(total.messages > 5_000 && total.logins > 1_000, "{total:?}");
     assert!(total.kicks > 20 && total.closes > 500, "{total:?}");
     assert!(total.batches > 100, "{total:?}");
+    assert!(total.sanctions > 30 && total.bans > 20, "{total:?}");
+    assert!(total.muted_messages > 50, "{total:?}");
 }
 
 #[test]

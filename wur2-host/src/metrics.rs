@@ -44,7 +44,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Request kinds timed separately (argon2 makes logins slow on purpose).
-const KINDS: [&str; 17] = [
+const KINDS: [&str; 23] = [
     "register",
     "login",
     "append_channel_message",
@@ -57,6 +57,12 @@ const KINDS: [&str; 17] = [
     "fetch_conversation",
     "change_password",
     "delete_account",
+    "issue_token",
+    "resume",
+    "revoke_tokens",
+    "sanction",
+    "lift_sanction",
+    "fetch_sanctions",
     "load_channels",
     "register_channel",
     "set_topic",
@@ -98,11 +104,17 @@ fn kind_index(request: &StoreRequest) -> usize {
         StoreRequest::FetchConversation { .. } => 9,
         StoreRequest::ChangePassword { .. } => 10,
         StoreRequest::DeleteAccount { .. } => 11,
-        StoreRequest::LoadChannels => 12,
-        StoreRequest::RegisterChannel { .. } => 13,
-        StoreRequest::SetTopic { .. } => 14,
-        StoreRequest::SetPrivate { .. } => 15,
-        StoreRequest::Invite { .. } => 16,
+        StoreRequest::IssueToken { .. } => 12,
+        StoreRequest::Resume { .. } => 13,
+        StoreRequest::RevokeTokens { .. } => 14,
+        StoreRequest::Sanction { .. } => 15,
+        StoreRequest::LiftSanction { .. } => 16,
+        StoreRequest::FetchSanctions { .. } => 17,
+        StoreRequest::LoadChannels => 18,
+        StoreRequest::RegisterChannel { .. } => 19,
+        StoreRequest::SetTopic { .. } => 20,
+        StoreRequest::SetPrivate { .. } => 21,
+        StoreRequest::Invite { .. } => 22,
     }
 }
 

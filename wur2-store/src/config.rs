@@ -49,6 +49,8 @@ pub struct StoreConfig {
     pub retry_backoff_min: Duration,
     /// Longest wait between retries of a failed batch of appends. Default 2 s.
     pub retry_backoff_max: Duration,
+    /// How long a resume token (`/token`) lets its account log in. Default 30 days.
+    pub resume_token_lifetime: Duration,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +68,7 @@ impl Default for StoreConfig {
             commit_interval: Duration::ZERO,
             retry_backoff_min: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
+            resume_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

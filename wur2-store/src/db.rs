@@ -17,7 +17,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row};
 use wur2_engine::{
-    AccountChange, MessageId, PendingMessage, Role, StoredChannel, StoredMessage, username_key,
+    AccountChange, Expiry, MessageId, PendingMessage, Role, Sanction, SanctionKind, StoredChannel,
+    StoredMessage, username_key,
 };
 
 use crate::config::StoreConfig;
@@ -41,6 +42,17 @@ const SQLITE_KEYS_PER_STATEMENT: usize = 500;
 const CHANGE_ROLE: &str = "role";
 /// `account_changes.change` of a purged account.
 const CHANGE_PURGE: &str = "purge";
+/// `account_changes.change` of a ban set: the account's ban in force is read again.
+const CHANGE_BAN: &str = "ban";
+/// `account_changes.change` of a mute set or lifted: the account's mute is read again.
+const CHANGE_MUTE: &str = "mute";
+
+/// The columns of a sanction in force, with the account's name as registered; the
+/// statement binds the current time as `$1` (`s` is `sanctions`, `u` is `users`).
+const SANCTION_COLUMNS: &str = "SELECT s.kind, u.username, s.set_by, s.reason, \
+     s.created_at_ms, s.expires_at_ms \
+     FROM sanctions s JOIN users u ON u.username_key = s.username_key \
+     WHERE (s.expires_at_ms IS NULL OR s.expires_at_ms > $1)";
 /// How long an account change is kept: far longer than any running server takes to read
 /// it (about half a second), and short enough that the table stays small.
 const CHANGE_KEEP_MS: i64 = 3_600_000;
@@ -108,6 +120,60 @@ const SELECT_INVITES: &str = "SELECT i.channel_key, u.username \
                               JOIN users u ON u.username_key = i.username_key \
                               WHERE $2 = FALSE OR i.channel_key = $1 \
                               ORDER BY i.channel_key, i.username_key";
+/// What [`Db::sanction`] or [`Db::lift_sanction`] did.
+pub(crate) enum SanctionChange {
+    /// Set: the sanction in force now.
+    Set(Sanction),
+    /// Lifted from the account with this name as registered.
+    Lifted(String),
+    /// No account has this name.
+    UnknownUser,
+    /// The account's role is not below the asker's: nothing changed.
+    Outranked,
+    /// Lift: no sanction of that kind was in force.
+    NotSanctioned,
+}
+
+/// A sanction to write: who sets it, why, and when it ends (store clock).
+pub(crate) struct NewSanction<'a> {
+    pub(crate) kind: SanctionKind,
+    pub(crate) by: &'a str,
+    pub(crate) reason: &'a str,
+    /// `None`: until lifted.
+    pub(crate) expires_at_ms: Option<i64>,
+}
+
+fn kind_from_db(text: &str) -> Result<SanctionKind, sqlx::Error> {
+    match text {
+        "ban" => Ok(SanctionKind::Ban),
+        "mute" => Ok(SanctionKind::Mute),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown sanction kind {other:?}").into(),
+        )),
+    }
+}
+
+/// A row of [`SANCTION_COLUMNS`] as a sanction, its time remaining reckoned from `now_ms`.
+fn sanction_from_row<R: Row>(row: &R, now_ms: i64) -> Result<Sanction, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let expires_at: Option<i64> = row.try_get("expires_at_ms")?;
+    Ok(Sanction {
+        kind: kind_from_db(&row.try_get::<String, _>("kind")?)?,
+        username: row.try_get("username")?,
+        by: row.try_get("set_by")?,
+        reason: row.try_get("reason")?,
+        set_at_unix_ms: row.try_get("created_at_ms")?,
+        expires: expires_at.map(|at| Expiry {
+            at_unix_ms: at,
+            remaining: Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0)),
+        }),
+    })
+}
 
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
@@ -404,6 +470,7 @@ impl Db {
         &self,
         after: i64,
         limit: i64,
+        now_ms: i64,
     ) -> Result<(i64, Vec<(String, AccountChange)>), sqlx::Error> {
         let sql = "SELECT c.id, c.username_key, c.change, u.username, u.role \
                    FROM account_changes c LEFT JOIN users u ON u.username_key = c.username_key \
@@ -440,6 +507,21 @@ impl Db {
                 // The account was purged since: its purge follows.
                 (CHANGE_ROLE, _, _) => {}
                 (CHANGE_PURGE, _, _) => changes.push((key, AccountChange::Purged)),
+                (CHANGE_BAN, Some(username), _) => {
+                    // A ban lifted or expired since has nothing left to do.
+                    if let Some(ban) = self.sanction_of(&key, SanctionKind::Ban, now_ms).await? {
+                        changes.push((username, AccountChange::Banned(ban)));
+                    }
+                }
+                (CHANGE_MUTE, Some(username), _) => {
+                    let change = match self.sanction_of(&key, SanctionKind::Mute, now_ms).await? {
+                        Some(mute) => AccountChange::Muted(mute),
+                        None => AccountChange::Unmuted,
+                    };
+                    changes.push((username, change));
+                }
+                // The account was purged since: its purge follows.
+                (CHANGE_BAN | CHANGE_MUTE, None, _) => {}
                 (other, _, _) => {
                     tracing::debug!(
                         id,
@@ -450,6 +532,138 @@ impl Db {
             }
         }
         Ok((last, changes))
+    }
+
+    /// The sanctions of account `key` in force at `now_ms`: at most a ban and a mute.
+    pub(crate) async fn sanctions_of(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Sanction>, sqlx::Error> {
+        let sql = format!("{SANCTION_COLUMNS} AND s.username_key = $2 ORDER BY s.kind");
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(now_ms).bind(key).fetch_all(pool).await?;
+            rows.iter().map(|row| sanction_from_row(row, now_ms)).collect()
+        })
+    }
+
+    /// The sanction of `kind` of account `key` in force at `now_ms`, if any.
+    pub(crate) async fn sanction_of(
+        &self,
+        key: &str,
+        kind: SanctionKind,
+        now_ms: i64,
+    ) -> Result<Option<Sanction>, sqlx::Error> {
+        let all = self.sanctions_of(key, now_ms).await?;
+        Ok(all.into_iter().find(|sanction| sanction.kind == kind))
+    }
+
+    /// Up to `limit` sanctions in force at `now_ms`, by username key, bans before mutes.
+    pub(crate) async fn sanctions_in_force(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Sanction>, sqlx::Error> {
+        let sql = format!("{SANCTION_COLUMNS} ORDER BY s.username_key, s.kind LIMIT $2");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(now_ms).bind(limit).fetch_all(pool).await?;
+            rows.iter().map(|row| sanction_from_row(row, now_ms)).collect()
+        })
+    }
+
+    /// Bans or mutes account `key` (replacing a sanction of the same kind) unless its role
+    /// is not below `outranked_by` (`None`: the operator, who may sanction anyone), and
+    /// records the change for running servers, in one transaction. Expired sanctions of
+    /// every account are deleted on the way.
+    pub(crate) async fn sanction(
+        &self,
+        key: &str,
+        new: NewSanction<'_>,
+        outranked_by: Option<Role>,
+        now_ms: i64,
+    ) -> Result<SanctionChange, sqlx::Error> {
+        let upsert = "INSERT INTO sanctions \
+                        (username_key, kind, set_by, reason, created_at_ms, expires_at_ms) \
+                      VALUES ($1, $2, $3, $4, $5, $6) \
+                      ON CONFLICT (username_key, kind) DO UPDATE SET set_by = $3, reason = $4, \
+                        created_at_ms = $5, expires_at_ms = $6";
+        let prune = "DELETE FROM sanctions WHERE expires_at_ms <= $1";
+        let lock = self.change_lock();
+        let change_kind = match new.kind {
+            SanctionKind::Ban => CHANGE_BAN,
+            SanctionKind::Mute => CHANGE_MUTE,
+        };
+        let outcome = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let user = match target(&mut tx, key, outranked_by).await? {
+                Ok(user) => user,
+                Err(refused) => return Ok(refused),
+            };
+            sqlx::query(prune).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(upsert)
+                .bind(key)
+                .bind(new.kind.as_str())
+                .bind(new.by)
+                .bind(new.reason)
+                .bind(now_ms)
+                .bind(new.expires_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            record_change!(tx, lock, key, change_kind, now_ms);
+            tx.commit().await?;
+            user
+        });
+        Ok(SanctionChange::Set(Sanction {
+            kind: new.kind,
+            username: outcome,
+            by: new.by.to_owned(),
+            reason: new.reason.to_owned(),
+            set_at_unix_ms: now_ms,
+            expires: new.expires_at_ms.map(|at| Expiry {
+                at_unix_ms: at,
+                remaining: Duration::from_millis(
+                    u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0),
+                ),
+            }),
+        }))
+    }
+
+    /// Lifts the sanction of `kind` of account `key` in force at `now_ms`, unless its role
+    /// is not below `outranked_by` (`None`: the operator); a lifted mute is recorded for
+    /// running servers in the same transaction.
+    pub(crate) async fn lift_sanction(
+        &self,
+        key: &str,
+        kind: SanctionKind,
+        outranked_by: Option<Role>,
+        now_ms: i64,
+    ) -> Result<SanctionChange, sqlx::Error> {
+        let delete = "DELETE FROM sanctions WHERE username_key = $1 AND kind = $2 \
+                      AND (expires_at_ms IS NULL OR expires_at_ms > $3)";
+        let lock = self.change_lock();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let username = match target(&mut tx, key, outranked_by).await? {
+                Ok(user) => user,
+                Err(refused) => return Ok(refused),
+            };
+            let lifted = sqlx::query(delete)
+                .bind(key)
+                .bind(kind.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if lifted == 0 {
+                return Ok(SanctionChange::NotSanctioned);
+            }
+            if kind == SanctionKind::Mute {
+                record_change!(tx, lock, key, CHANGE_MUTE, now_ms);
+            }
+            tx.commit().await?;
+            Ok(SanctionChange::Lifted(username))
+        })
     }
 
     pub(crate) async fn list_users(&self) -> Result<Vec<User>, sqlx::Error> {
@@ -499,6 +713,7 @@ impl Db {
     ) -> Result<Purge, sqlx::Error> {
         // `sender` holds the name as registered; names match without regard to ASCII case.
         let messages = "DELETE FROM messages WHERE recipient_key = $1 OR LOWER(sender) = $1";
+        let tokens = "DELETE FROM resume_tokens WHERE username_key = $1";
         let user = "DELETE FROM users WHERE username_key = $1 \
                     AND ($2 = FALSE OR role <> 'admin' \
                          OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1) \
@@ -535,6 +750,12 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("UPDATE channels SET owner_key = NULL WHERE owner_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(tokens).bind(key).execute(&mut *tx).await?;
+            // The schema cascades too; said here so the purge does not depend on it.
+            sqlx::query("DELETE FROM sanctions WHERE username_key = $1")
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
@@ -666,6 +887,73 @@ impl Db {
             tx.commit().await?;
             Ok(Invitation::Invited(invitee))
         })
+    }
+
+    /// Keeps a resume token (by its hash) for the account with `key` until `expires_ms`,
+    /// and forgets the tokens expired at `now_ms`.
+    pub(crate) async fn insert_token(
+        &self,
+        token_hash: &str,
+        key: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let expired = "DELETE FROM resume_tokens WHERE expires_at_ms <= $1";
+        let insert = "INSERT INTO resume_tokens \
+                      (token_hash, username_key, created_at_ms, expires_at_ms) \
+                      VALUES ($1, $2, $3, $4)";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(expired).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(insert)
+                .bind(token_hash)
+                .bind(key)
+                .bind(now_ms)
+                .bind(expires_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The account a live token (by its hash) of the account with `key` logs in to.
+    pub(crate) async fn token_user(
+        &self,
+        token_hash: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let sql = "SELECT u.username, u.role, u.created_at_ms FROM resume_tokens t \
+                   JOIN users u ON u.username_key = t.username_key \
+                   WHERE t.token_hash = $1 AND t.username_key = $2 AND t.expires_at_ms > $3";
+        let row = on_pool!(self, pool => {
+            match sqlx::query(sql).bind(token_hash).bind(key).bind(now_ms).fetch_optional(pool).await? {
+                None => None,
+                Some(row) => Some((
+                    row.try_get::<String, _>("username")?,
+                    row.try_get::<String, _>("role")?,
+                    row.try_get::<i64, _>("created_at_ms")?,
+                )),
+            }
+        });
+        row.map(|(username, role, created_at_unix_ms)| {
+            Ok(User {
+                username,
+                role: role_from_db(&role)?,
+                created_at_unix_ms,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets every resume token of the account with `key`.
+    pub(crate) async fn revoke_tokens(&self, key: &str) -> Result<(), sqlx::Error> {
+        let sql = "DELETE FROM resume_tokens WHERE username_key = $1";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(key).execute(pool).await?;
+        });
+        Ok(())
     }
 
     /// A trivial query: whether the database answers at all.
@@ -863,6 +1151,37 @@ impl Db {
             }
         }
     }
+}
+
+/// In a sanction's transaction: the name as registered of account `key`, or why it may
+/// not be sanctioned by someone of role `outranked_by` (`None`: anyone may). On
+/// PostgreSQL the account's row is locked, so a role change waits for the sanction.
+async fn target<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    key: &str,
+    outranked_by: Option<Role>,
+) -> Result<Result<String, SanctionChange>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'c2> &'c2 str: sqlx::ColumnIndex<DB::Row>,
+{
+    let sql = if DB::NAME == "PostgreSQL" {
+        "SELECT username, role FROM users WHERE username_key = $1 FOR UPDATE"
+    } else {
+        "SELECT username, role FROM users WHERE username_key = $1"
+    };
+    let Some(row) = sqlx::query(sql).bind(key).fetch_optional(&mut **tx).await? else {
+        return Ok(Err(SanctionChange::UnknownUser));
+    };
+    let role = role_from_db(&row.try_get::<String, _>("role")?)?;
+    if outranked_by.is_some_and(|by| role >= by) {
+        return Ok(Err(SanctionChange::Outranked));
+    }
+    Ok(Ok(row.try_get("username")?))
 }
 
 /// What the append writer keeps from batch to batch.

@@ -4,20 +4,27 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use futures::channel::oneshot;
+use sha2::{Digest, Sha256};
 use wur2_engine::{
-    AccountChange, ChannelMessage, MessageId, Password, PrivateMessage, Role, StoreError,
-    StoreReply, StoreRequest, channel_key, username_key,
+    AccountChange, ChannelMessage, MessageId, Password, PrivateMessage, Role, Sanction,
+    SanctionKind, StoreError, StoreReply, StoreRequest, channel_key, username_key,
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, ChannelSetting, Db, Invitation, Purge, RoleChange};
+use crate::db::{
+    AppendRow, ChannelSetting, Db, Invitation, NewSanction, Purge, RoleChange, SanctionChange,
+};
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
 
 /// Account changes read at most per [`Store::account_changes_after`].
 pub const ACCOUNT_CHANGES_BATCH: i64 = 256;
+
+/// Who sets the sanctions of the operator's command line, as users are told.
+pub const OPERATOR: &str = "the operator";
 
 /// Rows deleted per statement by [`Store::prune_history`].
 pub const PRUNE_BATCH: i64 = 10_000;
@@ -389,6 +396,36 @@ impl Store {
         Ok(user)
     }
 
+    /// Bans `username` for `duration` from now (`None`: until lifted), whatever its role,
+    /// for the operator's command line (`wur2 ban`); set by `the operator`. Recorded for
+    /// running servers on the same database, which close the user's live sessions within
+    /// about a second (see [`Store::account_changes_after`]). The ban in force, or
+    /// `StoreError::UnknownUser`.
+    pub async fn ban(
+        &self,
+        username: &str,
+        duration: Option<Duration>,
+        reason: &str,
+    ) -> Result<Sanction, StoreError> {
+        let kind = SanctionKind::Ban;
+        sanction(
+            self.shared(),
+            kind,
+            username,
+            OPERATOR,
+            None,
+            duration,
+            reason,
+        )
+        .await
+    }
+
+    /// Lifts the ban of `username` (for `wur2 unban`): its name as registered,
+    /// `StoreError::UnknownUser`, or `StoreError::NotSanctioned` when no ban is in force.
+    pub async fn unban(&self, username: &str) -> Result<String, StoreError> {
+        lift_sanction(self.shared(), SanctionKind::Ban, username, None).await
+    }
+
     /// Every account, ordered by name without regard to case (for the operator).
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let shared = self.shared();
@@ -447,11 +484,14 @@ impl Store {
         shared.in_time(shared.db.latest_account_change()).await
     }
 
-    /// Account changes recorded after id `after` (by [`Store::set_role`] and
-    /// [`Store::purge_user`], the operator's commands), at most
+    /// Account changes recorded after id `after` (by [`Store::set_role`],
+    /// [`Store::purge_user`] and [`Store::ban`], the operator's commands, and by every
+    /// server's bans and mutes, so a ban or mute set on one node reaches the sessions on
+    /// all), at most
     /// [`ACCOUNT_CHANGES_BATCH`], oldest first, each with the username it applies to:
-    /// a role change carries the role the account holds now, so changes that raced each
-    /// other end in what the database holds. Returns the id to read after next time
+    /// a role change carries the role the account holds now, and a ban or mute the
+    /// sanction in force now (a mute gone since is [`AccountChange::Unmuted`], a ban gone
+    /// since is skipped), so changes that raced each other end in what the database holds. Returns the id to read after next time
     /// (`after` when nothing was recorded since), and the changes for
     /// [`Engine::handle_account_changed`](wur2_engine::Engine::handle_account_changed).
     /// Changes are kept for an hour.
@@ -464,7 +504,7 @@ impl Store {
             .in_time(
                 shared
                     .db
-                    .account_changes_after(after, ACCOUNT_CHANGES_BATCH),
+                    .account_changes_after(after, ACCOUNT_CHANGES_BATCH, now_ms()),
             )
             .await
     }
@@ -631,13 +671,56 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
             Ok(StoreReply::Account {
                 username: user.username,
                 role: user.role,
+                mute: None,
             })
+        }
+        StoreRequest::Sanction {
+            kind,
+            username,
+            by,
+            by_role,
+            duration,
+            reason,
+        } => {
+            let sanction = sanction(
+                shared,
+                kind,
+                &username,
+                &by,
+                Some(by_role),
+                duration,
+                &reason,
+            )
+            .await?;
+            Ok(StoreReply::Sanctioned(sanction))
+        }
+        StoreRequest::LiftSanction {
+            kind,
+            username,
+            by_role,
+        } => {
+            let username = lift_sanction(shared, kind, &username, Some(by_role)).await?;
+            Ok(StoreReply::Lifted { username })
+        }
+        StoreRequest::FetchSanctions { limit } => {
+            let sanctions = shared
+                .in_time(shared.db.sanctions_in_force(now_ms(), limit))
+                .await?;
+            Ok(StoreReply::Sanctions(sanctions))
         }
         StoreRequest::ChangePassword { username, old, new } => {
             change_password(shared, &username, old, new).await
         }
         StoreRequest::DeleteAccount { username, password } => {
             delete_account(shared, &username, password).await
+        }
+        StoreRequest::IssueToken { username } => issue_token(shared, &username).await,
+        StoreRequest::Resume { username, token } => resume(shared, &username, &token).await,
+        StoreRequest::RevokeTokens { username } => {
+            let key = username_key(&username);
+            shared.in_time(shared.db.revoke_tokens(&key)).await?;
+            tracing::info!(%username, "resume tokens revoked");
+            Ok(StoreReply::Done)
         }
         // Handled synchronously in `execute`.
         StoreRequest::AppendChannelMessage(_)
@@ -696,6 +779,7 @@ async fn channel_request(shared: &Shared, request: StoreRequest) -> Result<Store
                 Invitation::Invited(user) => Ok(StoreReply::Account {
                     username: user.username,
                     role: user.role,
+                    mute: None,
                 }),
                 Invitation::UnknownUser => Err(StoreError::UnknownUser),
             }
@@ -731,6 +815,7 @@ async fn register(
     Ok(StoreReply::Account {
         username,
         role: Role::User,
+        mute: None,
     })
 }
 
@@ -741,6 +826,22 @@ async fn login(
 ) -> Result<StoreReply, StoreError> {
     let user_key = username_key(&username);
     let user = shared.in_time(shared.db.find_user(&user_key)).await?;
+    let sanctions = match &user {
+        Some(_) => {
+            shared
+                .in_time(shared.db.sanctions_of(&user_key, now_ms()))
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let (ban, mute): (Vec<Sanction>, Vec<Sanction>) = sanctions
+        .into_iter()
+        .partition(|sanction| sanction.kind == SanctionKind::Ban);
+    // Before the password is checked: a banned account gets this answer whatever is typed.
+    if let Some(ban) = ban.into_iter().next() {
+        tracing::debug!("login refused: banned");
+        return Err(StoreError::Banned(ban));
+    }
     let stored = match &user {
         Some(user) => user.password_hash.clone(),
         None => shared.dummy_hash.clone(),
@@ -775,7 +876,86 @@ async fn login(
     Ok(StoreReply::Account {
         username: user.username,
         role: user.role,
+        mute: mute.into_iter().next(),
     })
+}
+
+/// Bans or mutes `username` for `duration` from now (`None`: until lifted), unless its
+/// role is not below `outranked_by` (`None`: the operator, who may sanction anyone).
+async fn sanction(
+    shared: &Shared,
+    kind: SanctionKind,
+    username: &str,
+    by: &str,
+    outranked_by: Option<Role>,
+    duration: Option<Duration>,
+    reason: &str,
+) -> Result<Sanction, StoreError> {
+    let now = now_ms();
+    let expires_at_ms = match duration {
+        None => None,
+        Some(duration) => Some(
+            i64::try_from(duration.as_millis())
+                .ok()
+                .and_then(|ms| now.checked_add(ms))
+                .ok_or_else(|| StoreError::Unavailable("a sanction too long to store".into()))?,
+        ),
+    };
+    let new = NewSanction {
+        kind,
+        by,
+        reason,
+        expires_at_ms,
+    };
+    let key = username_key(username);
+    let change = shared.db.sanction(&key, new, outranked_by, now);
+    match shared.in_time(change).await? {
+        SanctionChange::Set(sanction) => {
+            if kind == SanctionKind::Ban {
+                // A ban revokes the account's resume tokens.
+                shared.in_time(shared.db.revoke_tokens(&key)).await?;
+            }
+            tracing::info!(
+                username = %sanction.username,
+                %kind,
+                by = %sanction.by,
+                expires_at_ms = ?expires_at_ms,
+                "sanction set"
+            );
+            Ok(sanction)
+        }
+        other => Err(refused(other)),
+    }
+}
+
+/// Lifts the sanction of `kind` of `username`; its name as registered.
+async fn lift_sanction(
+    shared: &Shared,
+    kind: SanctionKind,
+    username: &str,
+    outranked_by: Option<Role>,
+) -> Result<String, StoreError> {
+    let key = username_key(username);
+    let change = shared.db.lift_sanction(&key, kind, outranked_by, now_ms());
+    match shared.in_time(change).await? {
+        SanctionChange::Lifted(username) => {
+            tracing::info!(%username, %kind, "sanction lifted");
+            Ok(username)
+        }
+        other => Err(refused(other)),
+    }
+}
+
+/// Why a sanction or lift did not happen.
+fn refused(change: SanctionChange) -> StoreError {
+    match change {
+        SanctionChange::UnknownUser => StoreError::UnknownUser,
+        SanctionChange::Outranked => StoreError::Outranked,
+        SanctionChange::NotSanctioned => StoreError::NotSanctioned,
+        SanctionChange::Set(_) | SanctionChange::Lifted(_) => {
+            StoreError::Unavailable("internal: a sanction change mistaken for a refusal".into())
+        }
+    }
 }
 
 /// `/password`: the new password's hash replaces the old one's, if `old` is right.
@@ -803,7 +983,8 @@ async fn change_password(
     };
     let hash = hash.map_err(StoreError::Unavailable)?;
     shared.in_time(shared.db.update_hash(&key, &hash)).await?;
-    tracing::info!(%username, "password changed");
+    shared.in_time(shared.db.revoke_tokens(&key)).await?;
+    tracing::info!(%username, "password changed; resume tokens revoked");
     Ok(StoreReply::Done)
 }
 
@@ -842,4 +1023,67 @@ async fn delete_account(
         Purge::LastAdmin => Err(StoreError::LastAdmin),
         Purge::UnknownUser => Err(StoreError::InvalidCredentials),
     }
+}
+
+/// `/token`: 128 random bits from the OS, as 32 hex digits; only their SHA-256 is stored.
+async fn issue_token(shared: &Shared, username: &str) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    if shared.in_time(shared.db.find_user(&key)).await?.is_none() {
+        return Err(StoreError::UnknownUser);
+    }
+    let mut bits = [0u8; 16];
+    OsRng.fill_bytes(&mut bits);
+    let token: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+    let now = now_ms();
+    let lifetime =
+        i64::try_from(shared.config.resume_token_lifetime.as_millis()).unwrap_or(i64::MAX);
+    let hash = token_hash(&token);
+    let insert = shared
+        .db
+        .insert_token(&hash, &key, now, now.saturating_add(lifetime));
+    shared.in_time(insert).await?;
+    tracing::info!(%username, "resume token issued");
+    Ok(StoreReply::Token(Password::new(token)))
+}
+
+/// `/resume`: one hash lookup.
+async fn resume(
+    shared: &Shared,
+    username: &str,
+    token: &Password,
+) -> Result<StoreReply, StoreError> {
+    let key = username_key(username);
+    let found = shared
+        .in_time(
+            shared
+                .db
+                .token_user(&token_hash(token.expose()), &key, now_ms()),
+        )
+        .await?;
+    let Some(user) = found else {
+        tracing::debug!("resume refused");
+        return Err(StoreError::InvalidCredentials);
+    };
+    let sanctions = shared
+        .in_time(shared.db.sanctions_of(&key, now_ms()))
+        .await?;
+    let (ban, mute): (Vec<Sanction>, Vec<Sanction>) = sanctions
+        .into_iter()
+        .partition(|sanction| sanction.kind == SanctionKind::Ban);
+    if let Some(ban) = ban.into_iter().next() {
+        return Err(StoreError::Banned(ban));
+    }
+    Ok(StoreReply::Account {
+        username: user.username,
+        role: user.role,
+        mute: mute.into_iter().next(),
+    })
+}
+
+/// The stored form of a resume token: its SHA-256, as 64 hex digits.
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, Harness, TestDb, fast_config};
 use wur2_engine::{
-    AccountChange, Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest,
-    StoredChannel,
+    AccountChange, Password, PendingMessage, Role, Sanction, SanctionKind, StoreError, StoreReply,
+    StoreRequest, StoredChannel,
 };
 use wur2_store::{PasswordConfig, Store, StoreConfig};
 
@@ -60,6 +60,11 @@ behaviour!(
     ping_answers_while_open_and_fails_once_closed,
     a_channel_deleted_behind_the_stores_back_is_recreated_by_the_next_append,
     role_changes_and_purges_are_read_back_in_order_after_the_last_seen,
+    a_banned_account_gets_the_same_answer_whatever_the_password,
+    bans_end_when_they_expire_or_are_lifted,
+    only_accounts_of_a_lower_role_are_sanctioned_and_a_mute_comes_with_the_login,
+    sanctions_are_recorded_for_running_servers_and_go_with_a_purged_account,
+    bans_survive_a_reopen_of_the_store,
     a_page_before_a_message_is_the_messages_stored_before_it,
     a_conversation_is_both_directions_between_two_users_only,
     a_password_change_needs_the_old_password_and_replaces_it,
@@ -67,7 +72,7 @@ behaviour!(
     a_registered_channel_keeps_its_first_owner_topic_privacy_and_invitations,
     a_deleted_account_owns_and_is_invited_to_nothing_even_when_its_name_returns,
     channels_and_their_settings_survive_reopening_the_store,
-    a_database_from_before_channels_lasted_upgrades_with_its_channels_unowned,
+    a_resume_token_logs_its_account_in_until_revoked_or_expired,
 );
 
 /// The channels of a catalogue reply.
@@ -108,6 +113,30 @@ fn account(username: &str, role: Role) -> StoreReply {
     StoreReply::Account {
         username: username.to_owned(),
         role,
+        mute: None,
+    }
+}
+
+fn sanction_request(
+    kind: SanctionKind,
+    username: &str,
+    by_role: Role,
+    duration: Option<Duration>,
+) -> StoreRequest {
+    StoreRequest::Sanction {
+        kind,
+        username: username.to_owned(),
+        by: "mo".to_owned(),
+        by_role,
+        duration,
+        reason: "spam".to_owned(),
+    }
+}
+
+fn sanctioned(reply: StoreReply) -> Sanction {
+    match reply {
+        StoreReply::Sanctioned(sanction) => sanction,
+        other => panic!("expected a sanction, got {other:?}"),
     }
 }
 
@@ -120,6 +149,201 @@ fn pending_texts(reply: StoreReply) -> Vec<(String, String)> {
 
 mod scenarios {
     use super::*;
+
+    pub async fn a_banned_account_gets_the_same_answer_whatever_the_password(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "right").await;
+        let ban = sanctioned(
+            h.run(sanction_request(SanctionKind::Ban, "BOB", Role::Mod, None))
+                .await,
+        );
+        assert_eq!(
+            (ban.username.as_str(), ban.by.as_str(), ban.reason.as_str()),
+            ("Bob", "mo", "spam")
+        );
+        assert_eq!(ban.expires, None);
+        for password in ["right", "wrong"] {
+            assert_eq!(
+                h.login("bob", password).await,
+                StoreReply::Failed(StoreError::Banned(ban.clone())),
+                "{password}"
+            );
+        }
+        h.finish().await;
+    }
+
+    pub async fn bans_end_when_they_expire_or_are_lifted(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        let short = Some(Duration::from_millis(300));
+        let ban = sanctioned(
+            h.run(sanction_request(
+                SanctionKind::Ban,
+                "bob",
+                Role::Admin,
+                short,
+            ))
+            .await,
+        );
+        let expiry = ban.expires.unwrap();
+        assert_eq!(expiry.at_unix_ms, ban.set_at_unix_ms + 300);
+        assert!(expiry.remaining <= Duration::from_millis(300));
+        let listed = h.run(StoreRequest::FetchSanctions { limit: 10 }).await;
+        assert!(
+            matches!(listed, StoreReply::Sanctions(ref s) if s.len() == 1),
+            "{listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(h.login("bob", "pw").await, account("Bob", Role::User));
+        assert_eq!(
+            h.run(StoreRequest::FetchSanctions { limit: 10 }).await,
+            StoreReply::Sanctions(Vec::new())
+        );
+        // An expired ban is not there to lift.
+        assert_eq!(h.store.unban("bob").await, Err(StoreError::NotSanctioned));
+        let ban = h.store.ban("bob", None, "operator's call").await.unwrap();
+        assert_eq!(ban.by, "the operator");
+        assert!(matches!(
+            h.login("bob", "pw").await,
+            StoreReply::Failed(StoreError::Banned(_))
+        ));
+        assert_eq!(h.store.unban("BOB").await, Ok("Bob".to_owned()));
+        assert_eq!(h.login("bob", "pw").await, account("Bob", Role::User));
+        assert_eq!(h.store.unban("ghost").await, Err(StoreError::UnknownUser));
+        h.finish().await;
+    }
+
+    pub async fn only_accounts_of_a_lower_role_are_sanctioned_and_a_mute_comes_with_the_login(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        for name in ["bob", "mo2", "root"] {
+            h.register(name, "pw").await;
+        }
+        h.store.set_role("mo2", Role::Mod).await.unwrap();
+        h.store.set_role("root", Role::Admin).await.unwrap();
+        let mute = |name: &str, by_role| sanction_request(SanctionKind::Mute, name, by_role, None);
+        assert_eq!(
+            h.run(mute("mo2", Role::Mod)).await,
+            StoreReply::Failed(StoreError::Outranked)
+        );
+        assert_eq!(
+            h.run(mute("root", Role::Admin)).await,
+            StoreReply::Failed(StoreError::Outranked)
+        );
+        assert_eq!(
+            h.run(mute("ghost", Role::Admin)).await,
+            StoreReply::Failed(StoreError::UnknownUser)
+        );
+        let mute = sanctioned(h.run(mute("bob", Role::Mod)).await);
+        assert_eq!(
+            h.login("bob", "pw").await,
+            StoreReply::Account {
+                username: "bob".into(),
+                role: Role::User,
+                mute: Some(mute),
+            }
+        );
+        let lift = |by_role| StoreRequest::LiftSanction {
+            kind: SanctionKind::Mute,
+            username: "BOB".into(),
+            by_role,
+        };
+        assert_eq!(
+            h.run(lift(Role::Mod)).await,
+            StoreReply::Lifted {
+                username: "bob".into()
+            }
+        );
+        assert_eq!(
+            h.run(lift(Role::Mod)).await,
+            StoreReply::Failed(StoreError::NotSanctioned)
+        );
+        assert_eq!(h.login("bob", "pw").await, account("bob", Role::User));
+        h.finish().await;
+    }
+
+    pub async fn sanctions_are_recorded_for_running_servers_and_go_with_a_purged_account(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        h.register("Nia", "pw").await;
+        let start = h.store.latest_account_change().await.unwrap();
+        let ban = sanctioned(
+            h.run(sanction_request(SanctionKind::Ban, "bob", Role::Mod, None))
+                .await,
+        );
+        let mute = sanctioned(
+            h.run(sanction_request(SanctionKind::Mute, "nia", Role::Mod, None))
+                .await,
+        );
+        let (cursor, changes) = h.store.account_changes_after(start).await.unwrap();
+        let read_back = |change: &AccountChange| match change {
+            AccountChange::Banned(s) | AccountChange::Muted(s) => Some(s.clone()),
+            _ => None,
+        };
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].0, "Bob");
+        assert_eq!(read_back(&changes[0].1).map(|s| s.reason), Some(ban.reason));
+        assert!(matches!(changes[0].1, AccountChange::Banned(_)));
+        assert!(matches!(changes[1].1, AccountChange::Muted(ref m) if m.by == mute.by));
+        let lift = StoreRequest::LiftSanction {
+            kind: SanctionKind::Mute,
+            username: "nia".into(),
+            by_role: Role::Mod,
+        };
+        h.run(lift).await;
+        let (cursor, changes) = h.store.account_changes_after(cursor).await.unwrap();
+        assert_eq!(changes, vec![("Nia".to_owned(), AccountChange::Unmuted)]);
+        // A ban lifted before anyone read it has nothing left to do.
+        h.store.ban("nia", None, "again").await.unwrap();
+        h.store.unban("nia").await.unwrap();
+        let (_, changes) = h.store.account_changes_after(cursor).await.unwrap();
+        assert_eq!(changes, Vec::new());
+        // Purged with the account: the name may be registered again, unbanned.
+        h.store.purge_user("bob").await.unwrap();
+        assert_eq!(
+            h.run(StoreRequest::FetchSanctions { limit: 10 }).await,
+            StoreReply::Sanctions(Vec::new())
+        );
+        h.register("bob", "new").await;
+        assert_eq!(h.login("bob", "new").await, account("bob", Role::User));
+        h.finish().await;
+    }
+
+    pub async fn bans_survive_a_reopen_of_the_store(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Bob", "pw").await;
+        h.store
+            .ban("bob", Some(Duration::from_secs(3_600)), "spam")
+            .await
+            .unwrap();
+        let (store, writer) = h.reopen(fast_config()).await;
+        let reply = store
+            .execute(StoreRequest::Login {
+                username: "bob".into(),
+                password: Password::new("pw"),
+            })
+            .await;
+        assert!(
+            matches!(&reply, StoreReply::Failed(StoreError::Banned(ban)) if ban.reason == "spam"),
+            "{reply:?}"
+        );
+        store.close().await;
+        writer.await.unwrap();
+        h.finish().await;
+    }
 
     /// Deletes a channel and its messages with plain SQL, as an operator might.
     async fn remove_channel(db: &TestDb, key: &str) {
@@ -479,6 +703,85 @@ mod scenarios {
         h.finish().await;
     }
 
+    pub async fn a_resume_token_logs_its_account_in_until_revoked_or_expired(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw-ann-1").await;
+        h.register("Bob", "pw-bob-1").await;
+        let issue = |username: &str| StoreRequest::IssueToken {
+            username: username.into(),
+        };
+        let resume = |username: &str, token: &Password| StoreRequest::Resume {
+            username: username.into(),
+            token: token.clone(),
+        };
+        let token = |reply: StoreReply| match reply {
+            StoreReply::Token(token) => token,
+            other => panic!("expected a token, got {other:?}"),
+        };
+        let first = token(h.run(issue("ann")).await);
+        assert_eq!(first.expose().len(), 32);
+        let second = token(h.run(issue("ANN")).await);
+        assert_ne!(first, second, "random");
+        assert_eq!(
+            h.run(resume("ann", &first)).await,
+            account("Ann", Role::User)
+        );
+        assert_eq!(
+            h.run(resume("bob", &first)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials),
+            "another account's token"
+        );
+        // Revoked, by a password change, then by /logout-everywhere's request.
+        let changed = StoreRequest::ChangePassword {
+            username: "ann".into(),
+            old: Password::new("pw-ann-1"),
+            new: Password::new("pw-ann-2"),
+        };
+        assert_eq!(h.run(changed).await, StoreReply::Done);
+        for revoked in [&first, &second] {
+            assert_eq!(
+                h.run(resume("ann", revoked)).await,
+                StoreReply::Failed(StoreError::InvalidCredentials)
+            );
+        }
+        let third = token(h.run(issue("ann")).await);
+        let revoke = StoreRequest::RevokeTokens {
+            username: "Ann".into(),
+        };
+        assert_eq!(h.run(revoke).await, StoreReply::Done);
+        assert_eq!(
+            h.run(resume("ann", &third)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        // A purge takes them too: the name registered again is not logged in by an old one.
+        let fourth = token(h.run(issue("bob")).await);
+        h.store.purge_user("bob").await.unwrap();
+        h.register("bob", "pw-bob-2").await;
+        assert_eq!(
+            h.run(resume("bob", &fourth)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        h.finish().await;
+
+        // Expired: with a lifetime of zero, a token never logs in.
+        let config = StoreConfig {
+            resume_token_lifetime: Duration::ZERO,
+            ..fast_config()
+        };
+        let Some(h) = Harness::open_with(backend, config).await else {
+            return;
+        };
+        h.register("Cat", "pw-cat-1").await;
+        let expired = token(h.run(issue("cat")).await);
+        assert_eq!(
+            h.run(resume("cat", &expired)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials)
+        );
+        h.finish().await;
+    }
+
     pub async fn a_deleted_account_owns_and_is_invited_to_nothing_even_when_its_name_returns(
         backend: Backend,
     ) {
@@ -506,41 +809,6 @@ mod scenarios {
             [("#ann", None, vec!["Bob"]), ("#bob", Some("Bob"), vec![])]
         );
         h.finish().await;
-    }
-
-    pub async fn a_database_from_before_channels_lasted_upgrades_with_its_channels_unowned(
-        backend: Backend,
-    ) {
-        let Some(db) = TestDb::create(backend).await else {
-            return;
-        };
-        db.migrate_before(20261207000004).await;
-        db.execute(
-            "INSERT INTO channels (name, name_key, created_at_ms) VALUES ('Rust', 'rust', 1)",
-        )
-        .await;
-        let (store, writer) = Store::open(&db.url, fast_config()).await.unwrap();
-        let writer = tokio::spawn(writer.run());
-        let rust = StoredChannel {
-            name: "Rust".into(),
-            ..StoredChannel::default()
-        };
-        assert_eq!(
-            channels(store.execute(StoreRequest::LoadChannels).await),
-            std::slice::from_ref(&rust)
-        );
-        let register = store.execute(register_channel("rust", Some("ann"))).await;
-        assert_eq!(
-            channels(register),
-            [StoredChannel {
-                owner: None,
-                ..rust
-            }],
-            "ann has no account: the channel is registered to nobody"
-        );
-        store.close().await;
-        writer.await.unwrap();
-        db.remove().await;
     }
 
     pub async fn channels_and_their_settings_survive_reopening_the_store(backend: Backend) {

@@ -454,6 +454,30 @@ impl Client {
         usages
     }
 
+    /// Sends `/bans`; returns `(kind, user)` of every ban and mute in force.
+    pub async fn sanctions(&mut self) -> Vec<(String, String)> {
+        self.send("/bans").await;
+        let mut sanctions = Vec::new();
+        let mut listed = false;
+        for event in self.barrier().await {
+            match event {
+                Event::Sanctions(entries) => {
+                    listed = true;
+                    sanctions.extend(entries);
+                }
+                Event::HelpEntry(entry) if listed => {
+                    let mut words = entry.split(' ');
+                    if let (Some(kind), Some(user)) = (words.next(), words.next()) {
+                        sanctions.push((kind.to_owned(), user.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(listed, "{}: no list of bans and mutes", self.name);
+        sanctions
+    }
+
     /// Reads until the server closes the connection; returns the events before.
     pub async fn expect_closed(&mut self) -> Vec<Event> {
         let mut seen = Vec::new();

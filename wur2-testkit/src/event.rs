@@ -123,6 +123,10 @@ pub enum Event {
     },
     /// The answer to `/password`.
     PasswordChanged,
+    /// The answer to `/token`: the token.
+    Token(String),
+    /// The answer to `/logout-everywhere`.
+    LoggedOutEverywhere,
     /// The answer to `/delete-account`: the account's name.
     AccountDeleted(String),
     /// This session was logged out: why.
@@ -245,6 +249,41 @@ pub enum Event {
         /// Who was kicked.
         user: String,
     },
+    /// You are banned (at login, or live); the connection closes.
+    Banned {
+        /// By whom.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// You are muted.
+    Muted {
+        /// By whom.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// Your mute was lifted.
+    Unmuted,
+    /// Your `/ban` or `/mute` worked.
+    Sanctioned {
+        /// `ban` or `mute`.
+        kind: String,
+        /// Whom.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+    /// Your `/unban` or `/unmute` worked.
+    Lifted {
+        /// `ban` or `mute`.
+        kind: String,
+        /// Whose.
+        user: String,
+    },
+    /// `/bans`: `(kind, user)` of each sanction in force (text mode: empty; the entries
+    /// follow as [`Event::HelpEntry`] lines, `<kind> <user> by …`).
+    Sanctions(Vec<(String, String)>),
     /// The answer to `/ping <token>`.
     Pong(String),
     /// `/help`: the usages listed (text mode: empty; the usages follow as [`Event::HelpEntry`]).
@@ -435,6 +474,8 @@ fn text_event(line: &str) -> Option<Event> {
         "Goodbye!" => return Some(Event::Goodbye),
         "Server is shutting down. Goodbye!" => return Some(Event::Shutdown),
         "Commands:" => return Some(Event::Help(Vec::new())),
+        "Bans and mutes:" | "No bans or mutes." => return Some(Event::Sanctions(Vec::new())),
+        "You are no longer muted." => return Some(Event::Unmuted),
         "PONG" => return Some(Event::Pong(String::new())),
         _ => {}
     }
@@ -501,6 +542,14 @@ fn text_event(line: &str) -> Option<Event> {
     }
     if line == "Your password was changed; your other sessions were logged out." {
         return Some(Event::PasswordChanged);
+    }
+    if line == "Your resume tokens were revoked and your other sessions logged out." {
+        return Some(Event::LoggedOutEverywhere);
+    }
+    if let Some(rest) = line.strip_prefix("Your resume token (shown once; ") {
+        let (_, rest) = rest.split_once("): ")?;
+        let (token, _) = rest.split_once(' ')?;
+        return Some(Event::Token(owned(token)));
     }
     if let Some(rest) = line.strip_prefix("Your account ") {
         let user = rest.strip_suffix(" was deleted, with its messages. Goodbye.")?;
@@ -577,6 +626,34 @@ fn text_event(line: &str) -> Option<Event> {
             by: owned(by),
             reason: owned(reason),
         });
+    }
+    for (prefix, banned) in [("You are banned by ", true), ("You are muted by ", false)] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            let (by, rest) = rest.split_once(" until ")?;
+            let (_, reason) = rest.split_once(": ")?;
+            let (by, reason) = (owned(by), owned(reason));
+            return Some(if banned {
+                Event::Banned { by, reason }
+            } else {
+                Event::Muted { by, reason }
+            });
+        }
+    }
+    for (participle, kind) in [("banned", "ban"), ("muted", "mute")] {
+        if let Some((user, rest)) = line.split_once(&format!(" is {participle} until ")) {
+            let (_, reason) = rest.split_once(": ")?;
+            return Some(Event::Sanctioned {
+                kind: owned(kind),
+                user: owned(user),
+                reason: owned(reason),
+            });
+        }
+        if let Some(user) = line.strip_suffix(&format!(" is no longer {participle}")) {
+            return Some(Event::Lifted {
+                kind: owned(kind),
+                user: owned(user),
+            });
+        }
     }
     if let Some(user) = line.strip_prefix("You kicked ") {
         return Some(Event::KickDone {
@@ -838,6 +915,8 @@ pub(crate) fn parse_json(line: &str) -> Event {
             before: text("before"),
         },
         "password_changed" => Event::PasswordChanged,
+        "token" => Event::Token(text("token")),
+        "logged_out_everywhere" => Event::LoggedOutEverywhere,
         "account_deleted" => Event::AccountDeleted(text("user")),
         "logged_out" => Event::LoggedOut(text("reason")),
         "join" => Event::Join {
@@ -939,6 +1018,37 @@ pub(crate) fn parse_json(line: &str) -> Event {
             reason: text("reason"),
         },
         "kick_done" => Event::KickDone { user: text("user") },
+        "banned" => Event::Banned {
+            by: text("by"),
+            reason: text("reason"),
+        },
+        "muted" => Event::Muted {
+            by: text("by"),
+            reason: text("reason"),
+        },
+        "unmuted" => Event::Unmuted,
+        "sanctioned" => Event::Sanctioned {
+            kind: text("kind"),
+            user: text("user"),
+            reason: text("reason"),
+        },
+        "lifted" => Event::Lifted {
+            kind: text("kind"),
+            user: text("user"),
+        },
+        "sanctions" => Event::Sanctions(
+            object
+                .array("sanctions")
+                .iter()
+                .map(|sanction| {
+                    let sanction = Json {
+                        value: sanction,
+                        line,
+                    };
+                    (sanction.text("kind"), sanction.text("user"))
+                })
+                .collect(),
+        ),
         "pong" => Event::Pong(text("token")),
         "help" => Event::Help(
             object

@@ -393,6 +393,36 @@ pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Targ
     assert_eq!(reborn.name, name, "the name may be registered again");
 }
 
+/// A resume token logs its account in without the password until `/logout-everywhere`
+/// revokes it (which also logs the other sessions out).
+pub async fn a_resume_token_logs_in_until_revoked(addr: Target, mode: Mode) {
+    let name = unique("rt");
+    let mut first = Client::register(addr, mode, &name).await;
+    first.send("/token").await;
+    let token = first
+        .expect_with("a token", |event| match event {
+            Event::Token(token) => Some(token.clone()),
+            _ => None,
+        })
+        .await;
+    let mut resumed = Client::connect(addr, mode).await;
+    resumed.name = name.clone();
+    resumed.send(&format!("/resume {name} {token}")).await;
+    resumed.expect_welcome(&name, false).await;
+
+    first.send("/logout-everywhere").await;
+    first.expect(Event::LoggedOutEverywhere).await;
+    resumed
+        .expect_with("logged out", |event| {
+            matches!(event, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    resumed.expect_closed().await;
+    let mut refused = Client::connect(addr, mode).await;
+    refused.send(&format!("/resume {name} {token}")).await;
+    refused.expect_error("invalid_credentials").await;
+}
+
 /// After the operator made `moderator` a mod (with `grant`), its `/kick` closes every
 /// session of the target and tells the channel.
 pub async fn kick_closes_every_session_of_the_target<F, Fut>(addr: Target, mode: Mode, grant: F)
@@ -444,6 +474,175 @@ where
     witness
         .users_seen("the kicked user gone", |users| !users.contains(&t))
         .await;
+}
+
+/// Logs `name` in again after the operator made it a moderator (with `grant`): a new
+/// login reads the role at once.
+async fn as_moderator<F, Fut>(addr: Target, mode: Mode, name: &str, grant: F) -> Client
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    grant(name.to_owned()).await;
+    let mut moderator = Client::login(addr, mode, name).await;
+    moderator.send("/role").await;
+    moderator
+        .expect(Event::Role {
+            role: "mod".into(),
+            by: None,
+        })
+        .await;
+    moderator
+}
+
+/// A login of `name` (with any password) that a ban refuses: one `banned` line, then the
+/// close.
+async fn expect_banned_login(addr: Target, mode: Mode, name: &str, password: &str, by: &str) {
+    let mut client = Client::connect(addr, mode).await;
+    client.send(&format!("/login {name} {password}")).await;
+    let said = client.expect_closed().await;
+    assert!(
+        said.iter()
+            .any(|event| matches!(event, Event::Banned { by: b, .. } if b == by)),
+        "a banned login: {said:#?}"
+    );
+    assert!(
+        !said
+            .iter()
+            .any(|event| is_error(event, "invalid_credentials")),
+        "a banned login says nothing of the password: {said:#?}"
+    );
+}
+
+/// A moderator (made one by the operator with `grant`) mutes a user: their message and
+/// DM are refused and reach nobody; unmuted, they speak again. Then a ban closes both of
+/// the user's sessions, refuses their login whatever the password, and `/unban` lets them
+/// back in. `/bans` lists what is in force.
+pub async fn bans_and_mutes_from_a_moderator<F, Fut>(addr: Target, mode: Mode, grant: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let m = unique("bm");
+    let t = unique("bt");
+    drop(Client::register(addr, mode, &m).await);
+    let mut first = Client::register(addr, mode, &t).await;
+    let mut second = Client::login(addr, mode, &t).await;
+    let mut witness = Client::register(addr, mode, &unique("bw")).await;
+    let mut moderator = as_moderator(addr, mode, &m, grant).await;
+
+    moderator.send(&format!("/mute {t} 10m too loud")).await;
+    moderator
+        .expect(Event::Sanctioned {
+            kind: "mute".into(),
+            user: t.clone(),
+            reason: "too loud".into(),
+        })
+        .await;
+    let muted = Event::Muted {
+        by: m.clone(),
+        reason: "too loud".into(),
+    };
+    first.expect(muted.clone()).await;
+    second.expect(muted).await;
+    first.send("can anyone hear me").await;
+    first.expect_error("muted").await;
+    first.send(&format!("/msg {} psst", witness.name)).await;
+    first.expect_error("muted").await;
+    let heard = witness.barrier().await;
+    assert!(
+        !heard
+            .iter()
+            .any(|event| matches!(event, Event::Message { .. } | Event::Dm { .. })),
+        "a muted user's words reached someone: {heard:#?}"
+    );
+    assert_eq!(
+        moderator.sanctions().await,
+        [("mute".to_owned(), t.clone())]
+    );
+
+    moderator.send(&format!("/unmute {t}")).await;
+    moderator
+        .expect(Event::Lifted {
+            kind: "mute".into(),
+            user: t.clone(),
+        })
+        .await;
+    second.expect(Event::Unmuted).await;
+    second.send("back").await;
+    witness.expect(Event::message("Global", &t, "back")).await;
+
+    moderator.send(&format!("/ban {t} 1h spam")).await;
+    moderator
+        .expect(Event::Sanctioned {
+            kind: "ban".into(),
+            user: t.clone(),
+            reason: "spam".into(),
+        })
+        .await;
+    let banned = Event::Banned {
+        by: m.clone(),
+        reason: "spam".into(),
+    };
+    for session in [&mut first, &mut second] {
+        let last = session.expect_closed().await;
+        assert!(last.contains(&banned), "a banned session: {last:#?}");
+    }
+    expect_banned_login(addr, mode, &t, PASSWORD, &m).await;
+    expect_banned_login(addr, mode, &t, "not the password", &m).await;
+    moderator.send(&format!("/ban {m}")).await;
+    moderator.expect_error("cannot_sanction_self").await;
+    assert_eq!(moderator.sanctions().await, [("ban".to_owned(), t.clone())]);
+
+    moderator.send(&format!("/unban {t}")).await;
+    moderator
+        .expect(Event::Lifted {
+            kind: "ban".into(),
+            user: t.clone(),
+        })
+        .await;
+    drop(Client::login(addr, mode, &t).await);
+}
+
+/// Bans and mutes set before a restart hold after it. Call `before` on the first server
+/// (with a `grant` of the moderator role), restart it on the same database, then call
+/// `after` with the names: the banned user, the muted user, the moderator.
+pub async fn bans_restart_before<F, Fut>(
+    addr: Target,
+    mode: Mode,
+    grant: F,
+) -> (String, String, String)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (m, banned, muted) = (unique("rm"), unique("rb"), unique("ru"));
+    drop(Client::register(addr, mode, &m).await);
+    drop(Client::register(addr, mode, &banned).await);
+    drop(Client::register(addr, mode, &muted).await);
+    let mut moderator = as_moderator(addr, mode, &m, grant).await;
+    moderator.send(&format!("/ban {banned} 1d spam")).await;
+    moderator.send(&format!("/mute {muted} noise")).await;
+    moderator.barrier().await;
+    (banned, muted, m)
+}
+
+/// The second half of the bans restart scenario; see [`bans_restart_before`].
+pub async fn bans_restart_after(
+    addr: Target,
+    mode: Mode,
+    (banned, muted, m): (String, String, String),
+) {
+    expect_banned_login(addr, mode, &banned, PASSWORD, &m).await;
+    let mut quiet = Client::login(addr, mode, &muted).await;
+    quiet
+        .expect(Event::Muted {
+            by: m.clone(),
+            reason: "noise".into(),
+        })
+        .await;
+    quiet.send("hello again").await;
+    quiet.expect_error("muted").await;
 }
 
 /// Accounts, history and a channel's topic, privacy and invitations written before a

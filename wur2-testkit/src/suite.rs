@@ -56,6 +56,16 @@ pub fn a_user_changes_their_password_then_deletes_their_account(driver: &impl Dr
     );
 }
 
+/// `/token`, `/resume` and `/logout-everywhere`.
+pub fn a_resume_token_logs_in_until_revoked(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::a_resume_token_logs_in_until_revoked,
+    );
+}
+
 /// A private message to an offline user arrives at their next login.
 pub fn offline_message_arrives_at_next_login(driver: &impl Driver, mode: Mode) {
     on_every_database(
@@ -76,6 +86,20 @@ pub fn kick_closes_every_session_of_the_target(driver: &impl Driver, mode: Mode)
 /// Gives a user a role from the operator's side, as `wur2 role` does.
 type Grant = Box<dyn FnOnce(String) -> Pin<Box<dyn Future<Output = ()>>>>;
 
+/// A [`Grant`] of `role` through a second store on the database at `url`.
+fn operator_grant(url: &str, role: Role) -> Grant {
+    let url = url.to_owned();
+    Box::new(move |user| {
+        Box::pin(async move {
+            let (store, _writer) = wur2_store::Store::open(&url, crate::store_config())
+                .await
+                .expect("open");
+            store.set_role(&user, role).await.expect("set the role");
+            store.close().await;
+        })
+    })
+}
+
 /// Runs `scenario` against a fresh server of `driver` on every test database, with a
 /// [`Grant`] of `role` through a second store on the same database.
 fn with_operator_granting<Fut: Future<Output = ()>>(
@@ -85,17 +109,34 @@ fn with_operator_granting<Fut: Future<Output = ()>>(
 ) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
-        let url = db.url.clone();
-        let grant: Grant = Box::new(move |user| {
-            Box::pin(async move {
-                let (store, _writer) = wur2_store::Store::open(&url, crate::store_config())
-                    .await
-                    .expect("open");
-                store.set_role(&user, role).await.expect("set the role");
-                store.close().await;
-            })
-        });
-        within(&db, scenario(server.addr(), grant));
+        within(&db, scenario(server.addr(), operator_grant(&db.url, role)));
+        server.stop();
+    }
+}
+
+/// A moderator's mute refuses a user's messages and DMs; a ban closes their sessions and
+/// refuses their login whatever the password; both are listed and lifted.
+pub fn bans_and_mutes_from_a_moderator(driver: &impl Driver, mode: Mode) {
+    with_operator_granting(driver, Role::Mod, |addr, grant| {
+        scenarios::bans_and_mutes_from_a_moderator(addr, mode, grant)
+    });
+}
+
+/// Bans and mutes are still in force after a graceful restart.
+pub fn bans_and_mutes_survive_a_restart(driver: &impl Driver, mode: Mode) {
+    for db in block_on(databases()) {
+        let server = driver.start(&db.url, config(), None);
+        let grant = operator_grant(&db.url, Role::Mod);
+        let names = within(
+            &db,
+            scenarios::bans_restart_before(server.addr(), mode, grant),
+        );
+        server.stop();
+        let server = driver.start(&db.url, config(), None);
+        within(
+            &db,
+            scenarios::bans_restart_after(server.addr(), mode, names),
+        );
         server.stop();
     }
 }

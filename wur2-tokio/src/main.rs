@@ -1,10 +1,11 @@
 //! `wur2`: the WUR2 chat server, and its operator commands.
 //!
-//! `wur2` serves chat over TCP (`nc host 6969`); `wur2 role <user> <role>` and `wur2 users`
-//! work on the same database. Every flag is also an environment variable, read from a
+//! `wur2` serves chat over TCP (`nc host 6969`); `wur2 role <user> <role>`, `wur2 ban`,
+//! `wur2 unban` and `wur2 users` work on the same database. Every flag is also an environment variable, read from a
 //! `.env` file too. Errors are one line on stderr and a non-zero exit.
 
 mod cluster;
+mod listener;
 mod operator;
 mod serve_args;
 
@@ -68,6 +69,22 @@ enum Command {
     /// Delete an account and every message it sent or received (a user leaving for good).
     /// A running server on the same database closes their sessions within about a second.
     PurgeUser {
+        /// The username (matched without regard to case).
+        user: String,
+    },
+    /// Ban a user: they cannot log in until the ban ends or is lifted, whatever their
+    /// role. A running server on the same database closes their sessions within about a
+    /// second.
+    Ban {
+        /// The username (matched without regard to case).
+        user: String,
+        /// An optional duration first (30s, 10m, 2h, 7d, 2w, at most 3650d; `forever` or
+        /// none: until lifted), then the reason.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Lift a user's ban.
+    Unban {
         /// The username (matched without regard to case).
         user: String,
     },
@@ -149,6 +166,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Ban { user, rest }) => {
+            // The chat command's own parser: the same durations and rules as `/ban`.
+            let line = format!("/ban {user} {}", rest.join(" "));
+            let Ok(wur2_engine::Command::Sanction {
+                duration, reason, ..
+            }) = wur2_engine::parse_command(&line)
+            else {
+                bail!(
+                    "usage: wur2 ban <user> [30s|10m|2h|7d|2w|forever] [reason] \
+                     (durations up to 3650d)"
+                );
+            };
+            let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
+            let (store, _writer) = open_store(&url, &location).await?;
+            let result = store.ban(&user, duration, &reason).await;
+            store.close().await;
+            let ban = result.with_context(|| format!("cannot ban {user}"))?;
+            let until = match ban.expires {
+                Some(expiry) => {
+                    let at = std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(expiry.at_unix_ms).unwrap_or(0));
+                    format!("until {}", humantime::format_rfc3339_seconds(at))
+                }
+                None => "until lifted".to_owned(),
+            };
+            println!(
+                "{} is banned {until}: {} (a running server closes their sessions within \
+                 about a second)",
+                ban.username, ban.reason
+            );
+            Ok(())
+        }
+        Some(Command::Unban { user }) => {
+            let (store, _writer) = open_store(&url, &location).await?;
+            let result = store.unban(&user).await;
+            store.close().await;
+            let username = result.with_context(|| format!("cannot unban {user}"))?;
+            println!("{username} is no longer banned");
+            Ok(())
+        }
         Some(Command::Users) => {
             let (store, _writer) = open_store(&url, &location).await?;
             let result = store.list_users().await;
@@ -221,7 +278,7 @@ async fn serve(
     let (store, writer) = open_store(url, location).await?;
     let writer = tokio::spawn(writer.run());
     info!("data lives in {location}");
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match listener::chat_listener(args.listen) {
         Ok(listener) => listener,
         Err(error) => {
             store.close().await;
@@ -337,5 +394,19 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["wur2", "role", "alice", "king"]).is_err());
+    }
+
+    #[test]
+    fn ban_subcommand_takes_a_duration_and_a_reason_of_several_words() {
+        let cli = Cli::try_parse_from(["wur2", "ban", "bob", "7d", "spam", "-", "again"])
+            .expect("parses");
+        let Some(Command::Ban { user, rest }) = cli.command else {
+            panic!("not a ban");
+        };
+        assert_eq!(
+            (user.as_str(), rest.join(" ").as_str()),
+            ("bob", "7d spam - again")
+        );
+        assert!(Cli::try_parse_from(["wur2", "ban"]).is_err());
     }
 }

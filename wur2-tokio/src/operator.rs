@@ -64,7 +64,7 @@ impl OperatorArgs {
             (Some(addr), Some(cert), Some(key)) => {
                 let acceptor = TlsAcceptor::from_pem_files(cert, key)
                     .context("cannot use the TLS certificate")?;
-                let listener = match TcpListener::bind(addr).await {
+                let listener = match crate::listener::chat_listener(*addr) {
                     Ok(listener) => listener,
                     Err(error) => bail!("cannot listen for TLS on {addr}: {error}"),
                 };

@@ -92,6 +92,14 @@ pub(crate) struct ServeArgs {
     /// Messages of a channel's history replayed on `/join`.
     #[arg(long, env = "WUR2_HISTORY_REPLAY", default_value_t = Config::default().history_replay)]
     pub history_replay: usize,
+    /// Join and leave notices are sent only in channels of at most this many members (on
+    /// every node together); larger channels are quiet about who comes and goes.
+    #[arg(
+        long,
+        env = "WUR2_JOIN_NOTICES_MAX_MEMBERS",
+        default_value_t = Config::default().join_notices_max_members
+    )]
+    pub join_notices_max_members: usize,
     /// Largest file a user may send, in bytes; an upload announcing more closes its
     /// connection.
     #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = Config::default().max_file_bytes)]
@@ -146,6 +154,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_ip,
             history_replay: self.history_replay,
+            join_notices_max_members: self.join_notices_max_members,
             demo_roles: self.demo_roles,
             max_file_bytes: self.max_file_bytes,
             transfer_idle_timeout: Duration::from_secs(self.transfer_idle_timeout_secs),
@@ -211,6 +220,10 @@ mod tests {
             engine.max_registrations_per_minute
         );
         assert_eq!(ours.history_replay, engine.history_replay);
+        assert_eq!(
+            ours.join_notices_max_members,
+            engine.join_notices_max_members
+        );
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
         let options = cli.serve.options();

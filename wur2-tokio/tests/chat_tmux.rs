@@ -138,6 +138,12 @@ impl Tmux {
         self.sessions.push(session.to_string());
     }
 
+    /// Presses the key named `key` (tmux's names: `PPage`, `Enter`, …).
+    fn press(&self, session: &str, key: &str) {
+        let out = self.run(&["send-keys", "-t", session, key]);
+        assert!(out.status.success(), "tmux send-keys: {out:?}");
+    }
+
     /// Types `text` literally, then Enter.
     fn type_line(&self, session: &str, text: &str) {
         let out = self.run(&["send-keys", "-t", session, "-l", text]);
@@ -176,18 +182,31 @@ impl Tmux {
         server: SocketAddr,
         downloads: &Path,
     ) {
-        let flag = if register { " --register" } else { "" };
-        let command = format!(
-            "'{BINARY}' chat --server {server} --user {user}{flag} --download-dir '{}'",
-            downloads.display()
-        );
-        self.start(user, &command);
+        self.start_chat(user, register, server, downloads);
         self.wait_for(user, &format!("Password for {user}:"));
         self.type_line(user, password);
         if register {
             self.wait_for(user, "Repeat the password:");
             self.type_line(user, password);
         }
+    }
+
+    /// Starts `wur2 chat` for `user` in a session named after the user, its resume tokens
+    /// kept under this tmux's directory (`XDG_STATE_HOME`).
+    fn start_chat(&mut self, user: &str, register: bool, server: SocketAddr, downloads: &Path) {
+        let flag = if register { " --register" } else { "" };
+        let command = format!(
+            "XDG_STATE_HOME='{}' '{BINARY}' chat --server {server} --user {user}{flag} \
+             --download-dir '{}'",
+            self.state_dir().display(),
+            downloads.display()
+        );
+        self.start(user, &command);
+    }
+
+    /// Where the clients of this tmux keep their resume tokens.
+    fn state_dir(&self) -> PathBuf {
+        self.socket.with_file_name("state")
     }
 
     /// Registers `user` and waits until the client is online.
@@ -277,6 +296,8 @@ fn a_wrong_password_is_one_clear_error_before_the_screen_opens() {
     drop(tmux);
 
     let mut tmux = Tmux::new(dir.path()).expect("tmux was found");
+    // Without the resume token the first run kept, the password is asked for.
+    std::fs::remove_dir_all(tmux.state_dir()).expect("remove the kept token");
     tmux.chat("carol", "not-her-password", false, server.addr, &downloads);
     let screen = tmux.wait_for("carol", "client exited: 1");
     assert!(
@@ -337,4 +358,115 @@ fn two_people_chat_send_a_file_and_survive_a_server_restart() {
     tmux.wait_for("alice", "client exited: 0");
     drop(tmux);
     server.stop();
+}
+
+/// Writes `count` channel messages as a new user over a plain connection, and waits until
+/// the server has handled them all.
+fn post_messages(server: SocketAddr, user: &str, count: usize) {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(server).expect("connect");
+    stream
+        .set_read_timeout(Some(SCREEN_TIMEOUT))
+        .expect("a read timeout");
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut script = format!("/register {user} {user}-password\n");
+    for n in 0..count {
+        script.push_str(&format!("old message {n:03}\n"));
+    }
+    script.push_str("/ping posted\n");
+    writer.write_all(script.as_bytes()).expect("write");
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "PONG posted" => return,
+            Some(Ok(_)) => {}
+            other => panic!("no PONG from the server: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn scrolling_past_the_top_loads_older_messages_from_the_server() {
+    let _turn = take_turn();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some(mut tmux) = tmux_or_skip(dir.path()) else {
+        return;
+    };
+    let server = Server::start(dir.path(), "127.0.0.1:0");
+    // More than the 20 a login replays.
+    post_messages(server.addr, "dave", 45);
+    let downloads = dir.path().join("downloads");
+    tmux.register("erin", "erin-password", server.addr, &downloads);
+    tmux.wait_for("erin", "old message 044");
+    assert!(
+        !tmux.screen("erin").contains("old message 000"),
+        "only the replay is shown at first"
+    );
+    // Up past the top: the client asks for the page before, and shows it above.
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    while !tmux.screen("erin").contains("old message 000") {
+        assert!(
+            Instant::now() < deadline,
+            "older messages never showed:\n{}",
+            tmux.screen("erin")
+        );
+        tmux.press("erin", "PPage");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.type_line("erin", "/quit");
+    tmux.wait_for("erin", "client exited: 0");
+    drop(tmux);
+    server.stop();
+}
+
+#[test]
+fn the_next_start_logs_in_with_the_kept_resume_token_without_asking_the_password() {
+    let _turn = take_turn();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let Some(mut tmux) = tmux_or_skip(dir.path()) else {
+        return;
+    };
+    let server = Server::start(dir.path(), "127.0.0.1:0");
+    let downloads = dir.path().join("downloads");
+    tmux.register("fay", "fay-password", server.addr, &downloads);
+    tmux.type_line("fay", "/quit");
+    tmux.wait_for("fay", "client exited: 0");
+    let kept: Vec<PathBuf> = walk(&tmux.state_dir());
+    assert_eq!(kept.len(), 1, "one token file: {kept:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept[0])
+            .expect("the token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "readable by its user only");
+    }
+    drop(tmux);
+
+    let mut tmux = Tmux::new(dir.path()).expect("tmux was found");
+    tmux.start_chat("fay", false, server.addr, &downloads);
+    let screen = tmux.wait_for("fay", "online | fay (user) | Global");
+    assert!(!screen.contains("Password for fay:"), "{screen}");
+    tmux.type_line("fay", "/quit");
+    tmux.wait_for("fay", "client exited: 0");
+    drop(tmux);
+    server.stop();
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

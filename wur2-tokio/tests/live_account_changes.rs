@@ -1,4 +1,4 @@
-//! `wur2 role` and `wur2 purge-user`, run from the operator's shell as separate processes
+//! `wur2 role`, `wur2 purge-user` and `wur2 ban`, run from the operator's shell as separate processes
 //! on the database of a running `wur2`, reach the sessions already logged in within two
 //! seconds: on SQLite, and on PostgreSQL when `WUR2_TEST_POSTGRES_URL` names a server.
 
@@ -144,6 +144,42 @@ fn a_purged_user_is_disconnected_within_two_seconds_of_wur2_purge_user(url: &str
     nia.send("/ping still here\n");
     sees_within(&mut nia, "PONG still here");
     server.stop();
+}
+
+fn a_banned_user_is_disconnected_within_two_seconds_of_wur2_ban(url: &str) {
+    let (server, dir) = start(url);
+    let mut pat = Peer::register(server.addr, "pat");
+    let mut nia = Peer::register(server.addr, "nia");
+    let said = operator(dir.path(), url, &["ban", "Pat", "2h", "spam", "links"]);
+    assert!(said.contains("pat is banned until"), "{said}");
+    sees_within(&mut pat, "You are banned by the operator until");
+    assert!(
+        closed_within(&mut pat),
+        "the banned user's session stays open"
+    );
+    sees_within(&mut nia, "* pat left Global");
+    let stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    let reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut again = Peer { stream, reader };
+    again.send("/login pat not-even-the-password\n");
+    sees_within(&mut again, "You are banned by the operator until");
+    assert!(closed_within(&mut again), "a banned login stays open");
+    let said = operator(dir.path(), url, &["unban", "pat"]);
+    assert!(said.contains("pat is no longer banned"), "{said}");
+    server.stop();
+}
+
+#[test]
+fn a_banned_user_is_disconnected_within_two_seconds_of_wur2_ban_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    a_banned_user_is_disconnected_within_two_seconds_of_wur2_ban(&sqlite(&dir));
+}
+
+#[test]
+fn a_banned_user_is_disconnected_within_two_seconds_of_wur2_ban_on_postgres() {
+    if let Some(db) = postgres() {
+        a_banned_user_is_disconnected_within_two_seconds_of_wur2_ban(&db.url);
+    }
 }
 
 #[test]

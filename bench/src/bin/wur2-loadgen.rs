@@ -16,9 +16,11 @@ use wur2_bench::transport::TlsClient;
 #[derive(Parser, Debug)]
 #[command(name = "wur2-loadgen", version, args_override_self = true)]
 struct Cli {
-    /// The server (loopback only: this is a load test).
-    #[arg(long, default_value = "127.0.0.1:6969")]
-    addr: SocketAddr,
+    /// The server (loopback only: this is a load test); for a cluster, its nodes
+    /// comma-separated (`127.0.0.1:7001,127.0.0.1:7002`): client i connects to the
+    /// (i mod n)-th, so clients, senders and the observer spread round-robin.
+    #[arg(long, default_value = "127.0.0.1:6969", value_delimiter = ',')]
+    addr: Vec<SocketAddr>,
     /// Connect over TLS, trusting only the CA certificates in this PEM file (for example
     /// the server's self-signed certificate). Plain TCP when unset.
     #[arg(long)]
@@ -68,9 +70,19 @@ struct Cli {
     /// Milliseconds to wait after setup before the memory snapshot.
     #[arg(long, default_value_t = 300)]
     settle_ms: u64,
-    /// The server's pid, for VmRSS/VmHWM snapshots.
+    /// The server's pid, for VmRSS/VmHWM snapshots and its CPU seconds in the measured
+    /// part; for a cluster, its nodes' pids comma-separated (memory and CPU summed).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The cluster bus's pid (NATS), for its CPU seconds and read/write system calls in
+    /// the measured part.
     #[arg(long)]
-    server_pid: Option<u32>,
+    bus_pid: Option<u32>,
+    /// The servers' metrics endpoints (`wur2 --metrics-listen`), comma-separated (loopback
+    /// only), read before and after the measured part: chat messages, deliveries and, in
+    /// cluster mode, bus publications per chat message.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<SocketAddr>,
     /// Hard limit on the whole run, setup included, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -84,15 +96,17 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !cli.addr.ip().is_loopback() {
-        eprintln!(
-            "wur2-loadgen: error: {} is not a loopback address",
-            cli.addr
-        );
+    if let Some(addr) = cli
+        .addr
+        .iter()
+        .chain(&cli.metrics)
+        .find(|addr| !addr.ip().is_loopback())
+    {
+        eprintln!("wur2-loadgen: error: {addr} is not a loopback address");
         return ExitCode::FAILURE;
     }
     let config = LoadConfig {
-        addr: cli.addr,
+        addrs: cli.addr,
         tls: cli.tls_ca.map(|ca| TlsClient {
             ca,
             server_name: cli.tls_server_name,
@@ -111,7 +125,9 @@ fn main() -> ExitCode {
         auth: cli.auth,
         warmup: cli.warmup,
         settle: Duration::from_millis(cli.settle_ms),
-        server_pid: cli.server_pid,
+        server_pids: cli.server_pid,
+        bus_pid: cli.bus_pid,
+        metrics: cli.metrics,
         timeout: Duration::from_secs(cli.timeout_secs),
         ready_file: cli.ready_file,
     };

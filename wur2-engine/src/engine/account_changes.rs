@@ -1,5 +1,6 @@
-//! Account changes made outside this engine (the operator's `wur2 role` and `wur2
-//! purge-user`, another node sharing the accounts), applied to the live sessions.
+//! Account changes made outside this engine (the operator's `wur2 role`, `wur2
+//! purge-user` and `wur2 ban`, another node sharing the accounts), applied to the live
+//! sessions.
 //!
 //! It changes only what the accounts and sessions already hold, and never asks the store:
 //! the change is already stored when it arrives here.
@@ -20,6 +21,10 @@ impl Engine {
         match change {
             AccountChange::Role(role) => self.apply_role(&key, role, OPERATOR),
             AccountChange::Purged => self.close_purged(&key),
+            AccountChange::Banned(sanction) | AccountChange::Muted(sanction) => {
+                self.apply_sanction(sanction);
+            }
+            AccountChange::Unmuted => self.unmute(&key),
         }
     }
 

@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Instant;
+
 use crate::ids::ConnectionId;
+use crate::sanction::Sanction;
 use crate::store::Role;
 
 /// A logged-in account and its sessions.
@@ -17,6 +20,9 @@ pub(super) struct Account {
     pub(super) sessions: Vec<ConnectionId>,
     /// Set by `/away <text>`; gone with `/away` or when the account goes offline.
     pub(super) away: Option<Away>,
+    /// The account's mute as the store last said, kept while the account is online so a
+    /// message costs no store round trip; it stops applying at its `until` by itself.
+    pub(super) mute: Option<Mute>,
 }
 
 /// An away message, and whom it answered already.
@@ -26,6 +32,14 @@ pub(super) struct Away {
     /// The username keys of the senders of private messages told the text already: each
     /// hears it once per away message.
     pub(super) answered: BTreeSet<String>,
+}
+
+/// A mute known to the engine: the store's record, and when it ends on the caller's clock.
+#[derive(Debug)]
+pub(super) struct Mute {
+    pub(super) sanction: Sanction,
+    /// `None`: until lifted.
+    pub(super) until: Option<Instant>,
 }
 
 /// Accounts with at least one logged-in session, by username key.
@@ -92,6 +106,7 @@ impl Accounts {
             role,
             sessions: Vec::new(),
             away: None,
+            mute: None,
         });
         account.role = role;
         account.sessions.push(connection);
@@ -107,6 +122,11 @@ impl Accounts {
         if account.sessions.is_empty() {
             self.by_key.remove(key);
         }
+    }
+
+    /// Online account `key`, to change (`None`: offline).
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Account> {
+        self.by_key.get_mut(key)
     }
 
     /// Gives online account `key` its new role; returns the account (`None`: offline).

@@ -224,6 +224,10 @@ impl Engine {
         }
         let request = match &change {
             ChannelChange::Topic(topic) => {
+                // A topic is words to the channel: not from a muted user.
+                if topic.is_some() && self.refuse_if_muted(connection, &sender.account) {
+                    return;
+                }
                 let topic = match topic {
                     Some(text) => match self.checked_text(connection, text) {
                         Some(text) => Some(text),

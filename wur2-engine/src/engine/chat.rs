@@ -91,6 +91,14 @@ impl Engine {
                 );
             }
             Command::Kick { user, reason } => self.kick(connection, &sender, &user, reason),
+            Command::Sanction {
+                kind,
+                user,
+                duration,
+                reason,
+            } => self.impose(connection, &sender, kind, &user, duration, reason),
+            Command::Lift { kind, user } => self.lift(connection, &sender, kind, &user),
+            Command::Sanctions => self.list_sanctions(connection, &sender),
             Command::ShowRole => self.show_role(connection, &sender),
             Command::SetRole { user, role } => self.set_role(connection, &sender, &user, role),
             Command::History {
@@ -104,6 +112,8 @@ impl Engine {
             Command::DeleteAccount { password } => {
                 self.delete_account(connection, &sender, password);
             }
+            Command::Token => self.issue_token(connection, &sender),
+            Command::LogoutEverywhere => self.logout_everywhere(connection, &sender),
             Command::Ping(token) => self.send(connection, Line::Pong(&sanitize_text(&token))),
             Command::Close => {
                 self.send(connection, Line::Goodbye);
@@ -111,7 +121,7 @@ impl Engine {
             }
             Command::Help => self.send(connection, Line::Help(Some(sender.role))),
             Command::Mode(mode) => self.set_mode(connection, mode),
-            Command::Register { .. } | Command::Login { .. } => {
+            Command::Register { .. } | Command::Login { .. } | Command::Resume { .. } => {
                 self.error(
                     connection,
                     ErrorCode::AlreadyLoggedIn,
@@ -124,10 +134,13 @@ impl Engine {
     /// Plain text: to the store, then (once committed) to every other member of the
     /// channel, encoded once.
     fn say(&mut self, connection: ConnectionId, text: &str) {
-        let Some(text) = self.checked_text(connection, text) else {
+        let Some(sender) = self.sender(connection) else {
             return;
         };
-        let Some(sender) = self.sender(connection) else {
+        if self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
+        let Some(text) = self.checked_text(connection, text) else {
             return;
         };
         let id = self.next_message_id();
@@ -145,6 +158,9 @@ impl Engine {
     }
 
     fn direct_message(&mut self, connection: ConnectionId, sender: &Sender, to: &str, text: &str) {
+        if self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
         if !is_valid_username(to) {
             return self.no_such_user(connection, to);
         }
@@ -226,8 +242,13 @@ impl Engine {
         self.replay_history(connection, new, self.config.history_replay, None);
     }
 
-    /// `/away [text]`: every session of the account is told (the message is the account's).
+    /// `/away [text]`: every session of the account is told (the message is the account's);
+    /// a muted user may come back but not set a message.
     fn set_away(&mut self, connection: ConnectionId, sender: &Sender, text: Option<String>) {
+        // An away message answers private messages: not from a muted user.
+        if text.is_some() && self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
         let text = match text {
             Some(text) => match self.checked_text(connection, &text) {
                 Some(text) => Some(text),
@@ -397,7 +418,7 @@ impl Engine {
 
     /// The store changed a role: apply it to the live sessions at once.
     pub(super) fn on_role_set(&mut self, connection: ConnectionId, user: &str, reply: StoreReply) {
-        let StoreReply::Account { username, role } = reply else {
+        let StoreReply::Account { username, role, .. } = reply else {
             match reply {
                 StoreReply::Failed(StoreError::UnknownUser) => self.no_such_user(connection, user),
                 StoreReply::Failed(StoreError::LastAdmin) => self.error(

@@ -370,7 +370,9 @@ impl Engine {
                 channels,
             } => self.apply_kick(&user, &by, &reason, &channels),
             Body::Role { user, role, by } => self.apply_role(&username_key(&user), role, &by),
-            Body::LoggedOut { user } => self.log_out_sessions_of(&username_key(&user), None),
+            Body::LoggedOut { user, cause } => {
+                self.log_out_sessions_of(&username_key(&user), None, cause);
+            }
             Body::Registered { channel, owner } => self.apply_registered(&channel, owner),
             Body::Topic { channel, topic, by } => {
                 let topic = topic.map(|t| sanitize_text(&t).into_owned());
@@ -581,9 +583,14 @@ impl Engine {
             .broadcast(&mut self.sessions, &members.members, None, &line);
     }
 
-    /// Tells this node's members of `session`'s channel that it joined or left.
+    /// Tells this node's members of `session`'s channel that it joined or left (unless
+    /// the channel is too large for such notices).
     fn announce_remote(&mut self, announce: Announce, session: &RemoteSession) {
-        let Some(channel) = self.channels.get(&channel_key(&session.channel)) else {
+        let key = channel_key(&session.channel);
+        if !self.announces_membership(&key) {
+            return;
+        }
+        let Some(channel) = self.channels.get(&key) else {
             return;
         };
         let (user, name) = (session.user.as_str(), channel.name.as_str());

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::sessions::Proof;
 use super::{Departure, Engine, Login, Member, Pending, Stage, Timer};
 use crate::command::{Command, ParseError, parse_command};
 use crate::ids::ConnectionId;
@@ -12,6 +13,7 @@ use crate::login_guard::Admission;
 use crate::names::{is_valid_username, username_key};
 use crate::output::CloseReason;
 use crate::registration_limit::Refused;
+use crate::sanction::Sanction;
 use crate::store::{Password, Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Prompt};
 
@@ -80,6 +82,9 @@ impl Engine {
             Ok(Command::Login { username, password }) => {
                 return self.authenticate(connection, true, username, password, now);
             }
+            Ok(Command::Resume { username, token }) => {
+                return self.log_in(connection, username, Proof::Token(token), now);
+            }
             Ok(Command::Ping(token)) => {
                 self.send(connection, Line::Pong(&crate::sanitize_text(&token)));
             }
@@ -113,50 +118,15 @@ impl Engine {
         password: Password,
         now: Instant,
     ) -> Login {
+        if existing {
+            return self.log_in(connection, username, Proof::Password(password), now);
+        }
         let Some(session) = self.sessions.get(connection) else {
             return Login::AskAccount;
         };
         let address = session.peer.ip();
         let account = username_key(&username);
         let password_len = password.expose().len();
-        if existing {
-            let wait = match self.login_guard.admit(&account, address, now) {
-                Admission::Locked => {
-                    self.error(
-                        connection,
-                        ErrorCode::LockedOut,
-                        format_args!("too many failed logins; try again later"),
-                    );
-                    return self.login_failed(connection, Failure::LockedOut, now);
-                }
-                Admission::After(wait) => wait,
-            };
-            if !is_valid_username(&username) {
-                // No account has this name: counted against the address only, so
-                // malformed names cannot fill the guard's memory with long keys.
-                let failure = Failure::Refused { account: None };
-                return self.login_failed(connection, failure, now);
-            }
-            if password_len > self.config.max_password_bytes {
-                let failure = Failure::Refused {
-                    account: Some(&account),
-                };
-                return self.login_failed(connection, failure, now);
-            }
-            if wait > Duration::ZERO {
-                let until = now.checked_add(wait).unwrap_or(now);
-                self.timers.set(until, connection, Timer::LoginDelay);
-                let wait_ms = wait.as_millis();
-                tracing::info!(%connection, %address, wait_ms, "login slowed down");
-                return Login::Delayed {
-                    username,
-                    password,
-                    until,
-                };
-            }
-            self.request_login(connection, username, password);
-            return Login::Authenticating;
-        }
         let (min, max) = (
             self.config.min_password_bytes,
             self.config.max_password_bytes,
@@ -186,15 +156,73 @@ impl Engine {
         Login::Authenticating
     }
 
-    /// Asks the store to check a login's password.
-    fn request_login(&mut self, connection: ConnectionId, username: String, password: Password) {
+    /// A login to an existing account with `proof` (a password, or a resume token):
+    /// refused at once when the login guard locks the account or address out, or the name
+    /// or proof cannot be right; slowed down when the guard says so; else to the store.
+    /// Returns the next step.
+    fn log_in(
+        &mut self,
+        connection: ConnectionId,
+        username: String,
+        proof: Proof,
+        now: Instant,
+    ) -> Login {
+        let Some(session) = self.sessions.get(connection) else {
+            return Login::AskAccount;
+        };
+        let address = session.peer.ip();
+        let account = username_key(&username);
+        let wait = match self.login_guard.admit(&account, address, now) {
+            Admission::Locked => {
+                self.error(
+                    connection,
+                    ErrorCode::LockedOut,
+                    format_args!("too many failed logins; try again later"),
+                );
+                return self.login_failed(connection, Failure::LockedOut, now);
+            }
+            Admission::After(wait) => wait,
+        };
+        if !is_valid_username(&username) {
+            // No account has this name: counted against the address only, so
+            // malformed names cannot fill the guard's memory with long keys.
+            let failure = Failure::Refused { account: None };
+            return self.login_failed(connection, failure, now);
+        }
+        if proof.len() > self.config.max_password_bytes {
+            let failure = Failure::Refused {
+                account: Some(&account),
+            };
+            return self.login_failed(connection, failure, now);
+        }
+        if wait > Duration::ZERO {
+            let until = now.checked_add(wait).unwrap_or(now);
+            self.timers.set(until, connection, Timer::LoginDelay);
+            let wait_ms = wait.as_millis();
+            tracing::info!(%connection, %address, wait_ms, "login slowed down");
+            return Login::Delayed {
+                username,
+                proof,
+                until,
+            };
+        }
+        self.request_login(connection, username, proof);
+        Login::Authenticating
+    }
+
+    /// Asks the store to check a login's password or resume token.
+    fn request_login(&mut self, connection: ConnectionId, username: String, proof: Proof) {
         let pending = Pending::Authenticate {
             connection,
             existing: true,
             account: username_key(&username),
             registration: None,
         };
-        self.request_for(StoreRequest::Login { username, password }, pending);
+        let request = match proof {
+            Proof::Password(password) => StoreRequest::Login { username, password },
+            Proof::Token(token) => StoreRequest::Resume { username, token },
+        };
+        self.request_for(request, pending);
     }
 
     /// The wait of `connection`'s slowed-down login is over: its password goes to the
@@ -208,8 +236,8 @@ impl Engine {
         };
         match std::mem::replace(login, Login::Authenticating) {
             Login::Delayed {
-                username, password, ..
-            } => self.request_login(connection, username, password),
+                username, proof, ..
+            } => self.request_login(connection, username, proof),
             other => *login = other,
         }
     }
@@ -244,9 +272,17 @@ impl Engine {
         let Some(address) = self.sessions.get(connection).map(|s| s.peer.ip()) else {
             return;
         };
-        if let StoreReply::Account { username, role } = reply {
-            self.login_guard.record_success(account, address, now);
-            return self.logged_in(connection, existing, username, role);
+        if let StoreReply::Account {
+            username,
+            role,
+            mute,
+        } = reply
+        {
+            self.login_guard.record_success(account, address);
+            return self.logged_in(connection, existing, username, role, mute);
+        }
+        if let StoreReply::Failed(StoreError::Banned(ban)) = &reply {
+            return self.refuse_banned(connection, ban);
         }
         if let Some(at) = registration {
             self.registrations.release(address, at);
@@ -330,6 +366,7 @@ impl Engine {
         existing: bool,
         username: String,
         role: Role,
+        mute: Option<Sanction>,
     ) {
         let Some(session) = self.sessions.get_mut(connection) else {
             return;
@@ -346,13 +383,15 @@ impl Engine {
         });
         tracing::info!(%connection, user = %username, %role, new = !existing, "logged in");
         self.stats.logins += 1;
-        self.accounts.log_in(key, &username, role, connection);
+        self.accounts
+            .log_in(key.clone(), &username, role, connection);
         let welcome = Line::Welcome {
             user: &username,
             role,
             new: !existing,
         };
         self.send(connection, welcome);
+        self.muted_at_login(connection, &key, mute);
         let default_channel = self.config.default_channel.clone();
         let channel = self.enter_channel(connection, &default_channel);
         self.send(connection, Line::InChannel { channel: &channel });

@@ -18,6 +18,7 @@ mod history;
 mod login;
 mod outbox;
 mod peers;
+mod sanctions;
 mod self_service;
 mod sessions;
 mod timers;
@@ -143,6 +144,26 @@ enum Pending {
         channel: String,
         change: ChannelChange,
     },
+    IssueToken {
+        connection: ConnectionId,
+    },
+    LogoutEverywhere {
+        connection: ConnectionId,
+    },
+    Sanction {
+        connection: ConnectionId,
+        /// As typed, for the answer when there is no such user.
+        user: String,
+    },
+    Lift {
+        connection: ConnectionId,
+        kind: crate::sanction::SanctionKind,
+        /// As typed, for the answer when there is nothing to lift.
+        user: String,
+    },
+    Sanctions {
+        connection: ConnectionId,
+    },
 }
 
 impl Pending {
@@ -153,9 +174,14 @@ impl Pending {
             | Pending::OfflineMessages { connection }
             | Pending::OfflineDirect { connection, .. }
             | Pending::SetRole { connection, .. }
+            | Pending::Sanction { connection, .. }
+            | Pending::Lift { connection, .. }
+            | Pending::Sanctions { connection }
             | Pending::ChangePassword { connection }
             | Pending::DeleteAccount { connection }
-            | Pending::ChannelChange { connection, .. } => *connection,
+            | Pending::ChannelChange { connection, .. }
+            | Pending::IssueToken { connection }
+            | Pending::LogoutEverywhere { connection } => *connection,
         }
     }
 }
@@ -433,6 +459,11 @@ impl Engine {
             Pending::ChannelChange {
                 channel, change, ..
             } => self.on_channel_changed(connection, &channel, change, reply),
+            Pending::IssueToken { .. } => self.on_token_issued(connection, reply),
+            Pending::LogoutEverywhere { .. } => self.on_tokens_revoked(connection, reply),
+            Pending::Sanction { user, .. } => self.on_sanctioned(connection, &user, reply),
+            Pending::Lift { kind, user, .. } => self.on_lifted(connection, kind, &user, reply),
+            Pending::Sanctions { .. } => self.on_sanctions(connection, reply),
         }
         self.process_input(connection, now);
         self.finish_input();
@@ -506,8 +537,11 @@ impl Engine {
     /// Account `username` (matched without regard to case) was changed outside this engine
     /// at `now`: by the operator's command line, or another node sharing the accounts.
     /// A new role applies to every live session of the account at once, and each is told
-    /// (as after `/role`); a role it already has changes nothing. A purged account's
-    /// sessions are told and closed. An account that is not online is ignored.
+    /// (as after `/role`); a role it already has changes nothing. A purged or banned
+    /// account's sessions are told and closed. A mute applies to the account's messages
+    /// from `now` until its [`Expiry::remaining`](crate::Expiry::remaining) has passed
+    /// (a mute the sessions already know is not told again); a lifted mute stops
+    /// applying. An account that is not online is ignored.
     pub fn handle_account_changed(&mut self, username: &str, change: AccountChange, now: Instant) {
         self.outbox.begin_input(now);
         self.apply_account_change(username, change);
@@ -782,6 +816,8 @@ impl Engine {
             Departure::Announced => self.username_of(connection).unwrap_or_default(),
             Departure::Silent => String::new(),
         };
+        // Counted with the one leaving: a channel just over the limit stays quiet.
+        let announce = departure == Departure::Announced && self.announces_membership(&key);
         let (channel, moved) = match self.channels.leave(&key, position, connection) {
             Left::Remaining { channel, moved } => (channel, moved),
             Left::Emptied => return,
@@ -795,7 +831,7 @@ impl Engine {
         {
             m.slot_in_channel = position;
         }
-        if departure == Departure::Announced {
+        if announce {
             let line = Line::Left {
                 user: &name,
                 channel: &channel.name,
@@ -826,18 +862,28 @@ impl Engine {
             return String::new();
         };
         let display = channel.name.clone();
-        let line = Line::Joined {
-            user: &user,
-            channel: &display,
-        };
-        self.outbox.broadcast(
-            &mut self.sessions,
-            &channel.members,
-            Some(connection),
-            &line,
-        );
+        if self.announces_membership(&key) {
+            let members = &channel.members;
+            let line = Line::Joined {
+                user: &user,
+                channel: &display,
+            };
+            self.outbox
+                .broadcast(&mut self.sessions, members, Some(connection), &line);
+        }
         self.publish_enter(connection);
         display
+    }
+
+    /// Whether channel `key` is small enough for join and leave notices
+    /// ([`Config::join_notices_max_members`]), counting its members on every node.
+    fn announces_membership(&self, key: &str) -> bool {
+        let here = self.channels.get(key).map_or(0, |c| c.members.len());
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.peers.members_of(key));
+        here.saturating_add(elsewhere) <= self.config.join_notices_max_members
     }
 
     fn username_of(&self, connection: ConnectionId) -> Option<String> {

@@ -295,6 +295,11 @@ impl Peers {
             .map(|(key, (name, members))| (key.as_str(), name.as_str(), *members))
     }
 
+    /// How many members the channel with `key` has on the peers.
+    pub(super) fn members_of(&self, key: &str) -> usize {
+        self.channels.get(key).map_or(0, |(_, members)| *members)
+    }
+
     /// The name channel `name` (any letter case) has on the peers, if it has members
     /// there.
     pub(super) fn channel_name(&self, name: &str) -> Option<&str> {

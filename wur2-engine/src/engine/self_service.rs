@@ -1,23 +1,23 @@
-//! Account self-service: `/password` and `/delete-account`.
+//! Account self-service: `/password`, `/delete-account`, and resume tokens (`/token`,
+//! `/logout-everywhere`; `/resume` is a login, see the login module).
 //!
-//! Both check the user's password in the store, as a login does, and a wrong one counts
-//! as a failed login for the throttles (a session left open must not become a way to
-//! guess the password). A changed password logs the account's other sessions out, on
-//! every node; a deleted account goes as the operator's purge does, with its messages.
+//! `/password` and `/delete-account` check the user's password in the store, as a login
+//! does, and a wrong one counts as a failed login for the throttles (a session left open
+//! must not become a way to guess the password). A changed password revokes the account's
+//! resume tokens (in the store) and logs its other sessions out, on every node, as
+//! `/logout-everywhere` does; a deleted account goes as the operator's purge does, with
+//! its messages and tokens.
 
 use std::time::Instant;
 
 use super::{Departure, Engine, Pending, Sender};
-use crate::cluster::{Body, Topic};
+use crate::cluster::{Body, LogoutCause, Topic};
 use crate::ids::ConnectionId;
 use crate::login_guard::Admission;
 use crate::names::username_key;
 use crate::output::CloseReason;
 use crate::store::{Password, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line};
-
-/// What the sessions a password change logs out are told.
-const PASSWORD_CHANGED: &str = "the account's password was changed in another session";
 
 impl Engine {
     /// `/password <old> <new>`.
@@ -60,12 +60,8 @@ impl Engine {
                     return;
                 };
                 self.send(connection, Line::PasswordChanged);
-                self.log_out_sessions_of(&account, Some(connection));
+                self.log_out_everywhere_but(connection, &account, LogoutCause::PasswordChanged);
                 tracing::info!(%connection, "password changed");
-                if self.cluster.is_some() {
-                    let user = self.username_of(connection).unwrap_or_default();
-                    self.publish(Topic::All, Body::LoggedOut { user });
-                }
             }
             StoreReply::Failed(StoreError::InvalidCredentials) => {
                 self.wrong_password(connection, now);
@@ -168,9 +164,59 @@ impl Engine {
         Some(self.sessions.get(connection)?.member()?.account.clone())
     }
 
-    /// Closes every session of account `key` here but `keep`, telling each it was logged
-    /// out because the password changed.
-    pub(super) fn log_out_sessions_of(&mut self, key: &str, keep: Option<ConnectionId>) {
+    /// `/token`: a new resume token, from the store.
+    pub(super) fn issue_token(&mut self, connection: ConnectionId, sender: &Sender) {
+        let username = sender.username.clone();
+        let request = StoreRequest::IssueToken { username };
+        self.request_for(request, Pending::IssueToken { connection });
+    }
+
+    /// The store's answer to `/token`: the token, shown once.
+    pub(super) fn on_token_issued(&mut self, connection: ConnectionId, reply: StoreReply) {
+        let (StoreReply::Token(token), Some(user)) = (&reply, self.username_of(connection)) else {
+            return self.store_failed(connection, &reply);
+        };
+        let line = Line::Token {
+            user: &user,
+            token: token.expose(),
+        };
+        self.send(connection, line);
+        tracing::info!(%connection, "resume token issued");
+    }
+
+    /// `/logout-everywhere`: the store revokes the account's resume tokens first.
+    pub(super) fn logout_everywhere(&mut self, connection: ConnectionId, sender: &Sender) {
+        let username = sender.username.clone();
+        let request = StoreRequest::RevokeTokens { username };
+        self.request_for(request, Pending::LogoutEverywhere { connection });
+    }
+
+    /// The tokens are revoked: the account's other sessions go, on every node.
+    pub(super) fn on_tokens_revoked(&mut self, connection: ConnectionId, reply: StoreReply) {
+        let (StoreReply::Done, Some(account)) = (&reply, self.account_of(connection)) else {
+            return self.store_failed(connection, &reply);
+        };
+        self.send(connection, Line::LoggedOutEverywhere);
+        self.log_out_everywhere_but(connection, &account, LogoutCause::Everywhere);
+        tracing::info!(%connection, "logged out everywhere");
+    }
+
+    /// Logs account `key`'s sessions but `connection` out, here and on every other node.
+    fn log_out_everywhere_but(&mut self, connection: ConnectionId, key: &str, cause: LogoutCause) {
+        self.log_out_sessions_of(key, Some(connection), cause);
+        if self.cluster.is_some() {
+            let user = self.username_of(connection).unwrap_or_default();
+            self.publish(Topic::All, Body::LoggedOut { user, cause });
+        }
+    }
+
+    /// Closes every session of account `key` here but `keep`, telling each why.
+    pub(super) fn log_out_sessions_of(
+        &mut self,
+        key: &str,
+        keep: Option<ConnectionId>,
+        cause: LogoutCause,
+    ) {
         let Some(account) = self.accounts.get(key) else {
             return;
         };
@@ -182,7 +228,7 @@ impl Engine {
             .collect();
         for session in others {
             let line = Line::LoggedOut {
-                reason: PASSWORD_CHANGED,
+                reason: cause.reason(),
             };
             self.send(session, line);
             self.close(session, CloseReason::LoggedOut, Departure::Announced);

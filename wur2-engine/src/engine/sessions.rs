@@ -41,11 +41,29 @@ pub(crate) enum Login {
     /// the store (the account-wide slowdown of the login guard).
     Delayed {
         username: String,
-        password: Password,
+        proof: Proof,
         until: Instant,
     },
     /// A login or registration request is with the store.
     Authenticating,
+}
+
+/// What proves who is logging in to an existing account.
+#[derive(Debug)]
+pub(crate) enum Proof {
+    /// The account's password (`/login`, or the prompts).
+    Password(Password),
+    /// A resume token the account was given (`/resume`): checked with one hash lookup.
+    Token(Password),
+}
+
+impl Proof {
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Proof::Password(secret) | Proof::Token(secret) => secret.expose().len(),
+        }
+    }
 }
 
 /// A logged-in connection's place in the chat.

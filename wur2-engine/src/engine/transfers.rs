@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::sanctions;
 use super::timers::Timer;
 use super::{Departure, Engine, Sender};
 use crate::cluster::{Body, Topic};
@@ -797,6 +798,9 @@ impl Engine {
         sender: &Sender,
         to: &str,
     ) -> Result<(Recipient, String), (ErrorCode, String)> {
+        if let Some(mute) = self.mute_in_force(&sender.account) {
+            return Err((ErrorCode::Muted, sanctions::muted_text(mute)));
+        }
         let key = username_key(to);
         let here = self.accounts.get(&key).and_then(|account| {
             let newest = account.sessions.last()?;

@@ -4,7 +4,6 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Connection;
@@ -140,39 +139,6 @@ impl TestDb {
             Backend::Postgres => {
                 let mut db = sqlx::PgConnection::connect(&self.url).await.unwrap();
                 sqlx::query(sql).execute(&mut db).await.unwrap();
-            }
-        }
-    }
-
-    /// Applies only this backend's migrations older than `version`: the schema a server
-    /// of that time left, for an upgrade test.
-    pub async fn migrate_before(&self, version: i64) {
-        let dir = match self.backend {
-            Backend::Sqlite => "migrations/sqlite",
-            Backend::Postgres => "migrations/postgres",
-        };
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        let mut migrator = sqlx::migrate::Migrator::new(path).await.unwrap();
-        let older: Vec<_> = migrator
-            .migrations
-            .iter()
-            .filter(|migration| migration.version < version)
-            .cloned()
-            .collect();
-        migrator.migrations = std::borrow::Cow::Owned(older);
-        match self.backend {
-            Backend::Sqlite => {
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
-                    .unwrap()
-                    .create_if_missing(true);
-                let mut db = sqlx::SqliteConnection::connect_with(&options)
-                    .await
-                    .unwrap();
-                migrator.run(&mut db).await.unwrap();
-            }
-            Backend::Postgres => {
-                let mut db = sqlx::PgConnection::connect(&self.url).await.unwrap();
-                migrator.run(&mut db).await.unwrap();
             }
         }
     }
