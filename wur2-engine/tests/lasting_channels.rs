@@ -314,3 +314,26 @@ fn a_muted_owner_sets_no_topic_and_a_muted_user_no_away_message() {
         Some(None)
     );
 }
+
+#[test]
+fn a_registration_answered_after_a_topic_change_keeps_the_topic() {
+    let mut w = world();
+    let (ann, bob) = (w.user("ann"), w.user("bob"));
+    w.store.set_holding(true);
+    w.send(ann, "/join #club\n");
+    // The registration is answered now, before the topic is set, and arrives last.
+    let (registration, request) = w.store.take_held(0).unwrap();
+    let early = w.store.answer(&request);
+    w.release_store();
+    w.send(ann, "/topic crabs\n");
+    w.release_store();
+    assert!(w.saw(ann, "* ann set the topic of #club: crabs"));
+    w.engine.handle_store_reply(registration, early, w.now);
+    w.drain();
+    w.store.set_holding(false);
+    w.lines(bob);
+    w.send(bob, "/join #club\n");
+    assert_eq!(w.lines(bob)[1], "Topic of #club: crabs");
+    w.send(bob, "/topic mine\n");
+    assert!(w.saw(bob, "only the owner of #club"), "ann still owns it");
+}

@@ -22,7 +22,7 @@ use super::{Engine, Pending, Sender};
 use crate::cluster::{Body, Topic};
 use crate::command::Command;
 use crate::ids::{ConnectionId, RequestId};
-use crate::names::{channel_key, is_valid_username, username_key};
+use crate::names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
 use crate::store::{Role, StoreError, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line};
 
@@ -114,14 +114,19 @@ impl Engine {
                 self.run_catalogue_waiters(Some(other), now);
             }
             (CatalogueRequest::Register(_), StoreReply::Channels(channels)) => {
-                for channel in &channels {
+                // Only the owner: the rest of this answer may be older than a change
+                // committed (and applied) since, whose answer overtook this one.
+                for channel in channels {
+                    if !is_valid_channel_name(&channel.name) {
+                        continue;
+                    }
+                    self.apply_registered(&channel.name, channel.owner.clone());
                     let body = Body::Registered {
-                        channel: channel.name.clone(),
-                        owner: channel.owner.clone(),
+                        channel: channel.name,
+                        owner: channel.owner,
                     };
                     self.publish(Topic::All, body);
                 }
-                self.channels.register(channels);
             }
             (CatalogueRequest::Register(key), other) => {
                 // Not registered: the next first joiner tries again.
@@ -383,9 +388,9 @@ impl Engine {
             .broadcast(&mut self.sessions, &sessions, None, &line);
     }
 
-    /// Another node registered `channel` (its owner as stored).
+    /// `channel` was registered, here or on another node, with `owner` as stored.
     pub(super) fn apply_registered(&mut self, channel: &str, owner: Option<String>) {
-        self.channels.settings_mut(channel).1.owner = owner;
+        self.channels.settings_mut(channel).1.owner = owner.filter(|o| is_valid_username(o));
     }
 
     /// `/names`: who is in the sender's channel, on this node and the others, each once,
