@@ -13,7 +13,7 @@ use wur2_engine::{
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, Db, NewSanction, Purge, RoleChange, SanctionChange};
+use crate::db::{AppendRow, Db, NewSanction, Purge, RoleChange, SanctionChange, StoredUser};
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
@@ -752,10 +752,7 @@ async fn login(
         tracing::debug!("login refused: banned");
         return Err(StoreError::Banned(ban));
     }
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let stored = hash_to_check(shared, user.as_ref());
     // Verify, and when the stored cost is below the current one hash again, in one job.
     let (matches, rehashed) = shared
         .hashing(Priority::Login, move |hasher| {
@@ -868,6 +865,25 @@ fn refused(change: SanctionChange) -> StoreError {
     }
 }
 
+/// The hash a password for `user` is checked against: its own, or (no such account) the
+/// dummy one, so that an unknown user's answer takes as long as a wrong password's.
+fn hash_to_check(shared: &Shared, user: Option<&StoredUser>) -> String {
+    user.map_or_else(
+        || shared.dummy_hash.clone(),
+        |user| user.password_hash.clone(),
+    )
+}
+
+/// The account with `key`, if any, and the hash a password for it is checked against.
+async fn account_and_hash(
+    shared: &Shared,
+    key: &str,
+) -> Result<(Option<StoredUser>, String), StoreError> {
+    let user = shared.in_time(shared.db.find_user(key)).await?;
+    let hash = hash_to_check(shared, user.as_ref());
+    Ok((user, hash))
+}
+
 /// `/password`: the new password's hash replaces the old one's, if `old` is right.
 async fn change_password(
     shared: &Shared,
@@ -876,11 +892,7 @@ async fn change_password(
     new: Password,
 ) -> Result<StoreReply, StoreError> {
     let key = username_key(username);
-    let user = shared.in_time(shared.db.find_user(&key)).await?;
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let (user, stored) = account_and_hash(shared, &key).await?;
     // Verify, then hash the new one, in one job on the login queue.
     let hashed = shared
         .hashing(Priority::Login, move |hasher| {
@@ -906,11 +918,7 @@ async fn delete_account(
     password: Password,
 ) -> Result<StoreReply, StoreError> {
     let key = username_key(username);
-    let user = shared.in_time(shared.db.find_user(&key)).await?;
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let (user, stored) = account_and_hash(shared, &key).await?;
     let matches = shared
         .hashing(Priority::Login, move |hasher| {
             hasher.verify(&password, &stored)
