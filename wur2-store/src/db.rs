@@ -786,6 +786,20 @@ impl Db {
         .transpose()
     }
 
+    /// Replaces the password hash of the account with `key` and forgets its resume tokens,
+    /// in one transaction (a new password never leaves an old token working).
+    pub(crate) async fn set_password(&self, key: &str, hash: &str) -> Result<(), sqlx::Error> {
+        let update = "UPDATE users SET password_hash = $1 WHERE username_key = $2";
+        let revoke = "DELETE FROM resume_tokens WHERE username_key = $1";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(update).bind(hash).bind(key).execute(&mut *tx).await?;
+            sqlx::query(revoke).bind(key).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Forgets every resume token of the account with `key`.
     pub(crate) async fn revoke_tokens(&self, key: &str) -> Result<(), sqlx::Error> {
         let sql = "DELETE FROM resume_tokens WHERE username_key = $1";

@@ -904,8 +904,7 @@ async fn change_password(
         return Err(StoreError::InvalidCredentials);
     };
     let hash = hash.map_err(StoreError::Unavailable)?;
-    shared.in_time(shared.db.update_hash(&key, &hash)).await?;
-    shared.in_time(shared.db.revoke_tokens(&key)).await?;
+    shared.in_time(shared.db.set_password(&key, &hash)).await?;
     tracing::info!(%username, "password changed; resume tokens revoked");
     Ok(StoreReply::Done)
 }

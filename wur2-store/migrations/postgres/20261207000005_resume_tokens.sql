@@ -4,7 +4,7 @@
 -- account's purge, and past `expires_at_ms`.
 CREATE TABLE resume_tokens (
     token_hash    TEXT   PRIMARY KEY,
-    username_key  TEXT   NOT NULL,
+    username_key  TEXT   NOT NULL REFERENCES users (username_key) ON DELETE CASCADE,
     created_at_ms BIGINT NOT NULL,
     expires_at_ms BIGINT NOT NULL
 );
