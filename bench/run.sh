@@ -651,8 +651,10 @@ def ratio(config, a, b, key):
     x, y = med(rows.get((config, a), []), key), med(rows.get((config, b), []), key)
     return None if not x or not y else x / y
 
-out.append("")
-out.append("Ratios against the goals of issue 9 (medians):")
+issue9 = any(c in ("A", "B", "L", "C") for c, _ in rows)
+if issue9:
+    out.append("")
+    out.append("Ratios against the goals of issue 9 (medians):")
 best = max(
     (s for s in ("ngircd", "inspircd") if (("B", s) in rows)),
     key=lambda s: med(rows[("B", s)], "deliveries_per_s") or 0,
@@ -662,11 +664,14 @@ if best:
     r = ratio("B", "wur2", best, "deliveries_per_s")
     out.append(f"- B: wur2 / {best} deliveries/s = {r:.2f}× (goal ≥ 2×)" if r else "- B: n/a")
 r = ratio("B", "wur2", "relay", "deliveries_per_s")
-out.append(f"- B: wur2 / relay deliveries/s = {r:.2f}× (goal ≥ 0.7×)" if r else "- B vs relay: n/a")
+if issue9:
+    out.append(f"- B: wur2 / relay deliveries/s = {r:.2f}× (goal ≥ 0.7×)" if r else "- B vs relay: n/a")
 r = ratio("L", "wur2", "relay", "p99_us")
-out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
+if issue9:
+    out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
 c = med(rows.get(("C", "wur2"), []), "bytes_per_conn")
-out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
+if issue9:
+    out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
 r = ratio("B", "wur2-async-std", "wur2", "deliveries_per_s")
 if r:
     out.append(f"- B: async-std driver / Tokio driver deliveries/s = {r:.2f}×")
