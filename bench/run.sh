@@ -35,6 +35,20 @@
 #
 #   SERVERS="wur2-pg wur2-cluster" bench/run.sh B S W SR WR
 #
+# Scale (issue 20): R, X and W10K, on one SQLite database prepared once per run (accounts
+# registered and their resume tokens asked for with /token, by the load generator, on both
+# cores: setup, reported apart), then every run on a fresh server pinned to core 0:
+#
+#   bench/run.sh R X W10K      # R is RL RP RT
+#
+# RL is L (100 clients, 10 senders × 100 messages/s for 10 s) alone; RP is the same with a
+# storm of RP_STORM (default 1000) password logins at its start; RT with a storm of
+# RT_STORM (default 10 000) /resume logins. X holds X_CLIENTS (default 19 000) idle
+# logged-in connections (no channel) from X_SOURCES loopback addresses (127.0.0.2, …);
+# W10K is 10 000 clients in one channel, 10 senders × 50 messages, against the relay.
+# Servers: wur2 (W10K: wur2 and relay); SERVERS_<CONFIG> as usual. SCALE_DIR keeps the
+# prepared database and tokens for later runs.
+#
 # Every server runs fresh on 127.0.0.1, pinned to core 0 (a cluster's three nodes and its
 # NATS share core 0: the same CPU as one node); the load generator runs on core 1. Each
 # load run has a hard timeout; each process is stopped by its pid. Setup time (connecting,
@@ -49,8 +63,17 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$ROOT/target/bench}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-CONFIGS=("$@")
+CONFIGS=()
+for config in "$@"; do
+    # R is the reconnect storm's three runs: L alone, with a password storm, with a token one.
+    if [ "$config" = R ]; then CONFIGS+=(RL RP RT); else CONFIGS+=("$config"); fi
+done
 [ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(A B L C P)
+RP_STORM=${RP_STORM:-1000}
+RT_STORM=${RT_STORM:-10000}
+X_CLIENTS=${X_CLIENTS:-19000}
+X_SOURCES=${X_SOURCES:-4}
+W10K_CLIENTS=${W10K_CLIENTS:-10000}
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wur2-bench.XXXXXX")
@@ -341,6 +364,13 @@ load_args() {
     SR) echo "--clients 30 --senders 10 --messages 2000 --payload 64 --rate 100 --timeout-secs 120" ;;
     WR) echo "--clients 1000 --senders 10 --messages 2000 --payload 64 --rate 100 --timeout-secs 600" ;;
     L) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --rate 100 --timeout-secs 120" ;;
+    # Scale (issue 20). L's shape, its 100 clients (l0…l99) logged in with tokens in setup;
+    # RP and RT add a storm at the start of the measured part.
+    RL) echo "--clients 100 --senders 10 --messages 1000 --payload 64 --rate 100 --timeout-secs 300 $SCALE_AUTH --user-prefix l" ;;
+    RP) echo "$(load_args RL) --storm-clients $RP_STORM --storm-auth login --storm-prefix u --timeout-secs 900" ;;
+    RT) echo "$(load_args RL) --storm-clients $RT_STORM --storm-auth token --storm-prefix u --source-ip-count $X_SOURCES" ;;
+    X) echo "--clients $X_CLIENTS --senders 0 --messages 0 --warmup 200 --settle-ms 3000 --no-join $SCALE_AUTH --source-ip-count $X_SOURCES --connect-concurrency 256 --timeout-secs 900" ;;
+    W10K) echo "--clients $W10K_CLIENTS --senders 10 --messages 50 --payload 64 --window $WINDOW $SCALE_AUTH --source-ip-count $X_SOURCES --connect-concurrency 256 --timeout-secs 900" ;;
     C) echo "--clients 5000 --senders 0 --messages 0 --payload 64 --warmup 200 --settle-ms 2000 --timeout-secs 600" ;;
     esac
 }
@@ -350,6 +380,8 @@ servers_for() {
     local own="SERVERS_$1"
     case $1 in
     P) echo "${!own:-wur2-sqlite wur2-postgres}" ;;
+    RL | RP | RT | X) echo "${!own:-wur2}" ;;
+    W10K) echo "${!own:-wur2 relay}" ;;
     *) echo "${!own:-$SERVERS}" ;;
     esac
 }
@@ -370,7 +402,9 @@ on_postgres() {
 # thousands slow): every server registers in its first repetition and logs in after.
 # PostgreSQL ones are named after the run (PG_PREFIX) and made by run_one.
 db_for() {
-    if on_postgres "$2"; then
+    if is_scale "$1"; then
+        echo "sqlite://$SCALE_DB"
+    elif on_postgres "$2"; then
         echo "$PG_BASE/${PG_PREFIX}_${1,,}_${2//-/_}"
     else
         echo "sqlite://$WORK/$1-$2.db"
@@ -401,6 +435,41 @@ history_check() {
 
 declare -A REGISTERED
 
+# is_scale CONFIG: a configuration of issue 20, on the prepared database.
+is_scale() {
+    case $1 in RL | RP | RT | X | W10K) return 0 ;; *) return 1 ;; esac
+}
+
+# SCALE_DIR keeps the prepared database and tokens across runs (default: the run's work
+# directory, removed at its end); preparing again only registers what is missing.
+SCALE_DIR=${SCALE_DIR:-$WORK}
+mkdir -p "$SCALE_DIR"
+SCALE_DB=$SCALE_DIR/scale.db
+SCALE_TOKENS=$SCALE_DIR/scale.tokens
+SCALE_AUTH="--auth token --token-file $SCALE_TOKENS"
+
+# prepare_scale: the scale configurations' database: the accounts l0…l99 (R's connected
+# clients) and u0…u(N-1) (storms, X, W10K) registered, and a resume token of each asked
+# for with /token, into $SCALE_TOKENS. The server runs on both cores here (two argon2
+# threads): setup, timed and reported apart, never part of a measurement.
+prepare_scale() {
+    local users=$X_CLIENTS config
+    for n in "$RP_STORM" "$RT_STORM" "$W10K_CLIENTS"; do if [ "$n" -gt "$users" ]; then users=$n; fi; done
+    log "scale setup: registering l0…l99 and u0…u$((users - 1)) and asking their tokens"
+    local started=$SECONDS line
+    SERVER_CPU=0,1 start_server wur2 "sqlite://$SCALE_DB"
+    for spec in "l 100" "u $users"; do
+        read -r prefix count <<<"$spec"
+        line=$(timeout 3600 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol wur2 --addr "$ADDRS" \
+            --auth register --connect-concurrency 16 --clients "$count" --senders 0 --user-prefix "$prefix" \
+            --get-tokens --token-file "$SCALE_TOKENS" --timeout-secs 3500 2>>"$WORK/loadgen.log") ||
+            { log "scale setup failed:"; tail -3 "$WORK/loadgen.log" >&2; exit 1; }
+        echo "# scale setup ($prefix×$count): ${line#RESULT }" | tee -a "$RESULTS" >&2
+    done
+    stop_running
+    echo "# scale setup: $((SECONDS - started)) s in all (server on cores 0,1); $(wc -l <"$SCALE_TOKENS") tokens" | tee -a "$RESULTS" >&2
+}
+
 # server_warnings SERVER: WARN lines in its logs so far (a cluster's: every node's).
 server_warnings() {
     cat "$WORK/$1.log" "$WORK/$1"-{a,b,c}.log 2>/dev/null | grep -c WARN || true
@@ -417,6 +486,7 @@ run_one() {
         psql -q "$WUR2_TEST_POSTGRES_URL" -c "CREATE DATABASE ${db##*/}" >/dev/null
         PG_MADE[$db]=1
     fi
+    if is_scale "$config"; then auth=token; fi
     local warnings_before
     warnings_before=$(server_warnings "$server")
     start_server "$server" "$db"
@@ -461,8 +531,15 @@ run_one() {
 install_peers
 build
 write_configs
+# Open files: as many as the machine allows, for the server and the load generator alike
+# (each holds one descriptor per connection). Raising the hard limit needs
+# CAP_SYS_RESOURCE; without it the hard limit stays (20 000 on the bench machine).
+ulimit -Hn 1048576 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt 12000 ]; then log "warning: ulimit -n is $(ulimit -n); config C needs ~10 000"; fi
+if [ "$(ulimit -n)" -le "$X_CLIENTS" ] && [[ " ${CONFIGS[*]} " == *" X "* ]]; then
+    log "warning: ulimit -n is $(ulimit -n), X_CLIENTS $X_CLIENTS: X will fail; lower X_CLIENTS"
+fi
 
 PG_BASE="" PG_PREFIX="wur2_bench_$(date +%s)"
 if [[ " $(all_servers) " =~ \ (wur2-postgres|wur2-pg|wur2-cluster)\  ]]; then
@@ -482,9 +559,13 @@ fi
 
 {
     echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    echo "# wur2 ${WUR2_REV:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}, window $WINDOW, reps $REPS"
+    echo "# wur2 ${WUR2_REV:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}, window $WINDOW, reps $REPS, ulimit -n $(ulimit -n)"
     if [ -n "${WUR2_BASE_BIN:-}" ]; then echo "# wur2-base ${WUR2_BASE_REV:-$WUR2_BASE_BIN}"; fi
 } | tee -a "$RESULTS" >&2
+
+for config in "${CONFIGS[@]}"; do
+    if is_scale "$config"; then prepare_scale; break; fi
+done
 
 for rep in $(seq "$REPS"); do
     for config in "${CONFIGS[@]}"; do
@@ -540,13 +621,14 @@ def fmt_us(v):
 out = []
 out.append("| config | server | runs | deliveries/s | p50 | p99 | p99.9 | lost (all runs) | setup s | server memory | load avg |")
 out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-order = {"A": 0, "B": 1, "S": 2, "W": 3, "SR": 4, "WR": 5, "L": 6, "C": 7, "P": 8}
+order = {"A": 0, "B": 1, "S": 2, "W": 3, "SR": 4, "WR": 5, "L": 6, "C": 7, "P": 8,
+         "RL": 10, "RP": 11, "RT": 12, "X": 13, "W10K": 14}
 for (config, server), runs in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
     failed = sum(1 for r in runs if "failed" in r)
     lost = sum(int(r.get("lost", 0)) + int(r.get("dup", 0)) for r in runs)
     ok = len(runs) - failed
-    lat = lambda key: "–" if config == "C" else fmt_us(med(runs, key))
-    if config == "C":
+    lat = lambda key: "–" if config in ("C", "X") else fmt_us(med(runs, key))
+    if config in ("C", "X"):
         bpc = med(runs, "bytes_per_conn")
         mem = "–" if bpc is None else f"{bpc:.0f} B/conn (RSS {med(runs, 'rss_ready_kib')/1024:.1f} MiB)"
         dps = "–"
@@ -569,8 +651,10 @@ def ratio(config, a, b, key):
     x, y = med(rows.get((config, a), []), key), med(rows.get((config, b), []), key)
     return None if not x or not y else x / y
 
-out.append("")
-out.append("Ratios against the goals of issue 9 (medians):")
+issue9 = any(c in ("A", "B", "L", "C") for c, _ in rows)
+if issue9:
+    out.append("")
+    out.append("Ratios against the goals of issue 9 (medians):")
 best = max(
     (s for s in ("ngircd", "inspircd") if (("B", s) in rows)),
     key=lambda s: med(rows[("B", s)], "deliveries_per_s") or 0,
@@ -580,11 +664,14 @@ if best:
     r = ratio("B", "wur2", best, "deliveries_per_s")
     out.append(f"- B: wur2 / {best} deliveries/s = {r:.2f}× (goal ≥ 2×)" if r else "- B: n/a")
 r = ratio("B", "wur2", "relay", "deliveries_per_s")
-out.append(f"- B: wur2 / relay deliveries/s = {r:.2f}× (goal ≥ 0.7×)" if r else "- B vs relay: n/a")
+if issue9:
+    out.append(f"- B: wur2 / relay deliveries/s = {r:.2f}× (goal ≥ 0.7×)" if r else "- B vs relay: n/a")
 r = ratio("L", "wur2", "relay", "p99_us")
-out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
+if issue9:
+    out.append(f"- L: wur2 p99 / relay p99 = {r:.2f}× (goal ≤ 2×)" if r else "- L: n/a")
 c = med(rows.get(("C", "wur2"), []), "bytes_per_conn")
-out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
+if issue9:
+    out.append(f"- C: wur2 {c:.0f} B per idle logged-in connection (goal ≤ 2048 B)" if c is not None else "- C: n/a")
 r = ratio("B", "wur2-async-std", "wur2", "deliveries_per_s")
 if r:
     out.append(f"- B: async-std driver / Tokio driver deliveries/s = {r:.2f}×")
@@ -642,6 +729,60 @@ if cluster:
         if r:
             out.append(f"- {config}: cluster / one node deliveries/s = {r:.2f}× (medians); "
                        f"bus publications per chat message {bus:.4f} (median)")
+# Scale (issue 20): every repetition, the ratios within it.
+def by_rep(config, server="wur2"):
+    return {r.get("rep"): r for r in rows.get((config, server), [])}
+if any(c in order and order[c] >= 10 for c, _ in rows):
+    out.append("")
+    out.append("Scale (issue 20), every repetition:")
+    rl, rp, rt = by_rep("RL"), by_rep("RP"), by_rep("RT")
+    if rl or rp or rt:
+        out.append("")
+        out.append("| rep | storm | clients | welcomed | failed | last welcome s | median s | busy answers (clients) | unavailable | reconnects "
+                   "| L p99 without storm (RL) | L p99 during storm | during / without | L p99 whole run |")
+        out.append("|" + "---|" * 14)
+        for rep in sorted(set(rl) | set(rp) | set(rt)):
+            base = rl.get(rep, {})
+            for r in (rp.get(rep), rt.get(rep)):
+                if not r:
+                    continue
+                if "storm_clients" not in r:
+                    out.append(f"| {rep} | {r['config']} | failed | | | | | | | | | | | |")
+                    continue
+                ratio_text = "–"
+                if base.get("p99_us") and float(r.get("p99_storm_us", 0)) > 0:
+                    ratio_text = f"{float(r['p99_storm_us']) / float(base['p99_us']):.2f}×"
+                out.append(
+                    f"| {rep} | {r['storm_auth']} ({r['config']}) | {r['storm_clients']} | {r['storm_welcomed']} | {r['storm_failed']} "
+                    f"| {float(r['storm_s']):.2f} | {float(r['storm_median_s']):.2f} | {r['storm_busy']} ({r['storm_busy_clients']}) "
+                    f"| {r['storm_unavailable']} | {r['storm_reconnects']} | {fmt_us(med([base], 'p99_us')) if base else '–'} "
+                    f"| {fmt_us(float(r['p99_storm_us']))} over {r['storm_deliveries']} | {ratio_text} | {fmt_us(float(r['p99_us']))} |"
+                )
+    x = by_rep("X")
+    if x:
+        out.append("")
+        out.append("| rep | X connections | server RSS idle | after 200 warm-up | all logged in | bytes per connection | login with tokens s | load |")
+        out.append("|" + "---|" * 8)
+        for rep, r in sorted(x.items()):
+            if "rss_ready_kib" not in r:
+                out.append(f"| {rep} | failed | | | | | | |")
+                continue
+            out.append(
+                f"| {rep} | {r['clients']} | {int(r.get('rss_start_kib', 0))/1024:.1f} MiB | {int(r['rss_before_kib'])/1024:.1f} MiB "
+                f"| {int(r['rss_ready_kib'])/1024:.1f} MiB | {float(r['bytes_per_conn']):.0f} B | {float(r['setup_s']):.2f} | {r['load']} |"
+            )
+    w, relay = by_rep("W10K"), by_rep("W10K", "relay")
+    if w or relay:
+        out.append("")
+        out.append("| rep | W10K wur2 deliveries/s | relay deliveries/s | wur2 / relay | wur2 lost | relay lost | wur2 p99 | relay p99 | setup s (wur2, relay) |")
+        out.append("|" + "---|" * 9)
+        for rep in sorted(set(w) | set(relay)):
+            a, b = w.get(rep, {}), relay.get(rep, {})
+            da, db = float(a.get("deliveries_per_s", 0)), float(b.get("deliveries_per_s", 0))
+            out.append(
+                f"| {rep} | {da/1e6:.2f} M | {db/1e6:.2f} M | {f'{da/db:.2f}×' if da and db else '–'} | {a.get('lost', 'failed')} "
+                f"| {b.get('lost', 'failed')} | {fmt_us(med([a], 'p99_us'))} | {fmt_us(med([b], 'p99_us'))} | {a.get('setup_s', '–')}, {b.get('setup_s', '–')} |"
+            )
 text = "\n".join(out)
 print(text)
 open(sys.argv[2], "w").write(text + "\n")

@@ -13,7 +13,8 @@
 //! Every client reads from the moment it connects until the end, so a server never queues
 //! for a client that stopped reading (join announcements during setup included).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +45,37 @@ pub enum Auth {
     Register,
     /// `/login`: accounts made by an earlier run on the same database.
     Login,
+    /// `/resume <user> <token>`: the tokens [`get_tokens`] asked for with `/token` in
+    /// setup ([`LoadConfig::tokens`]), one SHA-256 lookup instead of argon2.
+    Token,
+}
+
+/// A reconnect storm (configuration R): clients that all connect and log in at once when
+/// the measured part starts, while the run's other clients send; the time until the last
+/// is welcomed, and the busy answers (`Error: the server is busy; try again`) on the way.
+#[derive(Debug, Clone)]
+pub struct Storm {
+    /// Clients that log in at once.
+    pub clients: usize,
+    /// How they log in: [`Auth::Login`] (argon2) or [`Auth::Token`] (`/resume`).
+    pub auth: Auth,
+    /// Their usernames are this plus their index (`0..clients`).
+    pub user_prefix: String,
+    /// Busy or unavailable answers one storm client retries at most (after a backoff of
+    /// 100 ms doubling to 2 s), and reconnects after the server closed it at most; beyond
+    /// either it counts as failed.
+    pub max_retries: u32,
+}
+
+impl Default for Storm {
+    fn default() -> Self {
+        Storm {
+            clients: 0,
+            auth: Auth::Token,
+            user_prefix: "u".to_owned(),
+            max_retries: 50,
+        }
+    }
 }
 
 /// One run's shape.
@@ -99,6 +131,16 @@ pub struct LoadConfig {
     /// A file created once every client is ready (before `settle`), so a script can start
     /// a profiler on the server for the measured part only.
     pub ready_file: Option<std::path::PathBuf>,
+    /// Local addresses the clients connect from, round-robin (client `i` from
+    /// `source_ips[i % len]`, see [`LoadConfig::source_for`]), each with its own ephemeral
+    /// ports; empty lets the system pick. Storm clients spread the same way.
+    pub source_ips: Vec<IpAddr>,
+    /// Whether the clients join the channel (WUR2 and IRC); idle runs may stay out.
+    pub join: bool,
+    /// Resume tokens by username, for [`Auth::Token`] (see [`read_tokens`]).
+    pub tokens: Arc<HashMap<String, String>>,
+    /// A reconnect storm in the measured part, if any.
+    pub storm: Option<Storm>,
 }
 
 impl Default for LoadConfig {
@@ -125,6 +167,10 @@ impl Default for LoadConfig {
             metrics: Vec::new(),
             timeout: Duration::from_secs(120),
             ready_file: None,
+            source_ips: Vec::new(),
+            join: true,
+            tokens: Arc::new(HashMap::new()),
+            storm: None,
         }
     }
 }
@@ -135,6 +181,23 @@ impl LoadConfig {
     pub fn addr_for(&self, index: usize) -> Option<SocketAddr> {
         let count = self.addrs.len();
         (count > 0).then(|| self.addrs[index % count])
+    }
+
+    /// The local address client `index` connects from: round-robin over
+    /// [`LoadConfig::source_ips`]; `None` (the system picks) when there are none.
+    pub fn source_for(&self, index: usize) -> Option<IpAddr> {
+        let count = self.source_ips.len();
+        (count > 0).then(|| self.source_ips[index % count])
+    }
+
+    /// The `/login`, `/register` or `/resume` line of `user`; `None` for [`Auth::Token`]
+    /// when there is no token for `user`.
+    fn auth_line(&self, auth: Auth, user: &str) -> Option<String> {
+        Some(match auth {
+            Auth::Register => format!("/register {user} {}\n", self.password),
+            Auth::Login => format!("/login {user} {}\n", self.password),
+            Auth::Token => format!("/resume {user} {}\n", self.tokens.get(user)?),
+        })
     }
 }
 
@@ -218,6 +281,44 @@ pub struct Report {
     /// The servers' counters at the end, summed over nodes (since they started: bus drops
     /// and gaps of the whole run, setup included).
     pub counters_end: Option<Counters>,
+    /// Server memory before the first client connected (the idle server).
+    pub memory_start: Option<Memory>,
+    /// The reconnect storm's outcome, when there was one.
+    pub storm: Option<StormReport>,
+}
+
+/// What a reconnect storm did.
+#[derive(Debug, Clone, Default)]
+pub struct StormReport {
+    /// Storm clients.
+    pub clients: usize,
+    /// How they logged in.
+    pub auth: Option<Auth>,
+    /// Clients welcomed.
+    pub welcomed: usize,
+    /// Clients that gave up (an error, too many retries, the deadline).
+    pub failed: usize,
+    /// The first failure, to say why.
+    pub first_error: Option<String>,
+    /// `busy` answers in all (every one retried after a backoff).
+    pub busy: u64,
+    /// Clients that got at least one `busy`.
+    pub busy_clients: usize,
+    /// `storage is unavailable` answers in all (retried the same way).
+    pub unavailable: u64,
+    /// Connections the server closed before the welcome (reconnected).
+    pub reconnects: u64,
+    /// Seconds from the storm's start to the last welcome.
+    pub last_welcome_secs: f64,
+    /// Seconds from the storm's start to the median welcome.
+    pub median_welcome_secs: f64,
+    /// The run's own clients' deliveries of messages sent while the storm lasted (from its
+    /// start to its last welcome), and their latency percentiles.
+    pub deliveries_during: u64,
+    /// 50th percentile latency of those deliveries, in microseconds.
+    pub p50_during_us: u64,
+    /// 99th percentile latency of those deliveries, in microseconds.
+    pub p99_during_us: u64,
 }
 
 impl Report {
@@ -269,6 +370,35 @@ impl Report {
     fn extra_fields(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        if let Some(start) = self.memory_start {
+            let _ = write!(out, " rss_start_kib={}", start.rss_kib);
+        }
+        if let Some(storm) = &self.storm {
+            let auth = match storm.auth {
+                Some(Auth::Token) => "token",
+                Some(Auth::Login) => "password",
+                Some(Auth::Register) => "register",
+                None => "none",
+            };
+            let _ = write!(
+                out,
+                " storm_clients={} storm_auth={auth} storm_welcomed={} storm_failed={} \
+                 storm_busy={} storm_busy_clients={} storm_unavailable={} storm_reconnects={} \
+                 storm_s={:.3} storm_median_s={:.3} storm_deliveries={} p50_storm_us={} p99_storm_us={}",
+                storm.clients,
+                storm.welcomed,
+                storm.failed,
+                storm.busy,
+                storm.busy_clients,
+                storm.unavailable,
+                storm.reconnects,
+                storm.last_welcome_secs,
+                storm.median_welcome_secs,
+                storm.deliveries_during,
+                storm.p50_during_us,
+                storm.p99_during_us,
+            );
+        }
         if self.clients_per_addr.len() > 1 {
             let split: Vec<String> = self.clients_per_addr.iter().map(usize::to_string).collect();
             let _ = write!(
@@ -357,6 +487,10 @@ struct Shared {
     /// Microseconds since `epoch` of the latest delivery anywhere.
     last_delivery_us: AtomicU64,
     setup_slots: Semaphore,
+    /// The storm's start and last welcome, microseconds since `epoch`: a delivery of a
+    /// message sent in between counts as "during the storm". `u64::MAX` while unknown.
+    storm_start_us: AtomicU64,
+    storm_end_us: AtomicU64,
 }
 
 /// A client after setup: where the sender writes.
@@ -370,6 +504,8 @@ struct Seen {
     distinct: u64,
     duplicates: u64,
     latencies_us: Vec<u32>,
+    /// Latencies of messages sent while the storm lasted.
+    storm_latencies_us: Vec<u32>,
 }
 
 /// Runs one load test against `config.addrs`.
@@ -388,6 +524,8 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         all_complete: Notify::new(),
         last_delivery_us: AtomicU64::new(0),
         setup_slots: Semaphore::new(config.connect_concurrency.max(1)),
+        storm_start_us: AtomicU64::new(u64::MAX),
+        storm_end_us: AtomicU64::new(u64::MAX),
         config,
     });
     let config = &shared.config;
@@ -401,6 +539,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         run_tag,
         ..Report::default()
     };
+    report.memory_start = memory::read_all(&config.server_pids);
     let warmup = config.warmup.min(config.clients);
     let mut spawned = 0;
     let mut ready = 0;
@@ -462,6 +601,45 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     report.expected = expected_total(config);
     report.sent = (config.senders * config.messages) as u64;
     let measure_started_us = micros_since(shared.epoch);
+    // The storm starts with the senders: every storm client connects at once.
+    let (storm_tx, mut storm_rx) = mpsc::unbounded_channel::<StormOutcome>();
+    let storm_clients = config.storm.as_ref().map_or(0, |storm| storm.clients);
+    if storm_clients > 0 {
+        shared
+            .storm_start_us
+            .store(measure_started_us, Ordering::Release);
+        for index in 0..storm_clients {
+            clients.spawn(storm_client(
+                index,
+                Arc::clone(&shared),
+                storm_tx.clone(),
+                stop_rx.clone(),
+            ));
+        }
+    }
+    drop(storm_tx);
+    // The storm's outcomes as they come; its end (the last outcome) closes the window of
+    // "during the storm" deliveries.
+    let storm_outcomes = Arc::new(std::sync::Mutex::new(Vec::with_capacity(storm_clients)));
+    let storm_collector = {
+        let (shared, outcomes) = (Arc::clone(&shared), Arc::clone(&storm_outcomes));
+        tokio::spawn(async move {
+            let mut count = 0;
+            while let Some(outcome) = storm_rx.recv().await {
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(outcome);
+                count += 1;
+                if count == storm_clients {
+                    shared
+                        .storm_end_us
+                        .store(micros_since(shared.epoch), Ordering::Release);
+                    break;
+                }
+            }
+        })
+    };
     let mut senders = tokio::task::JoinSet::new();
     for (index, writer) in writers.iter().take(config.senders).enumerate() {
         if let Some(writer) = writer {
@@ -479,6 +657,18 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
             }
         };
         report.timed_out = tokio::time::timeout_at(deadline, all_in).await.is_err();
+    }
+    if let Some(storm) = &config.storm {
+        if tokio::time::timeout_at(deadline, storm_collector)
+            .await
+            .is_err()
+        {
+            report.timed_out = true;
+        }
+        let outcomes = storm_outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        report.storm = Some(storm_report(storm, &outcomes, measure_started_us));
+    } else {
+        storm_collector.abort();
     }
     report.memory_after = memory::read_all(&config.server_pids);
     // CPU first: reading the counters costs the servers a little.
@@ -501,12 +691,20 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     report.measure_secs = last_us.saturating_sub(measure_started_us) as f64 / 1e6;
 
     let mut latencies = Vec::new();
+    let mut storm_latencies = Vec::new();
     while let Some(joined) = clients.join_next().await {
         if let Ok(seen) = joined {
             report.received += seen.distinct;
             report.duplicates += seen.duplicates;
             latencies.extend_from_slice(&seen.latencies_us);
+            storm_latencies.extend_from_slice(&seen.storm_latencies_us);
         }
+    }
+    if let Some(storm) = report.storm.as_mut() {
+        storm_latencies.sort_unstable();
+        storm.deliveries_during = storm_latencies.len() as u64;
+        storm.p50_during_us = percentile(&storm_latencies, 0.5);
+        storm.p99_during_us = percentile(&storm_latencies, 0.99);
     }
     report.lost = report.expected.saturating_sub(report.received);
     if report.measure_secs > 0.0 {
@@ -541,6 +739,20 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     }
     if config.clients == 0 {
         return Err(LoadError::Config("no clients".into()));
+    }
+    let storm_auth = config.storm.as_ref().map(|storm| storm.auth);
+    if config.protocol != Protocol::Wur2 && storm_auth.is_some() {
+        return Err(LoadError::Config("a storm needs --protocol wur2".into()));
+    }
+    if storm_auth == Some(Auth::Register) {
+        return Err(LoadError::Config(
+            "a storm logs existing accounts in: password or token".into(),
+        ));
+    }
+    if (config.auth == Auth::Token || storm_auth == Some(Auth::Token)) && config.tokens.is_empty() {
+        return Err(LoadError::Config(
+            "token logins need tokens (--token-file, made by --get-tokens)".into(),
+        ));
     }
     if config.senders > 0 && config.senders >= config.clients {
         return Err(LoadError::Config(
@@ -662,6 +874,7 @@ async fn client(
         distinct: 0,
         duplicates: 0,
         latencies_us: Vec::new(),
+        storm_latencies_us: Vec::new(),
     };
     let permit = shared.setup_slots.acquire().await;
     let set_up = tokio::select! {
@@ -734,9 +947,13 @@ async fn client(
             got[word] |= mask;
             seen.distinct += 1;
             counted = true;
-            let latency = now_us.saturating_sub(sent_us);
-            seen.latencies_us
-                .push(u32::try_from(latency).unwrap_or(u32::MAX));
+            let latency = u32::try_from(now_us.saturating_sub(sent_us)).unwrap_or(u32::MAX);
+            seen.latencies_us.push(latency);
+            if sent_us >= shared.storm_start_us.load(Ordering::Acquire)
+                && sent_us <= shared.storm_end_us.load(Ordering::Acquire)
+            {
+                seen.storm_latencies_us.push(latency);
+            }
             if observer {
                 shared.observed[sender].fetch_max(seq as u64 + 1, Ordering::AcqRel);
             }
@@ -774,7 +991,7 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
         .ok_or_else(|| setup_error(index, "no server address"))?;
     let (reader, mut writer) = shared
         .connector
-        .connect(addr)
+        .connect_from(addr, config.source_for(index))
         .await
         .map_err(|e| setup_error(index, format!("connect: {e}")))?;
     let mut lines = Lines::new(reader);
@@ -797,12 +1014,10 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
             }
         },
         Protocol::Wur2 => {
-            let register = format!("/register {user} {}\n", config.password);
             let login = format!("/login {user} {}\n", config.password);
-            let first = match config.auth {
-                Auth::Register => &register,
-                Auth::Login => &login,
-            };
+            let first = config
+                .auth_line(config.auth, &user)
+                .ok_or_else(|| fail("no resume token for this user"))?;
             writer.write_all(first.as_bytes()).await.map_err(io)?;
             let welcome = format!("Welcome {user}!");
             let welcome_back = format!("Welcome back {user}!");
@@ -827,7 +1042,11 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
                     return Err(fail(&String::from_utf8_lossy(&line)));
                 }
             }
-            let join = format!("/join {}\n/ping ready\n", config.channel);
+            let join = if config.join {
+                format!("/join {}\n/ping ready\n", config.channel)
+            } else {
+                "/ping ready\n".to_owned()
+            };
             writer.write_all(join.as_bytes()).await.map_err(io)?;
             loop {
                 let line = next!();
@@ -860,7 +1079,11 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
                     _ => {}
                 }
             }
-            let join = format!("JOIN #{}\r\nPING :ready\r\n", config.channel);
+            let join = if config.join {
+                format!("JOIN #{}\r\nPING :ready\r\n", config.channel)
+            } else {
+                "PING :ready\r\n".to_owned()
+            };
             writer.write_all(join.as_bytes()).await.map_err(io)?;
             loop {
                 let line = next!();
@@ -958,6 +1181,338 @@ async fn send(index: usize, writer: Arc<Mutex<WriteHalf>>, shared: Arc<Shared>) 
                 }
                 seq = end;
             }
+        }
+    }
+}
+
+/// What one storm client saw on its way in.
+#[derive(Debug, Default)]
+struct StormOutcome {
+    /// When it was welcomed, microseconds since the epoch.
+    welcomed_us: Option<u64>,
+    busy: u32,
+    unavailable: u32,
+    reconnects: u32,
+    error: Option<String>,
+}
+
+/// The wait before a storm client's `attempt`-th retry: 100 ms doubling to 2 s, plus up to
+/// 99 ms spread by the client's index so that retries do not come back in one wave.
+fn storm_backoff(attempt: u32, index: usize) -> Duration {
+    let base = (100u64 << attempt.clamp(1, 6).saturating_sub(1)).min(2000);
+    Duration::from_millis(base + (index as u64 * 37) % 100)
+}
+
+/// Storm client `index`: connects and logs in when the storm starts, retrying busy and
+/// unavailable answers and closed connections (bounded), says how it went, then stays
+/// connected (reading and dropping what arrives) until the run ends.
+async fn storm_client(
+    index: usize,
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedSender<StormOutcome>,
+    mut stop: watch::Receiver<bool>,
+) -> Seen {
+    let seen = Seen {
+        distinct: 0,
+        duplicates: 0,
+        latencies_us: Vec::new(),
+        storm_latencies_us: Vec::new(),
+    };
+    let mut outcome = StormOutcome::default();
+    let connected = tokio::select! {
+        connected = storm_login(index, &shared, &mut outcome) => connected,
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    };
+    if outcome.welcomed_us.is_none() && outcome.error.is_none() {
+        outcome.error = Some("not welcomed by the deadline".to_owned());
+    }
+    let _ = done.send(outcome);
+    drop(done);
+    if let Some((mut lines, _writer)) = connected {
+        loop {
+            let more = tokio::select! {
+                more = lines.fill() => more,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
+            if !matches!(more, Ok(true)) {
+                break;
+            }
+            lines.buf.clear();
+            lines.start = 0;
+        }
+    }
+    seen
+}
+
+/// One storm client's login, with its retries; the connection once welcomed.
+async fn storm_login(
+    index: usize,
+    shared: &Shared,
+    outcome: &mut StormOutcome,
+) -> Option<(Lines, WriteHalf)> {
+    let config = &shared.config;
+    let storm = config.storm.as_ref()?;
+    let user = format!("{}{index}", storm.user_prefix);
+    let Some(login) = config.auth_line(storm.auth, &user) else {
+        outcome.error = Some(format!("{user}: no resume token"));
+        return None;
+    };
+    let welcome = format!("Welcome back {user}!");
+    let addr = config.addr_for(index)?;
+    let mut retries = 0u32;
+    // Counts one more retry; false (and the reason kept) beyond the limit.
+    let mut again = |outcome: &mut StormOutcome, why: String| {
+        retries += 1;
+        if retries > storm.max_retries {
+            outcome.error = Some(format!("{user}: gave up after {retries} tries: {why}"));
+            return None;
+        }
+        Some(storm_backoff(retries, index))
+    };
+    'connect: loop {
+        let (reader, mut writer) = match shared
+            .connector
+            .connect_from(addr, config.source_for(index))
+            .await
+        {
+            Ok(connected) => connected,
+            Err(error) => {
+                outcome.reconnects += 1;
+                tokio::time::sleep(again(outcome, format!("connect: {error}"))?).await;
+                continue;
+            }
+        };
+        let mut lines = Lines::new(reader);
+        if writer.write_all(login.as_bytes()).await.is_err() {
+            outcome.reconnects += 1;
+            tokio::time::sleep(again(outcome, "write failed".to_owned())?).await;
+            continue;
+        }
+        loop {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) | Err(_) => {
+                    outcome.reconnects += 1;
+                    let wait = again(outcome, "closed before the welcome".to_owned())?;
+                    tokio::time::sleep(wait).await;
+                    continue 'connect;
+                }
+            };
+            if line == welcome.as_bytes() {
+                outcome.welcomed_us = Some(micros_since(shared.epoch));
+                return Some((lines, writer));
+            }
+            let busy = line.starts_with(b"Error: the server is busy");
+            if busy || line.starts_with(b"Error: storage is unavailable") {
+                if busy {
+                    outcome.busy += 1;
+                } else {
+                    outcome.unavailable += 1;
+                }
+                let why = String::from_utf8_lossy(&line).into_owned();
+                tokio::time::sleep(again(outcome, why)?).await;
+                if writer.write_all(login.as_bytes()).await.is_err() {
+                    outcome.reconnects += 1;
+                    continue 'connect;
+                }
+            } else if line.starts_with(b"Error: ") {
+                outcome.error = Some(format!("{user}: {}", String::from_utf8_lossy(&line)));
+                return None;
+            }
+        }
+    }
+}
+
+/// The storm's figures from its clients' outcomes (the latencies during it come later).
+fn storm_report(storm: &Storm, outcomes: &[StormOutcome], start_us: u64) -> StormReport {
+    let mut welcomes: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.welcomed_us)
+        .map(|at| at.saturating_sub(start_us))
+        .collect();
+    welcomes.sort_unstable();
+    let median = welcomes.get(welcomes.len() / 2).copied().unwrap_or(0);
+    StormReport {
+        clients: storm.clients,
+        auth: Some(storm.auth),
+        welcomed: welcomes.len(),
+        failed: storm.clients - welcomes.len(),
+        first_error: outcomes.iter().find_map(|o| o.error.clone()),
+        busy: outcomes.iter().map(|o| u64::from(o.busy)).sum(),
+        busy_clients: outcomes.iter().filter(|o| o.busy > 0).count(),
+        unavailable: outcomes.iter().map(|o| u64::from(o.unavailable)).sum(),
+        reconnects: outcomes.iter().map(|o| u64::from(o.reconnects)).sum(),
+        last_welcome_secs: welcomes.last().copied().unwrap_or(0) as f64 / 1e6,
+        median_welcome_secs: median as f64 / 1e6,
+        ..StormReport::default()
+    }
+}
+
+/// What [`get_tokens`] did.
+#[derive(Debug, Clone, Default)]
+pub struct TokenReport {
+    /// Users with a token in the file now.
+    pub tokens: usize,
+    /// Users that logged in (or registered) and asked for one in this run.
+    pub asked: usize,
+    /// `busy` answers on the way (retried).
+    pub busy: u64,
+    /// Seconds it took.
+    pub secs: f64,
+}
+
+/// The resume token in a `/token` answer (`Your resume token (…): <32 hex> (log in …)`).
+pub fn parse_token(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("Your resume token")?.split_once("): ")?.1;
+    let token = rest.split_whitespace().next()?;
+    (token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit())).then(|| token.to_owned())
+}
+
+/// The tokens of a token file (`<user> <token>` lines); an absent file has none.
+pub fn read_tokens(path: &std::path::Path) -> std::io::Result<HashMap<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(error) => return Err(error),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (user, token) = line.split_once(' ')?;
+            Some((user.to_owned(), token.trim().to_owned()))
+        })
+        .collect())
+}
+
+/// Setup for token logins, done once per database: every client `config.user_prefix` +
+/// `0..config.clients` without a token in `path` registers (or, with [`Auth::Login`], logs
+/// in) with its password, asks `/token`, and leaves (`/close`); `path` then holds a token
+/// for every one of them (written even when some failed). At most `connect_concurrency`
+/// at once; busy answers are retried after a backoff.
+pub async fn get_tokens(
+    config: &LoadConfig,
+    path: &std::path::Path,
+) -> Result<TokenReport, LoadError> {
+    validate(config)?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    let mut tokens =
+        read_tokens(path).map_err(|e| LoadError::Config(format!("{}: {e}", path.display())))?;
+    let missing: Vec<usize> = (0..config.clients)
+        .filter(|i| !tokens.contains_key(&format!("{}{i}", config.user_prefix)))
+        .collect();
+    let connector = Connector::new(config.tls.as_ref()).map_err(LoadError::Config)?;
+    let slots = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));
+    let shared = Arc::new((config.clone(), connector));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &index in &missing {
+        let slots = Arc::clone(&slots);
+        let shared = Arc::clone(&shared);
+        tasks.spawn(async move {
+            let _permit = slots.acquire().await;
+            let (config, connector) = &*shared;
+            ask_token(index, config, connector).await
+        });
+    }
+    let mut report = TokenReport {
+        asked: missing.len(),
+        ..TokenReport::default()
+    };
+    let mut first_error = None;
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok(Ok((user, token, busy))))) => {
+                report.busy += busy;
+                tokens.insert(user, token);
+            }
+            Ok(Some(Ok(Err(error)))) => {
+                first_error.get_or_insert(error);
+            }
+            Ok(Some(Err(join))) => {
+                first_error.get_or_insert(setup_error(0, join));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                first_error.get_or_insert(LoadError::SetupTimeout {
+                    ready: tokens.len(),
+                    clients: config.clients,
+                });
+                break;
+            }
+        }
+    }
+    let mut text = String::new();
+    let mut users: Vec<_> = tokens.iter().collect();
+    users.sort();
+    for (user, token) in users {
+        text.push_str(user);
+        text.push(' ');
+        text.push_str(token);
+        text.push('\n');
+    }
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| LoadError::Config(format!("{}: {e}", path.display())))?;
+    report.tokens = tokens.len();
+    report.secs = started.elapsed().as_secs_f64();
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
+}
+
+/// Client `index` logs in with its password, asks `/token` and leaves: (user, token,
+/// busy answers on the way).
+async fn ask_token(
+    index: usize,
+    config: &LoadConfig,
+    connector: &Connector,
+) -> Result<(String, String, u64), LoadError> {
+    let addr = config
+        .addr_for(index)
+        .ok_or_else(|| setup_error(index, "no server address"))?;
+    let (reader, mut writer) = connector
+        .connect_from(addr, config.source_for(index))
+        .await
+        .map_err(|e| setup_error(index, format!("connect: {e}")))?;
+    let mut lines = Lines::new(reader);
+    let user = format!("{}{index}", config.user_prefix);
+    let io = |e: std::io::Error| setup_error(index, format!("i/o: {e}"));
+    let login = format!("/login {user} {}\n", config.password);
+    let first = match config.auth {
+        Auth::Register => format!("/register {user} {}\n", config.password),
+        Auth::Login | Auth::Token => login.clone(),
+    };
+    writer.write_all(first.as_bytes()).await.map_err(io)?;
+    let welcomes = [format!("Welcome {user}!"), format!("Welcome back {user}!")];
+    let mut busy = 0u64;
+    let mut asked = false;
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(io)?
+            .ok_or_else(|| setup_error(index, "the server closed the connection"))?;
+        let text = String::from_utf8_lossy(&line);
+        if !asked && welcomes.iter().any(|w| *w == text) {
+            writer.write_all(b"/token\n").await.map_err(io)?;
+            asked = true;
+        } else if let Some(token) = parse_token(&text) {
+            let _ = writer.write_all(b"/close\n").await;
+            return Ok((user, token, busy));
+        } else if text.starts_with("Error: that username is taken") {
+            writer.write_all(login.as_bytes()).await.map_err(io)?;
+        } else if (text.starts_with("Error: the server is busy")
+            || text.starts_with("Error: storage is unavailable"))
+            && busy < 100
+        {
+            busy += 1;
+            tokio::time::sleep(storm_backoff(busy as u32, index)).await;
+            writer.write_all(first.as_bytes()).await.map_err(io)?;
+        } else if text.starts_with("Error: ") {
+            return Err(setup_error(index, text));
         }
     }
 }
@@ -1063,6 +1618,38 @@ mod tests {
         ] {
             assert!(line.contains(field), "{field:?} missing from {line}");
         }
+    }
+
+    #[test]
+    fn sources_spread_round_robin_and_tokens_parse() {
+        let sources = LoadConfig {
+            source_ips: vec![IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3])],
+            ..LoadConfig::default()
+        };
+        assert_eq!(sources.source_for(0), Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(sources.source_for(5), Some(IpAddr::from([127, 0, 0, 3])));
+        assert_eq!(LoadConfig::default().source_for(5), None);
+        let line = "Your resume token (shown once; keep it private, like your password): \
+                    0123456789abcdef0123456789abcdef (log in with /resume u1 0123456789abcdef0123456789abcdef)";
+        assert_eq!(
+            parse_token(line).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(parse_token("Your resume token (x): nothex (log in)"), None);
+        let tokens = LoadConfig {
+            tokens: Arc::new(HashMap::from([("u1".to_owned(), "ab".repeat(16))])),
+            ..LoadConfig::default()
+        };
+        assert_eq!(
+            tokens.auth_line(Auth::Token, "u1").as_deref(),
+            Some(format!("/resume u1 {}\n", "ab".repeat(16)).as_str())
+        );
+        assert_eq!(tokens.auth_line(Auth::Token, "u2"), None);
+        // Backoff: 100 ms doubling to 2 s, plus a spread under 100 ms.
+        assert_eq!(storm_backoff(1, 0), Duration::from_millis(100));
+        assert_eq!(storm_backoff(2, 0), Duration::from_millis(200));
+        assert_eq!(storm_backoff(30, 0), Duration::from_millis(2000));
+        assert!(storm_backoff(1, 7) < Duration::from_millis(200));
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //! server's certificate checked against a CA file (a self-signed bench certificate). Both
 //! give a reading half and a writing half, so the load generator never knows which it has.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -78,7 +78,29 @@ impl Connector {
 
     /// Connects to `addr`; for TLS, completes the handshake too.
     pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<(ReadHalf, WriteHalf)> {
-        let stream = TcpStream::connect(addr).await?;
+        self.connect_from(addr, None).await
+    }
+
+    /// Connects to `addr` from the local address `source` (any port), or from the one the
+    /// system picks when `None`: many clients spread over 127.0.0.2, 127.0.0.3, … so that
+    /// each source address has its own range of ephemeral ports.
+    pub async fn connect_from(
+        &self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> std::io::Result<(ReadHalf, WriteHalf)> {
+        let stream = match source {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         let _ = stream.set_nodelay(true);
         match self {
             Connector::Plain => {

@@ -189,3 +189,118 @@ async fn wur2_loses_nothing(tls: bool) {
     drop(store);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
+
+/// The scale modes (issue 20) against an in-process WUR2 server: tokens asked for once
+/// with `/token` (`get_tokens`, idempotent), clients logging in with `/resume` from two
+/// loopback source addresses, and reconnect storms of token and password logins while the
+/// run's own clients send, every storm client welcomed and nothing lost.
+#[tokio::test]
+async fn tokens_source_addresses_and_storms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("scale.db").display());
+    let store_config = wur2_store::StoreConfig {
+        password: wur2_store::PasswordConfig {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..wur2_store::StoreConfig::default()
+    };
+    let (store, writer) = wur2_store::Store::open(&url, store_config)
+        .await
+        .expect("store opens");
+    let writer = tokio::spawn(writer.run());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let config = wur2_engine::Config {
+        flood_lines_per_second: 0,
+        max_registrations_per_address: 0,
+        max_registrations_per_minute: 0,
+        ..wur2_engine::Config::default()
+    };
+    let server = wur2_tokio::serve(listener, store.clone(), config).expect("server starts");
+
+    // Setup: tokens for l0…l4 (the run's clients) and u0…u5 (the storms).
+    let tokens_path = dir.path().join("tokens");
+    for (prefix, clients) in [("l", 5), ("u", 6)] {
+        let asked = load::get_tokens(
+            &LoadConfig {
+                clients,
+                senders: 0,
+                user_prefix: prefix.to_owned(),
+                ..small(addr, Protocol::Wur2)
+            },
+            &tokens_path,
+        )
+        .await
+        .expect("tokens");
+        assert_eq!(asked.asked, clients);
+    }
+    let again = load::get_tokens(
+        &LoadConfig {
+            clients: 6,
+            senders: 0,
+            ..small(addr, Protocol::Wur2)
+        },
+        &tokens_path,
+    )
+    .await
+    .expect("tokens again");
+    assert_eq!(
+        (again.tokens, again.asked),
+        (11, 0),
+        "a token is asked for once"
+    );
+    let tokens = std::sync::Arc::new(load::read_tokens(&tokens_path).expect("read tokens"));
+    assert!(tokens["u3"].len() == 32 && tokens.contains_key("l4"));
+
+    let two_sources = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+    let resumed = load::run(LoadConfig {
+        auth: Auth::Token,
+        user_prefix: "l".to_owned(),
+        tokens: tokens.clone(),
+        source_ips: two_sources.clone(),
+        ..small(addr, Protocol::Wur2)
+    })
+    .await
+    .expect("token logins work");
+    assert_eq!((resumed.received, resumed.lost), (resumed.expected, 0));
+    assert!(resumed.memory_start.is_some() && resumed.storm.is_none());
+
+    for storm_auth in [Auth::Token, Auth::Login] {
+        let report = load::run(LoadConfig {
+            auth: Auth::Token,
+            user_prefix: "l".to_owned(),
+            tokens: tokens.clone(),
+            source_ips: two_sources.clone(),
+            rate: Some(100.0),
+            messages: 20,
+            storm: Some(load::Storm {
+                clients: 6,
+                auth: storm_auth,
+                user_prefix: "u".to_owned(),
+                max_retries: 20,
+            }),
+            ..small(addr, Protocol::Wur2)
+        })
+        .await
+        .expect("storm run works");
+        assert_eq!((report.received, report.lost), (report.expected, 0));
+        let storm = report.storm.clone().expect("a storm report");
+        assert_eq!((storm.welcomed, storm.failed), (6, 0), "{storm:?}");
+        assert!(
+            storm.last_welcome_secs > 0.0 && storm.median_welcome_secs <= storm.last_welcome_secs
+        );
+        let line = report.to_line();
+        assert!(
+            line.contains(" storm_clients=6 ") && line.contains(" p99_storm_us="),
+            "{line}"
+        );
+    }
+
+    server.shutdown().await.expect("clean shutdown");
+    drop(store);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}

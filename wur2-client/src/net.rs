@@ -14,6 +14,10 @@ use wur2_engine::{ErrorCode, Password};
 use crate::endpoint::{Endpoint, ReadHalf, WriteHalf};
 use crate::token::TokenFile;
 
+/// The code [`LoginError::Refused`] carries for a banned account (the server answers a
+/// ban with a `banned` line, not an error).
+const BANNED: &str = "banned";
+
 /// How long the server has to answer a login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -146,10 +150,12 @@ pub async fn connect(
 ) -> Result<Session, LoginError> {
     if !register && let Some(token) = credentials.token() {
         match log_in(server, "resume", &credentials.user, &token).await {
-            Err(LoginError::Refused { code, message })
-                if code == ErrorCode::InvalidCredentials.as_str() =>
-            {
-                credentials.forget_token();
+            Err(LoginError::Refused { code, message }) if falls_back(&code) => {
+                // A refused token is forgotten; a server that does not know `/resume` (an
+                // older node, mid-upgrade) keeps it for the next.
+                if code == ErrorCode::InvalidCredentials.as_str() {
+                    credentials.forget_token();
+                }
                 if credentials.password.is_none() {
                     return Err(LoginError::Refused { code, message });
                 }
@@ -167,6 +173,13 @@ pub async fn connect(
     let mut session = log_in(server, verb, &credentials.user, password).await?;
     session.with_password = true;
     Ok(session)
+}
+
+/// Whether a `/resume` refused with `code` is worth a login with the password: not when
+/// the account is banned or locked out (the password would be refused the same way).
+fn falls_back(code: &str) -> bool {
+    let final_answers = [ErrorCode::LockedOut.as_str(), BANNED];
+    !final_answers.contains(&code)
 }
 
 /// Connects, switches to JSON lines and sends `/<verb> <user> <secret>`; the session once
@@ -204,6 +217,12 @@ async fn log_in(
             match parsed.event {
                 ServerEvent::Welcome { user, role, .. } => return Ok((user, role)),
                 ServerEvent::Error { code, message } => {
+                    return Err(LoginError::Refused { code, message });
+                }
+                // A banned account's login: one line, then the server closes.
+                ServerEvent::Banned { by, reason, .. } => {
+                    let message = format!("you are banned by {by}: {reason}");
+                    let code = BANNED.to_string();
                     return Err(LoginError::Refused { code, message });
                 }
                 _ => {}
@@ -455,6 +474,52 @@ mod tests {
         assert_eq!(error.to_string(), "that username is taken");
         assert!(!error.is_temporary());
         assert_eq!(server.await.unwrap()[1], "/register alice correct horse\n");
+    }
+
+    #[tokio::test]
+    async fn a_banned_login_is_refused_for_good_not_retried() {
+        let (addr, _server) = fake_server(concat!(
+            "{\"type\":\"mode\",\"mode\":\"json\"}\n",
+            "{\"type\":\"banned\",\"by\":\"mo\",\"reason\":\"spam\"}\n",
+        ))
+        .await;
+        let error = connect(&Endpoint::plain(addr.clone()), &alice(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "you are banned by mo: spam");
+        assert!(!error.is_temporary());
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_falls_back_to_the_password_and_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::new(dir.path().join("token"));
+        file.save(&Password::new("0123")).unwrap();
+        let credentials = Credentials::new(
+            "alice".into(),
+            Some(Password::new("correct horse")),
+            Some(file.clone()),
+        );
+        let (first, resumed) = fake_server(concat!(
+            "{\"type\":\"mode\",\"mode\":\"json\"}\n",
+            "{\"type\":\"error\",\"code\":\"invalid_credentials\",\"message\":\"invalid username or password\"}\n",
+        ))
+        .await;
+        let (second, logged_in) = fake_server(concat!(
+            "{\"type\":\"mode\",\"mode\":\"json\"}\n",
+            "{\"type\":\"welcome\",\"user\":\"alice\",\"role\":\"user\",\"new\":false}\n",
+        ))
+        .await;
+        // The two fake servers stand for one server answered twice: the first address
+        // refuses the token, the client tries its password on the next attempt's address.
+        let both = Endpoint::plain(format!("{first},{second}"));
+        let session = connect(&both, &credentials, false).await;
+        assert_eq!(resumed.await.unwrap()[1], "/resume alice 0123\n");
+        assert!(file.load().is_none(), "the refused token is deleted");
+        assert!(credentials.token().is_none());
+        let session = session.expect("logged in with the password");
+        assert!(session.with_password);
+        assert_eq!(logged_in.await.unwrap()[1], "/login alice correct horse\n");
     }
 
     #[tokio::test]

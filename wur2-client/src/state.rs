@@ -184,7 +184,7 @@ pub struct View {
     pub scroll: usize,
     entries: Vec<Entry>,
     /// The stored id of the oldest message shown, which the page before it is asked by.
-    oldest: Option<String>,
+    oldest: Option<Oldest>,
     /// The server said there is nothing older.
     at_start: bool,
 }
@@ -201,13 +201,41 @@ impl View {
         }
     }
 
-    /// Notes `id` as the oldest message shown, unless an older one is known.
-    fn seen(&mut self, id: Option<&str>) {
+    /// Notes live message `id` as the oldest shown, unless one is known.
+    fn seen_live(&mut self, id: Option<&str>) {
         if self.oldest.is_none() {
-            self.oldest = id.map(str::to_owned);
+            self.oldest = id.map(|id| Oldest::Live(id.to_owned()));
         }
     }
 
+    /// Notes replayed message `id` (a replay comes oldest first) as the oldest shown,
+    /// unless one of the past is known already: a live message seen before the replay is
+    /// newer than all of it.
+    fn seen_past(&mut self, id: Option<&str>) {
+        if !matches!(self.oldest, Some(Oldest::Past(_))) {
+            self.oldest = id.map(|id| Oldest::Past(id.to_owned()));
+        }
+    }
+
+    /// The id to ask the page before, if any.
+    fn oldest_id(&self) -> Option<&str> {
+        match &self.oldest {
+            Some(Oldest::Live(id) | Oldest::Past(id)) => Some(id),
+            None => None,
+        }
+    }
+}
+
+/// Where a view's oldest known message id came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Oldest {
+    /// A live message (no history seen yet).
+    Live(String),
+    /// A replayed or paged message.
+    Past(String),
+}
+
+impl View {
     /// The view's lines, oldest first.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -477,6 +505,9 @@ pub struct ChatState {
 #[derive(Debug)]
 struct OlderPage {
     view: ViewId,
+    /// An error came before the page's end (perhaps the request's own refusal): without
+    /// a full page the view is not taken to be at its start, and may ask again.
+    refused: bool,
     /// The channel the client was in when it asked.
     channel: String,
     entries: Vec<Entry>,
@@ -716,7 +747,7 @@ impl ChatState {
     /// on its way, the view is at its start, or it is full.
     fn ask_older_page(&mut self) -> Vec<Action> {
         let view = &self.views[self.active];
-        let Some(oldest) = view.oldest.as_ref() else {
+        let Some(oldest) = view.oldest_id() else {
             return Vec::new();
         };
         if self.older.is_some() || view.at_start || view.entries.len() >= MAX_ENTRIES {
@@ -729,6 +760,7 @@ impl ChatState {
         let ask = format!("/history {with}{OLDER_PAGE} before {oldest}");
         self.older = Some(OlderPage {
             view: view.id.clone(),
+            refused: false,
             channel: self.channel.clone(),
             entries: Vec::new(),
             more: None,
@@ -760,8 +792,10 @@ impl ChatState {
         let room = MAX_ENTRIES.saturating_sub(view.entries.len());
         let skip = page.entries.len().saturating_sub(room);
         let above: Vec<Entry> = page.entries.into_iter().skip(skip).collect();
-        match page.more {
-            Some(before) if skip == 0 => view.oldest = Some(before),
+        match (page.more, page.refused) {
+            (Some(before), _) if skip == 0 => view.oldest = Some(Oldest::Past(before)),
+            // An error came meanwhile (maybe the request's): the view may ask again.
+            (None, true) => {}
             _ => view.at_start = true,
         }
         view.entries.splice(0..0, above.iter().cloned());
@@ -843,7 +877,7 @@ impl ChatState {
                 id,
             } => {
                 if channel.eq_ignore_ascii_case(&self.channel) {
-                    self.views[0].seen(id.as_deref());
+                    self.views[0].seen_live(id.as_deref());
                     let entry = Entry {
                         time,
                         from: Some(from),
@@ -864,7 +898,7 @@ impl ChatState {
                 if let Some(page) = self.older_page_for(&ViewId::Channel) {
                     page.entries.push(entry);
                 } else {
-                    self.views[0].seen(id.as_deref());
+                    self.views[0].seen_past(id.as_deref());
                     self.push(ViewId::Channel, entry, false);
                 }
             }
@@ -876,7 +910,9 @@ impl ChatState {
                 if let Some(page) = self.older_page_for(&view) {
                     page.more = Some(before);
                 } else if let Some(view) = self.views.iter_mut().find(|v| v.id == view) {
-                    view.oldest = Some(before);
+                    // A page asked for by hand: its oldest is older than what a view
+                    // without history knows, never than one with.
+                    view.seen_past(Some(&before));
                 }
             }
             ServerEvent::Dm {
@@ -887,7 +923,7 @@ impl ChatState {
                 ..
             } => {
                 let at = self.dm_view(&from);
-                self.views[at].seen(id.as_deref());
+                self.views[at].seen_live(id.as_deref());
                 let entry = Entry {
                     time: sent_at.or(time),
                     from: Some(from.clone()),
@@ -909,7 +945,7 @@ impl ChatState {
                     page.entries.push(entry);
                 } else {
                     let at = self.dm_view(&with);
-                    self.views[at].seen(Some(&id));
+                    self.views[at].seen_past(Some(&id));
                     self.push(view, entry, false);
                 }
             }
@@ -1154,6 +1190,9 @@ impl ChatState {
                 self.notice(Style::Error, "The server is shutting down".into(), time);
             }
             ServerEvent::Error { message, .. } => {
+                if let Some(page) = self.older.as_mut() {
+                    page.refused = true;
+                }
                 self.notice(Style::Error, message, time);
             }
             ServerEvent::Info { text } => self.notice(Style::Notice, text, time),
@@ -1210,6 +1249,8 @@ impl ChatState {
         self.quiet_channels = 0;
         self.quiet_lists = 0;
         self.quiet_tokens = 0;
+        // Its end will never come: the next replay must not be taken for it.
+        self.older = None;
         if matches!(self.connection, Connection::Online) {
             self.connection = Connection::Reconnecting { attempt: 1 };
         }
@@ -1995,5 +2036,48 @@ mod tests {
         state.handle_server(pong(OLDER_PAGE_END), 0);
         assert_eq!(texts(state.active_view()), ["earlier", "live"]);
         assert_eq!(state.active_view().entries()[0].style, Style::Own);
+    }
+
+    #[test]
+    fn a_refused_older_page_can_be_asked_again_and_a_lost_connection_drops_it() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(history_line(100, "m100"), 0);
+        assert!(!scroll_past_the_top(&mut state).is_empty());
+        state.handle_server(
+            event(r#"{"type":"error","code":"busy","message":"the server is busy; try again","ts":2}"#),
+            0,
+        );
+        state.handle_server(pong(OLDER_PAGE_END), 0);
+        assert!(
+            !scroll_past_the_top(&mut state).is_empty(),
+            "not taken for the start: asked again"
+        );
+        state.disconnected("gone", 0);
+        // The replay after reconnecting is shown, not swallowed by the dropped page.
+        state.handle_server(history_line(100, "m100 again"), 0);
+        assert!(texts(state.active_view()).contains(&"m100 again".to_string()));
+    }
+
+    #[test]
+    fn a_live_message_before_the_replay_does_not_hide_the_replay_from_paging() {
+        let mut state = ChatState::new("alice", "user");
+        state.handle_server(
+            event(&format!(
+                r#"{{"type":"message","channel":"Global","from":"bob","text":"live","id":"{:032x}","ts":2}}"#,
+                200
+            )),
+            0,
+        );
+        state.handle_server(history_line(100, "m100"), 0);
+        state.handle_server(history_line(101, "m101"), 0);
+        let asked = scroll_past_the_top(&mut state);
+        assert_eq!(
+            asked.first(),
+            Some(&Action::Send(format!(
+                "/history {OLDER_PAGE} before {:032x}",
+                100
+            ))),
+            "the page before the replay's oldest, not before the live message"
+        );
     }
 }

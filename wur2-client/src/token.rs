@@ -63,8 +63,12 @@ impl TokenFile {
         if let Some(dir) = self.path.parent() {
             create_private_dir(dir)?;
         }
-        // Written aside, then renamed: a reader never sees half a token.
-        let aside = self.path.with_extension("new");
+        // Written aside (a new file: never one put there to be followed), then renamed: a
+        // reader never sees half a token.
+        let mut aside = self.path.clone().into_os_string();
+        aside.push(".new");
+        let aside = PathBuf::from(aside);
+        let _ = std::fs::remove_file(&aside);
         let mut file = open_private(&aside)?;
         file.write_all(token.expose().as_bytes())?;
         file.write_all(b"\n")?;
@@ -97,8 +101,7 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }
@@ -107,8 +110,7 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(path)
 }
 

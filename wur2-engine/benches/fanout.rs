@@ -9,50 +9,16 @@ use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use wur2_engine::{Config, ConnectionId, Engine, Output, Role, StoreReply, StoreRequest};
+mod support;
+
+use support::drain;
+use wur2_engine::{Config, ConnectionId, Engine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Channel sizes, each with as many messages as make 20 million deliveries.
 const RUNS: [(usize, usize); 2] = [(1_000, 20_000), (10_000, 2_000)];
-
-/// Drains outputs the way a driver would: writes "succeed" at once, the store answers.
-fn drain(engine: &mut Engine, now: Instant) -> usize {
-    let mut transmits = 0;
-    while let Some(output) = engine.poll_output() {
-        match output {
-            Output::Transmit { connection, data } => {
-                transmits += 1;
-                engine.handle_written(connection, data.len(), now);
-            }
-            Output::Broadcast { recipients, data } => {
-                // What a driver does: one shared buffer handed to each connection's queue
-                // (a reference-count bump), written, reported, released.
-                for connection in recipients {
-                    transmits += 1;
-                    let queued = data.clone();
-                    engine.handle_written(connection, queued.len(), now);
-                }
-            }
-            Output::Store { id, request } => {
-                let reply = match *request {
-                    StoreRequest::Register { username, .. } => StoreReply::Account {
-                        username,
-                        role: Role::User,
-                        mute: None,
-                    },
-                    StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
-                    StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
-                    _ => StoreReply::Done,
-                };
-                engine.handle_store_reply(id, reply, now);
-            }
-            _ => {}
-        }
-    }
-    transmits
-}
 
 fn main() {
     for (members, messages) in RUNS {
@@ -101,7 +67,7 @@ fn fanout(mode: &str, setup: &str, members: usize, messages: usize) {
     let mut deliveries = 0;
     for _ in 0..messages {
         engine.handle_received(sender, line.as_bytes(), now);
-        deliveries += drain(&mut engine, now);
+        deliveries += drain(&mut engine, now).deliveries;
     }
     let elapsed = start.elapsed();
     let stats = region.change();

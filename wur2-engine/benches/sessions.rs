@@ -10,45 +10,13 @@ use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use wur2_engine::{Config, ConnectionId, Engine, Output, Role, StoreReply, StoreRequest};
+mod support;
+
+use support::drain;
+use wur2_engine::{Config, ConnectionId, Engine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Drains outputs as a driver would (writes succeed at once, the store answers at once);
-/// returns the bytes handed out for connections.
-fn drain(engine: &mut Engine, now: Instant) -> usize {
-    let mut bytes = 0;
-    while let Some(output) = engine.poll_output() {
-        match output {
-            Output::Transmit { connection, data } => {
-                bytes += data.len();
-                engine.handle_written(connection, data.len(), now);
-            }
-            Output::Broadcast { recipients, data } => {
-                for connection in recipients {
-                    bytes += data.len();
-                    engine.handle_written(connection, data.len(), now);
-                }
-            }
-            Output::Store { id, request } => {
-                let reply = match *request {
-                    StoreRequest::Register { username, .. } => StoreReply::Account {
-                        username,
-                        role: Role::User,
-                        mute: None,
-                    },
-                    StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
-                    StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
-                    _ => StoreReply::Done,
-                };
-                engine.handle_store_reply(id, reply, now);
-            }
-            _ => {}
-        }
-    }
-    bytes
-}
 
 fn main() {
     for sessions in [10_000, 50_000] {
@@ -90,7 +58,7 @@ fn measure(sessions: usize) {
     let timed = |engine: &mut Engine, line: &str| {
         let start = Instant::now();
         engine.handle_received(connections[0], line.as_bytes(), now);
-        let bytes = drain(engine, now);
+        let bytes = drain(engine, now).bytes;
         (start.elapsed(), bytes)
     };
     let (list, list_bytes) = timed(&mut engine, "/list\n");

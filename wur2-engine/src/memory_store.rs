@@ -83,6 +83,9 @@ pub struct MemoryStore {
 /// How long a resume token of the memory store lasts: 30 days, as the real store's default.
 pub const MEMORY_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 
+/// Resume tokens kept per account, as the real store: a new one beyond forgets the oldest.
+pub const MEMORY_TOKENS_PER_ACCOUNT: usize = 20;
+
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
@@ -521,9 +524,20 @@ impl MemoryStore {
             return StoreReply::Failed(StoreError::UnknownUser);
         }
         self.tokens_issued += 1;
+        // Fixed-width hex of a counter: the tokens' order is their issue order.
         let token = format!("{:032x}", self.tokens_issued);
         let expires = self.clock_unix_ms.saturating_add(MEMORY_TOKEN_LIFETIME_MS);
-        self.tokens.insert(token.clone(), (key, expires));
+        self.tokens.insert(token.clone(), (key.clone(), expires));
+        let owned: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|(_, (owner, _))| *owner == key)
+            .map(|(token, _)| token.clone())
+            .collect();
+        let excess = owned.len().saturating_sub(MEMORY_TOKENS_PER_ACCOUNT);
+        for oldest in &owned[..excess] {
+            self.tokens.remove(oldest);
+        }
         StoreReply::Token(Password::new(token))
     }
 

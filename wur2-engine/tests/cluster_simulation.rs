@@ -674,6 +674,77 @@ fn a_file_goes_byte_exact_to_a_user_on_another_node_and_no_node_holds_more_than_
 }
 
 #[test]
+fn files_from_several_senders_on_another_node_share_one_window_for_their_recipient() {
+    let mut net = Net::new(2, 17);
+    let alice = net.user(0, "alice");
+    let carol = net.user(0, "carol");
+    let bob = net.user(1, "bob");
+    net.nodes[1].not_reading.insert(bob);
+    let data = file_bytes(600_000);
+    for sender in [alice, carol] {
+        net.send(0, sender, &format!("/send bob f.bin {}", data.len()));
+    }
+    let window = net.nodes[1].engine.config().transfer_window_bytes;
+    let chunk = net.nodes[1].engine.config().transfer_chunk_bytes;
+    let mut sent = [0, 0];
+    loop {
+        for (n, sender) in [alice, carol].into_iter().enumerate() {
+            sent[n] = net.upload_while_read(0, sender, &data, sent[n]);
+        }
+        let queued = net.nodes[1].engine.queued_bytes(bob);
+        assert!(
+            queued <= window + 2 * chunk,
+            "two transfers' credit overfilled the recipient: {queued} bytes queued"
+        );
+        if queued == 0 {
+            break;
+        }
+        net.nodes[1].start_reading(bob);
+        net.nodes[1].not_reading.insert(bob);
+        net.settle();
+    }
+    assert_eq!(sent, [data.len(), data.len()]);
+    let received = net.received(1, bob);
+    assert_eq!(received.files[&1], data);
+    assert_eq!(received.files[&2], data);
+    assert!(!net.nodes[1].is_closed(bob), "never a slow reader");
+}
+
+#[test]
+fn a_lost_nodes_users_leaving_a_large_channel_send_no_notices() {
+    let config = Config {
+        join_notices_max_members: 5,
+        ..Config::default()
+    };
+    let mut net = Net::with_config(2, 18, config);
+    let here: Vec<ConnectionId> = ["ann", "ben", "cat"]
+        .into_iter()
+        .map(|name| net.user(0, name))
+        .collect();
+    for name in ["dan", "eve", "fay", "gus"] {
+        net.user(1, name);
+    }
+    for &connection in &here {
+        net.lines(0, connection);
+    }
+    // Seven members in Global: too many for notices. Node 1 goes silent and is lost.
+    net.cut.insert(1);
+    net.advance(Duration::from_secs(6));
+    for &connection in &here {
+        let lines = net.lines(0, connection);
+        assert!(
+            !lines.iter().any(|l| l.contains(" left Global")),
+            "the channel was large when they left: {lines:?}"
+        );
+    }
+    assert_eq!(
+        net.ask(0, here[0], "/channels"),
+        "Channels: Global (3)",
+        "they are gone all the same"
+    );
+}
+
+#[test]
 fn an_empty_file_and_one_in_json_mode_reach_a_user_on_another_node() {
     let mut net = Net::new(2, 14);
     let alice = net.user(0, "alice");

@@ -72,6 +72,9 @@ struct ChangeRow {
     role: Option<String>,
 }
 
+/// Resume tokens kept per account: a new one beyond this forgets the oldest.
+pub(crate) const MAX_TOKENS_PER_ACCOUNT: i64 = 20;
+
 /// What [`Db::purge_user`] did.
 pub(crate) enum Purge {
     /// The account (its name as registered) and this many messages are gone.
@@ -890,7 +893,8 @@ impl Db {
     }
 
     /// Keeps a resume token (by its hash) for the account with `key` until `expires_ms`,
-    /// and forgets the tokens expired at `now_ms`.
+    /// and forgets the tokens expired at `now_ms` and, past [`MAX_TOKENS_PER_ACCOUNT`],
+    /// the account's oldest.
     pub(crate) async fn insert_token(
         &self,
         token_hash: &str,
@@ -899,6 +903,9 @@ impl Db {
         expires_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let expired = "DELETE FROM resume_tokens WHERE expires_at_ms <= $1";
+        let excess = "DELETE FROM resume_tokens WHERE username_key = $1 AND id NOT IN \
+                      (SELECT id FROM resume_tokens WHERE username_key = $1 \
+                       ORDER BY id DESC LIMIT $2)";
         let insert = "INSERT INTO resume_tokens \
                       (token_hash, username_key, created_at_ms, expires_at_ms) \
                       VALUES ($1, $2, $3, $4)";
@@ -910,6 +917,11 @@ impl Db {
                 .bind(key)
                 .bind(now_ms)
                 .bind(expires_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(excess)
+                .bind(key)
+                .bind(MAX_TOKENS_PER_ACCOUNT)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -945,6 +957,20 @@ impl Db {
             })
         })
         .transpose()
+    }
+
+    /// Replaces the password hash of the account with `key` and forgets its resume tokens,
+    /// in one transaction (a new password never leaves an old token working).
+    pub(crate) async fn set_password(&self, key: &str, hash: &str) -> Result<(), sqlx::Error> {
+        let update = "UPDATE users SET password_hash = $1 WHERE username_key = $2";
+        let revoke = "DELETE FROM resume_tokens WHERE username_key = $1";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(update).bind(hash).bind(key).execute(&mut *tx).await?;
+            sqlx::query(revoke).bind(key).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Forgets every resume token of the account with `key`.

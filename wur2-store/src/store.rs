@@ -15,6 +15,7 @@ use wur2_engine::{
 use crate::config::StoreConfig;
 use crate::db::{
     AppendRow, ChannelSetting, Db, Invitation, NewSanction, Purge, RoleChange, SanctionChange,
+    StoredUser,
 };
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
@@ -139,6 +140,17 @@ fn now_ms() -> i64 {
         .map_or(0, |since| {
             i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
         })
+}
+
+/// What a failed query means for the engine: no free database connection within
+/// `acquire_timeout` is a server too busy right now (`Busy`: the client may try again, as
+/// when the hashing queue is full — a reconnect storm of `/resume`s meets this), anything
+/// else storage that is unavailable.
+fn query_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreReply {
@@ -599,14 +611,14 @@ enum Past {
 }
 
 impl Shared {
-    /// `query`'s result, bounded by the request timeout, a failure as `Unavailable`.
+    /// `query`'s result, bounded by the request timeout, a failure as [`query_error`] says.
     async fn in_time<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
         match timed(self.config.request_timeout, query).await {
             Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+            Some(Err(error)) => Err(query_error(error)),
             None => Err(too_slow()),
         }
     }
@@ -842,10 +854,7 @@ async fn login(
         tracing::debug!("login refused: banned");
         return Err(StoreError::Banned(ban));
     }
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let stored = hash_to_check(shared, user.as_ref());
     // Verify, and when the stored cost is below the current one hash again, in one job.
     let (matches, rehashed) = shared
         .hashing(Priority::Login, move |hasher| {
@@ -958,6 +967,25 @@ fn refused(change: SanctionChange) -> StoreError {
     }
 }
 
+/// The hash a password for `user` is checked against: its own, or (no such account) the
+/// dummy one, so that an unknown user's answer takes as long as a wrong password's.
+fn hash_to_check(shared: &Shared, user: Option<&StoredUser>) -> String {
+    user.map_or_else(
+        || shared.dummy_hash.clone(),
+        |user| user.password_hash.clone(),
+    )
+}
+
+/// The account with `key`, if any, and the hash a password for it is checked against.
+async fn account_and_hash(
+    shared: &Shared,
+    key: &str,
+) -> Result<(Option<StoredUser>, String), StoreError> {
+    let user = shared.in_time(shared.db.find_user(key)).await?;
+    let hash = hash_to_check(shared, user.as_ref());
+    Ok((user, hash))
+}
+
 /// `/password`: the new password's hash replaces the old one's, if `old` is right.
 async fn change_password(
     shared: &Shared,
@@ -966,11 +994,7 @@ async fn change_password(
     new: Password,
 ) -> Result<StoreReply, StoreError> {
     let key = username_key(username);
-    let user = shared.in_time(shared.db.find_user(&key)).await?;
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let (user, stored) = account_and_hash(shared, &key).await?;
     // Verify, then hash the new one, in one job on the login queue.
     let hashed = shared
         .hashing(Priority::Login, move |hasher| {
@@ -982,8 +1006,7 @@ async fn change_password(
         return Err(StoreError::InvalidCredentials);
     };
     let hash = hash.map_err(StoreError::Unavailable)?;
-    shared.in_time(shared.db.update_hash(&key, &hash)).await?;
-    shared.in_time(shared.db.revoke_tokens(&key)).await?;
+    shared.in_time(shared.db.set_password(&key, &hash)).await?;
     tracing::info!(%username, "password changed; resume tokens revoked");
     Ok(StoreReply::Done)
 }
@@ -996,11 +1019,7 @@ async fn delete_account(
     password: Password,
 ) -> Result<StoreReply, StoreError> {
     let key = username_key(username);
-    let user = shared.in_time(shared.db.find_user(&key)).await?;
-    let stored = match &user {
-        Some(user) => user.password_hash.clone(),
-        None => shared.dummy_hash.clone(),
-    };
+    let (user, stored) = account_and_hash(shared, &key).await?;
     let matches = shared
         .hashing(Priority::Login, move |hasher| {
             hasher.verify(&password, &stored)
@@ -1086,4 +1105,18 @@ fn token_hash(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_free_database_connection_in_time_is_busy_not_unavailable() {
+        assert_eq!(query_error(sqlx::Error::PoolTimedOut), StoreError::Busy);
+        assert!(matches!(
+            query_error(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+    }
 }

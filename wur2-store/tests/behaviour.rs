@@ -755,6 +755,16 @@ mod scenarios {
             h.run(resume("ann", &third)).await,
             StoreReply::Failed(StoreError::InvalidCredentials)
         );
+        // At most 20 per account: the 21st forgets the oldest.
+        let oldest = token(h.run(issue("ann")).await);
+        for _ in 0..20 {
+            token(h.run(issue("ann")).await);
+        }
+        assert_eq!(
+            h.run(resume("ann", &oldest)).await,
+            StoreReply::Failed(StoreError::InvalidCredentials),
+            "the oldest of 21 is forgotten"
+        );
         // A purge takes them too: the name registered again is not logged in by an old one.
         let fourth = token(h.run(issue("bob")).await);
         h.store.purge_user("bob").await.unwrap();

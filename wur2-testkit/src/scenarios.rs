@@ -367,20 +367,13 @@ pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Targ
         .send(&format!("/password {PASSWORD} {new_password}"))
         .await;
     first.expect(Event::PasswordChanged).await;
-    second
-        .expect_with("logged out", |event| {
-            matches!(event, Event::LoggedOut(_)).then_some(())
-        })
-        .await;
-    second.expect_closed().await;
+    expect_logged_out(&mut second).await;
 
     let mut stale = Client::connect(addr, mode).await;
     stale.send(&format!("/login {name} {PASSWORD}")).await;
     stale.expect_error("invalid_credentials").await;
-    let mut again = Client::connect(addr, mode).await;
-    again.name = name.clone();
-    again.send(&format!("/login {name} {new_password}")).await;
-    again.expect_welcome(&name, false).await;
+    let mut again =
+        logged_in_with(addr, mode, &name, &format!("/login {name} {new_password}")).await;
     again.send("/close").await;
     again.expect_closed().await;
 
@@ -391,6 +384,25 @@ pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Targ
     first.expect_closed().await;
     let reborn = Client::register(addr, mode, &name).await;
     assert_eq!(reborn.name, name, "the name may be registered again");
+}
+
+/// A new client logged in as `name` with `line` (a `/login` or `/resume`).
+async fn logged_in_with(addr: Target, mode: Mode, name: &str, line: &str) -> Client {
+    let mut client = Client::connect(addr, mode).await;
+    client.name = name.to_string();
+    client.send(line).await;
+    client.expect_welcome(name, false).await;
+    client
+}
+
+/// Reads until `client` is told it was logged out, then until it is closed.
+async fn expect_logged_out(client: &mut Client) {
+    client
+        .expect_with("logged out", |event| {
+            matches!(event, Event::LoggedOut(_)).then_some(())
+        })
+        .await;
+    client.expect_closed().await;
 }
 
 /// A resume token logs its account in without the password until `/logout-everywhere`
@@ -405,19 +417,11 @@ pub async fn a_resume_token_logs_in_until_revoked(addr: Target, mode: Mode) {
             _ => None,
         })
         .await;
-    let mut resumed = Client::connect(addr, mode).await;
-    resumed.name = name.clone();
-    resumed.send(&format!("/resume {name} {token}")).await;
-    resumed.expect_welcome(&name, false).await;
+    let mut resumed = logged_in_with(addr, mode, &name, &format!("/resume {name} {token}")).await;
 
     first.send("/logout-everywhere").await;
     first.expect(Event::LoggedOutEverywhere).await;
-    resumed
-        .expect_with("logged out", |event| {
-            matches!(event, Event::LoggedOut(_)).then_some(())
-        })
-        .await;
-    resumed.expect_closed().await;
+    expect_logged_out(&mut resumed).await;
     let mut refused = Client::connect(addr, mode).await;
     refused.send(&format!("/resume {name} {token}")).await;
     refused.expect_error("invalid_credentials").await;

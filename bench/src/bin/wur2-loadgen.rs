@@ -2,12 +2,14 @@
 //! `wur2_bench::load`). Prints a human summary on stderr and one `RESULT key=value …` line
 //! on stdout; exits non-zero when setup fails or any delivery is lost.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use wur2_bench::load::{self, Auth, LoadConfig, Protocol};
+use wur2_bench::load::{self, Auth, LoadConfig, Protocol, Storm};
 use wur2_bench::transport::TlsClient;
 
 /// Connect N clients to one channel, have S of them send M messages of P bytes, count every
@@ -92,6 +94,39 @@ struct Cli {
     /// Worker threads (1: a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Local addresses to connect from, comma-separated (loopback only), round-robin over
+    /// the clients: each has its own ephemeral ports, so more connections fit than one
+    /// address's port range.
+    #[arg(long, value_delimiter = ',')]
+    source_ips: Vec<IpAddr>,
+    /// Shorthand for --source-ips 127.0.0.2,127.0.0.3,… (this many addresses).
+    #[arg(long, conflicts_with = "source_ips")]
+    source_ip_count: Option<u8>,
+    /// The clients log in (and answer the barrier) but join no channel.
+    #[arg(long)]
+    no_join: bool,
+    /// Resume tokens, `<user> <token>` lines: read for `--auth token` and the storm's
+    /// `--storm-auth token`, written by --get-tokens.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Setup only: every client without a token in --token-file logs in with its
+    /// password (registering with --auth register), asks `/token` and leaves; the tokens
+    /// are added to the file. Prints `RESULT tokens=… asked=… busy=… setup_s=…`.
+    #[arg(long, requires = "token_file")]
+    get_tokens: bool,
+    /// A reconnect storm: this many more clients log in all at once when the measured part
+    /// starts (storm prefix + 0..N; no channel), busy answers retried after a backoff.
+    #[arg(long, default_value_t = 0)]
+    storm_clients: usize,
+    /// How the storm's clients log in: login (password, argon2) or token (`/resume`).
+    #[arg(long, value_enum, default_value = "token")]
+    storm_auth: Auth,
+    /// Usernames of the storm's clients: this plus their index.
+    #[arg(long, default_value = "u")]
+    storm_prefix: String,
+    /// Busy answers and reconnects one storm client retries at most.
+    #[arg(long, default_value_t = 50)]
+    storm_max_retries: u32,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +140,28 @@ fn main() -> ExitCode {
         eprintln!("wur2-loadgen: error: {addr} is not a loopback address");
         return ExitCode::FAILURE;
     }
+    let mut source_ips = cli.source_ips;
+    if let Some(count) = cli.source_ip_count {
+        source_ips = (0..count)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i))))
+            .collect();
+    }
+    if let Some(ip) = source_ips.iter().find(|ip| !ip.is_loopback()) {
+        eprintln!("wur2-loadgen: error: source {ip} is not a loopback address");
+        return ExitCode::FAILURE;
+    }
+    let needs_tokens = !cli.get_tokens
+        && (cli.auth == Auth::Token || (cli.storm_clients > 0 && cli.storm_auth == Auth::Token));
+    let tokens = match (&cli.token_file, needs_tokens) {
+        (Some(path), true) => match load::read_tokens(path) {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                eprintln!("wur2-loadgen: error: {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => Default::default(),
+    };
     let config = LoadConfig {
         addrs: cli.addr,
         tls: cli.tls_ca.map(|ca| TlsClient {
@@ -130,6 +187,15 @@ fn main() -> ExitCode {
         metrics: cli.metrics,
         timeout: Duration::from_secs(cli.timeout_secs),
         ready_file: cli.ready_file,
+        source_ips,
+        join: !cli.no_join,
+        tokens: Arc::new(tokens),
+        storm: (cli.storm_clients > 0).then_some(Storm {
+            clients: cli.storm_clients,
+            auth: cli.storm_auth,
+            user_prefix: cli.storm_prefix,
+            max_retries: cli.storm_max_retries,
+        }),
     };
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -150,6 +216,38 @@ fn main() -> ExitCode {
     };
     // The deadline inside `run` bounds everything; this one is a backstop a little later.
     let backstop = Duration::from_secs(cli.timeout_secs + 10);
+    if cli.get_tokens {
+        let path = cli.token_file.unwrap_or_default();
+        let outcome = runtime.block_on(async {
+            tokio::time::timeout(backstop, load::get_tokens(&config, &path)).await
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        return match outcome {
+            Ok(Ok(report)) => {
+                eprintln!(
+                    "wur2-loadgen: {} tokens in {} ({} asked for in {:.1} s, {} busy answers)",
+                    report.tokens,
+                    path.display(),
+                    report.asked,
+                    report.secs,
+                    report.busy
+                );
+                println!(
+                    "RESULT tokens={} asked={} busy={} setup_s={:.2}",
+                    report.tokens, report.asked, report.busy, report.secs
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(Err(error)) => {
+                eprintln!("wur2-loadgen: error: {error}");
+                ExitCode::FAILURE
+            }
+            Err(_) => {
+                eprintln!("wur2-loadgen: error: the run did not stop by its deadline");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome =
         runtime.block_on(async { tokio::time::timeout(backstop, load::run(config)).await });
     // Connections still open are dropped with the runtime; do not wait for them.
@@ -171,8 +269,29 @@ fn main() -> ExitCode {
                 report.p999_us,
                 if report.timed_out { " (TIMED OUT)" } else { "" },
             );
+            if let Some(storm) = &report.storm {
+                eprintln!(
+                    "wur2-loadgen: storm: {} of {} welcomed in {:.2} s (median {:.2} s), {} failed{}, {} busy answers ({} clients), {} unavailable, {} reconnects; p99 during it {} µs over {} deliveries",
+                    storm.welcomed,
+                    storm.clients,
+                    storm.last_welcome_secs,
+                    storm.median_welcome_secs,
+                    storm.failed,
+                    storm
+                        .first_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" (first: {e})")),
+                    storm.busy,
+                    storm.busy_clients,
+                    storm.unavailable,
+                    storm.reconnects,
+                    storm.p99_during_us,
+                    storm.deliveries_during,
+                );
+            }
             println!("{}", report.to_line());
-            if report.lost > 0 || report.duplicates > 0 || report.timed_out {
+            let storm_failed = report.storm.as_ref().is_some_and(|s| s.failed > 0);
+            if report.lost > 0 || report.duplicates > 0 || report.timed_out || storm_failed {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS

@@ -194,9 +194,7 @@ impl Engine {
         };
         for (node, sessions) in lost {
             tracing::warn!(node = %node, sessions = sessions.len(), "cluster node lost");
-            for session in &sessions {
-                self.announce_remote(Announce::Left, session);
-            }
+            self.announce_departures(&sessions);
             self.node_gone(&node);
         }
         self.expire_awaiting(now);
@@ -260,9 +258,7 @@ impl Engine {
                 true
             }
             Heard::New(gone) => {
-                for session in &gone {
-                    self.announce_remote(Announce::Left, session);
-                }
+                self.announce_departures(&gone);
                 // A restarted node answers nothing its last incarnation was asked.
                 self.node_gone(&envelope.node);
                 true
@@ -314,7 +310,7 @@ impl Engine {
                         });
                         if moved {
                             if let Some(before) = before {
-                                self.announce_remote(Announce::Left, &before);
+                                self.announce_departures(std::slice::from_ref(&before));
                             }
                             self.announce_remote(Announce::Joined, &entered);
                         }
@@ -333,7 +329,7 @@ impl Engine {
                 if let Some(gone) = peers.exit(node, session)
                     && announce
                 {
-                    self.announce_remote(Announce::Left, &gone);
+                    self.announce_departures(std::slice::from_ref(&gone));
                 }
             }
             Body::Alive => {}
@@ -583,11 +579,30 @@ impl Engine {
             .broadcast(&mut self.sessions, &members.members, None, &line);
     }
 
-    /// Tells this node's members of `session`'s channel that it joined or left (unless
-    /// the channel is too large for such notices).
+    /// Tells this node's members of each channel that `sessions` (gone from the view
+    /// already) left it, unless the channel was too large for such notices, counted with
+    /// them all (as a local departure is counted with the one leaving): a lost node's
+    /// thousand users leaving a big channel must not send a thousand notices to everyone.
+    fn announce_departures(&mut self, sessions: &[RemoteSession]) {
+        let mut leaving: BTreeMap<String, usize> = BTreeMap::new();
+        for session in sessions {
+            *leaving.entry(channel_key(&session.channel)).or_default() += 1;
+        }
+        let limit = self.config.join_notices_max_members;
+        for session in sessions {
+            let key = channel_key(&session.channel);
+            let before = self.members_everywhere(&key) + leaving.get(&key).copied().unwrap_or(0);
+            if before <= limit {
+                self.announce_remote(Announce::Left, session);
+            }
+        }
+    }
+
+    /// Tells this node's members of `session`'s channel that it joined or left (the
+    /// caller decides whether the channel is small enough for such notices).
     fn announce_remote(&mut self, announce: Announce, session: &RemoteSession) {
         let key = channel_key(&session.channel);
-        if !self.announces_membership(&key) {
+        if announce == Announce::Joined && !self.announces_membership(&key) {
             return;
         }
         let Some(channel) = self.channels.get(&key) else {
@@ -676,7 +691,7 @@ pub(super) fn channels_everywhere<'a>(
 }
 
 /// What a channel hears of a session on another node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Announce {
     Joined,
     Left,

@@ -878,12 +878,17 @@ impl Engine {
     /// Whether channel `key` is small enough for join and leave notices
     /// ([`Config::join_notices_max_members`]), counting its members on every node.
     fn announces_membership(&self, key: &str) -> bool {
+        self.members_everywhere(key) <= self.config.join_notices_max_members
+    }
+
+    /// Members of channel `key` on this node and, in a cluster, on the others.
+    fn members_everywhere(&self, key: &str) -> usize {
         let here = self.channels.get(key).map_or(0, |c| c.members.len());
         let elsewhere = self
             .cluster
             .as_ref()
             .map_or(0, |cluster| cluster.peers.members_of(key));
-        here.saturating_add(elsewhere) <= self.config.join_notices_max_members
+        here.saturating_add(elsewhere)
     }
 
     fn username_of(&self, connection: ConnectionId) -> Option<String> {

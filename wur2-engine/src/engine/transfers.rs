@@ -994,7 +994,9 @@ impl Engine {
         let window = self.config.transfer_window_bytes;
         match transfer.recipient {
             Recipient::Here(recipient) => {
-                window.saturating_sub(self.sessions.queued_bytes(recipient))
+                let queued = self.sessions.queued_bytes(recipient);
+                let coming = self.transfers.on_the_way_to(recipient);
+                window.saturating_sub(queued.saturating_add(coming))
             }
             Recipient::Node { credit, .. } => {
                 let room = credit.saturating_sub(transfer.moved());

@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::{Recipient, Requester, Source, Transfer, Transfers, Untold};
 use crate::cluster::{Body, Topic};
 use crate::engine::Engine;
-use crate::ids::TransferId;
+use crate::ids::{ConnectionId, TransferId};
 use crate::names::username_key;
 use crate::sanitize::sanitize_text;
 
@@ -42,6 +42,22 @@ impl Transfers {
             Recipient::Node { node: to, .. } if to == node => Some(id),
             _ => None,
         }
+    }
+
+    /// Bytes granted to other nodes for `recipient` and not arrived yet, over all its
+    /// transfers from other nodes, counted as base64 (4 for 3): what may still land in its
+    /// queue on top of what is there.
+    pub(super) fn on_the_way_to(&self, recipient: ConnectionId) -> usize {
+        let bytes: u64 = self
+            .running
+            .values()
+            .filter(|t| t.recipient_here() == Some(recipient))
+            .map(|t| match t.requester {
+                Requester::Node { granted, .. } => granted.saturating_sub(t.moved()),
+                Requester::Here(_) => 0,
+            })
+            .sum();
+        usize::try_from(bytes.saturating_mul(4) / 3).unwrap_or(usize::MAX)
     }
 
     /// Every transfer with a side on `node`, with what that node's loss means for it.
@@ -201,7 +217,13 @@ impl Engine {
         failure: Option<&str>,
     ) {
         if let Some(id) = self.transfers.sent_to(node, transfer) {
-            let failure = failure.map(|reason| sanitize_text(reason).into_owned());
+            let unsent = self.transfers.get(id).is_some_and(|t| t.remaining > 0);
+            let failure = match failure {
+                Some(reason) => Some(sanitize_text(reason).into_owned()),
+                // Completed, says the peer, of bytes never sent: it is not.
+                None if unsent => Some("the recipient's node ended it early".to_string()),
+                None => None,
+            };
             self.end_transfer_without(id, failure, Untold::Node);
         }
     }
@@ -267,8 +289,9 @@ impl Engine {
         };
         // Bytes on their way may reach the recipient as base64 (binary data in text mode,
         // any data in JSON mode), 4 bytes for 3: credit is counted so that even then what
-        // waits for the recipient stays within the window, as for a sender here.
-        let on_the_way = granted.saturating_sub(running.moved()).saturating_mul(4) / 3;
+        // waits for the recipient, from every transfer to it, stays within the window, as
+        // for senders here.
+        let on_the_way = self.transfers.on_the_way_to(recipient) as u64;
         let queued = self.sessions.queued_bytes(recipient) as u64;
         let room = window.saturating_sub(queued.saturating_add(on_the_way)) * 3 / 4;
         let upto = granted.saturating_add(room).min(running.size);
