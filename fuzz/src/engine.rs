@@ -32,8 +32,9 @@ use wur2_engine::memory_store::MemoryStore;
 use wur2_engine::{
     AccountChange, CLUSTER_PROTOCOL_VERSION, CloseReason, ClusterConfig, Config, ConnectionId,
     Engine, Expiry, FileError, MessageId, Output, PendingMessage, RequestId, Role, Sanction,
-    SanctionKind, StoreError, StoreReply, StoreRequest, StoredMessage, TransferId, WallClock,
-    check_relative_path, is_valid_channel_name, is_valid_username, sanitize_text, username_key,
+    SanctionKind, StoreError, StoreReply, StoreRequest, StoredChannel, StoredMessage, TransferId,
+    WallClock, check_relative_path, is_valid_channel_name, is_valid_username, sanitize_text,
+    username_key,
 };
 
 use crate::sanitize::is_forbidden;
@@ -422,6 +423,8 @@ pub enum Reply {
     History(Vec<(u64, Name, Text, i64)>),
     /// Pending private messages, whatever was asked.
     Pending(Vec<(u64, Name, Text, i64)>),
+    /// Registered channels (name, owner, topic, private, invited), whatever was asked.
+    Channels(Vec<(ChannelName, Option<Name>, Option<Text>, bool, Vec<Name>)>),
 }
 
 /// A sanction from elsewhere, as [`AccountChange`] carries it.
@@ -548,11 +551,26 @@ pub enum Line {
         count: Option<u8>,
         before: Option<u8>,
     },
-    ChangePassword { old: Secret, new: Secret },
+    ChangePassword {
+        old: Secret,
+        new: Secret,
+    },
     DeleteAccount(Secret),
+    /// `/topic`, `/topic <text>`.
+    Topic(Option<Text>),
+    /// `/topic -`.
+    ClearTopic,
+    /// `/private on|off` (or a wrong word).
+    Private(u8),
+    Invite(Name),
+    Names,
+    Away(Option<Text>),
     Token,
     /// `/resume <user> <token>` with a token made of one byte (almost never a real one).
-    Resume { user: Name, token: u8 },
+    Resume {
+        user: Name,
+        token: u8,
+    },
     LogoutEverywhere,
     Ping(Text),
     List,
@@ -831,6 +849,17 @@ impl Line {
                 format!("/password {} {}", secret(old), secret(new))
             }
             Line::DeleteAccount(password) => format!("/delete-account {}", secret(password)),
+            Line::Topic(None) => "/topic".into(),
+            Line::Topic(Some(text)) => format!("/topic {}", text.render()),
+            Line::ClearTopic => "/topic -".into(),
+            Line::Private(word) => format!(
+                "/private {}",
+                ["on", "off", "ON", "maybe"][usize::from(*word) % 4]
+            ),
+            Line::Invite(user) => format!("/invite {}", user.as_str()),
+            Line::Names => "/names".into(),
+            Line::Away(None) => "/away".into(),
+            Line::Away(Some(text)) => format!("/away {}", text.render()),
             Line::Token => "/token".into(),
             Line::Resume { user, token } => format!("/resume {} {token:032x}", user.as_str()),
             Line::LogoutEverywhere => "/logout-everywhere".into(),
@@ -920,6 +949,18 @@ fn reply(store: &mut MemoryStore, request: &StoreRequest, reply: &Reply) -> Stor
                 }
             }))
         }
+        Reply::Channels(channels) => StoreReply::Channels(
+            channels
+                .iter()
+                .map(|(name, owner, topic, private, invited)| StoredChannel {
+                    name: CHANNELS[usize::from(name.0) % CHANNELS.len()].to_string(),
+                    owner: owner.map(|owner| owner.as_str().to_string()),
+                    topic: topic.as_ref().map(Text::render),
+                    private: *private,
+                    invited: invited.iter().map(|u| u.as_str().to_string()).collect(),
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -1322,6 +1363,9 @@ impl Harness {
         let texts: Vec<&str> = match reply {
             StoreReply::History(messages) => messages.iter().map(|m| m.text.as_str()).collect(),
             StoreReply::Pending(messages) => messages.iter().map(|m| m.text.as_str()).collect(),
+            StoreReply::Channels(channels) => {
+                channels.iter().filter_map(|c| c.topic.as_deref()).collect()
+            }
             _ => Vec::new(),
         };
         if texts.iter().any(|t| may_carry_password(t.as_bytes())) {
@@ -1928,15 +1972,40 @@ impl Harness {
                 }
             }
             StoreRequest::Resume { username, token } => {
-                if !is_valid_username(username)
-                    || token.expose().len() > config.max_password_bytes
+                if !is_valid_username(username) || token.expose().len() > config.max_password_bytes
                 {
                     self.fail(format_args!("unvalidated resume of {username:?}"));
                 }
             }
+            StoreRequest::RegisterChannel { name, owner } => {
+                if !is_valid_channel_name(name)
+                    || owner.as_deref().is_some_and(|o| !is_valid_username(o))
+                {
+                    self.fail(format_args!("registration of {name:?} for {owner:?}"));
+                }
+            }
+            StoreRequest::SetTopic { channel, topic } => {
+                if let Some(topic) = topic {
+                    self.check_text(topic);
+                }
+                if !is_valid_channel_name(channel) {
+                    self.fail(format_args!("topic of {channel:?}"));
+                }
+            }
+            StoreRequest::SetPrivate { channel, .. } => {
+                if !is_valid_channel_name(channel) {
+                    self.fail(format_args!("privacy of {channel:?}"));
+                }
+            }
+            StoreRequest::Invite { channel, username } => {
+                if !is_valid_channel_name(channel) || !is_valid_username(username) {
+                    self.fail(format_args!("invitation of {username:?} to {channel:?}"));
+                }
+            }
             StoreRequest::FetchPending { .. }
             | StoreRequest::MarkDelivered { .. }
-            | StoreRequest::MarkPending { .. } => {}
+            | StoreRequest::MarkPending { .. }
+            | StoreRequest::LoadChannels => {}
         }
     }
 

@@ -472,6 +472,10 @@ pub struct ChatState {
     pub role: String,
     /// The channel we are in.
     pub channel: String,
+    /// Its topic, when one is set (shown in the header).
+    pub topic: Option<String>,
+    /// Our away message, when we are marked away (shown in the status line).
+    pub away: Option<String>,
     /// Active channels and member counts, from the last `/channels` answer.
     pub channels: Vec<ChannelInfo>,
     /// Users online, from the last `/list` answer.
@@ -519,6 +523,8 @@ impl ChatState {
             user: user.to_string(),
             role: role.to_string(),
             channel: "Global".to_string(),
+            topic: None,
+            away: None,
             channels: Vec::new(),
             users: Vec::new(),
             transfers: Vec::new(),
@@ -990,14 +996,71 @@ impl ChatState {
                 self.channel_notice(Style::Notice, format!("{user} left {channel}"), time);
                 self.refresh_wanted = true;
             }
-            ServerEvent::List { users } => {
+            ServerEvent::List { users, away } => {
                 if self.quiet_lists > 0 {
                     self.quiet_lists -= 1;
                 } else {
-                    let text = format!("Online: {}", users.join(", "));
+                    let listed: Vec<String> = users
+                        .iter()
+                        .map(|user| match away.iter().find(|(name, _)| name == user) {
+                            Some((_, text)) => format!("{user} (away: {text})"),
+                            None => user.clone(),
+                        })
+                        .collect();
+                    let text = format!("Online: {}", listed.join(", "));
                     self.notice(Style::Notice, text, time);
                 }
                 self.users = users;
+            }
+            ServerEvent::Topic { channel, topic, by } => {
+                let text = match (&topic, &by) {
+                    (Some(topic), Some(by)) => format!("{by} set the topic: {topic}"),
+                    (None, Some(by)) => format!("{by} cleared the topic"),
+                    (Some(topic), None) => format!("Topic: {topic}"),
+                    (None, None) => format!("{channel} has no topic"),
+                };
+                if channel.eq_ignore_ascii_case(&self.channel) {
+                    self.topic = topic;
+                }
+                self.channel_notice(Style::Notice, text, time);
+            }
+            ServerEvent::Private {
+                channel,
+                private,
+                by,
+            } => {
+                let what = if private { "private" } else { "public" };
+                let text = format!("{by} made {channel} {what}");
+                self.channel_notice(Style::Notice, text, time);
+            }
+            ServerEvent::Invited { channel, user } => {
+                let text = format!("You invited {user} to {channel}");
+                self.notice(Style::Success, text, time);
+            }
+            ServerEvent::Invitation { channel, by } => {
+                let text = format!("{by} invited you to {channel}: /join {channel}");
+                self.notice(Style::Notice, text, time);
+            }
+            ServerEvent::Names { channel, users } => {
+                let text = format!("In {channel}: {}", users.join(", "));
+                self.channel_notice(Style::Notice, text, time);
+            }
+            ServerEvent::AwaySet { text } => {
+                let said = match &text {
+                    Some(text) => format!("You are marked away: {text}"),
+                    None => "You are no longer marked away".to_string(),
+                };
+                self.notice(Style::Notice, said, time);
+                self.away = text;
+            }
+            ServerEvent::Away { user, text } => {
+                let entry = Entry {
+                    time,
+                    from: None,
+                    text: format!("{user} is away: {text}"),
+                    style: Style::Notice,
+                };
+                self.push(ViewId::Dm(user), entry, false);
             }
             ServerEvent::Channels { channels } => {
                 if self.quiet_channels > 0 {
@@ -1005,13 +1068,22 @@ impl ChatState {
                 } else {
                     let listed: Vec<String> = channels
                         .iter()
-                        .map(|c| format!("{} ({})", c.name, c.members))
+                        .map(|c| match &c.topic {
+                            Some(topic) => format!("{} ({}) [{topic}]", c.name, c.members),
+                            None => format!("{} ({})", c.name, c.members),
+                        })
                         .collect();
                     self.notice(
                         Style::Notice,
                         format!("Channels: {}", listed.join(", ")),
                         time,
                     );
+                }
+                if let Some(here) = channels
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(&self.channel))
+                {
+                    self.topic.clone_from(&here.topic);
                 }
                 self.channels = channels;
             }
@@ -1153,6 +1225,8 @@ impl ChatState {
 
     fn enter_channel(&mut self, channel: &str, time: Option<i64>) {
         self.channel = channel.to_string();
+        // The topic line that follows a join says it; none follows when none is set.
+        self.topic = None;
         let log = self
             .channel_logs
             .get(&channel.to_lowercase())
@@ -1661,6 +1735,39 @@ mod tests {
             0,
         );
         assert!(texts(state.active_view()).contains(&"in global".to_string()));
+    }
+
+    #[test]
+    fn the_topic_follows_joins_changes_and_channel_lists_and_names_show_in_the_channel() {
+        let mut state = ChatState::new("alice", "user");
+        for line in [
+            r#"{"type":"switched","from":"Global","to":"rust"}"#,
+            r#"{"type":"topic","channel":"rust","topic":"crabs"}"#,
+        ] {
+            state.handle_server(event(line), 0);
+        }
+        assert_eq!(state.topic.as_deref(), Some("crabs"));
+        state.handle_server(event(r#"{"type":"topic","channel":"rust","by":"bob"}"#), 0);
+        assert_eq!(state.topic, None, "cleared");
+        state.handle_server(
+            event(r#"{"type":"channels","channels":[{"name":"rust","members":2,"topic":"new"}]}"#),
+            0,
+        );
+        assert_eq!(state.topic.as_deref(), Some("new"));
+        state.handle_server(event(r#"{"type":"switched","from":"rust","to":"side"}"#), 0);
+        assert_eq!(state.topic, None, "a channel without a topic line has none");
+        state.handle_server(
+            event(r#"{"type":"names","channel":"side","users":["alice","bob"]}"#),
+            0,
+        );
+        assert_eq!(
+            texts(state.active_view()).last().map(String::as_str),
+            Some("In side: alice, bob")
+        );
+        state.handle_server(event(r#"{"type":"away_set","text":"lunch"}"#), 0);
+        assert_eq!(state.away.as_deref(), Some("lunch"));
+        state.handle_server(event(r#"{"type":"away_set"}"#), 0);
+        assert_eq!(state.away, None);
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub fn draw(frame: &mut Frame, state: &ChatState) {
 fn draw_messages(frame: &mut Frame, state: &ChatState, area: Rect) {
     let view = state.active_view();
     let mut title = match &view.id {
-        ViewId::Channel => format!(" {} ", state.channel),
+        ViewId::Channel => match &state.topic {
+            Some(topic) => format!(" {} — {topic} ", state.channel),
+            None => format!(" {} ", state.channel),
+        },
         ViewId::Dm(user) => format!(" private: {user} "),
     };
     if view.scroll > 0 {
@@ -256,7 +259,7 @@ pub fn progress_bar(ratio: f64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(inner - filled))
 }
 
-/// Connection, user, role and channel.
+/// Connection, user, role (and away message) and channel.
 pub fn status_line(state: &ChatState) -> Line<'static> {
     let (dot, look, words) = match &state.connection {
         Connection::Online => ("●", Look::default().fg(Color::Green), "online".to_string()),
@@ -271,10 +274,14 @@ pub fn status_line(state: &ChatState) -> Line<'static> {
             format!("offline: {reason}"),
         ),
     };
+    let away = match &state.away {
+        Some(text) => format!(" | away: {text}"),
+        None => String::new(),
+    };
     Line::from(vec![
         Span::styled(format!("{dot} {words}"), look),
         Span::raw(format!(
-            " | {} ({}) | {} | Tab completes, Ctrl-N/P switch, /help",
+            " | {} ({}){away} | {} | Tab completes, Ctrl-N/P switch, /help",
             state.user, state.role, state.channel
         )),
     ])
@@ -337,10 +344,19 @@ mod tests {
         ] {
             state.handle_server(ServerLine::parse(line).unwrap(), 0);
         }
+        state.handle_server(
+            ServerLine::parse(r#"{"type":"topic","channel":"Global","topic":"all welcome"}"#)
+                .unwrap(),
+            0,
+        );
         let local = state.upload_started("bob", "a.bin", 10, 0);
         state.upload_progress(local, 5);
         let shown = screen(&state);
         assert!(shown.contains("bob: hello there"), "{shown}");
+        assert!(
+            shown.contains("Global — all welcome"),
+            "the topic heads the channel: {shown}"
+        );
         assert!(shown.contains("Global (3)"), "{shown}");
         assert!(shown.contains("rust (1)"), "{shown}");
         assert!(shown.contains("@carol [1]"), "{shown}");

@@ -145,6 +145,32 @@ pub(crate) enum Body {
     /// A session of account `user` on the publisher logged the account's other sessions
     /// out (`cause`): every other node logs its sessions of `user` out.
     LoggedOut { user: String, cause: LogoutCause },
+    /// The publisher's store registered `channel` (its first joiner's there, or another
+    /// node's first) with owner `owner`, as stored.
+    Registered {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// `by` set channel `channel`'s topic (committed); `None` cleared it.
+    Topic {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        by: String,
+    },
+    /// `by` made channel `channel` private or public (committed).
+    Private {
+        channel: String,
+        private: bool,
+        by: String,
+    },
+    /// `by` invited `user` (as registered) to channel `channel` (committed).
+    Invite {
+        channel: String,
+        user: String,
+        by: String,
+    },
     /// The sender's node offers `recipient` (a user with sessions on the receiving node)
     /// file `name` of `size` bytes from `from`: its transfer `transfer` there, which every
     /// other file payload of it names.
@@ -368,6 +394,23 @@ impl Envelope {
                 }
             }
             Body::LoggedOut { user, .. } => check_user(user)?,
+            Body::Registered { channel, owner } => {
+                check_channel(channel)?;
+                if let Some(owner) = owner {
+                    check_user(owner)?;
+                }
+            }
+            Body::Topic { channel, topic, by } => {
+                check_names(by, channel)?;
+                if topic.as_ref().is_some_and(|t| t.len() > max_text) {
+                    return Err(Refusal::Invalid("topic"));
+                }
+            }
+            Body::Private { channel, by, .. } => check_names(by, channel)?,
+            Body::Invite { channel, user, by } => {
+                check_names(by, channel)?;
+                check_user(user)?;
+            }
             Body::FileAbort { reason, .. }
             | Body::FileOutcome {
                 failure: Some(reason),
@@ -397,12 +440,17 @@ fn check_user(user: &str) -> Result<(), Refusal> {
     }
 }
 
+fn check_channel(channel: &str) -> Result<(), Refusal> {
+    if is_valid_channel_name(channel) {
+        Ok(())
+    } else {
+        Err(Refusal::Invalid("channel name"))
+    }
+}
+
 fn check_names(user: &str, channel: &str) -> Result<(), Refusal> {
     check_user(user)?;
-    if !is_valid_channel_name(channel) {
-        return Err(Refusal::Invalid("channel name"));
-    }
-    Ok(())
+    check_channel(channel)
 }
 
 #[cfg(test)]
@@ -472,6 +520,43 @@ mod tests {
             Envelope::decode(&offer("../etc/passwd"), 1 << 20, 2048),
             Err(Refusal::Invalid("file name"))
         );
+    }
+
+    #[test]
+    fn channel_changes_are_checked_as_a_clients_would_be() {
+        let decode =
+            |body| Envelope::decode(&envelope(body).encode_with(&[]), 1 << 20, 8).map(|_| ());
+        let topic = |channel: &str, topic: &str, by: &str| Body::Topic {
+            channel: channel.into(),
+            topic: Some(topic.into()),
+            by: by.into(),
+        };
+        assert!(decode(topic("#rust", "crabs", "ann")).is_ok());
+        assert_eq!(
+            decode(topic("#rust", "far too long", "ann")),
+            Err(Refusal::Invalid("topic"))
+        );
+        assert_eq!(
+            decode(topic("no spaces", "crabs", "ann")),
+            Err(Refusal::Invalid("channel name"))
+        );
+        let invite = Body::Invite {
+            channel: "#rust".into(),
+            user: "bob\u{1b}".into(),
+            by: "ann".into(),
+        };
+        assert_eq!(decode(invite), Err(Refusal::Invalid("username")));
+        let registered = Body::Registered {
+            channel: "#rust".into(),
+            owner: Some("".into()),
+        };
+        assert_eq!(decode(registered), Err(Refusal::Invalid("username")));
+        let private = Body::Private {
+            channel: "#rust".into(),
+            private: true,
+            by: "ann".into(),
+        };
+        assert!(decode(private).is_ok());
     }
 
     #[test]
@@ -589,6 +674,20 @@ mod tests {
                 } else {
                     LogoutCause::PasswordChanged
                 },
+            }),
+            (name(), proptest::option::of(name()))
+                .prop_map(|(channel, owner)| Body::Registered { channel, owner }),
+            (name(), proptest::option::of(".{0,40}"), name())
+                .prop_map(|(channel, topic, by)| Body::Topic { channel, topic, by }),
+            (name(), any::<bool>(), name()).prop_map(|(channel, private, by)| Body::Private {
+                channel,
+                private,
+                by
+            }),
+            (name(), name(), name()).prop_map(|(channel, user, by)| Body::Invite {
+                channel,
+                user,
+                by
             }),
             (any::<u64>(), name(), name(), file_name(), any::<u64>()).prop_map(
                 |(transfer, recipient, from, name, size)| Body::FileOffer {

@@ -111,6 +111,18 @@ pub enum Command {
         /// Your password (the rest of the line).
         password: Password,
     },
+    /// `/topic`: show the current channel's topic.
+    ShowTopic,
+    /// `/topic <text>` sets the current channel's topic; `/topic -` clears it (`None`).
+    SetTopic(Option<String>),
+    /// `/private on|off`: whether only invited users may join the current channel.
+    Private(bool),
+    /// `/invite <user>`: let a user join the current channel while it is private.
+    Invite(String),
+    /// `/names`: who is in the current channel.
+    Names,
+    /// `/away [text]`: mark yourself away with a message, or (without) back.
+    Away(Option<String>),
     /// `/token`: a new resume token for this account, shown once.
     Token,
     /// `/resume <user> <token>`: log in with a resume token instead of the password.
@@ -278,6 +290,19 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
                 password: Password::new(rest),
             }
         }
+        "topic" => match rest {
+            "" => Command::ShowTopic,
+            "-" => Command::SetTopic(None),
+            text => Command::SetTopic(Some(text.to_string())),
+        },
+        "private" => match one_word(rest, PRIVATE_USAGE)?.to_ascii_lowercase().as_str() {
+            "on" => Command::Private(true),
+            "off" => Command::Private(false),
+            _ => return Err(ParseError::Usage(PRIVATE_USAGE)),
+        },
+        "invite" => Command::Invite(one_word(rest, "/invite <user>")?),
+        "names" => no_args(rest, Command::Names, "/names")?,
+        "away" => Command::Away((!rest.is_empty()).then(|| rest.to_string())),
         "ping" => Command::Ping(rest.to_string()),
         "mode" => match one_word(rest, "/mode <text|json>")?
             .to_ascii_lowercase()
@@ -310,6 +335,8 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
     Ok(command)
 }
 
+/// Usage of `/private`.
+const PRIVATE_USAGE: &str = "/private <on|off>";
 /// Usage of `/ban`.
 const BAN_USAGE: &str = "/ban <user> [30s|10m|2h|7d|2w|forever] [reason] (at most 3650d)";
 /// Usage of `/mute`.
@@ -498,6 +525,15 @@ impl Command {
             Command::DeleteAccount { password } => {
                 write!(line, "/delete-account {}", password.expose())
             }
+            Command::ShowTopic => write!(line, "/topic"),
+            Command::SetTopic(None) => write!(line, "/topic -"),
+            Command::SetTopic(Some(text)) => write!(line, "/topic {text}"),
+            Command::Private(true) => write!(line, "/private on"),
+            Command::Private(false) => write!(line, "/private off"),
+            Command::Invite(user) => write!(line, "/invite {user}"),
+            Command::Names => write!(line, "/names"),
+            Command::Away(None) => write!(line, "/away"),
+            Command::Away(Some(text)) => write!(line, "/away {text}"),
             Command::Token => write!(line, "/token"),
             Command::Resume { username, token } => {
                 write!(line, "/resume {username} {}", token.expose())
@@ -637,6 +673,47 @@ mod tests {
             parse_command("/delete-account"),
             Err(ParseError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn topic_shows_sets_or_with_a_dash_clears() {
+        assert_eq!(parse_command("/topic"), Ok(Command::ShowTopic));
+        assert_eq!(
+            parse_command("/TOPIC  Rust  talk "),
+            Ok(Command::SetTopic(Some("Rust  talk".into())))
+        );
+        assert_eq!(parse_command("/topic -"), Ok(Command::SetTopic(None)));
+    }
+
+    #[test]
+    fn private_invite_names_and_away_parse() {
+        assert_eq!(parse_command("/private ON"), Ok(Command::Private(true)));
+        assert_eq!(parse_command("/private off"), Ok(Command::Private(false)));
+        for bad in ["/private", "/private maybe", "/private on off"] {
+            assert_eq!(
+                parse_command(bad),
+                Err(ParseError::Usage(PRIVATE_USAGE)),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_command("/invite bob"),
+            Ok(Command::Invite("bob".into()))
+        );
+        assert!(matches!(
+            parse_command("/invite bob carol"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(parse_command("/names"), Ok(Command::Names));
+        assert!(matches!(
+            parse_command("/names x"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(parse_command("/away"), Ok(Command::Away(None)));
+        assert_eq!(
+            parse_command("/away at lunch"),
+            Ok(Command::Away(Some("at lunch".into())))
+        );
     }
 
     #[test]
@@ -797,6 +874,14 @@ mod tests {
             text().prop_map(|p| Command::DeleteAccount {
                 password: Password::new(p)
             }),
+            Just(Command::ShowTopic),
+            proptest::option::of(text())
+                .prop_filter("a dash clears", |t| t.as_deref() != Some("-"))
+                .prop_map(Command::SetTopic),
+            any::<bool>().prop_map(Command::Private),
+            word().prop_map(Command::Invite),
+            Just(Command::Names),
+            proptest::option::of(text()).prop_map(Command::Away),
             Just(Command::Token),
             Just(Command::LogoutEverywhere),
             (word(), word()).prop_map(|(username, token)| Command::Resume {
@@ -848,7 +933,8 @@ mod tests {
             name in prop_oneof![Just("msg"), Just("join"), Just("kick"), Just("role"),
                 Just("history"), Just("login"), Just("register"), Just("ping"), Just("send"),
                 Just("ban"), Just("mute"), Just("unban"), Just("unmute"), Just("bans"),
-                Just("password"), Just("delete-account"), Just("resume"), Just("token")],
+                Just("password"), Just("delete-account"), Just("resume"), Just("token"),
+                Just("topic"), Just("private"), Just("invite"), Just("names"), Just("away")],
             args in "[ a-zA-Z0-9\\t]{0,20}",
         ) {
             let line = format!("/{name} {args}");

@@ -31,6 +31,9 @@ pub struct ChannelInfo<S = String> {
     pub name: S,
     /// Members at the time of the answer.
     pub members: u64,
+    /// The channel's topic, when one is set (absent from older servers' lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<S>,
 }
 
 /// A ban or mute in force, from a `sanctions` answer.
@@ -161,6 +164,65 @@ pub enum ServerEvent<S = String> {
     List {
         /// Users online, each once.
         users: Vec<S>,
+        /// `[user, away message]` for the users in `users` who are away (absent when
+        /// nobody is, and from older servers).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        away: Vec<(S, S)>,
+    },
+    /// A channel's topic: the answer to `/topic` and what follows a `/join` (no `by`), or
+    /// a change to it (`by` who).
+    Topic {
+        /// The channel.
+        channel: S,
+        /// The topic; absent when none is set (or it was cleared).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<S>,
+        /// Who changed it, for a change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<S>,
+    },
+    /// Your channel became private (only invited users may join) or public.
+    Private {
+        /// The channel.
+        channel: S,
+        /// Whether it is private now.
+        private: bool,
+        /// Who changed it.
+        by: S,
+    },
+    /// The answer to `/invite`.
+    Invited {
+        /// The channel.
+        channel: S,
+        /// Who may join it now.
+        user: S,
+    },
+    /// Someone invited you to a channel.
+    Invitation {
+        /// The channel.
+        channel: S,
+        /// Who invited you.
+        by: S,
+    },
+    /// The answer to `/names`.
+    Names {
+        /// Your channel.
+        channel: S,
+        /// Who is in it, on any node, each once.
+        users: Vec<S>,
+    },
+    /// The answer to `/away`: your away message, or none (you are back).
+    AwaySet {
+        /// The message; absent when you are back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<S>,
+    },
+    /// The user you sent a private message to is away (said once per away message).
+    Away {
+        /// The user.
+        user: S,
+        /// Their away message.
+        text: S,
     },
     /// The answer to `/channels`.
     Channels {
@@ -512,11 +574,13 @@ mod tests {
                 channels: vec![
                     ChannelInfo {
                         name: "Global".into(),
-                        members: 3
+                        members: 3,
+                        topic: None
                     },
                     ChannelInfo {
                         name: "rust".into(),
-                        members: 1
+                        members: 1,
+                        topic: None
                     }
                 ]
             }

@@ -278,6 +278,6 @@ pub use sanitize::sanitize_text;
 pub use stats::Stats;
 pub use store::{
     AccountChange, ChannelMessage, Password, PendingMessage, PrivateMessage, Role, StoreError,
-    StoreReply, StoreRequest, StoredMessage, UnknownRole,
+    StoreReply, StoreRequest, StoredChannel, StoredMessage, UnknownRole,
 };
 pub use wire::{ErrorCode, Mode};

@@ -1,7 +1,7 @@
 //! An in-memory store that answers every [`StoreRequest`] as its documentation says, for
 //! tests, simulations, fuzzing and examples (feature `memory-store`).
 //!
-//! It owns accounts, channel history and private messages, plus two knobs a test needs: a
+//! It owns accounts, registered channels, channel history and private messages, plus two knobs a test needs: a
 //! *delay* (requests are held until the test releases them, in any order) and a *failure*
 //! (requests fail with a chosen [`StoreError`]). Like the engine it reads no clock, starts
 //! no thread and draws no random number: stored messages are stamped from a clock the
@@ -17,7 +17,8 @@ use crate::ids::{MessageId, RequestId};
 use crate::names::{channel_key, username_key};
 use crate::sanction::{Expiry, Sanction, SanctionKind};
 use crate::store::{
-    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredMessage,
+    Password, PendingMessage, Role, StoreError, StoreReply, StoreRequest, StoredChannel,
+    StoredMessage,
 };
 
 /// One account (its password hidden from `Debug`).
@@ -55,6 +56,10 @@ struct Private {
 pub struct MemoryStore {
     /// By username key.
     accounts: BTreeMap<String, Account>,
+    /// Channels by channel key: registered, or created by a setting.
+    channels: BTreeMap<String, StoredChannel>,
+    /// The keys of the channels registered by a first joiner.
+    registered_channels: BTreeSet<String>,
     /// (channel key, message), in append order.
     channel_messages: Vec<(String, StoredMessage)>,
     private_messages: Vec<Private>,
@@ -85,6 +90,8 @@ impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             accounts: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            registered_channels: BTreeSet::new(),
             channel_messages: Vec::new(),
             private_messages: Vec::new(),
             stored_ids: BTreeSet::new(),
@@ -122,6 +129,11 @@ impl MemoryStore {
         self.accounts
             .get(&username_key(username))
             .map(|account| account.role)
+    }
+
+    /// A registered channel (matched without regard to case), as stored.
+    pub fn channel(&self, name: &str) -> Option<&StoredChannel> {
+        self.channels.get(&channel_key(name))
     }
 
     /// Every message stored for a channel (matched without regard to case), oldest first.
@@ -437,6 +449,12 @@ impl MemoryStore {
                     }
                     Some(_) => {
                         self.accounts.remove(&key);
+                        for channel in self.channels.values_mut() {
+                            channel.invited.retain(|user| username_key(user) != key);
+                            if channel.owner.as_deref().map(username_key) == Some(key.clone()) {
+                                channel.owner = None;
+                            }
+                        }
                         self.tokens.retain(|_, (owner, _)| *owner != key);
                         self.sanctions
                             .retain(|(sanctioned, _), _| *sanctioned != key);
@@ -450,7 +468,53 @@ impl MemoryStore {
                     }
                 }
             }
+            StoreRequest::LoadChannels => {
+                StoreReply::Channels(self.channels.values().cloned().collect())
+            }
+            StoreRequest::RegisterChannel { name, owner } => {
+                let claimed = self.registered_channels.insert(channel_key(name));
+                let channel = self.registered(name);
+                if claimed {
+                    channel.owner.clone_from(owner);
+                }
+                StoreReply::Channels(vec![channel.clone()])
+            }
+            StoreRequest::SetTopic { channel, topic } => {
+                self.registered(channel).topic = topic.clone();
+                StoreReply::Done
+            }
+            StoreRequest::SetPrivate { channel, private } => {
+                self.registered(channel).private = *private;
+                StoreReply::Done
+            }
+            StoreRequest::Invite { channel, username } => {
+                let Some(account) = self.accounts.get(&username_key(username)) else {
+                    return StoreReply::Failed(StoreError::UnknownUser);
+                };
+                let (invitee, role) = (account.username.clone(), account.role);
+                let invited = &mut self.registered(channel).invited;
+                if let Err(at) =
+                    invited.binary_search_by_key(&username_key(&invitee), |u| username_key(u))
+                {
+                    invited.insert(at, invitee.clone());
+                }
+                StoreReply::Account {
+                    username: invitee,
+                    role,
+                    mute: None,
+                }
+            }
         }
+    }
+
+    /// Channel `name`, registered without owner if it was not.
+    fn registered(&mut self, name: &str) -> &mut StoredChannel {
+        self.channels
+            .entry(channel_key(name))
+            .or_insert_with(|| StoredChannel {
+                name: name.to_owned(),
+                ..StoredChannel::default()
+            })
     }
 
     /// A new resume token for `username`, or why not.
@@ -606,6 +670,30 @@ mod tests {
             sender: "al".into(),
             text: format!("message {sequence}"),
         })
+    }
+
+    #[test]
+    fn the_first_registration_owns_a_channel_even_one_a_setting_created() {
+        let mut store = MemoryStore::new();
+        let register = |owner: &str| StoreRequest::RegisterChannel {
+            name: "#Club".into(),
+            owner: Some(owner.into()),
+        };
+        let topic = StoreRequest::SetTopic {
+            channel: "#club".into(),
+            topic: Some("t".into()),
+        };
+        assert_eq!(store.answer(&topic), StoreReply::Done);
+        let owner = |reply: StoreReply| match reply {
+            StoreReply::Channels(channels) => channels[0].owner.clone(),
+            other => panic!("expected channels, got {other:?}"),
+        };
+        assert_eq!(owner(store.answer(&register("ann"))), Some("ann".into()));
+        assert_eq!(owner(store.answer(&register("bob"))), Some("ann".into()));
+        assert_eq!(
+            store.channel("#CLUB").map(|c| c.topic.clone()),
+            Some(Some("t".into()))
+        );
     }
 
     #[test]

@@ -170,6 +170,24 @@ pub struct PendingMessage {
     pub sent_at_unix_ms: i64,
 }
 
+/// A registered channel as stored: it lasts when empty, with its owner, topic, privacy and
+/// invitations.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StoredChannel {
+    /// The display name (as first created, e.g. `Global`).
+    pub name: String,
+    /// The username (as registered) of the first joiner, who may set the topic, make the
+    /// channel private and invite; `None` for the default channel and for channels that
+    /// existed before channels were registered.
+    pub owner: Option<String>,
+    /// The topic, if one is set.
+    pub topic: Option<String>,
+    /// Whether only invited users (and the owner, mods and admins) may join.
+    pub private: bool,
+    /// The usernames (as registered) invited to join, ordered by their keys.
+    pub invited: Vec<String>,
+}
+
 /// Something the engine needs from storage.
 ///
 /// Every request comes with a [`RequestId`](crate::RequestId) in
@@ -334,6 +352,46 @@ pub enum StoreRequest {
         /// As typed.
         password: Password,
     },
+    /// Every registered channel, for the engine's catalogue (asked once at start, and again
+    /// at the next channel command when that failed). Answer: [`StoreReply::Channels`].
+    LoadChannels,
+    /// Register channel `name` with `owner`, unless a channel with its key is registered
+    /// already (then it is kept as it is). A channel stored but never registered (by a
+    /// message appended to it, which may be committed first, or a setting) is claimed.
+    /// Answer: [`StoreReply::Channels`] with the one channel as stored now, whoever
+    /// registered it.
+    RegisterChannel {
+        /// The display name.
+        name: String,
+        /// The first joiner's username as registered; `None` registers it without owner.
+        owner: Option<String>,
+    },
+    /// Set (or with `None` clear) a channel's topic, registering the channel without owner
+    /// if needed. Answer: [`StoreReply::Done`] once committed.
+    SetTopic {
+        /// The display name; matched without regard to case.
+        channel: String,
+        /// The sanitised topic.
+        topic: Option<String>,
+    },
+    /// Make a channel private or public, registering it without owner if needed. Answer:
+    /// [`StoreReply::Done`] once committed.
+    SetPrivate {
+        /// The display name; matched without regard to case.
+        channel: String,
+        /// Whether only invited users may join.
+        private: bool,
+    },
+    /// Invite a user to a channel (inviting twice keeps one invitation; an invitation lasts
+    /// until the account is deleted), registering the channel without owner if needed.
+    /// Answer: [`StoreReply::Account`] with the invitee as registered, or
+    /// `Failed(UnknownUser)`.
+    Invite {
+        /// The display name; matched without regard to case.
+        channel: String,
+        /// The invitee, matched without regard to case.
+        username: String,
+    },
 }
 
 /// The store's answer to one [`StoreRequest`].
@@ -363,6 +421,8 @@ pub enum StoreReply {
     History(Vec<StoredMessage>),
     /// Undelivered private messages, oldest first.
     Pending(Vec<PendingMessage>),
+    /// Registered channels, ordered by key.
+    Channels(Vec<StoredChannel>),
     /// A new resume token ([`StoreRequest::IssueToken`]), as secret as a password (so it
     /// never shows in `Debug` output).
     Token(Password),

@@ -105,6 +105,8 @@ pub enum ErrorCode {
     NoSuchTransfer,
     /// Sending a file to yourself.
     CannotSendToSelf,
+    /// Joining a private channel without an invitation.
+    NotInvited,
     /// A message, private message or file from a muted user; nothing was sent or stored.
     Muted,
     /// Banning or muting yourself.
@@ -154,6 +156,7 @@ impl ErrorCode {
             ErrorCode::TooManyTransfers => "too_many_transfers",
             ErrorCode::NoSuchTransfer => "no_such_transfer",
             ErrorCode::CannotSendToSelf => "cannot_send_to_self",
+            ErrorCode::NotInvited => "not_invited",
             ErrorCode::Muted => "muted",
             ErrorCode::CannotSanctionSelf => "cannot_sanction_self",
             ErrorCode::NotSanctioned => "not_sanctioned",
@@ -289,8 +292,49 @@ pub(crate) enum Line<'a> {
         role: Role,
         by: &'a str,
     },
-    Users(Vec<&'a str>),
-    Channels(Vec<(&'a str, usize)>),
+    /// `/list`: each user online, with the away message when away.
+    Users(Vec<(&'a str, Option<&'a str>)>),
+    /// `/channels`: name, members and topic.
+    Channels(Vec<(&'a str, usize, Option<&'a str>)>),
+    /// A channel's topic (`None`: none set), answering `/topic` or after a `/join`.
+    Topic {
+        channel: &'a str,
+        topic: Option<&'a str>,
+    },
+    /// `by` set (or cleared) the topic of your channel.
+    TopicChanged {
+        channel: &'a str,
+        topic: Option<&'a str>,
+        by: &'a str,
+    },
+    /// `by` made your channel private or public.
+    PrivacyChanged {
+        channel: &'a str,
+        private: bool,
+        by: &'a str,
+    },
+    /// Your `/invite` took effect.
+    Invited {
+        channel: &'a str,
+        user: &'a str,
+    },
+    /// `by` invited you to a channel.
+    Invitation {
+        channel: &'a str,
+        by: &'a str,
+    },
+    /// `/names`: who is in the channel.
+    Names {
+        channel: &'a str,
+        users: Vec<&'a str>,
+    },
+    /// Your `/away` took effect (`None`: you are back).
+    AwaySet(Option<&'a str>),
+    /// The user you sent a private message to is away.
+    Away {
+        user: &'a str,
+        text: &'a str,
+    },
     Profile {
         user: &'a str,
         channel: &'a str,
@@ -501,15 +545,68 @@ impl Line<'_> {
             Line::YourRole { role } => write!(out, "Your role is {role}"),
             Line::RoleSet { user, role } => write!(out, "{user} is now {role}"),
             Line::RoleChanged { role, by } => write!(out, "Your role is now {role} (set by {by})"),
-            Line::Users(names) => write!(out, "Connected users: {}", names.join(", ")),
-            Line::Channels(channels) => {
-                out.push_str("Channels: ");
-                for (i, (name, members)) in channels.iter().enumerate() {
+            Line::Users(users) => {
+                out.push_str("Connected users: ");
+                for (i, (name, away)) in users.iter().enumerate() {
                     let separator = if i > 0 { ", " } else { "" };
-                    let _ = write!(out, "{separator}{name} ({members})");
+                    let _ = write!(out, "{separator}{name}");
+                    if let Some(away) = away {
+                        let _ = write!(out, " (away: {away})");
+                    }
                 }
                 Ok(())
             }
+            Line::Channels(channels) => {
+                out.push_str("Channels: ");
+                for (i, (name, members, topic)) in channels.iter().enumerate() {
+                    let separator = if i > 0 { ", " } else { "" };
+                    let _ = write!(out, "{separator}{name} ({members})");
+                    if let Some(topic) = topic {
+                        let _ = write!(out, " [{topic}]");
+                    }
+                }
+                Ok(())
+            }
+            Line::Topic {
+                channel,
+                topic: Some(topic),
+            } => write!(out, "Topic of {channel}: {topic}"),
+            Line::Topic {
+                channel,
+                topic: None,
+            } => write!(out, "{channel} has no topic"),
+            Line::TopicChanged {
+                channel,
+                topic: Some(topic),
+                by,
+            } => write!(out, "* {by} set the topic of {channel}: {topic}"),
+            Line::TopicChanged {
+                channel,
+                topic: None,
+                by,
+            } => write!(out, "* {by} cleared the topic of {channel}"),
+            Line::PrivacyChanged {
+                channel,
+                private,
+                by,
+            } => {
+                let what = if *private {
+                    "private: only invited users may join"
+                } else {
+                    "public"
+                };
+                write!(out, "* {by} made {channel} {what}")
+            }
+            Line::Invited { channel, user } => write!(out, "You invited {user} to {channel}"),
+            Line::Invitation { channel, by } => {
+                write!(out, "{by} invited you to {channel}; /join {channel}")
+            }
+            Line::Names { channel, users } => {
+                write!(out, "Names in {channel}: {}", users.join(", "))
+            }
+            Line::AwaySet(Some(text)) => write!(out, "You are marked away: {text}"),
+            Line::AwaySet(None) => write!(out, "You are no longer marked away"),
+            Line::Away { user, text } => write!(out, "{user} is away: {text}"),
             Line::Profile {
                 user,
                 channel,
@@ -715,18 +812,50 @@ impl Line<'_> {
                 role: role.as_str(),
                 by: Some(by),
             },
-            Line::Users(ref names) => ServerEvent::List {
-                users: names.clone(),
+            Line::Users(ref users) => ServerEvent::List {
+                users: users.iter().map(|&(name, _)| name).collect(),
+                away: users
+                    .iter()
+                    .filter_map(|&(name, away)| Some((name, away?)))
+                    .collect(),
             },
             Line::Channels(ref channels) => ServerEvent::Channels {
                 channels: channels
                     .iter()
-                    .map(|&(name, members)| ChannelInfo {
+                    .map(|&(name, members, topic)| ChannelInfo {
                         name,
                         members: members as u64,
+                        topic,
                     })
                     .collect(),
             },
+            Line::Topic { channel, topic } => ServerEvent::Topic {
+                channel,
+                topic,
+                by: None,
+            },
+            Line::TopicChanged { channel, topic, by } => ServerEvent::Topic {
+                channel,
+                topic,
+                by: Some(by),
+            },
+            Line::PrivacyChanged {
+                channel,
+                private,
+                by,
+            } => ServerEvent::Private {
+                channel,
+                private,
+                by,
+            },
+            Line::Invited { channel, user } => ServerEvent::Invited { channel, user },
+            Line::Invitation { channel, by } => ServerEvent::Invitation { channel, by },
+            Line::Names { channel, ref users } => ServerEvent::Names {
+                channel,
+                users: users.clone(),
+            },
+            Line::AwaySet(text) => ServerEvent::AwaySet { text },
+            Line::Away { user, text } => ServerEvent::Away { user, text },
             Line::Profile {
                 user,
                 channel,
@@ -856,7 +985,21 @@ fn help_commands(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
         ),
         ("/join <channel>", "switch channel"),
         ("/list", "users online"),
-        ("/channels", "channels and member counts"),
+        ("/channels", "channels, member counts and topics"),
+        ("/names", "who is in your channel"),
+        (
+            "/topic [text]",
+            "show or set your channel's topic (/topic - clears it)",
+        ),
+        (
+            "/private <on|off>",
+            "only invited users may join your channel (owner, mods)",
+        ),
+        (
+            "/invite <user>",
+            "let a user join your private channel (owner, mods)",
+        ),
+        ("/away [text]", "mark yourself away, or (without text) back"),
         ("/profile", "your name, channel and role"),
         ("/history [n]", "the channel's last n messages"),
         (
@@ -1270,12 +1413,83 @@ mod tests {
                 r#"{"by":"boss","role":"mod","type":"role"}"#,
             ),
             (
-                Line::Users(vec!["al", "bo"]),
+                Line::Users(vec![("al", None), ("bo", None)]),
                 r#"{"type":"list","users":["al","bo"]}"#,
             ),
             (
-                Line::Channels(vec![("Global", 2), ("rust", 1)]),
+                Line::Channels(vec![("Global", 2, None), ("rust", 1, None)]),
                 r#"{"channels":[{"members":2,"name":"Global"},{"members":1,"name":"rust"}],"type":"channels"}"#,
+            ),
+            (
+                Line::Channels(vec![("rust", 0, Some("crabs"))]),
+                r#"{"channels":[{"members":0,"name":"rust","topic":"crabs"}],"type":"channels"}"#,
+            ),
+            (
+                Line::Users(vec![("al", Some("lunch")), ("bo", None)]),
+                r#"{"away":[["al","lunch"]],"type":"list","users":["al","bo"]}"#,
+            ),
+            (
+                Line::Topic {
+                    channel: "rust",
+                    topic: Some("crabs"),
+                },
+                r#"{"channel":"rust","topic":"crabs","type":"topic"}"#,
+            ),
+            (
+                Line::Topic {
+                    channel: "rust",
+                    topic: None,
+                },
+                r#"{"channel":"rust","type":"topic"}"#,
+            ),
+            (
+                Line::TopicChanged {
+                    channel: "rust",
+                    topic: Some("crabs"),
+                    by: "al",
+                },
+                r#"{"by":"al","channel":"rust","topic":"crabs","type":"topic"}"#,
+            ),
+            (
+                Line::PrivacyChanged {
+                    channel: "rust",
+                    private: true,
+                    by: "al",
+                },
+                r#"{"by":"al","channel":"rust","private":true,"type":"private"}"#,
+            ),
+            (
+                Line::Invited {
+                    channel: "rust",
+                    user: "bo",
+                },
+                r#"{"channel":"rust","type":"invited","user":"bo"}"#,
+            ),
+            (
+                Line::Invitation {
+                    channel: "rust",
+                    by: "al",
+                },
+                r#"{"by":"al","channel":"rust","type":"invitation"}"#,
+            ),
+            (
+                Line::Names {
+                    channel: "rust",
+                    users: vec!["al", "bo"],
+                },
+                r#"{"channel":"rust","type":"names","users":["al","bo"]}"#,
+            ),
+            (
+                Line::AwaySet(Some("lunch")),
+                r#"{"text":"lunch","type":"away_set"}"#,
+            ),
+            (Line::AwaySet(None), r#"{"type":"away_set"}"#),
+            (
+                Line::Away {
+                    user: "al",
+                    text: "lunch",
+                },
+                r#"{"text":"lunch","type":"away","user":"al"}"#,
             ),
             (
                 Line::Profile {

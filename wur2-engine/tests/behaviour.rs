@@ -669,7 +669,7 @@ fn join_announces_switches_and_replays_history_oldest_first() {
 }
 
 #[test]
-fn leaving_a_channel_is_announced_and_empty_channels_disappear() {
+fn leaving_a_channel_is_announced_and_an_emptied_channel_stays_listed() {
     let mut w = world();
     let (a, b) = (w.user("xia"), w.user("yul"));
     w.send(a, "/join side\n");
@@ -679,7 +679,7 @@ fn leaving_a_channel_is_announced_and_empty_channels_disappear() {
     w.send(a, "/join global\n");
     assert_eq!(w.lines(b), vec!["* xia joined Global"]);
     w.send(b, "/channels\n");
-    assert_eq!(w.lines(b), vec!["Channels: Global (2)"]);
+    assert_eq!(w.lines(b), vec!["Channels: Global (2), side (0)"]);
 }
 
 #[test]

@@ -225,6 +225,47 @@ fn list_and_channels_count_the_users_of_every_node() {
 }
 
 #[test]
+fn topic_privacy_and_invitations_made_on_one_node_apply_on_the_others() {
+    let mut net = Net::new(2, 19);
+    let ann = net.user(0, "ann");
+    let (bob, cat) = (net.user(1, "bob"), net.user(1, "cat"));
+    net.send(0, ann, "/join #club");
+    net.send(1, cat, "/join #CLUB");
+    net.lines(1, cat);
+    net.send(0, ann, "/topic members only");
+    assert_eq!(
+        net.lines(1, cat),
+        ["* ann set the topic of #club: members only"]
+    );
+    net.send(0, ann, "/private on");
+    assert_eq!(
+        net.lines(1, cat),
+        ["* ann made #club private: only invited users may join"]
+    );
+    assert_eq!(
+        net.ask(1, cat, "/topic something else"),
+        "Error: only the owner of #club, moderators and admins can do that",
+        "the owner registered on the other node owns it here too"
+    );
+    assert_eq!(
+        net.ask(1, bob, "/join #club"),
+        "Error: #club is private: ask its owner or a moderator for an /invite"
+    );
+    net.send(0, ann, "/invite bob");
+    assert_eq!(net.lines(1, bob), ["ann invited you to #club; /join #club"]);
+    net.send(1, bob, "/join #club");
+    let lines = net.lines(1, bob);
+    assert_eq!(
+        lines[..2],
+        [
+            "Switched from Global to #club",
+            "Topic of #club: members only"
+        ]
+    );
+    assert_eq!(net.ask(1, bob, "/names"), "Names in #club: ann, bob, cat");
+}
+
+#[test]
 fn members_on_other_nodes_hear_joins_and_departures() {
     let mut net = Net::new(2, 3);
     let alice = net.user(0, "alice");

@@ -44,7 +44,7 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Request kinds timed separately (argon2 makes logins slow on purpose).
-const KINDS: [&str; 18] = [
+const KINDS: [&str; 23] = [
     "register",
     "login",
     "append_channel_message",
@@ -63,6 +63,11 @@ const KINDS: [&str; 18] = [
     "sanction",
     "lift_sanction",
     "fetch_sanctions",
+    "load_channels",
+    "register_channel",
+    "set_topic",
+    "set_private",
+    "invite",
 ];
 /// How long `/healthz` waits for the store to answer before calling it unhealthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -105,6 +110,11 @@ fn kind_index(request: &StoreRequest) -> usize {
         StoreRequest::Sanction { .. } => 15,
         StoreRequest::LiftSanction { .. } => 16,
         StoreRequest::FetchSanctions { .. } => 17,
+        StoreRequest::LoadChannels => 18,
+        StoreRequest::RegisterChannel { .. } => 19,
+        StoreRequest::SetTopic { .. } => 20,
+        StoreRequest::SetPrivate { .. } => 21,
+        StoreRequest::Invite { .. } => 22,
     }
 }
 

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row};
 use wur2_engine::{
-    AccountChange, Expiry, MessageId, PendingMessage, Role, Sanction, SanctionKind, StoredMessage,
-    username_key,
+    AccountChange, Expiry, MessageId, PendingMessage, Role, Sanction, SanctionKind, StoredChannel,
+    StoredMessage, username_key,
 };
 
 use crate::config::StoreConfig;
@@ -95,6 +95,34 @@ pub(crate) enum RoleChange {
     LastAdmin,
 }
 
+/// What [`Db::invite`] did.
+pub(crate) enum Invitation {
+    /// The invitee, as registered, may join now.
+    Invited(User),
+    /// No account has this name: nothing changed.
+    UnknownUser,
+}
+
+/// A change to a channel's settings, by [`Db::set_channel`].
+pub(crate) enum ChannelSetting<'a> {
+    Topic(Option<&'a str>),
+    Private(bool),
+}
+
+/// Registered channels with their owners' names, ordered by key; filtered by `$1` (a key)
+/// when `$2` is true.
+const SELECT_CHANNELS: &str = "SELECT c.name, c.name_key, u.username AS owner, c.topic, c.private \
+                               FROM channels c \
+                               LEFT JOIN users u ON u.username_key = c.owner_key \
+                               WHERE $2 = FALSE OR c.name_key = $1 \
+                               ORDER BY c.name_key";
+/// Invitations with the invitees' names, ordered by channel key and name key; filtered as
+/// [`SELECT_CHANNELS`].
+const SELECT_INVITES: &str = "SELECT i.channel_key, u.username \
+                              FROM channel_invites i \
+                              JOIN users u ON u.username_key = i.username_key \
+                              WHERE $2 = FALSE OR i.channel_key = $1 \
+                              ORDER BY i.channel_key, i.username_key";
 /// What [`Db::sanction`] or [`Db::lift_sanction`] did.
 pub(crate) enum SanctionChange {
     /// Set: the sanction in force now.
@@ -719,6 +747,15 @@ impl Db {
             };
             let username: String = row.try_get("username")?;
             let deleted = sqlx::query(messages).bind(key).execute(&mut *tx).await?.rows_affected();
+            // A name registered again later owns and is invited to nothing.
+            sqlx::query("DELETE FROM channel_invites WHERE username_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE channels SET owner_key = NULL WHERE owner_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(tokens).bind(key).execute(&mut *tx).await?;
             // The schema cascades too; said here so the purge does not depend on it.
             sqlx::query("DELETE FROM sanctions WHERE username_key = $1")
@@ -728,6 +765,130 @@ impl Db {
             record_change!(tx, lock, key, CHANGE_PURGE, now_ms);
             tx.commit().await?;
             Ok(Purge::Purged { username, messages: deleted })
+        })
+    }
+
+    /// Registered channels with their invitations, ordered by key: all of them, or (with
+    /// `only`, a key) that one.
+    pub(crate) async fn channels(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<StoredChannel>, sqlx::Error> {
+        let (key, filtered) = (only.unwrap_or_default(), only.is_some());
+        let (channels, invites) = on_pool!(self, pool => {
+            let mut channels = Vec::new();
+            for row in sqlx::query(SELECT_CHANNELS).bind(key).bind(filtered).fetch_all(pool).await? {
+                let channel = StoredChannel {
+                    name: row.try_get("name")?,
+                    owner: row.try_get("owner")?,
+                    topic: row.try_get("topic")?,
+                    private: row.try_get("private")?,
+                    invited: Vec::new(),
+                };
+                channels.push((row.try_get::<String, _>("name_key")?, channel));
+            }
+            let mut invites = Vec::new();
+            for row in sqlx::query(SELECT_INVITES).bind(key).bind(filtered).fetch_all(pool).await? {
+                invites.push((
+                    row.try_get::<String, _>("channel_key")?,
+                    row.try_get::<String, _>("username")?,
+                ));
+            }
+            (channels, invites)
+        });
+        let mut by_key: std::collections::BTreeMap<String, StoredChannel> =
+            channels.into_iter().collect();
+        for (channel, user) in invites {
+            if let Some(stored) = by_key.get_mut(&channel) {
+                stored.invited.push(user);
+            }
+        }
+        Ok(by_key.into_values().collect())
+    }
+
+    /// Registers channel `name` with the owner with key `owner_key`, unless it is
+    /// registered already (then it stays as it is). A row that exists unregistered (the
+    /// append writer creates one for a channel's first message, which may be committed
+    /// before its registration) is claimed.
+    pub(crate) async fn register_channel(
+        &self,
+        name: &str,
+        key: &str,
+        owner_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO channels \
+                       (name, name_key, owner_key, registered_at_ms, created_at_ms) \
+                   VALUES ($1, $2, $3, $4, $4) \
+                   ON CONFLICT (name_key) DO UPDATE \
+                   SET owner_key = excluded.owner_key, registered_at_ms = excluded.registered_at_ms \
+                   WHERE channels.registered_at_ms IS NULL";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(name).bind(key).bind(owner_key).bind(now_ms).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Sets a setting of channel `name` (key `key`), registering it without owner first if
+    /// needed.
+    pub(crate) async fn set_channel(
+        &self,
+        name: &str,
+        key: &str,
+        setting: ChannelSetting<'_>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let (column, topic, private) = match setting {
+            ChannelSetting::Topic(topic) => ("topic", topic, false),
+            ChannelSetting::Private(private) => ("private", None, private),
+        };
+        // The column name is one of two constants, never input.
+        let sql = format!(
+            "INSERT INTO channels (name, name_key, topic, private, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name_key) DO UPDATE SET {column} = excluded.{column}"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(key)
+                .bind(topic)
+                .bind(private)
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Invites the account with key `user_key` to channel `name` (key `key`), registering
+    /// the channel without owner first if needed; inviting twice keeps one invitation.
+    pub(crate) async fn invite(
+        &self,
+        name: &str,
+        key: &str,
+        user_key: &str,
+        now_ms: i64,
+    ) -> Result<Invitation, sqlx::Error> {
+        let user = "SELECT username, role, created_at_ms FROM users WHERE username_key = $1";
+        let channel = "INSERT INTO channels (name, name_key, created_at_ms) VALUES ($1, $2, $3) \
+                       ON CONFLICT (name_key) DO NOTHING";
+        let invite = "INSERT INTO channel_invites (channel_key, username_key, created_at_ms) \
+                      VALUES ($1, $2, $3) ON CONFLICT (channel_key, username_key) DO NOTHING";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(user).bind(user_key).fetch_optional(&mut *tx).await? else {
+                return Ok(Invitation::UnknownUser);
+            };
+            let invitee = User {
+                username: row.try_get("username")?,
+                role: role_from_db(row.try_get("role")?)?,
+                created_at_unix_ms: row.try_get("created_at_ms")?,
+            };
+            sqlx::query(channel).bind(name).bind(key).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(invite).bind(key).bind(user_key).bind(now_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Invitation::Invited(invitee))
         })
     }
 

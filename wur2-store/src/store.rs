@@ -13,7 +13,10 @@ use wur2_engine::{
 };
 
 use crate::config::StoreConfig;
-use crate::db::{AppendRow, Db, NewSanction, Purge, RoleChange, SanctionChange, StoredUser};
+use crate::db::{
+    AppendRow, ChannelSetting, Db, Invitation, NewSanction, Purge, RoleChange, SanctionChange,
+    StoredUser,
+};
 use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
@@ -48,31 +51,46 @@ pub(crate) struct Shared {
     /// Completion of the latest pending-message read or mark-delivered: each of those waits
     /// for the one before it, so a fetch never overtakes an earlier mark (no DM twice).
     delivery_order: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Completion of the latest channel catalogue request: each waits for the one before
+    /// it, so a registration is in before a topic set after it, and a load sees every
+    /// change asked before it.
+    channel_order: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Shared {
     /// Takes the next place in the delivery order: the previous operation's completion to
     /// wait for, and this one's to signal.
-    fn next_in_delivery_order(&self) -> DeliveryTurn {
-        let (done, finished) = oneshot::channel();
-        let mut latest = self
-            .delivery_order
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        DeliveryTurn {
-            previous: latest.replace(finished),
-            done,
-        }
+    fn next_in_delivery_order(&self) -> Turn {
+        Turn::next(&self.delivery_order)
+    }
+
+    /// Takes the next place in the channel order (see [`Shared::channel_order`]).
+    fn next_in_channel_order(&self) -> Turn {
+        Turn::next(&self.channel_order)
     }
 }
 
-/// One place in [`Shared::delivery_order`].
-struct DeliveryTurn {
+/// One place in an order of operations ([`Shared::delivery_order`],
+/// [`Shared::channel_order`]).
+struct Turn {
     previous: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
 }
 
-impl DeliveryTurn {
+impl Turn {
+    /// The place after the latest one taken in `order`: the previous operation's
+    /// completion to wait for, and this one's to signal.
+    fn next(order: &std::sync::Mutex<Option<oneshot::Receiver<()>>>) -> Turn {
+        let (done, finished) = oneshot::channel();
+        let mut latest = order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Turn {
+            previous: latest.replace(finished),
+            done,
+        }
+    }
+
     /// Waits until the operation before this one has finished (or was dropped).
     async fn wait(&mut self) {
         if let Some(previous) = self.previous.take() {
@@ -189,6 +207,7 @@ impl Store {
             hash_pool,
             dummy_hash,
             delivery_order: std::sync::Mutex::new(None),
+            channel_order: std::sync::Mutex::new(None),
         });
         let writer = AppendWriter {
             shared: Arc::clone(&shared),
@@ -256,6 +275,14 @@ impl Store {
                 delivered: false,
                 turn: shared.next_in_delivery_order(),
             },
+            request @ (StoreRequest::LoadChannels
+            | StoreRequest::RegisterChannel { .. }
+            | StoreRequest::SetTopic { .. }
+            | StoreRequest::SetPrivate { .. }
+            | StoreRequest::Invite { .. }) => Step::Channel {
+                request,
+                turn: shared.next_in_channel_order(),
+            },
             other => Step::Later(other),
         };
         async move {
@@ -319,6 +346,12 @@ impl Store {
                         Ok(StoreReply::Done)
                     })
                     .await;
+                    let _ = turn.done.send(());
+                    reply
+                }
+                Step::Channel { request, mut turn } => {
+                    turn.wait().await;
+                    let reply = answer(channel_request(&shared, request)).await;
                     let _ = turn.done.send(());
                     reply
                 }
@@ -553,13 +586,18 @@ enum Step {
     Pending {
         flushed: Flushed,
         username: String,
-        turn: DeliveryTurn,
+        turn: Turn,
     },
     /// `MarkDelivered` (`delivered`) or `MarkPending`.
     MarkDelivered {
         ids: Vec<MessageId>,
         delivered: bool,
-        turn: DeliveryTurn,
+        turn: Turn,
+    },
+    /// A request about registered channels, in the channel order.
+    Channel {
+        request: StoreRequest,
+        turn: Turn,
     },
     Later(StoreRequest),
 }
@@ -703,9 +741,62 @@ async fn later(shared: &Shared, request: StoreRequest) -> Result<StoreReply, Sto
         | StoreRequest::FetchConversation { .. }
         | StoreRequest::FetchPending { .. }
         | StoreRequest::MarkDelivered { .. }
-        | StoreRequest::MarkPending { .. } => Err(StoreError::Unavailable(
-            "internal: request routed twice".into(),
+        | StoreRequest::MarkPending { .. }
+        | StoreRequest::LoadChannels
+        | StoreRequest::RegisterChannel { .. }
+        | StoreRequest::SetTopic { .. }
+        | StoreRequest::SetPrivate { .. }
+        | StoreRequest::Invite { .. } => Err(routed_twice()),
+    }
+}
+
+fn routed_twice() -> StoreError {
+    StoreError::Unavailable("internal: request routed twice".into())
+}
+
+/// The requests about registered channels, carried out in the order the engine made them.
+async fn channel_request(shared: &Shared, request: StoreRequest) -> Result<StoreReply, StoreError> {
+    let db = &shared.db;
+    match request {
+        StoreRequest::LoadChannels => Ok(StoreReply::Channels(
+            shared.in_time(db.channels(None)).await?,
         )),
+        StoreRequest::RegisterChannel { name, owner } => {
+            let key = channel_key(&name);
+            let owner_key = owner.as_deref().map(username_key);
+            let registered = db.register_channel(&name, &key, owner_key.as_deref(), now_ms());
+            shared.in_time(registered).await?;
+            Ok(StoreReply::Channels(
+                shared.in_time(db.channels(Some(&key))).await?,
+            ))
+        }
+        StoreRequest::SetTopic { channel, topic } => {
+            let key = channel_key(&channel);
+            let setting = ChannelSetting::Topic(topic.as_deref());
+            let set = db.set_channel(&channel, &key, setting, now_ms());
+            shared.in_time(set).await?;
+            Ok(StoreReply::Done)
+        }
+        StoreRequest::SetPrivate { channel, private } => {
+            let key = channel_key(&channel);
+            let setting = ChannelSetting::Private(private);
+            let set = db.set_channel(&channel, &key, setting, now_ms());
+            shared.in_time(set).await?;
+            Ok(StoreReply::Done)
+        }
+        StoreRequest::Invite { channel, username } => {
+            let (key, user_key) = (channel_key(&channel), username_key(&username));
+            let invite = db.invite(&channel, &key, &user_key, now_ms());
+            match shared.in_time(invite).await? {
+                Invitation::Invited(user) => Ok(StoreReply::Account {
+                    username: user.username,
+                    role: user.role,
+                    mute: None,
+                }),
+                Invitation::UnknownUser => Err(StoreError::UnknownUser),
+            }
+        }
+        _ => Err(routed_twice()),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, Harness, TestDb, fast_config};
 use wur2_engine::{
     AccountChange, Password, PendingMessage, Role, Sanction, SanctionKind, StoreError, StoreReply,
-    StoreRequest,
+    StoreRequest, StoredChannel,
 };
 use wur2_store::{PasswordConfig, Store, StoreConfig};
 
@@ -69,8 +69,33 @@ behaviour!(
     a_conversation_is_both_directions_between_two_users_only,
     a_password_change_needs_the_old_password_and_replaces_it,
     a_deleted_account_is_purged_and_recorded_but_never_the_last_admin,
+    a_registered_channel_keeps_its_first_owner_topic_privacy_and_invitations,
+    a_deleted_account_owns_and_is_invited_to_nothing_even_when_its_name_returns,
+    channels_and_their_settings_survive_reopening_the_store,
     a_resume_token_logs_its_account_in_until_revoked_or_expired,
 );
+
+/// The channels of a catalogue reply.
+fn channels(reply: StoreReply) -> Vec<StoredChannel> {
+    match reply {
+        StoreReply::Channels(channels) => channels,
+        other => panic!("expected channels, got {other:?}"),
+    }
+}
+
+fn register_channel(name: &str, owner: Option<&str>) -> StoreRequest {
+    StoreRequest::RegisterChannel {
+        name: name.into(),
+        owner: owner.map(str::to_owned),
+    }
+}
+
+fn invite(channel: &str, username: &str) -> StoreRequest {
+    StoreRequest::Invite {
+        channel: channel.into(),
+        username: username.into(),
+    }
+}
 
 /// The texts of a history reply, oldest first, with their ids.
 fn page(reply: StoreReply) -> Vec<(wur2_engine::MessageId, String)> {
@@ -591,6 +616,93 @@ mod scenarios {
         h.finish().await;
     }
 
+    pub async fn a_registered_channel_keeps_its_first_owner_topic_privacy_and_invitations(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw").await;
+        h.register("Bob", "pw").await;
+        // A channel with messages but no registration has no owner.
+        h.run(h.channel_message("Global", "Ann", "hi")).await;
+        // A first message may be committed before its channel's registration: the
+        // registration still gives it its owner.
+        h.run(h.channel_message("#Club", "Ann", "first")).await;
+        let club = |owner: Option<&str>| StoredChannel {
+            name: "#Club".into(),
+            owner: owner.map(str::to_owned),
+            ..StoredChannel::default()
+        };
+        assert_eq!(
+            channels(h.run(register_channel("#Club", Some("ann"))).await),
+            [club(Some("Ann"))],
+            "the owner as registered"
+        );
+        assert_eq!(
+            channels(h.run(register_channel("#CLUB", Some("bob"))).await),
+            [club(Some("Ann"))],
+            "the first registration wins"
+        );
+        let topic = |topic: Option<&str>| StoreRequest::SetTopic {
+            channel: "#club".into(),
+            topic: topic.map(str::to_owned),
+        };
+        assert_eq!(h.run(topic(Some("crabs"))).await, StoreReply::Done);
+        let private = StoreRequest::SetPrivate {
+            channel: "#club".into(),
+            private: true,
+        };
+        assert_eq!(h.run(private).await, StoreReply::Done);
+        assert_eq!(
+            h.run(invite("#club", "nobody")).await,
+            StoreReply::Failed(StoreError::UnknownUser)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                h.run(invite("#club", "BOB")).await,
+                account("Bob", Role::User)
+            );
+        }
+        let expected = StoredChannel {
+            topic: Some("crabs".into()),
+            private: true,
+            invited: vec!["Bob".into()],
+            ..club(Some("Ann"))
+        };
+        let global = StoredChannel {
+            name: "Global".into(),
+            ..StoredChannel::default()
+        };
+        assert_eq!(
+            channels(h.run(StoreRequest::LoadChannels).await),
+            [expected.clone(), global.clone()]
+        );
+        assert_eq!(h.run(topic(None)).await, StoreReply::Done);
+        let set_elsewhere = StoreRequest::SetTopic {
+            channel: "side".into(),
+            topic: Some("registered by the change".into()),
+        };
+        assert_eq!(h.run(set_elsewhere).await, StoreReply::Done);
+        let side = StoredChannel {
+            name: "side".into(),
+            topic: Some("registered by the change".into()),
+            ..StoredChannel::default()
+        };
+        assert_eq!(
+            channels(h.run(StoreRequest::LoadChannels).await),
+            [
+                StoredChannel {
+                    topic: None,
+                    ..expected
+                },
+                global,
+                side
+            ]
+        );
+        h.finish().await;
+    }
+
     pub async fn a_resume_token_logs_its_account_in_until_revoked_or_expired(backend: Backend) {
         let Some(h) = Harness::open(backend).await else {
             return;
@@ -677,6 +789,63 @@ mod scenarios {
             h.run(resume("cat", &expired)).await,
             StoreReply::Failed(StoreError::InvalidCredentials)
         );
+        h.finish().await;
+    }
+
+    pub async fn a_deleted_account_owns_and_is_invited_to_nothing_even_when_its_name_returns(
+        backend: Backend,
+    ) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw").await;
+        h.register("Bob", "pw").await;
+        h.run(register_channel("#ann", Some("Ann"))).await;
+        h.run(invite("#ann", "bob")).await;
+        h.run(register_channel("#bob", Some("Bob"))).await;
+        h.run(invite("#bob", "ann")).await;
+        h.store.purge_user("ann").await.unwrap();
+        h.register("ann", "pw").await;
+        let loaded = channels(h.run(StoreRequest::LoadChannels).await);
+        let summary: Vec<(&str, Option<&str>, Vec<&str>)> = loaded
+            .iter()
+            .map(|c| {
+                let invited = c.invited.iter().map(String::as_str).collect();
+                (c.name.as_str(), c.owner.as_deref(), invited)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [("#ann", None, vec!["Bob"]), ("#bob", Some("Bob"), vec![])]
+        );
+        h.finish().await;
+    }
+
+    pub async fn channels_and_their_settings_survive_reopening_the_store(backend: Backend) {
+        let Some(h) = Harness::open(backend).await else {
+            return;
+        };
+        h.register("Ann", "pw").await;
+        h.register("Bob", "pw").await;
+        h.run(register_channel("#club", Some("ann"))).await;
+        let topic = StoreRequest::SetTopic {
+            channel: "#club".into(),
+            topic: Some("members only".into()),
+        };
+        h.run(topic).await;
+        let private = StoreRequest::SetPrivate {
+            channel: "#club".into(),
+            private: true,
+        };
+        h.run(private).await;
+        h.run(invite("#club", "bob")).await;
+        let before = channels(h.run(StoreRequest::LoadChannels).await);
+        let (reopened, writer) = h.reopen(fast_config()).await;
+        let after = channels(reopened.execute(StoreRequest::LoadChannels).await);
+        assert_eq!(after, before);
+        assert_eq!(after[0].invited, ["Bob"], "with its invitations: {after:?}");
+        reopened.close().await;
+        writer.await.unwrap();
         h.finish().await;
     }
 

@@ -1,8 +1,8 @@
 //! Upgrading a database written by the previous release: the migrations before
 //! `20261207000002_sanctions` are applied alone, data is written with plain SQL as that
 //! release would have, then the store opens it (applying the rest) and everything is still
-//! there and works, bans included. Run on SQLite and PostgreSQL (skipped, loudly, without
-//! `WUR2_TEST_POSTGRES_URL`).
+//! there and works, bans and lasting channels included. Run on SQLite and PostgreSQL
+//! (skipped, loudly, without `WUR2_TEST_POSTGRES_URL`).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use common::{Backend, Harness, TestDb, fast_config};
 use sqlx::migrate::Migrator;
-use wur2_engine::{Password, Role, StoreError, StoreReply, StoreRequest};
+use wur2_engine::{Password, Role, StoreError, StoreReply, StoreRequest, StoredChannel};
 use wur2_store::Store;
 
 /// The first migration the previous release did not have.
@@ -142,6 +142,24 @@ async fn upgrade_keeps_the_data_and_adds_bans(backend: Backend) {
     ));
     let (_, changes) = store.account_changes_after(latest).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
+    // An old channel is known to the catalogue: public, without owner or topic; and it
+    // takes invitations.
+    let global = StoredChannel {
+        name: "Global".into(),
+        ..StoredChannel::default()
+    };
+    assert_eq!(
+        store.execute(StoreRequest::LoadChannels).await,
+        StoreReply::Channels(vec![global])
+    );
+    let invite = StoreRequest::Invite {
+        channel: "global".into(),
+        username: "bob".into(),
+    };
+    assert!(matches!(
+        store.execute(invite).await,
+        StoreReply::Account { username, .. } if username == "Bob"
+    ));
     store.close().await;
     writer.await.unwrap();
     db.remove().await;

@@ -345,7 +345,7 @@ impl Client {
     pub async fn users(&mut self) -> Vec<String> {
         self.send("/list").await;
         self.expect_with("the user list", |event| match event {
-            Event::Users(users) => Some(users.clone()),
+            Event::Users(users, _) => Some(users.clone()),
             _ => None,
         })
         .await
@@ -391,14 +391,48 @@ impl Client {
         self.list_until(what, within, wanted).await
     }
 
-    /// Sends `/channels`; returns the active channels and their member counts.
+    /// Sends `/channels`; returns the channels listed and their member counts.
     pub async fn channels(&mut self) -> Vec<(String, u64)> {
+        let listed = self.channel_list().await;
+        listed.into_iter().map(|(name, n, _)| (name, n)).collect()
+    }
+
+    /// Sends `/channels`; returns the channels listed, their member counts and topics.
+    pub async fn channel_list(&mut self) -> Vec<(String, u64, Option<String>)> {
         self.send("/channels").await;
         self.expect_with("the channel list", |event| match event {
             Event::Channels(channels) => Some(channels.clone()),
             _ => None,
         })
         .await
+    }
+
+    /// Sends `/channels` and checks that `wanted` holds for the channels listed; returns
+    /// them. On a cluster target, where other nodes' channel changes reach this client's
+    /// node a moment later, it asks again until `wanted` holds, for up to
+    /// [`PRESENCE_DELAY`]; on a single server the first answer must hold.
+    pub async fn channels_seen(
+        &mut self,
+        what: impl Display,
+        wanted: impl Fn(&[(String, u64, Option<String>)]) -> bool,
+    ) -> Vec<(String, u64, Option<String>)> {
+        let within = match self.in_cluster {
+            true => PRESENCE_DELAY,
+            false => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let channels = self.channel_list().await;
+            if wanted(&channels) {
+                return channels;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: never {what} within {within:?}: {channels:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends `/help`; returns the usages of the commands listed.

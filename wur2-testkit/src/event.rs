@@ -152,10 +152,59 @@ pub enum Event {
         /// The channel entered.
         to: String,
     },
-    /// `/list`: the users online.
-    Users(Vec<String>),
-    /// `/channels`: names and member counts.
-    Channels(Vec<(String, u64)>),
+    /// `/list`: the users online, and the away messages of those who are away.
+    Users(Vec<String>, Vec<(String, String)>),
+    /// `/channels`: names, member counts and topics.
+    Channels(Vec<(String, u64, Option<String>)>),
+    /// A channel's topic (`None`: none), shown at `/join` and by `/topic`; with `by`, a
+    /// change to it.
+    Topic {
+        /// The channel.
+        channel: String,
+        /// The topic.
+        topic: Option<String>,
+        /// Who changed it, for a change.
+        by: Option<String>,
+    },
+    /// Your channel became private or public.
+    Private {
+        /// The channel.
+        channel: String,
+        /// Whether it is private now.
+        private: bool,
+        /// Who changed it.
+        by: String,
+    },
+    /// Your `/invite` worked.
+    Invited {
+        /// The channel.
+        channel: String,
+        /// Who may join it now.
+        user: String,
+    },
+    /// You were invited to a channel.
+    Invitation {
+        /// The channel.
+        channel: String,
+        /// By whom.
+        by: String,
+    },
+    /// `/names`: who is in the channel.
+    Names {
+        /// The channel.
+        channel: String,
+        /// The users, each once.
+        users: Vec<String>,
+    },
+    /// The answer to `/away`: your away message, or `None` when you are back.
+    AwaySet(Option<String>),
+    /// The user you sent a private message to is away.
+    Away {
+        /// The user.
+        user: String,
+        /// The away message.
+        text: String,
+    },
     /// `/profile`.
     Profile {
         /// The user.
@@ -382,6 +431,33 @@ pub(crate) fn parse_text(line: &str) -> TextLine {
     TextLine::Event(text_event(line).unwrap_or_else(|| Event::Info(line.to_string())))
 }
 
+/// The entries of a text `/channels` line: `name (members)`, each with ` [topic]` when
+/// it has one, separated by `, ` (a topic ends at the `]` before the next `, ` or the end).
+fn text_channels(mut rest: &str) -> Option<Vec<(String, u64, Option<String>)>> {
+    let mut list = Vec::new();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once(" (")?;
+        let (members, after) = after.split_once(')')?;
+        let (topic, after) = match after.strip_prefix(" [") {
+            Some(topic) => {
+                let end = match topic.match_indices("], ").next() {
+                    Some((at, _)) => at,
+                    None => topic.strip_suffix(']')?.len(),
+                };
+                (Some(topic[..end].to_string()), &topic[end + 1..])
+            }
+            None => (None, after),
+        };
+        list.push((name.to_string(), members.parse().ok()?, topic));
+        rest = match after.strip_prefix(", ") {
+            Some(next) => next,
+            None if after.is_empty() => "",
+            None => return None,
+        };
+    }
+    Some(list)
+}
+
 fn text_event(line: &str) -> Option<Event> {
     let owned = |s: &str| s.to_string();
     if let Some(message) = line.strip_prefix("Error: ") {
@@ -496,6 +572,33 @@ fn text_event(line: &str) -> Option<Event> {
                 reason: owned(reason),
             });
         }
+        if let Some((by, rest)) = rest.split_once(" set the topic of ") {
+            let (channel, topic) = rest.split_once(": ")?;
+            return Some(Event::Topic {
+                channel: owned(channel),
+                topic: Some(owned(topic)),
+                by: Some(owned(by)),
+            });
+        }
+        if let Some((by, channel)) = rest.split_once(" cleared the topic of ") {
+            return Some(Event::Topic {
+                channel: owned(channel),
+                topic: None,
+                by: Some(owned(by)),
+            });
+        }
+        if let Some((by, rest)) = rest.split_once(" made ") {
+            let (channel, private) =
+                match rest.strip_suffix(" private: only invited users may join") {
+                    Some(channel) => (channel, true),
+                    None => (rest.strip_suffix(" public")?, false),
+                };
+            return Some(Event::Private {
+                channel: owned(channel),
+                private,
+                by: owned(by),
+            });
+        }
         if let Some((user, channel)) = rest.split_once(" joined ") {
             return Some(Event::Join {
                 user: owned(user),
@@ -571,16 +674,69 @@ fn text_event(line: &str) -> Option<Event> {
         });
     }
     if let Some(users) = line.strip_prefix("Connected users: ") {
-        let users = users.split(", ").filter(|u| !u.is_empty()).map(owned);
-        return Some(Event::Users(users.collect()));
+        let (mut names, mut away) = (Vec::new(), Vec::new());
+        for user in users.split(", ").filter(|u| !u.is_empty()) {
+            match user.split_once(" (away: ") {
+                Some((name, text)) => {
+                    names.push(owned(name));
+                    away.push((owned(name), owned(text.strip_suffix(')')?)));
+                }
+                None => names.push(owned(user)),
+            }
+        }
+        return Some(Event::Users(names, away));
     }
     if let Some(channels) = line.strip_prefix("Channels: ") {
-        let mut list = Vec::new();
-        for channel in channels.split(", ").filter(|c| !c.is_empty()) {
-            let (name, members) = channel.rsplit_once(" (")?;
-            list.push((owned(name), members.strip_suffix(')')?.parse().ok()?));
-        }
-        return Some(Event::Channels(list));
+        return Some(Event::Channels(text_channels(channels)?));
+    }
+    if let Some(rest) = line.strip_prefix("Topic of ") {
+        let (channel, topic) = rest.split_once(": ")?;
+        return Some(Event::Topic {
+            channel: owned(channel),
+            topic: Some(owned(topic)),
+            by: None,
+        });
+    }
+    if let Some(channel) = line.strip_suffix(" has no topic") {
+        return Some(Event::Topic {
+            channel: owned(channel),
+            topic: None,
+            by: None,
+        });
+    }
+    if let Some(rest) = line.strip_prefix("You invited ") {
+        let (user, channel) = rest.split_once(" to ")?;
+        return Some(Event::Invited {
+            channel: owned(channel),
+            user: owned(user),
+        });
+    }
+    if let Some((by, rest)) = line.split_once(" invited you to ") {
+        let (channel, _) = rest.split_once("; /join ")?;
+        return Some(Event::Invitation {
+            channel: owned(channel),
+            by: owned(by),
+        });
+    }
+    if let Some(rest) = line.strip_prefix("Names in ") {
+        let (channel, users) = rest.split_once(": ")?;
+        let users = users.split(", ").filter(|u| !u.is_empty()).map(owned);
+        return Some(Event::Names {
+            channel: owned(channel),
+            users: users.collect(),
+        });
+    }
+    if let Some(text) = line.strip_prefix("You are marked away: ") {
+        return Some(Event::AwaySet(Some(owned(text))));
+    }
+    if line == "You are no longer marked away" {
+        return Some(Event::AwaySet(None));
+    }
+    if let Some((user, text)) = line.split_once(" is away: ") {
+        return Some(Event::Away {
+            user: owned(user),
+            text: owned(text),
+        });
     }
     if let Some(rest) = line.strip_prefix("Username: ") {
         let (user, rest) = rest.split_once(" | Channel: ")?;
@@ -781,6 +937,18 @@ pub(crate) fn parse_json(line: &str) -> Event {
                 .iter()
                 .map(|user| Json { value: user, line }.string())
                 .collect(),
+            match object.value.get("away") {
+                None => Vec::new(),
+                Some(_) => object
+                    .array("away")
+                    .iter()
+                    .map(|pair| {
+                        let pair: (String, String) = serde_json::from_value(pair.clone())
+                            .unwrap_or_else(|_| panic!("`away` holds [user, text] pairs: {line}"));
+                        pair
+                    })
+                    .collect(),
+            },
         ),
         "channels" => Event::Channels(
             object
@@ -791,10 +959,42 @@ pub(crate) fn parse_json(line: &str) -> Event {
                         value: channel,
                         line,
                     };
-                    (channel.text("name"), channel.uint("members"))
+                    let topic = channel.value.get("topic").map(|_| channel.text("topic"));
+                    (channel.text("name"), channel.uint("members"), topic)
                 })
                 .collect(),
         ),
+        "topic" => Event::Topic {
+            channel: text("channel"),
+            topic: object.value.get("topic").map(|_| text("topic")),
+            by: object.value.get("by").map(|_| text("by")),
+        },
+        "private" => Event::Private {
+            channel: text("channel"),
+            private: object.bool("private"),
+            by: text("by"),
+        },
+        "invited" => Event::Invited {
+            channel: text("channel"),
+            user: text("user"),
+        },
+        "invitation" => Event::Invitation {
+            channel: text("channel"),
+            by: text("by"),
+        },
+        "names" => Event::Names {
+            channel: text("channel"),
+            users: object
+                .array("users")
+                .iter()
+                .map(|user| Json { value: user, line }.string())
+                .collect(),
+        },
+        "away_set" => Event::AwaySet(object.value.get("text").map(|_| text("text"))),
+        "away" => Event::Away {
+            user: text("user"),
+            text: text("text"),
+        },
         "profile" => Event::Profile {
             user: text("user"),
             channel: text("channel"),
@@ -1025,6 +1225,68 @@ mod tests {
     }
 
     #[test]
+    fn channel_lines_read_with_their_topics_and_away_messages() {
+        assert_eq!(
+            event("Channels: cr9920x417x3 (2) [Rust talk, mostly], Global (1)"),
+            Event::Channels(vec![
+                ("cr9920x417x3".into(), 2, Some("Rust talk, mostly".into())),
+                ("Global".into(), 1, None),
+            ])
+        );
+        assert_eq!(
+            event("Channels: #a (1) [x, y], b (0), c (2) [z]"),
+            Event::Channels(vec![
+                ("#a".into(), 1, Some("x, y".into())),
+                ("b".into(), 0, None),
+                ("c".into(), 2, Some("z".into())),
+            ])
+        );
+        assert_eq!(
+            event("Connected users: al (away: lunch), bo"),
+            Event::Users(
+                vec!["al".into(), "bo".into()],
+                vec![("al".into(), "lunch".into())]
+            )
+        );
+        assert_eq!(
+            event("* al made #a private: only invited users may join"),
+            Event::Private {
+                channel: "#a".into(),
+                private: true,
+                by: "al".into()
+            }
+        );
+        assert_eq!(
+            event("* al cleared the topic of #a"),
+            Event::Topic {
+                channel: "#a".into(),
+                topic: None,
+                by: Some("al".into())
+            }
+        );
+        assert_eq!(
+            event("al invited you to #a; /join #a"),
+            Event::Invitation {
+                channel: "#a".into(),
+                by: "al".into()
+            }
+        );
+        assert_eq!(
+            parse_json(r##"{"type":"names","channel":"#a","users":["al"],"ts":1795664700000}"##),
+            Event::Names {
+                channel: "#a".into(),
+                users: vec!["al".into()]
+            }
+        );
+        assert_eq!(
+            parse_json(
+                r#"{"away":[["al","lunch"]],"type":"list","users":["al"],"ts":1795664700000}"#
+            ),
+            Event::Users(vec!["al".into()], vec![("al".into(), "lunch".into())])
+        );
+    }
+
+    #[test]
     fn text_lines_read_as_the_events_the_protocol_documents() {
         assert_eq!(
             event("[Global] al: hi: there"),
@@ -1053,7 +1315,7 @@ mod tests {
         );
         assert_eq!(
             event("Channels: Global (3), #rust (1)"),
-            Event::Channels(vec![("Global".into(), 3), ("#rust".into(), 1)])
+            Event::Channels(vec![("Global".into(), 3, None), ("#rust".into(), 1, None)])
         );
         assert_eq!(
             event("al is offline; the message will be delivered at their next login."),

@@ -649,11 +649,14 @@ pub async fn bans_restart_after(
     quiet.expect_error("muted").await;
 }
 
-/// Accounts and history written before a restart are there after it. Call `before` on the
-/// first server, restart it on the same database, then call `after` with the names.
-pub async fn restart_before(addr: Target, mode: Mode) -> (String, String) {
+/// Accounts, history and a channel's topic, privacy and invitations written before a
+/// restart are there after it. Call `before` on the first server, restart it on the same
+/// database, then call `after` with the names.
+pub async fn restart_before(addr: Target, mode: Mode) -> (String, String, String) {
     let name = unique("rs");
     let room = unique("rr");
+    let guest = unique("rg");
+    Client::register(addr, mode, &guest).await;
     let mut alice = Client::register(addr, mode, &name).await;
     alice.send(&format!("/join {room}")).await;
     alice
@@ -663,17 +666,191 @@ pub async fn restart_before(addr: Target, mode: Mode) -> (String, String) {
         })
         .await;
     alice.send("remember me").await;
+    for line in ["/topic kept over restarts", "/private on"] {
+        alice.send(line).await;
+    }
+    alice.send(&format!("/invite {guest}")).await;
+    alice
+        .expect(Event::Invited {
+            channel: room.clone(),
+            user: guest.clone(),
+        })
+        .await;
     alice.barrier().await;
-    (name, room)
+    (name, room, guest)
 }
 
 /// The second half of the restart scenario; see [`restart_before`].
-pub async fn restart_after(addr: Target, mode: Mode, (name, room): (String, String)) {
+pub async fn restart_after(
+    addr: Target,
+    mode: Mode,
+    (name, room, guest): (String, String, String),
+) {
     let mut alice = Client::login(addr, mode, &name).await;
     alice.send(&format!("/join {room}")).await;
+    alice.expect(topic_of(&room, "kept over restarts")).await;
     alice
         .expect(Event::history(&room, &name, "remember me"))
         .await;
+    let mut stranger = Client::register(addr, mode, &unique("rx")).await;
+    stranger.send(&format!("/join {room}")).await;
+    stranger.expect_error("not_invited").await;
+    let mut guest = Client::login(addr, mode, &guest).await;
+    guest.send(&format!("/join {room}")).await;
+    guest.expect(topic_of(&room, "kept over restarts")).await;
+}
+
+/// The topic line a join shows.
+fn topic_of(channel: &str, topic: &str) -> Event {
+    Event::Topic {
+        channel: channel.to_string(),
+        topic: Some(topic.to_string()),
+        by: None,
+    }
+}
+
+/// A channel's first joiner owns it: sets its topic (seen at every join and in
+/// `/channels`), makes it private (the uninvited are refused, and do not see it listed)
+/// and invites; `/names` lists its members; nobody else may change it.
+pub async fn channels_keep_topics_and_admit_only_the_invited_when_private(
+    addr: Target,
+    mode: Mode,
+) {
+    let mut alice = Client::register(addr, mode, &unique("ca")).await;
+    let mut bob = Client::register(addr, mode, &unique("cb")).await;
+    let mut carol = Client::register(addr, mode, &unique("cc")).await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    let room = unique("cr");
+    alice.send(&format!("/join {room}")).await;
+    alice.send("/topic Rust talk, mostly").await;
+    alice
+        .expect(Event::Topic {
+            channel: room.clone(),
+            topic: Some("Rust talk, mostly".into()),
+            by: Some(a.clone()),
+        })
+        .await;
+    alice.send("/private on").await;
+    alice
+        .expect(Event::Private {
+            channel: room.clone(),
+            private: true,
+            by: a.clone(),
+        })
+        .await;
+
+    let hidden =
+        |listed: &[(String, u64, Option<String>)]| !listed.iter().any(|(name, _, _)| *name == room);
+    // In a cluster, once the privacy reached bob's node.
+    bob.channels_seen(format_args!("{room} hidden"), hidden)
+        .await;
+    bob.send(&format!("/join {room}")).await;
+    bob.expect_error("not_invited").await;
+    bob.send("/topic mine now").await;
+    bob.expect_error("forbidden").await;
+
+    alice.send(&format!("/invite {b}")).await;
+    alice
+        .expect(Event::Invited {
+            channel: room.clone(),
+            user: b.clone(),
+        })
+        .await;
+    bob.expect(Event::Invitation {
+        channel: room.clone(),
+        by: a.clone(),
+    })
+    .await;
+    bob.send(&format!("/join {room}")).await;
+    bob.expect(Event::Switched {
+        from: "Global".into(),
+        to: room.clone(),
+    })
+    .await;
+    bob.expect(topic_of(&room, "Rust talk, mostly")).await;
+    bob.send("/names").await;
+    let mut members = vec![a.clone(), b.clone()];
+    members.sort();
+    bob.expect(Event::Names {
+        channel: room.clone(),
+        users: members,
+    })
+    .await;
+    let listed = bob.channel_list().await;
+    assert!(
+        listed.contains(&(room.clone(), 2, Some("Rust talk, mostly".into()))),
+        "{b} sees {room} with its topic: {listed:?}"
+    );
+    bob.send("/topic").await;
+    bob.expect(topic_of(&room, "Rust talk, mostly")).await;
+
+    carol
+        .channels_seen(format_args!("{room} hidden"), hidden)
+        .await;
+    carol.send(&format!("/join {room}")).await;
+    carol.expect_error("not_invited").await;
+    alice.send("/private off").await;
+    bob.expect(Event::Private {
+        channel: room.clone(),
+        private: false,
+        by: a.clone(),
+    })
+    .await;
+    carol
+        .channels_seen(format_args!("{room} public"), |listed| !hidden(listed))
+        .await;
+    carol.send(&format!("/join {room}")).await;
+    carol
+        .expect(Event::Switched {
+            from: "Global".into(),
+            to: room.clone(),
+        })
+        .await;
+}
+
+/// `/away <text>` shows in `/list` and answers the first private message of each sender
+/// (the message is delivered all the same); `/away` alone ends it.
+pub async fn away_shows_in_list_and_answers_each_sender_once(addr: Target, mode: Mode) {
+    // Away messages are known on the node where they were set: one node.
+    let addr = addr.first_node();
+    let mut alice = Client::register(addr, mode, &unique("wa")).await;
+    let mut bob = Client::register(addr, mode, &unique("wb")).await;
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    alice.send("/away out for lunch").await;
+    alice
+        .expect(Event::AwaySet(Some("out for lunch".into())))
+        .await;
+    bob.send("/list").await;
+    bob.expect_with("the away message listed", |event| match event {
+        Event::Users(users, away) if users.contains(&a) => {
+            assert_eq!(away, &[(a.clone(), "out for lunch".to_string())]);
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    bob.send(&format!("/msg {a} are you there?")).await;
+    bob.expect(Event::Away {
+        user: a.clone(),
+        text: "out for lunch".into(),
+    })
+    .await;
+    alice
+        .expect(Event::Dm {
+            from: b.clone(),
+            text: "are you there?".into(),
+            offline: false,
+            id: None,
+        })
+        .await;
+    bob.send(&format!("/msg {a} hello?")).await;
+    let after = bob.barrier().await;
+    assert!(
+        !after.iter().any(|e| matches!(e, Event::Away { .. })),
+        "once per sender: {after:?}"
+    );
+    alice.send("/away").await;
+    alice.expect(Event::AwaySet(None)).await;
 }
 
 /// Overlong lines, invalid UTF-8 and terminal escapes get errors or are cleaned; the

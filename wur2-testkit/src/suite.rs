@@ -155,8 +155,32 @@ pub fn the_last_admin_stays_admin(driver: &impl Driver, mode: Mode) {
     });
 }
 
-/// Accounts and history are still there after a graceful restart.
-pub fn accounts_and_history_survive_a_restart(driver: &impl Driver, mode: Mode) {
+/// Topics, private channels and invitations; `/names`.
+pub fn channels_keep_topics_and_admit_only_the_invited_when_private(
+    driver: &impl Driver,
+    mode: Mode,
+) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::channels_keep_topics_and_admit_only_the_invited_when_private,
+    );
+}
+
+/// `/away` in `/list` and as the answer to a private message.
+pub fn away_shows_in_list_and_answers_each_sender_once(driver: &impl Driver, mode: Mode) {
+    on_every_database(
+        driver,
+        config(),
+        mode,
+        scenarios::away_shows_in_list_and_answers_each_sender_once,
+    );
+}
+
+/// Accounts, history, topics and private channels with their invitations are still there
+/// after a graceful restart.
+pub fn accounts_history_and_channels_survive_a_restart(driver: &impl Driver, mode: Mode) {
     for db in block_on(databases()) {
         let server = driver.start(&db.url, config(), None);
         let names = within(&db, scenarios::restart_before(server.addr(), mode));

@@ -30,6 +30,7 @@ impl Engine {
 
     /// Account `key` was deleted: its sessions here are told and closed.
     pub(super) fn close_purged(&mut self, key: &str) {
+        self.channels.forget_account(key);
         let Some(account) = self.accounts.get(key) else {
             return;
         };

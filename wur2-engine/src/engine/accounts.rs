@@ -3,7 +3,7 @@
 //! It knows nothing of connections beyond their ids and never sends: the engine keeps it
 //! in step with the sessions that log in and end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Instant;
 
@@ -18,9 +18,20 @@ pub(super) struct Account {
     pub(super) role: Role,
     /// Oldest first.
     pub(super) sessions: Vec<ConnectionId>,
+    /// Set by `/away <text>`; gone with `/away` or when the account goes offline.
+    pub(super) away: Option<Away>,
     /// The account's mute as the store last said, kept while the account is online so a
     /// message costs no store round trip; it stops applying at its `until` by itself.
     pub(super) mute: Option<Mute>,
+}
+
+/// An away message, and whom it answered already.
+#[derive(Debug)]
+pub(super) struct Away {
+    pub(super) text: String,
+    /// The username keys of the senders of private messages told the text already: each
+    /// hears it once per away message.
+    pub(super) answered: BTreeSet<String>,
 }
 
 /// A mute known to the engine: the store's record, and when it ends on the caller's clock.
@@ -57,6 +68,30 @@ impl Accounts {
             .map(|(key, account)| (key.as_str(), account.username.as_str()))
     }
 
+    /// The away message of online account `key`, if it has one.
+    pub(super) fn away_text(&self, key: &str) -> Option<&str> {
+        Some(self.by_key.get(key)?.away.as_ref()?.text.as_str())
+    }
+
+    /// Sets (or with `None` clears) the away message of online account `key`.
+    pub(super) fn set_away(&mut self, key: &str, text: Option<String>) {
+        if let Some(account) = self.by_key.get_mut(key) {
+            account.away = text.map(|text| Away {
+                text,
+                answered: BTreeSet::new(),
+            });
+        }
+    }
+
+    /// The away message of account `key` for a private message from `sender` (a key),
+    /// the first time only for each away message.
+    pub(super) fn away_reply(&mut self, key: &str, sender: &str) -> Option<String> {
+        let away = self.by_key.get_mut(key)?.away.as_mut()?;
+        away.answered
+            .insert(sender.to_owned())
+            .then(|| away.text.clone())
+    }
+
     /// `connection` logged in as `username` (key `key`) with `role`, the account's role
     /// for all its sessions from now on.
     pub(super) fn log_in(
@@ -70,6 +105,7 @@ impl Accounts {
             username: username.to_string(),
             role,
             sessions: Vec::new(),
+            away: None,
             mute: None,
         });
         account.role = role;

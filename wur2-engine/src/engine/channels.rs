@@ -1,19 +1,74 @@
-//! The channels that have members, and who is in each, in join order.
+//! The channels: those that have members, with who is in each in join order, and those
+//! registered in the store (the catalogue), which last when empty with their settings.
 //!
 //! A member's position in its channel's list is kept in its session (`Member`), so leaving
 //! is a swap-remove; this table says which member moved, and the engine updates it. It
-//! sends nothing: announcing joins and departures is the engine's job.
+//! sends nothing: announcing joins and departures is the engine's job. It never asks the
+//! store either: the engine loads the catalogue once (see `channel_modes`) and keeps it
+//! current with its own changes and those other nodes publish.
 
 use std::collections::BTreeMap;
 
 use crate::ids::ConnectionId;
-use crate::names::channel_key;
+use crate::names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
+use crate::sanitize::sanitize_text;
+use crate::store::{Role, StoredChannel};
 
-/// A channel with at least one member.
+/// What a registered channel keeps when it is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Settings {
+    /// The owner's username as registered (none for the default channel).
+    pub(super) owner: Option<String>,
+    pub(super) topic: Option<String>,
+    pub(super) private: bool,
+    /// Invited usernames by key, as registered.
+    pub(super) invited: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Whether `account` (a username key) with `role` may change these settings: the
+    /// owner, mods and admins.
+    pub(super) fn may_change(&self, account: &str, role: Role) -> bool {
+        role >= Role::Mod
+            || self
+                .owner
+                .as_deref()
+                .is_some_and(|o| username_key(o) == account)
+    }
+
+    /// Whether `account` with `role` may join: anyone when the channel is public; the
+    /// owner, the invited, mods and admins when it is private.
+    pub(super) fn may_join(&self, account: &str, role: Role) -> bool {
+        !self.private || self.may_change(account, role) || self.invited.contains_key(account)
+    }
+
+    /// What the store says, trusted no more than a client: names that break the rules
+    /// are dropped and the topic is sanitised as history is.
+    fn from_stored(stored: StoredChannel) -> Settings {
+        Settings {
+            owner: stored.owner.filter(|owner| is_valid_username(owner)),
+            topic: stored
+                .topic
+                .map(|topic| sanitize_text(&topic).into_owned())
+                .filter(|topic| !topic.is_empty()),
+            private: stored.private,
+            invited: stored
+                .invited
+                .into_iter()
+                .filter(|user| is_valid_username(user))
+                .map(|user| (username_key(&user), user))
+                .collect(),
+        }
+    }
+}
+
+/// A channel with at least one member, or registered (or both).
 #[derive(Debug)]
 pub(super) struct Channel {
     /// The name as first used (shown to users); the table is keyed by its `channel_key`.
     pub(super) name: String,
+    /// `Some` once registered in the store: the channel lasts when empty.
+    pub(super) settings: Option<Settings>,
     pub(super) members: Vec<ConnectionId>,
     /// The engine's message counter when the latest member joined: a message with a higher
     /// sequence was accepted after every member was in (see [`Member::joined_after`]).
@@ -27,7 +82,7 @@ pub(super) struct Channel {
 pub(super) enum Left<'a> {
     /// The member was not where its session said: nothing changed.
     NotMember,
-    /// That was the last member: the channel is gone.
+    /// That was the last member: the channel is gone, or stays empty when registered.
     Emptied,
     /// The channel goes on; `moved` took the leaver's position (tell its session).
     Remaining {
@@ -36,10 +91,12 @@ pub(super) enum Left<'a> {
     },
 }
 
-/// Channels with at least one member, by channel key.
+/// Channels with at least one member or registered, by channel key.
 #[derive(Debug, Default)]
 pub(super) struct Channels {
     by_key: BTreeMap<String, Channel>,
+    /// Whether the registered channels were loaded from the store.
+    pub(super) loaded: bool,
 }
 
 impl Channels {
@@ -47,16 +104,76 @@ impl Channels {
         self.by_key.get(key)
     }
 
+    /// The settings of channel `key`, if it is registered.
+    pub(super) fn settings(&self, key: &str) -> Option<&Settings> {
+        self.by_key.get(key)?.settings.as_ref()
+    }
+
+    /// The settings of channel `name`, registered now if it was not (with no owner), for
+    /// a change to them. Returns its key.
+    pub(super) fn settings_mut(&mut self, name: &str) -> (String, &mut Settings) {
+        let key = channel_key(name);
+        let channel = self.by_key.entry(key.clone()).or_insert_with(|| Channel {
+            name: name.to_string(),
+            settings: None,
+            members: Vec::new(),
+            last_joined_after: 0,
+        });
+        (key, channel.settings.get_or_insert_with(Settings::default))
+    }
+
+    /// Records channels as the store has them (the whole catalogue at start, or one
+    /// channel just registered): their settings replace what was known; members stay. A
+    /// name that breaks the rules is skipped.
+    pub(super) fn register(&mut self, stored: impl IntoIterator<Item = StoredChannel>) {
+        for stored in stored
+            .into_iter()
+            .filter(|c| is_valid_channel_name(&c.name))
+        {
+            let key = channel_key(&stored.name);
+            let channel = self.by_key.entry(key).or_insert_with(|| Channel {
+                name: stored.name.clone(),
+                settings: None,
+                members: Vec::new(),
+                last_joined_after: 0,
+            });
+            channel.settings = Some(Settings::from_stored(stored));
+        }
+    }
+
+    /// Channel `key` is not registered after all (its registration failed): it goes
+    /// when empty, and its next first joiner registers it.
+    pub(super) fn unregister(&mut self, key: &str) {
+        if let Some(channel) = self.by_key.get_mut(key) {
+            channel.settings = None;
+            if channel.members.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// Account `key` was deleted: its invitations and the channels it owned go with it.
+    pub(super) fn forget_account(&mut self, key: &str) {
+        for settings in self.by_key.values_mut().filter_map(|c| c.settings.as_mut()) {
+            settings.invited.remove(key);
+            if settings
+                .owner
+                .as_deref()
+                .is_some_and(|o| username_key(o) == key)
+            {
+                settings.owner = None;
+            }
+        }
+    }
+
     /// The display name of the channel with `key` (empty if there is none).
     pub(super) fn name(&self, key: &str) -> String {
         self.get(key).map(|c| c.name.clone()).unwrap_or_default()
     }
 
-    /// Every channel's key, name and member count, ordered by key.
-    pub(super) fn entries(&self) -> impl Iterator<Item = (&str, (&str, usize))> {
-        self.by_key
-            .iter()
-            .map(|(key, c)| (key.as_str(), (c.name.as_str(), c.members.len())))
+    /// Every channel with its key, ordered by key.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&str, &Channel)> {
+        self.by_key.iter().map(|(key, c)| (key.as_str(), c))
     }
 
     /// Adds `connection` to channel `name`, created when missing, when the engine's
@@ -71,6 +188,7 @@ impl Channels {
         let key = channel_key(name);
         let channel = self.by_key.entry(key.clone()).or_insert_with(|| Channel {
             name: name.to_string(),
+            settings: None,
             members: Vec::new(),
             last_joined_after: 0,
         });
@@ -81,7 +199,7 @@ impl Channels {
     }
 
     /// Takes `connection` out of channel `key`, where it is member number `position`; an
-    /// emptied channel disappears.
+    /// emptied channel disappears unless it is registered.
     pub(super) fn leave(
         &mut self,
         key: &str,
@@ -96,7 +214,9 @@ impl Channels {
         }
         channel.members.swap_remove(position);
         if channel.members.is_empty() {
-            self.by_key.remove(key);
+            if channel.settings.is_none() {
+                self.by_key.remove(key);
+            }
             return Left::Emptied;
         }
         // Looked up again: the borrow above may not outlive the removal branch.

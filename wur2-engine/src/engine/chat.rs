@@ -1,7 +1,8 @@
 //! The commands of logged-in users: chat, private messages, channels, roles, kicks, and
 //! the store answers that complete them.
 
-use super::cluster::{channels_everywhere, usernames_everywhere};
+use super::channel_modes::ChannelChange;
+use super::cluster::usernames_everywhere;
 use super::delivery::Audience;
 use super::{Departure, Engine, Pending, Sender, Stage};
 use crate::command::{Command, ParseError, parse_command};
@@ -33,11 +34,19 @@ impl Engine {
         if let Command::Say(text) = &command {
             return self.say(connection, text);
         }
+        if self.waits_for_catalogue(connection, &command) {
+            return;
+        }
+        self.run_command(connection, command);
+    }
+
+    /// A command of a logged-in connection, carried out.
+    pub(super) fn run_command(&mut self, connection: ConnectionId, command: Command) {
         let Some(sender) = self.sender(connection) else {
             return;
         };
         match command {
-            Command::Say(_) => {}
+            Command::Say(text) => self.say(connection, &text),
             Command::Msg { to, text } => self.direct_message(connection, &sender, &to, &text),
             Command::Join(channel) => self.join(connection, &sender, &channel),
             Command::SendUpload { to, name, size } => {
@@ -49,14 +58,26 @@ impl Engine {
             Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
                 let names = usernames_everywhere(&self.accounts, self.cluster.as_ref());
+                let users = names
+                    .into_iter()
+                    .map(|name| (name, self.accounts.away_text(&username_key(name))))
+                    .collect();
                 self.outbox
-                    .send(&mut self.sessions, connection, &Line::Users(names));
+                    .send(&mut self.sessions, connection, &Line::Users(users));
             }
-            Command::Channels => {
-                let entries = channels_everywhere(&self.channels, self.cluster.as_ref());
-                self.outbox
-                    .send(&mut self.sessions, connection, &Line::Channels(entries));
+            Command::Channels => self.list_channels(connection, &sender),
+            Command::ShowTopic => self.show_topic(connection, &sender.channel, true),
+            Command::SetTopic(topic) => {
+                self.change_channel(connection, &sender, ChannelChange::Topic(topic));
             }
+            Command::Private(private) => {
+                self.change_channel(connection, &sender, ChannelChange::Private(private));
+            }
+            Command::Invite(user) => {
+                self.change_channel(connection, &sender, ChannelChange::Invite(user));
+            }
+            Command::Names => self.names(connection, &sender),
+            Command::Away(text) => self.set_away(connection, &sender, text),
             Command::Profile => {
                 let channel = self.channels.name(&sender.channel);
                 let (user, role) = (sender.username.as_str(), sender.role);
@@ -154,6 +175,20 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|cluster| cluster.peers.account(&key).is_some());
         self.stats.direct_messages += 1;
+        if let Some(away) = self.accounts.away_reply(&key, &sender.account) {
+            let user = self
+                .accounts
+                .get(&key)
+                .map(|account| account.username.clone())
+                .unwrap_or_default();
+            self.send(
+                connection,
+                Line::Away {
+                    user: &user,
+                    text: &away,
+                },
+            );
+        }
         let message = |text| PrivateMessage {
             id,
             sender: sender.username.clone(),
@@ -186,11 +221,16 @@ impl Engine {
             );
         }
         let old = self.channels.name(&sender.channel);
-        if channel_key(channel) == sender.channel {
+        let key = channel_key(channel);
+        if key == sender.channel {
             return self.send(connection, Line::Info(&format!("You are already in {old}")));
+        }
+        if !self.may_enter(connection, sender, &key) {
+            return;
         }
         self.leave_channel(connection, Departure::Announced);
         let new = self.enter_channel(connection, channel);
+        self.register_if_new(sender, &key);
         self.send(
             connection,
             Line::Switched {
@@ -198,7 +238,34 @@ impl Engine {
                 to: &new,
             },
         );
+        self.show_topic(connection, &key, false);
         self.replay_history(connection, new, self.config.history_replay, None);
+    }
+
+    /// `/away [text]`: every session of the account is told (the message is the account's);
+    /// a muted user may come back but not set a message.
+    fn set_away(&mut self, connection: ConnectionId, sender: &Sender, text: Option<String>) {
+        // An away message answers private messages: not from a muted user.
+        if text.is_some() && self.refuse_if_muted(connection, &sender.account) {
+            return;
+        }
+        let text = match text {
+            Some(text) => match self.checked_text(connection, &text) {
+                Some(text) => Some(text),
+                None => return,
+            },
+            None => None,
+        };
+        self.accounts.set_away(&sender.account, text);
+        let sessions = self
+            .accounts
+            .get(&sender.account)
+            .map(|account| account.sessions.clone())
+            .unwrap_or_default();
+        let away = self.accounts.away_text(&sender.account).map(str::to_owned);
+        let line = Line::AwaySet(away.as_deref());
+        self.outbox
+            .broadcast(&mut self.sessions, &sessions, None, &line);
     }
 
     fn kick(
@@ -448,7 +515,7 @@ impl Engine {
     }
 
     /// Sanitised text within the message limit, or an error to the sender.
-    fn checked_text(&mut self, connection: ConnectionId, text: &str) -> Option<String> {
+    pub(super) fn checked_text(&mut self, connection: ConnectionId, text: &str) -> Option<String> {
         let text = sanitize_text(text);
         let text = text.trim();
         if text.is_empty() {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::accounts::Accounts;
-use super::channels::Channels;
+use super::channels::{Channels, Settings};
 use super::peers::{Heard, Peers, RemoteSession};
 use super::{Departure, Engine};
 use crate::cluster::{Body, CLUSTER_PROTOCOL_VERSION, ClusterConfig, Envelope, PeerSession, Topic};
@@ -271,6 +271,10 @@ impl Engine {
         if ask_state && !matches!(envelope.body, Body::State { .. }) {
             self.publish(Topic::Node(node.clone()), Body::Hello);
         }
+        // Channel changes may have been lost with the publications: the store has them.
+        if ask_state {
+            self.refresh_catalogue();
+        }
         self.apply(&node, envelope.body, data, now);
     }
 
@@ -365,6 +369,17 @@ impl Engine {
             Body::LoggedOut { user, cause } => {
                 self.log_out_sessions_of(&username_key(&user), None, cause);
             }
+            Body::Registered { channel, owner } => self.apply_registered(&channel, owner),
+            Body::Topic { channel, topic, by } => {
+                let topic = topic.map(|t| sanitize_text(&t).into_owned());
+                self.apply_topic(&channel, topic, &by);
+            }
+            Body::Private {
+                channel,
+                private,
+                by,
+            } => self.apply_private(&channel, private, &by),
+            Body::Invite { channel, user, by } => self.apply_invite(&channel, &user, &by),
             Body::FileOffer {
                 transfer,
                 recipient,
@@ -621,22 +636,55 @@ pub(super) fn usernames_everywhere<'a>(
     }
 }
 
-/// Channels with members on this node (`channels`) or another, with how many, ordered
-/// by key.
+/// One line of `/channels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Listing<'a> {
+    pub(super) name: &'a str,
+    pub(super) members: usize,
+    pub(super) topic: Option<&'a str>,
+}
+
+/// Channels with members on this node (`channels`) or another, and the registered ones,
+/// with how many members and their topics, ordered by key; private channels only when
+/// `visible` says the reader may join them.
 pub(super) fn channels_everywhere<'a>(
     channels: &'a Channels,
     cluster: Option<&'a Cluster>,
-) -> Vec<(&'a str, usize)> {
-    let local = channels.entries();
+    visible: impl Fn(&Settings) -> bool,
+) -> Vec<Listing<'a>> {
+    let local = channels
+        .entries()
+        .filter(|(_, c)| c.settings.as_ref().is_none_or(|s| !s.private || visible(s)))
+        .map(|(key, c)| {
+            let listing = Listing {
+                name: c.name.as_str(),
+                members: c.members.len(),
+                topic: c.settings.as_ref().and_then(|s| s.topic.as_deref()),
+            };
+            (key, listing)
+        });
     match cluster {
         None => local.map(|(_, entry)| entry).collect(),
         Some(cluster) => {
             let remote = cluster
                 .peers
                 .channels()
-                .map(|(key, name, members)| (key, (name, members)));
-            merge(local, remote, |(name, here), (_, there)| {
-                (name, here + there)
+                .filter(|(key, _, _)| {
+                    channels
+                        .settings(key)
+                        .is_none_or(|s| !s.private || visible(s))
+                })
+                .map(|(key, name, members)| {
+                    let listing = Listing {
+                        name,
+                        members,
+                        topic: None,
+                    };
+                    (key, listing)
+                });
+            merge(local, remote, |here, there| Listing {
+                members: here.members + there.members,
+                ..here
             })
         }
     }

@@ -9,6 +9,7 @@
 
 mod account_changes;
 mod accounts;
+mod channel_modes;
 mod channels;
 mod chat;
 mod cluster;
@@ -39,6 +40,7 @@ use crate::store::{AccountChange, Role, StoreReply, StoreRequest};
 use crate::wire::{ErrorCode, Line, Mode, Prompt};
 
 use accounts::Accounts;
+use channel_modes::{CatalogueRequest, ChannelChange};
 use channels::{Channels, Left};
 use cluster::Cluster;
 use delivery::Held;
@@ -63,6 +65,10 @@ pub struct Engine {
     registrations: RegistrationLimit,
     /// Store requests whose answers the engine acts on.
     pending: BTreeMap<RequestId, Pending>,
+    /// Store requests about the channel catalogue that no connection waits for.
+    catalogue_requests: BTreeMap<RequestId, CatalogueRequest>,
+    /// Channel commands waiting for the catalogue to load, in arrival order.
+    catalogue_waiters: Vec<(ConnectionId, crate::Command)>,
     /// Accepted messages waiting for the store to commit them, in the order accepted.
     held: VecDeque<Held>,
     /// Connections whose next line waits for held messages to be released.
@@ -132,6 +138,12 @@ enum Pending {
     DeleteAccount {
         connection: ConnectionId,
     },
+    ChannelChange {
+        connection: ConnectionId,
+        /// The channel's display name.
+        channel: String,
+        change: ChannelChange,
+    },
     IssueToken {
         connection: ConnectionId,
     },
@@ -167,6 +179,7 @@ impl Pending {
             | Pending::Sanctions { connection }
             | Pending::ChangePassword { connection }
             | Pending::DeleteAccount { connection }
+            | Pending::ChannelChange { connection, .. }
             | Pending::IssueToken { connection }
             | Pending::LogoutEverywhere { connection } => *connection,
         }
@@ -181,13 +194,15 @@ enum Departure {
 }
 
 impl Engine {
-    /// An engine with no connections, enforcing the limits in `config`.
+    /// An engine with no connections, enforcing the limits in `config`. Its first output
+    /// is a [`StoreRequest::LoadChannels`]: the registered channels, which it keeps in
+    /// memory from then on.
     pub fn new(mut config: Config) -> Self {
         // A transfer moves at least one byte at a time and may hold at least one: with
         // either at 0 it could never finish.
         config.transfer_chunk_bytes = config.transfer_chunk_bytes.max(1);
         config.transfer_window_bytes = config.transfer_window_bytes.max(1);
-        Engine {
+        let mut engine = Engine {
             cluster: config.cluster.clone().map(Cluster::new),
             outbox: Outbox::new(&config),
             login_guard: LoginGuard::new(&config),
@@ -199,6 +214,8 @@ impl Engine {
             transfers: Transfers::default(),
             timers: Timers::default(),
             pending: BTreeMap::new(),
+            catalogue_requests: BTreeMap::new(),
+            catalogue_waiters: Vec::new(),
             held: VecDeque::new(),
             held_waiters: Vec::new(),
             next_request: 0,
@@ -206,7 +223,9 @@ impl Engine {
             shutting_down: false,
             line: Vec::new(),
             stats: Stats::default(),
-        }
+        };
+        engine.load_catalogue();
+        engine
     }
 
     // ----- getters -----
@@ -405,6 +424,10 @@ impl Engine {
         if self.settle_held(id, &reply, now) {
             return self.finish_input();
         }
+        if let Some(request) = self.take_catalogue_request(id) {
+            self.on_catalogue_reply(request, reply, now);
+            return self.finish_input();
+        }
         let Some(pending) = self.pending.remove(&id) else {
             if let StoreReply::Failed(error) = &reply {
                 tracing::warn!(request = %id, %error, "store request failed");
@@ -433,6 +456,9 @@ impl Engine {
             Pending::SetRole { user, .. } => self.on_role_set(connection, &user, reply),
             Pending::ChangePassword { .. } => self.on_password_changed(connection, reply, now),
             Pending::DeleteAccount { .. } => self.on_account_deleted(connection, reply, now),
+            Pending::ChannelChange {
+                channel, change, ..
+            } => self.on_channel_changed(connection, &channel, change, reply),
             Pending::IssueToken { .. } => self.on_token_issued(connection, reply),
             Pending::LogoutEverywhere { .. } => self.on_tokens_revoked(connection, reply),
             Pending::Sanction { user, .. } => self.on_sanctioned(connection, &user, reply),

@@ -307,6 +307,16 @@ impl Peers {
         Some(name)
     }
 
+    /// The usernames of the sessions in channel `key` on every peer (an account once per
+    /// session).
+    pub(super) fn users_in<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.by_node
+            .values()
+            .flat_map(|peer| peer.sessions.values())
+            .filter(move |session| channel_key(&session.channel) == key)
+            .map(|session| session.user.as_str())
+    }
+
     /// Peers known.
     pub(super) fn len(&self) -> usize {
         self.by_node.len()
