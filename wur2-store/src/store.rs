@@ -142,17 +142,6 @@ fn now_ms() -> i64 {
         })
 }
 
-/// What a failed query means for the engine: no free database connection within
-/// `acquire_timeout` is a server too busy right now (`Busy`: the client may try again, as
-/// when the hashing queue is full — a reconnect storm of `/resume`s meets this), anything
-/// else storage that is unavailable.
-fn query_error(error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::PoolTimedOut => StoreError::Busy,
-        other => StoreError::Unavailable(other.to_string()),
-    }
-}
-
 fn unavailable(error: impl std::fmt::Display) -> StoreReply {
     StoreReply::Failed(StoreError::Unavailable(error.to_string()))
 }
@@ -611,14 +600,14 @@ enum Past {
 }
 
 impl Shared {
-    /// `query`'s result, bounded by the request timeout, a failure as [`query_error`] says.
+    /// `query`'s result, bounded by the request timeout, a failure as `Unavailable`.
     async fn in_time<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
         match timed(self.config.request_timeout, query).await {
             Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(query_error(error)),
+            Some(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
             None => Err(too_slow()),
         }
     }
@@ -1105,18 +1094,4 @@ fn token_hash(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_free_database_connection_in_time_is_busy_not_unavailable() {
-        assert_eq!(query_error(sqlx::Error::PoolTimedOut), StoreError::Busy);
-        assert!(matches!(
-            query_error(sqlx::Error::PoolClosed),
-            StoreError::Unavailable(_)
-        ));
-    }
 }
