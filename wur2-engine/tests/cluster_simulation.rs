@@ -745,6 +745,40 @@ fn a_lost_nodes_users_leaving_a_large_channel_send_no_notices() {
 }
 
 #[test]
+fn a_state_overtaken_by_a_later_login_does_not_undo_it() {
+    let mut net = Net::new(2, 19);
+    let bob = net.user(1, "bob");
+    // Node 1 asks node 0 for its state (as after reconnecting to the bus)...
+    let now = net.nodes[1].now;
+    net.nodes[1].engine.handle_bus_connected(now);
+    net.nodes[1].drain();
+    net.collect();
+    let hello = net.links.get_mut(&(1, 0)).and_then(VecDeque::pop_front);
+    let hello = hello.expect("node 1's hello for node 0");
+    let now = net.nodes[0].now;
+    net.nodes[0].engine.handle_published(&hello, now);
+    net.nodes[0].drain();
+    // ...node 0 answers, then alice logs in there: her arrival is published after the
+    // state, on the all-nodes topic, and reaches node 1 first.
+    net.nodes[0].user("alice");
+    net.collect();
+    let link = net
+        .links
+        .get_mut(&(0, 1))
+        .expect("node 0's publications for node 1");
+    let state = link
+        .iter()
+        .position(|p| String::from_utf8_lossy(p).contains(r#""type":"state""#))
+        .expect("the state");
+    let state = link.remove(state).expect("the state");
+    link.push_back(state);
+    net.settle();
+    net.lines(1, bob);
+    let listed = net.ask(1, bob, "/list");
+    assert!(listed.contains("alice"), "{listed}");
+}
+
+#[test]
 fn an_empty_file_and_one_in_json_mode_reach_a_user_on_another_node() {
     let mut net = Net::new(2, 14);
     let alice = net.user(0, "alice");

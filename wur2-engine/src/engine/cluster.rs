@@ -275,12 +275,12 @@ impl Engine {
         if ask_state {
             self.refresh_catalogue();
         }
-        self.apply(&node, envelope.body, data, now);
+        self.apply(&node, envelope.seq, envelope.body, data, now);
     }
 
     /// Applies what `node` published (checked whole already), with the data after its
     /// envelope.
-    fn apply(&mut self, node: &str, body: Body, data: &[u8], now: Instant) {
+    fn apply(&mut self, node: &str, seq: u64, body: Body, data: &[u8], now: Instant) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -334,6 +334,15 @@ impl Engine {
             }
             Body::Alive => {}
             Body::Hello => self.publish_state(node),
+            // A state older than broadcasts applied already: ask for a newer one instead.
+            Body::State { .. } if peers.state_is_stale(node, seq) => {
+                tracing::debug!(
+                    node,
+                    seq,
+                    "a cluster node's state came after newer broadcasts; asking again"
+                );
+                self.publish(Topic::Node(node.to_owned()), Body::Hello);
+            }
             Body::State { sessions } => {
                 let sessions = sessions.into_iter().map(|s| {
                     let entered = RemoteSession {

@@ -161,6 +161,16 @@ impl Peers {
         Some(gone)
     }
 
+    /// Whether a state of `node` taken after its broadcast `seq` is older than broadcasts
+    /// of it applied already (published after the state, they overtook it on the way: the
+    /// node's own topic and the all-nodes one are read apart). Applying it would undo them.
+    pub(super) fn state_is_stale(&self, node: &str, seq: u64) -> bool {
+        self.by_node
+            .get(node)
+            .and_then(|peer| peer.last_seq)
+            .is_some_and(|last| last > seq)
+    }
+
     /// Replaces what is known of `node`'s sessions with `sessions` (at most
     /// `max_sessions` of them).
     pub(super) fn replace(
