@@ -386,6 +386,20 @@ pub async fn a_user_changes_their_password_then_deletes_their_account(addr: Targ
     assert_eq!(reborn.name, name, "the name may be registered again");
 }
 
+/// `moderator` bans or mutes (`kind`) `user` for `duration` and is told it took effect.
+async fn sanction(moderator: &mut Client, kind: &str, user: &str, duration: &str, reason: &str) {
+    moderator
+        .send(&format!("/{kind} {user} {duration} {reason}"))
+        .await;
+    moderator
+        .expect(Event::Sanctioned {
+            kind: kind.into(),
+            user: user.into(),
+            reason: reason.into(),
+        })
+        .await;
+}
+
 /// A new client logged in as `name` with `line` (a `/login` or `/resume`).
 async fn logged_in_with(addr: Target, mode: Mode, name: &str, line: &str) -> Client {
     let mut client = Client::connect(addr, mode).await;
@@ -535,14 +549,7 @@ where
     let mut witness = Client::register(addr, mode, &unique("bw")).await;
     let mut moderator = as_moderator(addr, mode, &m, grant).await;
 
-    moderator.send(&format!("/mute {t} 10m too loud")).await;
-    moderator
-        .expect(Event::Sanctioned {
-            kind: "mute".into(),
-            user: t.clone(),
-            reason: "too loud".into(),
-        })
-        .await;
+    sanction(&mut moderator, "mute", &t, "10m", "too loud").await;
     let muted = Event::Muted {
         by: m.clone(),
         reason: "too loud".into(),
@@ -576,14 +583,7 @@ where
     second.send("back").await;
     witness.expect(Event::message("Global", &t, "back")).await;
 
-    moderator.send(&format!("/ban {t} 1h spam")).await;
-    moderator
-        .expect(Event::Sanctioned {
-            kind: "ban".into(),
-            user: t.clone(),
-            reason: "spam".into(),
-        })
-        .await;
+    sanction(&mut moderator, "ban", &t, "1h", "spam").await;
     let banned = Event::Banned {
         by: m.clone(),
         reason: "spam".into(),
