@@ -6,9 +6,30 @@
 # When PostgreSQL cannot be started: with CI=true this fails the test command; otherwise it
 # prints a loud SKIPPED warning and the PostgreSQL tests skip themselves.
 # Override by exporting WUR2_TEST_POSTGRES_URL yourself before running scripts/test.sh.
+#
+# Tests make a database each (wur2_e2e_*, wur2_t_*) and not all of them drop it: the ones
+# left by earlier runs are dropped here, and scripts/test.sh calls wur2_pg_drop_test_databases
+# again when the tests are done. A database some session still uses (another test run on
+# the same machine) is left alone. Thousands of leftovers once made crash recovery at start
+# (an fsync of the whole data directory) outlast pg_ctl's default 60 s wait.
 
 source "$(dirname "${BASH_SOURCE[0]}")/service-skip.sh"
 wur2_pg_skip() { wur2_skip_service "every PostgreSQL test" "$1" WUR2_TEST_POSTGRES_URL WUR2_TEST_POSTGRES_CTL; }
+
+# Drops the databases tests made (on the cluster WUR2_TEST_POSTGRES_URL names) that no
+# session is connected to.
+wur2_pg_drop_test_databases() {
+    [ -n "${WUR2_TEST_POSTGRES_URL:-}" ] && [ -n "${WUR2_PG_PSQL:-}" ] || return 0
+    local names
+    names=$(cd / && $WUR2_PG_PSQL -tAc "SELECT datname FROM pg_database
+        WHERE datname LIKE 'wur2\_e2e\_%' OR datname LIKE 'wur2\_t\_%'") || return 0
+    [ -n "$names" ] || return 0
+    local count
+    count=$(printf '%s\n' "$names" | wc -l)
+    printf '%s\n' "$names" | sed 's/.*/DROP DATABASE IF EXISTS "&";/' |
+        (cd / && $WUR2_PG_PSQL -q >/dev/null 2>&1) || true
+    echo "Dropped up to $count test databases left on PostgreSQL (those in use stay)" >&2
+}
 
 wur2_pg_setup() {
     if [ -n "${WUR2_TEST_POSTGRES_URL:-}" ]; then
@@ -28,7 +49,8 @@ wur2_pg_setup() {
         fi
     fi
     if ! $sudo pg_ctlcluster "$version" "$cluster" status >/dev/null 2>&1; then
-        if ! $sudo pg_ctlcluster "$version" "$cluster" start; then
+        # Recovery after an unclean stop may take minutes on a large data directory.
+        if ! $sudo pg_ctlcluster "$version" "$cluster" start -- -t 600; then
             wur2_pg_skip "pg_ctlcluster $version $cluster start failed"
             return
         fi
@@ -59,6 +81,8 @@ wur2_pg_setup() {
         }
     fi
     export WUR2_TEST_POSTGRES_URL="postgres://$role:$password@127.0.0.1:$port/$role"
+    WUR2_PG_PSQL="$sudo runuser -u postgres -- psql -p $port"
+    wur2_pg_drop_test_databases
     export WUR2_TEST_POSTGRES_CTL="$sudo pg_ctlcluster $version $cluster"
     echo "PostgreSQL $version running; WUR2_TEST_POSTGRES_URL=$WUR2_TEST_POSTGRES_URL" >&2
 }

@@ -18,6 +18,7 @@ source scripts/nats.sh
 # tmux for the `wur2 chat` end-to-end test (wur2-tokio/tests/chat_tmux.rs).
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; } || echo "warning: cannot install tmux" >&2
 cargo test --workspace
+wur2_pg_drop_test_databases  # what the tests left on PostgreSQL (scripts/postgres.sh)
 # The embedding examples run to completion and check themselves (wur2-engine/README.md).
 cargo run -q -p wur2-engine --example bot >/dev/null
 cargo run -q -p wur2-engine --example blocking_server -- --self-test
