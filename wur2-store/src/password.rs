@@ -8,10 +8,6 @@
 //! refused at once ([`Refused::Busy`]) instead of piling up, and results come back through
 //! a oneshot channel that any runtime can await. Passwords and hashes never reach a log
 //! line or `Debug` output.
-//!
-//! The hashing threads run at the lowest CPU priority (nice 19): when the server's cores
-//! are busy, the engine's and the I/O threads go first, so a storm of logins slows the
-//! logins, not the connected users' messages (issue 20's R benchmark).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -111,10 +107,7 @@ impl HashPool {
             let queues = Arc::clone(&queues);
             thread::Builder::new()
                 .name(format!("wur2-argon2-{index}"))
-                .spawn(move || {
-                    lower_priority();
-                    work(&queues);
-                })?;
+                .spawn(move || work(&queues))?;
         }
         Ok(HashPool { queues, threads })
     }
@@ -192,28 +185,6 @@ impl Drop for HashPool {
 
 /// A hashing thread: takes the oldest waiting login, else the oldest registration, until
 /// the pool closes and nothing is left.
-/// The calling thread's nice value for hashing: the lowest priority there is.
-const HASHING_NICE: i32 = 19;
-
-/// Gives the calling thread the lowest CPU priority (Linux keeps a nice value per thread).
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn lower_priority() {
-    // SAFETY: `setpriority` takes three integers and no pointers, so it cannot touch our
-    // memory; with PRIO_PROCESS and `who` 0 it sets the nice value of the calling thread
-    // only (on Linux the nice value is per thread, see setpriority(2) NOTES). Lowering a
-    // priority needs no privilege; a failure is reported through its return value.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE) };
-    if result != 0 {
-        let error = std::io::Error::last_os_error();
-        tracing::debug!(%error, "a hashing thread keeps its priority");
-    }
-}
-
-/// Other systems keep the hashing threads at the process's priority.
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
-
 fn work(queues: &Queues) {
     loop {
         // Hold the lock only to take a job, never while hashing.
@@ -380,31 +351,6 @@ mod tests {
             parallelism: 1,
         })
         .expect("valid test parameters")
-    }
-
-    /// The nice value of the calling thread, from /proc.
-    #[cfg(target_os = "linux")]
-    fn own_nice() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc is there");
-        // Field 19 is the nice value; the fields after the command (in parentheses, which
-        // may hold spaces) start with the state, field 3.
-        let after = &stat[stat.rfind(')').expect("the command's end") + 2..];
-        after
-            .split(' ')
-            .nth(16)
-            .and_then(|n| n.parse().ok())
-            .expect("a nice value")
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn hashing_threads_run_at_the_lowest_priority_and_leave_the_callers_alone() {
-        let before = own_nice();
-        let pool = HashPool::start(1, 4, 4).expect("threads start");
-        let answer = pool.run(Priority::Login, own_nice).expect("queued");
-        let nice = futures::executor::block_on(answer).expect("answered");
-        assert_eq!(nice, HASHING_NICE);
-        assert_eq!(own_nice(), before, "the caller's priority is untouched");
     }
 
     #[test]
