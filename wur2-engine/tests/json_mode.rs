@@ -238,14 +238,20 @@ fn a_registration_over_the_limit_is_a_too_many_registrations_error_in_json_mode(
     );
 }
 
-#[test]
-fn a_json_client_gets_a_resume_token_in_its_login_round_trip_and_resumes_with_it() {
-    let mut w = json_world();
-    w.user("jay");
+/// A new connection in JSON mode, with what it was sent so far taken.
+fn json_connection(w: &mut World) -> ConnectionId {
     let c = w.connect();
     w.lines(c);
     w.send(c, "/mode json\n");
     w.lines(c);
+    c
+}
+
+#[test]
+fn a_json_client_gets_a_resume_token_in_its_login_round_trip_and_resumes_with_it() {
+    let mut w = json_world();
+    w.user("jay");
+    let c = json_connection(&mut w);
     // One write: the login and the token request behind it.
     w.send(c, &format!("/login jay {PASSWORD}\n/token\n"));
     let reply = json_lines(&mut w, c);
@@ -256,19 +262,13 @@ fn a_json_client_gets_a_resume_token_in_its_login_round_trip_and_resumes_with_it
         .and_then(|v| v["token"].as_str())
         .expect("token");
     assert_eq!(token.len(), 32);
-    let again = w.connect();
-    w.lines(again);
-    w.send(again, "/mode json\n");
-    w.lines(again);
+    let again = json_connection(&mut w);
     w.send(again, &format!("/resume jay {token}\n"));
     let welcome = json_lines(&mut w, again);
     assert_eq!(welcome[0]["type"], "welcome", "{welcome:?}");
     assert_eq!(welcome[0]["user"], "jay");
     // A login that fails answers the token request too, in order, and gives none.
-    let wrong = w.connect();
-    w.lines(wrong);
-    w.send(wrong, "/mode json\n");
-    w.lines(wrong);
+    let wrong = json_connection(&mut w);
     w.send(wrong, "/login jay not-the-password\n/token\n");
     let refused = json_lines(&mut w, wrong);
     assert!(refused.iter().all(|v| v["type"] != "token"), "{refused:?}");
