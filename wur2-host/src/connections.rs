@@ -27,14 +27,21 @@ pub const INPUT_BUDGET: usize = 64 * 1024;
 pub const READ_CHUNK: usize = 16 * 1024;
 /// Buffers handed to one vectored write at most (well below every platform's `IOV_MAX`).
 pub const MAX_IOVECS: usize = 64;
-/// Frames up to this size that follow one another in a drain round are copied back to
-/// back into one buffer for their connection (a busy round's chat lines leave as one
-/// buffer, one write, no reference count per recipient and line); a lone frame, and any
-/// larger one (file chunks), is handed over shared, as it is.
+/// Frames up to this size are copied once into the drain round's shared buffer (a
+/// broadcast once for all its recipients), and each connection gets slices of it: the
+/// frames a connection got one after another in the round leave as one slice, one
+/// buffer, one write, with no copy and no allocation per recipient. Larger frames (file
+/// chunks) are handed over shared, as they are.
 pub const COALESCE_MAX: usize = 1024;
-/// A connection's round buffer starts with room for at least this much, so a busy round
-/// rarely grows it.
-const ROUND_BUFFER: usize = 256;
+/// A round buffer of more than this many bytes is shared only with connections that get
+/// at least [`SHARE_FRACTION`] of it; the others get their part copied (see
+/// [`Connections::deliver`]).
+const SHARE_ALWAYS_BELOW: usize = 4096;
+/// See [`SHARE_ALWAYS_BELOW`]: a connection's slices keep the whole round buffer alive
+/// while they wait to be written, so a slow reader of a quiet channel must not keep the
+/// rounds of a busy one; sharing only a part of at least one eighth bounds what its
+/// queue holds to eight times its own bytes.
+const SHARE_FRACTION: usize = 8;
 
 /// Bytes of unread input discarded while lingering after a graceful close, at most.
 pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
@@ -217,22 +224,45 @@ struct Entry {
 /// What the current drain round has for one connection.
 struct Staged {
     id: ConnectionId,
-    /// Frames handed over in one go at the round's end.
-    frames: Vec<Bytes>,
-    /// The round's small frames after the last of `frames`.
-    small: SmallRun,
+    /// Its frames in order, handed over in one go at the round's end.
+    pieces: Vec<Piece>,
+}
+
+/// Part of what a round has for one connection.
+enum Piece {
+    /// A large frame, shared as it is.
+    Shared(Bytes),
+    /// Bytes `start..end` of the round buffer: small frames that followed one another.
+    Round { start: u32, end: u32 },
 }
 
 impl Staged {
-    /// Moves the small frames gathered so far to `frames`, as one buffer.
-    fn seal_small(&mut self) {
-        match std::mem::replace(&mut self.small, SmallRun::None) {
-            SmallRun::None => {}
-            SmallRun::One(frame) => self.frames.push(frame),
-            SmallRun::Many(frames) => self.frames.push(frames.freeze()),
+    /// Adds bytes `start..end` of the round buffer, joined to the last piece when it ends
+    /// where they begin.
+    fn push_round(&mut self, start: u32, end: u32) {
+        if let Some(Piece::Round { end: last, .. }) = self.pieces.last_mut()
+            && *last == start
+        {
+            *last = end;
+            return;
         }
+        self.pieces.push(Piece::Round { start, end });
+    }
+
+    /// Bytes of the round buffer it gets.
+    fn round_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Shared(_) => 0,
+                Piece::Round { start, end } => (end - start) as usize,
+            })
+            .sum()
     }
 }
+
+/// Bytes of room the next round buffer starts with at most.
+const ROUND_BUFFER_KEEP: usize = 64 * 1024;
 
 /// Round records kept between rounds at most (a burst that touched more gives the rest
 /// back).
@@ -249,6 +279,8 @@ pub struct Connections {
     live: usize,
     /// The connections the current round touched, in the order it first touched them.
     round: Vec<Staged>,
+    /// The current round's small frames, each once, back to back.
+    round_buffer: BytesMut,
 }
 
 impl Connections {
@@ -327,12 +359,8 @@ impl Connections {
     /// connection (store requests, files) come back for the driver to carry out.
     pub fn route(&mut self, output: Output) -> Option<Output> {
         match output {
-            Output::Transmit { connection, data } => self.stage(connection, &data),
-            Output::Broadcast { recipients, data } => {
-                for connection in recipients {
-                    self.stage(connection, &data);
-                }
-            }
+            Output::Transmit { connection, data } => self.stage(&[connection], &data),
+            Output::Broadcast { recipients, data } => self.stage(&recipients, &data),
             // The engine logged why it closes.
             Output::Close {
                 connection, flush, ..
@@ -365,19 +393,33 @@ impl Connections {
     pub fn deliver(&mut self) -> bool {
         let touched = !self.round.is_empty();
         let mut round = std::mem::take(&mut self.round);
+        // Room for a round like this one next time (one allocation per round), but an idle
+        // server keeps no large buffer from one busy round.
+        let capacity = self.round_buffer.len().min(ROUND_BUFFER_KEEP);
+        let shared =
+            std::mem::replace(&mut self.round_buffer, BytesMut::with_capacity(capacity)).freeze();
+        let copy_below = match shared.len() {
+            len if len <= SHARE_ALWAYS_BELOW => 0,
+            len => len / SHARE_FRACTION,
+        };
+        let mut frames = Vec::new();
         for mut staged in round.drain(..) {
             let Some(entry) = Self::entry_mut(&mut self.entries, staged.id) else {
                 continue;
             };
             entry.staged = None;
             if entry.closing == Some(Closing::Abort) {
-                staged.frames.clear();
-                staged.small = SmallRun::None;
+                staged.pieces.clear();
             }
-            staged.seal_small();
-            entry
-                .link
-                .deliver(&mut staged.frames, entry.paused, entry.closing);
+            let copy = staged.round_bytes() < copy_below;
+            frames.extend(staged.pieces.drain(..).map(|piece| match piece {
+                Piece::Shared(frame) => frame,
+                Piece::Round { start, end } if copy => {
+                    Bytes::copy_from_slice(&shared[start as usize..end as usize])
+                }
+                Piece::Round { start, end } => shared.slice(start as usize..end as usize),
+            }));
+            entry.link.deliver(&mut frames, entry.paused, entry.closing);
             if entry.closing.is_some() {
                 self.remove(staged.id);
             }
@@ -400,8 +442,7 @@ impl Connections {
                 entry.staged = Some(u32::try_from(index).ok()?);
                 round.push(Staged {
                     id,
-                    frames: Vec::new(),
-                    small: SmallRun::None,
+                    pieces: Vec::new(),
                 });
                 index
             }
@@ -409,54 +450,35 @@ impl Connections {
         Some(index)
     }
 
-    /// Queues `data` for `connection` in this round: a run of small frames is copied into
-    /// one buffer, anything else shared (a reference-count bump).
-    fn stage(&mut self, connection: ConnectionId, data: &Bytes) {
-        // One lookup per recipient: a closing entry was marked in this round already (its
-        // close is delivered, and the entry forgotten, at the round's end), so marking it
-        // again adds no round record.
-        let mut open = false;
-        let Some(index) = self.mark(connection, |entry| open = entry.closing.is_none()) else {
-            return;
-        };
-        if !open {
-            return;
-        }
-        let staged = &mut self.round[index];
-        if data.len() <= COALESCE_MAX {
-            staged.small.push(data);
+    /// Queues `data` for `recipients` in this round: a small frame is copied once into the
+    /// round buffer and each recipient gets its place there, a larger one is shared (a
+    /// reference-count bump).
+    fn stage(&mut self, recipients: &[ConnectionId], data: &Bytes) {
+        let start = self.round_buffer.len();
+        let small = data.len() <= COALESCE_MAX && u32::try_from(start + data.len()).is_ok();
+        let place = if small {
+            self.round_buffer.extend_from_slice(data);
+            // Both fit in u32: checked above.
+            Some((start as u32, self.round_buffer.len() as u32))
         } else {
-            staged.seal_small();
-            staged.frames.push(data.clone());
-        }
-    }
-}
-
-/// Small frames of one connection that follow one another in a drain round.
-///
-/// One frame stays shared: copying it would only trade a reference count for an
-/// allocation per recipient (a join announced to thousands would leave thousands of small
-/// buffers behind in the allocator). From the second one on they are copied into one
-/// buffer.
-#[derive(Debug)]
-enum SmallRun {
-    None,
-    One(Bytes),
-    Many(BytesMut),
-}
-
-impl SmallRun {
-    fn push(&mut self, data: &Bytes) {
-        match self {
-            SmallRun::None => *self = SmallRun::One(data.clone()),
-            SmallRun::One(first) => {
-                let len = first.len() + data.len();
-                let mut frames = BytesMut::with_capacity((2 * len).max(ROUND_BUFFER));
-                frames.extend_from_slice(first);
-                frames.extend_from_slice(data);
-                *self = SmallRun::Many(frames);
+            None
+        };
+        for &connection in recipients {
+            // One lookup per recipient: a closing entry was marked in this round already
+            // (its close is delivered, and the entry forgotten, at the round's end), so
+            // marking it again adds no round record.
+            let mut open = false;
+            let Some(index) = self.mark(connection, |entry| open = entry.closing.is_none()) else {
+                continue;
+            };
+            if !open {
+                continue;
             }
-            SmallRun::Many(frames) => frames.extend_from_slice(data),
+            let staged = &mut self.round[index];
+            match place {
+                Some((start, end)) => staged.push_round(start, end),
+                None => staged.pieces.push(Piece::Shared(data.clone())),
+            }
         }
     }
 }
@@ -531,7 +553,6 @@ mod tests {
         assert_eq!(&got[0][..], b"one\ntwo\n");
         assert_eq!(got[1], large);
         assert_eq!(&got[2][..], b"three\n");
-        // A lone small frame is handed over shared, not copied.
         let lone = Bytes::from_static(b"alone\n");
         let output = Output::Transmit {
             connection: id,
@@ -539,12 +560,84 @@ mod tests {
         };
         assert!(connections.route(output).is_none());
         assert!(connections.deliver());
-        let got = frames(&link);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].as_ptr(), lone.as_ptr());
+        assert_eq!(frames(&link), [lone]);
         // Nothing is kept for the next round.
         assert!(!connections.deliver());
         assert!(frames(&link).is_empty());
+    }
+
+    /// `n` connections known to an engine and to `connections`, with their links.
+    fn connected(n: usize, connections: &mut Connections) -> Vec<(ConnectionId, Arc<Link>)> {
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        (0..n)
+            .map(|_| {
+                let id = engine.handle_connect(addr(), std::time::Instant::now());
+                (id, connections.insert(id, addr()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rounds_broadcasts_are_one_shared_buffer_for_all_their_recipients() {
+        let mut connections = Connections::new();
+        let clients = connected(3, &mut connections);
+        let everyone: Vec<ConnectionId> = clients.iter().map(|(id, _)| *id).collect();
+        for line in [&b"[Global] ann: one\n"[..], b"[Global] bob: two\n"] {
+            let output = Output::Broadcast {
+                recipients: everyone.clone(),
+                data: Bytes::copy_from_slice(line),
+            };
+            assert!(connections.route(output).is_none());
+        }
+        // The third client also gets a line of its own, between nothing: it joins its run.
+        let output = Output::Transmit {
+            connection: everyone[2],
+            data: Bytes::from_static(b"just you\n"),
+        };
+        assert!(connections.route(output).is_none());
+        assert!(connections.deliver());
+        let got: Vec<Vec<Bytes>> = clients.iter().map(|(_, link)| frames(link)).collect();
+        assert_eq!(got[0].len(), 1, "one buffer: {:?}", got[0]);
+        assert_eq!(&got[0][0][..], b"[Global] ann: one\n[Global] bob: two\n");
+        assert_eq!(got[1], got[0]);
+        assert_eq!(got[0][0].as_ptr(), got[1][0].as_ptr(), "shared, not copied");
+        assert_eq!(
+            &got[2][0][..],
+            b"[Global] ann: one\n[Global] bob: two\njust you\n"
+        );
+    }
+
+    #[test]
+    fn a_small_part_of_a_large_round_is_copied_so_a_slow_reader_keeps_no_more() {
+        let mut connections = Connections::new();
+        let clients = connected(2, &mut connections);
+        let (busy, quiet) = (clients[0].0, clients[1].0);
+        let line = Bytes::from(vec![b'x'; 1000]);
+        for _ in 0..8 {
+            let output = Output::Transmit {
+                connection: busy,
+                data: line.clone(),
+            };
+            assert!(connections.route(output).is_none());
+        }
+        let output = Output::Transmit {
+            connection: quiet,
+            data: Bytes::from_static(b"hi\n"),
+        };
+        assert!(connections.route(output).is_none());
+        assert!(connections.deliver());
+        let busy_frames = frames(&clients[0].1);
+        assert_eq!(busy_frames.len(), 1);
+        assert_eq!(busy_frames[0].len(), 8000);
+        let quiet_frames = frames(&clients[1].1);
+        assert_eq!(quiet_frames, [Bytes::from_static(b"hi\n")]);
+        // The round buffer holds the busy client's 8 000 bytes, then the quiet one's 3.
+        let start = busy_frames[0].as_ptr() as usize;
+        let quiet_at = quiet_frames[0].as_ptr() as usize;
+        assert!(
+            !(start..start + 8003).contains(&quiet_at),
+            "the quiet client's 3 bytes are its own copy, not a slice of the round"
+        );
     }
 
     #[test]
