@@ -110,20 +110,30 @@
     list.replaceChildren();
     const view = state.view;
     if (!view) return;
-    if (!view.end && view.oldest) {
-      const more = document.createElement("li");
-      more.className = "more";
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "secondary";
-      button.id = "older";
-      button.textContent = "Older messages";
-      button.addEventListener("click", () => loadOlder(view, false));
-      more.append(button);
-      list.append(more);
-    }
     for (const item of view.items) list.append(itemElement(item));
+    renderOlder();
     list.scrollTop = list.scrollHeight;
+  }
+
+  // The button at the top of the current view that loads the page before it (scrolling
+  // to the top does the same), while older messages may exist.
+  function renderOlder() {
+    const list = $("messages");
+    const view = state.view;
+    const present = $("older");
+    const wanted = view && !view.end && view.oldest;
+    if (present && !wanted) present.parentElement.remove();
+    if (!wanted || present) return;
+    const more = document.createElement("li");
+    more.className = "more";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.id = "older";
+    button.textContent = "Older messages";
+    button.addEventListener("click", () => loadOlder(state.view, false));
+    more.append(button);
+    list.prepend(more);
   }
 
   function add(view, item, { prepend = false } = {}) {
@@ -142,6 +152,7 @@
       return;
     }
     if (prepend) return;
+    renderOlder();
     const list = $("messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.append(itemElement(item));
@@ -670,8 +681,13 @@
       if (file && state.view && state.view.kind === "dm") upload(file, state.view.name);
       $("file").value = "";
     });
+    // Older messages load when the reader scrolls up to the top (not when new lines
+    // scroll a barely full list down).
+    let lastScroll = 0;
     $("messages").addEventListener("scroll", () => {
-      if ($("messages").scrollTop < 30 && state.view) loadOlder(state.view, false);
+      const top = $("messages").scrollTop;
+      if (top < 30 && top < lastScroll && state.view) loadOlder(state.view, false);
+      lastScroll = top;
     });
     $("menu").addEventListener("click", () => {
       const open = $("side").classList.toggle("open");

@@ -47,7 +47,7 @@ const APP_CSS: &[u8] = include_bytes!("../../web/app.css");
 /// What the embedded files may do in a browser: only load from this server and connect
 /// back to it; no inline script, no framing by other sites.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; \
+    style-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss: blob:; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Settings of a web listener ([`ServerHandle::serve_web`](crate::ServerHandle::serve_web)).
