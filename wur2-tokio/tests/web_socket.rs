@@ -480,3 +480,105 @@ async fn limits_of_the_plain_listener_apply_login_timeout_and_flood() {
     assert_eq!(expect_type(&mut flooder, "error").await["code"], "flooding");
     server.handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_page_is_https_and_the_websocket_wss() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write the key");
+    let options = WebOptions {
+        allowed_origins: Vec::new(),
+        tls: Some(wur2_tokio::TlsAcceptor::from_pem_files(&cert, &key).expect("load")),
+    };
+    let server = start(config(), options).await;
+
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            generated.cert.der().to_vec(),
+        ))
+        .expect("a root");
+    let client =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connect = || async {
+        let tcp = TcpStream::connect(server.web).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        tokio::time::timeout(STEP, connector.connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("TLS handshake")
+    };
+
+    let mut page = connect().await;
+    page.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = Vec::new();
+    // The server closes after the page; a TLS close without close_notify is fine here.
+    let _ = tokio::time::timeout(STEP, page.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+
+    // Same origin is https:// over a TLS listener.
+    let port = server.web.port();
+    let mut request = format!("wss://localhost:{port}/ws")
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "Origin",
+        HeaderValue::from_str(&format!("https://localhost:{port}")).expect("origin"),
+    );
+    let (mut web, _) = tokio::time::timeout(
+        STEP,
+        async_tungstenite::tokio::client_async(request, connect().await),
+    )
+    .await
+    .expect("upgrade in time")
+    .expect("upgrade over TLS");
+    let first = tokio::time::timeout(STEP, web.next())
+        .await
+        .expect("a message in time")
+        .and_then(Result::ok);
+    let Some(Message::Text(text)) = first else {
+        panic!("no banner: {first:?}");
+    };
+    assert!(text.contains("\"type\":\"info\""), "{text}");
+    register_wss(&mut web).await;
+    server.handle.shutdown().await.expect("shutdown");
+}
+
+/// Registers over a WebSocket on TLS and checks the welcome.
+async fn register_wss<S>(socket: &mut WebSocketStream<TokioAdapter<S>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(
+        STEP,
+        socket.send(Message::text("/register wendy correct-horse-battery")),
+    )
+    .await
+    .expect("send in time")
+    .expect("send");
+    loop {
+        let message = tokio::time::timeout(STEP, socket.next())
+            .await
+            .expect("a message in time")
+            .and_then(Result::ok);
+        match message {
+            Some(Message::Text(text)) if text.contains("\"type\":\"welcome\"") => return,
+            Some(Message::Text(_)) => {}
+            other => panic!("no welcome: {other:?}"),
+        }
+    }
+}
