@@ -1,14 +1,25 @@
-//! How the load generator's clients reach the server: plain TCP, or TLS over TCP with the
-//! server's certificate checked against a CA file (a self-signed bench certificate). Both
-//! give a reading half and a writing half, so the load generator never knows which it has.
+//! How the load generator's clients reach the server: plain TCP, TLS over TCP with the
+//! server's certificate checked against a CA file (a self-signed bench certificate), or a
+//! WebSocket to WUR2's web listener (one line per text frame). All give a reading half and
+//! a writing half of a byte stream, so the load generator never knows which it has.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use async_tungstenite::tokio::TokioAdapter;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use bytes::{Buf, Bytes};
+use futures_core::Stream;
+use futures_sink::Sink;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::crypto::ring;
@@ -36,6 +47,8 @@ pub enum Connector {
     Plain,
     /// TLS over TCP.
     Tls(TlsConnector, ServerName<'static>),
+    /// A WebSocket to WUR2's web listener (`/ws`), over plain TCP.
+    WebSocket,
 }
 
 impl std::fmt::Debug for Connector {
@@ -43,17 +56,26 @@ impl std::fmt::Debug for Connector {
         match self {
             Connector::Plain => f.write_str("Plain"),
             Connector::Tls(_, name) => write!(f, "Tls({name:?})"),
+            Connector::WebSocket => f.write_str("WebSocket"),
         }
     }
 }
 
 impl Connector {
-    /// A connector for `tls`: plain TCP when `None`. Fails, with a sentence, when the CA
-    /// file cannot be read or holds no certificate, or the server name is not a name.
-    pub fn new(tls: Option<&TlsClient>) -> Result<Connector, String> {
+    /// A connector for `tls`: plain TCP when `None`; with `websocket`, a WebSocket over
+    /// plain TCP. Fails, with a sentence, when the CA file cannot be read or holds no
+    /// certificate, the server name is not a name, or both TLS and a WebSocket are asked
+    /// for.
+    pub fn new(tls: Option<&TlsClient>, websocket: bool) -> Result<Connector, String> {
         let Some(tls) = tls else {
-            return Ok(Connector::Plain);
+            return Ok(match websocket {
+                true => Connector::WebSocket,
+                false => Connector::Plain,
+            });
         };
+        if websocket {
+            return Err("a WebSocket over TLS is not supported by the load generator".into());
+        }
         let path = tls.ca.display();
         let pem = std::fs::read(&tls.ca).map_err(|e| format!("TLS CA {path}: {e}"))?;
         let mut roots = RootCertStore::empty();
@@ -112,6 +134,134 @@ impl Connector {
                 let (read, write) = tokio::io::split(stream);
                 Ok((Box::new(read), Box::new(write)))
             }
+            Connector::WebSocket => {
+                let url = format!("ws://{addr}/ws");
+                let (socket, _) = async_tungstenite::tokio::client_async(url, stream)
+                    .await
+                    .map_err(io::Error::other)?;
+                let (sender, receiver) = socket.split();
+                Ok((
+                    Box::new(FrameReader {
+                        receiver,
+                        input: Bytes::new(),
+                        newline: false,
+                    }),
+                    Box::new(FrameWriter {
+                        sender,
+                        partial: Vec::new(),
+                        unflushed: false,
+                    }),
+                ))
+            }
         }
+    }
+}
+
+/// The reading half of a WebSocket as a byte stream: each text frame is one line.
+struct FrameReader {
+    receiver: WebSocketReceiver<TokioAdapter<TcpStream>>,
+    /// What is left of the last frame.
+    input: Bytes,
+    /// The line break after `input` is still to be read.
+    newline: bool,
+}
+
+impl AsyncRead for FrameReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.input.is_empty() {
+                let n = this.input.len().min(buf.remaining());
+                buf.put_slice(&this.input[..n]);
+                this.input.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.newline {
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                buf.put_slice(b"\n");
+                this.newline = false;
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut this.receiver).poll_next(cx)) {
+                Some(Ok(Message::Text(text))) => {
+                    this.input = Bytes::from(text);
+                    this.newline = true;
+                }
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Poll::Ready(Err(ws_error(error))),
+            }
+        }
+    }
+}
+
+/// The writing half of a WebSocket as a byte stream: each line leaves as one text frame,
+/// pushed to the socket by the same write (the load generator never flushes: plain TCP
+/// needs no flush).
+struct FrameWriter {
+    sender: WebSocketSender<TokioAdapter<TcpStream>>,
+    /// The start of a line whose end has not been written yet.
+    partial: Vec<u8>,
+    /// Frames of an earlier write that the socket did not take yet.
+    unflushed: bool,
+}
+
+impl AsyncWrite for FrameWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.unflushed {
+            ready!(Pin::new(&mut this.sender).poll_flush(cx)).map_err(ws_error)?;
+            this.unflushed = false;
+        }
+        let mut taken = 0;
+        let mut rest = buf;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            match Pin::new(&mut this.sender).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(ws_error(error))),
+                Poll::Pending if taken > 0 => return Poll::Ready(Ok(taken)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let mut line = std::mem::take(&mut this.partial);
+            line.extend_from_slice(&rest[..end]);
+            let text = String::from_utf8(line).map_err(io::Error::other)?;
+            Pin::new(&mut this.sender)
+                .start_send(Message::text(text))
+                .map_err(ws_error)?;
+            taken += end + 1;
+            rest = &rest[end + 1..];
+        }
+        this.partial.extend_from_slice(rest);
+        match Pin::new(&mut this.sender).poll_flush(cx) {
+            Poll::Ready(result) => result.map_err(ws_error)?,
+            // The socket is full: the next write pushes these frames first.
+            Poll::Pending => this.unflushed = true,
+        }
+        Poll::Ready(Ok(taken + rest.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sender).poll_flush(cx).map_err(ws_error)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.sender).poll_close(cx).map_err(ws_error)
+    }
+}
+
+fn ws_error(error: WsError) -> io::Error {
+    match error {
+        WsError::Io(error) => error,
+        other => io::Error::other(other),
     }
 }
