@@ -24,6 +24,8 @@
     transfers: new Map(),
     retry: 0,
     reconnect: true,
+    // Whether this connection is logged in (a reconnect logs in again).
+    loggedIn: false,
     showChannels: false,
     pings: 0,
     waiting: new Map(),
@@ -250,6 +252,7 @@
     socket.addEventListener("close", (event) => {
       if (state.socket !== socket) return;
       state.socket = null;
+      state.loggedIn = false;
       for (const transfer of state.transfers.values()) failTransfer(transfer, "the connection closed");
       const why = event.reason ? event.reason + " (" + event.code + ")" : "connection lost";
       if (!state.reconnect) {
@@ -295,6 +298,7 @@
       case "prompt":
         break;
       case "welcome":
+        state.loggedIn = true;
         state.user = m.user;
         state.password = null;
         $("password").value = "";
@@ -438,13 +442,16 @@
   }
 
   function refused(message, code) {
+    if (code === "invalid_credentials" && state.token && !state.loggedIn) {
+      // A revoked or expired resume token (after a reconnect): ask for the password again.
+      state.token = null;
+      state.user = null;
+      showLogin();
+      $("login-error").textContent = "Please log in again: " + message;
+      return;
+    }
     if (!state.user || !$("login").hidden) {
       $("login-error").textContent = message;
-      if (code === "invalid_credentials" && state.token) {
-        // A revoked or expired resume token: ask for the password again.
-        state.token = null;
-        showLogin();
-      }
       return;
     }
     notice(message, { refusal: true });
