@@ -309,13 +309,11 @@ impl<S: Transport> Transport for WebSocket<S> {
         }
         let mut taken = 0;
         for buf in bufs {
-            let mut rest: &[u8] = buf;
-            while !rest.is_empty() {
-                let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                    self.partial.extend_from_slice(rest);
-                    taken += rest.len();
-                    break;
-                };
+            // One copy of the whole buffer, which the lines are split from without more
+            // copies or allocations (tungstenite then formats each frame into its write
+            // buffer).
+            let mut data = BytesMut::from(&buf[..]);
+            while let Some(end) = memchr::memchr(b'\n', &data) {
                 let mut socket = Pin::new(&mut self.socket);
                 match socket.as_mut().poll_ready(cx) {
                     Poll::Ready(Ok(())) => {}
@@ -323,22 +321,30 @@ impl<S: Transport> Transport for WebSocket<S> {
                     Poll::Pending if taken > 0 => return Poll::Ready(Ok(taken)),
                     Poll::Pending => return Poll::Pending,
                 }
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(&rest[..end]);
+                let mut line = data.split_to(end + 1);
+                line.truncate(end);
                 if line.last() == Some(&b'\r') {
-                    line.pop();
+                    line.truncate(end - 1);
                 }
-                let text = match String::from_utf8(line) {
+                let line = if self.partial.is_empty() {
+                    line.freeze()
+                } else {
+                    let mut whole = std::mem::take(&mut self.partial);
+                    whole.extend_from_slice(&line);
+                    Bytes::from(whole)
+                };
+                let text = match Utf8Bytes::try_from(line.clone()) {
                     Ok(text) => text,
                     // JSON lines are UTF-8; anything else is shown as well as it can be.
-                    Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+                    Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&line).into_owned()),
                 };
-                if let Err(error) = socket.start_send(Message::text(text)) {
+                if let Err(error) = socket.start_send(Message::Text(text)) {
                     return Poll::Ready(Err(io_error(error)));
                 }
                 taken += end + 1;
-                rest = &rest[end + 1..];
             }
+            self.partial.extend_from_slice(&data);
+            taken += data.len();
         }
         Poll::Ready(Ok(taken))
     }
