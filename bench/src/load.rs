@@ -271,6 +271,9 @@ pub struct Report {
     pub p999_us: u64,
     /// Largest latency.
     pub max_us: u64,
+    /// The largest latency of the messages sent in each tenth of a second of the measured
+    /// part (index 0: its first 100 ms): where in time the slow deliveries were.
+    pub worst_us_by_tenth: Vec<u32>,
     /// Server memory before the non-warm-up clients connected.
     pub memory_before: Option<Memory>,
     /// Server memory once every client is ready (after `settle`).
@@ -504,6 +507,8 @@ struct Shared {
     /// message sent in between counts as "during the storm". `u64::MAX` while unknown.
     storm_start_us: AtomicU64,
     storm_end_us: AtomicU64,
+    /// When the measured part started, microseconds since `epoch` (`u64::MAX` before).
+    measure_start_us: AtomicU64,
 }
 
 /// A client after setup: where the sender writes.
@@ -513,12 +518,15 @@ struct Ready {
 }
 
 /// What a client saw.
+#[derive(Default)]
 struct Seen {
     distinct: u64,
     duplicates: u64,
     latencies_us: Vec<u32>,
     /// Latencies of messages sent while the storm lasted.
     storm_latencies_us: Vec<u32>,
+    /// See [`Report::worst_us_by_tenth`].
+    worst_us_by_tenth: Vec<u32>,
 }
 
 /// Runs one load test against `config.addrs`.
@@ -550,6 +558,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         setup_slots: Semaphore::new(config.connect_concurrency.max(1)),
         storm_start_us: AtomicU64::new(u64::MAX),
         storm_end_us: AtomicU64::new(u64::MAX),
+        measure_start_us: AtomicU64::new(u64::MAX),
         config,
     });
     let config = &shared.config;
@@ -625,6 +634,9 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     report.expected = expected_total(config);
     report.sent = (config.senders * config.messages) as u64;
     let measure_started_us = micros_since(shared.epoch);
+    shared
+        .measure_start_us
+        .store(measure_started_us, Ordering::Release);
     // The storm starts with the senders: every storm client connects at once.
     let (storm_tx, mut storm_rx) = mpsc::unbounded_channel::<StormOutcome>();
     let storm_clients = config.storm.as_ref().map_or(0, |storm| storm.clients);
@@ -722,6 +734,13 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
             report.duplicates += seen.duplicates;
             latencies.extend_from_slice(&seen.latencies_us);
             storm_latencies.extend_from_slice(&seen.storm_latencies_us);
+            let worst = &mut report.worst_us_by_tenth;
+            if worst.len() < seen.worst_us_by_tenth.len() {
+                worst.resize(seen.worst_us_by_tenth.len(), 0);
+            }
+            for (all, one) in worst.iter_mut().zip(&seen.worst_us_by_tenth) {
+                *all = (*all).max(*one);
+            }
         }
     }
     if let Some(storm) = report.storm.as_mut() {
@@ -894,12 +913,7 @@ async fn client(
     ready: mpsc::UnboundedSender<Result<Ready, LoadError>>,
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
-    let mut seen = Seen {
-        distinct: 0,
-        duplicates: 0,
-        latencies_us: Vec::new(),
-        storm_latencies_us: Vec::new(),
-    };
+    let mut seen = Seen::default();
     let permit = shared.setup_slots.acquire().await;
     let set_up = tokio::select! {
         result = set_up(index, &shared) => result,
@@ -977,6 +991,15 @@ async fn client(
             counted = true;
             let latency = u32::try_from(now_us.saturating_sub(sent_us)).unwrap_or(u32::MAX);
             seen.latencies_us.push(latency);
+            if let Some(since) =
+                sent_us.checked_sub(shared.measure_start_us.load(Ordering::Acquire))
+            {
+                let tenth = (since / 100_000) as usize;
+                if seen.worst_us_by_tenth.len() <= tenth {
+                    seen.worst_us_by_tenth.resize(tenth + 1, 0);
+                }
+                seen.worst_us_by_tenth[tenth] = seen.worst_us_by_tenth[tenth].max(latency);
+            }
             if sent_us >= shared.storm_start_us.load(Ordering::Acquire)
                 && sent_us <= shared.storm_end_us.load(Ordering::Acquire)
             {
@@ -1296,12 +1319,7 @@ async fn storm_client(
     done: mpsc::UnboundedSender<StormOutcome>,
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
-    let seen = Seen {
-        distinct: 0,
-        duplicates: 0,
-        latencies_us: Vec::new(),
-        storm_latencies_us: Vec::new(),
-    };
+    let seen = Seen::default();
     let mut outcome = StormOutcome::default();
     let connected = tokio::select! {
         connected = storm_login(index, &shared, &mut outcome) => connected,

@@ -142,6 +142,13 @@ pub(crate) enum Body {
         role: Role,
         by: String,
     },
+    /// Account `user` set its away message on the publisher (`None`: it is back): every
+    /// node shows it in `/list`, tells its sessions of `user`, and answers DMs with it.
+    Away {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
     /// A session of account `user` on the publisher logged the account's other sessions
     /// out (`cause`): every other node logs its sessions of `user` out.
     LoggedOut { user: String, cause: LogoutCause },
@@ -256,6 +263,9 @@ pub(crate) struct PeerSession {
     pub(crate) channel: String,
     #[serde(with = "as_text")]
     pub(crate) role: Role,
+    /// The account's away message, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) away: Option<String>,
 }
 
 /// Why a payload from a peer was not applied.
@@ -343,6 +353,9 @@ impl Envelope {
             Body::State { sessions } => {
                 for session in sessions {
                     check_names(&session.user, &session.channel)?;
+                    if session.away.as_ref().is_some_and(|t| t.len() > max_text) {
+                        return Err(Refusal::Invalid("away message"));
+                    }
                 }
             }
             Body::Direct {
@@ -394,6 +407,12 @@ impl Envelope {
                 }
             }
             Body::LoggedOut { user, .. } => check_user(user)?,
+            Body::Away { user, text } => {
+                check_user(user)?;
+                if text.as_ref().is_some_and(|t| t.len() > max_text) {
+                    return Err(Refusal::Invalid("away message"));
+                }
+            }
             Body::Registered { channel, owner } => {
                 check_channel(channel)?;
                 if let Some(owner) = owner {
@@ -619,19 +638,30 @@ mod tests {
                 .prop_map(|(session, announce)| Body::Exit { session, announce }),
             Just(Body::Alive),
             Just(Body::Hello),
-            proptest::collection::vec((any::<u64>(), name(), name(), role()), 0..5).prop_map(
-                |sessions| Body::State {
-                    sessions: sessions
-                        .into_iter()
-                        .map(|(session, user, channel, role)| PeerSession {
-                            session,
-                            user,
-                            channel,
-                            role,
-                        })
-                        .collect(),
-                }
-            ),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    name(),
+                    name(),
+                    role(),
+                    proptest::option::of(".{0,20}")
+                ),
+                0..5
+            )
+            .prop_map(|sessions| Body::State {
+                sessions: sessions
+                    .into_iter()
+                    .map(|(session, user, channel, role, away)| PeerSession {
+                        session,
+                        user,
+                        channel,
+                        role,
+                        away,
+                    })
+                    .collect(),
+            }),
+            (name(), proptest::option::of(".{0,40}"))
+                .prop_map(|(user, text)| Body::Away { user, text }),
             (
                 any::<(u64, u64)>(),
                 name(),

@@ -94,6 +94,11 @@ pub struct Config {
     /// them 10 000 notices (10^8 lines in all), holding up every other channel. `/channels`
     /// keeps the counts. `usize::MAX` always sends them.
     pub join_notices_max_members: usize,
+    /// Most channels one user (not a mod or admin) may own: the first joiner of a new
+    /// channel registers it (it lasts when empty) unless they own this many already; the
+    /// channel then works as usual but goes away when its last member leaves. Keeps one
+    /// account from filling the database with channels. 0: users register none.
+    pub max_channels_per_owner: usize,
     /// Most messages `/history n` may ask for.
     pub max_history: usize,
     /// Most bans and mutes one `/bans` lists.
@@ -174,6 +179,7 @@ impl Default for Config {
             max_connections_per_address: 100,
             history_replay: 20,
             join_notices_max_members: 500,
+            max_channels_per_owner: 20,
             max_history: 200,
             max_sanctions_listed: 200,
             demo_roles: false,

@@ -266,6 +266,61 @@ fn topic_privacy_and_invitations_made_on_one_node_apply_on_the_others() {
 }
 
 #[test]
+fn an_away_message_set_on_one_node_shows_and_answers_on_every_node() {
+    let mut net = Net::new(3, 23);
+    let ann = net.user(0, "ann");
+    let ann_laptop = net.login(1, "ann");
+    let bob = net.user(1, "bob");
+    let cat = net.user(2, "cat");
+    net.settle();
+    for (node, session) in [(0, ann), (1, ann_laptop), (1, bob), (2, cat)] {
+        net.lines(node, session);
+    }
+    net.send(0, ann, "/away at lunch");
+    assert_eq!(net.lines(0, ann), ["You are marked away: at lunch"]);
+    assert_eq!(
+        net.lines(1, ann_laptop),
+        ["You are marked away: at lunch"],
+        "her session on another node is told"
+    );
+    assert_eq!(
+        net.ask(2, cat, "/list"),
+        "Connected users: ann (away: at lunch), bob, cat"
+    );
+    // A DM sender on a node where ann has no session hears it once.
+    net.send(2, cat, "/msg ann are you there?");
+    assert_eq!(net.lines(2, cat), ["ann is away: at lunch"]);
+    net.send(2, cat, "/msg ann hello?");
+    assert!(net.lines(2, cat).is_empty(), "once per sender");
+    // Where she has a session too, the message is hers there.
+    net.send(1, bob, "/msg ann ping");
+    assert_eq!(net.lines(1, bob), ["ann is away: at lunch"]);
+    // A node that starts afresh learns it from the others' state.
+    net.cut.insert(2);
+    net.advance(Duration::from_secs(7));
+    net.cut.clear();
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        net.ask(2, cat, "/list"),
+        "Connected users: ann (away: at lunch), bob, cat"
+    );
+    // Back, from the other node: every node sees it.
+    net.lines(0, ann);
+    net.send(1, ann_laptop, "/away");
+    assert_eq!(net.lines(0, ann), ["You are no longer marked away"]);
+    assert_eq!(net.ask(2, cat, "/list"), "Connected users: ann, bob, cat");
+    // A later login of ann on the third node, while away again, is away there too (the
+    // answer now comes from her account on that node).
+    net.send(0, ann, "/away brb");
+    let ann_phone = net.login(2, "ann");
+    net.settle();
+    net.lines(2, ann_phone);
+    net.lines(2, cat);
+    net.send(2, cat, "/msg ann hi");
+    assert_eq!(net.lines(2, cat), ["ann is away: brb"], "a new away period");
+}
+
+#[test]
 fn members_on_other_nodes_hear_joins_and_departures() {
     let mut net = Net::new(2, 3);
     let alice = net.user(0, "alice");
@@ -320,11 +375,17 @@ fn a_peers_bad_payload_is_refused_whole() {
     let mut net = Net::new(2, 6);
     let alice = net.user(0, "alice");
     net.lines(0, alice);
-    let bad: [&[u8]; 5] = [
+    let long_away = format!(
+        r#"{{"v":1,"node":"n1","inc":2,"seq":9,"type":"away","user":"bob","text":"{}"}}"#,
+        "z".repeat(5000)
+    );
+    let bad: [&[u8]; 7] = [
         b"not json",
         br#"{"v":2,"node":"n1","inc":2,"seq":9,"type":"chat"}"#,
         br#"{"v":1,"node":"n1","inc":2,"seq":9,"type":"chat","id":"00000000000000020000000000000009","channel":"Global","from":"bob\u001b[2J","text":"x"}"#,
         br#"{"v":1,"node":"n1","inc":2,"seq":9,"type":"enter","session":1,"user":"bob","channel":"no spaces"}"#,
+        br#"{"v":1,"node":"n1","inc":2,"seq":9,"type":"away","user":"bob alice","text":"x"}"#,
+        long_away.as_bytes(),
         // A node with this node's name but another incarnation.
         br#"{"v":1,"node":"n0","inc":99,"seq":1,"type":"alive"}"#,
     ];
@@ -335,7 +396,7 @@ fn a_peers_bad_payload_is_refused_whole() {
         node.engine.handle_published(payload, now);
         node.drain();
     }
-    assert_eq!(node.engine.stats().bus_refused - before, 5);
+    assert_eq!(node.engine.stats().bus_refused - before, bad.len() as u64);
     assert!(node.lines(alice).is_empty());
     assert_eq!(node.engine.stats().peer_sessions, 0);
 }

@@ -266,3 +266,43 @@ fn a_connection_opened_in_json_mode_gets_its_banner_and_refusals_as_json() {
     let refused = json_lines(&mut w, c);
     assert_eq!(refused[0]["code"], "too_many_connections");
 }
+
+/// A new connection in JSON mode, with what it was sent so far taken.
+fn json_connection(w: &mut World) -> ConnectionId {
+    let c = w.connect();
+    w.lines(c);
+    w.send(c, "/mode json\n");
+    w.lines(c);
+    c
+}
+
+#[test]
+fn a_json_client_gets_a_resume_token_in_its_login_round_trip_and_resumes_with_it() {
+    let mut w = json_world();
+    w.user("jay");
+    let c = json_connection(&mut w);
+    // One write: the login and the token request behind it.
+    w.send(c, &format!("/login jay {PASSWORD}\n/token\n"));
+    let reply = json_lines(&mut w, c);
+    assert_eq!(types(&reply)[..2], ["welcome", "channel"]);
+    assert_eq!(types(&reply).last(), Some(&"token"), "{reply:?}");
+    let token = reply
+        .last()
+        .and_then(|v| v["token"].as_str())
+        .expect("token");
+    assert_eq!(token.len(), 32);
+    let again = json_connection(&mut w);
+    w.send(again, &format!("/resume jay {token}\n"));
+    let welcome = json_lines(&mut w, again);
+    assert_eq!(welcome[0]["type"], "welcome", "{welcome:?}");
+    assert_eq!(welcome[0]["user"], "jay");
+    // A login that fails answers the token request too, in order, and gives none.
+    let wrong = json_connection(&mut w);
+    w.send(wrong, "/login jay not-the-password\n/token\n");
+    let refused = json_lines(&mut w, wrong);
+    assert!(refused.iter().all(|v| v["type"] != "token"), "{refused:?}");
+    assert_eq!(
+        refused.last().map(|v| &v["type"]),
+        Some(&Value::from("error"))
+    );
+}

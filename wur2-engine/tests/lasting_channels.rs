@@ -337,3 +337,44 @@ fn a_registration_answered_after_a_topic_change_keeps_the_topic() {
     w.send(bob, "/topic mine\n");
     assert!(w.saw(bob, "only the owner of #club"), "ann still owns it");
 }
+
+#[test]
+fn a_user_owns_at_most_the_configured_channels_and_further_ones_go_when_empty() {
+    let mut w = World::new(Config {
+        flood_lines_per_second: 0,
+        max_channels_per_owner: 2,
+        ..Config::default()
+    });
+    let ann = w.user("ann");
+    let boss = moderator(&mut w, "boss");
+    for channel in ["one", "two"] {
+        w.send(ann, &format!("/join {channel}\n"));
+    }
+    w.lines(ann);
+    w.send(ann, "/join three\n");
+    assert!(
+        w.lines(ann).contains(
+            &"three is not registered: you own 2 channels already (the most a user may); \
+              it goes away when its last member leaves"
+                .to_string()
+        )
+    );
+    assert!(w.store.channel("three").is_none(), "not stored");
+    assert_eq!(
+        w.store.channel("two").map(|c| c.owner.clone()),
+        Some(Some("ann".into()))
+    );
+    w.send(ann, "/join Global\n");
+    w.lines(ann);
+    w.send(ann, "/channels\n");
+    assert_eq!(w.lines(ann), ["Channels: Global (2), one (0), two (0)"]);
+    // Moderators and admins are not held to it.
+    for channel in ["m1", "m2", "m3"] {
+        w.send(boss, &format!("/join {channel}\n"));
+    }
+    assert!(w.lines(boss).iter().all(|l| !l.contains("not registered")));
+    assert_eq!(
+        w.store.channel("m3").map(|c| c.owner.clone()),
+        Some(Some("boss".into()))
+    );
+}

@@ -7,7 +7,7 @@
 use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{info, warn};
@@ -51,6 +51,39 @@ pub struct EngineHost {
     in_flight: usize,
     /// Freed memory goes back to the system once the server is quiet.
     release: Release,
+    busy: BusyLog,
+}
+
+/// How often, at most, busy store answers are logged.
+const BUSY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Busy store answers (a full password-hashing queue) are what a login storm is meant to
+/// get, thousands of them: the first is logged at once, later ones summed at most every
+/// [`BUSY_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct BusyLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl BusyLog {
+    /// One more busy answer at `now`; returns how many were logged now, if it logged.
+    fn busy(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < BUSY_LOG_EVERY)
+        {
+            return None;
+        }
+        let requests = std::mem::take(&mut self.unlogged);
+        warn!(
+            requests,
+            "store busy (the password hashing queue is full): clients were told to try again"
+        );
+        self.last = Some(now);
+        Some(requests)
+    }
 }
 
 impl EngineHost {
@@ -63,6 +96,7 @@ impl EngineHost {
             files: Files::new(files_dir),
             in_flight: 0,
             release: Release::default(),
+            busy: BusyLog::default(),
         }
     }
 
@@ -143,7 +177,9 @@ impl EngineHost {
             StoreReply::Failed(StoreError::Unavailable(error)) => {
                 warn!(request = %id, %error, "store error");
             }
-            StoreReply::Failed(StoreError::Busy) => warn!(request = %id, "store busy"),
+            StoreReply::Failed(StoreError::Busy) => {
+                self.busy.busy(now);
+            }
             _ => {}
         }
         self.engine.handle_store_reply(id, reply, now);
@@ -247,6 +283,22 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn busy_answers_are_logged_at_once_then_summed_every_ten_seconds() {
+        let start = Instant::now();
+        let mut log = BusyLog::default();
+        assert_eq!(log.busy(start), Some(1), "the first at once");
+        for ms in [1, 500, 9_999] {
+            assert_eq!(log.busy(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(
+            log.busy(start + BUSY_LOG_EVERY),
+            Some(4),
+            "the rest, summed"
+        );
+        assert_eq!(log.busy(start + BUSY_LOG_EVERY * 3), Some(1));
+    }
 
     #[test]
     fn a_client_accepted_after_shutdown_is_told_and_closed_by_the_engine() {

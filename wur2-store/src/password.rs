@@ -122,6 +122,20 @@ impl HashPool {
         self.queues.waiting.load(Ordering::Relaxed)
     }
 
+    /// Whether a job of `priority` would be refused as busy now (its queue full and no
+    /// thread free to take it): a caller can say so before any work the job would need.
+    /// Only a hint: [`HashPool::run`] decides.
+    pub(crate) fn is_full(&self, priority: Priority) -> bool {
+        let Ok(state) = self.queues.state.lock() else {
+            return false;
+        };
+        let (queue, max) = match priority {
+            Priority::Login => (&state.logins, state.max_logins),
+            Priority::Registration => (&state.registrations, state.max_registrations),
+        };
+        queue.len() >= max && state.idle <= state.len()
+    }
+
     /// Queues `job` with `priority`; its result arrives on the returned receiver.
     pub(crate) fn run<T, F>(
         &self,
@@ -424,11 +438,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_at_once() {
+    fn a_full_queue_refuses_at_once_and_says_so_beforehand() {
         let (pool, release) = blocked_pool(1, 1);
+        assert!(!pool.is_full(Priority::Login));
         let login = pool
             .run(Priority::Login, || true)
             .expect("room for one login");
+        assert!(pool.is_full(Priority::Login));
+        assert!(
+            !pool.is_full(Priority::Registration),
+            "each queue on its own"
+        );
         assert_eq!(
             pool.run(Priority::Login, || true).err(),
             Some(Refused::Busy)
@@ -440,6 +460,7 @@ mod tests {
             pool.run(Priority::Registration, || true).err(),
             Some(Refused::Busy)
         );
+        assert!(pool.is_full(Priority::Registration));
         assert_eq!(pool.waiting(), 2);
         drop(release);
         assert_eq!(futures::executor::block_on(login), Ok(true));

@@ -794,6 +794,9 @@ async fn register(
     username: String,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
+    if shared.hash_pool.is_full(Priority::Registration) {
+        return Err(StoreError::Busy);
+    }
     // Save a hash when the name is obviously taken; the insert below decides races.
     if shared
         .in_time(shared.db.find_user(&username_key(&username)))
@@ -825,6 +828,11 @@ async fn login(
     username: String,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
+    // A full hashing queue refuses the login anyway: before any database work, so a storm
+    // of retries costs no queries (which would wait beside everyone's messages).
+    if shared.hash_pool.is_full(Priority::Login) {
+        return Err(StoreError::Busy);
+    }
     let user_key = username_key(&username);
     let user = shared.in_time(shared.db.find_user(&user_key)).await?;
     let sanctions = match &user {

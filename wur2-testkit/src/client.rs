@@ -346,9 +346,14 @@ impl Client {
 
     /// Sends `/list`; returns the users online.
     pub async fn users(&mut self) -> Vec<String> {
+        self.listing().await.0
+    }
+
+    /// Sends `/list`; returns the users online and the away messages of those away.
+    async fn listing(&mut self) -> (Vec<String>, Vec<(String, String)>) {
         self.send("/list").await;
         self.expect_with("the user list", |event| match event {
-            Event::Users(users, _) => Some(users.clone()),
+            Event::Users(users, away) => Some((users.clone(), away.clone())),
             _ => None,
         })
         .await
@@ -363,19 +368,51 @@ impl Client {
         within: Duration,
         wanted: impl Fn(&[String]) -> bool,
     ) -> Vec<String> {
+        let listing = self
+            .listing_until(what, within, |(users, _)| wanted(users))
+            .await;
+        listing.0
+    }
+
+    /// Asks `/list` until `wanted` holds for the users and away messages listed, for up
+    /// to `within`; returns that listing.
+    async fn listing_until(
+        &mut self,
+        what: impl Display,
+        within: Duration,
+        wanted: impl Fn(&(Vec<String>, Vec<(String, String)>)) -> bool,
+    ) -> (Vec<String>, Vec<(String, String)>) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let users = self.users().await;
-            if wanted(&users) {
-                return users;
+            let listing = self.listing().await;
+            if wanted(&listing) {
+                return listing;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{}: never {what} within {within:?}: {users:?}",
+                "{}: never {what} within {within:?}: {listing:?}",
                 self.name
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends `/list` and checks that `wanted` holds for the away messages listed (user,
+    /// text); on a cluster target it asks again for up to [`PRESENCE_DELAY`], as
+    /// [`Client::users_seen`] does.
+    pub async fn away_seen(
+        &mut self,
+        what: impl Display,
+        wanted: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        let within = match self.in_cluster {
+            true => PRESENCE_DELAY,
+            false => Duration::ZERO,
+        };
+        let listing = self
+            .listing_until(what, within, |(_, away)| wanted(away))
+            .await;
+        listing.1
     }
 
     /// Sends `/list` and checks that `wanted` holds for the users listed; returns them. On

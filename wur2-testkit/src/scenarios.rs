@@ -809,10 +809,9 @@ pub async fn channels_keep_topics_and_admit_only_the_invited_when_private(
 }
 
 /// `/away <text>` shows in `/list` and answers the first private message of each sender
-/// (the message is delivered all the same); `/away` alone ends it.
+/// (the message is delivered all the same); `/away` alone ends it. In a cluster, alice and
+/// bob are on different nodes.
 pub async fn away_shows_in_list_and_answers_each_sender_once(addr: Target, mode: Mode) {
-    // Away messages are known on the node where they were set: one node.
-    let addr = addr.first_node();
     let mut alice = Client::register(addr, mode, &unique("wa")).await;
     let mut bob = Client::register(addr, mode, &unique("wb")).await;
     let (a, b) = (alice.name.clone(), bob.name.clone());
@@ -820,15 +819,9 @@ pub async fn away_shows_in_list_and_answers_each_sender_once(addr: Target, mode:
     alice
         .expect(Event::AwaySet(Some("out for lunch".into())))
         .await;
-    bob.send("/list").await;
-    bob.expect_with("the away message listed", |event| match event {
-        Event::Users(users, away) if users.contains(&a) => {
-            assert_eq!(away, &[(a.clone(), "out for lunch".to_string())]);
-            Some(())
-        }
-        _ => None,
-    })
-    .await;
+    let away = [(a.clone(), "out for lunch".to_string())];
+    bob.away_seen("alice's away message", |listed| listed == away)
+        .await;
     bob.send(&format!("/msg {a} are you there?")).await;
     bob.expect(Event::Away {
         user: a.clone(),
@@ -851,6 +844,8 @@ pub async fn away_shows_in_list_and_answers_each_sender_once(addr: Target, mode:
     );
     alice.send("/away").await;
     alice.expect(Event::AwaySet(None)).await;
+    bob.away_seen("alice back", |listed| listed.is_empty())
+        .await;
 }
 
 /// Overlong lines, invalid UTF-8 and terminal escapes get errors or are cleaned; the

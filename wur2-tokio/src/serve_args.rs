@@ -100,6 +100,14 @@ pub(crate) struct ServeArgs {
         default_value_t = Config::default().join_notices_max_members
     )]
     pub join_notices_max_members: usize,
+    /// Most channels one user (not a mod or admin) may own; beyond it a new channel works
+    /// but is not kept when empty.
+    #[arg(
+        long,
+        env = "WUR2_MAX_CHANNELS_PER_OWNER",
+        default_value_t = Config::default().max_channels_per_owner
+    )]
+    pub max_channels_per_owner: usize,
     /// Largest file a user may send, in bytes; an upload announcing more closes its
     /// connection.
     #[arg(long, env = "WUR2_MAX_FILE_BYTES", default_value_t = Config::default().max_file_bytes)]
@@ -155,6 +163,7 @@ impl ServeArgs {
             max_connections_per_address: self.max_connections_per_ip,
             history_replay: self.history_replay,
             join_notices_max_members: self.join_notices_max_members,
+            max_channels_per_owner: self.max_channels_per_owner,
             demo_roles: self.demo_roles,
             max_file_bytes: self.max_file_bytes,
             transfer_idle_timeout: Duration::from_secs(self.transfer_idle_timeout_secs),
@@ -224,6 +233,7 @@ mod tests {
             ours.join_notices_max_members,
             engine.join_notices_max_members
         );
+        assert_eq!(ours.max_channels_per_owner, engine.max_channels_per_owner);
         assert_eq!(ours.demo_roles, engine.demo_roles);
         assert_eq!(ours.max_file_bytes, engine.max_file_bytes);
         let options = cli.serve.options();

@@ -135,10 +135,15 @@ struct Cli {
     /// Busy answers and reconnects one storm client retries at most.
     #[arg(long, default_value_t = 50)]
     storm_max_retries: u32,
+    /// Also print, on stderr, the worst latency of the messages sent in each 100 ms of the
+    /// measured part (`TRACE t_s=… worst_us=…`): when the slow deliveries happened.
+    #[arg(long)]
+    latency_trace: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let latency_trace = cli.latency_trace;
     if let Some(addr) = cli
         .addr
         .iter()
@@ -298,6 +303,11 @@ fn main() -> ExitCode {
                     storm.p99_during_us,
                     storm.deliveries_during,
                 );
+            }
+            if latency_trace {
+                for (tenth, worst) in report.worst_us_by_tenth.iter().enumerate() {
+                    eprintln!("TRACE t_s={:.1} worst_us={worst}", tenth as f64 / 10.0);
+                }
             }
             println!("{}", report.to_line());
             let storm_failed = report.storm.as_ref().is_some_and(|s| s.failed > 0);

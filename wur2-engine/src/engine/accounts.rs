@@ -34,6 +34,23 @@ pub(super) struct Away {
     pub(super) answered: BTreeSet<String>,
 }
 
+impl Away {
+    /// An away message that has answered nobody yet.
+    pub(super) fn new(text: String) -> Away {
+        Away {
+            text,
+            answered: BTreeSet::new(),
+        }
+    }
+
+    /// The text for a private message from `sender` (a key), the first time only.
+    pub(super) fn reply_to(&mut self, sender: &str) -> Option<String> {
+        self.answered
+            .insert(sender.to_owned())
+            .then(|| self.text.clone())
+    }
+}
+
 /// A mute known to the engine: the store's record, and when it ends on the caller's clock.
 #[derive(Debug)]
 pub(super) struct Mute {
@@ -76,20 +93,14 @@ impl Accounts {
     /// Sets (or with `None` clears) the away message of online account `key`.
     pub(super) fn set_away(&mut self, key: &str, text: Option<String>) {
         if let Some(account) = self.by_key.get_mut(key) {
-            account.away = text.map(|text| Away {
-                text,
-                answered: BTreeSet::new(),
-            });
+            account.away = text.map(Away::new);
         }
     }
 
     /// The away message of account `key` for a private message from `sender` (a key),
     /// the first time only for each away message.
     pub(super) fn away_reply(&mut self, key: &str, sender: &str) -> Option<String> {
-        let away = self.by_key.get_mut(key)?.away.as_mut()?;
-        away.answered
-            .insert(sender.to_owned())
-            .then(|| away.text.clone())
+        self.by_key.get_mut(key)?.away.as_mut()?.reply_to(sender)
     }
 
     /// `connection` logged in as `username` (key `key`) with `role`, the account's role

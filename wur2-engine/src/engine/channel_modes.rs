@@ -174,14 +174,23 @@ impl Engine {
         false
     }
 
-    /// After `sender` entered channel `key`: registers it, with `sender` as its owner, if
-    /// it is new (the default channel never is).
-    pub(super) fn register_if_new(&mut self, sender: &Sender, key: &str) {
+    /// After `sender` (on `connection`) entered channel `key`: registers it, with `sender`
+    /// as its owner, if it is new (the default channel never is) and `sender` may own one
+    /// more ([`Config::max_channels_per_owner`](crate::Config::max_channels_per_owner)).
+    pub(super) fn register_if_new(&mut self, connection: ConnectionId, sender: &Sender, key: &str) {
         if self.channels.settings(key).is_some() || key == channel_key(&self.config.default_channel)
         {
             return;
         }
         let name = self.channels.name(key);
+        let limit = self.config.max_channels_per_owner;
+        if sender.role < Role::Mod && self.channels.owned_by(&sender.account) >= limit {
+            let text = format!(
+                "{name} is not registered: you own {limit} channels already (the most a user \
+                 may); it goes away when its last member leaves"
+            );
+            return self.send(connection, Line::Info(&text));
+        }
         let owner = Some(sender.username.clone());
         // Owned at once: the store's answer corrects it if another node was first.
         self.channels.settings_mut(&name).1.owner = owner.clone();

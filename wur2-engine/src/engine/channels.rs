@@ -152,6 +152,16 @@ impl Channels {
         }
     }
 
+    /// How many registered channels account `key` owns (a scan: only a new channel's
+    /// first joiner asks).
+    pub(super) fn owned_by(&self, key: &str) -> usize {
+        self.by_key
+            .values()
+            .filter_map(|c| c.settings.as_ref()?.owner.as_deref())
+            .filter(|owner| username_key(owner) == key)
+            .count()
+    }
+
     /// Account `key` was deleted: its invitations and the channels it owned go with it.
     pub(super) fn forget_account(&mut self, key: &str) {
         for settings in self.by_key.values_mut().filter_map(|c| c.settings.as_mut()) {

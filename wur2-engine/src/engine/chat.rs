@@ -2,7 +2,7 @@
 //! the store answers that complete them.
 
 use super::channel_modes::ChannelChange;
-use super::cluster::usernames_everywhere;
+use super::cluster::{away_text_everywhere, usernames_everywhere};
 use super::delivery::Audience;
 use super::{Departure, Engine, Pending, Sender, Stage};
 use crate::command::{Command, ParseError, parse_command};
@@ -57,10 +57,13 @@ impl Engine {
             }
             Command::Cancel(id) => self.cancel_transfer(connection, &sender, id),
             Command::List => {
-                let names = usernames_everywhere(&self.accounts, self.cluster.as_ref());
-                let users = names
+                let (accounts, cluster) = (&self.accounts, self.cluster.as_ref());
+                let users = usernames_everywhere(accounts, cluster)
                     .into_iter()
-                    .map(|name| (name, self.accounts.away_text(&username_key(name))))
+                    .map(|name| {
+                        let away = away_text_everywhere(accounts, cluster, &username_key(name));
+                        (name, away)
+                    })
                     .collect();
                 self.outbox
                     .send(&mut self.sessions, connection, &Line::Users(users));
@@ -175,12 +178,8 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|cluster| cluster.peers.account(&key).is_some());
         self.stats.direct_messages += 1;
-        if let Some(away) = self.accounts.away_reply(&key, &sender.account) {
-            let user = self
-                .accounts
-                .get(&key)
-                .map(|account| account.username.clone())
-                .unwrap_or_default();
+        if let Some(away) = self.away_reply_anywhere(&key, &sender.account) {
+            let user = self.username_anywhere(&key).unwrap_or(to).to_owned();
             self.send(
                 connection,
                 Line::Away {
@@ -230,7 +229,7 @@ impl Engine {
         }
         self.leave_channel(connection, Departure::Announced);
         let new = self.enter_channel(connection, channel);
-        self.register_if_new(sender, &key);
+        self.register_if_new(connection, sender, &key);
         self.send(
             connection,
             Line::Switched {
@@ -256,13 +255,18 @@ impl Engine {
             },
             None => None,
         };
-        self.accounts.set_away(&sender.account, text);
-        let sessions = self
-            .accounts
-            .get(&sender.account)
-            .map(|account| account.sessions.clone())
-            .unwrap_or_default();
-        let away = self.accounts.away_text(&sender.account).map(str::to_owned);
+        self.accounts.set_away(&sender.account, text.clone());
+        self.tell_away(&sender.account);
+        self.publish_away(&sender.account, &sender.username, text);
+    }
+
+    /// Tells every session here of account `key` its away message as it is now.
+    pub(super) fn tell_away(&mut self, key: &str) {
+        let Some(account) = self.accounts.get(key) else {
+            return;
+        };
+        let away = account.away.as_ref().map(|away| away.text.clone());
+        let sessions = account.sessions.clone();
         let line = Line::AwaySet(away.as_deref());
         self.outbox
             .broadcast(&mut self.sessions, &sessions, None, &line);

@@ -130,6 +130,7 @@ impl Engine {
             user: account.username.clone(),
             channel: channel.name.clone(),
             role: account.role,
+            away: account.away.as_ref().map(|away| away.text.clone()),
         })
     }
 
@@ -344,7 +345,11 @@ impl Engine {
                 self.publish(Topic::Node(node.to_owned()), Body::Hello);
             }
             Body::State { sessions } => {
+                // A node's state says its accounts' away messages as they are now.
+                let mut aways = BTreeMap::new();
                 let sessions = sessions.into_iter().map(|s| {
+                    let away = s.away.map(|t| sanitize_text(&t).into_owned());
+                    aways.insert(username_key(&s.user), away);
                     let entered = RemoteSession {
                         user: s.user,
                         channel: s.channel,
@@ -352,7 +357,11 @@ impl Engine {
                     };
                     (s.session, entered)
                 });
+                let sessions: Vec<_> = sessions.collect();
                 peers.replace(node, sessions, max_sessions);
+                for (key, away) in aways {
+                    peers.set_away(&key, away);
+                }
             }
             Body::Direct {
                 id,
@@ -375,6 +384,10 @@ impl Engine {
                 channels,
             } => self.apply_kick(&user, &by, &reason, &channels),
             Body::Role { user, role, by } => self.apply_role(&username_key(&user), role, &by),
+            Body::Away { user, text } => {
+                let text = text.map(|t| sanitize_text(&t).into_owned());
+                self.apply_away(&username_key(&user), text);
+            }
             Body::LoggedOut { user, cause } => {
                 self.log_out_sessions_of(&username_key(&user), None, cause);
             }
@@ -557,6 +570,61 @@ impl Engine {
         tracing::info!(%by, %user, "kick from another node");
     }
 
+    /// Publishes that account `key` (`user` as registered) is away with `text`, or back.
+    pub(super) fn publish_away(&mut self, key: &str, user: &str, text: Option<String>) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.peers.set_away(key, text.clone());
+            let body = Body::Away {
+                user: user.to_owned(),
+                text,
+            };
+            self.publish(Topic::All, body);
+        }
+    }
+
+    /// Account `key` set its away message (or came back) on another node: noted for its
+    /// remote sessions and, when it is online here too, for its sessions here, who are told.
+    fn apply_away(&mut self, key: &str, text: Option<String>) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.peers.set_away(key, text.clone());
+        }
+        if self.accounts.is_online(key) {
+            self.accounts.set_away(key, text);
+            self.tell_away(key);
+        }
+    }
+
+    /// An account that just came online here and is away on another node is away here too.
+    pub(super) fn inherit_remote_away(&mut self, key: &str) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let remote = cluster.peers.account(key).and_then(|a| a.away.as_ref());
+        if let Some(away) = remote
+            && self.accounts.away_text(key).is_none()
+        {
+            let text = away.text.clone();
+            self.accounts.set_away(key, Some(text));
+        }
+    }
+
+    /// The username of account `key` as registered, when it is online here or elsewhere.
+    pub(super) fn username_anywhere(&self, key: &str) -> Option<&str> {
+        match self.accounts.get(key) {
+            Some(account) => Some(account.username.as_str()),
+            None => Some(self.cluster.as_ref()?.peers.account(key)?.name.as_str()),
+        }
+    }
+
+    /// The away message of account `key` for a private message from `sender` (a key),
+    /// once per message: from the account here, or else from its sessions elsewhere.
+    pub(super) fn away_reply_anywhere(&mut self, key: &str, sender: &str) -> Option<String> {
+        if self.accounts.is_online(key) {
+            return self.accounts.away_reply(key, sender);
+        }
+        self.cluster.as_mut()?.peers.away_reply(key, sender)
+    }
+
     /// Publishes that `by` gave account `user` role `role` with `/role` (and notes it in
     /// this node's view of the others).
     pub(super) fn publish_role(&mut self, user: &str, role: Role, by: &str) {
@@ -643,6 +711,18 @@ pub(super) fn usernames_everywhere<'a>(
         None => local.map(|(_, name)| name).collect(),
         Some(cluster) => merge(local, cluster.peers.accounts(), |name, _| name),
     }
+}
+
+/// The away message of account `key`, online here or on another node.
+pub(super) fn away_text_everywhere<'a>(
+    accounts: &'a Accounts,
+    cluster: Option<&'a Cluster>,
+    key: &str,
+) -> Option<&'a str> {
+    accounts.away_text(key).or_else(|| {
+        let account = cluster?.peers.account(key)?;
+        Some(account.away.as_ref()?.text.as_str())
+    })
 }
 
 /// One line of `/channels`.

@@ -385,6 +385,7 @@ impl Engine {
         self.stats.logins += 1;
         self.accounts
             .log_in(key.clone(), &username, role, connection);
+        self.inherit_remote_away(&key);
         let welcome = Line::Welcome {
             user: &username,
             role,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::accounts::Away;
 use crate::names::{channel_key, username_key};
 use crate::store::Role;
 
@@ -27,6 +28,8 @@ pub(super) struct RemoteAccount {
     pub(super) role: Role,
     /// How many of its sessions each node has.
     pub(super) nodes: BTreeMap<String, usize>,
+    /// Its away message, as the node that set it last said.
+    pub(super) away: Option<Away>,
 }
 
 /// One peer node.
@@ -137,6 +140,7 @@ impl Peers {
             name: entered.user.clone(),
             role: entered.role,
             nodes: BTreeMap::new(),
+            away: None,
         });
         account.role = entered.role;
         let before = peer.sessions.insert(session, entered);
@@ -243,6 +247,23 @@ impl Peers {
                 }
             }
         }
+    }
+
+    /// Account `key` (if it has sessions on other nodes) is away with `text`, or back.
+    pub(super) fn set_away(&mut self, key: &str, text: Option<String>) {
+        let Some(account) = self.accounts.get_mut(key) else {
+            return;
+        };
+        // The same message again (a peer's state repeats it) keeps whom it answered.
+        if account.away.as_ref().map(|away| &away.text) != text.as_ref() {
+            account.away = text.map(Away::new);
+        }
+    }
+
+    /// The away message of account `key` for a private message from `sender` (a key),
+    /// the first time only for each away message.
+    pub(super) fn away_reply(&mut self, key: &str, sender: &str) -> Option<String> {
+        self.accounts.get_mut(key)?.away.as_mut()?.reply_to(sender)
     }
 
     /// The channels account `key` has sessions in on other nodes (names, each once).
