@@ -20,6 +20,13 @@
 # (a self-signed certificate for localhost made with openssl in the work directory); the
 # load generator's clients then connect over TLS.
 #
+# WebSocket (issue 21): wur2-ws is wur2 with a web listener (--web-listen), its clients on
+# the WebSocket (one line per text frame; the server speaks JSON lines there); wur2-json is
+# wur2 with clients in JSON lines mode over plain TCP, its same-run baseline (the same
+# encoding, so the ratio is the framing's cost alone):
+#
+#   SERVERS="wur2 wur2-json wur2-ws" bench/run.sh B
+#
 # Cluster mode (issue 18): `wur2-cluster` is a NATS server (nats-server, or
 # WUR2_TEST_NATS_SERVER) and three wur2 nodes a, b, c on one PostgreSQL database, the
 # clients spread round-robin over the nodes; `wur2-pg` is one wur2 on PostgreSQL without a
@@ -278,7 +285,7 @@ CLUSTER_METRICS_PORT=16694
 
 # start_server NAME DB_URL: starts it fresh, sets PORT (the first address), ADDRS (every
 # address the clients spread over, comma-separated), PROTO, CONC, CLIENT_TLS (the load
-# generator's TLS flags), SERVER_PIDS (comma-separated), METRICS (the metrics endpoints,
+# generator's transport flags: TLS, JSON lines, WebSocket), SERVER_PIDS (comma-separated), METRICS (the metrics endpoints,
 # comma-separated, or empty), BUS_PID (the cluster's NATS, or empty) and RUNNING_PID (the
 # first server process).
 start_server() {
@@ -320,6 +327,13 @@ start_server() {
             PORT=$((PORT + 10))
             own=(--tls-listen "127.0.0.1:$PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
             CLIENT_TLS=(--tls-ca "$WORK/cert.pem" --tls-server-name localhost)
+        fi
+        if [[ $name == *-json ]]; then CLIENT_TLS=(--json); fi
+        if [[ $name == *-ws ]]; then
+            # The plain listener as usual; the clients use the web listener beside it.
+            PORT=$((PORT + 20))
+            own=(--web-listen "127.0.0.1:$PORT")
+            CLIENT_TLS=(--websocket)
         fi
         # wur2-pg, the cluster's one-node baseline, has its metrics read as the nodes do.
         if [ "$name" = wur2-pg ]; then
@@ -675,6 +689,12 @@ if issue9:
 r = ratio("B", "wur2-async-std", "wur2", "deliveries_per_s")
 if r:
     out.append(f"- B: async-std driver / Tokio driver deliveries/s = {r:.2f}×")
+r = ratio("B", "wur2-ws", "wur2-json", "deliveries_per_s")
+if r:
+    out.append(f"- B: WebSocket / TCP, both JSON lines (wur2-ws / wur2-json) deliveries/s = {r:.3f}× (goal ≥ 0.8×)")
+r = ratio("B", "wur2-json", "wur2", "deliveries_per_s")
+if r:
+    out.append(f"- B: JSON lines / text over TCP (wur2-json / wur2) deliveries/s = {r:.3f}×")
 compare = [
     ("B", "wur2", "wur2-base", "deliveries_per_s", "after / before deliveries/s"),
     ("L", "wur2", "wur2-base", "p50_us", "after / before p50"),

@@ -15,6 +15,11 @@ source scripts/postgres.sh
 # Debian's nats-server when missing; fails in CI when it cannot start, warns and lets those
 # tests skip elsewhere; stops it at exit).
 source scripts/nats.sh
+# Headless Chromium and chromedriver for the web client's browser test (exports
+# WUR2_TEST_CHROMEDRIVER and WUR2_TEST_CHROMIUM; installs Debian's chromium and
+# chromium-driver when missing; fails in CI when it cannot, warns and lets the test skip
+# elsewhere).
+source scripts/chromium.sh
 # tmux for the `wur2 chat` end-to-end test (wur2-tokio/tests/chat_tmux.rs).
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; } || echo "warning: cannot install tmux" >&2
 cargo test --workspace

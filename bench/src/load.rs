@@ -88,6 +88,12 @@ pub struct LoadConfig {
     pub addrs: Vec<SocketAddr>,
     /// TLS to the server; plain TCP when `None`.
     pub tls: Option<TlsClient>,
+    /// WUR2 clients connect to the server's web listener (`wur2 --web-listen`) and speak
+    /// over its WebSocket: one line per text frame, JSON lines from the server.
+    pub websocket: bool,
+    /// WUR2 clients ask for JSON lines mode (`/mode json`) before logging in; a WebSocket
+    /// speaks JSON anyway. Setup reads the JSON objects; deliveries are found as in text.
+    pub json: bool,
     /// What it speaks.
     pub protocol: Protocol,
     /// Clients, all in one channel.
@@ -148,6 +154,8 @@ impl Default for LoadConfig {
         LoadConfig {
             addrs: vec![SocketAddr::from(([127, 0, 0, 1], 6969))],
             tls: None,
+            websocket: false,
+            json: false,
             protocol: Protocol::Wur2,
             clients: 10,
             senders: 2,
@@ -192,6 +200,11 @@ impl LoadConfig {
 
     /// The `/login`, `/register` or `/resume` line of `user`; `None` for [`Auth::Token`]
     /// when there is no token for `user`.
+    /// Whether the server speaks JSON lines to these clients.
+    fn json_lines(&self) -> bool {
+        self.json || self.websocket
+    }
+
     fn auth_line(&self, auth: Auth, user: &str) -> Option<String> {
         Some(match auth {
             Auth::Register => format!("/register {user} {}\n", self.password),
@@ -519,7 +532,18 @@ struct Seen {
 /// Runs one load test against `config.addrs`.
 pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     validate(&config)?;
-    let connector = Connector::new(config.tls.as_ref()).map_err(LoadError::Config)?;
+    if config.json_lines() && config.protocol != Protocol::Wur2 {
+        return Err(LoadError::Config(
+            "--json and --websocket are WUR2's (--protocol wur2)".into(),
+        ));
+    }
+    if config.json_lines() && config.storm.is_some() {
+        return Err(LoadError::Config(
+            "a storm speaks text mode over TCP: no --json or --websocket".into(),
+        ));
+    }
+    let connector =
+        Connector::new(config.tls.as_ref(), config.websocket).map_err(LoadError::Config)?;
     let deadline = tokio::time::Instant::now() + config.timeout;
     let run_tag = (std::process::id() ^ nanos_now()) % 1_000_000_000;
     let shared = Arc::new(Shared {
@@ -919,6 +943,10 @@ async fn client(
     seen.latencies_us
         .reserve(usize::try_from(expected).unwrap_or(0));
     let chat_prefix = match config.protocol {
+        // The server writes JSON keys in sorted order: a message starts with its channel.
+        Protocol::Wur2 if config.json_lines() => {
+            format!("{{\"channel\":\"{}\",", config.channel).into_bytes()
+        }
         Protocol::Wur2 => format!("[{}] ", config.channel).into_bytes(),
         Protocol::Irc | Protocol::Line => Vec::new(),
     };
@@ -1036,6 +1064,52 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
                 break;
             }
         },
+        Protocol::Wur2 if config.json_lines() => {
+            let login = format!("/login {user} {}\n", config.password);
+            let mut first = config
+                .auth_line(config.auth, &user)
+                .ok_or_else(|| fail("no resume token for this user"))?;
+            if !config.websocket {
+                first.insert_str(0, "/mode json\n");
+            }
+            writer.write_all(first.as_bytes()).await.map_err(io)?;
+            let mut busy_retries = 0;
+            loop {
+                let line = next!();
+                match (json_field(&line, "type"), json_field(&line, "code")) {
+                    (Some(b"welcome"), _) => break,
+                    (Some(b"error"), Some(b"username_taken")) => {
+                        writer.write_all(login.as_bytes()).await.map_err(io)?;
+                    }
+                    (Some(b"error"), Some(b"busy" | b"storage_unavailable"))
+                        if busy_retries < 50 =>
+                    {
+                        busy_retries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let again = config
+                            .auth_line(config.auth, &user)
+                            .ok_or_else(|| fail("no resume token for this user"))?;
+                        writer.write_all(again.as_bytes()).await.map_err(io)?;
+                    }
+                    (Some(b"error"), _) => return Err(fail(&String::from_utf8_lossy(&line))),
+                    _ => {}
+                }
+            }
+            let join = if config.join {
+                format!("/join {}\n/ping ready\n", config.channel)
+            } else {
+                "/ping ready\n".to_owned()
+            };
+            writer.write_all(join.as_bytes()).await.map_err(io)?;
+            loop {
+                let line = next!();
+                match json_field(&line, "type") {
+                    Some(b"pong") if json_field(&line, "token") == Some(b"ready") => break,
+                    Some(b"error") => return Err(fail(&String::from_utf8_lossy(&line))),
+                    _ => {}
+                }
+            }
+        }
         Protocol::Wur2 => {
             let login = format!("/login {user} {}\n", config.password);
             let first = config
@@ -1127,6 +1201,16 @@ async fn set_up(index: usize, shared: &Shared) -> Result<(Lines, WriteHalf), Loa
         }
     }
     Ok((lines, writer))
+}
+
+/// The value of the string field `name` in a JSON line from the server, if it has one
+/// without escapes (types, codes and tokens never have them): enough for setup, with no
+/// JSON parser in the load generator.
+fn json_field<'a>(line: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let key = format!("\"{name}\":\"");
+    let at = memchr::memmem::find(line, key.as_bytes())? + key.len();
+    let len = memchr::memchr2(b'"', b'\\', &line[at..])?;
+    (line[at + len] == b'"').then(|| &line[at..at + len])
 }
 
 /// The numeric of an IRC reply line (`:server 001 nick …`).
@@ -1419,7 +1503,12 @@ pub async fn get_tokens(
     let missing: Vec<usize> = (0..config.clients)
         .filter(|i| !tokens.contains_key(&format!("{}{i}", config.user_prefix)))
         .collect();
-    let connector = Connector::new(config.tls.as_ref()).map_err(LoadError::Config)?;
+    if config.json_lines() {
+        return Err(LoadError::Config(
+            "resume tokens are collected in text mode over TCP: no --json or --websocket".into(),
+        ));
+    }
+    let connector = Connector::new(config.tls.as_ref(), false).map_err(LoadError::Config)?;
     let slots = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));
     let shared = Arc::new((config.clone(), connector));
     let mut tasks = tokio::task::JoinSet::new();

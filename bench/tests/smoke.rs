@@ -1,6 +1,6 @@
 //! The benchmark's pieces work together: the load generator against the bare relay and
-//! against an in-process WUR2 server (plain and over TLS), a few clients and messages,
-//! nothing lost. Fast on purpose: the real benchmark is `bench/run.sh`, never part of the
+//! against an in-process WUR2 server (plain, over TLS, in JSON mode, over WebSocket), a few
+//! clients and messages, nothing lost. Fast on purpose: the real benchmark is `bench/run.sh`, never part of the
 //! test command.
 
 use std::time::Duration;
@@ -113,20 +113,41 @@ async fn clients_over_several_addresses_are_one_run() {
     relay.abort();
 }
 
+/// How the load generator's clients reach the WUR2 server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Tcp,
+    Tls,
+    /// Plain TCP in JSON lines mode.
+    Json,
+    /// The web listener's WebSocket.
+    WebSocket,
+}
+
 #[tokio::test]
 async fn load_generator_and_wur2_lose_nothing() {
-    wur2_loses_nothing(false).await;
+    wur2_loses_nothing(Over::Tcp).await;
 }
 
 #[tokio::test]
 async fn load_generator_over_tls_and_wur2_lose_nothing() {
-    wur2_loses_nothing(true).await;
+    wur2_loses_nothing(Over::Tls).await;
 }
 
-/// Registers, then logs in, a few clients of an in-process WUR2 server, plain or over TLS
-/// (a self-signed certificate for `localhost` the load generator trusts), and checks that
-/// every message arrives once.
-async fn wur2_loses_nothing(tls: bool) {
+#[tokio::test]
+async fn load_generator_in_json_mode_and_wur2_lose_nothing() {
+    wur2_loses_nothing(Over::Json).await;
+}
+
+#[tokio::test]
+async fn load_generator_over_websocket_and_wur2_lose_nothing() {
+    wur2_loses_nothing(Over::WebSocket).await;
+}
+
+/// Registers, then logs in, a few clients of an in-process WUR2 server, plain, over TLS
+/// (a self-signed certificate for `localhost` the load generator trusts), in JSON lines
+/// mode or over the WebSocket, and checks that every message arrives once.
+async fn wur2_loses_nothing(over: Over) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     // The cheapest argon2 cost: this test is about messages, not hashing.
@@ -152,7 +173,15 @@ async fn wur2_loses_nothing(tls: bool) {
     };
     let mut server = wur2_tokio::serve(listener, store.clone(), config).expect("server starts");
     let mut client_tls = None;
-    if tls {
+    if over == Over::WebSocket {
+        let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addr = server
+            .serve_web(web_listener, wur2_tokio::WebOptions::default())
+            .expect("serve web");
+    }
+    if over == Over::Tls {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("a certificate");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -170,6 +199,8 @@ async fn wur2_loses_nothing(tls: bool) {
     }
     let small = || LoadConfig {
         tls: client_tls.clone(),
+        json: over == Over::Json,
+        websocket: over == Over::WebSocket,
         ..small(addr, Protocol::Wur2)
     };
 

@@ -22,7 +22,7 @@ use async_std::prelude::*;
 use clap::Parser;
 use tracing::{info, warn};
 use wur2_async_std::metrics::{self, Metrics};
-use wur2_async_std::{Options, TlsAcceptor};
+use wur2_async_std::{Options, TlsAcceptor, WEBSOCKET_PATH, WebOptions};
 use wur2_engine::Config;
 use wur2_store::{Store, StoreConfig};
 
@@ -51,6 +51,10 @@ struct Cli {
     /// The TLS private key, PEM.
     #[arg(long, requires = "tls_listen")]
     tls_key: Option<PathBuf>,
+    /// Also serve the web client and its WebSocket (/ws) on this address; with
+    /// --tls-listen, over HTTPS and wss:// with the same certificate.
+    #[arg(long)]
+    web_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics and /healthz over HTTP on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -132,10 +136,20 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         options,
     )?;
     info!("listening on {} (async-std)", server.local_addr());
+    let mut tls = None;
     if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
         let acceptor = TlsAcceptor::from_pem_files(cert, key)?;
-        let addr = server.serve_tls(TcpListener::bind(addr).await?, acceptor)?;
+        let addr = server.serve_tls(TcpListener::bind(addr).await?, acceptor.clone())?;
         info!("listening for TLS on {addr}");
+        tls = Some(acceptor);
+    }
+    if let Some(addr) = cli.web_listen {
+        let options = WebOptions {
+            allowed_origins: Vec::new(),
+            tls,
+        };
+        let addr = server.serve_web(TcpListener::bind(addr).await?, options)?;
+        info!("web client on {addr} (WebSocket on {WEBSOCKET_PATH})");
     }
     let exporter = match cli.metrics_listen {
         Some(addr) => {

@@ -37,11 +37,16 @@ pub use runtime::{AsyncStd, AsyncStdStream};
 /// async-std with `metrics::serve::<AsyncStd, _>(listener, metrics, server.status(), store)`.
 #[cfg(feature = "metrics")]
 pub use wur2_host::metrics;
-pub use wur2_host::{Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError};
+pub use wur2_host::{
+    Options, ServeError as Error, ServerStatus, Storage, TlsAcceptor, TlsError, WEBSOCKET_PATH,
+    WebOptions,
+};
 
 /// A running server on async-std. Dropping it leaves the server running (detached); call
 /// [`ServerHandle::shutdown`](wur2_host::ServerHandle::shutdown) to stop it, and
-/// [`serve_tls`](wur2_host::ServerHandle::serve_tls) to add a TLS listener.
+/// [`serve_tls`](wur2_host::ServerHandle::serve_tls) to add a TLS listener,
+/// [`serve_web`](wur2_host::ServerHandle::serve_web) to add the web client and its
+/// WebSocket.
 pub type ServerHandle = wur2_host::ServerHandle<AsyncStd>;
 
 /// Runs a chat server on `listener` with default [`Options`]; see [`serve_with`].

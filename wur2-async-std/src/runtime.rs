@@ -14,7 +14,7 @@ use async_std::net::{TcpListener, TcpStream};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
 use tracing::debug;
-use wur2_host::{Runtime, Transport};
+use wur2_host::{Runtime, Transport, WebSocket};
 
 /// async-std's global executor.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +62,10 @@ impl Runtime for AsyncStd {
             .await?;
         Ok(AsyncStdStream::Tls(Box::new(tls)))
     }
+
+    fn web_socket(socket: WebSocket<AsyncStdStream>) -> AsyncStdStream {
+        AsyncStdStream::Web(Box::new(socket))
+    }
 }
 
 /// A client's stream on async-std. TLS state is boxed: it is large, and a plain
@@ -72,6 +76,8 @@ pub enum AsyncStdStream {
     Plain(TcpStream),
     /// TLS over TCP, handshake done.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket (JSON lines in text frames) over plain TCP or TLS, upgrade done.
+    Web(Box<WebSocket<AsyncStdStream>>),
 }
 
 impl From<TcpStream> for AsyncStdStream {
@@ -85,6 +91,7 @@ impl Transport for AsyncStdStream {
         match self {
             AsyncStdStream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             AsyncStdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+            AsyncStdStream::Web(socket) => socket.poll_read(cx, buf),
         }
     }
 
@@ -96,6 +103,7 @@ impl Transport for AsyncStdStream {
         match self {
             AsyncStdStream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             AsyncStdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+            AsyncStdStream::Web(socket) => socket.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -103,6 +111,7 @@ impl Transport for AsyncStdStream {
         match self {
             AsyncStdStream::Plain(_) => Poll::Ready(Ok(())),
             AsyncStdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            AsyncStdStream::Web(socket) => socket.poll_flush(cx),
         }
     }
 
@@ -110,6 +119,7 @@ impl Transport for AsyncStdStream {
         match self {
             AsyncStdStream::Plain(stream) => Pin::new(stream).poll_close(cx),
             AsyncStdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
+            AsyncStdStream::Web(socket) => socket.poll_close(cx),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The end-to-end suite (`wur2-testkit`) against the async-std driver, through its embedder
-//! API, on SQLite and (when configured) PostgreSQL, with plain and TLS clients. The very
+//! API, on SQLite and (when configured) PostgreSQL, with plain, TLS and WebSocket clients. The very
 //! same tests as the Tokio driver's `tests/tokio_driver.rs`.
 
 use std::path::PathBuf;
@@ -16,6 +16,8 @@ use wur2_testkit::{Target, store_config};
 /// server's TLS listener.
 struct AsyncStd {
     tls: bool,
+    /// The clients use the server's web listener (JSON lines over WebSocket).
+    web: bool,
 }
 
 /// One server and its store's writer.
@@ -59,7 +61,10 @@ impl wur2_testkit::Driver for AsyncStd {
                 true => Some(bind().await),
                 false => None,
             };
-            let target = wur2_testkit::target(&mut handle, tls_listener);
+            let target = match self.web {
+                true => wur2_testkit::web_target(&mut handle, bind().await),
+                false => wur2_testkit::target(&mut handle, tls_listener),
+            };
             AsyncStdServer {
                 handle,
                 target,
@@ -84,5 +89,15 @@ impl wur2_testkit::Server for AsyncStdServer {
     }
 }
 
-wur2_testkit::suite!(AsyncStd { tls: false });
-wur2_testkit::suite!(tls: AsyncStd { tls: true });
+wur2_testkit::suite!(AsyncStd {
+    tls: false,
+    web: false
+});
+wur2_testkit::suite!(tls: AsyncStd {
+    tls: true,
+    web: false
+});
+wur2_testkit::suite!(web: AsyncStd {
+    tls: false,
+    web: true
+});

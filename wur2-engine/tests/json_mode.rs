@@ -238,6 +238,35 @@ fn a_registration_over_the_limit_is_a_too_many_registrations_error_in_json_mode(
     );
 }
 
+#[test]
+fn a_connection_opened_in_json_mode_gets_its_banner_and_refusals_as_json() {
+    let mut w = json_world();
+    let peer = "127.0.0.1:40000".parse().expect("test address");
+    let c = w
+        .engine
+        .handle_connect_in(peer, wur2_engine::Mode::Json, w.now);
+    w.drain();
+    let opening = json_lines(&mut w, c);
+    assert_eq!(types(&opening), ["info", "prompt"]);
+    assert_eq!(opening[1]["prompt"], "account");
+    w.send(c, "/msg tina hi\n");
+    let refusal = json_lines(&mut w, c);
+    assert_eq!(refusal[0]["type"], "error");
+    assert_eq!(refusal[0]["code"], "not_logged_in");
+
+    // A full address is refused in the client's mode too.
+    w.engine = wur2_engine::Engine::new(Config {
+        max_connections_per_address: 0,
+        ..Config::default()
+    });
+    let c = w
+        .engine
+        .handle_connect_in(peer, wur2_engine::Mode::Json, w.now);
+    w.drain();
+    let refused = json_lines(&mut w, c);
+    assert_eq!(refused[0]["code"], "too_many_connections");
+}
+
 /// A new connection in JSON mode, with what it was sent so far taken.
 fn json_connection(w: &mut World) -> ConnectionId {
     let c = w.connect();

@@ -329,6 +329,9 @@ mod tests {
         async fn tls_accept(_: Arc<rustls::ServerConfig>, (): ()) -> io::Result<FakeStream> {
             Err(io::ErrorKind::Unsupported.into())
         }
+        fn web_socket(_: crate::WebSocket<FakeStream>) -> FakeStream {
+            FakeStream::from(())
+        }
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! It holds no chat state (the engine has it) and never touches a socket (the driver's
 //! connection tasks do); it only routes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -54,6 +54,9 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 pub enum ConnectionEvent<S> {
     /// The accept loop got a new client.
     Accepted(S, SocketAddr),
+    /// The web listener upgraded a client to a WebSocket, whose frames carry JSON lines
+    /// only: the engine speaks JSON to it from the first line.
+    AcceptedJson(S, SocketAddr),
     /// Bytes arrived from the client.
     Received(ConnectionId, Bytes),
     /// The client closed its side (end of stream).
@@ -215,6 +218,8 @@ impl LinkState {
 struct Entry {
     id: ConnectionId,
     link: Arc<Link>,
+    /// The client's address as [`AddressCounts`] counts it.
+    address: IpAddr,
     /// Where this connection's frames of the current round are in `Connections::round`.
     staged: Option<u32>,
     paused: bool,
@@ -268,6 +273,43 @@ const ROUND_BUFFER_KEEP: usize = 64 * 1024;
 /// back).
 const ROUND_KEEP: usize = 256;
 
+/// Live connections per client address (one host's IPv6 /64 as one address, as the
+/// engine counts), readable from any task: the web listener refuses an upgrade from an
+/// address that is at the engine's limit already, before the upgrade.
+#[derive(Debug, Default)]
+pub struct AddressCounts {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AddressCounts {
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Plain counts: still right after a panic elsewhere.
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Live connections from `ip` (from its /64 for IPv6).
+    pub fn get(&self, ip: IpAddr) -> usize {
+        let key = wur2_engine::address_key(ip);
+        self.lock().get(&key).copied().unwrap_or(0)
+    }
+
+    fn add(&self, key: IpAddr) {
+        *self.lock().entry(key).or_insert(0) += 1;
+    }
+
+    fn remove(&self, key: IpAddr) {
+        let mut counts = self.lock();
+        if let Some(count) = counts.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
+}
+
 /// The live connections and what the current drain round has for each.
 #[derive(Default)]
 pub struct Connections {
@@ -281,12 +323,19 @@ pub struct Connections {
     round: Vec<Staged>,
     /// The current round's small frames, each once, back to back.
     round_buffer: BytesMut,
+    /// Live connections by address, shared with the web listener.
+    by_address: Arc<AddressCounts>,
 }
 
 impl Connections {
     /// No connections.
     pub fn new() -> Connections {
         Connections::default()
+    }
+
+    /// Live connections per address, as the web listener reads them.
+    pub fn address_counts(&self) -> Arc<AddressCounts> {
+        Arc::clone(&self.by_address)
     }
 
     /// Connections that have not been closed yet.
@@ -312,7 +361,9 @@ impl Connections {
         if let Some(slot) = self.entries.get_mut(id.slot())
             && slot.as_ref().is_some_and(|entry| entry.id == id)
         {
-            *slot = None;
+            if let Some(entry) = slot.take() {
+                self.by_address.remove(entry.address);
+            }
             self.live -= 1;
         }
     }
@@ -325,9 +376,12 @@ impl Connections {
         if self.entries.len() <= slot {
             self.entries.resize_with(slot + 1, || None);
         }
+        let address = wur2_engine::address_key(peer.ip());
+        self.by_address.add(address);
         let previous = self.entries[slot].replace(Entry {
             id,
             link: Arc::clone(&link),
+            address,
             staged: None,
             paused: false,
             closing: None,

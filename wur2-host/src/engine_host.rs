@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{info, warn};
 use wur2_engine::{
-    ConnectionId, Engine, Output, RequestId, StoreError, StoreReply, StoreRequest, Topic,
+    ConnectionId, Engine, Mode, Output, RequestId, StoreError, StoreReply, StoreRequest, Topic,
 };
 
 use crate::connections::{Closing, ConnectionEvent, Connections, Link, input_budget};
@@ -110,6 +110,11 @@ impl EngineHost {
         }
     }
 
+    /// Live connections per address, for the web listener's check before an upgrade.
+    pub fn address_counts(&self) -> Arc<crate::connections::AddressCounts> {
+        self.connections.address_counts()
+    }
+
     /// Connections not closed yet.
     pub fn connections(&self) -> usize {
         self.connections.len()
@@ -132,6 +137,10 @@ impl EngineHost {
         match event {
             ConnectionEvent::Accepted(socket, peer) => {
                 let id = self.engine.handle_connect(peer, now);
+                start(id, socket, self.connections.insert(id, peer));
+            }
+            ConnectionEvent::AcceptedJson(socket, peer) => {
+                let id = self.engine.handle_connect_in(peer, Mode::Json, now);
                 start(id, socket, self.connections.insert(id, peer));
             }
             ConnectionEvent::Received(id, data) => {

@@ -1,8 +1,9 @@
 //! # wur2-host
 //!
 //! The one driver of [`wur2_engine::Engine`], written once over a small [`Runtime`] trait:
-//! the accept loops (plain and TLS), the engine's loop, and the connection task, generic
-//! over the client's [`Transport`]. A runtime crate (`wur2-tokio`, `wur2-async-std`)
+//! the accept loops (plain, TLS, and web: the embedded web client and a WebSocket that
+//! speaks JSON lines), the engine's loop, and the connection task, generic over the
+//! client's [`Transport`]. A runtime crate (`wur2-tokio`, `wur2-async-std`)
 //! implements the two traits in about a hundred lines and calls [`serve_with`]; everything
 //! else is here: the server's [`Options`], the clocks the engine is given, what the driver
 //! needs from its store ([`Storage`]), TLS certificates ([`TlsAcceptor`]), server-side
@@ -46,6 +47,7 @@ mod server;
 mod status;
 mod storage;
 mod tls;
+mod web;
 
 pub use account_changes::ACCOUNT_CHANGES_POLL;
 pub use bus::{
@@ -54,8 +56,8 @@ pub use bus::{
 };
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{
-    Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT, LINGER_TIME, Link,
-    MAX_IOVECS, READ_AHEAD, READ_CHUNK, consume, input_budget,
+    AddressCounts, Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT,
+    LINGER_TIME, Link, MAX_IOVECS, READ_AHEAD, READ_CHUNK, consume, input_budget,
 };
 pub use engine_host::{Arrived, EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};
@@ -67,6 +69,9 @@ pub use server::{
 pub use status::ServerStatus;
 pub use storage::{AccountChanges, Storage};
 pub use tls::{TlsAcceptor, TlsError};
+pub use web::{
+    MAX_REQUEST_HEAD, TransportIo, UPLOAD_FRAME_MAX, WEBSOCKET_PATH, WebOptions, WebSocket,
+};
 
 use std::path::PathBuf;
 

@@ -26,6 +26,8 @@ pub struct Options {
     /// applies once the handshake is done). Handshakes take milliseconds, so a few at once
     /// serve any honest address, even a busy NAT; silent connections cannot take the
     /// listener's handshake slots ([`MAX_HANDSHAKES`](crate::MAX_HANDSHAKES)) from others.
+    /// The web listener applies the same number to HTTP requests being read or answered
+    /// at once from one address (a page load is a few).
     pub max_handshakes_per_address: usize,
     /// The only directory `/send <user> <path>` may read from; `None` turns server-side
     /// files off. [`prepare`] sets [`Config::server_files`] to match.

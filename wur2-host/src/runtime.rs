@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::web::WebSocket;
+
 /// Tasks, timers and sockets of one async runtime.
 ///
 /// Every method is an associated function: a runtime is chosen by type, and the server's
@@ -52,6 +54,11 @@ pub trait Runtime: Send + Sync + 'static {
         config: Arc<rustls::ServerConfig>,
         stream: Self::TcpStream,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
+
+    /// A client's WebSocket (upgrade done, over its plain or TLS stream) as the stream its
+    /// connection task drives: one more variant of the runtime's stream type, boxed (a
+    /// WebSocket's state is large, and plain connections should not carry its size).
+    fn web_socket(socket: WebSocket<Self::Stream>) -> Self::Stream;
 }
 
 /// A client's byte stream as the connection task drives it: non-blocking reads and

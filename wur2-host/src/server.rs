@@ -1,5 +1,5 @@
 //! A running server on any [`Runtime`]: [`serve_with`] starts the accept loop and the
-//! engine's loop, [`ServerHandle`] adds TLS listeners and stops it gracefully.
+//! engine's loop, [`ServerHandle`] adds TLS and web listeners and stops it gracefully.
 //!
 //! Accept loops only accept: a plain client goes to the engine's loop at once; a TLS
 //! client first finishes its handshake in a task of its own (a bounded number at once,
@@ -16,11 +16,13 @@ use tracing::{debug, warn};
 use wur2_engine::{Config, Engine};
 
 use crate::bus::BusLink;
+use crate::connections::AddressCounts;
 use crate::connections::ConnectionEvent;
 use crate::driver::{Wired, driver};
 use crate::runtime::Runtime;
 use crate::status::{ServerStatus, StatusCell};
 use crate::tls::TlsAcceptor;
+use crate::web::{WebLimits, WebOptions, WebShared, accept_web};
 use crate::{Options, PrepareError, Storage, prepare};
 
 /// TLS handshakes in progress at once at most, per TLS listener; more clients wait in the
@@ -106,6 +108,11 @@ fn start<R: Runtime, S: Storage>(
     status.set_accepting(true);
     let backoff = options.accept_backoff;
     let max_handshakes_per_address = options.max_handshakes_per_address;
+    let web_limits = WebLimits {
+        max_line_bytes: config.max_line_bytes,
+        max_connections_per_address: config.max_connections_per_address,
+        max_requests_per_address: max_handshakes_per_address,
+    };
     let Wired {
         driver,
         channels,
@@ -120,6 +127,7 @@ fn start<R: Runtime, S: Storage>(
         bus,
     );
     let intake = events.downgrade();
+    let address_counts = driver.host.address_counts();
     R::spawn(accept_plain::<R>(
         listener,
         events,
@@ -138,6 +146,8 @@ fn start<R: Runtime, S: Storage>(
         intake,
         stop_accepting: stop_rx,
         max_handshakes_per_address,
+        web_limits,
+        address_counts,
     })
 }
 
@@ -156,6 +166,10 @@ pub struct ServerHandle<R: Runtime> {
     stop_accepting: watch::Receiver<bool>,
     /// [`Options::max_handshakes_per_address`].
     max_handshakes_per_address: usize,
+    /// The engine limits a web listener checks before an upgrade.
+    web_limits: WebLimits,
+    /// Live connections per address, for a web listener.
+    address_counts: Arc<AddressCounts>,
 }
 
 impl<R: Runtime> std::fmt::Debug for ServerHandle<R> {
@@ -194,6 +208,31 @@ impl<R: Runtime> ServerHandle<R> {
             self.stop_accepting.clone(),
             self.status.cell(),
             self.max_handshakes_per_address,
+        ));
+        Ok(local_addr)
+    }
+
+    /// Also serves the web client and its WebSocket on `listener` (bound by the caller, for
+    /// example on port 8080): `/` is the page, [`WEBSOCKET_PATH`](crate::WEBSOCKET_PATH) the WebSocket, which
+    /// speaks JSON lines (one object per text frame) to the same engine, under the same
+    /// limits as plain clients. With [`WebOptions::tls`], HTTPS and `wss://`. Returns the
+    /// web listener's address.
+    pub fn serve_web(
+        &mut self,
+        listener: R::TcpListener,
+        options: WebOptions,
+    ) -> Result<SocketAddr, ServeError> {
+        let local_addr = R::local_addr(&listener)?;
+        let shared = WebShared {
+            options,
+            limits: self.web_limits,
+            counts: Arc::clone(&self.address_counts),
+        };
+        R::spawn(accept_web::<R>(
+            listener,
+            shared,
+            self.intake.clone(),
+            self.stop_accepting.clone(),
         ));
         Ok(local_addr)
     }
@@ -315,15 +354,15 @@ async fn accept_tls<R: Runtime>(
     }
 }
 
-/// TLS handshakes in progress, by client address.
+/// TLS handshakes (or web requests) in progress, by client address.
 #[derive(Default)]
-struct HandshakesByAddress {
+pub(crate) struct HandshakesByAddress {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl HandshakesByAddress {
     /// A slot for one more handshake from `ip`, or `None` when `limit` are in progress.
-    fn enter(this: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<HandshakeSlot> {
+    pub(crate) fn enter(this: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<HandshakeSlot> {
         // One host's IPv6 /64 counts as one address, as for every per-address limit.
         let ip = wur2_engine::address_key(ip);
         let mut counts = this.lock();
@@ -347,7 +386,7 @@ impl HandshakesByAddress {
 }
 
 /// One handshake in progress; its address's count goes down when it is dropped.
-struct HandshakeSlot {
+pub(crate) struct HandshakeSlot {
     by_address: Arc<HandshakesByAddress>,
     ip: IpAddr,
 }

@@ -4,7 +4,7 @@
 //! A JSON client asks for JSON with `/mode json` first, as `docs/PROTOCOL.md` says. The
 //! banner and the first login question reach it as text, before its request is read; from
 //! the `mode` answer on, every line must be one JSON object the strict reader accepts, or
-//! the test fails. Every wait is bounded by [`STEP`].
+//! the test fails. A client of a web target (WebSocket) gets JSON from the first line. Every wait is bounded by [`STEP`].
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -67,18 +67,21 @@ impl Client {
     /// Like [`Client::connect`], from the local address `source` (one of 127.0.0.0/8: to
     /// the server, a client at another address).
     pub async fn connect_from(target: Target, mode: Mode, source: IpAddr) -> Client {
+        // WebSocket clients speak JSON lines only, whatever the scenario asks for.
+        let mode = if target.web { Mode::Json } else { mode };
         let (read, write) = target.connect_from(source).await;
         let mut client = Client {
             reader: BufReader::new(read),
             writer: write,
             name: String::new(),
             mode,
-            json: false,
+            // A WebSocket client speaks JSON from the first line, without asking.
+            json: target.web,
             pending: VecDeque::new(),
             pings: 0,
             in_cluster: target.is_cluster(),
         };
-        if mode == Mode::Json {
+        if mode == Mode::Json && !target.web {
             client.send("/mode json").await;
             let before = client.barrier_on(Event::Mode { json: true }).await;
             client.pending.extend(before);

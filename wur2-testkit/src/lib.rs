@@ -18,13 +18,14 @@ mod event;
 pub mod scenarios;
 pub mod suite;
 mod target;
+mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
 
 pub use db::{TEST_TIMEOUT, TestDb, config, databases, store_config};
 pub use scenarios::Mode;
-pub use target::{Certificate, MAX_NODES, Target, certificate, target};
+pub use target::{Certificate, MAX_NODES, Target, certificate, target, web_target};
 use wur2_engine::Config;
 
 /// A way to run the WUR2 server under test.
@@ -99,10 +100,17 @@ pub fn within<T>(db: &TestDb, future: impl Future<Output = T>) -> T {
 /// `suite!(tls: $driver)` makes one more `#[test]` per scenario, `tls::<name>`, with
 /// text-mode clients over TLS: for a driver whose servers' [`Server::addr`] is a TLS
 /// [`Target`] serving [`certificate`].
+///
+/// `suite!(web: $driver)` makes one more `#[test]` per scenario, `web::<name>`, with JSON
+/// clients over WebSocket: for a driver whose servers' [`Server::addr`] is a web
+/// [`Target`] ([`web_target`]).
 #[macro_export]
 macro_rules! suite {
     (tls: $driver:expr) => {
         $crate::suite!(@scenarios tls, $crate::Mode::Text, $driver);
+    };
+    (web: $driver:expr) => {
+        $crate::suite!(@scenarios web, $crate::Mode::Json, $driver);
     };
     (@scenarios $module:ident, $mode:expr, $driver:expr) => {
         $crate::suite!(@mode $module, $mode, $driver;

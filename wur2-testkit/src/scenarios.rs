@@ -856,14 +856,18 @@ pub async fn bad_input_is_answered_not_fatal(addr: Target, mode: Mode, max_line_
     bob.barrier().await;
     let a = alice.name.clone();
 
-    let long = "x".repeat(max_line_bytes * 3);
-    alice.send(&long).await;
-    alice.expect_error("line_too_long").await;
-    alice.barrier().await;
+    // Over WebSocket, a frame over the line limit and a text frame that is not UTF-8
+    // close the connection with a close code instead (wur2-tokio's tests/web_socket.rs).
+    if !addr.web {
+        let long = "x".repeat(max_line_bytes * 3);
+        alice.send(&long).await;
+        alice.expect_error("line_too_long").await;
+        alice.barrier().await;
 
-    alice.send_raw(b"bad \xff\xfe bytes\n").await;
-    alice.expect_error("invalid_utf8").await;
-    alice.barrier().await;
+        alice.send_raw(b"bad \xff\xfe bytes\n").await;
+        alice.expect_error("invalid_utf8").await;
+        alice.barrier().await;
+    }
 
     alice
         .send("look \x1b[2J\x1b[31mred\x1b[0m \x07bell done")

@@ -13,7 +13,7 @@ use tokio::net::TcpSocket;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use wur2_host::{Runtime, ServerHandle, TlsAcceptor};
+use wur2_host::{Runtime, ServerHandle, TlsAcceptor, WebOptions};
 
 use crate::scenarios::STEP;
 
@@ -30,6 +30,17 @@ pub fn target<R: Runtime>(
     let acceptor = TlsAcceptor::from_pem_files(&certificate.cert_path, &certificate.key_path)
         .expect("the test certificate");
     Target::tls(server.serve_tls(listener, acceptor).expect("serve TLS"))
+}
+
+/// Where the suite's clients reach `server` over WebSocket: a web listener added to it on
+/// `listener`, with default [`WebOptions`] (same origin only; the kit's clients send no
+/// `Origin`, as programs do not).
+pub fn web_target<R: Runtime>(server: &mut ServerHandle<R>, listener: R::TcpListener) -> Target {
+    Target::web(
+        server
+            .serve_web(listener, WebOptions::default())
+            .expect("serve the web listener"),
+    )
 }
 
 /// The most nodes a cluster [`Target`] holds.
@@ -52,6 +63,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Whether the listener speaks TLS with [`certificate`].
     pub tls: bool,
+    /// Whether the listener is a web listener: clients speak JSON lines over a WebSocket
+    /// (one text frame per line, upload bytes in binary frames).
+    pub web: bool,
     /// In a cluster, every node's listener (`addr` first), and how many there are.
     nodes: Option<([SocketAddr; MAX_NODES], usize)>,
 }
@@ -62,6 +76,7 @@ impl Target {
         Target {
             addr,
             tls: false,
+            web: false,
             nodes: None,
         }
     }
@@ -71,6 +86,17 @@ impl Target {
         Target {
             addr,
             tls: true,
+            web: false,
+            nodes: None,
+        }
+    }
+
+    /// A web listener: clients connect to its WebSocket (plain `ws://`).
+    pub fn web(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            tls: false,
+            web: true,
             nodes: None,
         }
     }
@@ -90,6 +116,7 @@ impl Target {
         Target {
             addr: addrs[0],
             tls: false,
+            web: false,
             nodes: Some((nodes, addrs.len())),
         }
     }
@@ -123,8 +150,8 @@ impl Target {
         }
     }
 
-    /// Connects from 127.0.0.1, with the TLS handshake done for a TLS target; both halves
-    /// boxed.
+    /// Connects from 127.0.0.1, with the TLS handshake done for a TLS target (the
+    /// WebSocket upgrade for a web target); both halves boxed.
     pub(crate) async fn connect(&self) -> (Box<dyn Read>, Box<dyn Write>) {
         self.connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
     }
@@ -145,6 +172,9 @@ impl Target {
             .expect("connect timed out")
             .expect("connect failed");
         stream.set_nodelay(true).expect("TCP_NODELAY");
+        if self.web {
+            return crate::web::connect(stream).await;
+        }
         if !self.tls {
             let (read, write) = stream.into_split();
             return (Box::new(read), Box::new(write));

@@ -45,12 +45,14 @@ pub use runtime::{Tokio, TokioStream};
 pub use wur2_host::metrics;
 pub use wur2_host::{
     BusInbox, BusLink, BusPort, BusStatus, Options, Publication, ServeError as Error, ServerStatus,
-    ServerStopped, Storage, TlsAcceptor, TlsError, bus,
+    ServerStopped, Storage, TlsAcceptor, TlsError, WEBSOCKET_PATH, WebOptions, bus,
 };
 
 /// A running server on Tokio. Dropping it leaves the server running (detached); call
 /// [`ServerHandle::shutdown`](wur2_host::ServerHandle::shutdown) to stop it, and
-/// [`serve_tls`](wur2_host::ServerHandle::serve_tls) to add a TLS listener.
+/// [`serve_tls`](wur2_host::ServerHandle::serve_tls) to add a TLS listener,
+/// [`serve_web`](wur2_host::ServerHandle::serve_web) to add the web client and its
+/// WebSocket.
 pub type ServerHandle = wur2_host::ServerHandle<Tokio>;
 
 /// TLS certificates for [`ServerHandle::serve_tls`](wur2_host::ServerHandle::serve_tls).

@@ -1,5 +1,5 @@
-//! The `wur2` binary's operator settings beyond chat rules: chat over TLS, the metrics and
-//! health listener, and history retention. Everything that can fail (reading the
+//! The `wur2` binary's operator settings beyond chat rules: chat over TLS, the web client
+//! and its WebSocket, the metrics and health listener, and history retention. Everything that can fail (reading the
 //! certificate, binding a port) fails at start, as one clear line, never later.
 //!
 //! It owns the SIGHUP handler (certificate reload) and the tasks it starts; it never
@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wur2_store::Store;
 use wur2_tokio::ServerHandle;
-use wur2_tokio::TlsAcceptor;
 use wur2_tokio::metrics::{self, Metrics, MetricsServer};
+use wur2_tokio::{TlsAcceptor, WEBSOCKET_PATH, WebOptions};
 
-/// TLS, metrics and retention flags of `wur2` (all off by default).
+/// TLS, web, metrics and retention flags of `wur2` (all off by default).
 #[derive(clap::Args, Debug)]
 pub(crate) struct OperatorArgs {
     /// Also serve chat over TLS on this address (for example 0.0.0.0:6697), beside the
@@ -31,6 +31,21 @@ pub(crate) struct OperatorArgs {
     /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "WUR2_TLS_KEY", requires = "tls_listen")]
     tls_key: Option<PathBuf>,
+    /// Serve the web client (GET /) and its WebSocket (/ws, JSON lines, one object per text
+    /// frame) on this address, for example 127.0.0.1:8080. With --tls-cert, HTTPS and
+    /// wss:// with the same certificate. Off when unset.
+    #[arg(long, env = "WUR2_WEB_LISTEN")]
+    web_listen: Option<SocketAddr>,
+    /// An origin (scheme://host:port, as browsers send it) whose pages may open the
+    /// WebSocket, besides the web listener's own (the page it serves): for a page behind a
+    /// reverse proxy under another name. Repeat the flag, or separate with commas.
+    #[arg(
+        long,
+        env = "WUR2_WEB_ALLOWED_ORIGIN",
+        value_delimiter = ',',
+        requires = "web_listen"
+    )]
+    web_allowed_origin: Vec<String>,
     /// Serve Prometheus metrics (GET /metrics) and a health check (GET /healthz) over
     /// HTTP on this address, for example 127.0.0.1:9690. Off when unset.
     #[arg(long, env = "WUR2_METRICS_LISTEN")]
@@ -53,6 +68,7 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 /// Listeners bound and certificate read, before the chat server starts.
 pub(crate) struct Prepared {
     tls: Option<(TcpListener, TlsAcceptor)>,
+    web: Option<(TcpListener, Vec<String>)>,
     metrics: Option<TcpListener>,
     retention: Option<Duration>,
 }
@@ -74,6 +90,13 @@ impl OperatorArgs {
             // clap's `requires` makes the three go together.
             _ => bail!("--tls-listen, --tls-cert and --tls-key go together"),
         };
+        let web = match &self.web_listen {
+            Some(addr) => match crate::listener::chat_listener(*addr) {
+                Ok(listener) => Some((listener, self.web_allowed_origin.clone())),
+                Err(error) => bail!("cannot listen for the web client on {addr}: {error}"),
+            },
+            None => None,
+        };
         let metrics = match &self.metrics_listen {
             Some(addr) => match TcpListener::bind(addr).await {
                 Ok(listener) => Some(listener),
@@ -83,6 +106,7 @@ impl OperatorArgs {
         };
         Ok(Prepared {
             tls,
+            web,
             metrics,
             retention: self.history_retention,
         })
@@ -96,7 +120,8 @@ pub(crate) struct Running {
 }
 
 impl Prepared {
-    /// Starts TLS on `server`, the metrics listener and the retention task.
+    /// Starts TLS and the web listener on `server`, the metrics listener and the retention
+    /// task.
     pub(crate) fn start(
         self,
         server: &mut ServerHandle,
@@ -113,6 +138,19 @@ impl Prepared {
             }
             None => None,
         };
+        if let Some((listener, allowed_origins)) = self.web {
+            let options = WebOptions {
+                allowed_origins,
+                tls: acceptor.clone(),
+            };
+            let scheme = if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let addr = server.serve_web(listener, options)?;
+            info!("web client on {scheme}://{addr}/ (WebSocket on {WEBSOCKET_PATH})");
+        }
         // Registered here, before the server says it is ready, so no early SIGHUP is lost.
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hangups) => tasks.push(tokio::spawn(reload_on_sighup(hangups, acceptor))),

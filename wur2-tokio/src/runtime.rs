@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
-use wur2_host::{Runtime, Transport};
+use wur2_host::{Runtime, Transport, WebSocket};
 
 /// The Tokio runtime current where the server was started.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +64,10 @@ impl Runtime for Tokio {
             .await?;
         Ok(TokioStream::Tls(Box::new(tls)))
     }
+
+    fn web_socket(socket: WebSocket<TokioStream>) -> TokioStream {
+        TokioStream::Web(Box::new(socket))
+    }
 }
 
 /// A client's stream on Tokio. TLS state is boxed: it is large, and a plain connection's
@@ -74,6 +78,8 @@ pub enum TokioStream {
     Plain(TcpStream),
     /// TLS over TCP, handshake done.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket (JSON lines in text frames) over plain TCP or TLS, upgrade done.
+    Web(Box<WebSocket<TokioStream>>),
 }
 
 impl From<TcpStream> for TokioStream {
@@ -92,6 +98,7 @@ impl Transport for TokioStream {
                     result => return Poll::Ready(result),
                 }
             },
+            TokioStream::Web(socket) => socket.poll_read(cx, buf),
             TokioStream::Tls(stream) => {
                 let mut buf = ReadBuf::new(buf);
                 ready!(Pin::new(stream.as_mut()).poll_read(cx, &mut buf))?;
@@ -114,6 +121,7 @@ impl Transport for TokioStream {
                 }
             },
             TokioStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+            TokioStream::Web(socket) => socket.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -121,6 +129,7 @@ impl Transport for TokioStream {
         match self {
             TokioStream::Plain(_) => Poll::Ready(Ok(())),
             TokioStream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            TokioStream::Web(socket) => socket.poll_flush(cx),
         }
     }
 
@@ -128,6 +137,7 @@ impl Transport for TokioStream {
         match self {
             TokioStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             TokioStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            TokioStream::Web(socket) => socket.poll_close(cx),
         }
     }
 }

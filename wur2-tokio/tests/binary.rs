@@ -330,3 +330,64 @@ fn the_default_database_is_a_file_in_the_working_directory() {
     );
     assert!(dir.path().join("wur2.db").exists());
 }
+
+/// Sends one HTTP request to `addr` and reads the answer's head (the status line and
+/// headers), or `None` while nothing listens there yet.
+fn http_head(addr: &str, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+#[test]
+fn web_listen_serves_the_web_client_and_allows_the_origins_it_is_given() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let args = [
+        "--web-listen",
+        &web,
+        "--web-allowed-origin",
+        "https://chat.example.org",
+    ];
+    let server = start(dir.path(), &url, &args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        if let Some(head) = http_head(&web, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
+            break head;
+        }
+        assert!(Instant::now() < deadline, "the web listener never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    let upgrade = |origin: &str| {
+        http_head(
+            &web,
+            &format!(
+                "GET /ws HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+            ),
+        )
+        .expect("an answer")
+    };
+    assert!(upgrade("https://chat.example.org").starts_with("HTTP/1.1 101 "));
+    assert!(upgrade(&format!("http://{web}")).starts_with("HTTP/1.1 101 "));
+    assert!(upgrade("http://evil.example").starts_with("HTTP/1.1 403 "));
+    server.stop();
+}

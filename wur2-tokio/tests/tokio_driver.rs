@@ -1,5 +1,5 @@
 //! The end-to-end suite (`wur2-testkit`) against the Tokio driver, through its embedder
-//! API, on SQLite and (when configured) PostgreSQL, with plain and TLS clients.
+//! API, on SQLite and (when configured) PostgreSQL, with plain, TLS and WebSocket clients.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use wur2_tokio::{Options, ServerHandle};
 /// server's TLS listener.
 struct Tokio {
     tls: bool,
+    /// The clients use the server's web listener (JSON lines over WebSocket).
+    web: bool,
 }
 
 /// One server, its runtime and its store's writer.
@@ -56,7 +58,10 @@ impl wur2_testkit::Driver for Tokio {
                 true => Some(bind().await),
                 false => None,
             };
-            let target = wur2_testkit::target(&mut handle, tls_listener);
+            let target = match self.web {
+                true => wur2_testkit::web_target(&mut handle, bind().await),
+                false => wur2_testkit::target(&mut handle, tls_listener),
+            };
             (handle, target, writer)
         });
         TokioServer {
@@ -84,5 +89,15 @@ impl wur2_testkit::Server for TokioServer {
     }
 }
 
-wur2_testkit::suite!(Tokio { tls: false });
-wur2_testkit::suite!(tls: Tokio { tls: true });
+wur2_testkit::suite!(Tokio {
+    tls: false,
+    web: false
+});
+wur2_testkit::suite!(tls: Tokio {
+    tls: true,
+    web: false
+});
+wur2_testkit::suite!(web: Tokio {
+    tls: false,
+    web: true
+});

@@ -30,6 +30,14 @@ struct Cli {
     /// With --tls-ca: the name the server's certificate must carry.
     #[arg(long, default_value = "localhost", requires = "tls_ca")]
     tls_server_name: String,
+    /// WUR2: connect to the server's web listener (`wur2 --web-listen`) and speak over its
+    /// WebSocket, one line per text frame; the server speaks JSON lines there.
+    #[arg(long, conflicts_with = "tls_ca")]
+    websocket: bool,
+    /// WUR2: ask for JSON lines mode (`/mode json`) before logging in, as a program would
+    /// (the same encoding as over --websocket, over plain TCP).
+    #[arg(long)]
+    json: bool,
     /// What the server speaks.
     #[arg(long, value_enum, default_value = "wur2")]
     protocol: Protocol,
@@ -173,6 +181,8 @@ fn main() -> ExitCode {
             ca,
             server_name: cli.tls_server_name,
         }),
+        websocket: cli.websocket,
+        json: cli.json,
         protocol: cli.protocol,
         clients: cli.clients,
         senders: cli.senders,

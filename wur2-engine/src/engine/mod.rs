@@ -299,6 +299,19 @@ impl Engine {
     /// down, after [`Engine::handle_shutdown`]) the connection is told why and closed at
     /// once. The id's slot is not that of a connection whose `Close` is still undrained.
     pub fn handle_connect(&mut self, peer: SocketAddr, now: Instant) -> ConnectionId {
+        self.handle_connect_in(peer, Mode::Text, now)
+    }
+
+    /// Like [`Engine::handle_connect`], for a client whose transport asks for `mode` from
+    /// the first line on (a WebSocket client speaks JSON lines only): the banner, the
+    /// first login question and any refusal already come in `mode`, as if the client had
+    /// sent `/mode` before anything else, but without the `mode` answer.
+    pub fn handle_connect_in(
+        &mut self,
+        peer: SocketAddr,
+        mode: Mode,
+        now: Instant,
+    ) -> ConnectionId {
         self.outbox.begin_input(now);
         let session = Session {
             peer,
@@ -315,6 +328,7 @@ impl Engine {
             upload: None,
         };
         let connection = self.sessions.insert(session);
+        self.sessions.set_mode(connection, mode);
         self.stats.connections_opened += 1;
         let from_address = self.sessions.count_from(peer.ip());
 
