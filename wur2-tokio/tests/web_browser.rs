@@ -6,7 +6,9 @@
 //! Two browser users and one raw-TCP client (JSON lines, as a bot on `nc` would speak)
 //! chat in a channel and privately; a file goes from a browser to the TCP client byte-exact
 //! and another back; markup in a message shows as text; the server restarts and the pages
-//! reconnect and log in again by themselves. The test saves `docs/web-client.png`.
+//! reconnect and log in again by themselves. The test saves a screenshot in
+//! `target/web-client.png`, and with `WUR2_UPDATE_SCREENSHOT=1` the README's
+//! `docs/web-client.png`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -535,8 +537,16 @@ async fn two_browsers_and_a_tcp_client_chat_send_files_and_survive_a_restart() {
     )
     .await;
     let png = ann.screenshot().await.expect("a screenshot");
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/web-client.png");
-    std::fs::write(&docs, &png).expect("save docs/web-client.png");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    // Into target/ on every run; into docs/ (the README's) only when asked, so a test run
+    // leaves the working tree as it was.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shot = match std::env::var_os("WUR2_UPDATE_SCREENSHOT") {
+        Some(_) => root.join("docs/web-client.png"),
+        None => root.join("target/web-client.png"),
+    };
+    std::fs::create_dir_all(shot.parent().expect("a directory")).expect("its directory");
+    std::fs::write(&shot, &png).unwrap_or_else(|e| panic!("save {}: {e}", shot.display()));
 
     // The server restarts; the pages reconnect and log in again by themselves.
     server.shutdown().await.expect("shutdown");
