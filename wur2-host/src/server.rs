@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use wur2_engine::{Config, Engine};
 
@@ -305,28 +305,11 @@ async fn accept_tls<R: Runtime>(
     status: Arc<StatusCell>,
     per_address: usize,
 ) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let in_progress = Arc::new(HandshakesByAddress::default());
-    loop {
-        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
-            return;
-        };
-        let Some(accepted) = next_client::<R>(&listener, &stop).await else {
-            return;
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(%error, "TLS accept failed; backing off");
-                R::sleep_until(Instant::now() + Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(slot) = HandshakesByAddress::enter(&in_progress, peer.ip(), per_address) else {
-            debug!(%peer, "too many TLS handshakes from this address; closed");
-            status.count_tls_handshake(false);
-            continue;
-        };
+    let handshakes = Handshakes::new(per_address);
+    let refused = || status.count_tls_handshake(false);
+    while let Some((stream, peer, ticket)) =
+        handshakes.next::<R>(&listener, &stop, "TLS", refused).await
+    {
         let config = acceptor.config();
         let intake = intake.clone();
         let status = Arc::clone(&status);
@@ -337,7 +320,7 @@ async fn accept_tls<R: Runtime>(
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await;
-            drop((permit, slot));
+            drop(ticket);
             status.count_tls_handshake(handshake.is_ok());
             let stream = match handshake {
                 Ok(stream) => stream,
@@ -351,6 +334,68 @@ async fn accept_tls<R: Runtime>(
                 let _ = events.send(ConnectionEvent::Accepted(stream, peer)).await;
             }
         });
+    }
+}
+
+/// Clients that must finish a handshake of their own before they are chat clients (TLS,
+/// a web request): at most [`MAX_HANDSHAKES`] at once per listener (more wait in the
+/// kernel's backlog), and at most a limit from one address (more are closed at once).
+pub(crate) struct Handshakes {
+    all: Arc<Semaphore>,
+    by_address: Arc<HandshakesByAddress>,
+    per_address: usize,
+}
+
+/// A client's place among the [`Handshakes`] in progress, given back when dropped.
+pub(crate) struct HandshakeTicket {
+    _permit: OwnedSemaphorePermit,
+    _slot: HandshakeSlot,
+}
+
+impl Handshakes {
+    /// Room for [`MAX_HANDSHAKES`], `per_address` from one address.
+    pub(crate) fn new(per_address: usize) -> Handshakes {
+        Handshakes {
+            all: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            by_address: Arc::new(HandshakesByAddress::default()),
+            per_address,
+        }
+    }
+
+    /// The next client of `listener` that may start its handshake (waiting for room),
+    /// with its ticket; `None` once the server stops taking clients. A client over its
+    /// address's limit is closed at once, logged as one of `what`, and `refused` is
+    /// called. Accept errors back off instead of spinning.
+    pub(crate) async fn next<R: Runtime>(
+        &self,
+        listener: &R::TcpListener,
+        stop: &watch::Receiver<bool>,
+        what: &str,
+        refused: impl Fn(),
+    ) -> Option<(R::TcpStream, SocketAddr, HandshakeTicket)> {
+        loop {
+            let permit = Arc::clone(&self.all).acquire_owned().await.ok()?;
+            let (stream, peer) = match next_client::<R>(listener, stop).await? {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, what, "accept failed; backing off");
+                    R::sleep_until(Instant::now() + Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let by_address = &self.by_address;
+            let Some(slot) = HandshakesByAddress::enter(by_address, peer.ip(), self.per_address)
+            else {
+                debug!(%peer, what, "too many handshakes at once from this address; closed");
+                refused();
+                continue;
+            };
+            let ticket = HandshakeTicket {
+                _permit: permit,
+                _slot: slot,
+            };
+            return Some((stream, peer, ticket));
+        }
     }
 }
 

@@ -18,11 +18,11 @@ mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tracing::{debug, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 pub use http::MAX_REQUEST_HEAD;
 pub use io::TransportIo;
@@ -30,7 +30,7 @@ pub use socket::{UPLOAD_FRAME_MAX, WebSocket};
 
 use crate::connections::{AddressCounts, ConnectionEvent};
 use crate::runtime::Runtime;
-use crate::server::{HANDSHAKE_TIMEOUT, HandshakesByAddress, MAX_HANDSHAKES, next_client};
+use crate::server::{HANDSHAKE_TIMEOUT, Handshakes};
 use crate::tls::TlsAcceptor;
 use http::{HeadError, Request, Response, read_request, write_response};
 
@@ -90,28 +90,10 @@ pub(crate) async fn accept_web<R: Runtime>(
     stop: watch::Receiver<bool>,
 ) {
     let shared = Arc::new(shared);
-    let requests = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let in_progress = Arc::new(HandshakesByAddress::default());
-    loop {
-        let Ok(permit) = Arc::clone(&requests).acquire_owned().await else {
-            return;
-        };
-        let Some(accepted) = next_client::<R>(&listener, &stop).await else {
-            return;
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(%error, "web accept failed; backing off");
-                R::sleep_until(Instant::now() + Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let limit = shared.limits.max_requests_per_address;
-        let Some(slot) = HandshakesByAddress::enter(&in_progress, peer.ip(), limit) else {
-            debug!(%peer, "too many web requests at once from this address; closed");
-            continue;
-        };
+    let requests = Handshakes::new(shared.limits.max_requests_per_address);
+    while let Some((stream, peer, ticket)) =
+        requests.next::<R>(&listener, &stop, "web", || {}).await
+    {
         let shared = Arc::clone(&shared);
         let intake = intake.clone();
         R::spawn(async move {
@@ -122,7 +104,7 @@ pub(crate) async fn accept_web<R: Runtime>(
                 None
             })
             .await;
-            drop((permit, slot));
+            drop(ticket);
             // No engine loop (shut down): the client is dropped, as a plain one would be.
             if let (Some(socket), Some(events)) = (upgraded, intake.upgrade()) {
                 let _ = events
