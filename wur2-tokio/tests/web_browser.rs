@@ -371,6 +371,18 @@ async fn two_browsers_and_a_tcp_client_chat_send_files_and_survive_a_restart() {
         &shows_message("bob", "rust is fun"),
     )
     .await;
+    // A /command typed in the input and sent with the keyboard alone (Enter).
+    let input = ann.find(Locator::Css("#input")).await.expect("input");
+    input
+        .send_keys("/names\u{E007}")
+        .await
+        .expect("type /names and press Enter");
+    until(
+        &ann,
+        "the answer to /names",
+        "return document.getElementById('messages').innerText.includes('In #rust: ann, bob');",
+    )
+    .await;
 
     // Privately: ann to bob, who sees an unread count while he is in #rust.
     fill(&ann, "#dm-name", "bob").await;
