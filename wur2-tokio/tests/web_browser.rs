@@ -436,6 +436,21 @@ async fn two_browsers_and_a_tcp_client_chat_send_files_and_survive_a_restart() {
     let upload = file_bytes(150_000, 7);
     let upload_path: PathBuf = dir.path().join("photo.bin");
     std::fs::write(&upload_path, &upload).expect("write the file");
+    // Every value the upload's progress bar shows, recorded as it changes.
+    ann.execute(
+        "window.progressSeen = [];
+         const seen = (node) => { if (node.tagName === 'PROGRESS') \
+             window.progressSeen.push(Number(node.value)); };
+         new MutationObserver((records) => records.forEach((record) => {
+             seen(record.target);
+             record.addedNodes.forEach((n) => n.querySelectorAll?.('progress').forEach(seen));
+         })).observe(document.getElementById('transfers'),
+             { subtree: true, childList: true, attributes: true });
+         return true;",
+        vec![],
+    )
+    .await
+    .expect("watch the progress bar");
     fill(&ann, "#file", &upload_path.display().to_string()).await;
     let offer = tess.expect("file_offer").await;
     assert_eq!(
@@ -463,6 +478,30 @@ async fn two_browsers_and_a_tcp_client_chat_send_files_and_survive_a_restart() {
         "return document.getElementById('messages').innerText.includes('Sent photo.bin to tess');",
     )
     .await;
+    until(
+        &ann,
+        "the progress bar full before it goes",
+        "return window.progressSeen.at(-1) === 1;",
+    )
+    .await;
+    let progress = ann
+        .execute("return window.progressSeen;", vec![])
+        .await
+        .expect("the progress seen");
+    let progress: Vec<f64> = progress
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(
+        progress.first() == Some(&0.0) && progress.last() == Some(&1.0),
+        "the bar went from 0 to full: {progress:?}"
+    );
+    assert!(
+        progress.windows(2).all(|pair| pair[0] <= pair[1]),
+        "and never back: {progress:?}"
+    );
 
     // And one back, from the TCP client to the browser, downloaded byte-exact.
     let download = file_bytes(90_000, 101);
