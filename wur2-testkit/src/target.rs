@@ -179,7 +179,7 @@ impl Target {
             let (read, write) = stream.into_split();
             return (Box::new(read), Box::new(write));
         }
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&certificate().client));
+        let connector = certificate().connector();
         let name = ServerName::try_from("localhost").expect("a server name");
         let tls = tokio::time::timeout(STEP, connector.connect(name, stream))
             .await
@@ -206,6 +206,13 @@ pub struct Certificate {
     pub key_path: PathBuf,
     client: Arc<ClientConfig>,
     _dir: tempfile::TempDir,
+}
+
+impl Certificate {
+    /// A TLS connector that trusts this certificate and nothing else.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.client))
+    }
 }
 
 /// The one certificate of this test process, made on first use.

@@ -147,6 +147,18 @@ async fn expect_close(socket: &mut Socket) -> (CloseCode, String) {
     }
 }
 
+/// On a new server, a new WebSocket sends `message` once prompted; returns the close
+/// code and reason the server answers it with.
+async fn close_after_the_prompt(message: Message) -> (CloseCode, String) {
+    let server = start(config(), WebOptions::default()).await;
+    let mut web = ws(server.web, None).await;
+    expect_type(&mut web, "prompt").await;
+    send(&mut web, message).await;
+    let closed = expect_close(&mut web).await;
+    server.handle.shutdown().await.expect("shutdown");
+    closed
+}
+
 async fn send(socket: &mut Socket, message: Message) {
     tokio::time::timeout(STEP, socket.send(message))
         .await
@@ -399,31 +411,22 @@ async fn an_upload_travels_in_binary_frames_and_no_more_than_announced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
-    let server = start(config(), WebOptions::default()).await;
-    let mut web = ws(server.web, None).await;
-    expect_type(&mut web, "prompt").await;
     let bad = Frame::message(
         Bytes::from_static(b"bad \xff\xfe bytes"),
         OpCode::Data(Data::Text),
         true,
     );
-    send(&mut web, Message::Frame(bad)).await;
-    let (code, reason) = expect_close(&mut web).await;
-    assert_eq!(code, CloseCode::Invalid);
-    assert_eq!(reason, "invalid UTF-8");
-    server.handle.shutdown().await.expect("shutdown");
+    let closed = close_after_the_prompt(Message::Frame(bad)).await;
+    assert_eq!(closed, (CloseCode::Invalid, "invalid UTF-8".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_break_inside_a_text_frame_closes_with_1008() {
-    let server = start(config(), WebOptions::default()).await;
-    let mut web = ws(server.web, None).await;
-    expect_type(&mut web, "prompt").await;
-    send(&mut web, Message::text("/ping a\n/ping b")).await;
-    let (code, reason) = expect_close(&mut web).await;
-    assert_eq!(code, CloseCode::Policy);
-    assert_eq!(reason, "one line per text frame");
-    server.handle.shutdown().await.expect("shutdown");
+    let closed = close_after_the_prompt(Message::text("/ping a\n/ping b")).await;
+    assert_eq!(
+        closed,
+        (CloseCode::Policy, "one line per text frame".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,34 +486,17 @@ async fn limits_of_the_plain_listener_apply_login_timeout_and_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_page_is_https_and_the_websocket_wss() {
-    use std::sync::Arc;
-    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    use tokio_rustls::rustls;
 
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).expect("write the certificate");
-    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write the key");
+    let certificate = wur2_testkit::certificate();
+    let (cert, key) = (&certificate.cert_path, &certificate.key_path);
     let options = WebOptions {
         allowed_origins: Vec::new(),
-        tls: Some(wur2_tokio::TlsAcceptor::from_pem_files(&cert, &key).expect("load")),
+        tls: Some(wur2_tokio::TlsAcceptor::from_pem_files(cert, key).expect("load")),
     };
     let server = start(config(), options).await;
 
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            generated.cert.der().to_vec(),
-        ))
-        .expect("a root");
-    let client =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = certificate.connector();
     let connect = || async {
         let tcp = TcpStream::connect(server.web).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
