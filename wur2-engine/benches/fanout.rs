@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 mod support;
 
-use support::drain;
-use wur2_engine::{Config, ConnectionId, Engine};
+use support::{drain, register_users};
+use wur2_engine::{Config, Engine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -41,19 +41,7 @@ fn fanout(mode: &str, setup: &str, members: usize, messages: usize) {
     };
     let mut engine = Engine::new(config);
     let now = Instant::now();
-    let peer = "127.0.0.1:1".parse().expect("address");
-    let connections: Vec<ConnectionId> = (0..members)
-        .map(|i| {
-            let c = engine.handle_connect(peer, now);
-            engine.handle_received(
-                c,
-                format!("/register user{i} password{i}\n{setup}").as_bytes(),
-                now,
-            );
-            drain(&mut engine, now);
-            c
-        })
-        .collect();
+    let connections = register_users(&mut engine, members, setup, now);
     let sender = connections[0];
     let line = format!("{}\n", "x".repeat(64));
 

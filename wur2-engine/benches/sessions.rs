@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 mod support;
 
-use support::drain;
-use wur2_engine::{Config, ConnectionId, Engine};
+use support::{drain, register_users};
+use wur2_engine::{Config, Engine};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -36,21 +36,9 @@ fn measure(sessions: usize) {
     };
     let mut engine = Engine::new(config);
     let now = Instant::now();
-    let peer = "127.0.0.1:1".parse().expect("address");
     let region = Region::new(GLOBAL);
     let start = Instant::now();
-    let connections: Vec<ConnectionId> = (0..sessions)
-        .map(|i| {
-            let c = engine.handle_connect(peer, now);
-            engine.handle_received(
-                c,
-                format!("/register user{i} password{i}\n").as_bytes(),
-                now,
-            );
-            drain(&mut engine, now);
-            c
-        })
-        .collect();
+    let connections = register_users(&mut engine, sessions, "", now);
     let logins = start.elapsed();
     let heap = region.change();
     let held = heap.bytes_allocated as i64 - heap.bytes_deallocated as i64;

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use wur2_engine::{Engine, Output, Role, StoreReply, StoreRequest};
+use wur2_engine::{ConnectionId, Engine, Output, Role, StoreReply, StoreRequest};
 
 /// What one [`drain`] handed out for connections.
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,4 +50,24 @@ pub fn drain(engine: &mut Engine, now: Instant) -> Drained {
         }
     }
     drained
+}
+
+/// `n` connections from one address, each registered as `user<i>` (the store answering at
+/// once) and then sending `after` (lines, maybe empty), drained; in order.
+pub fn register_users(
+    engine: &mut Engine,
+    n: usize,
+    after: &str,
+    now: Instant,
+) -> Vec<ConnectionId> {
+    let peer = "127.0.0.1:1".parse().expect("address");
+    (0..n)
+        .map(|i| {
+            let c = engine.handle_connect(peer, now);
+            let lines = format!("/register user{i} password{i}\n{after}");
+            engine.handle_received(c, lines.as_bytes(), now);
+            drain(engine, now);
+            c
+        })
+        .collect()
 }
