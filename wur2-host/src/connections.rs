@@ -465,7 +465,8 @@ impl Connections {
             if entry.closing == Some(Closing::Abort) {
                 staged.pieces.clear();
             }
-            let copy = staged.round_bytes() < copy_below;
+            // Under SHARE_ALWAYS_BELOW every share is shared: no need to add it up.
+            let copy = copy_below > 0 && staged.round_bytes() < copy_below;
             frames.extend(staged.pieces.drain(..).map(|piece| match piece {
                 Piece::Shared(frame) => frame,
                 Piece::Round { start, end } if copy => {
