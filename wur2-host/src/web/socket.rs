@@ -55,6 +55,11 @@ enum State {
     Refusing(Option<CloseFrame>),
     /// The client closed, or a refusal's close frame left: reads end, writes are dropped.
     Closed,
+    /// Closed by [`poll_close`](Transport::poll_close), our side of the stream shut: reads
+    /// return the raw bytes the client still sends, for the connection task's linger to
+    /// drop (unread input would make the kernel reset the connection and destroy the
+    /// close frame before the client reads it).
+    Lingering,
 }
 
 /// A client's WebSocket over the stream `S` (plain TCP or TLS), handshake done, speaking
@@ -254,6 +259,8 @@ impl<S: Transport> Transport for WebSocket<S> {
                     return Poll::Ready(Ok(0));
                 }
                 State::Closed => return Poll::Ready(Ok(filled)),
+                State::Lingering if filled > 0 => return Poll::Ready(Ok(filled)),
+                State::Lingering => return self.socket.get_mut().0.poll_read(cx, buf),
             }
             let message = match Pin::new(&mut self.socket).poll_next(cx) {
                 Poll::Pending if filled > 0 => return Poll::Ready(Ok(filled)),
@@ -356,8 +363,9 @@ impl<S: Transport> Transport for WebSocket<S> {
         }
     }
 
-    /// Closes with 1000 (normal): the engine closed the connection and said why in a line
-    /// before (a goodbye, a kick, a timeout).
+    /// Closes with 1000 (normal) unless a refusal sent its own code: the engine closed the
+    /// connection and said why in a line before (a goodbye, a kick, a timeout). Then shuts
+    /// our side of the stream, so the client sees the end right after the close frame.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let State::Open = self.state {
             self.state = State::Refusing(Some(CloseFrame {
@@ -368,9 +376,13 @@ impl<S: Transport> Transport for WebSocket<S> {
         if let State::Refusing(_) = self.state {
             ready!(self.poll_refusal(cx));
         }
-        match ready!(Pin::new(&mut self.socket).poll_close(cx)) {
-            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
-            Err(error) => Poll::Ready(Err(io_error(error))),
+        if let State::Closed = self.state {
+            match ready!(Pin::new(&mut self.socket).poll_close(cx)) {
+                Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {}
+                Err(error) => return Poll::Ready(Err(io_error(error))),
+            }
+            self.state = State::Lingering;
         }
+        self.socket.get_mut().0.poll_close(cx)
     }
 }
