@@ -69,9 +69,7 @@ pub use server::{
 pub use status::ServerStatus;
 pub use storage::{AccountChanges, Storage};
 pub use tls::{TlsAcceptor, TlsError};
-pub use web::{
-    MAX_REQUEST_HEAD, TransportIo, UPLOAD_FRAME_MAX, WEBSOCKET_PATH, WebOptions, WebSocket,
-};
+pub use web::{MAX_REQUEST_HEAD, UPLOAD_FRAME_MAX, WEBSOCKET_PATH, WebOptions, WebSocket};
 
 use std::path::PathBuf;
 

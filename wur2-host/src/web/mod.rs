@@ -12,6 +12,7 @@
 //!
 //! This module never touches chat state; it reads one HTTP request per connection.
 
+mod frames;
 mod http;
 mod io;
 mod socket;
@@ -25,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 pub use http::MAX_REQUEST_HEAD;
-pub use io::TransportIo;
 pub use socket::{UPLOAD_FRAME_MAX, WebSocket};
 
 use crate::connections::{AddressCounts, ConnectionEvent};

@@ -10,7 +10,8 @@
 //! | ping | nothing (tungstenite answers pong) |
 //! | close | end of stream |
 //!
-//! Every line the engine writes leaves as one text frame, without its `\n`.
+//! Every line the engine writes leaves as one text frame, without its `\n`, written
+//! straight from the engine's bytes ([`frames`]).
 //!
 //! Refusals close the connection with a code (RFC 6455, 7.4.1) and a reason, never a
 //! reply: 1009 for a frame over the line limit, 1003 for a binary frame where no upload
@@ -33,6 +34,7 @@ use tracing::debug;
 use wur2_engine::{Command, Mode, parse_command};
 
 use crate::runtime::Transport;
+use crate::web::frames;
 use crate::web::io::TransportIo;
 
 /// Bytes one binary frame of an upload may carry at most (a browser sends a file in slices
@@ -90,7 +92,7 @@ impl<S: Transport> WebSocket<S> {
             .max_message_size(Some(frame_max))
             .max_frame_size(Some(frame_max));
         let socket = WebSocketStream::from_partially_read(
-            TransportIo(stream),
+            TransportIo::new(stream),
             read_ahead,
             Role::Server,
             Some(config),
@@ -260,7 +262,7 @@ impl<S: Transport> Transport for WebSocket<S> {
                 }
                 State::Closed => return Poll::Ready(Ok(filled)),
                 State::Lingering if filled > 0 => return Poll::Ready(Ok(filled)),
-                State::Lingering => return self.socket.get_mut().0.poll_read(cx, buf),
+                State::Lingering => return self.socket.get_mut().stream.poll_read(cx, buf),
             }
             let message = match Pin::new(&mut self.socket).poll_next(cx) {
                 Poll::Pending if filled > 0 => return Poll::Ready(Ok(filled)),
@@ -314,46 +316,9 @@ impl<S: Transport> Transport for WebSocket<S> {
             // The client is gone or being refused: what the engine still says is dropped.
             return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
         }
-        let mut taken = 0;
-        for buf in bufs {
-            // One copy of the whole buffer, which the lines are split from without more
-            // copies or allocations (tungstenite then formats each frame into its write
-            // buffer).
-            let mut data = BytesMut::from(&buf[..]);
-            while let Some(end) = memchr::memchr(b'\n', &data) {
-                let mut socket = Pin::new(&mut self.socket);
-                match socket.as_mut().poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(io_error(error))),
-                    Poll::Pending if taken > 0 => return Poll::Ready(Ok(taken)),
-                    Poll::Pending => return Poll::Pending,
-                }
-                let mut line = data.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                let line = if self.partial.is_empty() {
-                    line.freeze()
-                } else {
-                    let mut whole = std::mem::take(&mut self.partial);
-                    whole.extend_from_slice(&line);
-                    Bytes::from(whole)
-                };
-                let text = match Utf8Bytes::try_from(line.clone()) {
-                    Ok(text) => text,
-                    // JSON lines are UTF-8; anything else is shown as well as it can be.
-                    Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&line).into_owned()),
-                };
-                if let Err(error) = socket.start_send(Message::Text(text)) {
-                    return Poll::Ready(Err(io_error(error)));
-                }
-                taken += end + 1;
-            }
-            self.partial.extend_from_slice(&data);
-            taken += data.len();
-        }
-        Poll::Ready(Ok(taken))
+        // tungstenite's own frames (a pong) go out first, so that frames never interleave.
+        ready!(Pin::new(&mut self.socket).poll_flush(cx)).map_err(io_error)?;
+        frames::poll_write_lines(self.socket.get_mut(), &mut self.partial, cx, bufs)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -383,6 +348,6 @@ impl<S: Transport> Transport for WebSocket<S> {
             }
             self.state = State::Lingering;
         }
-        self.socket.get_mut().0.poll_close(cx)
+        futures_lite::io::AsyncWrite::poll_close(Pin::new(self.socket.get_mut()), cx)
     }
 }
