@@ -13,7 +13,7 @@
 # WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
 # WUR2_BASE_BIN (a second wur2 binary, the server `wur2-base`, e.g. the commit before a
 # change, measured interleaved with wur2; WUR2_BASE_REV names its revision),
-# PROFILE=1 (after the runs, one extra config-B run of wur2 with 10× the messages under
+# PROFILE=1 (after the runs, one extra config-B run of PROFILE_SERVER, by default wur2, with 10× the messages under
 # `perf record`; report in $OUT/perf-report.txt).
 #
 # Servers ending in -tls (wur2-tls, wur2-base-tls) are wur2 / wur2-base with a TLS listener
@@ -591,16 +591,17 @@ for rep in $(seq "$REPS"); do
 done
 
 if [ "${PROFILE:-}" = 1 ]; then
-    log "profiling wur2 in config B"
-    start_server wur2 "sqlite://$WORK/B.db"
+    profiled=${PROFILE_SERVER:-wur2}
+    log "profiling $profiled in config B"
+    start_server "$profiled" "$(db_for B "$profiled")"
     pid=$RUNNING_PID
     auth=register
-    if [ -n "${REGISTERED[B/wur2]:-}" ]; then auth=login; fi
+    if [ -n "${REGISTERED[B/$profiled]:-}" ]; then auth=login; fi
     # Log in first (argon2 would dominate the profile), then record only the messages.
     rm -f "$WORK/ready"
     # shellcheck disable=SC2046
-    timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol wur2 --addr "127.0.0.1:$PORT" \
-        --connect-concurrency 16 --auth "$auth" --server-pid "$pid" $(load_args B) \
+    timeout 900 taskset -c "$LOAD_CPU" "$WORK/wur2-loadgen" --protocol "$PROTO" --addr "$ADDRS" \
+        --connect-concurrency "$CONC" --auth "$auth" "${CLIENT_TLS[@]}" --server-pid "$pid" $(load_args B) \
         --messages 2000 --settle-ms 2000 --ready-file "$WORK/ready" >"$OUT/profile-load.txt" 2>>"$WORK/loadgen.log" &
     loadgen=$!
     while kill -0 "$loadgen" 2>/dev/null && [ ! -e "$WORK/ready" ]; do sleep 0.2; done

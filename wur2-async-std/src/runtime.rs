@@ -122,6 +122,13 @@ impl Transport for AsyncStdStream {
             AsyncStdStream::Web(socket) => socket.poll_close(cx),
         }
     }
+
+    fn engine_bytes(&mut self, written: usize) -> usize {
+        match self {
+            AsyncStdStream::Web(socket) => socket.engine_bytes(written),
+            _ => written,
+        }
+    }
 }
 
 #[cfg(test)]

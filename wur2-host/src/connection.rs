@@ -201,7 +201,8 @@ fn poll_read_chunk(stream: &mut impl Transport, cx: &mut Context<'_>) -> Poll<io
 }
 
 /// Writes as much of `queue` as the transport takes now, many buffers per call.
-/// `Ready` with the bytes written once any were; written buffers leave the queue.
+/// `Ready` with the engine's bytes written ([`Transport::engine_bytes`]) once any were;
+/// written buffers leave the queue.
 fn poll_write_queued(
     stream: &mut impl Transport,
     queue: &mut VecDeque<Bytes>,
@@ -218,7 +219,7 @@ fn poll_write_queued(
         match stream.poll_write_vectored(cx, &slices[..count]) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
-                total += n;
+                total += stream.engine_bytes(n);
                 consume(queue, n);
             }
             Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -296,6 +297,9 @@ mod tests {
         }
         fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
+        }
+        fn engine_bytes(&mut self, written: usize) -> usize {
+            written
         }
     }
 

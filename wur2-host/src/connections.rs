@@ -55,8 +55,9 @@ pub enum ConnectionEvent<S> {
     /// The accept loop got a new client.
     Accepted(S, SocketAddr),
     /// The web listener upgraded a client to a WebSocket, whose frames carry JSON lines
-    /// only: the engine speaks JSON to it from the first line.
-    AcceptedJson(S, SocketAddr),
+    /// only: the engine speaks JSON to it from the first line, and the driver frames
+    /// what it writes ([`Framing::WebSocket`]).
+    AcceptedWebSocket(S, SocketAddr),
     /// Bytes arrived from the client.
     Received(ConnectionId, Bytes),
     /// The client closed its side (end of stream).
@@ -224,6 +225,17 @@ struct Entry {
     staged: Option<u32>,
     paused: bool,
     closing: Option<Closing>,
+    framing: Framing,
+}
+
+/// How a connection's transport carries the engine's lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// As they are (TCP, TLS).
+    Lines,
+    /// One WebSocket text frame per line: the round frames each output once for all such
+    /// recipients, and their transport writes the frames as they are.
+    WebSocket,
 }
 
 /// What the current drain round has for one connection.
@@ -242,6 +254,15 @@ enum Piece {
 }
 
 impl Staged {
+    /// Adds `piece`: a shared buffer, or bytes of the round buffer (see
+    /// [`Staged::push_round`]).
+    fn push(&mut self, piece: &Piece) {
+        match *piece {
+            Piece::Shared(ref frame) => self.pieces.push(Piece::Shared(frame.clone())),
+            Piece::Round { start, end } => self.push_round(start, end),
+        }
+    }
+
     /// Adds bytes `start..end` of the round buffer, joined to the last piece when it ends
     /// where they begin.
     fn push_round(&mut self, start: u32, end: u32) {
@@ -369,7 +390,7 @@ impl Connections {
     }
 
     /// Records a new connection; its task reads instructions from the returned link.
-    pub fn insert(&mut self, id: ConnectionId, peer: SocketAddr) -> Arc<Link> {
+    pub fn insert(&mut self, id: ConnectionId, peer: SocketAddr, framing: Framing) -> Arc<Link> {
         info!(connection = %id, %peer, "connected");
         let link = Arc::new(Link::default());
         let slot = id.slot();
@@ -385,6 +406,7 @@ impl Connections {
             staged: None,
             paused: false,
             closing: None,
+            framing,
         });
         debug_assert!(
             previous.is_none(),
@@ -507,32 +529,59 @@ impl Connections {
 
     /// Queues `data` for `recipients` in this round: a small frame is copied once into the
     /// round buffer and each recipient gets its place there, a larger one is shared (a
-    /// reference-count bump).
+    /// reference-count bump). WebSocket recipients get the same, framed once.
     fn stage(&mut self, recipients: &[ConnectionId], data: &Bytes) {
-        let start = self.round_buffer.len();
-        let small = data.len() <= COALESCE_MAX && u32::try_from(start + data.len()).is_ok();
-        let place = if small {
-            self.round_buffer.extend_from_slice(data);
-            // Both fit in u32: checked above.
-            Some((start as u32, self.round_buffer.len() as u32))
-        } else {
-            None
-        };
+        // Each placed once, when a recipient needs it.
+        let (mut plain, mut framed) = (None, None);
         for &connection in recipients {
             // One lookup per recipient: a closing entry was marked in this round already
             // (its close is delivered, and the entry forgotten, at the round's end), so
             // marking it again adds no round record.
             let mut open = false;
-            let Some(index) = self.mark(connection, |entry| open = entry.closing.is_none()) else {
+            let mut framing = Framing::Lines;
+            let Some(index) = self.mark(connection, |entry| {
+                open = entry.closing.is_none();
+                framing = entry.framing;
+            }) else {
                 continue;
             };
             if !open {
                 continue;
             }
-            let staged = &mut self.round[index];
-            match place {
-                Some((start, end)) => staged.push_round(start, end),
-                None => staged.pieces.push(Piece::Shared(data.clone())),
+            let piece = match framing {
+                Framing::Lines => &mut plain,
+                Framing::WebSocket => &mut framed,
+            }
+            .get_or_insert_with(|| self.place(data, framing));
+            self.round[index].push(piece);
+        }
+    }
+
+    /// Where `data`, framed for `framing`, goes for this round's recipients: into the
+    /// round buffer if small; otherwise shared as it is, or framed into a buffer of its own.
+    fn place(&mut self, data: &Bytes, framing: Framing) -> Piece {
+        let write = |out: &mut BytesMut| match framing {
+            Framing::Lines => out.extend_from_slice(data),
+            Framing::WebSocket => crate::web::frame_lines(data, out),
+        };
+        let start = self.round_buffer.len();
+        if data.len() <= COALESCE_MAX {
+            write(&mut self.round_buffer);
+            if let Ok(end) = u32::try_from(self.round_buffer.len()) {
+                // `start` is smaller.
+                return Piece::Round {
+                    start: start as u32,
+                    end,
+                };
+            }
+            self.round_buffer.truncate(start);
+        }
+        match framing {
+            Framing::Lines => Piece::Shared(data.clone()),
+            Framing::WebSocket => {
+                let mut own = BytesMut::new();
+                write(&mut own);
+                Piece::Shared(own.freeze())
             }
         }
     }
@@ -588,7 +637,7 @@ mod tests {
         let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
         let id = engine.handle_connect(addr(), std::time::Instant::now());
         let mut connections = Connections::new();
-        let link = connections.insert(id, addr());
+        let link = connections.insert(id, addr(), Framing::Lines);
         let large = Bytes::from(vec![b'x'; COALESCE_MAX + 1]);
         for data in [
             Bytes::from_static(b"one\n"),
@@ -627,9 +676,44 @@ mod tests {
         (0..n)
             .map(|_| {
                 let id = engine.handle_connect(addr(), std::time::Instant::now());
-                (id, connections.insert(id, addr()))
+                (id, connections.insert(id, addr(), Framing::Lines))
             })
             .collect()
+    }
+
+    #[test]
+    fn websocket_recipients_share_one_framing_of_a_broadcast_and_tcp_ones_get_the_lines() {
+        let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
+        let mut connections = Connections::new();
+        let mut connect = |framing| {
+            let id = engine.handle_connect(addr(), std::time::Instant::now());
+            (id, connections.insert(id, addr(), framing))
+        };
+        let (tcp, tcp_link) = connect(Framing::Lines);
+        let (web, web_link) = connect(Framing::WebSocket);
+        let (other_web, other_web_link) = connect(Framing::WebSocket);
+        let large = vec![b'x'; COALESCE_MAX + 1];
+        for data in [&b"{\"a\":1}\n{\"b\":2}\n"[..], &large] {
+            let output = Output::Broadcast {
+                recipients: vec![tcp, web, other_web],
+                data: Bytes::copy_from_slice(data),
+            };
+            assert!(connections.route(output).is_none());
+        }
+        assert!(connections.deliver());
+        let plain = frames(&tcp_link);
+        assert_eq!(&plain[0][..], b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(plain[1], large);
+        let framed = frames(&web_link);
+        assert_eq!(&framed[0][..], b"\x81\x07{\"a\":1}\x81\x07{\"b\":2}");
+        // 1 025 bytes: a 16-bit length.
+        assert_eq!(&framed[1][..4], &[0x81, 126, 0x04, 0x01][..]);
+        assert_eq!(&framed[1][4..], &large[..COALESCE_MAX + 1]);
+        let other = frames(&other_web_link);
+        assert_eq!(other, framed);
+        for (mine, theirs) in framed.iter().zip(&other) {
+            assert_eq!(mine.as_ptr(), theirs.as_ptr(), "framed once, shared");
+        }
     }
 
     #[test]
@@ -705,7 +789,7 @@ mod tests {
         let new = engine.handle_connect(addr(), now);
         assert_eq!(old.slot(), new.slot(), "the engine reuses the slot");
         let mut connections = Connections::new();
-        let link = connections.insert(new, addr());
+        let link = connections.insert(new, addr(), Framing::Lines);
         let output = Output::Transmit {
             connection: old,
             data: Bytes::from_static(b"for the old one\n"),
@@ -722,7 +806,7 @@ mod tests {
         let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
         let mut connections = Connections::new();
         let old = engine.handle_connect(addr(), now);
-        let old_link = connections.insert(old, addr());
+        let old_link = connections.insert(old, addr(), Framing::Lines);
         while let Some(output) = engine.poll_output() {
             connections.route(output);
         }
@@ -733,7 +817,7 @@ mod tests {
         engine.handle_received(old, b"/close\n", now);
         let new = engine.handle_connect(addr(), now);
         assert_ne!(old.slot(), new.slot());
-        let new_link = connections.insert(new, addr());
+        let new_link = connections.insert(new, addr(), Framing::Lines);
         assert_eq!(connections.len(), 2);
         while let Some(output) = engine.poll_output() {
             assert!(connections.route(output).is_none());
@@ -751,7 +835,7 @@ mod tests {
         let mut engine = wur2_engine::Engine::new(wur2_engine::Config::default());
         let id = engine.handle_connect(addr(), std::time::Instant::now());
         let mut connections = Connections::new();
-        let link = connections.insert(id, addr());
+        let link = connections.insert(id, addr(), Framing::Lines);
         for output in [
             Output::Transmit {
                 connection: id,

@@ -15,7 +15,7 @@ use wur2_engine::{
     ConnectionId, Engine, Mode, Output, RequestId, StoreError, StoreReply, StoreRequest, Topic,
 };
 
-use crate::connections::{Closing, ConnectionEvent, Connections, Link, input_budget};
+use crate::connections::{Closing, ConnectionEvent, Connections, Framing, Link, input_budget};
 use crate::files::{FileEvent, FileJob, Files};
 use crate::memory::Release;
 
@@ -137,11 +137,16 @@ impl EngineHost {
         match event {
             ConnectionEvent::Accepted(socket, peer) => {
                 let id = self.engine.handle_connect(peer, now);
-                start(id, socket, self.connections.insert(id, peer));
+                start(
+                    id,
+                    socket,
+                    self.connections.insert(id, peer, Framing::Lines),
+                );
             }
-            ConnectionEvent::AcceptedJson(socket, peer) => {
+            ConnectionEvent::AcceptedWebSocket(socket, peer) => {
                 let id = self.engine.handle_connect_in(peer, Mode::Json, now);
-                start(id, socket, self.connections.insert(id, peer));
+                let link = self.connections.insert(id, peer, Framing::WebSocket);
+                start(id, socket, link);
             }
             ConnectionEvent::Received(id, data) => {
                 self.engine.handle_received(id, &data, now);

@@ -56,8 +56,9 @@ pub use bus::{
 };
 pub use clock::{message_id_origin, wall_clock_now};
 pub use connections::{
-    AddressCounts, Closing, ConnectionEvent, Connections, INPUT_BUDGET, LINGER_DISCARD_LIMIT,
-    LINGER_TIME, Link, MAX_IOVECS, READ_AHEAD, READ_CHUNK, consume, input_budget,
+    AddressCounts, Closing, ConnectionEvent, Connections, Framing, INPUT_BUDGET,
+    LINGER_DISCARD_LIMIT, LINGER_TIME, Link, MAX_IOVECS, READ_AHEAD, READ_CHUNK, consume,
+    input_budget,
 };
 pub use engine_host::{Arrived, EngineHost, Work};
 pub use files::{FileEvent, FileJob, Files, open_inside, read_up_to};

@@ -83,6 +83,12 @@ pub trait Transport: Send + Unpin + 'static {
 
     /// Flushes, then closes the write side (the peer reads end of stream).
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The engine's bytes that the writes since the last call stand for, `written` being
+    /// the bytes of the queue they took: `written` for a stream that writes the engine's
+    /// bytes as they are; a WebSocket writes frames of them, and says how many of the
+    /// engine's bytes those were.
+    fn engine_bytes(&mut self, written: usize) -> usize;
 }
 
 /// Resolves at `deadline`, or never when there is none (a disabled branch of a select).

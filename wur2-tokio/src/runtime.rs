@@ -140,6 +140,13 @@ impl Transport for TokioStream {
             TokioStream::Web(socket) => socket.poll_close(cx),
         }
     }
+
+    fn engine_bytes(&mut self, written: usize) -> usize {
+        match self {
+            TokioStream::Web(socket) => socket.engine_bytes(written),
+            _ => written,
+        }
+    }
 }
 
 #[cfg(test)]

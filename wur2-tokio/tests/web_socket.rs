@@ -455,6 +455,55 @@ async fn a_ping_is_answered_with_a_pong_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_reader_keeping_up_is_never_taken_for_slow_and_pongs_come_between_frames() {
+    // The engine counts bytes queued per client from the bytes its transport reports
+    // written: a WebSocket writes frames, and must report the engine's bytes they carry,
+    // or a reader that keeps up would look slow after a few kilobytes.
+    let server = start(
+        Config {
+            max_queued_bytes: 4096,
+            ..config()
+        },
+        WebOptions::default(),
+    )
+    .await;
+    let mut web = ws(server.web, None).await;
+    register(&mut web, "reader").await;
+    let mut tcp = TcpStream::connect(server.chat).await.expect("connect");
+    tcp.write_all(b"/register writer correct-horse-battery\n")
+        .await
+        .expect("send");
+    expect_type(&mut web, "join").await;
+    let padding = "p".repeat(150);
+    for i in 0..300 {
+        tcp.write_all(format!("message {i} {padding}\n").as_bytes())
+            .await
+            .expect("send");
+        if i % 10 == 0 {
+            send(&mut web, Message::Ping(Bytes::from(format!("ping {i}")))).await;
+        }
+        loop {
+            match next(&mut web).await {
+                Some(Message::Text(text)) => {
+                    let line: Value = serde_json::from_str(&text).expect("JSON");
+                    if line["type"] == "message" {
+                        assert_eq!(line["text"], format!("message {i} {padding}"));
+                        break;
+                    }
+                }
+                Some(Message::Pong(data)) => assert!(data.starts_with(b"ping ")),
+                other => panic!("message {i} did not come: {other:?}"),
+            }
+        }
+    }
+    // 300 lines of over 200 bytes each went out: far more than the 4 KiB a slow reader
+    // may have queued; the reader is still here.
+    send(&mut web, Message::text("/ping still here")).await;
+    expect_type(&mut web, "pong").await;
+    server.handle.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_of_the_plain_listener_apply_login_timeout_and_flood() {
     let strict = Config {
         login_timeout: Duration::from_millis(300),

@@ -1,161 +1,168 @@
-//! The engine's lines as WebSocket text frames, written straight from its bytes.
+//! The engine's lines as WebSocket text frames, framed once and written as they are.
 //!
-//! A server's frames are not masked (RFC 6455, 5.1), so a line's frame is a header of two
-//! to ten bytes and the line itself: one vectored write carries the headers and the
-//! engine's own (shared) bytes, with no copy and no allocation per line, as a TCP write
-//! carries the lines. Only what a write leaves half-written is copied, to go out first
-//! next time ([`TransportIo`]), and the rare line that needs a copy anyway: one split
-//! between two of the engine's buffers, or one that is not UTF-8 (shown as well as it can
-//! be, since a text frame must be UTF-8).
+//! A server's frames are not masked (RFC 6455, 5.1), so a line's frame is the same bytes
+//! for every recipient: the driver frames each of the engine's outputs once, when it
+//! stages it ([`frame_lines`], from [`Connections`](crate::Connections)), and every
+//! WebSocket recipient gets the shared frames, as TCP recipients get the shared lines.
+//! The transport then writes them as they are ([`poll_write_frames`]); it only finds
+//! where frames end, so that a frame a write left half-written is finished before
+//! anything else goes out (tungstenite's pongs and close frame come between frames,
+//! never inside one), and so that the engine hears of its own bytes written, not of
+//! frame bytes.
 
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 
+use bytes::{BufMut, BytesMut};
+
 use crate::runtime::Transport;
 use crate::web::io::TransportIo;
 
-/// Lines framed and handed to the stream in one vectored write at most (two slices each).
-const LINES_PER_WRITE: usize = 128;
 /// Bytes of a server frame's header at most: FIN and opcode, a length byte, and a 64-bit
 /// length.
 const MAX_HEADER: usize = 10;
 
-/// Writes the header of a final, unmasked text frame of `len` bytes into `header`;
-/// returns its length.
-fn text_header(len: usize, header: &mut [u8; MAX_HEADER]) -> usize {
-    header[0] = 0x81;
+/// Appends the header of a final, unmasked text frame of `len` bytes to `out`.
+fn put_text_header(len: usize, out: &mut BytesMut) {
+    out.put_u8(0x81);
     if len < 126 {
-        header[1] = len as u8;
-        2
+        out.put_u8(len as u8);
     } else if let Ok(len) = u16::try_from(len) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&len.to_be_bytes());
-        4
+        out.put_u8(126);
+        out.put_u16(len);
     } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
+        out.put_u8(127);
+        out.put_u64(len as u64);
     }
 }
 
-/// `line` without the `\r` of a `\r\n` ending.
-fn without_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
+/// Appends `data`'s lines to `out` as text frames, one per line, without the line break;
+/// a last line without one is a frame too (the engine's JSON outputs are whole lines).
+/// A line that is not UTF-8 (a text frame must be) is framed as well as it can be shown,
+/// never shorter than it was.
+pub(crate) fn frame_lines(data: &[u8], out: &mut BytesMut) {
+    // Headers take at most one byte more than the line breaks they replace, unless a
+    // line is over 125 bytes.
+    out.reserve(data.len() + data.len() / 64 + MAX_HEADER);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, after) = match memchr::memchr(b'\n', rest) {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &[][..]),
+        };
+        match std::str::from_utf8(line) {
+            Ok(_) => {
+                put_text_header(line.len(), out);
+                out.extend_from_slice(line);
+            }
+            Err(_) => {
+                let shown = String::from_utf8_lossy(line);
+                put_text_header(shown.len(), out);
+                out.extend_from_slice(shown.as_bytes());
+            }
+        }
+        rest = after;
+    }
 }
 
-/// Writes the complete lines of `bufs` to `io` as text frames, one per line, without their
-/// line breaks; an incomplete last line is kept in `partial` until its end comes.
-/// `Ready` with the input bytes taken (a prefix of `bufs`, line breaks included): a
-/// frame is taken whole once any of it is written. tungstenite's own output must be
-/// flushed before (the caller's job), so that frames never interleave.
-pub(crate) fn poll_write_lines<S: Transport>(
+/// Reads the buffers of one write as one run of bytes, at positions that only grow.
+struct Run<'a, 'b> {
+    bufs: &'a [IoSlice<'b>],
+    /// The buffer the last position was in, and where it starts in the run.
+    index: usize,
+    start: usize,
+}
+
+impl Run<'_, '_> {
+    /// The byte at `pos` (`None`: past the end).
+    fn at(&mut self, pos: usize) -> Option<u8> {
+        while pos >= self.start + self.bufs.get(self.index)?.len() {
+            self.start += self.bufs[self.index].len();
+            self.index += 1;
+        }
+        Some(self.bufs[self.index][pos - self.start])
+    }
+
+    /// The header length and payload length of the frame at `pos` (`None`: the header
+    /// runs past the end).
+    fn frame_at(&mut self, pos: usize) -> Option<(usize, usize)> {
+        let len = self.at(pos + 1)? & 0x7f;
+        let (header, payload) = match len {
+            126 => (
+                4,
+                u64::from(self.at(pos + 2)?) << 8 | u64::from(self.at(pos + 3)?),
+            ),
+            127 => {
+                let mut payload = 0u64;
+                for i in 2..10 {
+                    payload = payload << 8 | u64::from(self.at(pos + i)?);
+                }
+                (10, payload)
+            }
+            short => (2, u64::from(short)),
+        };
+        Some((header, usize::try_from(payload).unwrap_or(usize::MAX)))
+    }
+
+    /// Copies bytes `from..to` (as far as there are any) to the end of `out`.
+    fn copy(&mut self, from: usize, to: usize, out: &mut TransportIo<impl Transport>) {
+        let mut pos = from;
+        while pos < to && self.at(pos).is_some() {
+            let buf = &self.bufs[self.index];
+            let end = (to - self.start).min(buf.len());
+            out.keep_unsent(&buf[pos - self.start..end]);
+            pos = self.start + end;
+        }
+    }
+}
+
+/// What one write of frames did.
+pub(crate) struct Written {
+    /// Bytes of the buffers taken: whole frames (the rest of a half-written one waits in
+    /// the stream's unsent bytes).
+    pub taken: usize,
+    /// The engine's bytes those frames stand for: each line and its line break.
+    pub lines: usize,
+}
+
+/// Writes `bufs`, whole frames made by [`frame_lines`], to `io` as they are.
+pub(crate) fn poll_write_frames<S: Transport>(
     io: &mut TransportIo<S>,
-    partial: &mut Vec<u8>,
     cx: &mut Context<'_>,
     bufs: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
+) -> Poll<io::Result<Written>> {
     ready!(io.poll_unsent(cx))?;
-    let mut taken = 0;
-    // The lines of this write: their text and the input each takes.
-    let mut lines: [(&[u8], usize); LINES_PER_WRITE] = [(&[], 0); LINES_PER_WRITE];
-    let mut count = 0;
-    // The start of a line that ends in a later buffer, once lines are gathered before it.
-    let mut tail: &[u8] = &[];
-    'bufs: for buf in bufs {
-        let mut rest: &[u8] = buf;
-        while !rest.is_empty() {
-            let Some(end) = memchr::memchr(b'\n', rest) else {
-                if count == 0 {
-                    partial.extend_from_slice(rest);
-                    taken += rest.len();
-                    break;
-                }
-                tail = rest;
-                break 'bufs;
-            };
-            let line = without_cr(&rest[..end]);
-            let copied = !partial.is_empty() || std::str::from_utf8(line).is_err();
-            if copied {
-                // Framed into the unsent bytes, which must not pass the lines gathered
-                // before it: those go first, and this line in the next call.
-                if count > 0 {
-                    break 'bufs;
-                }
-                partial.extend_from_slice(&rest[..end]);
-                let whole = std::mem::take(partial);
-                let text = String::from_utf8_lossy(without_cr(&whole));
-                keep_frame(io, &text);
-                taken += end + 1;
-                rest = &rest[end + 1..];
-                match io.poll_unsent(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending => return Poll::Ready(Ok(taken)),
-                }
-            }
-            if count == LINES_PER_WRITE {
-                break 'bufs;
-            }
-            lines[count] = (line, end + 1);
-            count += 1;
-            rest = &rest[end + 1..];
-        }
-    }
-    if count == 0 {
-        return Poll::Ready(Ok(taken));
-    }
-
-    let mut headers = [[0u8; MAX_HEADER]; LINES_PER_WRITE];
-    let mut header_lens = [0usize; LINES_PER_WRITE];
-    for ((text, _), (header, len)) in lines[..count]
-        .iter()
-        .zip(headers.iter_mut().zip(header_lens.iter_mut()))
-    {
-        *len = text_header(text.len(), header);
-    }
-    let mut slices = [IoSlice::new(&[]); 2 * LINES_PER_WRITE];
-    for (i, (text, _)) in lines[..count].iter().enumerate() {
-        slices[2 * i] = IoSlice::new(&headers[i][..header_lens[i]]);
-        slices[2 * i + 1] = IoSlice::new(text);
-    }
-    let mut written = match io.stream.poll_write_vectored(cx, &slices[..2 * count]) {
-        Poll::Ready(Ok(written)) => written,
-        // What was framed into the unsent bytes above is taken; the error or the wait
-        // comes again at the next write.
-        Poll::Ready(Err(_)) | Poll::Pending if taken > 0 => return Poll::Ready(Ok(taken)),
-        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-        Poll::Pending => return Poll::Pending,
+    let written = ready!(io.stream.poll_write_vectored(cx, bufs))?;
+    let mut run = Run {
+        bufs,
+        index: 0,
+        start: 0,
     };
-    for (i, (text, input)) in lines[..count].iter().enumerate() {
-        let header = &headers[i][..header_lens[i]];
-        if written >= header.len() + text.len() {
-            written -= header.len() + text.len();
-            taken += input;
-            continue;
-        }
-        if written > 0 {
+    let (mut taken, mut lines) = (0, 0);
+    while taken < written {
+        let Some((header, payload)) = run.frame_at(taken) else {
+            // Not frames of ours: take what was written as it is.
+            debug_assert!(
+                false,
+                "a WebSocket was handed bytes that are not whole frames"
+            );
+            return Poll::Ready(Ok(Written {
+                taken: written,
+                lines: lines + written - taken,
+            }));
+        };
+        let end = taken.saturating_add(header).saturating_add(payload);
+        if end > written {
             // Half-written: the rest goes out before anything else.
-            if written < header.len() {
-                io.keep_unsent(&header[written..]);
-                io.keep_unsent(text);
-            } else {
-                io.keep_unsent(&text[written - header.len()..]);
-            }
-            taken += input;
+            run.copy(written, end, io);
         }
-        return Poll::Ready(Ok(taken));
+        taken = end;
+        lines += payload + 1;
     }
-    partial.extend_from_slice(tail);
-    taken += tail.len();
-    Poll::Ready(Ok(taken))
-}
-
-/// Frames `text` whole into `io`'s unsent bytes.
-fn keep_frame<S: Transport>(io: &mut TransportIo<S>, text: &str) {
-    let mut header = [0u8; MAX_HEADER];
-    let len = text_header(text.len(), &mut header);
-    io.keep_unsent(&header[..len]);
-    io.keep_unsent(text.as_bytes());
+    Poll::Ready(Ok(Written {
+        taken: taken.min(bufs.iter().map(|buf| buf.len()).sum()),
+        lines,
+    }))
 }
 
 #[cfg(test)]
@@ -204,23 +211,34 @@ mod tests {
         fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+        fn engine_bytes(&mut self, written: usize) -> usize {
+            written
+        }
     }
 
-    /// Writes `chunks` as the connection task would (many buffers per call, what was
-    /// taken leaves the queue) through a stream with `room`; returns the bytes on the wire.
-    fn write_through(chunks: Vec<Vec<u8>>, room: Vec<usize>) -> Vec<u8> {
+    /// Frames each of `outputs` once and writes them as a connection task would (many
+    /// buffers per call, what was taken leaves the queue) through a stream with `room`;
+    /// returns the bytes on the wire and the engine's bytes reported written.
+    fn write_through(outputs: &[Vec<u8>], room: Vec<usize>) -> (Vec<u8>, usize) {
         let mut io = TransportIo::new(Narrow {
             written: Vec::new(),
             room: room.into(),
         });
-        let mut partial = Vec::new();
-        let mut queue: VecDeque<Bytes> = chunks.into_iter().map(Bytes::from).collect();
+        let mut queue: VecDeque<Bytes> = outputs
+            .iter()
+            .map(|output| {
+                let mut framed = BytesMut::new();
+                frame_lines(output, &mut framed);
+                framed.freeze()
+            })
+            .collect();
+        let mut reported = 0;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         while !queue.is_empty() {
             let slices: Vec<IoSlice<'_>> = queue.iter().map(|b| IoSlice::new(b)).collect();
-            match poll_write_lines(&mut io, &mut partial, &mut cx, &slices) {
-                Poll::Ready(Ok(mut taken)) => {
-                    assert!(taken > 0, "a write that takes nothing is an error");
+            match poll_write_frames(&mut io, &mut cx, &slices) {
+                Poll::Ready(Ok(Written { mut taken, lines })) => {
+                    reported += lines;
                     while taken > 0 {
                         let front = queue.front_mut().expect("took no more than queued");
                         let n = taken.min(front.len());
@@ -236,8 +254,7 @@ mod tests {
             }
         }
         while io.poll_unsent(&mut cx).is_pending() {}
-        assert!(partial.is_empty(), "every line ended");
-        io.stream.written
+        (io.stream.written, reported)
     }
 
     /// The text messages a client reads from `wire`.
@@ -259,67 +276,50 @@ mod tests {
 
     #[test]
     fn frame_headers_use_the_shortest_length_encoding() {
-        let mut header = [0; MAX_HEADER];
-        assert_eq!(text_header(125, &mut header), 2);
-        assert_eq!(header[..2], [0x81, 125]);
-        assert_eq!(text_header(126, &mut header), 4);
-        assert_eq!(header[..4], [0x81, 126, 0, 126]);
-        assert_eq!(text_header(65_536, &mut header), 10);
-        assert_eq!(header[..10], [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        for (len, header) in [
+            (125, &[0x81, 125][..]),
+            (126, &[0x81, 126, 0, 126]),
+            (65_536, &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = BytesMut::new();
+            put_text_header(len, &mut out);
+            assert_eq!(&out[..], header);
+        }
     }
 
     #[test]
-    fn a_line_split_between_buffers_and_a_line_that_is_not_utf8_are_each_one_frame() {
-        let wire = write_through(
-            vec![
-                b"{\"a\":1}\n{\"b\"".to_vec(),
-                b":2}\r\n".to_vec(),
-                b"bad \xff byte\n".to_vec(),
-                b"last\n".to_vec(),
-            ],
-            vec![3, 0, 1, 0, 5],
-        );
-        assert_eq!(
-            read_as_client(wire),
-            ["{\"a\":1}", "{\"b\":2}", "bad \u{fffd} byte", "last"]
-        );
+    fn a_line_that_is_not_utf8_is_shown_as_well_as_it_can_be() {
+        let (wire, reported) = write_through(&[b"bad \xff byte\nfine\n".to_vec()], vec![3, 0]);
+        assert_eq!(read_as_client(wire), ["bad \u{fffd} byte", "fine"]);
+        // Never less than the engine's bytes, which it would then think still queued.
+        assert!(reported >= 15, "{reported}");
     }
 
     proptest! {
-        /// However the engine's bytes are cut into buffers and however little the socket
-        /// takes per write, a client reads exactly the lines, in order, one frame each.
+        /// However little the socket takes per write, a client reads exactly the lines,
+        /// in order, one frame each, and the engine hears of exactly its bytes written.
         #[test]
-        fn every_line_arrives_as_one_frame_whatever_the_cuts_and_short_writes(
-            lines in prop::collection::vec(
-                prop_oneof![
-                    "[ -~]{0,40}",
-                    "[ -~é]{120,140}",
-                    Just("x".repeat(70_000)),
-                ],
-                1..40,
+        fn every_line_arrives_as_one_frame_whatever_the_short_writes(
+            outputs in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![
+                        "[ -~]{0,40}",
+                        "[ -~é]{120,140}",
+                        Just("x".repeat(70_000)),
+                    ],
+                    1..4,
+                ),
+                1..30,
             ),
-            cuts in prop::collection::vec(1usize..200, 0..30),
             room in prop::collection::vec(0usize..300, 0..200),
         ) {
-            let mut input: Vec<u8> = Vec::new();
-            for (i, line) in lines.iter().enumerate() {
-                input.extend_from_slice(line.as_bytes());
-                input.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
-            }
-            let mut chunks = Vec::new();
-            let mut rest = &input[..];
-            for cut in cuts {
-                if rest.is_empty() {
-                    break;
-                }
-                let (chunk, after) = rest.split_at(cut.min(rest.len()));
-                chunks.push(chunk.to_vec());
-                rest = after;
-            }
-            if !rest.is_empty() {
-                chunks.push(rest.to_vec());
-            }
-            prop_assert_eq!(read_as_client(write_through(chunks, room)), lines);
+            let bytes: Vec<Vec<u8>> = outputs
+                .iter()
+                .map(|lines| lines.iter().flat_map(|line| format!("{line}\n").into_bytes()).collect())
+                .collect();
+            let (wire, reported) = write_through(&bytes, room);
+            prop_assert_eq!(reported, bytes.iter().map(Vec::len).sum::<usize>());
+            prop_assert_eq!(read_as_client(wire), outputs.concat());
         }
     }
 }

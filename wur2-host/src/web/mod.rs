@@ -25,6 +25,7 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
+pub(crate) use frames::frame_lines;
 pub use http::MAX_REQUEST_HEAD;
 pub use socket::{UPLOAD_FRAME_MAX, WebSocket};
 
@@ -108,7 +109,7 @@ pub(crate) async fn accept_web<R: Runtime>(
             // No engine loop (shut down): the client is dropped, as a plain one would be.
             if let (Some(socket), Some(events)) = (upgraded, intake.upgrade()) {
                 let _ = events
-                    .send(ConnectionEvent::AcceptedJson(socket, peer))
+                    .send(ConnectionEvent::AcceptedWebSocket(socket, peer))
                     .await;
             }
         });

@@ -10,8 +10,9 @@
 //! | ping | nothing (tungstenite answers pong) |
 //! | close | end of stream |
 //!
-//! Every line the engine writes leaves as one text frame, without its `\n`, written
-//! straight from the engine's bytes ([`frames`]).
+//! Every line the engine writes leaves as one text frame, without its `\n`: the driver
+//! frames each output once for all WebSocket recipients, and this type writes the frames
+//! as they are ([`frames`]).
 //!
 //! Refusals close the connection with a code (RFC 6455, 7.4.1) and a reason, never a
 //! reply: 1009 for a frame over the line limit, 1003 for a binary frame where no upload
@@ -73,8 +74,9 @@ pub struct WebSocket<S: Transport> {
     input: Bytes,
     /// Bytes of an announced upload that are still to come in binary frames.
     upload_left: u64,
-    /// Bytes of an outgoing line whose end has not been written yet.
-    partial: Vec<u8>,
+    /// The engine's bytes the frames written since [`Transport::engine_bytes`] last
+    /// asked stand for.
+    lines_written: usize,
     /// The engine's line limit ([`Config::max_line_bytes`](wur2_engine::Config)).
     max_line_bytes: usize,
     state: State,
@@ -102,7 +104,7 @@ impl<S: Transport> WebSocket<S> {
             socket,
             input: Bytes::new(),
             upload_left: 0,
-            partial: Vec::new(),
+            lines_written: 0,
             max_line_bytes,
             state: State::Open,
         }
@@ -307,6 +309,8 @@ impl<S: Transport> Transport for WebSocket<S> {
         }
     }
 
+    /// Writes frames as they are: the driver framed the engine's lines once for all
+    /// WebSocket recipients ([`frames`]).
     fn poll_write_vectored(
         &mut self,
         cx: &mut Context<'_>,
@@ -314,11 +318,19 @@ impl<S: Transport> Transport for WebSocket<S> {
     ) -> Poll<io::Result<usize>> {
         if !matches!(self.state, State::Open) {
             // The client is gone or being refused: what the engine still says is dropped.
-            return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
+            let dropped = bufs.iter().map(|buf| buf.len()).sum();
+            self.lines_written += dropped;
+            return Poll::Ready(Ok(dropped));
         }
         // tungstenite's own frames (a pong) go out first, so that frames never interleave.
         ready!(Pin::new(&mut self.socket).poll_flush(cx)).map_err(io_error)?;
-        frames::poll_write_lines(self.socket.get_mut(), &mut self.partial, cx, bufs)
+        let written = ready!(frames::poll_write_frames(self.socket.get_mut(), cx, bufs))?;
+        self.lines_written += written.lines;
+        Poll::Ready(Ok(written.taken))
+    }
+
+    fn engine_bytes(&mut self, _written: usize) -> usize {
+        std::mem::take(&mut self.lines_written)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
