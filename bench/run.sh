@@ -13,8 +13,9 @@
 # WUR2_REV names its revision in the results), OUT (results directory, default target/bench),
 # WUR2_BASE_BIN (a second wur2 binary, the server `wur2-base`, e.g. the commit before a
 # change, measured interleaved with wur2; WUR2_BASE_REV names its revision),
-# PROFILE=1 (after the runs, one extra config-B run of PROFILE_SERVER, by default wur2, with 10× the messages under
-# `perf record`; report in $OUT/perf-report.txt).
+# PROFILE=1 (after the runs, one extra config-B run of PROFILE_SERVER, by default wur2,
+# with 10× the messages under `perf record`; report in $OUT/perf-report.txt;
+# PERF_CALL_GRAPH=dwarf for call chains through Rust code, which keeps no frame pointers).
 #
 # Servers ending in -tls (wur2-tls, wur2-base-tls) are wur2 / wur2-base with a TLS listener
 # (a self-signed certificate for localhost made with openssl in the work directory); the
@@ -605,7 +606,7 @@ if [ "${PROFILE:-}" = 1 ]; then
         --messages 2000 --settle-ms 2000 --ready-file "$WORK/ready" >"$OUT/profile-load.txt" 2>>"$WORK/loadgen.log" &
     loadgen=$!
     while kill -0 "$loadgen" 2>/dev/null && [ ! -e "$WORK/ready" ]; do sleep 0.2; done
-    timeout 120 perf record -e cpu-clock -g -p "$pid" -o "$OUT/perf.data" >/dev/null 2>&1 &
+    timeout 120 perf record -e cpu-clock --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$pid" -o "$OUT/perf.data" >/dev/null 2>&1 &
     perfpid=$!
     wait "$loadgen" || true
     kill -INT "$perfpid" 2>/dev/null || true

@@ -276,75 +276,11 @@ impl Store {
         };
         async move {
             match step {
-                Step::Now(reply) => reply,
-                // No time limit: a queued append is written sooner or later (the writer
-                // retries while the database fails), and answering "unavailable" before
-                // that would tell the sender it failed while it is then stored (and a
-                // private message stored as delivered that nobody was shown).
-                Step::AfterWrite(written) => written
-                    .await
-                    .unwrap_or_else(|_| unavailable("the append writer has stopped")),
-                Step::History {
-                    flushed,
-                    of,
-                    limit,
-                    before,
-                } => {
-                    answer(async {
-                        shared.flushed(flushed).await?;
-                        let messages = match &of {
-                            Past::Channel(channel) => {
-                                let read = shared.db.history(channel, limit, before);
-                                shared.in_time(read).await?
-                            }
-                            Past::Conversation(a, b) => {
-                                let read = shared.db.conversation(a, b, limit, before);
-                                shared.in_time(read).await?
-                            }
-                        };
-                        Ok(StoreReply::History(messages))
-                    })
-                    .await
-                }
-                Step::Pending {
-                    flushed,
-                    username,
-                    mut turn,
-                } => {
-                    turn.wait().await;
-                    let reply = answer(async {
-                        shared.flushed(flushed).await?;
-                        let messages = shared
-                            .in_time(shared.db.pending(&username_key(&username)))
-                            .await?;
-                        Ok(StoreReply::Pending(messages))
-                    })
-                    .await;
-                    let _ = turn.done.send(());
-                    reply
-                }
-                Step::MarkDelivered {
-                    ids,
-                    delivered,
-                    mut turn,
-                } => {
-                    turn.wait().await;
-                    let reply = answer(async {
-                        let marked = shared.db.mark_delivered(&ids, delivered);
-                        shared.in_time(marked).await?;
-                        Ok(StoreReply::Done)
-                    })
-                    .await;
-                    let _ = turn.done.send(());
-                    reply
-                }
-                Step::Channel { request, mut turn } => {
-                    turn.wait().await;
-                    let reply = answer(channel_request(&shared, request)).await;
-                    let _ = turn.done.send(());
-                    reply
-                }
-                Step::Later(request) => answer(later(&shared, request)).await,
+                // Every chat message is an append, and its future is spawned in a task of
+                // its own: it stays small. The rest (reads, channel requests, logins) wait
+                // in a boxed future of their own.
+                Step::AfterWrite(written) => after_write(written.await),
+                step => Box::pin(run_step(shared, step)).await,
             }
         }
     }
@@ -561,6 +497,85 @@ fn refused_reply(refused: Refused) -> StoreReply {
 
 /// Resolves once the appends queued before a read are written.
 type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Carries out a step of [`Store::execute`] after its order-sensitive part.
+async fn run_step(shared: Arc<Shared>, step: Step) -> StoreReply {
+    match step {
+        Step::Now(reply) => reply,
+        Step::AfterWrite(written) => after_write(written.await),
+        Step::History {
+            flushed,
+            of,
+            limit,
+            before,
+        } => {
+            answer(async {
+                shared.flushed(flushed).await?;
+                let messages = match &of {
+                    Past::Channel(channel) => {
+                        let read = shared.db.history(channel, limit, before);
+                        shared.in_time(read).await?
+                    }
+                    Past::Conversation(a, b) => {
+                        let read = shared.db.conversation(a, b, limit, before);
+                        shared.in_time(read).await?
+                    }
+                };
+                Ok(StoreReply::History(messages))
+            })
+            .await
+        }
+        Step::Pending {
+            flushed,
+            username,
+            mut turn,
+        } => {
+            turn.wait().await;
+            let reply = answer(async {
+                shared.flushed(flushed).await?;
+                let messages = shared
+                    .in_time(shared.db.pending(&username_key(&username)))
+                    .await?;
+                Ok(StoreReply::Pending(messages))
+            })
+            .await;
+            let _ = turn.done.send(());
+            reply
+        }
+        Step::MarkDelivered {
+            ids,
+            delivered,
+            mut turn,
+        } => {
+            turn.wait().await;
+            let reply = answer(async {
+                let marked = shared.db.mark_delivered(&ids, delivered);
+                shared.in_time(marked).await?;
+                Ok(StoreReply::Done)
+            })
+            .await;
+            let _ = turn.done.send(());
+            reply
+        }
+        Step::Channel { request, mut turn } => {
+            turn.wait().await;
+            let reply = answer(channel_request(&shared, request)).await;
+            let _ = turn.done.send(());
+            reply
+        }
+        Step::Later(request) => answer(later(&shared, request)).await,
+    }
+}
+
+/// The reply to a queued append: the writer's answer once it committed.
+///
+/// No time limit: a queued append is written sooner or later (the writer retries while
+/// the database fails), and answering "unavailable" before that would tell the sender it
+/// failed while it is then stored (and a private message stored as delivered that nobody
+/// was shown).
+fn after_write(written: Result<StoreReply, oneshot::Canceled>) -> StoreReply {
+    written.unwrap_or_else(|_| unavailable("the append writer has stopped"))
+}
 
 /// What is left to do after the synchronous part of [`Store::execute`].
 enum Step {
