@@ -291,8 +291,11 @@ impl Staged {
 const ROUND_BUFFER_KEEP: usize = 64 * 1024;
 
 /// Round records kept between rounds at most (a burst that touched more gives the rest
-/// back).
-const ROUND_KEEP: usize = 256;
+/// back): enough for a 10 000-member channel's broadcasts to stage without allocating,
+/// at most about 2 MiB kept.
+const ROUND_KEEP: usize = 16 * 1024;
+/// Pieces a kept round record keeps room for (most connections get one or two a round).
+const PIECES_KEEP: usize = 2;
 
 /// Live connections per client address (one host's IPv6 /64 as one address, as the
 /// engine counts), readable from any task: the web listener refuses an upgrade from an
@@ -340,8 +343,10 @@ pub struct Connections {
     /// so a slot never holds two connections.
     entries: Vec<Option<Entry>>,
     live: usize,
-    /// The connections the current round touched, in the order it first touched them.
+    /// The connections the current round touched, in the order it first touched them:
+    /// the first `round_len` records; the rest are spare, kept from earlier rounds.
     round: Vec<Staged>,
+    round_len: usize,
     /// The current round's small frames, each once, back to back.
     round_buffer: BytesMut,
     /// Live connections by address, shared with the web listener.
@@ -467,7 +472,7 @@ impl Connections {
     /// one lock and one wake-up each, and forgets closed ones. Returns whether any were
     /// touched.
     pub fn deliver(&mut self) -> bool {
-        let touched = !self.round.is_empty();
+        let touched = self.round_len > 0;
         let mut round = std::mem::take(&mut self.round);
         // Room for a round like this one next time (one allocation per round), but an idle
         // server keeps no large buffer from one busy round.
@@ -479,8 +484,9 @@ impl Connections {
             len => len / SHARE_FRACTION,
         };
         let mut frames = Vec::new();
-        for mut staged in round.drain(..) {
+        for staged in &mut round[..self.round_len] {
             let Some(entry) = Self::entry_mut(&mut self.entries, staged.id) else {
+                staged.pieces.clear();
                 continue;
             };
             entry.staged = None;
@@ -501,8 +507,15 @@ impl Connections {
                 self.remove(staged.id);
             }
         }
+        // The records stay for the next round, their piece lists emptied but not freed
+        // (no allocation per recipient and round), within bounds.
+        round.truncate(ROUND_KEEP);
         round.shrink_to(ROUND_KEEP);
+        for staged in &mut round {
+            staged.pieces.shrink_to(PIECES_KEEP);
+        }
         self.round = round;
+        self.round_len = 0;
         touched
     }
 
@@ -515,12 +528,17 @@ impl Connections {
         let index = match entry.staged {
             Some(index) => index as usize,
             None => {
-                let index = round.len();
+                let index = self.round_len;
                 entry.staged = Some(u32::try_from(index).ok()?);
-                round.push(Staged {
-                    id,
-                    pieces: Vec::new(),
-                });
+                match round.get_mut(index) {
+                    // A record of an earlier round, its pieces delivered.
+                    Some(spare) => spare.id = id,
+                    None => round.push(Staged {
+                        id,
+                        pieces: Vec::new(),
+                    }),
+                }
+                self.round_len += 1;
                 index
             }
         };
@@ -714,6 +732,43 @@ mod tests {
         for (mine, theirs) in framed.iter().zip(&other) {
             assert_eq!(mine.as_ptr(), theirs.as_ptr(), "framed once, shared");
         }
+    }
+
+    #[test]
+    fn a_record_kept_from_an_earlier_round_carries_nothing_into_the_next() {
+        let mut connections = Connections::new();
+        let clients = connected(3, &mut connections);
+        let [(a, a_link), (b, b_link), (c, c_link)] = &clients[..] else {
+            unreachable!("three clients")
+        };
+        let send = |connections: &mut Connections, to: Vec<ConnectionId>, line: &'static [u8]| {
+            let output = Output::Broadcast {
+                recipients: to,
+                data: Bytes::from_static(line),
+            };
+            assert!(connections.route(output).is_none());
+            assert!(connections.deliver());
+        };
+        send(&mut connections, vec![*a, *b], b"first\n");
+        assert_eq!(frames(a_link), [Bytes::from_static(b"first\n")]);
+        assert_eq!(frames(b_link), [Bytes::from_static(b"first\n")]);
+        // Two records are kept, with room for pieces; the next round reuses them for
+        // other connections.
+        assert_eq!(connections.round.len(), 2);
+        assert!(
+            connections
+                .round
+                .iter()
+                .all(|staged| staged.pieces.capacity() > 0)
+        );
+        send(&mut connections, vec![*c], b"second\n");
+        assert_eq!(frames(c_link), [Bytes::from_static(b"second\n")]);
+        assert!(frames(a_link).is_empty());
+        assert!(frames(b_link).is_empty());
+        send(&mut connections, vec![*b, *a], b"third\n");
+        assert_eq!(frames(a_link), [Bytes::from_static(b"third\n")]);
+        assert_eq!(frames(b_link), [Bytes::from_static(b"third\n")]);
+        assert!(frames(c_link).is_empty());
     }
 
     #[test]
