@@ -310,7 +310,7 @@ impl<S: Transport> Transport for WebSocket<S> {
     }
 
     /// Writes frames as they are: the driver framed the engine's lines once for all
-    /// WebSocket recipients ([`frames`]).
+    /// WebSocket recipients (see the `frames` module).
     fn poll_write_vectored(
         &mut self,
         cx: &mut Context<'_>,
