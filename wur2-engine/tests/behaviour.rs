@@ -872,7 +872,10 @@ fn flood_control_lets_a_burst_through_then_makes_lines_wait_not_vanish() {
     w.send(b, &burst);
     // The `/register` line took one of the 20 tokens of the burst.
     assert_eq!(w.lines(a).len(), 19, "the burst passes at once");
-    assert!(w.paused.contains(&b), "reading pauses while lines wait");
+    assert!(
+        !w.paused.contains(&b),
+        "reading goes on while flood control holds lines back, so a flood is seen whole"
+    );
     w.advance(Duration::from_millis(500));
     assert_eq!(w.lines(a).len(), 5, "10 lines per second after the burst");
     w.advance(Duration::from_millis(600));
@@ -897,6 +900,24 @@ fn flood_control_closes_a_connection_holding_too_many_throttled_lines_with_a_rea
     assert_eq!(w.closed[&b].0, CloseReason::Flood);
     w.send(a, "/ping ok\n");
     assert!(w.saw(a, "PONG ok"), "the server keeps serving others");
+}
+
+#[test]
+fn a_flood_arriving_in_small_reads_is_closed_once_its_held_lines_pass_the_limit() {
+    // However the driver's reads cut a flood, the lines flood control holds back add up:
+    // reading is not paused for them, and the limit (200 lines) closes the flooder.
+    let mut w = world();
+    let b = w.user("lou");
+    for chunk in 0..40 {
+        let lines: String = (0..10).map(|i| format!("drip {chunk} {i}\n")).collect();
+        w.send(b, &lines);
+        if w.is_closed(b) {
+            break;
+        }
+        assert!(!w.paused.contains(&b), "read on while throttled");
+    }
+    assert!(w.saw(b, "too many lines at once"));
+    assert_eq!(w.closed[&b].0, CloseReason::Flood);
 }
 
 #[test]

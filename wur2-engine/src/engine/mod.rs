@@ -704,7 +704,8 @@ impl Engine {
     /// it can.
     ///
     /// Only flood control punishes: a connection holding more than `max_pending_lines`
-    /// lines that flood control holds back is closed for flooding. Lines waiting for a
+    /// lines that flood control holds back is closed for flooding, and reading goes on
+    /// while it holds them back, so that a flood is seen whole. Lines waiting for a
     /// store answer are the store's pace, not the client's: they stay in the framer, in
     /// order, while reading is paused, so a trusted client may pipeline. Either way the
     /// bytes held are bounded by [`Config::max_held_input_bytes`], past which (a driver
@@ -735,7 +736,11 @@ impl Engine {
             self.close(connection, CloseReason::Flood, Departure::Announced);
             return;
         }
-        let blocked = session.is_blocked() || waits;
+        // Flood control alone does not pause reading: what a flooder keeps sending piles
+        // up and closes it past `max_pending_lines` (above), however the driver's reads
+        // happened to cut the flood. (Paused, a flooder whose first read was short would
+        // trickle at the flood rate, unseen, for as long as its backlog lasts.)
+        let blocked = (session.is_blocked() && !session.is_only_throttled()) || waits;
         let must_wait = bytes > 0 && blocked;
         if must_wait != session.reading_paused {
             session.reading_paused = must_wait;

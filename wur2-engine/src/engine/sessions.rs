@@ -140,6 +140,15 @@ impl Session {
             || self.login_delayed_until().is_some()
             || self.upload.is_some_and(|upload| upload.stalled)
     }
+
+    /// Whether flood control alone holds input back (no store answer, login delay or
+    /// upload in the way).
+    pub(crate) fn is_only_throttled(&self) -> bool {
+        self.throttled_until.is_some()
+            && self.awaiting == 0
+            && self.login_delayed_until().is_none()
+            && self.upload.is_none()
+    }
 }
 
 /// One entry of the table. The fields every delivery touches live here, next to each other
