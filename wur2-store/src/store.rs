@@ -91,12 +91,16 @@ impl Turn {
         }
     }
 
-    /// Waits until the operation before this one has finished (or was dropped).
-    async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
+    /// Runs `work` in this turn: once the operation before it has finished (or was
+    /// dropped), and the next one waits for it.
+    async fn run(self, work: impl Future<Output = StoreReply>) -> StoreReply {
+        if let Some(previous) = self.previous {
             // A dropped predecessor (its request was abandoned) lets this one go on.
             let _ = previous.await;
         }
+        let reply = work.await;
+        let _ = self.done.send(());
+        reply
     }
 }
 
@@ -528,40 +532,31 @@ async fn run_step(shared: Arc<Shared>, step: Step) -> StoreReply {
         Step::Pending {
             flushed,
             username,
-            mut turn,
+            turn,
         } => {
-            turn.wait().await;
-            let reply = answer(async {
+            turn.run(answer(async {
                 shared.flushed(flushed).await?;
                 let messages = shared
                     .in_time(shared.db.pending(&username_key(&username)))
                     .await?;
                 Ok(StoreReply::Pending(messages))
-            })
-            .await;
-            let _ = turn.done.send(());
-            reply
+            }))
+            .await
         }
         Step::MarkDelivered {
             ids,
             delivered,
-            mut turn,
+            turn,
         } => {
-            turn.wait().await;
-            let reply = answer(async {
+            turn.run(answer(async {
                 let marked = shared.db.mark_delivered(&ids, delivered);
                 shared.in_time(marked).await?;
                 Ok(StoreReply::Done)
-            })
-            .await;
-            let _ = turn.done.send(());
-            reply
+            }))
+            .await
         }
-        Step::Channel { request, mut turn } => {
-            turn.wait().await;
-            let reply = answer(channel_request(&shared, request)).await;
-            let _ = turn.done.send(());
-            reply
+        Step::Channel { request, turn } => {
+            turn.run(answer(channel_request(&shared, request))).await
         }
         Step::Later(request) => answer(later(&shared, request)).await,
     }
