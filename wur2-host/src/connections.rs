@@ -487,6 +487,7 @@ impl Connections {
         for staged in &mut round[..self.round_len] {
             let Some(entry) = Self::entry_mut(&mut self.entries, staged.id) else {
                 staged.pieces.clear();
+                staged.pieces.shrink_to(PIECES_KEEP);
                 continue;
             };
             entry.staged = None;
@@ -502,18 +503,18 @@ impl Connections {
                 }
                 Piece::Round { start, end } => shared.slice(start as usize..end as usize),
             }));
+            // The record stays for the next round with room for a few pieces, no more.
+            staged.pieces.shrink_to(PIECES_KEEP);
             entry.link.deliver(&mut frames, entry.paused, entry.closing);
             if entry.closing.is_some() {
                 self.remove(staged.id);
             }
         }
         // The records stay for the next round, their piece lists emptied but not freed
-        // (no allocation per recipient and round), within bounds.
+        // (no allocation per recipient and round), within bounds. Only the touched ones
+        // were looked at: a small round after a large one costs no more than it touches.
         round.truncate(ROUND_KEEP);
         round.shrink_to(ROUND_KEEP);
-        for staged in &mut round {
-            staged.pieces.shrink_to(PIECES_KEEP);
-        }
         self.round = round;
         self.round_len = 0;
         touched
@@ -769,6 +770,23 @@ mod tests {
         assert_eq!(frames(a_link), [Bytes::from_static(b"third\n")]);
         assert_eq!(frames(b_link), [Bytes::from_static(b"third\n")]);
         assert!(frames(c_link).is_empty());
+        // A record that held many pieces in one round keeps room for a few only.
+        let large = Bytes::from(vec![b'x'; COALESCE_MAX + 1]);
+        for _ in 0..10 {
+            let output = Output::Transmit {
+                connection: *c,
+                data: large.clone(),
+            };
+            assert!(connections.route(output).is_none());
+        }
+        assert!(connections.deliver());
+        assert_eq!(frames(c_link).len(), 10);
+        assert!(
+            connections
+                .round
+                .iter()
+                .all(|staged| staged.pieces.capacity() <= PIECES_KEEP)
+        );
     }
 
     #[test]
