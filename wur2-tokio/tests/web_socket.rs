@@ -166,6 +166,20 @@ async fn send(socket: &mut Socket, message: Message) {
         .expect("send");
 }
 
+/// Reads the plain client `tcp` until what arrived contains `text`.
+async fn read_until(tcp: &mut TcpStream, text: &str) {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(text) {
+        let n = tokio::time::timeout(STEP, tcp.read(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
+        assert!(n > 0, "closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
 async fn register(socket: &mut Socket, name: &str) {
     send(
         socket,
@@ -219,16 +233,7 @@ async fn a_websocket_speaks_json_lines_with_tcp_clients_from_its_first_frame() {
     tcp.write_all(b"/register tom correct-horse-battery\n/ping in\n")
         .await
         .expect("send");
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("PONG in") {
-        let n = tokio::time::timeout(STEP, tcp.read(&mut buf))
-            .await
-            .expect("read in time")
-            .expect("read");
-        assert!(n > 0, "closed: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    read_until(&mut tcp, "PONG in").await;
     tcp.write_all(b"hello from tcp\n").await.expect("send");
     let message = expect_type(&mut web, "message").await;
     assert_eq!(message["from"], "tom");
@@ -236,15 +241,7 @@ async fn a_websocket_speaks_json_lines_with_tcp_clients_from_its_first_frame() {
 
     // One line per frame; a trailing line break is allowed.
     send(&mut web, Message::text("hello from the web\n")).await;
-    let mut seen = String::new();
-    while !seen.contains("[Global] wanda: hello from the web") {
-        let n = tokio::time::timeout(STEP, tcp.read(&mut buf))
-            .await
-            .expect("read in time")
-            .expect("read");
-        assert!(n > 0, "closed: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    read_until(&mut tcp, "[Global] wanda: hello from the web").await;
     // `/mode text` cannot be: raw file chunks do not fit text frames. It stays JSON.
     send(&mut web, Message::text("/mode text")).await;
     assert_eq!(expect_type(&mut web, "mode").await["mode"], "json");
