@@ -273,70 +273,8 @@ async fn discard_until_closed(stream: &mut impl Transport) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-
-    /// A stream of the size the runtime crates' streams may have at most (their tests
-    /// check theirs against [`STREAM_BUDGET`](crate::STREAM_BUDGET)).
-    struct FakeStream(#[allow(dead_code)] [u64; crate::STREAM_BUDGET / 8]);
-
-    impl Transport for FakeStream {
-        fn poll_read(&mut self, _: &mut Context<'_>, _: &mut [u8]) -> Poll<io::Result<usize>> {
-            Poll::Pending
-        }
-        fn poll_write_vectored(
-            &mut self,
-            _: &mut Context<'_>,
-            _: &[IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Pending
-        }
-        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn engine_bytes(&mut self, written: usize) -> usize {
-            written
-        }
-    }
-
-    impl From<()> for FakeStream {
-        fn from((): ()) -> Self {
-            FakeStream([0; crate::STREAM_BUDGET / 8])
-        }
-    }
-
-    /// A runtime that is only a set of types: nothing here is ever run.
-    struct Types;
-
-    impl Runtime for Types {
-        type TcpListener = ();
-        type TcpStream = ();
-        type Stream = FakeStream;
-        fn spawn(_: impl Future<Output = ()> + Send + 'static) {}
-        fn spawn_blocking(_: impl FnOnce() + Send + 'static) {}
-        fn sleep_until(_: Instant) -> impl Future<Output = ()> + Send + 'static {
-            std::future::pending()
-        }
-        fn yield_now() -> impl Future<Output = ()> + Send {
-            std::future::ready(())
-        }
-        fn local_addr(_: &()) -> io::Result<SocketAddr> {
-            Err(io::ErrorKind::Unsupported.into())
-        }
-        async fn accept(_: &()) -> io::Result<((), SocketAddr)> {
-            Err(io::ErrorKind::Unsupported.into())
-        }
-        async fn tls_accept(_: Arc<rustls::ServerConfig>, (): ()) -> io::Result<FakeStream> {
-            Err(io::ErrorKind::Unsupported.into())
-        }
-        fn web_socket(_: crate::WebSocket<FakeStream>) -> FakeStream {
-            FakeStream::from(())
-        }
-    }
+    use crate::test_runtime::{FakeStream, Types};
 
     #[test]
     fn an_idle_connection_task_is_small() {

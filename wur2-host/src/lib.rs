@@ -46,6 +46,8 @@ mod runtime;
 mod server;
 mod status;
 mod storage;
+#[cfg(test)]
+mod test_runtime;
 mod tls;
 mod web;
 

@@ -253,19 +253,26 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// The next client, or `None` once the server stops taking clients.
+///
+/// Takes one client per turn of the runtime: after each accept it lets every other ready
+/// task run first. A thousand clients arriving at once would otherwise be accepted (and
+/// their tasks started) in runs of the runtime's whole budget, ahead of the connected
+/// users' messages; this way a connection storm shares the CPU with them turn by turn.
 pub(crate) async fn next_client<R: Runtime>(
     listener: &R::TcpListener,
     stop: &watch::Receiver<bool>,
 ) -> Option<io::Result<(R::TcpStream, SocketAddr)>> {
     // The stop signal first: a client waiting in the backlog is not taken after it.
-    futures_lite::future::or(
+    let accepted = futures_lite::future::or(
         async {
             stopped(stop.clone()).await;
             None
         },
         async { Some(R::accept(listener).await) },
     )
-    .await
+    .await?;
+    R::yield_now().await;
+    Some(accepted)
 }
 
 /// Accepts plain clients and hands them to the engine's loop, until the server stops
@@ -445,5 +452,30 @@ impl Drop for HandshakeSlot {
                 counts.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::test_runtime::Types;
+
+    #[test]
+    fn an_accept_loop_gives_the_runtime_back_after_each_client() {
+        // `Types`' accept is ready at once, as a listener's is with clients in its backlog.
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut next = pin!(next_client::<Types>(&(), &stop));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            next.as_mut().poll(&mut cx).is_pending(),
+            "the other ready tasks run before the next client is taken"
+        );
+        assert!(matches!(
+            next.as_mut().poll(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
     }
 }
