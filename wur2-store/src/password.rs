@@ -4,8 +4,10 @@
 //! threads it would stall every other task. [`HashPool`] owns a few OS threads (one per core
 //! by default) fed through two bounded queues, one for logins of existing accounts and one
 //! for registrations: a free thread always takes a waiting login first, so a flood of
-//! registrations cannot make logins wait behind it. When a job's queue is full it is
-//! refused at once ([`Refused::Busy`]) instead of piling up, and results come back through
+//! registrations cannot make logins wait behind it. A caller takes a [`Place`] in a queue
+//! before the work its job needs (looking the account up), so no more logins do that work
+//! at once than the queue can take; when a queue is full the place is refused at once
+//! ([`Refused::Busy`]) instead of piling up, and results come back through
 //! a oneshot channel that any runtime can await. Passwords and hashes never reach a log
 //! line or `Debug` output.
 
@@ -61,6 +63,9 @@ struct Queues {
 struct Waiting {
     logins: VecDeque<Job>,
     registrations: VecDeque<Job>,
+    /// Places taken and not yet used or given back, per queue: they count as queued.
+    reserved_logins: usize,
+    reserved_registrations: usize,
     max_logins: usize,
     max_registrations: usize,
     /// Threads waiting for a job: a job they will take at once fits even in a queue of 0.
@@ -70,17 +75,23 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn len(&self) -> usize {
-        self.logins.len() + self.registrations.len()
+    /// The places taken in `priority`'s queue.
+    fn reserved(&mut self, priority: Priority) -> &mut usize {
+        match priority {
+            Priority::Login => &mut self.reserved_logins,
+            Priority::Registration => &mut self.reserved_registrations,
+        }
     }
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads (0: one per available core) with room for `logins`
-    /// waiting login jobs and `registrations` waiting registration jobs. The threads end
-    /// when the pool is dropped, after the jobs already queued.
+    /// Starts `threads` hashing threads (0: one per available core), `nice` nice steps
+    /// below the calling thread (see [`lower_priority`]), with room for `logins` waiting login jobs and
+    /// `registrations` waiting registration jobs. The threads end when the pool is
+    /// dropped, after the jobs already queued.
     pub(crate) fn start(
         threads: usize,
+        nice: u8,
         logins: usize,
         registrations: usize,
     ) -> std::io::Result<HashPool> {
@@ -95,6 +106,8 @@ impl HashPool {
             state: Mutex::new(Waiting {
                 logins: VecDeque::new(),
                 registrations: VecDeque::new(),
+                reserved_logins: 0,
+                reserved_registrations: 0,
                 max_logins: logins,
                 max_registrations: registrations,
                 idle: 0,
@@ -107,7 +120,10 @@ impl HashPool {
             let queues = Arc::clone(&queues);
             thread::Builder::new()
                 .name(format!("wur2-argon2-{index}"))
-                .spawn(move || work(&queues))?;
+                .spawn(move || {
+                    lower_priority(nice);
+                    work(&queues);
+                })?;
         }
         Ok(HashPool { queues, threads })
     }
@@ -122,26 +138,61 @@ impl HashPool {
         self.queues.waiting.load(Ordering::Relaxed)
     }
 
-    /// Whether a job of `priority` would be refused as busy now (its queue full and no
-    /// thread free to take it): a caller can say so before any work the job would need.
-    /// Only a hint: [`HashPool::run`] decides.
-    pub(crate) fn is_full(&self, priority: Priority) -> bool {
-        let Ok(state) = self.queues.state.lock() else {
-            return false;
+    /// A place in `priority`'s queue for a job to come, refused as busy when the queue is
+    /// full (places taken count as queued, beyond one per thread waiting for work).
+    pub(crate) fn reserve(&self, priority: Priority) -> Result<Place, Refused> {
+        let Ok(mut state) = self.queues.state.lock() else {
+            return Err(Refused::Stopped);
         };
-        let (queue, max) = match priority {
-            Priority::Login => (&state.logins, state.max_logins),
-            Priority::Registration => (&state.registrations, state.max_registrations),
+        if !state.open {
+            return Err(Refused::Stopped);
+        }
+        let idle = state.idle;
+        let (queued, max) = match priority {
+            Priority::Login => (state.logins.len(), state.max_logins),
+            Priority::Registration => (state.registrations.len(), state.max_registrations),
         };
-        queue.len() >= max && state.idle <= state.len()
+        let reserved = state.reserved(priority);
+        // The threads waiting for work take that many of the jobs to come at once: room
+        // for them comes on top of the queue's.
+        if queued + *reserved >= max + idle {
+            return Err(Refused::Busy);
+        }
+        *reserved += 1;
+        Ok(Place {
+            queues: Arc::clone(&self.queues),
+            priority,
+            used: false,
+        })
     }
 
-    /// Queues `job` with `priority`; its result arrives on the returned receiver.
+    /// Queues `job` with `priority` (a place taken and used at once); its result arrives
+    /// on the returned receiver.
     pub(crate) fn run<T, F>(
         &self,
         priority: Priority,
         job: F,
     ) -> Result<oneshot::Receiver<T>, Refused>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.reserve(priority)?.run(job)
+    }
+}
+
+/// A place taken in one of the pool's queues ([`HashPool::reserve`]): used by
+/// [`Place::run`], given back when dropped unused.
+pub(crate) struct Place {
+    queues: Arc<Queues>,
+    priority: Priority,
+    used: bool,
+}
+
+impl Place {
+    /// Queues `job` in this place; its result arrives on the returned receiver. Refused
+    /// only when the pool has stopped.
+    pub(crate) fn run<T, F>(mut self, job: F) -> Result<oneshot::Receiver<T>, Refused>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -155,22 +206,31 @@ impl HashPool {
             return Err(Refused::Stopped);
         };
         let state = &mut *guard;
+        // The place is used whatever follows: `Drop` must not give it back again.
+        self.used = true;
+        *state.reserved(self.priority) -= 1;
         if !state.open {
             return Err(Refused::Stopped);
         }
-        let taken_at_once = state.idle > state.len();
-        let (queue, max) = match priority {
-            Priority::Login => (&mut state.logins, state.max_logins),
-            Priority::Registration => (&mut state.registrations, state.max_registrations),
-        };
-        if queue.len() >= max && !taken_at_once {
-            return Err(Refused::Busy);
+        match self.priority {
+            Priority::Login => state.logins.push_back(job),
+            Priority::Registration => state.registrations.push_back(job),
         }
-        queue.push_back(job);
         self.queues.waiting.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         self.queues.ready.notify_one();
         Ok(result)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        if let Ok(mut state) = self.queues.state.lock() {
+            *state.reserved(self.priority) -= 1;
+        }
     }
 }
 
@@ -182,6 +242,27 @@ impl Drop for HashPool {
         self.queues.ready.notify_all();
     }
 }
+
+/// Raises the calling thread's nice value by `steps` (up to the maximum, 19), on Linux
+/// where a nice value belongs to one thread: the hashing threads then run that far below
+/// the server's other threads, whatever nice value the server was started with, and take
+/// the CPU time the engine and the connection tasks leave instead of an equal share.
+/// Raising one's own nice value needs no privilege and cannot fail.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_priority(steps: u8) {
+    if steps == 0 {
+        return;
+    }
+    // SAFETY: `nice` takes one integer and no pointers and touches no memory of ours; on
+    // Linux it changes only the calling thread's nice value. Its result (the new value, or
+    // -1 on a failure, which a positive step cannot have) is not needed.
+    unsafe { libc::nice(libc::c_int::from(steps.min(19))) };
+}
+
+/// Elsewhere a nice value is the whole process's: the hashing threads keep theirs.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: u8) {}
 
 /// A hashing thread: takes the oldest waiting login, else the oldest registration, until
 /// the pool closes and nothing is left.
@@ -425,7 +506,7 @@ mod tests {
         logins: usize,
         registrations: usize,
     ) -> (HashPool, std::sync::mpsc::Sender<()>) {
-        let pool = HashPool::start(1, logins, registrations).expect("threads start");
+        let pool = HashPool::start(1, 0, logins, registrations).expect("threads start");
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let (started, running) = std::sync::mpsc::channel::<()>();
         let blocker = pool.run(Priority::Login, move || {
@@ -438,33 +519,50 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_at_once_and_says_so_beforehand() {
+    fn a_full_queue_refuses_at_once_and_a_place_taken_counts_as_queued() {
         let (pool, release) = blocked_pool(1, 1);
-        assert!(!pool.is_full(Priority::Login));
-        let login = pool
-            .run(Priority::Login, || true)
-            .expect("room for one login");
-        assert!(pool.is_full(Priority::Login));
-        assert!(
-            !pool.is_full(Priority::Registration),
-            "each queue on its own"
-        );
+        // A login takes its place before looking its account up: the next one is refused
+        // before any lookup, though no job is queued yet.
+        let place = pool.reserve(Priority::Login).expect("room for one login");
+        assert_eq!(pool.waiting(), 0, "a place is not a queued job");
+        assert_eq!(pool.reserve(Priority::Login).err(), Some(Refused::Busy));
         assert_eq!(
             pool.run(Priority::Login, || true).err(),
             Some(Refused::Busy)
         );
         let registration = pool
             .run(Priority::Registration, || true)
-            .expect("room for one registration");
+            .expect("each queue on its own: room for one registration");
         assert_eq!(
-            pool.run(Priority::Registration, || true).err(),
+            pool.reserve(Priority::Registration).err(),
             Some(Refused::Busy)
         );
-        assert!(pool.is_full(Priority::Registration));
+        let login = place
+            .run(|| true)
+            .expect("a place taken is never refused as busy");
         assert_eq!(pool.waiting(), 2);
+        assert_eq!(
+            pool.reserve(Priority::Login).err(),
+            Some(Refused::Busy),
+            "the used place is the queued job now"
+        );
         drop(release);
         assert_eq!(futures::executor::block_on(login), Ok(true));
         assert_eq!(futures::executor::block_on(registration), Ok(true));
+    }
+
+    #[test]
+    fn a_place_given_back_unused_frees_its_room() {
+        let (pool, release) = blocked_pool(1, 1);
+        let place = pool.reserve(Priority::Login).expect("room for one login");
+        assert_eq!(pool.reserve(Priority::Login).err(), Some(Refused::Busy));
+        // The login failed before its hash (say, its lookup timed out).
+        drop(place);
+        let login = pool
+            .run(Priority::Login, || 7)
+            .expect("the room is free again");
+        drop(release);
+        assert_eq!(futures::executor::block_on(login), Ok(7));
     }
 
     #[test]
@@ -513,9 +611,31 @@ mod tests {
         assert_eq!(futures::executor::block_on(login), Ok("in"));
     }
 
+    /// This thread's nice value, from `/proc`.
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("readable");
+        // The nice value is field 19; the fields after the command's ")" start at 3.
+        let (_, fields) = stat.rsplit_once(')').expect("a stat line");
+        let nice = fields.split_whitespace().nth(16).expect("field 19");
+        nice.parse().expect("a number")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashing_threads_run_their_steps_below_the_thread_that_started_them() {
+        let pool = HashPool::start(1, 7, 1, 1).expect("threads start");
+        let nice = pool.run(Priority::Login, own_nice).expect("queued");
+        let expected = (own_nice() + 7).min(19);
+        assert_eq!(futures::executor::block_on(nice), Ok(expected));
+        let unchanged = HashPool::start(1, 0, 1, 1).expect("threads start");
+        let nice = unchanged.run(Priority::Login, own_nice).expect("queued");
+        assert_eq!(futures::executor::block_on(nice), Ok(own_nice()));
+    }
+
     #[test]
     fn an_idle_thread_takes_a_job_even_with_no_queue() {
-        let pool = HashPool::start(1, 0, 0).expect("threads start");
+        let pool = HashPool::start(1, 0, 0, 0).expect("threads start");
         // The thread may not be waiting yet: retry until it is.
         let job = (0..1_000)
             .find_map(|_| {

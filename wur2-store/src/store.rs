@@ -17,7 +17,7 @@ use crate::db::{
     AppendRow, ChannelSetting, Db, Invitation, NewSanction, Purge, RoleChange, SanctionChange,
     StoredUser,
 };
-use crate::password::{HashPool, Hasher, Priority, Refused as HashRefused};
+use crate::password::{HashPool, Hasher, Place, Priority, Refused as HashRefused};
 use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
 use crate::{OpenError, User};
 
@@ -167,6 +167,7 @@ impl Store {
             Hasher::new(config.password).map_err(|invalid| OpenError::PasswordParams(invalid.0))?;
         let hash_pool = HashPool::start(
             config.hash_threads,
+            config.hash_nice,
             config.hash_queue,
             config.registration_hash_queue,
         )
@@ -630,19 +631,33 @@ impl Shared {
         }
     }
 
-    /// Runs `job` on the hashing pool, in the queue of `priority`, and waits for its result
-    /// without blocking.
+    /// A place in `priority`'s hashing queue, taken before the database work its job
+    /// needs: a full queue refuses as busy before any query, so a storm of logins costs no
+    /// more lookups at once than the queue holds (queries that would wait beside
+    /// everyone's messages).
+    fn hash_place(&self, priority: Priority) -> Result<Place, StoreError> {
+        self.hash_pool.reserve(priority).map_err(hash_refused)
+    }
+
+    /// Runs `job` on the hashing pool in `place` and waits for its result without
+    /// blocking.
     async fn hashing<T: Send + 'static>(
         &self,
-        priority: Priority,
+        place: Place,
         job: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         let hasher = self.hasher.clone();
-        let stopped = || StoreError::Unavailable("the password hashing threads stopped".into());
-        match self.hash_pool.run(priority, move || job(&hasher)) {
-            Ok(result) => result.await.map_err(|_| stopped()),
-            Err(HashRefused::Busy) => Err(StoreError::Busy),
-            Err(HashRefused::Stopped) => Err(stopped()),
+        let result = place.run(move || job(&hasher)).map_err(hash_refused)?;
+        result.await.map_err(|_| hash_refused(HashRefused::Stopped))
+    }
+}
+
+/// The store's error for a job the hashing pool did not take or finish.
+fn hash_refused(refused: HashRefused) -> StoreError {
+    match refused {
+        HashRefused::Busy => StoreError::Busy,
+        HashRefused::Stopped => {
+            StoreError::Unavailable("the password hashing threads stopped".into())
         }
     }
 }
@@ -804,9 +819,7 @@ async fn register(
     username: String,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
-    if shared.hash_pool.is_full(Priority::Registration) {
-        return Err(StoreError::Busy);
-    }
+    let place = shared.hash_place(Priority::Registration)?;
     // Save a hash when the name is obviously taken; the insert below decides races.
     if shared
         .in_time(shared.db.find_user(&username_key(&username)))
@@ -816,7 +829,7 @@ async fn register(
         return Err(StoreError::UsernameTaken);
     }
     let hash = shared
-        .hashing(Priority::Registration, move |hasher| hasher.hash(&password))
+        .hashing(place, move |hasher| hasher.hash(&password))
         .await?;
     let hash = hash.map_err(StoreError::Unavailable)?;
     if !shared
@@ -838,11 +851,7 @@ async fn login(
     username: String,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
-    // A full hashing queue refuses the login anyway: before any database work, so a storm
-    // of retries costs no queries (which would wait beside everyone's messages).
-    if shared.hash_pool.is_full(Priority::Login) {
-        return Err(StoreError::Busy);
-    }
+    let place = shared.hash_place(Priority::Login)?;
     let user_key = username_key(&username);
     let user = shared.in_time(shared.db.find_user(&user_key)).await?;
     let sanctions = match &user {
@@ -864,7 +873,7 @@ async fn login(
     let stored = hash_to_check(shared, user.as_ref());
     // Verify, and when the stored cost is below the current one hash again, in one job.
     let (matches, rehashed) = shared
-        .hashing(Priority::Login, move |hasher| {
+        .hashing(place, move |hasher| {
             let matches = hasher.verify(&password, &stored);
             let rehashed = if matches && hasher.needs_rehash(&stored) {
                 hasher.hash(&password).ok()
@@ -1000,11 +1009,12 @@ async fn change_password(
     old: Password,
     new: Password,
 ) -> Result<StoreReply, StoreError> {
+    let place = shared.hash_place(Priority::Login)?;
     let key = username_key(username);
     let (user, stored) = account_and_hash(shared, &key).await?;
     // Verify, then hash the new one, in one job on the login queue.
     let hashed = shared
-        .hashing(Priority::Login, move |hasher| {
+        .hashing(place, move |hasher| {
             hasher.verify(&old, &stored).then(|| hasher.hash(&new))
         })
         .await?;
@@ -1025,12 +1035,11 @@ async fn delete_account(
     username: &str,
     password: Password,
 ) -> Result<StoreReply, StoreError> {
+    let place = shared.hash_place(Priority::Login)?;
     let key = username_key(username);
     let (user, stored) = account_and_hash(shared, &key).await?;
     let matches = shared
-        .hashing(Priority::Login, move |hasher| {
-            hasher.verify(&password, &stored)
-        })
+        .hashing(place, move |hasher| hasher.verify(&password, &stored))
         .await?;
     if user.is_none() || !matches {
         tracing::debug!("account deletion refused");

@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.serve, cli.operator, cli.cluster, &url, &location).await,
         Some(Command::Chat(args)) => wur2_client::run(args).await,
         Some(Command::Role { user, role }) => {
-            let (store, _writer) = open_store(&url, &location).await?;
+            let (store, _writer) = open_store(&url, &location, StoreConfig::default()).await?;
             let result = store.set_role(&user, role).await;
             store.close().await;
             let account = result.with_context(|| format!("cannot set the role of {user}"))?;
@@ -155,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::PurgeUser { user }) => {
-            let (store, _writer) = open_store(&url, &location).await?;
+            let (store, _writer) = open_store(&url, &location, StoreConfig::default()).await?;
             let result = store.purge_user(&user).await;
             store.close().await;
             let purged = result.with_context(|| format!("cannot purge {user}"))?;
@@ -179,7 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             };
             let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
-            let (store, _writer) = open_store(&url, &location).await?;
+            let (store, _writer) = open_store(&url, &location, StoreConfig::default()).await?;
             let result = store.ban(&user, duration, &reason).await;
             store.close().await;
             let ban = result.with_context(|| format!("cannot ban {user}"))?;
@@ -199,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Unban { user }) => {
-            let (store, _writer) = open_store(&url, &location).await?;
+            let (store, _writer) = open_store(&url, &location, StoreConfig::default()).await?;
             let result = store.unban(&user).await;
             store.close().await;
             let username = result.with_context(|| format!("cannot unban {user}"))?;
@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Users) => {
-            let (store, _writer) = open_store(&url, &location).await?;
+            let (store, _writer) = open_store(&url, &location, StoreConfig::default()).await?;
             let result = store.list_users().await;
             store.close().await;
             for account in result.context("cannot list users")? {
@@ -248,8 +248,12 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn open_store(url: &str, location: &str) -> anyhow::Result<(Store, AppendWriter)> {
-    Store::open(url, StoreConfig::default())
+async fn open_store(
+    url: &str,
+    location: &str,
+    config: StoreConfig,
+) -> anyhow::Result<(Store, AppendWriter)> {
+    Store::open(url, config)
         .await
         .with_context(|| format!("cannot open the database ({location})"))
 }
@@ -275,7 +279,7 @@ async fn serve(
         }
         None => None,
     };
-    let (store, writer) = open_store(url, location).await?;
+    let (store, writer) = open_store(url, location, args.store_config()).await?;
     let writer = tokio::spawn(writer.run());
     info!("data lives in {location}");
     let listener = match listener::chat_listener(args.listen) {

@@ -1,7 +1,7 @@
 //! The `wur2` binary's chat settings: every flag (and environment variable) that makes the
-//! engine's [`Config`] or the driver's [`Options`]. Each default is read from
-//! `Config::default()` or `Options::default()`, so the flags can never drift from the
-//! library's defaults.
+//! engine's [`Config`], the driver's [`Options`] or the store's [`StoreConfig`]. Each
+//! default is read from `Config::default()`, `Options::default()` or
+//! `StoreConfig::default()`, so the flags can never drift from the library's defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use wur2_engine::Config;
 use wur2_host::{Options, message_id_origin};
+use wur2_store::StoreConfig;
 
 /// Settings of the chat server itself.
 #[derive(clap::Args, Debug, Clone)]
@@ -144,6 +145,16 @@ pub(crate) struct ServeArgs {
         default_value_t = Options::default().shutdown_timeout.as_secs()
     )]
     pub shutdown_timeout_secs: u64,
+    /// Nice steps the password hashing threads run below the rest of the server (Linux,
+    /// 0 – 19): during a login storm connected users' messages go first. 0 when other busy
+    /// processes share the server's scheduling group and logins wait too long behind them.
+    #[arg(
+        long,
+        env = "WUR2_HASH_NICE",
+        default_value_t = StoreConfig::default().hash_nice,
+        value_parser = clap::value_parser!(u8).range(0..=19)
+    )]
+    pub hash_nice: u8,
 }
 
 impl ServeArgs {
@@ -177,6 +188,14 @@ impl ServeArgs {
             server_files: self.files_dir.is_some(),
             message_id_origin: message_id_origin(),
             ..Config::default()
+        }
+    }
+
+    /// The store configuration these settings ask for.
+    pub(crate) fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            hash_nice: self.hash_nice,
+            ..StoreConfig::default()
         }
     }
 
@@ -247,6 +266,17 @@ mod tests {
             options.max_handshakes_per_address,
             Options::default().max_handshakes_per_address
         );
+        assert_eq!(
+            cli.serve.store_config().hash_nice,
+            StoreConfig::default().hash_nice
+        );
+    }
+
+    #[test]
+    fn hash_nice_takes_the_nice_range_only() {
+        let cli = Cli::try_parse_from(["wur2", "--hash-nice", "0"]).expect("0 parses");
+        assert_eq!(cli.serve.store_config().hash_nice, 0);
+        assert!(Cli::try_parse_from(["wur2", "--hash-nice", "20"]).is_err());
     }
 
     #[test]
