@@ -640,20 +640,23 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     // The storm starts with the senders: every storm client connects at once.
     let (storm_tx, mut storm_rx) = mpsc::unbounded_channel::<StormOutcome>();
     let storm_clients = config.storm.as_ref().map_or(0, |storm| storm.clients);
-    if storm_clients > 0 {
+    let storm_thread = if storm_clients > 0 {
         shared
             .storm_start_us
             .store(measure_started_us, Ordering::Release);
-        for index in 0..storm_clients {
-            clients.spawn(storm_client(
-                index,
-                Arc::clone(&shared),
-                storm_tx.clone(),
-                stop_rx.clone(),
-            ));
+        match start_storm(storm_clients, &shared, storm_tx, &stop_rx) {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                let _ = stop_tx.send(true);
+                return Err(LoadError::Config(format!(
+                    "cannot start the storm's thread: {error}"
+                )));
+            }
         }
-    }
-    drop(storm_tx);
+    } else {
+        drop(storm_tx);
+        None
+    };
     // The storm's outcomes as they come; its end (the last outcome) closes the window of
     // "during the storm" deliveries.
     let storm_outcomes = Arc::new(std::sync::Mutex::new(Vec::with_capacity(storm_clients)));
@@ -723,6 +726,10 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         .map(|(end, ready)| end.since(ready));
     let _ = stop_tx.send(true);
     senders.abort_all();
+    if let Some(thread) = storm_thread {
+        // Its clients end at the stop signal, and with them its runtime.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     let last_us = shared.last_delivery_us.load(Ordering::Acquire);
     report.measure_secs = last_us.saturating_sub(measure_started_us) as f64 / 1e6;
 
@@ -1318,8 +1325,7 @@ async fn storm_client(
     shared: Arc<Shared>,
     done: mpsc::UnboundedSender<StormOutcome>,
     mut stop: watch::Receiver<bool>,
-) -> Seen {
-    let seen = Seen::default();
+) {
     let mut outcome = StormOutcome::default();
     let connected = tokio::select! {
         connected = storm_login(index, &shared, &mut outcome) => connected,
@@ -1343,7 +1349,37 @@ async fn storm_client(
             lines.start = 0;
         }
     }
-    seen
+}
+
+/// Starts the storm's `count` clients on a runtime and thread of their own: a thousand
+/// connects and logins at once (each connect runs the loopback handshake in the caller's
+/// thread) would otherwise delay the measured clients' reads and writes, which on real
+/// machines the storm's clients would never share. They report on `outcomes` and end at
+/// the `stop` signal, and the thread with them.
+fn start_storm(
+    count: usize,
+    shared: &Arc<Shared>,
+    outcomes: mpsc::UnboundedSender<StormOutcome>,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (shared, stop) = (Arc::clone(shared), stop.clone());
+    std::thread::Builder::new()
+        .name("storm".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                let mut clients = tokio::task::JoinSet::new();
+                for index in 0..count {
+                    let (shared, outcomes, stop) =
+                        (Arc::clone(&shared), outcomes.clone(), stop.clone());
+                    clients.spawn(storm_client(index, shared, outcomes, stop));
+                }
+                drop(outcomes);
+                while clients.join_next().await.is_some() {}
+            });
+        })
 }
 
 /// One storm client's login, with its retries; the connection once welcomed.
