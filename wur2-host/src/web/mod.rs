@@ -118,12 +118,11 @@ pub(crate) async fn accept_web<R: Runtime>(
 
 /// What a request gets.
 enum Route {
-    /// One of the web client's files.
-    File(Response),
+    /// A response written as it is, then the connection closed: one of the web client's
+    /// files, or a refusal with its reason.
+    Answer(Response),
     /// A WebSocket, once the 101 answer is written.
     Upgrade { key: String },
-    /// A refusal, with its reason.
-    Refuse(Response),
 }
 
 /// Reads the client's request and answers it; returns the upgraded stream for a
@@ -162,7 +161,7 @@ async fn answer<R: Runtime>(
         }
     };
     let response = match route(&request, peer, shared) {
-        Route::File(response) | Route::Refuse(response) => response,
+        Route::Answer(response) => response,
         Route::Upgrade { key } => {
             let switching = Response {
                 status: "101 Switching Protocols",
@@ -195,10 +194,10 @@ fn route(request: &Request, peer: SocketAddr, shared: &WebShared) -> Route {
     if request.method != "GET" {
         let mut refusal = Response::text("405 Method Not Allowed", "only GET\n");
         refusal.headers.push(("Allow", "GET".to_owned()));
-        return Route::Refuse(refusal);
+        return Route::Answer(refusal);
     }
     let file = |body: &'static [u8], content_type: &str| {
-        Route::File(Response {
+        Route::Answer(Response {
             status: "200 OK",
             headers: vec![
                 ("Content-Type", content_type.to_owned()),
@@ -219,7 +218,7 @@ fn route(request: &Request, peer: SocketAddr, shared: &WebShared) -> Route {
         "/app.js" => return file(APP_JS, "text/javascript; charset=utf-8"),
         "/app.css" => return file(APP_CSS, "text/css; charset=utf-8"),
         WEBSOCKET_PATH => {}
-        _ => return Route::Refuse(Response::text("404 Not Found", "not found\n")),
+        _ => return Route::Answer(Response::text("404 Not Found", "not found\n")),
     }
     if !(request.upgrade_websocket && request.connection_upgrade) {
         let mut refusal = Response::text(
@@ -227,23 +226,23 @@ fn route(request: &Request, peer: SocketAddr, shared: &WebShared) -> Route {
             "this is the WebSocket endpoint: connect with a WebSocket client\n",
         );
         refusal.headers.push(("Upgrade", "websocket".to_owned()));
-        return Route::Refuse(refusal);
+        return Route::Answer(refusal);
     }
     if request.websocket_version.as_deref() != Some("13") {
         let mut refusal = Response::text("426 Upgrade Required", "WebSocket version 13 only\n");
         refusal
             .headers
             .push(("Sec-WebSocket-Version", "13".to_owned()));
-        return Route::Refuse(refusal);
+        return Route::Answer(refusal);
     }
     let Some(key) = request.websocket_key.clone() else {
-        return Route::Refuse(Response::text("400 Bad Request", "no Sec-WebSocket-Key\n"));
+        return Route::Answer(Response::text("400 Bad Request", "no Sec-WebSocket-Key\n"));
     };
     if let Some(origin) = &request.origin
         && !origin_allowed(origin, request.host.as_deref(), &shared.options)
     {
         debug!(%peer, %origin, "WebSocket from a foreign origin refused");
-        return Route::Refuse(Response::text(
+        return Route::Answer(Response::text(
             "403 Forbidden",
             format!("origin {origin} may not open a chat here\n"),
         ));
@@ -251,7 +250,7 @@ fn route(request: &Request, peer: SocketAddr, shared: &WebShared) -> Route {
     let connections = shared.counts.get(peer.ip());
     if connections >= shared.limits.max_connections_per_address {
         debug!(%peer, connections, "WebSocket refused: address at its connection limit");
-        return Route::Refuse(Response::text(
+        return Route::Answer(Response::text(
             "429 Too Many Requests",
             "too many connections from your address\n",
         ));
