@@ -30,6 +30,7 @@
 
 mod config;
 mod db;
+mod deadline;
 #[cfg(feature = "host")]
 mod host;
 mod password;

@@ -17,8 +17,9 @@ use crate::db::{
     AppendRow, ChannelSetting, Db, Invitation, NewSanction, Purge, RoleChange, SanctionChange,
     StoredUser,
 };
+use crate::deadline::timed;
 use crate::password::{HashPool, Hasher, Place, Priority, Refused as HashRefused};
-use crate::writer::{Append, AppendQueue, AppendWriter, Refused, timed};
+use crate::writer::{Append, AppendQueue, AppendWriter, Refused};
 use crate::{OpenError, User};
 
 /// Account changes read at most per [`Store::account_changes_after`].

@@ -15,18 +15,17 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use futures::future::{Either, select};
 use futures::task::AtomicWaker;
 use wur2_engine::{StoreError, StoreReply};
 
 use crate::db::{AppendRow, AppendSession, is_permanent};
+use crate::deadline::timed;
 use crate::store::Shared;
 
 /// One append in the queue.
@@ -457,15 +456,5 @@ fn answer(written: impl Iterator<Item = Append>, kept: &[bool]) {
             StoreReply::Failed(StoreError::UnknownUser)
         };
         let _ = append.reply.send(outcome);
-    }
-}
-
-/// `future`'s output, or `None` if it takes longer than `limit`. Uses async-io's timer,
-/// which works under any runtime.
-pub(crate) async fn timed<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let future = pin!(future);
-    match select(future, async_io::Timer::after(limit)).await {
-        Either::Left((output, _)) => Some(output),
-        Either::Right(_) => None,
     }
 }
