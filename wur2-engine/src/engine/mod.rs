@@ -740,7 +740,7 @@ impl Engine {
         // up and closes it past `max_pending_lines` (above), however the driver's reads
         // happened to cut the flood. (Paused, a flooder whose first read was short would
         // trickle at the flood rate, unseen, for as long as its backlog lasts.)
-        let blocked = (session.is_blocked() && !session.is_only_throttled()) || waits;
+        let blocked = session.waits_for_more_than_flood_control() || waits;
         let must_wait = bytes > 0 && blocked;
         if must_wait != session.reading_paused {
             session.reading_paused = must_wait;

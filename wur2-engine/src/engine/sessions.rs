@@ -135,19 +135,15 @@ impl Session {
     /// Whether input must wait (for the store, for flood control or for a slowed-down
     /// login).
     pub(crate) fn is_blocked(&self) -> bool {
-        self.awaiting > 0
-            || self.throttled_until.is_some()
-            || self.login_delayed_until().is_some()
-            || self.upload.is_some_and(|upload| upload.stalled)
+        self.throttled_until.is_some() || self.waits_for_more_than_flood_control()
     }
 
-    /// Whether flood control alone holds input back (no store answer, login delay or
-    /// upload in the way).
-    pub(crate) fn is_only_throttled(&self) -> bool {
-        self.throttled_until.is_some()
-            && self.awaiting == 0
-            && self.login_delayed_until().is_none()
-            && self.upload.is_none()
+    /// Whether input must wait for something other than flood control: a store answer, a
+    /// slowed-down login or a stalled upload.
+    pub(crate) fn waits_for_more_than_flood_control(&self) -> bool {
+        self.awaiting > 0
+            || self.login_delayed_until().is_some()
+            || self.upload.is_some_and(|upload| upload.stalled)
     }
 }
 
