@@ -26,12 +26,13 @@ pub struct StoreConfig {
     /// Threads of the password hashing pool; `0` means one per available core. Default 0.
     pub hash_threads: usize,
     /// How many nice steps the hashing threads run below the server's other threads, on
-    /// Linux (the result is at most 19). Default 19 (the lowest priority): during a login storm connected users'
-    /// messages go first and argon2 takes the CPU they leave, so logins are as fast as
-    /// before on an otherwise idle host. Nice values weigh threads against others in the
-    /// same scheduling group (the server's own threads under systemd or in a container);
-    /// where other busy processes share the server's group, they can slow logins down, and
-    /// 0 puts hashing on a par with everything else. Unused elsewhere than Linux.
+    /// Linux (the result is at most 19). Default 19, the lowest priority: during a login
+    /// storm connected users' messages go first and argon2 takes the CPU they leave, so
+    /// logins are as fast as before on an otherwise idle host. Nice values weigh threads
+    /// against others in the same scheduling group (the server's own threads under
+    /// systemd or in a container); where other busy processes share the server's group,
+    /// they can slow logins down, and 0 puts hashing on a par with everything else.
+    /// Unused elsewhere than Linux.
     pub hash_nice: u8,
     /// Login checks (verify jobs of existing accounts) that may wait for a free hashing
     /// thread; more fail at once with `StoreError::Busy`. Default 256.

@@ -165,7 +165,10 @@ impl Future for Expiry {
 
 impl Drop for Expiry {
     fn drop(&mut self) {
-        if let (Some(id), Some(deadlines)) = (self.id, deadlines()) {
+        // An entry exists only once polled, and then the deadlines exist.
+        if let Some(id) = self.id
+            && let Some(deadlines) = deadlines()
+        {
             deadlines.lock().wakers.remove(&(self.at, id));
         }
     }

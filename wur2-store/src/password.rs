@@ -61,13 +61,8 @@ struct Queues {
 }
 
 struct Waiting {
-    logins: VecDeque<Job>,
-    registrations: VecDeque<Job>,
-    /// Places taken and not yet used or given back, per queue: they count as queued.
-    reserved_logins: usize,
-    reserved_registrations: usize,
-    max_logins: usize,
-    max_registrations: usize,
+    logins: Queue,
+    registrations: Queue,
     /// Threads waiting for a job: a job they will take at once fits even in a queue of 0.
     idle: usize,
     /// Cleared when the pool is dropped: the threads finish what is queued, then end.
@@ -75,20 +70,39 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// The places taken in `priority`'s queue.
-    fn reserved(&mut self, priority: Priority) -> &mut usize {
+    /// `priority`'s queue.
+    fn queue(&mut self, priority: Priority) -> &mut Queue {
         match priority {
-            Priority::Login => &mut self.reserved_logins,
-            Priority::Registration => &mut self.reserved_registrations,
+            Priority::Login => &mut self.logins,
+            Priority::Registration => &mut self.registrations,
+        }
+    }
+}
+
+/// One bounded queue of jobs.
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Places taken and not yet used or given back: they count as queued.
+    reserved: usize,
+    /// Most jobs and places at once, besides those the idle threads take at once.
+    max: usize,
+}
+
+impl Queue {
+    fn new(max: usize) -> Queue {
+        Queue {
+            jobs: VecDeque::new(),
+            reserved: 0,
+            max,
         }
     }
 }
 
 impl HashPool {
     /// Starts `threads` hashing threads (0: one per available core), `nice` nice steps
-    /// below the calling thread (see [`lower_priority`]), with room for `logins` waiting login jobs and
-    /// `registrations` waiting registration jobs. The threads end when the pool is
-    /// dropped, after the jobs already queued.
+    /// below the calling thread (see [`lower_priority`]), with room for `logins` waiting
+    /// login jobs and `registrations` waiting registration jobs. The threads end when the
+    /// pool is dropped, after the jobs already queued.
     pub(crate) fn start(
         threads: usize,
         nice: u8,
@@ -104,12 +118,8 @@ impl HashPool {
         };
         let queues = Arc::new(Queues {
             state: Mutex::new(Waiting {
-                logins: VecDeque::new(),
-                registrations: VecDeque::new(),
-                reserved_logins: 0,
-                reserved_registrations: 0,
-                max_logins: logins,
-                max_registrations: registrations,
+                logins: Queue::new(logins),
+                registrations: Queue::new(registrations),
                 idle: 0,
                 open: true,
             }),
@@ -148,17 +158,13 @@ impl HashPool {
             return Err(Refused::Stopped);
         }
         let idle = state.idle;
-        let (queued, max) = match priority {
-            Priority::Login => (state.logins.len(), state.max_logins),
-            Priority::Registration => (state.registrations.len(), state.max_registrations),
-        };
-        let reserved = state.reserved(priority);
+        let queue = state.queue(priority);
         // The threads waiting for work take that many of the jobs to come at once: room
         // for them comes on top of the queue's.
-        if queued + *reserved >= max + idle {
+        if queue.jobs.len() + queue.reserved >= queue.max + idle {
             return Err(Refused::Busy);
         }
-        *reserved += 1;
+        queue.reserved += 1;
         Ok(Place {
             queues: Arc::clone(&self.queues),
             priority,
@@ -208,14 +214,13 @@ impl Place {
         let state = &mut *guard;
         // The place is used whatever follows: `Drop` must not give it back again.
         self.used = true;
-        *state.reserved(self.priority) -= 1;
-        if !state.open {
+        let open = state.open;
+        let queue = state.queue(self.priority);
+        queue.reserved -= 1;
+        if !open {
             return Err(Refused::Stopped);
         }
-        match self.priority {
-            Priority::Login => state.logins.push_back(job),
-            Priority::Registration => state.registrations.push_back(job),
-        }
+        queue.jobs.push_back(job);
         self.queues.waiting.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         self.queues.ready.notify_one();
@@ -229,7 +234,7 @@ impl Drop for Place {
             return;
         }
         if let Ok(mut state) = self.queues.state.lock() {
-            *state.reserved(self.priority) -= 1;
+            state.queue(self.priority).reserved -= 1;
         }
     }
 }
@@ -274,9 +279,9 @@ fn work(queues: &Queues) {
                 return;
             };
             loop {
-                let next = match state.logins.pop_front() {
+                let next = match state.logins.jobs.pop_front() {
                     Some(job) => Some(job),
-                    None => state.registrations.pop_front(),
+                    None => state.registrations.jobs.pop_front(),
                 };
                 if let Some(job) = next {
                     queues.waiting.fetch_sub(1, Ordering::Relaxed);
