@@ -3,12 +3,13 @@
 //! of chat state; it never decides anything about the chat.
 //!
 //! Memory matters here more than anywhere (thousands of idle clients): while a connection
-//! is idle its task holds no read buffer and no write buffer. Reads go through a stack
-//! buffer inside the task's poll and leave as exactly-sized [`Bytes`]; the write queue is
+//! is idle its task holds no read buffer and no write buffer. Reads go through one buffer
+//! per thread and leave as exactly-sized [`Bytes`]; the write queue is
 //! released as soon as it is empty. The task waits in one hand-written poll (instructions,
 //! writability, readability) rather than a select of futures, so it holds a few references
 //! while it waits, not three futures' worth of state.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -188,16 +189,26 @@ fn send<S: Send>(
     }
 }
 
-/// One read into a stack buffer; `Ready(Ok(empty))` at end of stream.
+thread_local! {
+    /// The read buffer of every connection task the thread polls, zeroed once: a buffer on
+    /// the stack would be zeroed (16 KiB) by every poll that tries to read, most of which
+    /// find nothing or a line.
+    static READ_BUFFER: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// One read into the thread's read buffer, handed on as an exactly-sized copy;
+/// `Ready(Ok(empty))` at end of stream.
 fn poll_read_chunk(stream: &mut impl Transport, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-    let mut buf = [0u8; READ_CHUNK];
-    loop {
-        match stream.poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(n)) => return Poll::Ready(Ok(Bytes::copy_from_slice(&buf[..n]))),
-            Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-            other => return other.map(|result| result.map(|_| Bytes::new())),
+    READ_BUFFER.with_borrow_mut(|buf| {
+        loop {
+            match stream.poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Ok(Bytes::copy_from_slice(&buf[..n]))),
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other.map(|result| result.map(|_| Bytes::new())),
+            }
         }
-    }
+    })
 }
 
 /// Writes as much of `queue` as the transport takes now, many buffers per call.

@@ -88,22 +88,25 @@ impl From<TcpStream> for TokioStream {
     }
 }
 
+/// One [`AsyncRead::poll_read`] into `buf`; how many bytes it filled.
+fn poll_read_into(
+    stream: Pin<&mut impl AsyncRead>,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    ready!(stream.poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().len()))
+}
+
 impl Transport for TokioStream {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
-            TokioStream::Plain(stream) => loop {
-                ready!(stream.poll_read_ready(cx))?;
-                match stream.try_read(buf) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    result => return Poll::Ready(result),
-                }
-            },
+            // Tokio's own read: a read that leaves room in `buf` drained the socket, so it
+            // waits for readiness again without another read to learn `WouldBlock`.
+            TokioStream::Plain(stream) => poll_read_into(Pin::new(stream), cx, buf),
             TokioStream::Web(socket) => socket.poll_read(cx, buf),
-            TokioStream::Tls(stream) => {
-                let mut buf = ReadBuf::new(buf);
-                ready!(Pin::new(stream.as_mut()).poll_read(cx, &mut buf))?;
-                Poll::Ready(Ok(buf.filled().len()))
-            }
+            TokioStream::Tls(stream) => poll_read_into(Pin::new(stream.as_mut()), cx, buf),
         }
     }
 
