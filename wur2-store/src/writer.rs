@@ -351,10 +351,9 @@ pub(crate) async fn run_writer(shared: &Arc<Shared>, tail_due: &AtomicBool) {
             if !more {
                 break;
             }
-            // The tasks woken with these appends (the deliveries of the same messages) run
-            // first: history does not delay chat, and what they append meanwhile joins
-            // this batch. At light load the batch waits out the commit interval too.
-            futures_lite::future::yield_now().await;
+            // Written at once: every message waits for its commit before anyone gets it
+            // (durable delivery), and what is appended while this batch is written joins
+            // the next. At light load the batch waits out the commit interval.
             let due = last_batch.map(|started| started + config.commit_interval);
             if let Some(wait) = due.and_then(|due| due.checked_duration_since(Instant::now()))
                 && shared.queue.len() < config.max_batch
