@@ -101,7 +101,12 @@ impl Transport for AsyncStdStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self {
-            AsyncStdStream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            // One buffer (most writes: one message) goes by send(2), which skips writev's
+            // file layer (its iovec copy, checks and notifications).
+            AsyncStdStream::Plain(stream) => match bufs {
+                [one] => Pin::new(stream).poll_write(cx, one),
+                _ => Pin::new(stream).poll_write_vectored(cx, bufs),
+            },
             AsyncStdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
             AsyncStdStream::Web(socket) => socket.poll_write_vectored(cx, bufs),
         }

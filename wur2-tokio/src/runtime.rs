@@ -118,7 +118,13 @@ impl Transport for TokioStream {
         match self {
             TokioStream::Plain(stream) => loop {
                 ready!(stream.poll_write_ready(cx))?;
-                match stream.try_write_vectored(bufs) {
+                // One buffer (most writes: one message) goes by send(2), which skips
+                // writev's file layer (its iovec copy, checks and notifications).
+                let written = match bufs {
+                    [one] => stream.try_write(one),
+                    _ => stream.try_write_vectored(bufs),
+                };
+                match written {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                     result => return Poll::Ready(result),
                 }
