@@ -1,6 +1,7 @@
 //! Many sessions on one engine (issue 20): 10 000 and then 50 000 logged-in connections,
 //! all in the default channel: how long logging them all in takes, the engine's heap per
-//! logged-in session, and how long `/list`, `/channels` and a shutdown take. Each should
+//! logged-in session, and how long `/list`, `/channels`, every session opening (and so
+//! registering and owning) a channel of its own, and a shutdown take. Each should
 //! grow linearly with the sessions (no quadratic step), which the two sizes show side by
 //! side.
 //!
@@ -52,6 +53,13 @@ fn measure(sessions: usize) {
     let (list, list_bytes) = timed(&mut engine, "/list\n");
     let (channels, _) = timed(&mut engine, "/channels\n");
     let start = Instant::now();
+    for (i, &connection) in connections.iter().enumerate() {
+        let line = format!("/join #own{i}\n");
+        engine.handle_received(connection, line.as_bytes(), now);
+        drain(&mut engine, now);
+    }
+    let own_channels = start.elapsed();
+    let start = Instant::now();
     engine.handle_shutdown(now);
     drain(&mut engine, now);
     let shutdown = start.elapsed();
@@ -71,6 +79,11 @@ fn measure(sessions: usize) {
         millis(list)
     );
     println!("  /channels:               {:>9.3} ms", millis(channels));
+    println!(
+        "  each opens a channel:    {:>9.1} ms ({:.1} µs each)",
+        millis(own_channels),
+        micros(own_channels) / sessions as f64
+    );
     println!(
         "  shutdown:                {:>9.1} ms ({:.2} µs per session)",
         millis(shutdown),

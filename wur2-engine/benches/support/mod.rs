@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use wur2_engine::{ConnectionId, Engine, Output, Role, StoreReply, StoreRequest};
+use wur2_engine::{ConnectionId, Engine, Output, Role, StoreReply, StoreRequest, StoredChannel};
 
 /// What one [`drain`] handed out for connections.
 #[derive(Debug, Default, Clone, Copy)]
@@ -15,7 +15,8 @@ pub struct Drained {
 
 /// Drains outputs as a driver would: for every recipient the shared buffer is cloned (a
 /// reference-count bump), "written" at once and reported, then released; the store
-/// answers at once (registrations succeed, history and pending messages are empty).
+/// answers at once (registrations succeed, history and pending messages are empty, the
+/// channel catalogue starts empty and every new channel is registered).
 pub fn drain(engine: &mut Engine, now: Instant) -> Drained {
     let mut drained = Drained::default();
     while let Some(output) = engine.poll_output() {
@@ -42,6 +43,16 @@ pub fn drain(engine: &mut Engine, now: Instant) -> Drained {
                     },
                     StoreRequest::FetchHistory { .. } => StoreReply::History(Vec::new()),
                     StoreRequest::FetchPending { .. } => StoreReply::Pending(Vec::new()),
+                    StoreRequest::LoadChannels => StoreReply::Channels(Vec::new()),
+                    StoreRequest::RegisterChannel { name, owner } => {
+                        StoreReply::Channels(vec![StoredChannel {
+                            name,
+                            owner,
+                            topic: None,
+                            private: false,
+                            invited: Vec::new(),
+                        }])
+                    }
                     _ => StoreReply::Done,
                 };
                 engine.handle_store_reply(id, reply, now);

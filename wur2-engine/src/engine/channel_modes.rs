@@ -193,7 +193,7 @@ impl Engine {
         }
         let owner = Some(sender.username.clone());
         // Owned at once: the store's answer corrects it if another node was first.
-        self.channels.settings_mut(&name).1.owner = owner.clone();
+        self.channels.set_owner(&name, owner.clone());
         let id = self.request(StoreRequest::RegisterChannel { name, owner });
         self.catalogue_requests
             .insert(id, CatalogueRequest::Register(key.to_owned()));
@@ -399,7 +399,8 @@ impl Engine {
 
     /// `channel` was registered, here or on another node, with `owner` as stored.
     pub(super) fn apply_registered(&mut self, channel: &str, owner: Option<String>) {
-        self.channels.settings_mut(channel).1.owner = owner.filter(|o| is_valid_username(o));
+        let owner = owner.filter(|o| is_valid_username(o));
+        self.channels.set_owner(channel, owner);
     }
 
     /// `/names`: who is in the sender's channel, on this node and the others, each once,

@@ -7,7 +7,7 @@
 //! store either: the engine loads the catalogue once (see `channel_modes`) and keeps it
 //! current with its own changes and those other nodes publish.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::ids::ConnectionId;
 use crate::names::{channel_key, is_valid_channel_name, is_valid_username, username_key};
@@ -17,8 +17,9 @@ use crate::store::{Role, StoredChannel};
 /// What a registered channel keeps when it is empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Settings {
-    /// The owner's username as registered (none for the default channel).
-    pub(super) owner: Option<String>,
+    /// The owner's username as registered (none for the default channel); changed only
+    /// through [`Channels`], which counts every owner's channels.
+    owner: Option<String>,
     pub(super) topic: Option<String>,
     pub(super) private: bool,
     /// Invited usernames by key, as registered.
@@ -95,6 +96,10 @@ pub(super) enum Left<'a> {
 #[derive(Debug, Default)]
 pub(super) struct Channels {
     by_key: BTreeMap<String, Channel>,
+    /// How many registered channels each account owns, by username key: a new channel's
+    /// first joiner is checked against a limit, and a scan of every channel per new
+    /// channel would make creating n channels cost n².
+    owned: HashMap<String, usize>,
     /// Whether the registered channels were loaded from the store.
     pub(super) loaded: bool,
 }
@@ -110,7 +115,7 @@ impl Channels {
     }
 
     /// The settings of channel `name`, registered now if it was not (with no owner), for
-    /// a change to them. Returns its key.
+    /// a change to them (its owner changes by [`Channels::set_owner`]). Returns its key.
     pub(super) fn settings_mut(&mut self, name: &str) -> (String, &mut Settings) {
         let key = channel_key(name);
         let channel = self.by_key.entry(key.clone()).or_insert_with(|| Channel {
@@ -120,6 +125,15 @@ impl Channels {
             last_joined_after: 0,
         });
         (key, channel.settings.get_or_insert_with(Settings::default))
+    }
+
+    /// Makes `owner` (a username as registered, or nobody) the owner of channel `name`,
+    /// registered now if it was not.
+    pub(super) fn set_owner(&mut self, name: &str, owner: Option<String>) {
+        own(&mut self.owned, owner.as_deref());
+        let (_, settings) = self.settings_mut(name);
+        let previous = std::mem::replace(&mut settings.owner, owner);
+        disown(&mut self.owned, previous.as_deref());
     }
 
     /// Records channels as the store has them (the whole catalogue at start, or one
@@ -137,7 +151,11 @@ impl Channels {
                 members: Vec::new(),
                 last_joined_after: 0,
             });
-            channel.settings = Some(Settings::from_stored(stored));
+            let settings = Settings::from_stored(stored);
+            own(&mut self.owned, settings.owner.as_deref());
+            if let Some(previous) = channel.settings.replace(settings) {
+                disown(&mut self.owned, previous.owner.as_deref());
+            }
         }
     }
 
@@ -145,25 +163,23 @@ impl Channels {
     /// when empty, and its next first joiner registers it.
     pub(super) fn unregister(&mut self, key: &str) {
         if let Some(channel) = self.by_key.get_mut(key) {
-            channel.settings = None;
+            if let Some(previous) = channel.settings.take() {
+                disown(&mut self.owned, previous.owner.as_deref());
+            }
             if channel.members.is_empty() {
                 self.by_key.remove(key);
             }
         }
     }
 
-    /// How many registered channels account `key` owns (a scan: only a new channel's
-    /// first joiner asks).
+    /// How many registered channels account `key` owns.
     pub(super) fn owned_by(&self, key: &str) -> usize {
-        self.by_key
-            .values()
-            .filter_map(|c| c.settings.as_ref()?.owner.as_deref())
-            .filter(|owner| username_key(owner) == key)
-            .count()
+        self.owned.get(key).copied().unwrap_or(0)
     }
 
     /// Account `key` was deleted: its invitations and the channels it owned go with it.
     pub(super) fn forget_account(&mut self, key: &str) {
+        self.owned.remove(key);
         for settings in self.by_key.values_mut().filter_map(|c| c.settings.as_mut()) {
             settings.invited.remove(key);
             if settings
@@ -236,6 +252,103 @@ impl Channels {
                 moved: channel.members.get(position).copied(),
             },
             None => Left::Emptied,
+        }
+    }
+}
+
+/// Counts one more registered channel for `owner` (a username as registered), if any.
+fn own(owned: &mut HashMap<String, usize>, owner: Option<&str>) {
+    if let Some(owner) = owner {
+        *owned.entry(username_key(owner)).or_default() += 1;
+    }
+}
+
+/// Counts one registered channel fewer for `owner`, if any; an owner of none leaves the
+/// table.
+fn disown(owned: &mut HashMap<String, usize>, owner: Option<&str>) {
+    let Some(key) = owner.map(username_key) else {
+        return;
+    };
+    if let Some(count) = owned.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            owned.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A change to the table that touches owners.
+    #[derive(Debug, Clone)]
+    enum Change {
+        SetOwner(usize, Option<usize>),
+        Register(usize, Option<usize>),
+        Unregister(usize),
+        ForgetAccount(usize),
+    }
+
+    const CHANNELS: usize = 4;
+    const OWNERS: usize = 3;
+
+    /// Channel `i`, in a case its key folds.
+    fn channel(i: usize) -> String {
+        format!("#Room{i}")
+    }
+
+    /// Owner `i`'s username as registered, in a case its key folds.
+    fn owner(i: usize) -> String {
+        format!("Owner{i}")
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        let owner = proptest::option::of(0..OWNERS);
+        prop_oneof![
+            (0..CHANNELS, owner.clone()).prop_map(|(c, o)| Change::SetOwner(c, o)),
+            (0..CHANNELS, owner).prop_map(|(c, o)| Change::Register(c, o)),
+            (0..CHANNELS).prop_map(Change::Unregister),
+            (0..OWNERS).prop_map(Change::ForgetAccount),
+        ]
+    }
+
+    fn apply(channels: &mut Channels, change: Change) {
+        match change {
+            Change::SetOwner(c, o) => channels.set_owner(&channel(c), o.map(owner)),
+            Change::Register(c, o) => channels.register([StoredChannel {
+                name: channel(c),
+                owner: o.map(owner),
+                topic: None,
+                private: false,
+                invited: Vec::new(),
+            }]),
+            Change::Unregister(c) => channels.unregister(&channel_key(&channel(c))),
+            Change::ForgetAccount(o) => channels.forget_account(&username_key(&owner(o))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn each_owners_count_of_channels_is_what_a_scan_of_every_channel_finds(
+            changes in proptest::collection::vec(change(), 0..40)
+        ) {
+            let mut channels = Channels::default();
+            for change in changes {
+                apply(&mut channels, change);
+            }
+            for o in 0..OWNERS {
+                let key = username_key(&owner(o));
+                let scanned = channels
+                    .entries()
+                    .filter_map(|(_, c)| c.settings.as_ref()?.owner.as_deref())
+                    .filter(|name| username_key(name) == key)
+                    .count();
+                prop_assert_eq!(channels.owned_by(&key), scanned);
+            }
+            prop_assert!(channels.owned.values().all(|&count| count > 0));
         }
     }
 }
