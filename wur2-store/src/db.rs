@@ -929,34 +929,46 @@ impl Db {
         Ok(())
     }
 
-    /// The account a live token (by its hash) of the account with `key` logs in to.
+    /// The account a live token (by its hash) of the account with `key` logs in to, with
+    /// its sanctions in force at `now_ms` (bans before mutes): a token login's one query.
     pub(crate) async fn token_user(
         &self,
         token_hash: &str,
         key: &str,
         now_ms: i64,
-    ) -> Result<Option<User>, sqlx::Error> {
-        let sql = "SELECT u.username, u.role, u.created_at_ms FROM resume_tokens t \
+    ) -> Result<Option<(User, Vec<Sanction>)>, sqlx::Error> {
+        // One row per sanction in force, or one with no sanction (`kind` null).
+        let sql = "SELECT u.username, u.role, u.created_at_ms AS user_created_at_ms, \
+                     s.kind, s.set_by, s.reason, s.created_at_ms, s.expires_at_ms \
+                   FROM resume_tokens t \
                    JOIN users u ON u.username_key = t.username_key \
-                   WHERE t.token_hash = $1 AND t.username_key = $2 AND t.expires_at_ms > $3";
-        let row = on_pool!(self, pool => {
-            match sqlx::query(sql).bind(token_hash).bind(key).bind(now_ms).fetch_optional(pool).await? {
-                None => None,
-                Some(row) => Some((
-                    row.try_get::<String, _>("username")?,
-                    row.try_get::<String, _>("role")?,
-                    row.try_get::<i64, _>("created_at_ms")?,
-                )),
+                   LEFT JOIN sanctions s ON s.username_key = u.username_key \
+                     AND (s.expires_at_ms IS NULL OR s.expires_at_ms > $3) \
+                   WHERE t.token_hash = $1 AND t.username_key = $2 AND t.expires_at_ms > $3 \
+                   ORDER BY s.kind";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(token_hash)
+                .bind(key)
+                .bind(now_ms)
+                .fetch_all(pool)
+                .await?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let user = User {
+                username: first.try_get("username")?,
+                role: role_from_db(&first.try_get::<String, _>("role")?)?,
+                created_at_unix_ms: first.try_get("user_created_at_ms")?,
+            };
+            let mut sanctions = Vec::new();
+            for row in &rows {
+                if row.try_get::<Option<String>, _>("kind")?.is_some() {
+                    sanctions.push(sanction_from_row(row, now_ms)?);
+                }
             }
-        });
-        row.map(|(username, role, created_at_unix_ms)| {
-            Ok(User {
-                username,
-                role: role_from_db(&role)?,
-                created_at_unix_ms,
-            })
+            Ok(Some((user, sanctions)))
         })
-        .transpose()
     }
 
     /// Replaces the password hash of the account with `key` and forgets its resume tokens,

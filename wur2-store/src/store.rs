@@ -1096,13 +1096,10 @@ async fn resume(
                 .token_user(&token_hash(token.expose()), &key, now_ms()),
         )
         .await?;
-    let Some(user) = found else {
+    let Some((user, sanctions)) = found else {
         tracing::debug!("resume refused");
         return Err(StoreError::InvalidCredentials);
     };
-    let sanctions = shared
-        .in_time(shared.db.sanctions_of(&key, now_ms()))
-        .await?;
     let (ban, mute): (Vec<Sanction>, Vec<Sanction>) = sanctions
         .into_iter()
         .partition(|sanction| sanction.kind == SanctionKind::Ban);

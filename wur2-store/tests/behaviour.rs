@@ -734,6 +734,27 @@ mod scenarios {
             StoreReply::Failed(StoreError::InvalidCredentials),
             "another account's token"
         );
+        // A mute in force comes with a resume, as with a password login (the same query
+        // finds the account and its sanctions); another account's, or one run out, not.
+        let mute =
+            |name: &str, duration| sanction_request(SanctionKind::Mute, name, Role::Mod, duration);
+        sanctioned(h.run(mute("bob", None)).await);
+        sanctioned(h.run(mute("ann", Some(Duration::from_millis(1)))).await);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            h.run(resume("ann", &first)).await,
+            account("Ann", Role::User),
+            "bob's mute, and ann's that ran out"
+        );
+        let muted = sanctioned(h.run(mute("ann", None)).await);
+        assert_eq!(
+            h.run(resume("ann", &first)).await,
+            StoreReply::Account {
+                username: "Ann".into(),
+                role: Role::User,
+                mute: Some(muted),
+            }
+        );
         // Revoked, by a password change, then by /logout-everywhere's request.
         let changed = StoreRequest::ChangePassword {
             username: "ann".into(),
