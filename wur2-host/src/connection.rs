@@ -4,10 +4,10 @@
 //!
 //! Memory matters here more than anywhere (thousands of idle clients): while a connection
 //! is idle its task holds no read buffer and no write buffer. Reads go through one buffer
-//! per thread and leave as exactly-sized [`Bytes`]; the write queue is
-//! released as soon as it is empty. The task waits in one hand-written poll (instructions,
-//! writability, readability) rather than a select of futures, so it holds a few references
-//! while it waits, not three futures' worth of state.
+//! per thread and leave as exactly-sized [`Bytes`]; the write queue is released as soon as
+//! it is empty. The task waits in one hand-written poll (instructions, writability,
+//! readability) rather than a select of futures, so it holds a few references while it
+//! waits, not three futures' worth of state.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
