@@ -102,6 +102,10 @@ fn wake_when_due(deadlines: &Deadlines) {
                         .wait_while(waiting, |waiting| waiting.wakers.is_empty())
                         .unwrap_or_else(PoisonError::into_inner);
                     waiting.asleep = false;
+                    // Woken by a request: the idle time counts from now, or a request
+                    // answered within a tick would send the thread back to sleep at once
+                    // and every request of a trickle would have to wake it.
+                    idle_since = Instant::now();
                 }
             } else {
                 idle_since = Instant::now();
@@ -189,6 +193,29 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(50));
         let answered = futures::executor::block_on(timed(Duration::from_secs(10), async { 7 }));
         assert_eq!(answered, Some(7));
+    }
+
+    #[test]
+    fn the_deadline_thread_stays_awake_a_while_after_a_request_wakes_it() {
+        let asleep = || deadlines().expect("the thread started").lock().asleep;
+        let answered_soon = || {
+            let soon = async_io::Timer::after(Duration::from_millis(1));
+            futures::executor::block_on(timed(Duration::from_secs(10), soon))
+        };
+        answered_soon();
+        // Asleep once no request has waited for a while (other tests' requests may delay it).
+        let patience = Instant::now() + Duration::from_secs(20);
+        while !asleep() {
+            assert!(Instant::now() < patience, "the thread never went to sleep");
+            thread::sleep(TICK);
+        }
+        assert!(answered_soon().is_some());
+        // A few ticks later, with no request waiting, it is still awake for the next one.
+        thread::sleep(TICK * 4);
+        assert!(
+            !asleep(),
+            "a request woke the thread, which fell asleep again at once"
+        );
     }
 
     #[test]
