@@ -47,12 +47,21 @@ const CHANGE_BAN: &str = "ban";
 /// `account_changes.change` of a mute set or lifted: the account's mute is read again.
 const CHANGE_MUTE: &str = "mute";
 
+/// Whether sanction `s` is in force at `$1`, the current time: the one rule every query of
+/// sanctions in force uses.
+macro_rules! sanction_in_force {
+    () => {
+        "(s.expires_at_ms IS NULL OR s.expires_at_ms > $1)"
+    };
+}
+
 /// The columns of a sanction in force, with the account's name as registered; the
 /// statement binds the current time as `$1` (`s` is `sanctions`, `u` is `users`).
-const SANCTION_COLUMNS: &str = "SELECT s.kind, u.username, s.set_by, s.reason, \
-     s.created_at_ms, s.expires_at_ms \
-     FROM sanctions s JOIN users u ON u.username_key = s.username_key \
-     WHERE (s.expires_at_ms IS NULL OR s.expires_at_ms > $1)";
+const SANCTION_COLUMNS: &str = concat!(
+    "SELECT s.kind, u.username, s.set_by, s.reason, s.created_at_ms, s.expires_at_ms \
+     FROM sanctions s JOIN users u ON u.username_key = s.username_key WHERE ",
+    sanction_in_force!()
+);
 /// How long an account change is kept: far longer than any running server takes to read
 /// it (about half a second), and short enough that the table stays small.
 const CHANGE_KEEP_MS: i64 = 3_600_000;
@@ -938,19 +947,21 @@ impl Db {
         now_ms: i64,
     ) -> Result<Option<(User, Vec<Sanction>)>, sqlx::Error> {
         // One row per sanction in force, or one with no sanction (`kind` null).
-        let sql = "SELECT u.username, u.role, u.created_at_ms AS user_created_at_ms, \
-                     s.kind, s.set_by, s.reason, s.created_at_ms, s.expires_at_ms \
-                   FROM resume_tokens t \
-                   JOIN users u ON u.username_key = t.username_key \
-                   LEFT JOIN sanctions s ON s.username_key = u.username_key \
-                     AND (s.expires_at_ms IS NULL OR s.expires_at_ms > $3) \
-                   WHERE t.token_hash = $1 AND t.username_key = $2 AND t.expires_at_ms > $3 \
-                   ORDER BY s.kind";
+        let sql = concat!(
+            "SELECT u.username, u.role, u.created_at_ms AS user_created_at_ms, \
+               s.kind, s.set_by, s.reason, s.created_at_ms, s.expires_at_ms \
+             FROM resume_tokens t \
+             JOIN users u ON u.username_key = t.username_key \
+             LEFT JOIN sanctions s ON s.username_key = u.username_key AND ",
+            sanction_in_force!(),
+            " WHERE t.token_hash = $2 AND t.username_key = $3 AND t.expires_at_ms > $1 \
+             ORDER BY s.kind"
+        );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql)
+                .bind(now_ms)
                 .bind(token_hash)
                 .bind(key)
-                .bind(now_ms)
                 .fetch_all(pool)
                 .await?;
             let Some(first) = rows.first() else {
