@@ -29,6 +29,9 @@
     showChannels: false,
     pings: 0,
     waiting: new Map(),
+    // Where the message list was last seen scrolled to, by its scroll events or by the
+    // page itself: a scroll up from there to the top loads older messages.
+    scrolledTo: 0,
   };
 
   // ----- views: one per channel and per private conversation -----
@@ -114,7 +117,16 @@
     if (!view) return;
     for (const item of view.items) list.append(itemElement(item));
     renderOlder();
-    list.scrollTop = list.scrollHeight;
+    scrollMessages(list.scrollHeight);
+  }
+
+  // Scrolls the message list and remembers where to, so that the reader's scroll to the
+  // top right after (before the browser has sent this scroll's event) still loads older
+  // messages.
+  function scrollMessages(top) {
+    const list = $("messages");
+    list.scrollTop = top;
+    state.scrolledTo = list.scrollTop;
   }
 
   // The button at the top of the current view that loads the page before it (scrolling
@@ -158,7 +170,7 @@
     const list = $("messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.append(itemElement(item));
-    if (atBottom || item.from === state.user) list.scrollTop = list.scrollHeight;
+    if (atBottom || item.from === state.user) scrollMessages(list.scrollHeight);
   }
 
   function notice(text, { refusal = false, view = state.view } = {}) {
@@ -494,7 +506,7 @@
       for (let i = page.length - 1; i >= 0; i -= 1) add(view, page[i], { prepend: true });
       if (view === state.view) {
         renderMessages();
-        if (!first) list.scrollTop = list.scrollHeight - height;
+        if (!first) scrollMessages(list.scrollHeight - height);
       }
     });
   }
@@ -690,11 +702,10 @@
     });
     // Older messages load when the reader scrolls up to the top (not when new lines
     // scroll a barely full list down).
-    let lastScroll = 0;
     $("messages").addEventListener("scroll", () => {
       const top = $("messages").scrollTop;
-      if (top < 30 && top < lastScroll && state.view) loadOlder(state.view, false);
-      lastScroll = top;
+      if (top < 30 && top < state.scrolledTo && state.view) loadOlder(state.view, false);
+      state.scrolledTo = top;
     });
     $("menu").addEventListener("click", () => {
       const open = $("side").classList.toggle("open");
