@@ -22,6 +22,10 @@ use wur2_store::{AppendWriter, Store, StoreConfig};
 
 use crate::serve_args::ServeArgs;
 
+/// Log lines that may wait for stderr (a few MiB at most); more are dropped rather than
+/// stall the server.
+const LOG_LINES_WAITING: usize = 16_384;
+
 /// WUR2 chat server: accounts, channels, private messages and history over plain TCP.
 ///
 /// Connect with `nc <host> 6969` or `telnet`. Run `wur2 role <user> admin` once to make the
@@ -101,12 +105,22 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    // Log lines go to stderr from a thread of their own: a write there can block (a pipe
+    // nobody reads, a log file behind a disk busy syncing the database), and on the
+    // runtime's threads it would stop every connection with it. Beyond
+    // `LOG_LINES_WAITING` unwritten lines, new ones are dropped. The guard writes what is
+    // left when dropped.
+    let (log_writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_LINES_WAITING)
+        .lossy(true)
+        .thread_name("wur2-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut builder = match cli.worker_threads {
@@ -129,6 +143,8 @@ fn main() -> ExitCode {
     // A blocking job still running (a server-side file read on a stuck disk) must not keep
     // the process alive after the server has stopped.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    // The log's last lines before the error line, in order.
+    drop(log_guard);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

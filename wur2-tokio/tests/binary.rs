@@ -1,6 +1,8 @@
 //! The real `wur2` binary: chat through it, the operator subcommands on its database,
 //! SIGTERM, a restart on the same database, and one-line errors for bad configuration.
 
+#[path = "server_process/peer.rs"]
+mod peer;
 mod server_process;
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use server_process::{BINARY, ServerProcess};
+use peer::Peer;
+use server_process::{BINARY, ServerProcess, address_after};
 use wur2_testkit::scenarios::{self, Client, Event, Mode, unique};
 use wur2_testkit::{TEST_TIMEOUT, Target, databases};
 
@@ -270,6 +273,44 @@ fn assert_fails_clearly(dir: &Path, url: &str, args: &[&str], needle: &str) {
         .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains(needle), "{stderr}");
+}
+
+/// A log nobody reads (stderr a pipe left full, as behind a stuck log collector) does not
+/// stop the server: its log lines are written by a thread of their own, and dropped once
+/// too many wait. Written on the runtime's threads, the first line beyond the pipe's 64 KiB
+/// would block every connection.
+#[test]
+fn a_server_whose_log_nobody_reads_keeps_serving() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let mut child = wur2(dir.path(), &url)
+        .env("WUR2_MAX_REGISTRATIONS_PER_MINUTE", "0")
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wur2");
+    let mut log = BufReader::new(child.stderr.take().expect("piped stderr"));
+    // Read up to where it listens; never again.
+    let addr = loop {
+        let mut line = String::new();
+        let read = log.read_line(&mut line).expect("read the log");
+        assert!(read > 0, "wur2 ended before it listened");
+        if let Some(addr) = address_after(&line, "listening on ") {
+            break addr;
+        }
+    };
+    // Every connection logs a line of ~100 bytes as it comes and one as it goes: ~1 MiB in
+    // all, far more than the pipe holds.
+    for _ in 0..5_000 {
+        drop(std::net::TcpStream::connect(addr).expect("connect"));
+    }
+    let mut alice = Peer::register(addr, "alice");
+    let mut bob = Peer::register(addr, "bob");
+    alice.send("still here with nobody reading the log\n");
+    bob.wait_for("still here with nobody reading the log");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

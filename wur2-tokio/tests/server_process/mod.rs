@@ -27,7 +27,7 @@ pub struct ServerProcess {
 }
 
 /// The address after `marker` in a log line (up to a space or a `/`).
-fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+pub fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
     line.split(marker)
         .nth(1)?
         .split(['/', ' '])
