@@ -35,6 +35,7 @@ mod bus;
 mod clock;
 mod connection;
 mod connections;
+mod descriptors;
 mod driver;
 mod engine_host;
 mod files;

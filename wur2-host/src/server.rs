@@ -18,6 +18,7 @@ use wur2_engine::{Config, Engine};
 use crate::bus::BusLink;
 use crate::connections::AddressCounts;
 use crate::connections::ConnectionEvent;
+use crate::descriptors;
 use crate::driver::{Wired, driver};
 use crate::runtime::Runtime;
 use crate::status::{ServerStatus, StatusCell};
@@ -98,6 +99,9 @@ fn start<R: Runtime, S: Storage>(
 ) -> Result<ServerHandle<R>, ServeError> {
     let local_addr = R::local_addr(&listener)?;
     prepare(&mut config, &mut options)?;
+    // Before the first client: growing the table later makes an `accept` wait.
+    let room = descriptors::reserve(descriptors::wanted(config.max_connections));
+    debug!(?room, "descriptor table grown");
     let (shutdown, shutdown_rx) = oneshot::channel();
     let (stopped_tx, stopped) = oneshot::channel();
     let (stop_accepting, stop_rx) = watch::channel(false);

@@ -313,6 +313,31 @@ fn a_server_whose_log_nobody_reads_keeps_serving() {
     let _ = child.wait();
 }
 
+/// Room for every allowed connection's descriptor is made before the first client comes:
+/// growing the table later makes an `accept` wait for the kernel (milliseconds), and every
+/// connection served by that thread with it.
+#[test]
+fn the_server_makes_room_for_its_connections_descriptors_at_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("wur2.db").display());
+    let server = start(dir.path(), &url, &["--max-connections", "3000"]);
+    // The server inherits this process's limit on open files.
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read limits");
+    let soft_limit: u64 = limits
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Max open files")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("a limit on open files");
+    let highest = (2 * 3000 + 1024).min(soft_limit - 1);
+    let table = server.status_number("FDSize:");
+    assert!(table > highest, "room for {highest} descriptors: {table}");
+}
+
 #[test]
 fn a_taken_port_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("temporary directory");

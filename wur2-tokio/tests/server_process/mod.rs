@@ -141,19 +141,24 @@ impl ServerProcess {
 
     /// A `kB` field of `/proc/<pid>/status`, such as `VmRSS:` or `VmHWM:`, in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
+        self.status_number(field)
+    }
+
+    /// The number a field of `/proc/<pid>/status` starts with, such as `VmRSS:` (in KiB)
+    /// or `FDSize:` (the descriptor table's size).
+    pub fn status_number(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read /proc/<pid>/status");
         status
             .lines()
             .find_map(|line| {
                 line.strip_prefix(field)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
+                    .split_whitespace()
+                    .next()?
                     .parse()
                     .ok()
             })
-            .expect("a kB field")
+            .expect("a numeric field")
     }
 
     /// Stops the server with SIGTERM and waits (killing it after 30 s).
