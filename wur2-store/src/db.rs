@@ -1508,11 +1508,16 @@ mod tests {
 
     use super::*;
 
+    /// Opens (making it if missing) the SQLite database `name` in `dir`.
+    async fn open_sqlite(dir: &tempfile::TempDir, name: &str) -> Db {
+        let url = format!("sqlite://{}/{name}", dir.path().display());
+        Db::open(&url, &StoreConfig::default()).await.unwrap()
+    }
+
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/wur2.db", dir.path().display());
-        let db = Db::open(&url, &StoreConfig::default()).await.unwrap();
+        let db = open_sqlite(&dir, "wur2.db").await;
         assert_eq!(
             scalar(&db, "PRAGMA cache_size").await,
             -i64::from(SQLITE_CACHE_KIB)
@@ -1531,8 +1536,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_sqlite_database_has_small_pages_and_an_existing_one_keeps_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let new = format!("sqlite://{}/new.db", dir.path().display());
-        let db = Db::open(&new, &StoreConfig::default()).await.unwrap();
+        let db = open_sqlite(&dir, "new.db").await;
         assert_eq!(
             scalar(&db, "PRAGMA page_size").await,
             i64::from(SQLITE_PAGE_BYTES)
@@ -1551,7 +1555,7 @@ mod tests {
             .await
             .unwrap();
         pool.close().await;
-        let db = Db::open(&old, &StoreConfig::default()).await.unwrap();
+        let db = open_sqlite(&dir, "old.db").await;
         assert_eq!(
             scalar(&db, "PRAGMA page_size").await,
             4_096,

@@ -190,7 +190,7 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
     let dir = tempfile::tempdir().expect("temporary directory");
     let (server, _) = start(dir.path(), fixed);
     std::thread::sleep(Duration::from_millis(500));
-    let idle_kib = server.status_kib("VmRSS:");
+    let idle_kib = server.status_number("VmRSS:");
     println!("idle server: VmRSS {idle_kib} KiB");
 
     runtime.block_on(async {
@@ -199,7 +199,7 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
         let (warm_phase, warm_ready) = clients(server.addr, 16, "warm").await;
         wait_for(&warm_ready, 16, "warm-up logins").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let warm_kib = server.status_kib("VmRSS:");
+        let warm_kib = server.status_number("VmRSS:");
         println!("after 16 warm-up logins: VmRSS {warm_kib} KiB");
 
         let began = Instant::now();
@@ -209,8 +209,8 @@ fn measure(runtime: &tokio::runtime::Runtime, clients_wanted: usize, fixed: bool
         phase.send_replace(1);
         wait_for(&ready, 2 * clients_wanted, "barriers").await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let loaded_kib = server.status_kib("VmRSS:");
-        let hwm_kib = server.status_kib("VmHWM:");
+        let loaded_kib = server.status_number("VmRSS:");
+        let hwm_kib = server.status_number("VmHWM:");
         let per_connection = (loaded_kib.saturating_sub(warm_kib)) as f64 * 1024.0 / clients_wanted as f64;
         println!(
             "{clients_wanted} idle logged-in connections (logged in over {login_time:.1?}): \

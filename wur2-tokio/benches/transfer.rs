@@ -44,7 +44,7 @@ fn main() {
         binary_runs.push(time);
         binary_cpu.push(cpu);
     }
-    let rss = server.status_kib("VmHWM:");
+    let rss = server.status_number("VmHWM:");
     server.stop();
     let limit = median(limit);
     let rate = |d: Duration| SIZE as f64 / d.as_secs_f64() / (1024.0 * 1024.0);

@@ -5,7 +5,7 @@
 mod peer;
 mod server_process;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -311,6 +311,15 @@ fn a_server_whose_log_nobody_reads_keeps_serving() {
     bob.wait_for("still here with nobody reading the log");
     let _ = child.kill();
     let _ = child.wait();
+    // The pipe was full (64 KiB on Linux): the log did stop taking lines.
+    let mut unread = Vec::new();
+    log.read_to_end(&mut unread)
+        .expect("read what the log left");
+    assert!(
+        unread.len() >= 60 * 1024,
+        "only {} bytes of log: the pipe never filled",
+        unread.len()
+    );
 }
 
 /// Room for every allowed connection's descriptor is made before the first client comes:

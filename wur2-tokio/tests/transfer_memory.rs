@@ -33,7 +33,7 @@ fn a_recipient_that_stops_reading_does_not_grow_server_memory_and_gets_the_file_
     let server = ServerProcess::start(dir.path(), &["--flood-lines-per-second", "0"], &[]);
     let mut alice = Peer::register(server.addr, "alice");
     let mut bob = Peer::register(server.addr, "bob");
-    let before = server.status_kib("VmRSS:");
+    let before = server.status_number("VmRSS:");
 
     let data = Arc::new(text_file(48 * 1024 * 1024));
     let written = Arc::new(AtomicU64::new(0));
@@ -60,7 +60,7 @@ fn a_recipient_that_stops_reading_does_not_grow_server_memory_and_gets_the_file_
     while still_since.elapsed() < Duration::from_secs(2) {
         assert!(Instant::now() < give_up, "the upload never stalled");
         std::thread::sleep(Duration::from_millis(100));
-        peak = peak.max(server.status_kib("VmRSS:"));
+        peak = peak.max(server.status_number("VmRSS:"));
         let now = written.load(Ordering::Relaxed);
         if now != last {
             (last, still_since) = (now, Instant::now());

@@ -139,11 +139,6 @@ impl ServerProcess {
         Duration::from_nanos(nanos)
     }
 
-    /// A `kB` field of `/proc/<pid>/status`, such as `VmRSS:` or `VmHWM:`, in KiB.
-    pub fn status_kib(&self, field: &str) -> u64 {
-        self.status_number(field)
-    }
-
     /// The number a field of `/proc/<pid>/status` starts with, such as `VmRSS:` (in KiB)
     /// or `FDSize:` (the descriptor table's size).
     pub fn status_number(&self, field: &str) -> u64 {
